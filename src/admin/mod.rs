@@ -1,0 +1,223 @@
+//! The admin API: JSON over HTTP on its own listener (loopback by default,
+//! bearer token required when exposed). The CLI is a thin client of it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
+use crate::error::HttpStatus;
+use crate::fetch::FetchStatus;
+use crate::policy::Policy;
+use crate::server::App;
+
+/// Largest catalog accepted in one upload.
+const MAX_CATALOG_BYTES: usize = 512 * 1024 * 1024;
+
+/// An API error: a status and a message, sent as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl<E: HttpStatus + std::fmt::Display> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.status(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Serves the admin API until `shutdown` fires.
+pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
+    let router = router(app);
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "admin listener failed");
+    }
+}
+
+/// The API's routes.
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/catalog", post(import_catalog).get(export_catalog))
+        .route("/api/v1/updates", get(list_updates))
+        .route("/api/v1/updates/{id}", get(get_update))
+        .route("/api/v1/updates/{id}/{action}", post(set_state))
+        .route("/api/v1/policy", get(get_policy).put(put_policy))
+        .route("/api/v1/status", get(status))
+        .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(DefaultBodyLimit::max(MAX_CATALOG_BYTES));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(api)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such admin endpoint".into()) })
+        .with_state(app)
+}
+
+/// Checks `Authorization: Bearer <token>` when a token is configured.
+async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &app.config.admin_token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            let mut r = ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs blocking catalog work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CatalogError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportParams {
+    /// Apply the approval states in the document (sync from another upcache).
+    #[serde(default)]
+    with_approvals: bool,
+}
+
+async fn import_catalog(
+    State(app): State<Arc<App>>,
+    Query(params): Query<ImportParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<crate::catalog::ImportReport> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !content_type.starts_with("application/json") {
+        return Err(ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("catalogs are imported as application/json, not {content_type}"),
+        ));
+    }
+    let catalog = app.catalog.clone();
+    let report = blocking(move || catalog.import_json(&body, params.with_approvals)).await?;
+    tracing::info!(?report, "catalog imported");
+    app.sync_downloads();
+    Ok(Json(report))
+}
+
+async fn export_catalog(State(app): State<Arc<App>>) -> ApiResult<crate::catalog::CatalogDoc> {
+    let catalog = app.catalog.clone();
+    blocking(move || catalog.export()).await.map(Json)
+}
+
+async fn list_updates(
+    State(app): State<Arc<App>>,
+    Query(q): Query<UpdateQuery>,
+) -> ApiResult<crate::catalog::UpdateList> {
+    let catalog = app.catalog.clone();
+    blocking(move || catalog.list_updates(&q)).await.map(Json)
+}
+
+async fn get_update(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<crate::catalog::UpdateDetail> {
+    let catalog = app.catalog.clone();
+    let mut detail = blocking(move || catalog.update(&id)).await?;
+    for f in &mut detail.files {
+        if f.local_state != "stored" && f.sha1.parse().is_ok_and(|s| app.fetcher.is_fetching(&s)) {
+            f.local_state = "fetching".into();
+        }
+    }
+    Ok(Json(detail))
+}
+
+async fn set_state(
+    State(app): State<Arc<App>>,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<crate::catalog::UpdateSummary> {
+    let state = match action.as_str() {
+        "approve" => UpdateState::Approved,
+        "decline" => UpdateState::Declined,
+        "unapprove" => UpdateState::NotApproved,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}: use approve, decline or unapprove"),
+            ))
+        }
+    };
+    let catalog = app.catalog.clone();
+    let id2 = id.clone();
+    let summary = blocking(move || catalog.set_state(&id2, state)).await?;
+    tracing::info!(update = %id, state = state.as_str(), "approval changed");
+    if state == UpdateState::Approved && app.catalog.policy().downloads_on_approve() {
+        let catalog = app.catalog.clone();
+        let files = blocking(move || catalog.files_of(&id)).await?;
+        app.fetcher.prefetch(files.into_iter().filter(|f| !f.stored).collect());
+    }
+    Ok(Json(summary))
+}
+
+async fn get_policy(State(app): State<Arc<App>>) -> Json<Policy> {
+    Json(app.catalog.policy())
+}
+
+async fn put_policy(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Policy> {
+    let policy: Policy = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid policy: {e}")))?;
+    let catalog = app.catalog.clone();
+    blocking(move || catalog.set_policy(policy)).await?;
+    tracing::info!(?policy, "policy changed");
+    app.sync_downloads();
+    Ok(Json(policy))
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub policy: Policy,
+    pub catalog: Counts,
+    pub fetches: Vec<FetchStatus>,
+    pub quarantined: usize,
+}
+
+async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
+    let catalog = app.catalog.clone();
+    let counts = blocking(move || catalog.counts()).await?;
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: app.started.elapsed().as_secs(),
+        policy: app.catalog.policy(),
+        catalog: counts,
+        fetches: app.fetcher.status(),
+        quarantined: app.store.quarantined().len(),
+    }))
+}

@@ -1,0 +1,262 @@
+//! The upcache JSON catalog format (import and export share these types).
+//!
+//! Parsing is strict: unknown fields, bad digests, relative URLs and duplicate
+//! ids are rejected with the path of the offending field, before anything is
+//! written.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{CatalogError, UpdateState};
+use crate::digest::{Sha1Digest, Sha256Digest};
+
+/// A whole catalog document.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogDoc {
+    pub updates: Vec<UpdateDoc>,
+}
+
+/// One update as it appears in the document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDoc {
+    pub id: String,
+    #[serde(default)]
+    pub revision: u32,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kb: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msrc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+    #[serde(default)]
+    pub products: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_date: Option<String>,
+    /// Approval state; only honoured by `sync` from another upcache, ignored
+    /// by a plain import so a catalog file cannot approve behind an admin's back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<UpdateState>,
+    pub files: Vec<FileDoc>,
+}
+
+/// One file of an update.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDoc {
+    pub name: String,
+    pub sha1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub url: String,
+}
+
+/// A file after validation.
+#[derive(Debug, Clone)]
+pub struct ValidFile {
+    pub name: String,
+    pub sha1: Sha1Digest,
+    pub sha256: Option<Sha256Digest>,
+    pub size: Option<u64>,
+    pub url: String,
+}
+
+/// An update after validation, with its release date as unix seconds.
+#[derive(Debug, Clone)]
+pub struct ValidUpdate {
+    pub doc: UpdateDoc,
+    pub released: Option<i64>,
+    pub files: Vec<ValidFile>,
+}
+
+/// Parses and validates a JSON catalog. Errors name the line (syntax) or the
+/// field path (`updates[3].files[0].sha1`).
+pub fn parse(body: &[u8]) -> Result<Vec<ValidUpdate>, CatalogError> {
+    let doc: CatalogDoc = serde_json::from_slice(body).map_err(|e| CatalogError::Invalid {
+        at: format!("line {} column {}", e.line(), e.column()),
+        reason: e.to_string(),
+    })?;
+    let mut ids = HashSet::new();
+    doc.updates
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| {
+            let at = format!("updates[{i}]");
+            if !ids.insert(u.id.to_ascii_lowercase()) {
+                return Err(invalid(&at, "id", format!("duplicate update id {:?}", u.id)));
+            }
+            validate_update(&at, u)
+        })
+        .collect()
+}
+
+fn invalid(at: &str, field: &str, reason: impl Into<String>) -> CatalogError {
+    CatalogError::Invalid {
+        at: format!("{at}.{field}"),
+        reason: reason.into(),
+    }
+}
+
+fn validate_update(at: &str, mut u: UpdateDoc) -> Result<ValidUpdate, CatalogError> {
+    u.id = u.id.trim().to_ascii_lowercase();
+    if u.id.is_empty()
+        || u.id.len() > 64
+        || !u.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(invalid(at, "id", "must be 1-64 letters, digits or '-' (an update GUID)"));
+    }
+    if u.title.trim().is_empty() {
+        return Err(invalid(at, "title", "must not be empty"));
+    }
+    if let Some(kb) = &u.kb {
+        let digits = kb.trim_start_matches("KB").trim_start_matches("kb");
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid(at, "kb", format!("{kb:?} is not a KB number")));
+        }
+        u.kb = Some(digits.to_owned());
+    }
+    let released = match &u.release_date {
+        None => None,
+        Some(d) => Some(
+            parse_date(d)
+                .ok_or_else(|| invalid(at, "release_date", format!("{d:?} is not YYYY-MM-DD")))?,
+        ),
+    };
+    if u.files.is_empty() && u.state.is_none() {
+        // Bundles have no payload of their own; allowed, but an update with
+        // neither files nor anything else is almost certainly a mistake.
+        tracing::debug!(id = %u.id, "update without files");
+    }
+    let mut seen = HashSet::new();
+    let files = u
+        .files
+        .iter()
+        .enumerate()
+        .map(|(j, f)| {
+            let at = format!("{at}.files[{j}]");
+            let file = validate_file(&at, f)?;
+            if !seen.insert(file.sha1) {
+                return Err(invalid(&at, "sha1", "listed twice in the same update"));
+            }
+            Ok(file)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ValidUpdate {
+        doc: u,
+        released,
+        files,
+    })
+}
+
+fn validate_file(at: &str, f: &FileDoc) -> Result<ValidFile, CatalogError> {
+    let sha1: Sha1Digest = f.sha1.parse().map_err(|e| invalid(at, "sha1", format!("{e}")))?;
+    let sha256 = match &f.sha256 {
+        None => None,
+        Some(s) => Some(
+            s.parse::<Sha256Digest>()
+                .map_err(|e| invalid(at, "sha256", format!("{e}")))?,
+        ),
+    };
+    if f.name.is_empty() || f.name.len() > 255 || f.name.contains(['/', '\\', '\0']) {
+        return Err(invalid(at, "name", "must be a plain file name"));
+    }
+    let url = reqwest::Url::parse(&f.url)
+        .map_err(|e| invalid(at, "url", format!("{:?}: {e}", f.url)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(at, "url", format!("{:?} is not an absolute http(s) URL", f.url)));
+    }
+    Ok(ValidFile {
+        name: f.name.clone(),
+        sha1,
+        sha256,
+        size: f.size,
+        url: url.to_string(),
+    })
+}
+
+/// `YYYY-MM-DD` (optionally followed by a time, which is ignored) → unix seconds at midnight UTC.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let date = s.get(..10)?;
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 || !matches!(s.as_bytes().get(10), None | Some(b'T' | b' ')) {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, m, d) * 86_400)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(files: &str) -> String {
+        format!(r#"{{"updates":[{{"id":"6F1C-1","revision":2,"title":"T","kb":"KB5034122","release_date":"2024-01-09","files":[{files}]}}]}}"#)
+    }
+    const GOOD_FILE: &str = r#"{"name":"a.msu","sha1":"00112233445566778899aabbccddeeff00112233","size":3,"url":"http://download.windowsupdate.com/c/a.msu"}"#;
+
+    #[test]
+    fn a_valid_document_is_normalised() {
+        let ups = parse(doc(GOOD_FILE).as_bytes()).unwrap();
+        assert_eq!(ups[0].doc.id, "6f1c-1");
+        assert_eq!(ups[0].doc.kb.as_deref(), Some("5034122"));
+        assert_eq!(ups[0].released, Some(1_704_758_400));
+        assert_eq!(ups[0].files[0].size, Some(3));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = GOOD_FILE.replace("00112233445566778899aabbccddeeff00112233", "xyz");
+        let err = parse(doc(&bad).as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("updates[0].files[0].sha1"), "{err}");
+        let bad = GOOD_FILE.replace("http://download.windowsupdate.com/c/a.msu", "/relative");
+        let err = parse(doc(&bad).as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("updates[0].files[0].url"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line_and_unknown_fields_are_rejected() {
+        let err = parse(b"{\"updates\": [\n{\"id\": }]}").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse(doc(&GOOD_FILE.replace("\"size\"", "\"sizee\"")).as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sizee"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_rejected() {
+        let one = r#"{"id":"a","title":"T","files":[]}"#;
+        let err = parse(format!(r#"{{"updates":[{one},{one}]}}"#).as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("updates[1].id"), "{err}");
+    }
+
+    #[test]
+    fn dates_are_checked() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2000-03-01"), Some(951_868_800));
+        assert_eq!(parse_date("2024-01-09T10:00:00Z"), Some(1_704_758_400));
+        assert_eq!(parse_date("2024-13-01"), None);
+        assert_eq!(parse_date("24-01-01"), None);
+    }
+}

@@ -1,0 +1,595 @@
+//! The metadata module: updates, their files and digests, approvals and the
+//! storage policy, persisted in SQLite under the data directory.
+//!
+//! Every write is one transaction, so a crash at any moment leaves either
+//! the old or the new catalog. Reads on the request path go to the
+//! in-memory [`index::Index`] instead of the database.
+
+mod index;
+pub mod json;
+mod schema;
+
+pub use index::FileEntry;
+pub use json::CatalogDoc;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Sha1Digest, Sha256Digest};
+use crate::policy::{Approval, Policy};
+use crate::store::{Ingested, Store};
+use index::Index;
+use json::{FileDoc, UpdateDoc, ValidUpdate};
+
+/// An update's approval state, as an administrator sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateState {
+    NotApproved,
+    Approved,
+    Declined,
+}
+
+impl UpdateState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotApproved => "not-approved",
+            Self::Approved => "approved",
+            Self::Declined => "declined",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::NotApproved, Self::Approved, Self::Declined]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+/// Errors of the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("invalid catalog at {at}: {reason}")]
+    Invalid { at: String, reason: String },
+    #[error("no update with id {0:?}")]
+    UnknownUpdate(String),
+    #[error("catalog database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// What an import did.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImportReport {
+    pub updates_added: u64,
+    pub updates_replaced: u64,
+    pub updates_unchanged: u64,
+    /// Older revisions than the ones already known: ignored.
+    pub updates_stale: u64,
+    pub files_added: u64,
+}
+
+/// One update in a listing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateSummary {
+    pub id: String,
+    pub revision: u32,
+    pub title: String,
+    pub kb: Option<String>,
+    pub msrc: Option<String>,
+    pub classification: Option<String>,
+    pub products: Vec<String>,
+    pub release_date: Option<String>,
+    pub state: UpdateState,
+    pub file_count: u64,
+}
+
+/// One file of an update, with its local state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileDetail {
+    pub name: String,
+    pub sha1: String,
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub url: String,
+    /// `absent`, `fetching` or `stored`.
+    pub local_state: String,
+}
+
+/// One update with its files.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateDetail {
+    #[serde(flatten)]
+    pub summary: UpdateSummary,
+    pub description: String,
+    pub files: Vec<FileDetail>,
+}
+
+/// Filters of `GET /api/v1/updates`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateQuery {
+    pub state: Option<UpdateState>,
+    /// Case-insensitive substring of title, KB, MSRC number or id.
+    pub q: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+/// A page of updates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateList {
+    pub total: u64,
+    pub updates: Vec<UpdateSummary>,
+}
+
+/// Catalog-wide counts for status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counts {
+    pub updates_not_approved: u64,
+    pub updates_approved: u64,
+    pub updates_declined: u64,
+    pub files: u64,
+    pub files_stored: u64,
+    pub bytes_stored: u64,
+}
+
+/// The catalog: database plus in-memory index.
+pub struct Catalog {
+    db: Mutex<Connection>,
+    index: RwLock<Index>,
+    policy: RwLock<Policy>,
+    store: Arc<Store>,
+}
+
+const POLICY_KEY: &str = "policy";
+const MAX_PAGE: u32 = 1000;
+
+impl Catalog {
+    /// Opens `DATA/catalog.sqlite3`, creating it if needed, and loads the index.
+    /// Files the store no longer has are marked absent (and vice versa).
+    pub fn open(data_dir: &Path, store: Arc<Store>) -> Result<Arc<Catalog>, CatalogError> {
+        let conn = Connection::open(data_dir.join("catalog.sqlite3"))?;
+        schema::prepare(&conn)?;
+        let policy = load_policy(&conn)?;
+        let catalog = Catalog {
+            db: Mutex::new(conn),
+            index: RwLock::new(Index::default()),
+            policy: RwLock::new(policy),
+            store,
+        };
+        catalog.rebuild_index()?;
+        Ok(Arc::new(catalog))
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file a SHA-1 names, if any update references it.
+    pub fn lookup_sha1(&self, sha1: &Sha1Digest) -> Option<FileEntry> {
+        self.index.read().unwrap().get(sha1).cloned()
+    }
+
+    /// The file a SHA-256 names, if the catalog or an ingest taught us it.
+    pub fn lookup_sha256(&self, sha256: &Sha256Digest) -> Option<FileEntry> {
+        self.index.read().unwrap().get_by_sha256(sha256).cloned()
+    }
+
+    pub fn policy(&self) -> Policy {
+        *self.policy.read().unwrap()
+    }
+
+    pub fn set_policy(&self, policy: Policy) -> Result<(), CatalogError> {
+        let json = serde_json::to_string(&policy).expect("policy serialises");
+        self.db().execute(
+            "INSERT INTO settings(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![POLICY_KEY, json],
+        )?;
+        *self.policy.write().unwrap() = policy;
+        Ok(())
+    }
+
+    /// Imports a JSON catalog in one transaction. With `honour_state`, the
+    /// approval states in the document are applied (downstream sync).
+    pub fn import_json(&self, body: &[u8], honour_state: bool) -> Result<ImportReport, CatalogError> {
+        let updates = json::parse(body)?;
+        let report = {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            let mut report = ImportReport::default();
+            for u in &updates {
+                import_update(&tx, u, honour_state, &mut report)?;
+            }
+            tx.commit()?;
+            report
+        };
+        self.rebuild_index()?;
+        Ok(report)
+    }
+
+    /// Sets an update's approval state and refreshes its files in the index.
+    pub fn set_state(&self, id: &str, state: UpdateState) -> Result<UpdateSummary, CatalogError> {
+        let id = id.to_ascii_lowercase();
+        let changed = self.db().execute(
+            "UPDATE updates SET state = ?2 WHERE id = ?1",
+            params![id, state.as_str()],
+        )?;
+        if changed == 0 {
+            return Err(CatalogError::UnknownUpdate(id));
+        }
+        self.refresh_files_of(&id)?;
+        self.summary(&id)
+    }
+
+    /// Records a committed ingest: the SHA-256 is persisted so the file is
+    /// found again after a restart.
+    pub fn record_stored(&self, sha1: &Sha1Digest, got: &Ingested) -> Result<(), CatalogError> {
+        self.db().execute(
+            "UPDATE files SET sha256 = ?2, size = ?3 WHERE sha1 = ?1",
+            params![sha1.to_hex(), got.sha256.to_hex(), got.size as i64],
+        )?;
+        self.index
+            .write()
+            .unwrap()
+            .mark_stored(sha1, got.sha256, got.size);
+        Ok(())
+    }
+
+    /// Forgets that a file is stored (after gc or a failed verify).
+    pub fn record_absent(&self, sha1: &Sha1Digest) {
+        self.index.write().unwrap().mark_absent(sha1);
+    }
+
+    /// Files of every non-declined update that are not stored yet (at-sync).
+    pub fn files_to_sync(&self) -> Vec<FileEntry> {
+        self.index
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|f| !f.stored && f.approval != Approval::Declined)
+            .cloned()
+            .collect()
+    }
+
+    /// The files of one update, as the index has them.
+    pub fn files_of(&self, id: &str) -> Result<Vec<FileEntry>, CatalogError> {
+        let sha1s = self.sha1s_of(id)?;
+        let index = self.index.read().unwrap();
+        Ok(sha1s.iter().filter_map(|s| index.get(s).cloned()).collect())
+    }
+
+    /// A page of updates, newest release first.
+    pub fn list_updates(&self, q: &UpdateQuery) -> Result<UpdateList, CatalogError> {
+        let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
+        let offset = q.offset.unwrap_or(0);
+        let state = q.state.map(UpdateState::as_str);
+        let pattern = q.q.as_ref().map(|s| format!("%{}%", s.to_lowercase()));
+        let filter = "(?1 IS NULL OR state = ?1) AND (?2 IS NULL OR lower(title) LIKE ?2
+                       OR kb LIKE ?2 OR lower(msrc) LIKE ?2 OR id LIKE ?2)";
+        let db = self.db();
+        let total: i64 = db.query_row(
+            &format!("SELECT count(*) FROM updates WHERE {filter}"),
+            params![state, pattern],
+            |r| r.get(0),
+        )?;
+        let mut stmt = db.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM updates u WHERE {filter}
+             ORDER BY release_date DESC, id LIMIT ?3 OFFSET ?4"
+        ))?;
+        let updates = stmt
+            .query_map(params![state, pattern, limit, offset], summary_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(UpdateList {
+            total: total as u64,
+            updates,
+        })
+    }
+
+    /// One update with its files.
+    pub fn update(&self, id: &str) -> Result<UpdateDetail, CatalogError> {
+        let id = id.to_ascii_lowercase();
+        let summary = self.summary(&id)?;
+        let description: String = self.db().query_row(
+            "SELECT description FROM updates WHERE id = ?1",
+            [&id],
+            |r| r.get(0),
+        )?;
+        let files = self
+            .files_of(&id)?
+            .into_iter()
+            .map(|f| FileDetail {
+                name: f.name.to_string(),
+                sha1: f.sha1.to_hex(),
+                sha256: f.sha256.map(|d| d.to_hex()),
+                size: f.size,
+                url: f.url.to_string(),
+                local_state: if f.stored { "stored" } else { "absent" }.into(),
+            })
+            .collect();
+        Ok(UpdateDetail {
+            summary,
+            description,
+            files,
+        })
+    }
+
+    /// The whole catalog with approval states, in the import format.
+    pub fn export(&self) -> Result<CatalogDoc, CatalogError> {
+        let db = self.db();
+        let mut files_stmt = db.prepare(
+            "SELECT f.name, f.sha1, f.sha256, f.size, f.url FROM update_files uf
+             JOIN files f ON f.sha1 = uf.sha1 WHERE uf.update_id = ?1 ORDER BY f.name",
+        )?;
+        let mut stmt = db.prepare(
+            "SELECT id, revision, title, description, kb, msrc, classification, products,
+                    release_date, state FROM updates ORDER BY id",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut updates = Vec::new();
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            let files = files_stmt
+                .query_map([&id], |f| {
+                    Ok(FileDoc {
+                        name: f.get(0)?,
+                        sha1: f.get(1)?,
+                        sha256: f.get(2)?,
+                        size: f.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                        url: f.get(4)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            updates.push(UpdateDoc {
+                id,
+                revision: r.get(1)?,
+                title: r.get(2)?,
+                description: r.get(3)?,
+                kb: r.get(4)?,
+                msrc: r.get(5)?,
+                classification: r.get(6)?,
+                products: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                release_date: r.get(8)?,
+                state: UpdateState::parse(&r.get::<_, String>(9)?),
+                files,
+            });
+        }
+        Ok(CatalogDoc { updates })
+    }
+
+    /// Counts for status; stored bytes come from the index (no disk walk).
+    pub fn counts(&self) -> Result<Counts, CatalogError> {
+        let mut c = Counts::default();
+        {
+            let db = self.db();
+            let mut stmt = db.prepare("SELECT state, count(*) FROM updates GROUP BY state")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let n: i64 = r.get(1)?;
+                match UpdateState::parse(&r.get::<_, String>(0)?) {
+                    Some(UpdateState::Approved) => c.updates_approved = n as u64,
+                    Some(UpdateState::Declined) => c.updates_declined = n as u64,
+                    _ => c.updates_not_approved += n as u64,
+                }
+            }
+        }
+        let index = self.index.read().unwrap();
+        c.files = index.len() as u64;
+        for f in index.iter().filter(|f| f.stored) {
+            c.files_stored += 1;
+            c.bytes_stored += f.size.unwrap_or(0);
+        }
+        Ok(c)
+    }
+
+    fn summary(&self, id: &str) -> Result<UpdateSummary, CatalogError> {
+        self.db()
+            .query_row(
+                &format!("SELECT {SUMMARY_COLUMNS} FROM updates u WHERE id = ?1"),
+                [id],
+                summary_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| CatalogError::UnknownUpdate(id.to_owned()))
+    }
+
+    fn sha1s_of(&self, id: &str) -> Result<Vec<Sha1Digest>, CatalogError> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT sha1 FROM update_files WHERE update_id = ?1")?;
+        let hexes: Vec<String> = stmt
+            .query_map([id.to_ascii_lowercase()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(hexes.iter().filter_map(|h| h.parse().ok()).collect())
+    }
+
+    /// Reloads every file entry from the database.
+    fn rebuild_index(&self) -> Result<(), CatalogError> {
+        let mut fresh = Index::default();
+        {
+            let db = self.db();
+            let mut stmt = db.prepare(&format!("{ENTRY_QUERY} GROUP BY f.sha1"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                fresh.insert(self.entry_from_row(r)?);
+            }
+        }
+        *self.index.write().unwrap() = fresh;
+        Ok(())
+    }
+
+    /// Recomputes the approval of the files of one update.
+    fn refresh_files_of(&self, id: &str) -> Result<(), CatalogError> {
+        let entries = {
+            let db = self.db();
+            let mut stmt = db.prepare(&format!(
+                "{ENTRY_QUERY} WHERE f.sha1 IN (SELECT sha1 FROM update_files WHERE update_id = ?1)
+                 GROUP BY f.sha1"
+            ))?;
+            let mut rows = stmt.query([id])?;
+            let mut entries = Vec::new();
+            while let Some(r) = rows.next()? {
+                entries.push(self.entry_from_row(r)?);
+            }
+            entries
+        };
+        let mut index = self.index.write().unwrap();
+        for e in entries {
+            index.insert(e);
+        }
+        Ok(())
+    }
+
+    fn entry_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<FileEntry> {
+        let sha1: String = r.get(0)?;
+        let sha256: Option<Sha256Digest> = r.get::<_, Option<String>>(1)?.and_then(|s| s.parse().ok());
+        let (approved, all_declined): (bool, bool) = (r.get(6)?, r.get(7)?);
+        Ok(FileEntry {
+            sha1: sha1.parse().map_err(|_| bad_column(0))?,
+            sha256,
+            size: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
+            name: r.get::<_, String>(3)?.into(),
+            url: r.get::<_, String>(4)?.into(),
+            modified: r
+                .get::<_, Option<i64>>(5)?
+                .map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)),
+            approval: match (approved, all_declined) {
+                (true, _) => Approval::Approved,
+                (false, true) => Approval::Declined,
+                (false, false) => Approval::NotApproved,
+            },
+            stored: sha256.is_some_and(|d| self.store.contains(&d)),
+        })
+    }
+}
+
+const ENTRY_QUERY: &str = "SELECT f.sha1, f.sha256, f.size, f.name, f.url, f.modified,
+        max(u.state = 'approved'), min(u.state = 'declined')
+    FROM files f JOIN update_files uf ON uf.sha1 = f.sha1 JOIN updates u ON u.id = uf.update_id";
+
+const SUMMARY_COLUMNS: &str = "id, revision, title, kb, msrc, classification, products,
+    release_date, state, (SELECT count(*) FROM update_files uf WHERE uf.update_id = u.id)";
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateSummary> {
+    Ok(UpdateSummary {
+        id: r.get(0)?,
+        revision: r.get(1)?,
+        title: r.get(2)?,
+        kb: r.get(3)?,
+        msrc: r.get(4)?,
+        classification: r.get(5)?,
+        products: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+        release_date: r.get(7)?,
+        state: UpdateState::parse(&r.get::<_, String>(8)?).ok_or_else(|| bad_column(8))?,
+        file_count: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+fn bad_column(i: usize) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(i, "unexpected value".into(), rusqlite::types::Type::Text)
+}
+
+fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
+    let json: Option<String> = conn
+        .query_row("SELECT value FROM settings WHERE key = ?1", [POLICY_KEY], |r| r.get(0))
+        .optional()?;
+    Ok(json
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default())
+}
+
+/// Writes one validated update: new, newer revision (replaces metadata and
+/// file links, keeps the approval), same revision (untouched) or older (ignored).
+fn import_update(
+    tx: &rusqlite::Transaction<'_>,
+    u: &ValidUpdate,
+    honour_state: bool,
+    report: &mut ImportReport,
+) -> Result<(), CatalogError> {
+    let d = &u.doc;
+    let known: Option<u32> = tx
+        .query_row("SELECT revision FROM updates WHERE id = ?1", [&d.id], |r| r.get(0))
+        .optional()?;
+    let imported_state = d.state.filter(|_| honour_state);
+    match known {
+        Some(rev) if rev > d.revision => {
+            report.updates_stale += 1;
+            return Ok(());
+        }
+        Some(rev) if rev == d.revision => {
+            report.updates_unchanged += 1;
+            if let Some(state) = imported_state {
+                tx.execute(
+                    "UPDATE updates SET state = ?2 WHERE id = ?1",
+                    params![d.id, state.as_str()],
+                )?;
+            }
+            return Ok(());
+        }
+        Some(_) => report.updates_replaced += 1,
+        None => report.updates_added += 1,
+    }
+    let products = serde_json::to_string(&d.products).expect("strings serialise");
+    tx.execute(
+        "INSERT INTO updates(id, revision, title, description, kb, msrc, classification,
+                             products, release_date, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, coalesce(?10, 'not-approved'))
+         ON CONFLICT(id) DO UPDATE SET revision = excluded.revision, title = excluded.title,
+            description = excluded.description, kb = excluded.kb, msrc = excluded.msrc,
+            classification = excluded.classification, products = excluded.products,
+            release_date = excluded.release_date,
+            state = coalesce(?10, updates.state)",
+        params![
+            d.id,
+            d.revision,
+            d.title,
+            d.description,
+            d.kb,
+            d.msrc,
+            d.classification,
+            products,
+            d.release_date,
+            imported_state.map(UpdateState::as_str),
+        ],
+    )?;
+    tx.execute("DELETE FROM update_files WHERE update_id = ?1", [&d.id])?;
+    let modified = u.released.unwrap_or_else(now_secs);
+    for f in &u.files {
+        let added = tx.execute(
+            "INSERT INTO files(sha1, sha256, size, name, url, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(sha1) DO NOTHING",
+            params![
+                f.sha1.to_hex(),
+                f.sha256.map(|d| d.to_hex()),
+                f.size.map(|s| s as i64),
+                f.name,
+                f.url,
+                modified
+            ],
+        )?;
+        if added == 0 {
+            // Known file: newer metadata wins, learned digests and sizes are kept.
+            tx.execute(
+                "UPDATE files SET name = ?2, url = ?3, sha256 = coalesce(sha256, ?4),
+                                  size = coalesce(size, ?5) WHERE sha1 = ?1",
+                params![f.sha1.to_hex(), f.name, f.url, f.sha256.map(|d| d.to_hex()), f.size.map(|s| s as i64)],
+            )?;
+        }
+        report.files_added += added as u64;
+        tx.execute(
+            "INSERT OR IGNORE INTO update_files(update_id, sha1) VALUES (?1, ?2)",
+            params![d.id, f.sha1.to_hex()],
+        )?;
+    }
+    Ok(())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

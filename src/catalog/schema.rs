@@ -1,0 +1,58 @@
+//! The catalog's tables. Versioned with `PRAGMA user_version` so later
+//! releases can migrate in place.
+
+use rusqlite::Connection;
+
+const VERSION: i64 = 1;
+
+const V1: &str = "
+CREATE TABLE updates (
+    id             TEXT PRIMARY KEY,
+    revision       INTEGER NOT NULL,
+    title          TEXT NOT NULL,
+    description    TEXT NOT NULL DEFAULT '',
+    kb             TEXT,
+    msrc           TEXT,
+    classification TEXT,
+    products       TEXT NOT NULL DEFAULT '[]',  -- JSON array
+    release_date   TEXT,
+    state          TEXT NOT NULL DEFAULT 'not-approved'
+                   CHECK (state IN ('not-approved', 'approved', 'declined'))
+);
+CREATE TABLE files (
+    sha1     TEXT PRIMARY KEY,  -- lowercase hex
+    sha256   TEXT,              -- known from the catalog or learned at ingest
+    size     INTEGER,
+    name     TEXT NOT NULL,
+    url      TEXT NOT NULL,
+    modified INTEGER            -- unix seconds, for Last-Modified
+);
+CREATE INDEX files_sha256 ON files(sha256);
+CREATE TABLE update_files (
+    update_id TEXT NOT NULL REFERENCES updates(id) ON DELETE CASCADE,
+    sha1      TEXT NOT NULL REFERENCES files(sha1),
+    PRIMARY KEY (update_id, sha1)
+) WITHOUT ROWID;
+CREATE INDEX update_files_sha1 ON update_files(sha1);
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// Sets connection pragmas and creates or migrates the schema.
+pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL: readers do not block the writer; FULL: a committed approval
+    // survives power loss, not only a process crash.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN; {V1} PRAGMA user_version = {VERSION}; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}

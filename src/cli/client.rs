@@ -1,0 +1,138 @@
+//! A small client of the admin API, shared by the CLI subcommands and the demo.
+
+use anyhow::{anyhow, Context};
+use serde::de::DeserializeOwned;
+
+use super::AdminArgs;
+use crate::admin::Status;
+use crate::catalog::{ImportReport, UpdateList, UpdateState, UpdateSummary};
+use crate::policy::Policy;
+
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    pub fn new(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+        Ok(AdminClient {
+            http: reqwest::Client::builder().build()?,
+            base: args.url.trim_end_matches('/').to_owned(),
+            token: args.token.clone(),
+        })
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the admin API at {} (is upcache serve running?)", self.base))?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            return Err(anyhow!("{status}: {msg}"));
+        }
+        serde_json::from_slice(&body).context("unexpected answer from the admin API")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn import(&self, body: Vec<u8>) -> anyhow::Result<ImportReport> {
+        let req = self
+            .http
+            .post(self.url("/api/v1/catalog"))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(req).await
+    }
+
+    pub async fn set_state(&self, id: &str, action: &str) -> anyhow::Result<UpdateSummary> {
+        let path = format!("/api/v1/updates/{}/{action}", urlencode(id));
+        self.send(self.http.post(self.url(&path))).await
+    }
+
+    pub async fn policy(&self) -> anyhow::Result<Policy> {
+        self.send(self.http.get(self.url("/api/v1/policy"))).await
+    }
+
+    pub async fn set_policy(&self, policy: &Policy) -> anyhow::Result<Policy> {
+        self.send(self.http.put(self.url("/api/v1/policy")).json(policy)).await
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        self.send(self.http.get(self.url("/api/v1/status"))).await
+    }
+
+    pub async fn updates(
+        &self,
+        state: Option<UpdateState>,
+        q: Option<&str>,
+        limit: u32,
+        offset: u32,
+    ) -> anyhow::Result<UpdateList> {
+        let mut query = vec![("limit", limit.to_string()), ("offset", offset.to_string())];
+        if let Some(s) = state {
+            query.push(("state", s.as_str().to_owned()));
+        }
+        if let Some(q) = q {
+            query.push(("q", q.to_owned()));
+        }
+        self.send(self.http.get(self.url("/api/v1/updates")).query(&query)).await
+    }
+}
+
+/// Update ids are GUIDs, but ids typed by people may hold anything.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub fn print_status(s: &Status) {
+    let c = &s.catalog;
+    println!("upcache {}  up {}s", s.version, s.uptime_seconds);
+    println!(
+        "policy     {}",
+        serde_json::to_string(&s.policy).unwrap_or_default()
+    );
+    println!(
+        "updates    {} approved, {} not approved, {} declined",
+        c.updates_approved, c.updates_not_approved, c.updates_declined
+    );
+    println!(
+        "files      {} known, {} stored ({} bytes), {} quarantined",
+        c.files, c.files_stored, c.bytes_stored, s.quarantined
+    );
+    if s.fetches.is_empty() {
+        println!("fetches    none in progress");
+    }
+    for f in &s.fetches {
+        let total = f.bytes_total.map_or("?".to_owned(), |t| t.to_string());
+        println!(
+            "fetching   {}  {}/{} bytes  {} clients  {:.1}s",
+            f.name, f.bytes_done, total, f.clients, f.seconds
+        );
+    }
+}
+
+pub fn print_updates(list: &UpdateList) {
+    for u in &list.updates {
+        let kb = u.kb.as_deref().map(|k| format!("KB{k}")).unwrap_or_default();
+        println!("{:<38} {:<13} {:<10} {}", u.id, u.state.as_str(), kb, u.title);
+    }
+    println!("({} of {} updates)", list.updates.len(), list.total);
+}

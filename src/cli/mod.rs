@@ -1,0 +1,235 @@
+//! The command line: `serve`, the admin subcommands (thin clients of the
+//! admin API), and `demo`.
+
+mod client;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+use crate::catalog::UpdateState;
+use crate::config::{Config, ServeArgs};
+use crate::policy::{Download, Mode};
+use client::AdminClient;
+
+/// upcache: a caching proxy for Windows update files.
+#[derive(Debug, Parser)]
+#[command(name = "upcache", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Admin API base URL
+    #[arg(long = "admin", env = "UPCACHE_ADMIN", default_value = "http://127.0.0.1:8531")]
+    pub url: String,
+    /// Bearer token for the admin API
+    #[arg(long, env = "UPCACHE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server
+    Serve(ServeArgs),
+    /// Import a catalog file (upcache JSON)
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Approve updates by id
+    Approve {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Decline updates by id
+    Decline {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Return updates to not-approved
+    Unapprove {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show the storage policy, or change it with `policy set`
+    Policy {
+        #[command(subcommand)]
+        action: Option<PolicyAction>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show server status: catalog counts, storage, downloads in progress
+    Status {
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List updates
+    Updates {
+        /// not-approved, approved or declined
+        #[arg(long, value_parser = parse_state)]
+        state: Option<UpdateState>,
+        /// Search title, KB, MSRC number or id
+        #[arg(long)]
+        q: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Run an offline demonstration: a local upstream, a catalog, approvals, downloads
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Change the policy; unspecified parts keep their value
+    Set {
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<Mode>,
+        #[arg(long, value_parser = parse_download)]
+        download: Option<Download>,
+        #[arg(long)]
+        prefetch_on_approve: Option<bool>,
+    },
+}
+
+fn parse_state(s: &str) -> Result<UpdateState, String> {
+    UpdateState::parse(s).ok_or_else(|| format!("{s:?}: use not-approved, approved or declined"))
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?}: use metadata-only or store-locally"))
+}
+
+fn parse_download(s: &str) -> Result<Download, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?}: use on-approval or at-sync"))
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Import { file, admin } => {
+            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let report = AdminClient::new(&admin)?.import(body).await?;
+            println!(
+                "imported {}: {} added, {} replaced, {} unchanged, {} stale; {} new files",
+                file.display(),
+                report.updates_added,
+                report.updates_replaced,
+                report.updates_unchanged,
+                report.updates_stale,
+                report.files_added
+            );
+            Ok(())
+        }
+        Command::Approve { ids, admin } => set_states(&admin, &ids, "approve").await,
+        Command::Decline { ids, admin } => set_states(&admin, &ids, "decline").await,
+        Command::Unapprove { ids, admin } => set_states(&admin, &ids, "unapprove").await,
+        Command::Policy { action, admin } => {
+            let client = AdminClient::new(&admin)?;
+            let mut policy = client.policy().await?;
+            if let Some(PolicyAction::Set { mode, download, prefetch_on_approve }) = action {
+                policy.mode = mode.unwrap_or(policy.mode);
+                policy.download = download.unwrap_or(policy.download);
+                policy.prefetch_on_approve = prefetch_on_approve.unwrap_or(policy.prefetch_on_approve);
+                policy = client.set_policy(&policy).await?;
+            }
+            println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(())
+        }
+        Command::Status { json, admin } => {
+            let status = AdminClient::new(&admin)?.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                client::print_status(&status);
+            }
+            Ok(())
+        }
+        Command::Updates { state, q, limit, offset, json, admin } => {
+            let list = AdminClient::new(&admin)?.updates(state, q.as_deref(), limit, offset).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                client::print_updates(&list);
+            }
+            Ok(())
+        }
+        Command::Demo => crate::demo::run().await,
+    }
+}
+
+async fn set_states(admin: &AdminArgs, ids: &[String], action: &str) -> anyhow::Result<()> {
+    let client = AdminClient::new(admin)?;
+    let mut failed = 0;
+    for id in ids {
+        match client.set_state(id, action).await {
+            Ok(s) => println!("{}  {}  {}", s.id, s.state.as_str(), s.title),
+            Err(e) => {
+                eprintln!("{id}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} updates could not be changed", ids.len());
+    }
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args).context("configuration")?;
+    let running = crate::server::start(config).await.context("starting upcache")?;
+    println!(
+        "upcache {} serving content on http://{} and the admin API on http://{}",
+        env!("CARGO_PKG_VERSION"),
+        running.content_addr,
+        running.admin_addr
+    );
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    running.wait().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

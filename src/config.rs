@@ -1,0 +1,236 @@
+//! Configuration: flags > `UPCACHE_*` environment > `upcache.toml` > defaults.
+//!
+//! Flags and environment come in through clap (`ServeArgs`); the file fills
+//! whatever they leave unset. Every value is validated here, so a bad setting
+//! stops the server at start with a message naming it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::fetch::FetchSettings;
+
+pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8530";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8531";
+pub const DEFAULT_CONFIG_FILE: &str = "./upcache.toml";
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting}: {message}")]
+    Invalid { setting: &'static str, message: String },
+}
+
+/// `upcache serve` flags (each also read from its `UPCACHE_*` variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file [default: ./upcache.toml if present]
+    #[arg(long, env = "UPCACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (store, catalog) [default: ./upcache-data]
+    #[arg(long, env = "UPCACHE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Content listener address [default: 127.0.0.1:8530]
+    #[arg(long, env = "UPCACHE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Admin API listener address [default: 127.0.0.1:8531]
+    #[arg(long, env = "UPCACHE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bearer token for the admin API (required off loopback)
+    #[arg(long, env = "UPCACHE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Replace scheme and host of catalog URLs with this (a mirror or an upstream upcache)
+    #[arg(long, env = "UPCACHE_UPSTREAM")]
+    pub upstream: Option<String>,
+}
+
+/// The keys of `upcache.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    admin_token: Option<String>,
+    upstream: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    read_timeout_secs: Option<u64>,
+    background_downloads: Option<usize>,
+    open_file_cache: Option<u64>,
+}
+
+/// The resolved configuration of a server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub fetch: FetchSettings,
+    /// Open file maps kept in memory.
+    pub open_file_cache: u64,
+}
+
+impl Config {
+    /// Resolves flags/env over the config file over the defaults, and validates.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => read_file(Path::new(DEFAULT_CONFIG_FILE))?,
+            None => FileConfig::default(),
+        };
+        let defaults = FetchSettings::default();
+        let upstream = args.upstream.clone().or(file.upstream);
+        let config = Config {
+            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap()),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap()),
+            admin_token: args.admin_token.clone().or(file.admin_token).filter(|t| !t.is_empty()),
+            fetch: FetchSettings {
+                upstream: upstream.as_deref().map(parse_upstream).transpose()?,
+                connect_timeout: file.connect_timeout_secs.map_or(defaults.connect_timeout, Duration::from_secs),
+                read_timeout: file.read_timeout_secs.map_or(defaults.read_timeout, Duration::from_secs),
+                background_concurrency: file.background_downloads.unwrap_or(defaults.background_concurrency),
+            },
+            open_file_cache: file.open_file_cache.unwrap_or(4096),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration on ephemeral loopback ports (tests, demo).
+    pub fn ephemeral(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: "127.0.0.1:0".parse().unwrap(),
+            admin_token: None,
+            fetch: FetchSettings::default(),
+            open_file_cache: 1024,
+        }
+    }
+
+    /// Checks what the types cannot: the admin API is never exposed without a token.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.admin_listen.ip().is_loopback() && self.admin_token.is_none() {
+            return Err(ConfigError::Invalid {
+                setting: "admin_listen",
+                message: format!(
+                    "{} is not a loopback address; set an admin token (--admin-token or UPCACHE_ADMIN_TOKEN) to expose the admin API",
+                    self.admin_listen
+                ),
+            });
+        }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::Invalid {
+                    setting: "admin_token",
+                    message: "must be at least 16 printable ASCII characters".into(),
+                });
+            }
+        }
+        if self.fetch.read_timeout.is_zero() || self.fetch.connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                setting: "timeouts",
+                message: "must be at least one second".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn parse_upstream(s: &str) -> Result<reqwest::Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        setting: "upstream",
+        message,
+    };
+    let url = reqwest::Url::parse(s).map_err(|e| invalid(format!("{s:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(format!("{s:?} is not an http(s) URL with a host")));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_with(args: ServeArgs, toml: Option<&str>) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = args;
+        if let Some(t) = toml {
+            let p = dir.path().join("upcache.toml");
+            std::fs::write(&p, t).unwrap();
+            args.config = Some(p);
+        }
+        Config::load(&args)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = load_with(ServeArgs::default(), Some("")).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(c.fetch.upstream.is_none());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let args = ServeArgs {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = load_with(args, Some("listen = \"127.0.0.1:9001\"\ndata_dir = \"/srv/u\"")).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/u"));
+    }
+
+    #[test]
+    fn bad_files_and_values_are_named() {
+        let e = load_with(ServeArgs::default(), Some("listn = \"x\"")).unwrap_err().to_string();
+        assert!(e.contains("listn"), "{e}");
+        let e = load_with(ServeArgs::default(), Some("upstream = \"ftp://x\"")).unwrap_err().to_string();
+        assert!(e.contains("upstream"), "{e}");
+    }
+
+    #[test]
+    fn exposed_admin_api_needs_a_token() {
+        let args = ServeArgs {
+            admin_listen: Some("0.0.0.0:8531".parse().unwrap()),
+            ..Default::default()
+        };
+        let e = load_with(args.clone(), Some("")).unwrap_err().to_string();
+        assert!(e.contains("admin token"), "{e}");
+        let with_token = ServeArgs {
+            admin_token: Some("0123456789abcdef0123".into()),
+            ..args
+        };
+        assert!(load_with(with_token, Some("")).is_ok());
+    }
+}

@@ -1,0 +1,66 @@
+//! The one place module errors become HTTP status codes.
+
+use http::StatusCode;
+
+use crate::catalog::CatalogError;
+use crate::fetch::FetchError;
+use crate::http::route::RouteError;
+use crate::store::StoreError;
+
+/// An error that knows which status code a client should see for it.
+pub trait HttpStatus {
+    fn status(&self) -> StatusCode;
+}
+
+impl HttpStatus for RouteError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RouteError::NoRoute => StatusCode::NOT_FOUND,
+            RouteError::Malformed(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl HttpStatus for FetchError {
+    fn status(&self) -> StatusCode {
+        match self {
+            FetchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            FetchError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            FetchError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            FetchError::UpstreamStatus { .. }
+            | FetchError::Connect(_)
+            | FetchError::Transfer(_)
+            | FetchError::Verification(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl HttpStatus for CatalogError {
+    fn status(&self) -> StatusCode {
+        match self {
+            CatalogError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            CatalogError::UnknownUpdate(_) => StatusCode::NOT_FOUND,
+            CatalogError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for StoreError {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_errors_distinguish_timeouts_and_full_disks() {
+        assert_eq!(FetchError::Timeout("x".into()).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(FetchError::DiskFull.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let s = FetchError::UpstreamStatus { status: 404, url: "u".into() }.status();
+        assert_eq!(s, StatusCode::BAD_GATEWAY);
+        assert_eq!(FetchError::Verification("x".into()).status(), StatusCode::BAD_GATEWAY);
+    }
+}

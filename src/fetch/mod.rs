@@ -1,0 +1,197 @@
+//! Upstream fetches: one download per missing file, shared by every client
+//! that asks for it while it runs.
+//!
+//! A [`Download`] writes into an [`Ingest`] (temp file + hashes) on a blocking
+//! thread and publishes its progress on a `watch` channel. Clients read the
+//! temp file through their own handle as bytes land, so they are streamed
+//! the file without waiting for the end, and a slow client costs a file
+//! offset, not memory. The file is committed to the store only after its
+//! size and digests check out; a failed download ends every waiting
+//! client's body with an error so no one receives a well-formed wrong file.
+
+mod download;
+
+pub use download::{Download, Phase, Progress};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Catalog, FileEntry};
+use crate::digest::Sha1Digest;
+use crate::store::Store;
+
+/// Why a download failed. Cloneable: every waiting client gets a copy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("upstream answered {status} for {url}")]
+    UpstreamStatus { status: u16, url: String },
+    #[error("upstream unreachable: {0}")]
+    Connect(String),
+    #[error("upstream timed out: {0}")]
+    Timeout(String),
+    #[error("upstream transfer failed: {0}")]
+    Transfer(String),
+    #[error("download failed verification: {0}")]
+    Verification(String),
+    #[error("disk full while storing the download")]
+    DiskFull,
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+/// Upstream client settings.
+#[derive(Debug, Clone)]
+pub struct FetchSettings {
+    /// Replaces scheme, host and port of catalog URLs (a mirror or an upstream upcache).
+    pub upstream: Option<reqwest::Url>,
+    pub connect_timeout: Duration,
+    /// Longest wait for the response head or for the next body chunk.
+    pub read_timeout: Duration,
+    /// At-sync and prefetch downloads running at once.
+    pub background_concurrency: usize,
+}
+
+impl Default for FetchSettings {
+    fn default() -> Self {
+        FetchSettings {
+            upstream: None,
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+            background_concurrency: 4,
+        }
+    }
+}
+
+/// One download in progress, for status.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchStatus {
+    pub sha1: String,
+    pub name: String,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    pub clients: usize,
+    pub seconds: f64,
+}
+
+/// The single-flight table of downloads.
+pub struct Fetcher {
+    client: reqwest::Client,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    settings: FetchSettings,
+    inflight: Mutex<HashMap<Sha1Digest, Arc<Download>>>,
+    background: Arc<tokio::sync::Semaphore>,
+}
+
+impl Fetcher {
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        settings: FetchSettings,
+    ) -> Result<Arc<Fetcher>, FetchError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| FetchError::Connect(e.to_string()))?;
+        Ok(Arc::new(Fetcher {
+            client,
+            store,
+            catalog,
+            background: Arc::new(tokio::sync::Semaphore::new(
+                settings.background_concurrency.max(1),
+            )),
+            settings,
+            inflight: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The URL a file is downloaded from (and redirected to in metadata-only mode).
+    pub fn upstream_url(&self, catalog_url: &str) -> String {
+        let Some(base) = &self.settings.upstream else {
+            return catalog_url.to_owned();
+        };
+        let Ok(mut url) = reqwest::Url::parse(catalog_url) else {
+            return catalog_url.to_owned();
+        };
+        // Host and port first: set_scheme refuses some changes on odd URLs,
+        // and the catalog validated these as http(s) already.
+        let _ = url.set_scheme(base.scheme());
+        let _ = url.set_host(base.host_str());
+        let _ = url.set_port(base.port());
+        url.to_string()
+    }
+
+    /// Joins the download of `file`, starting it if none runs.
+    pub fn join(self: &Arc<Self>, file: &FileEntry) -> Result<Arc<Download>, FetchError> {
+        let mut inflight = self.inflight.lock().unwrap();
+        if let Some(dl) = inflight.get(&file.sha1) {
+            return Ok(dl.clone());
+        }
+        let ingest = self
+            .store
+            .begin_ingest()
+            .map_err(|e| FetchError::Store(e.to_string()))?;
+        let dl = Arc::new(Download::new(file, &ingest).map_err(|e| FetchError::Store(e.to_string()))?);
+        inflight.insert(file.sha1, dl.clone());
+        let url = self.upstream_url(&file.url);
+        tracing::info!(sha1 = %file.sha1, %url, "fetch started");
+        tokio::spawn(self.clone().run(dl.clone(), ingest, file.clone(), url));
+        Ok(dl)
+    }
+
+    /// Downloads files in the background, a bounded number at a time (at-sync, prefetch).
+    pub fn prefetch(self: &Arc<Self>, files: Vec<FileEntry>) {
+        for file in files {
+            let fetcher = self.clone();
+            let permits = self.background.clone();
+            tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else { return };
+                if fetcher.catalog.lookup_sha1(&file.sha1).is_some_and(|f| f.stored) {
+                    return;
+                }
+                match fetcher.join(&file) {
+                    Ok(dl) => {
+                        let _ = dl.finished().await;
+                    }
+                    Err(e) => tracing::warn!(sha1 = %file.sha1, error = %e, "prefetch failed"),
+                }
+            });
+        }
+    }
+
+    /// Downloads in progress.
+    pub fn status(&self) -> Vec<FetchStatus> {
+        let inflight = self.inflight.lock().unwrap();
+        let mut list: Vec<_> = inflight.values().map(|d| d.status()).collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Whether a file is being downloaded right now.
+    pub fn is_fetching(&self, sha1: &Sha1Digest) -> bool {
+        self.inflight.lock().unwrap().contains_key(sha1)
+    }
+
+    async fn run(self: Arc<Self>, dl: Arc<Download>, ingest: crate::store::Ingest, file: FileEntry, url: String) {
+        let outcome = download::transfer(&self.client, &self.settings, &dl, ingest, &file, &url).await;
+        let outcome = match outcome {
+            Ok(got) => self
+                .catalog
+                .record_stored(&file.sha1, &got)
+                .map(|_| got)
+                .map_err(|e| FetchError::Store(e.to_string())),
+            Err(e) => Err(e),
+        };
+        match &outcome {
+            Ok(got) => tracing::info!(sha1 = %file.sha1, sha256 = %got.sha256, bytes = got.size, "fetch stored"),
+            Err(e) => tracing::warn!(sha1 = %file.sha1, error = %e, "fetch failed"),
+        }
+        // Out of the table first: a request arriving after the failure starts afresh.
+        self.inflight.lock().unwrap().remove(&file.sha1);
+        dl.finish(outcome.map(|_| ()));
+    }
+}

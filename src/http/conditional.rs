@@ -1,0 +1,162 @@
+//! Conditional requests (RFC 9110 §13): `If-Match`, `If-Unmodified-Since`,
+//! `If-None-Match`, `If-Modified-Since` and `If-Range`, evaluated in the
+//! order the RFC gives.
+
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap};
+
+/// The validators of one file.
+#[derive(Debug, Clone)]
+pub struct Validators {
+    /// Strong entity tags that all name this content, e.g. `"sha256:<hex>"`,
+    /// `"sha1:<hex>"`. The first is the one sent in `ETag`.
+    pub etags: Vec<String>,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// The outcome of the preconditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Go on; `honour_range` is false when `If-Range` did not match.
+    Proceed { honour_range: bool },
+    /// 304 Not Modified.
+    NotModified,
+    /// 412 Precondition Failed.
+    Failed,
+}
+
+/// Evaluates the conditional headers of a GET or HEAD.
+pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Precondition {
+    if let Some(im) = text(headers, header::IF_MATCH) {
+        if !matches_any(im, v, true) {
+            return Precondition::Failed;
+        }
+    } else if let Some(date) = date(headers, header::IF_UNMODIFIED_SINCE) {
+        if v.last_modified.is_some_and(|lm| truncate(lm) > date) {
+            return Precondition::Failed;
+        }
+    }
+    if let Some(inm) = text(headers, header::IF_NONE_MATCH) {
+        if matches_any(inm, v, false) {
+            return Precondition::NotModified;
+        }
+    } else if let Some(date) = date(headers, header::IF_MODIFIED_SINCE) {
+        if v.last_modified.is_some_and(|lm| truncate(lm) <= date) {
+            return Precondition::NotModified;
+        }
+    }
+    Precondition::Proceed {
+        honour_range: if_range_holds(headers, v),
+    }
+}
+
+/// `If-Range`: the range applies only if the client's validator is current.
+/// An entity tag must match strongly; a date must equal `Last-Modified`.
+fn if_range_holds(headers: &HeaderMap, v: &Validators) -> bool {
+    let Some(value) = text(headers, header::IF_RANGE) else {
+        return true;
+    };
+    let value = value.trim();
+    if value.starts_with('"') {
+        return v.etags.iter().any(|e| e == value);
+    }
+    if value.starts_with("W/") {
+        return false;
+    }
+    match (httpdate::parse_http_date(value), v.last_modified) {
+        (Ok(date), Some(lm)) => truncate(lm) == date,
+        _ => false,
+    }
+}
+
+/// Whether a comma-separated entity-tag list (or `*`) names this content.
+fn matches_any(list: &str, v: &Validators, strong: bool) -> bool {
+    list.split(',').map(str::trim).any(|tag| {
+        if tag == "*" {
+            return true;
+        }
+        let tag = match tag.strip_prefix("W/") {
+            Some(_) if strong => return false,
+            Some(weak) => weak,
+            None => tag,
+        };
+        v.etags.iter().any(|e| e == tag)
+    })
+}
+
+fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+    text(headers, name).and_then(|s| httpdate::parse_http_date(s).ok())
+}
+
+/// HTTP dates have whole seconds.
+fn truncate(t: SystemTime) -> SystemTime {
+    httpdate::parse_http_date(&httpdate::fmt_http_date(t)).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn validators() -> Validators {
+        Validators {
+            etags: vec!["\"sha256:aa\"".into(), "\"sha1:bb\"".into()],
+            last_modified: Some(UNIX_EPOCH + Duration::from_secs(1_704_758_400)),
+        }
+    }
+
+    fn eval(pairs: &[(header::HeaderName, &str)]) -> Precondition {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(k.clone(), v.parse().unwrap());
+        }
+        evaluate(&h, &validators())
+    }
+
+    const GO: Precondition = Precondition::Proceed { honour_range: true };
+    const LM: &str = "Tue, 09 Jan 2024 00:00:00 GMT";
+
+    #[test]
+    fn if_none_match_gives_304_on_any_of_our_tags() {
+        assert_eq!(eval(&[(header::IF_NONE_MATCH, "\"sha256:aa\"")]), Precondition::NotModified);
+        assert_eq!(eval(&[(header::IF_NONE_MATCH, "\"x\", W/\"sha1:bb\"")]), Precondition::NotModified);
+        assert_eq!(eval(&[(header::IF_NONE_MATCH, "*")]), Precondition::NotModified);
+        assert_eq!(eval(&[(header::IF_NONE_MATCH, "\"other\"")]), GO);
+    }
+
+    #[test]
+    fn if_modified_since_is_ignored_when_if_none_match_is_present() {
+        assert_eq!(eval(&[(header::IF_MODIFIED_SINCE, LM)]), Precondition::NotModified);
+        assert_eq!(
+            eval(&[(header::IF_NONE_MATCH, "\"other\""), (header::IF_MODIFIED_SINCE, LM)]),
+            GO
+        );
+        assert_eq!(eval(&[(header::IF_MODIFIED_SINCE, "Mon, 08 Jan 2024 00:00:00 GMT")]), GO);
+    }
+
+    #[test]
+    fn if_match_and_if_unmodified_since_fail_with_412() {
+        assert_eq!(eval(&[(header::IF_MATCH, "\"other\"")]), Precondition::Failed);
+        assert_eq!(eval(&[(header::IF_MATCH, "W/\"sha256:aa\"")]), Precondition::Failed);
+        assert_eq!(eval(&[(header::IF_MATCH, "\"sha256:aa\"")]), GO);
+        assert_eq!(
+            eval(&[(header::IF_UNMODIFIED_SINCE, "Mon, 08 Jan 2024 00:00:00 GMT")]),
+            Precondition::Failed
+        );
+    }
+
+    #[test]
+    fn if_range_needs_a_strong_match_or_the_exact_date() {
+        let stale = Precondition::Proceed { honour_range: false };
+        assert_eq!(eval(&[(header::IF_RANGE, "\"sha256:aa\"")]), GO);
+        assert_eq!(eval(&[(header::IF_RANGE, "\"sha256:old\"")]), stale);
+        assert_eq!(eval(&[(header::IF_RANGE, "W/\"sha256:aa\"")]), stale);
+        assert_eq!(eval(&[(header::IF_RANGE, LM)]), GO);
+        assert_eq!(eval(&[(header::IF_RANGE, "Mon, 08 Jan 2024 00:00:00 GMT")]), stale);
+    }
+}

@@ -1,0 +1,151 @@
+//! The storage policy and the decision it makes for every content request.
+//!
+//! Pure: given the policy and what the catalog and store know of a file, say
+//! what to do. Everything that acts on the decision lives in `http` and `fetch`.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether upcache keeps file bytes at all (the WSUS 3.0 choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Only metadata: clients are sent to the upstream for bytes.
+    MetadataOnly,
+    /// Files are stored here and served from the store.
+    #[default]
+    StoreLocally,
+}
+
+/// When a stored file is downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Download {
+    /// Lazily, on the first request after the update is approved.
+    #[default]
+    OnApproval,
+    /// Every file of every non-declined update, when the catalog is imported.
+    AtSync,
+}
+
+/// The administrator's storage policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub download: Download,
+    /// Download an update's files in the background as soon as it is approved.
+    #[serde(default)]
+    pub prefetch_on_approve: bool,
+}
+
+impl Policy {
+    /// Whether files are fetched without a client asking (at import time).
+    pub fn downloads_at_sync(&self) -> bool {
+        self.mode == Mode::StoreLocally && self.download == Download::AtSync
+    }
+
+    /// Whether approving an update should start fetching its files.
+    pub fn downloads_on_approve(&self) -> bool {
+        self.mode == Mode::StoreLocally && self.prefetch_on_approve
+    }
+}
+
+/// What the catalog says about the updates that reference a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// At least one referencing update is approved.
+    Approved,
+    /// None approved, and at least one is neither approved nor declined.
+    NotApproved,
+    /// Every referencing update is declined.
+    Declined,
+}
+
+/// What to do with a content request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// No catalog entry knows the file.
+    NotFound,
+    /// Known, but policy forbids serving it; the reason is shown to the client.
+    Forbidden(&'static str),
+    /// Metadata-only: send the client to the file's upstream URL.
+    Redirect,
+    /// Serve the stored bytes.
+    Serve,
+    /// Not stored yet: start (or join) the upstream fetch and stream it.
+    Fetch,
+}
+
+/// The decision table of the design, in one place.
+///
+/// Metadata-only redirects even when bytes happen to be stored (from an
+/// earlier store-locally period): the administrator chose to have clients
+/// download from Microsoft, and that is what WSUS does too.
+pub fn decide(policy: &Policy, approval: Option<Approval>, stored: bool) -> Decision {
+    let Some(approval) = approval else {
+        return Decision::NotFound;
+    };
+    match approval {
+        Approval::Declined => return Decision::Forbidden("every update that contains this file is declined"),
+        Approval::NotApproved => return Decision::Forbidden("no approved update contains this file"),
+        Approval::Approved => {}
+    }
+    match (policy.mode, stored) {
+        (Mode::MetadataOnly, _) => Decision::Redirect,
+        (Mode::StoreLocally, true) => Decision::Serve,
+        (Mode::StoreLocally, false) => Decision::Fetch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STORE: Policy = Policy {
+        mode: Mode::StoreLocally,
+        download: Download::OnApproval,
+        prefetch_on_approve: false,
+    };
+    const META: Policy = Policy {
+        mode: Mode::MetadataOnly,
+        download: Download::OnApproval,
+        prefetch_on_approve: false,
+    };
+
+    #[test]
+    fn unknown_files_are_not_found_in_every_mode() {
+        assert_eq!(decide(&STORE, None, false), Decision::NotFound);
+        assert_eq!(decide(&META, None, true), Decision::NotFound);
+    }
+
+    #[test]
+    fn unapproved_or_declined_files_are_forbidden_in_every_mode() {
+        for p in [STORE, META] {
+            for stored in [false, true] {
+                assert!(matches!(decide(&p, Some(Approval::NotApproved), stored), Decision::Forbidden(_)));
+                assert!(matches!(decide(&p, Some(Approval::Declined), stored), Decision::Forbidden(_)));
+            }
+        }
+    }
+
+    #[test]
+    fn approved_files_follow_the_mode() {
+        assert_eq!(decide(&META, Some(Approval::Approved), false), Decision::Redirect);
+        assert_eq!(decide(&META, Some(Approval::Approved), true), Decision::Redirect);
+        assert_eq!(decide(&STORE, Some(Approval::Approved), false), Decision::Fetch);
+        assert_eq!(decide(&STORE, Some(Approval::Approved), true), Decision::Serve);
+    }
+
+    #[test]
+    fn policy_json_uses_the_design_names() {
+        let p: Policy = serde_json::from_str(
+            r#"{"mode":"store-locally","download":"at-sync","prefetch_on_approve":true}"#,
+        )
+        .unwrap();
+        assert!(p.downloads_at_sync());
+        assert!(serde_json::from_str::<Policy>(r#"{"mode":"sometimes"}"#).is_err());
+        assert!(serde_json::from_str::<Policy>(r#"{"modes":"metadata-only"}"#).is_err());
+    }
+}

@@ -1,0 +1,140 @@
+//! Wiring: opens the store and catalog, starts the fetcher and both
+//! listeners, and shuts them down together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::Config;
+use crate::fetch::{FetchError, Fetcher};
+use crate::http::content::ContentService;
+use crate::store::{Store, StoreError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The shared state of a running server.
+pub struct App {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
+    pub fetcher: Arc<Fetcher>,
+    pub started: Instant,
+}
+
+impl App {
+    /// Starts background downloads the policy asks for (at-sync), e.g. after
+    /// an import, a policy change or a restart.
+    pub fn sync_downloads(&self) {
+        if self.catalog.policy().downloads_at_sync() {
+            let files = self.catalog.files_to_sync();
+            if !files.is_empty() {
+                tracing::info!(files = files.len(), "at-sync: downloading missing files");
+                self.fetcher.prefetch(files);
+            }
+        }
+    }
+}
+
+/// A running server: its bound addresses and the means to stop it.
+pub struct Running {
+    pub content_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets open requests drain, and returns when both listeners are down.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the token is cancelled, then drains.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.shutdown().await;
+    }
+}
+
+/// Opens everything under `config.data_dir` and starts both listeners.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&config.data_dir, config.open_file_cache)?;
+    let catalog = {
+        let (dir, store) = (config.data_dir.clone(), store.clone());
+        tokio::task::spawn_blocking(move || Catalog::open(&dir, store))
+            .await
+            .expect("catalog open does not panic")?
+    };
+    let fetcher = Fetcher::new(store.clone(), catalog.clone(), config.fetch.clone())?;
+    let content_listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin_listen).await?;
+    let content_addr = content_listener.local_addr().expect("bound");
+    let admin_addr = admin_listener.local_addr().expect("bound");
+
+    let app = Arc::new(App {
+        config,
+        store: store.clone(),
+        catalog: catalog.clone(),
+        fetcher: fetcher.clone(),
+        started: Instant::now(),
+    });
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+
+    let content = Arc::new(ContentService { store, catalog, fetcher });
+    let handler = Arc::new(move |req| {
+        let content = content.clone();
+        async move { content.handle(req).await }
+    });
+    tasks.spawn(crate::http::serve(content_listener, handler, shutdown.clone()));
+    tasks.spawn(crate::admin::serve(admin_listener, app.clone(), shutdown.clone()));
+    app.sync_downloads();
+    tracing::info!(%content_addr, %admin_addr, data_dir = %app.config.data_dir.display(), "upcache serving");
+    Ok(Running {
+        content_addr,
+        admin_addr,
+        app,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}

@@ -1,0 +1,286 @@
+//! One file on its way into the store.
+//!
+//! An [`Ingest`] owns its temp file: [`Ingest::commit`] verifies and publishes
+//! it, and dropping it without a commit deletes it. No error path can forget
+//! to clean up, and nothing unverified is ever published.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sha1::Digest as _;
+
+use super::Store;
+use crate::digest::{Sha1Digest, Sha256Digest};
+
+/// What the catalog says the bytes must be. Unknown fields are not checked,
+/// but at least one digest must be known for a commit to succeed.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    pub size: Option<u64>,
+    pub sha1: Option<Sha1Digest>,
+    pub sha256: Option<Sha256Digest>,
+}
+
+/// The identity of a committed file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub sha256: Sha256Digest,
+    pub sha1: Sha1Digest,
+    pub size: u64,
+}
+
+/// Why an ingest did not become a stored file.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("writing the temp file: {0}")]
+    Io(#[from] io::Error),
+    #[error("upstream sent more than the expected {expected} bytes")]
+    TooLarge { expected: u64 },
+    #[error("size mismatch: expected {expected} bytes, got {got}")]
+    SizeMismatch { expected: u64, got: u64 },
+    #[error("{algorithm} mismatch: expected {expected}, got {got}")]
+    DigestMismatch {
+        algorithm: &'static str,
+        expected: String,
+        got: String,
+    },
+    #[error("no digest is known to verify the file against")]
+    NothingToVerify,
+}
+
+impl IngestError {
+    /// The bytes were wrong (as opposed to our disk failing).
+    pub fn is_verification_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. } | Self::SizeMismatch { .. } | Self::DigestMismatch { .. }
+        )
+    }
+
+    /// The disk is full: clients get 507, not 502.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io(e) if e.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
+/// A temp file being written and hashed.
+pub struct Ingest {
+    store: Arc<Store>,
+    path: PathBuf,
+    file: Option<File>,
+    sha1: sha1::Sha1,
+    sha256: sha2::Sha256,
+    written: u64,
+    limit: Option<u64>,
+}
+
+impl Ingest {
+    pub(super) fn create(store: Arc<Store>, path: PathBuf) -> io::Result<Ingest> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Ingest {
+            store,
+            path,
+            file: Some(file),
+            sha1: sha1::Sha1::new(),
+            sha256: sha2::Sha256::new(),
+            written: 0,
+            limit: None,
+        })
+    }
+
+    /// Refuses writes beyond `size` bytes (a misbehaving upstream is cut off
+    /// early instead of filling the disk).
+    pub fn limit_size(&mut self, size: u64) {
+        self.limit = Some(size);
+    }
+
+    /// A second handle on the temp file, for readers that follow the write.
+    /// It stays valid after the commit renames the file.
+    pub fn reader(&self) -> io::Result<File> {
+        File::open(&self.path)
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Appends and hashes a chunk. Blocking: call from a blocking thread.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), IngestError> {
+        let new_len = self.written + chunk.len() as u64;
+        if let Some(limit) = self.limit.filter(|&l| new_len > l) {
+            return Err(IngestError::TooLarge { expected: limit });
+        }
+        self.file
+            .as_mut()
+            .expect("file present until commit")
+            .write_all(chunk)?;
+        self.sha1.update(chunk);
+        self.sha256.update(chunk);
+        self.written = new_len;
+        Ok(())
+    }
+
+    /// Verifies size and digests, fsyncs and publishes. A mismatch moves the
+    /// temp file to quarantine; any error leaves nothing in the store.
+    pub fn commit(mut self, expected: &Expected) -> Result<Ingested, IngestError> {
+        let got = Ingested {
+            sha1: Sha1Digest::from_slice(&self.sha1.clone().finalize()).expect("20 bytes"),
+            sha256: Sha256Digest::from_slice(&self.sha256.clone().finalize()).expect("32 bytes"),
+            size: self.written,
+        };
+        if let Err(e) = verify(expected, &got) {
+            self.quarantine(&got);
+            return Err(e);
+        }
+        let file = self.file.take().expect("file present until commit");
+        file.sync_all()?;
+        drop(file);
+        self.store.publish(&self.path, &got.sha256)?;
+        self.path = PathBuf::new(); // published: nothing left for Drop to delete
+        Ok(got)
+    }
+
+    fn quarantine(&mut self, got: &Ingested) {
+        self.file.take();
+        match self.store.quarantine(&self.path, &got.sha1.to_hex()) {
+            Ok(dest) => {
+                tracing::warn!(path = %dest.display(), "quarantined a download that failed verification");
+                self.path = PathBuf::new();
+            }
+            Err(e) => tracing::error!(error = %e, "could not quarantine; deleting instead"),
+        }
+    }
+}
+
+fn verify(expected: &Expected, got: &Ingested) -> Result<(), IngestError> {
+    if expected.sha1.is_none() && expected.sha256.is_none() {
+        return Err(IngestError::NothingToVerify);
+    }
+    if let Some(size) = expected.size.filter(|&s| s != got.size) {
+        return Err(IngestError::SizeMismatch {
+            expected: size,
+            got: got.size,
+        });
+    }
+    if let Some(sha1) = expected.sha1.filter(|d| *d != got.sha1) {
+        return Err(IngestError::DigestMismatch {
+            algorithm: "SHA-1",
+            expected: sha1.to_hex(),
+            got: got.sha1.to_hex(),
+        });
+    }
+    if let Some(sha256) = expected.sha256.filter(|d| *d != got.sha256) {
+        return Err(IngestError::DigestMismatch {
+            algorithm: "SHA-256",
+            expected: sha256.to_hex(),
+            got: got.sha256.to_hex(),
+        });
+    }
+    Ok(())
+}
+
+impl Drop for Ingest {
+    fn drop(&mut self) {
+        self.file.take();
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digests(data: &[u8]) -> (Sha1Digest, Sha256Digest) {
+        (
+            Sha1Digest::from_slice(&sha1::Sha1::digest(data)).unwrap(),
+            Sha256Digest::from_slice(&sha2::Sha256::digest(data)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn commit_publishes_verified_bytes_under_their_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 16).unwrap();
+        let data = b"hello update".repeat(1000);
+        let (sha1, sha256) = digests(&data);
+        let mut ingest = store.begin_ingest().unwrap();
+        ingest.write(&data[..100]).unwrap();
+        ingest.write(&data[100..]).unwrap();
+        let got = ingest
+            .commit(&Expected {
+                size: Some(data.len() as u64),
+                sha1: Some(sha1),
+                sha256: None,
+            })
+            .unwrap();
+        assert_eq!(got.sha256, sha256);
+        assert_eq!(&store.open_bytes(&sha256).unwrap().unwrap()[..], &data[..]);
+        assert!(store.temp_files().is_empty());
+        assert_eq!(store.published(), vec![sha256]);
+    }
+
+    #[test]
+    fn mismatch_is_quarantined_and_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 16).unwrap();
+        let (sha1, sha256) = digests(b"the real bytes");
+        let mut ingest = store.begin_ingest().unwrap();
+        ingest.write(b"the fake bytes").unwrap();
+        let err = ingest
+            .commit(&Expected {
+                size: None,
+                sha1: Some(sha1),
+                sha256: None,
+            })
+            .unwrap_err();
+        assert!(err.is_verification_failure(), "{err}");
+        assert!(store.published().is_empty());
+        assert!(!store.contains(&sha256));
+        assert_eq!(store.quarantined().len(), 1);
+        assert!(store.temp_files().is_empty());
+    }
+
+    #[test]
+    fn dropping_an_ingest_deletes_its_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 16).unwrap();
+        let mut ingest = store.begin_ingest().unwrap();
+        ingest.write(b"partial").unwrap();
+        assert_eq!(store.temp_files().len(), 1);
+        drop(ingest);
+        assert!(store.temp_files().is_empty());
+    }
+
+    #[test]
+    fn writes_beyond_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 16).unwrap();
+        let mut ingest = store.begin_ingest().unwrap();
+        ingest.limit_size(4);
+        ingest.write(b"1234").unwrap();
+        assert!(matches!(
+            ingest.write(b"5"),
+            Err(IngestError::TooLarge { expected: 4 })
+        ));
+    }
+
+    #[test]
+    fn leftover_temp_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 16).unwrap();
+        let ingest = store.begin_ingest().unwrap();
+        std::mem::forget(ingest); // as if the process died mid-write
+        assert_eq!(store.temp_files().len(), 1);
+        let reopened = Store::open(dir.path(), 16).unwrap();
+        assert!(reopened.temp_files().is_empty());
+    }
+}

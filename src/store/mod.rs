@@ -1,0 +1,203 @@
+//! The content-addressed store: one immutable file per SHA-256, whatever its
+//! names in the catalog.
+//!
+//! Layout under the data directory:
+//! - `store/sha256/ab/cd/<64 hex>`: published files, read-only;
+//! - `tmp/`: ingests in progress (deleted at start: a crash leaves nothing half-published);
+//! - `quarantine/`: downloads that failed verification, kept (bounded) for inspection.
+//!
+//! Files are only ever opened by digest; [`ingest::Ingest`] is the only way in.
+
+mod ingest;
+
+pub use ingest::{Expected, Ingest, IngestError, Ingested};
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::digest::Sha256Digest;
+
+/// How many rejected downloads `quarantine/` keeps; older ones are deleted.
+const QUARANTINE_KEEP: usize = 32;
+
+/// Errors of the store itself (not of a particular ingest).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The disk store. Cheap to share behind an `Arc`.
+pub struct Store {
+    root: PathBuf,
+    /// Open maps of recently served files: a hit costs no `open`/`mmap`.
+    maps: moka::sync::Cache<Sha256Digest, Bytes>,
+    tmp_seq: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `data_dir` and deletes leftover temp files.
+    pub fn open(data_dir: &Path, cached_maps: u64) -> Result<Arc<Store>, StoreError> {
+        let root = data_dir.to_owned();
+        for dir in ["store/sha256", "tmp", "quarantine"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(io_err(&p))?;
+        }
+        let store = Store {
+            root,
+            maps: moka::sync::Cache::new(cached_maps),
+            tmp_seq: AtomicU64::new(0),
+        };
+        store.remove_leftover_temp_files()?;
+        Ok(Arc::new(store))
+    }
+
+    /// Where a published file lives: `store/sha256/ab/cd/<hex>`.
+    pub fn path_of(&self, digest: &Sha256Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.root
+            .join("store/sha256")
+            .join(&hex[0..2])
+            .join(&hex[2..4])
+            .join(hex)
+    }
+
+    /// Whether a file with this digest is published.
+    pub fn contains(&self, digest: &Sha256Digest) -> bool {
+        self.maps.contains_key(digest) || self.path_of(digest).is_file()
+    }
+
+    /// The whole file as `Bytes` backed by a read-only map: slicing it for a
+    /// range copies nothing, and the map is shared by every response.
+    pub fn open_bytes(&self, digest: &Sha256Digest) -> Result<Option<Bytes>, StoreError> {
+        if let Some(bytes) = self.maps.get(digest) {
+            return Ok(Some(bytes));
+        }
+        let path = self.path_of(digest);
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let len = file.metadata().map_err(io_err(&path))?.len();
+        let bytes = if len == 0 {
+            Bytes::new() // mmap of an empty file is an error on Linux
+        } else {
+            // SAFETY: published files are never written again (read-only,
+            // replaced only by rename of identical content), so the map is stable.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&path))?;
+            Bytes::from_owner(map)
+        };
+        self.maps.insert(*digest, bytes.clone());
+        Ok(Some(bytes))
+    }
+
+    /// Starts writing a new file; see [`Ingest`].
+    pub fn begin_ingest(self: &Arc<Self>) -> Result<Ingest, StoreError> {
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{seq}.part", std::process::id()));
+        Ingest::create(self.clone(), path.clone()).map_err(io_err(&path))
+    }
+
+    /// Removes a published file (gc). Missing is not an error.
+    pub fn remove(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        self.maps.invalidate(digest);
+        let path = self.path_of(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Files in quarantine (for status and tests).
+    pub fn quarantined(&self) -> Vec<PathBuf> {
+        list_files(&self.root.join("quarantine"))
+    }
+
+    /// Files in `tmp/` (ingests in progress).
+    pub fn temp_files(&self) -> Vec<PathBuf> {
+        list_files(&self.root.join("tmp"))
+    }
+
+    /// Every published digest (walks the tree; for verify, gc and tests).
+    pub fn published(&self) -> Vec<Sha256Digest> {
+        let mut out = Vec::new();
+        for a in list_files(&self.root.join("store/sha256")) {
+            for b in list_files(&a) {
+                for f in list_files(&b) {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if let Ok(d) = name.parse() {
+                        out.push(d);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn remove_leftover_temp_files(&self) -> Result<(), StoreError> {
+        for path in self.temp_files() {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            tracing::info!(path = %path.display(), "removed leftover temp file");
+        }
+        Ok(())
+    }
+
+    /// Moves a rejected temp file into `quarantine/`, keeping only the newest few.
+    fn quarantine(&self, tmp: &Path, label: &str) -> io::Result<PathBuf> {
+        let dir = self.root.join("quarantine");
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dest = dir.join(format!("{stamp}-{label}"));
+        fs::rename(tmp, &dest)?;
+        let mut entries = list_files(&dir);
+        if entries.len() > QUARANTINE_KEEP {
+            entries.sort(); // names start with a timestamp: oldest first
+            for old in &entries[..entries.len() - QUARANTINE_KEEP] {
+                let _ = fs::remove_file(old);
+            }
+        }
+        Ok(dest)
+    }
+
+    /// Publishes a verified temp file under its digest: rename, then fsync the
+    /// directory so the rename itself survives a power loss.
+    fn publish(&self, tmp: &Path, digest: &Sha256Digest) -> io::Result<()> {
+        let dest = self.path_of(digest);
+        let dir = dest.parent().expect("store paths have parents");
+        fs::create_dir_all(dir)?;
+        let mut perms = fs::metadata(tmp)?.permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(tmp, perms)?;
+        fs::rename(tmp, &dest)?;
+        fs::File::open(dir)?.sync_all()
+    }
+}
+
+fn list_files(dir: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => Vec::new(),
+    }
+}
