@@ -4,10 +4,15 @@ use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
     let cli = upcache::cli::Cli::parse();
+    // The demo prints its own story; the server logs what it does.
+    let default_filter = match cli.command {
+        upcache::cli::Command::Demo => "upcache=warn",
+        _ => "upcache=info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "upcache=info".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();

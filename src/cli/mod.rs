@@ -1,7 +1,7 @@
 //! The command line: `serve`, the admin subcommands (thin clients of the
 //! admin API), and `demo`.
 
-mod client;
+pub mod client;
 
 use std::path::PathBuf;
 
