@@ -1,0 +1,160 @@
+//! The harness: a real upstream on loopback, a real upcache on ephemeral
+//! ports with a temp data dir, and an HTTP client.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use serde_json::{json, Value};
+use upcache::config::Config;
+use upcache::demo::upstream::Upstream;
+use upcache::demo::{update_json, SampleFile};
+use upcache::server::{self, Running};
+
+pub const ID_A: &str = "00000000-0000-4000-8000-00000000000a";
+pub const ID_B: &str = "00000000-0000-4000-8000-00000000000b";
+pub const ID_C: &str = "00000000-0000-4000-8000-00000000000c";
+
+pub struct Harness {
+    pub upstream: Upstream,
+    pub server: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    /// Files of updates A (big), B (small) and C (small).
+    pub a: SampleFile,
+    pub b: SampleFile,
+    pub c: SampleFile,
+    config: Config,
+}
+
+impl Harness {
+    pub async fn new() -> Harness {
+        Self::with(|_| {}).await
+    }
+
+    /// A harness whose server config is adjusted by `tweak`.
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::ephemeral(dir.path());
+        tweak(&mut config);
+        let upstream = Upstream::start().await.unwrap();
+        let a = SampleFile::generate("5034122", "msu", 3 << 20);
+        let b = SampleFile::generate("5034441", "cab", 100_000);
+        let c = SampleFile::generate("5031455", "cab", 50_000);
+        for f in [&a, &b, &c] {
+            upstream.add(&f.path, f.bytes.clone());
+        }
+        let server = server::start(config.clone()).await.unwrap();
+        Harness {
+            upstream,
+            server: Some(server),
+            dir,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_gzip()
+                .build()
+                .unwrap(),
+            a,
+            b,
+            c,
+            config,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running().content_addr)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running().admin_addr)
+    }
+
+    /// The catalog of the three sample updates.
+    pub fn catalog(&self) -> Value {
+        json!({ "updates": [
+            update_json(ID_A, "5034122", "2024-01 Cumulative Update (KB5034122)", &[&self.a], &self.upstream),
+            update_json(ID_B, "5034441", "2024-01 Servicing Stack Update (KB5034441)", &[&self.b], &self.upstream),
+            update_json(ID_C, "5031455", "Driver update (KB5031455)", &[&self.c], &self.upstream),
+        ]})
+    }
+
+    pub async fn import(&self, catalog: &Value) -> reqwest::Response {
+        self.http.post(self.admin("/api/v1/catalog")).json(catalog).send().await.unwrap()
+    }
+
+    /// Imports the sample catalog and approves `ids`.
+    pub async fn setup(&self, ids: &[&str]) {
+        let r = self.import(&self.catalog()).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        for id in ids {
+            self.set_state(id, "approve").await;
+        }
+    }
+
+    pub async fn set_state(&self, id: &str, action: &str) {
+        let r = self.http.post(self.admin(&format!("/api/v1/updates/{id}/{action}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    pub async fn set_policy(&self, policy: Value) {
+        let r = self.http.put(self.admin("/api/v1/policy")).json(&policy).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn get_range(&self, path: &str, range: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).header("range", range).send().await.unwrap()
+    }
+
+    pub async fn status(&self) -> Value {
+        self.http.get(self.admin("/api/v1/status")).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Stops the server and starts a new one on the same data directory.
+    pub async fn restart(&mut self) {
+        self.server.take().unwrap().shutdown().await;
+        self.server = Some(server::start(self.config.clone()).await.unwrap());
+    }
+
+    /// Digests published in the store.
+    pub fn stored(&self) -> Vec<upcache::digest::Sha256Digest> {
+        self.running().app.store.published()
+    }
+
+    /// Polls `cond` for up to 10 s.
+    pub async fn eventually(&self, what: &str, mut cond: impl FnMut(&Harness) -> bool) {
+        for _ in 0..200 {
+            if cond(self) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for: {what}");
+    }
+
+    /// Sends raw request bytes (paths that HTTP clients would normalise) and
+    /// returns the status code.
+    pub async fn raw_status(&self, request_line_path: &str) -> u16 {
+        let mut s = TcpStream::connect(self.running().content_addr).await.unwrap();
+        let req = format!("GET {request_line_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "no answer for {request_line_path}");
+        let out = String::from_utf8_lossy(&out);
+        out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    /// Waits until no download is running (they commit after the last byte is sent).
+    pub async fn settled(&self) {
+        self.eventually("downloads finished", |h| h.running().app.fetcher.status().is_empty()).await;
+    }
+}

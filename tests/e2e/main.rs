@@ -1,0 +1,8 @@
+//! Black-box tests: a real upstream and a real upcache on loopback, driven
+//! over HTTP (and the CLI binary where it matters).
+
+mod admin;
+mod common;
+mod content;
+mod fetch;
+mod policy;
