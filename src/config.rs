@@ -29,7 +29,10 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{setting}: {message}")]
-    Invalid { setting: &'static str, message: String },
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
 }
 
 /// `upcache serve` flags (each also read from its `UPCACHE_*` variable).
@@ -87,24 +90,43 @@ impl Config {
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => read_file(Path::new(DEFAULT_CONFIG_FILE))?,
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                read_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
             None => FileConfig::default(),
         };
         let defaults = FetchSettings::default();
         let upstream = args.upstream.clone().or(file.upstream);
         let config = Config {
-            data_dir: args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            listen: args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap()),
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap()),
             admin_listen: args
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap()),
-            admin_token: args.admin_token.clone().or(file.admin_token).filter(|t| !t.is_empty()),
+            admin_token: args
+                .admin_token
+                .clone()
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
             fetch: FetchSettings {
                 upstream: upstream.as_deref().map(parse_upstream).transpose()?,
-                connect_timeout: file.connect_timeout_secs.map_or(defaults.connect_timeout, Duration::from_secs),
-                read_timeout: file.read_timeout_secs.map_or(defaults.read_timeout, Duration::from_secs),
-                background_concurrency: file.background_downloads.unwrap_or(defaults.background_concurrency),
+                connect_timeout: file
+                    .connect_timeout_secs
+                    .map_or(defaults.connect_timeout, Duration::from_secs),
+                read_timeout: file
+                    .read_timeout_secs
+                    .map_or(defaults.read_timeout, Duration::from_secs),
+                background_concurrency: file
+                    .background_downloads
+                    .unwrap_or(defaults.background_concurrency),
             },
             open_file_cache: file.open_file_cache.unwrap_or(4096),
         };
@@ -206,16 +228,24 @@ mod tests {
             listen: Some("127.0.0.1:9000".parse().unwrap()),
             ..Default::default()
         };
-        let c = load_with(args, Some("listen = \"127.0.0.1:9001\"\ndata_dir = \"/srv/u\"")).unwrap();
+        let c = load_with(
+            args,
+            Some("listen = \"127.0.0.1:9001\"\ndata_dir = \"/srv/u\""),
+        )
+        .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.data_dir, PathBuf::from("/srv/u"));
     }
 
     #[test]
     fn bad_files_and_values_are_named() {
-        let e = load_with(ServeArgs::default(), Some("listn = \"x\"")).unwrap_err().to_string();
+        let e = load_with(ServeArgs::default(), Some("listn = \"x\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listn"), "{e}");
-        let e = load_with(ServeArgs::default(), Some("upstream = \"ftp://x\"")).unwrap_err().to_string();
+        let e = load_with(ServeArgs::default(), Some("upstream = \"ftp://x\""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("upstream"), "{e}");
     }
 

@@ -57,10 +57,23 @@ mod tests {
 
     #[test]
     fn gateway_errors_distinguish_timeouts_and_full_disks() {
-        assert_eq!(FetchError::Timeout("x".into()).status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(FetchError::DiskFull.status(), StatusCode::INSUFFICIENT_STORAGE);
-        let s = FetchError::UpstreamStatus { status: 404, url: "u".into() }.status();
+        assert_eq!(
+            FetchError::Timeout("x".into()).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            FetchError::DiskFull.status(),
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        let s = FetchError::UpstreamStatus {
+            status: 404,
+            url: "u".into(),
+        }
+        .status();
         assert_eq!(s, StatusCode::BAD_GATEWAY);
-        assert_eq!(FetchError::Verification("x".into()).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            FetchError::Verification("x".into()).status(),
+            StatusCode::BAD_GATEWAY
+        );
     }
 }

@@ -88,8 +88,12 @@ pub fn decide(policy: &Policy, approval: Option<Approval>, stored: bool) -> Deci
         return Decision::NotFound;
     };
     match approval {
-        Approval::Declined => return Decision::Forbidden("every update that contains this file is declined"),
-        Approval::NotApproved => return Decision::Forbidden("no approved update contains this file"),
+        Approval::Declined => {
+            return Decision::Forbidden("every update that contains this file is declined")
+        }
+        Approval::NotApproved => {
+            return Decision::Forbidden("no approved update contains this file")
+        }
         Approval::Approved => {}
     }
     match (policy.mode, stored) {
@@ -124,18 +128,36 @@ mod tests {
     fn unapproved_or_declined_files_are_forbidden_in_every_mode() {
         for p in [STORE, META] {
             for stored in [false, true] {
-                assert!(matches!(decide(&p, Some(Approval::NotApproved), stored), Decision::Forbidden(_)));
-                assert!(matches!(decide(&p, Some(Approval::Declined), stored), Decision::Forbidden(_)));
+                assert!(matches!(
+                    decide(&p, Some(Approval::NotApproved), stored),
+                    Decision::Forbidden(_)
+                ));
+                assert!(matches!(
+                    decide(&p, Some(Approval::Declined), stored),
+                    Decision::Forbidden(_)
+                ));
             }
         }
     }
 
     #[test]
     fn approved_files_follow_the_mode() {
-        assert_eq!(decide(&META, Some(Approval::Approved), false), Decision::Redirect);
-        assert_eq!(decide(&META, Some(Approval::Approved), true), Decision::Redirect);
-        assert_eq!(decide(&STORE, Some(Approval::Approved), false), Decision::Fetch);
-        assert_eq!(decide(&STORE, Some(Approval::Approved), true), Decision::Serve);
+        assert_eq!(
+            decide(&META, Some(Approval::Approved), false),
+            Decision::Redirect
+        );
+        assert_eq!(
+            decide(&META, Some(Approval::Approved), true),
+            Decision::Redirect
+        );
+        assert_eq!(
+            decide(&STORE, Some(Approval::Approved), false),
+            Decision::Fetch
+        );
+        assert_eq!(
+            decide(&STORE, Some(Approval::Approved), true),
+            Decision::Serve
+        );
     }
 
     #[test]

@@ -115,13 +115,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
 
-    let content = Arc::new(ContentService { store, catalog, fetcher });
+    let content = Arc::new(ContentService {
+        store,
+        catalog,
+        fetcher,
+    });
     let handler = Arc::new(move |req| {
         let content = content.clone();
         async move { content.handle(req).await }
     });
-    tasks.spawn(crate::http::serve(content_listener, handler, shutdown.clone()));
-    tasks.spawn(crate::admin::serve(admin_listener, app.clone(), shutdown.clone()));
+    tasks.spawn(crate::http::serve(
+        content_listener,
+        handler,
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::admin::serve(
+        admin_listener,
+        app.clone(),
+        shutdown.clone(),
+    ));
     app.sync_downloads();
     tracing::info!(%content_addr, %admin_addr, data_dir = %app.config.data_dir.display(), "upcache serving");
     Ok(Running {

@@ -79,9 +79,15 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
-            let mut r = ApiError(StatusCode::UNAUTHORIZED, "missing or wrong bearer token".into()).into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            let mut r = ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".into(),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             return r;
         }
     }
@@ -146,7 +152,10 @@ async fn list_updates(
     blocking(move || catalog.list_updates(&q)).await.map(Json)
 }
 
-async fn get_update(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult<crate::catalog::UpdateDetail> {
+async fn get_update(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::catalog::UpdateDetail> {
     let catalog = app.catalog.clone();
     let mut detail = blocking(move || catalog.update(&id)).await?;
     for f in &mut detail.files {
@@ -179,7 +188,8 @@ async fn set_state(
     if state == UpdateState::Approved && app.catalog.policy().downloads_on_approve() {
         let catalog = app.catalog.clone();
         let files = blocking(move || catalog.files_of(&id)).await?;
-        app.fetcher.prefetch(files.into_iter().filter(|f| !f.stored).collect());
+        app.fetcher
+            .prefetch(files.into_iter().filter(|f| !f.stored).collect());
     }
     Ok(Json(summary))
 }

@@ -90,7 +90,11 @@ pub fn parse(body: &[u8]) -> Result<Vec<ValidUpdate>, CatalogError> {
         .map(|(i, u)| {
             let at = format!("updates[{i}]");
             if !ids.insert(u.id.to_ascii_lowercase()) {
-                return Err(invalid(&at, "id", format!("duplicate update id {:?}", u.id)));
+                return Err(invalid(
+                    &at,
+                    "id",
+                    format!("duplicate update id {:?}", u.id),
+                ));
             }
             validate_update(&at, u)
         })
@@ -110,7 +114,11 @@ fn validate_update(at: &str, mut u: UpdateDoc) -> Result<ValidUpdate, CatalogErr
         || u.id.len() > 64
         || !u.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
     {
-        return Err(invalid(at, "id", "must be 1-64 letters, digits or '-' (an update GUID)"));
+        return Err(invalid(
+            at,
+            "id",
+            "must be 1-64 letters, digits or '-' (an update GUID)",
+        ));
     }
     if u.title.trim().is_empty() {
         return Err(invalid(at, "title", "must not be empty"));
@@ -156,7 +164,10 @@ fn validate_update(at: &str, mut u: UpdateDoc) -> Result<ValidUpdate, CatalogErr
 }
 
 fn validate_file(at: &str, f: &FileDoc) -> Result<ValidFile, CatalogError> {
-    let sha1: Sha1Digest = f.sha1.parse().map_err(|e| invalid(at, "sha1", format!("{e}")))?;
+    let sha1: Sha1Digest = f
+        .sha1
+        .parse()
+        .map_err(|e| invalid(at, "sha1", format!("{e}")))?;
     let sha256 = match &f.sha256 {
         None => None,
         Some(s) => Some(
@@ -167,10 +178,14 @@ fn validate_file(at: &str, f: &FileDoc) -> Result<ValidFile, CatalogError> {
     if f.name.is_empty() || f.name.len() > 255 || f.name.contains(['/', '\\', '\0']) {
         return Err(invalid(at, "name", "must be a plain file name"));
     }
-    let url = reqwest::Url::parse(&f.url)
-        .map_err(|e| invalid(at, "url", format!("{:?}: {e}", f.url)))?;
+    let url =
+        reqwest::Url::parse(&f.url).map_err(|e| invalid(at, "url", format!("{:?}: {e}", f.url)))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid(at, "url", format!("{:?} is not an absolute http(s) URL", f.url)));
+        return Err(invalid(
+            at,
+            "url",
+            format!("{:?} is not an absolute http(s) URL", f.url),
+        ));
     }
     Ok(ValidFile {
         name: f.name.clone(),
@@ -186,7 +201,11 @@ pub fn parse_date(s: &str) -> Option<i64> {
     let date = s.get(..10)?;
     let mut parts = date.split('-');
     let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 || !matches!(s.as_bytes().get(10), None | Some(b'T' | b' ')) {
+    if y.len() != 4
+        || m.len() != 2
+        || d.len() != 2
+        || !matches!(s.as_bytes().get(10), None | Some(b'T' | b' '))
+    {
         return None;
     }
     let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
@@ -211,7 +230,9 @@ mod tests {
     use super::*;
 
     fn doc(files: &str) -> String {
-        format!(r#"{{"updates":[{{"id":"6F1C-1","revision":2,"title":"T","kb":"KB5034122","release_date":"2024-01-09","files":[{files}]}}]}}"#)
+        format!(
+            r#"{{"updates":[{{"id":"6F1C-1","revision":2,"title":"T","kb":"KB5034122","release_date":"2024-01-09","files":[{files}]}}]}}"#
+        )
     }
     const GOOD_FILE: &str = r#"{"name":"a.msu","sha1":"00112233445566778899aabbccddeeff00112233","size":3,"url":"http://download.windowsupdate.com/c/a.msu"}"#;
 
@@ -236,7 +257,9 @@ mod tests {
 
     #[test]
     fn syntax_errors_name_the_line_and_unknown_fields_are_rejected() {
-        let err = parse(b"{\"updates\": [\n{\"id\": }]}").unwrap_err().to_string();
+        let err = parse(b"{\"updates\": [\n{\"id\": }]}")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         let err = parse(doc(&GOOD_FILE.replace("\"size\"", "\"sizee\"")).as_bytes())
             .unwrap_err()

@@ -196,7 +196,11 @@ impl Catalog {
 
     /// Imports a JSON catalog in one transaction. With `honour_state`, the
     /// approval states in the document are applied (downstream sync).
-    pub fn import_json(&self, body: &[u8], honour_state: bool) -> Result<ImportReport, CatalogError> {
+    pub fn import_json(
+        &self,
+        body: &[u8],
+        honour_state: bool,
+    ) -> Result<ImportReport, CatalogError> {
         let updates = json::parse(body)?;
         let report = {
             let mut db = self.db();
@@ -445,7 +449,8 @@ impl Catalog {
 
     fn entry_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<FileEntry> {
         let sha1: String = r.get(0)?;
-        let sha256: Option<Sha256Digest> = r.get::<_, Option<String>>(1)?.and_then(|s| s.parse().ok());
+        let sha256: Option<Sha256Digest> =
+            r.get::<_, Option<String>>(1)?.and_then(|s| s.parse().ok());
         let (approved, all_declined): (bool, bool) = (r.get(6)?, r.get(7)?);
         Ok(FileEntry {
             sha1: sha1.parse().map_err(|_| bad_column(0))?,
@@ -494,7 +499,11 @@ fn bad_column(i: usize) -> rusqlite::Error {
 
 fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
     let json: Option<String> = conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [POLICY_KEY], |r| r.get(0))
+        .query_row(
+            "SELECT value FROM settings WHERE key = ?1",
+            [POLICY_KEY],
+            |r| r.get(0),
+        )
         .optional()?;
     Ok(json
         .and_then(|j| serde_json::from_str(&j).ok())
@@ -511,7 +520,9 @@ fn import_update(
 ) -> Result<(), CatalogError> {
     let d = &u.doc;
     let known: Option<u32> = tx
-        .query_row("SELECT revision FROM updates WHERE id = ?1", [&d.id], |r| r.get(0))
+        .query_row("SELECT revision FROM updates WHERE id = ?1", [&d.id], |r| {
+            r.get(0)
+        })
         .optional()?;
     let imported_state = d.state.filter(|_| honour_state);
     match known {
@@ -575,7 +586,13 @@ fn import_update(
             tx.execute(
                 "UPDATE files SET name = ?2, url = ?3, sha256 = coalesce(sha256, ?4),
                                   size = coalesce(size, ?5) WHERE sha1 = ?1",
-                params![f.sha1.to_hex(), f.name, f.url, f.sha256.map(|d| d.to_hex()), f.size.map(|s| s as i64)],
+                params![
+                    f.sha1.to_hex(),
+                    f.name,
+                    f.url,
+                    f.sha256.map(|d| d.to_hex()),
+                    f.size.map(|s| s as i64)
+                ],
             )?;
         }
         report.files_added += added as u64;

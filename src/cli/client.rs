@@ -28,10 +28,12 @@ impl AdminClient {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the admin API at {} (is upcache serve running?)", self.base))?;
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach the admin API at {} (is upcache serve running?)",
+                self.base
+            )
+        })?;
         let status = resp.status();
         let body = resp.bytes().await?;
         if !status.is_success() {
@@ -67,7 +69,8 @@ impl AdminClient {
     }
 
     pub async fn set_policy(&self, policy: &Policy) -> anyhow::Result<Policy> {
-        self.send(self.http.put(self.url("/api/v1/policy")).json(policy)).await
+        self.send(self.http.put(self.url("/api/v1/policy")).json(policy))
+            .await
     }
 
     pub async fn status(&self) -> anyhow::Result<Status> {
@@ -88,7 +91,8 @@ impl AdminClient {
         if let Some(q) = q {
             query.push(("q", q.to_owned()));
         }
-        self.send(self.http.get(self.url("/api/v1/updates")).query(&query)).await
+        self.send(self.http.get(self.url("/api/v1/updates")).query(&query))
+            .await
     }
 }
 
@@ -131,8 +135,17 @@ pub fn print_status(s: &Status) {
 
 pub fn print_updates(list: &UpdateList) {
     for u in &list.updates {
-        let kb = u.kb.as_deref().map(|k| format!("KB{k}")).unwrap_or_default();
-        println!("{:<38} {:<13} {:<10} {}", u.id, u.state.as_str(), kb, u.title);
+        let kb =
+            u.kb.as_deref()
+                .map(|k| format!("KB{k}"))
+                .unwrap_or_default();
+        println!(
+            "{:<38} {:<13} {:<10} {}",
+            u.id,
+            u.state.as_str(),
+            kb,
+            u.title
+        );
     }
     println!("({} of {} updates)", list.updates.len(), list.total);
 }

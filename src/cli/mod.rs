@@ -25,7 +25,11 @@ pub struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdminArgs {
     /// Admin API base URL
-    #[arg(long = "admin", env = "UPCACHE_ADMIN", default_value = "http://127.0.0.1:8531")]
+    #[arg(
+        long = "admin",
+        env = "UPCACHE_ADMIN",
+        default_value = "http://127.0.0.1:8531"
+    )]
     pub url: String,
     /// Bearer token for the admin API
     #[arg(long, env = "UPCACHE_ADMIN_TOKEN", hide_env_values = true)]
@@ -132,7 +136,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Import { file, admin } => {
-            let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let body =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let report = AdminClient::new(&admin)?.import(body).await?;
             println!(
                 "imported {}: {} added, {} replaced, {} unchanged, {} stale; {} new files",
@@ -151,10 +156,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy { action, admin } => {
             let client = AdminClient::new(&admin)?;
             let mut policy = client.policy().await?;
-            if let Some(PolicyAction::Set { mode, download, prefetch_on_approve }) = action {
+            if let Some(PolicyAction::Set {
+                mode,
+                download,
+                prefetch_on_approve,
+            }) = action
+            {
                 policy.mode = mode.unwrap_or(policy.mode);
                 policy.download = download.unwrap_or(policy.download);
-                policy.prefetch_on_approve = prefetch_on_approve.unwrap_or(policy.prefetch_on_approve);
+                policy.prefetch_on_approve =
+                    prefetch_on_approve.unwrap_or(policy.prefetch_on_approve);
                 policy = client.set_policy(&policy).await?;
             }
             println!("{}", serde_json::to_string_pretty(&policy)?);
@@ -169,8 +180,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Updates { state, q, limit, offset, json, admin } => {
-            let list = AdminClient::new(&admin)?.updates(state, q.as_deref(), limit, offset).await?;
+        Command::Updates {
+            state,
+            q,
+            limit,
+            offset,
+            json,
+            admin,
+        } => {
+            let list = AdminClient::new(&admin)?
+                .updates(state, q.as_deref(), limit, offset)
+                .await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -202,7 +222,9 @@ async fn set_states(admin: &AdminArgs, ids: &[String], action: &str) -> anyhow::
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args).context("configuration")?;
-    let running = crate::server::start(config).await.context("starting upcache")?;
+    let running = crate::server::start(config)
+        .await
+        .context("starting upcache")?;
     println!(
         "upcache {} serving content on http://{} and the admin API on http://{}",
         env!("CARGO_PKG_VERSION"),

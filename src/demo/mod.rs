@@ -36,13 +36,23 @@ impl SampleFile {
         let sha256 = Sha256Digest::from_slice(&sha2::Sha256::digest(&bytes)).expect("32 bytes");
         let name = format!("windows10.0-kb{kb}-x64_{sha1}.{ext}");
         let path = format!("/c/msdownload/update/software/secu/2024/01/{name}");
-        SampleFile { bytes, sha1, sha256, name, path }
+        SampleFile {
+            bytes,
+            sha1,
+            sha256,
+            name,
+            path,
+        }
     }
 
     /// The WSUS-style content path of this file.
     pub fn content_path(&self) -> String {
         let ext = self.name.rsplit('.').next().unwrap_or("cab");
-        format!("/Content/{:02X}/{}.{ext}", self.sha1.last_byte(), self.sha1.to_hex().to_uppercase())
+        format!(
+            "/Content/{:02X}/{}.{ext}",
+            self.sha1.last_byte(),
+            self.sha1.to_hex().to_uppercase()
+        )
     }
 
     /// This file's entry in an upcache JSON catalog.
@@ -57,7 +67,13 @@ impl SampleFile {
 }
 
 /// An update of generated files, as a JSON catalog entry.
-pub fn update_json(id: &str, kb: &str, title: &str, files: &[&SampleFile], upstream: &Upstream) -> serde_json::Value {
+pub fn update_json(
+    id: &str,
+    kb: &str,
+    title: &str,
+    files: &[&SampleFile],
+    upstream: &Upstream,
+) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "revision": 1,
@@ -73,7 +89,9 @@ pub fn update_json(id: &str, kb: &str, title: &str, files: &[&SampleFile], upstr
 
 /// xorshift64*: fast, deterministic, incompressible enough for tests.
 fn pseudo_random(seed: &str, size: usize) -> Vec<u8> {
-    let mut x: u64 = seed.bytes().fold(0x9E37_79B9_7F4A_7C15, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+    let mut x: u64 = seed.bytes().fold(0x9E37_79B9_7F4A_7C15, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    });
     let mut out = Vec::with_capacity(size + 8);
     while out.len() < size {
         x ^= x >> 12;
@@ -102,11 +120,17 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
         upstream.add(&f.path, f.bytes.clone());
     }
     upstream.set_rate(64 << 20); // a 64 MiB/s "Internet link", so streaming is visible
-    println!("local upstream (stands in for Microsoft Update): http://{}", upstream.addr);
+    println!(
+        "local upstream (stands in for Microsoft Update): http://{}",
+        upstream.addr
+    );
 
     let running = crate::server::start(Config::ephemeral(data_dir)).await?;
     let base = format!("http://{}", running.content_addr);
-    println!("upcache content: {base}   admin: http://{}", running.admin_addr);
+    println!(
+        "upcache content: {base}   admin: http://{}",
+        running.admin_addr
+    );
     let admin = crate::cli::client::AdminClient::new(&AdminArgs {
         url: format!("http://{}", running.admin_addr),
         token: None,
@@ -118,8 +142,14 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
         update_json("6f1c0b6a-0000-4000-8000-000000000003", "5031455", "Contoso driver update (KB5031455)", &[&driver], &upstream),
     ]});
     let report = admin.import(serde_json::to_vec(&catalog)?).await?;
-    println!("\n1. imported catalog: {} updates, {} files", report.updates_added, report.files_added);
-    for id in ["6f1c0b6a-0000-4000-8000-000000000001", "6f1c0b6a-0000-4000-8000-000000000002"] {
+    println!(
+        "\n1. imported catalog: {} updates, {} files",
+        report.updates_added, report.files_added
+    );
+    for id in [
+        "6f1c0b6a-0000-4000-8000-000000000001",
+        "6f1c0b6a-0000-4000-8000-000000000002",
+    ] {
         let s = admin.set_state(id, "approve").await?;
         println!("   approved {}", s.title);
     }
@@ -127,13 +157,19 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     println!("\n2. downloads through upcache (policy: store-locally, on-approval)");
     let url = format!("{base}{}", cumulative.content_path());
-    for label in ["cold (fetched from upstream, streamed)", "warm (served from the store)"] {
+    for label in [
+        "cold (fetched from upstream, streamed)",
+        "warm (served from the store)",
+    ] {
         let t = Instant::now();
         let resp = http.get(&url).send().await?;
         let status = resp.status();
         let body = resp.bytes().await?;
         let ok = sha2::Sha256::digest(&body).as_slice() == cumulative.sha256.0;
-        ensure!(ok && status == 200, "download through the proxy failed: {status}");
+        ensure!(
+            ok && status == 200,
+            "download through the proxy failed: {status}"
+        );
         println!(
             "   GET {}  {status}  {} MiB in {:.1} ms, SHA-256 verified; {label}",
             cumulative.content_path(),
@@ -141,47 +177,82 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
-    println!("   upstream requests for it: {}", upstream.requests(&cumulative.path));
+    println!(
+        "   upstream requests for it: {}",
+        upstream.requests(&cumulative.path)
+    );
 
     let t = Instant::now();
-    let resp = http.get(&url).header("range", "bytes=1000-1999").send().await?;
+    let resp = http
+        .get(&url)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await?;
     let status = resp.status();
     let range = resp.headers().get("content-range").cloned();
     let body = resp.bytes().await?;
-    ensure!(body[..] == cumulative.bytes[1000..2000], "range bytes differ");
-    println!("   GET Range: bytes=1000-1999  {status}  {range:?}  {:.2} ms, byte-exact", t.elapsed().as_secs_f64() * 1e3);
-    let resp = http.get(&url).header("range", "bytes=0-99,-100").send().await?;
+    ensure!(
+        body[..] == cumulative.bytes[1000..2000],
+        "range bytes differ"
+    );
+    println!(
+        "   GET Range: bytes=1000-1999  {status}  {range:?}  {:.2} ms, byte-exact",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let resp = http
+        .get(&url)
+        .header("range", "bytes=0-99,-100")
+        .send()
+        .await?;
     println!(
         "   GET Range: bytes=0-99,-100  {}  {}",
         resp.status(),
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("")
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     );
 
     let mu_url = format!("{base}{}", stack.path);
     let t = Instant::now();
     let resp = http.get(&mu_url).send().await?;
     let (status, len) = (resp.status(), resp.bytes().await?.len());
-    println!("   GET {} (Microsoft Update path)  {status}  {len} bytes in {:.1} ms", stack.path, t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "   GET {} (Microsoft Update path)  {status}  {len} bytes in {:.1} ms",
+        stack.path,
+        t.elapsed().as_secs_f64() * 1e3
+    );
 
     println!("\n3. policy at work");
-    let resp = http.get(format!("{base}{}", driver.content_path())).send().await?;
+    let resp = http
+        .get(format!("{base}{}", driver.content_path()))
+        .send()
+        .await?;
     println!(
         "   unapproved update's file: {}  {:?}; upstream requests for it: {}",
         resp.status(),
         resp.text().await?.trim(),
         upstream.requests(&driver.path)
     );
-    let resp = http.get(format!("{base}/Content/00/{}.cab", "0".repeat(40))).send().await?;
+    let resp = http
+        .get(format!("{base}/Content/00/{}.cab", "0".repeat(40)))
+        .send()
+        .await?;
     println!("   unknown file: {}", resp.status());
     let mut policy = admin.policy().await?;
     policy.mode = crate::policy::Mode::MetadataOnly;
     admin.set_policy(&policy).await?;
-    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let resp = no_redirects.get(&url).send().await?;
     println!(
         "   metadata-only: {}  Location: {}",
         resp.status(),
-        resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or("-")
+        resp.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
     );
 
     let status = admin.status().await.context("status")?;

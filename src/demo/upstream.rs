@@ -53,12 +53,20 @@ impl Upstream {
             async move { answer(&s, req).await }
         });
         tokio::spawn(crate::http::serve(listener, handler, shutdown.clone()));
-        Ok(Upstream { addr, state, shutdown })
+        Ok(Upstream {
+            addr,
+            state,
+            shutdown,
+        })
     }
 
     /// Serves `bytes` at `path` (e.g. `/c/msdownload/update/.../x_<sha1>.cab`).
     pub fn add(&self, path: &str, bytes: Bytes) {
-        self.state.files.write().unwrap().insert(path.to_owned(), bytes);
+        self.state
+            .files
+            .write()
+            .unwrap()
+            .insert(path.to_owned(), bytes);
     }
 
     /// The absolute URL of `path` on this upstream.
@@ -68,7 +76,13 @@ impl Upstream {
 
     /// Requests received for `path`.
     pub fn requests(&self, path: &str) -> u64 {
-        self.state.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+        self.state
+            .hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests received in all.
@@ -88,7 +102,9 @@ impl Upstream {
 
     /// Wait this long before answering.
     pub fn set_head_delay(&self, delay: Duration) {
-        self.state.head_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .head_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn stop(&self) {
@@ -125,14 +141,19 @@ async fn answer<B>(s: &State, req: Request<B>) -> Response<ResponseBody> {
     let rate = s.rate.load(Ordering::SeqCst);
     let len = bytes.len();
     let body = if rate == 0 {
-        http_body_util::Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+        http_body_util::Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync()
     } else {
         let pause = Duration::from_secs_f64(PIECE as f64 / rate as f64);
-        let pieces = futures_util::stream::iter((0..len.div_ceil(PIECE)).map(move |i| bytes.slice(i * PIECE..((i + 1) * PIECE).min(len))))
-            .then(move |piece| async move {
-                tokio::time::sleep(pause).await;
-                Ok::<_, std::io::Error>(Frame::data(piece))
-            });
+        let pieces = futures_util::stream::iter(
+            (0..len.div_ceil(PIECE))
+                .map(move |i| bytes.slice(i * PIECE..((i + 1) * PIECE).min(len))),
+        )
+        .then(move |piece| async move {
+            tokio::time::sleep(pause).await;
+            Ok::<_, std::io::Error>(Frame::data(piece))
+        });
         StreamBody::new(pieces).boxed_unsync()
     };
     Response::builder()

@@ -124,7 +124,11 @@ impl Download {
     /// streams at once; the rest follows the writer, woken by the `watch`
     /// channel (no polling). If the download fails the stream ends with an
     /// error, which cuts the client's connection mid-body.
-    pub fn stream_range(self: Arc<Self>, start: u64, end: u64) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    pub fn stream_range(
+        self: Arc<Self>,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send {
         let rx = self.progress.subscribe();
         futures_util::stream::unfold((self, rx, start), move |(dl, mut rx, pos)| async move {
             if pos >= end {
@@ -137,7 +141,10 @@ impl Download {
                     _ if p.written > pos => break p.written,
                     Phase::Done if end == u64::MAX => return None, // length was unknown
                     Phase::Done => {
-                        let e = io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than promised");
+                        let e = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shorter than promised",
+                        );
                         return Some((Err(e), (dl, rx, end)));
                     }
                     _ => {}
@@ -151,7 +158,9 @@ impl Download {
             let reader = dl.reader.clone();
             let read = tokio::task::spawn_blocking(move || {
                 let mut buf = vec![0u8; len as usize];
-                reader.read_exact_at(&mut buf, pos).map(|_| Bytes::from(buf))
+                reader
+                    .read_exact_at(&mut buf, pos)
+                    .map(|_| Bytes::from(buf))
             })
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -172,7 +181,12 @@ pub(super) async fn transfer(
 ) -> Result<Ingested, FetchError> {
     let response = tokio::time::timeout(settings.read_timeout, client.get(url).send())
         .await
-        .map_err(|_| FetchError::Timeout(format!("no response from {url} in {:?}", settings.read_timeout)))?
+        .map_err(|_| {
+            FetchError::Timeout(format!(
+                "no response from {url} in {:?}",
+                settings.read_timeout
+            ))
+        })?
         .map_err(|e| classify(&e, url))?;
     if response.status() != reqwest::StatusCode::OK {
         return Err(FetchError::UpstreamStatus {
@@ -202,7 +216,12 @@ pub(super) async fn transfer(
     let mut body = response.bytes_stream();
     let received = loop {
         match tokio::time::timeout(settings.read_timeout, body.next()).await {
-            Err(_) => break Err(FetchError::Timeout(format!("{url} stalled for {:?}", settings.read_timeout))),
+            Err(_) => {
+                break Err(FetchError::Timeout(format!(
+                    "{url} stalled for {:?}",
+                    settings.read_timeout
+                )))
+            }
             Ok(None) => break Ok(()),
             Ok(Some(Err(e))) => break Err(classify(&e, url)),
             Ok(Some(Ok(chunk))) => {
@@ -264,4 +283,3 @@ fn classify(e: &reqwest::Error, url: &str) -> FetchError {
         FetchError::Transfer(format!("{url}: {e}"))
     }
 }
-

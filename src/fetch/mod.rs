@@ -135,7 +135,8 @@ impl Fetcher {
             .store
             .begin_ingest()
             .map_err(|e| FetchError::Store(e.to_string()))?;
-        let dl = Arc::new(Download::new(file, &ingest).map_err(|e| FetchError::Store(e.to_string()))?);
+        let dl =
+            Arc::new(Download::new(file, &ingest).map_err(|e| FetchError::Store(e.to_string()))?);
         inflight.insert(file.sha1, dl.clone());
         let url = self.upstream_url(&file.url);
         tracing::info!(sha1 = %file.sha1, %url, "fetch started");
@@ -149,8 +150,14 @@ impl Fetcher {
             let fetcher = self.clone();
             let permits = self.background.clone();
             tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else { return };
-                if fetcher.catalog.lookup_sha1(&file.sha1).is_some_and(|f| f.stored) {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                if fetcher
+                    .catalog
+                    .lookup_sha1(&file.sha1)
+                    .is_some_and(|f| f.stored)
+                {
                     return;
                 }
                 match fetcher.join(&file) {
@@ -176,8 +183,15 @@ impl Fetcher {
         self.inflight.lock().unwrap().contains_key(sha1)
     }
 
-    async fn run(self: Arc<Self>, dl: Arc<Download>, ingest: crate::store::Ingest, file: FileEntry, url: String) {
-        let outcome = download::transfer(&self.client, &self.settings, &dl, ingest, &file, &url).await;
+    async fn run(
+        self: Arc<Self>,
+        dl: Arc<Download>,
+        ingest: crate::store::Ingest,
+        file: FileEntry,
+        url: String,
+    ) {
+        let outcome =
+            download::transfer(&self.client, &self.settings, &dl, ingest, &file, &url).await;
         let outcome = match outcome {
             Ok(got) => self
                 .catalog
@@ -187,7 +201,9 @@ impl Fetcher {
             Err(e) => Err(e),
         };
         match &outcome {
-            Ok(got) => tracing::info!(sha1 = %file.sha1, sha256 = %got.sha256, bytes = got.size, "fetch stored"),
+            Ok(got) => {
+                tracing::info!(sha1 = %file.sha1, sha256 = %got.sha256, bytes = got.size, "fetch stored")
+            }
             Err(e) => tracing::warn!(sha1 = %file.sha1, error = %e, "fetch failed"),
         }
         // Out of the table first: a request arriving after the failure starts afresh.

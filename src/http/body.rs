@@ -47,7 +47,9 @@ pub enum Source {
 impl Source {
     fn stream(&self, r: Range<u64>) -> BoxStream<'static, io::Result<Bytes>> {
         match self {
-            Source::Stored(b) => stream::iter(frames(b.slice(r.start as usize..r.end as usize)).map(Ok)).boxed(),
+            Source::Stored(b) => {
+                stream::iter(frames(b.slice(r.start as usize..r.end as usize)).map(Ok)).boxed()
+            }
             Source::Downloading(dl) => dl.clone().stream_range(r.start, r.end).boxed(),
         }
     }
@@ -60,6 +62,10 @@ pub enum Part {
 }
 
 impl Part {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn len(&self) -> u64 {
         match self {
             Part::Literal(b) => b.len() as u64,
@@ -77,10 +83,16 @@ pub fn from_parts(source: &Source, parts: Vec<Part>) -> ResponseBody {
             for part in parts {
                 match part {
                     Part::Literal(b) => queue.push_back(b),
-                    Part::File(r) => queue.extend(frames(bytes.slice(r.start as usize..r.end as usize))),
+                    Part::File(r) => {
+                        queue.extend(frames(bytes.slice(r.start as usize..r.end as usize)))
+                    }
                 }
             }
-            SliceBody { queue, remaining: len }.boxed_unsync()
+            SliceBody {
+                queue,
+                remaining: len,
+            }
+            .boxed_unsync()
         }
         Source::Downloading(_) => {
             let source = source.clone();
@@ -115,7 +127,10 @@ impl Body for SliceBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
         Poll::Ready(self.queue.pop_front().map(|b| {
             self.remaining -= b.len() as u64;
             Ok(Frame::data(b))

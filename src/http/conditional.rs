@@ -123,26 +123,50 @@ mod tests {
 
     #[test]
     fn if_none_match_gives_304_on_any_of_our_tags() {
-        assert_eq!(eval(&[(header::IF_NONE_MATCH, "\"sha256:aa\"")]), Precondition::NotModified);
-        assert_eq!(eval(&[(header::IF_NONE_MATCH, "\"x\", W/\"sha1:bb\"")]), Precondition::NotModified);
-        assert_eq!(eval(&[(header::IF_NONE_MATCH, "*")]), Precondition::NotModified);
+        assert_eq!(
+            eval(&[(header::IF_NONE_MATCH, "\"sha256:aa\"")]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            eval(&[(header::IF_NONE_MATCH, "\"x\", W/\"sha1:bb\"")]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            eval(&[(header::IF_NONE_MATCH, "*")]),
+            Precondition::NotModified
+        );
         assert_eq!(eval(&[(header::IF_NONE_MATCH, "\"other\"")]), GO);
     }
 
     #[test]
     fn if_modified_since_is_ignored_when_if_none_match_is_present() {
-        assert_eq!(eval(&[(header::IF_MODIFIED_SINCE, LM)]), Precondition::NotModified);
         assert_eq!(
-            eval(&[(header::IF_NONE_MATCH, "\"other\""), (header::IF_MODIFIED_SINCE, LM)]),
+            eval(&[(header::IF_MODIFIED_SINCE, LM)]),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            eval(&[
+                (header::IF_NONE_MATCH, "\"other\""),
+                (header::IF_MODIFIED_SINCE, LM)
+            ]),
             GO
         );
-        assert_eq!(eval(&[(header::IF_MODIFIED_SINCE, "Mon, 08 Jan 2024 00:00:00 GMT")]), GO);
+        assert_eq!(
+            eval(&[(header::IF_MODIFIED_SINCE, "Mon, 08 Jan 2024 00:00:00 GMT")]),
+            GO
+        );
     }
 
     #[test]
     fn if_match_and_if_unmodified_since_fail_with_412() {
-        assert_eq!(eval(&[(header::IF_MATCH, "\"other\"")]), Precondition::Failed);
-        assert_eq!(eval(&[(header::IF_MATCH, "W/\"sha256:aa\"")]), Precondition::Failed);
+        assert_eq!(
+            eval(&[(header::IF_MATCH, "\"other\"")]),
+            Precondition::Failed
+        );
+        assert_eq!(
+            eval(&[(header::IF_MATCH, "W/\"sha256:aa\"")]),
+            Precondition::Failed
+        );
         assert_eq!(eval(&[(header::IF_MATCH, "\"sha256:aa\"")]), GO);
         assert_eq!(
             eval(&[(header::IF_UNMODIFIED_SINCE, "Mon, 08 Jan 2024 00:00:00 GMT")]),
@@ -152,11 +176,16 @@ mod tests {
 
     #[test]
     fn if_range_needs_a_strong_match_or_the_exact_date() {
-        let stale = Precondition::Proceed { honour_range: false };
+        let stale = Precondition::Proceed {
+            honour_range: false,
+        };
         assert_eq!(eval(&[(header::IF_RANGE, "\"sha256:aa\"")]), GO);
         assert_eq!(eval(&[(header::IF_RANGE, "\"sha256:old\"")]), stale);
         assert_eq!(eval(&[(header::IF_RANGE, "W/\"sha256:aa\"")]), stale);
         assert_eq!(eval(&[(header::IF_RANGE, LM)]), GO);
-        assert_eq!(eval(&[(header::IF_RANGE, "Mon, 08 Jan 2024 00:00:00 GMT")]), stale);
+        assert_eq!(
+            eval(&[(header::IF_RANGE, "Mon, 08 Jan 2024 00:00:00 GMT")]),
+            stale
+        );
     }
 }

@@ -40,8 +40,12 @@ impl ContentService {
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody> {
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
-            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here\n");
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            let mut r = plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET and HEAD are served here\n",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
         let path = req.uri().path();
@@ -60,28 +64,47 @@ impl ContentService {
             entry.as_ref().is_some_and(|e| e.stored),
         );
         let entry = match (decision, entry) {
-            (Decision::NotFound, _) | (_, None) => return plain(StatusCode::NOT_FOUND, "no update contains this file\n"),
-            (Decision::Forbidden(reason), _) => return plain(StatusCode::FORBIDDEN, format!("{reason}\n")),
+            (Decision::NotFound, _) | (_, None) => {
+                return plain(StatusCode::NOT_FOUND, "no update contains this file\n")
+            }
+            (Decision::Forbidden(reason), _) => {
+                return plain(StatusCode::FORBIDDEN, format!("{reason}\n"))
+            }
             (_, Some(entry)) => entry,
         };
         match decision {
             Decision::Redirect => self.redirect(&entry),
-            Decision::Serve => match self.store.open_bytes(&entry.sha256.expect("stored files have a SHA-256")) {
-                Ok(Some(bytes)) => respond(&method, req.headers(), representation(&entry, content_type, Some(bytes.len() as u64)), Source::Stored(bytes)),
+            Decision::Serve => match self
+                .store
+                .open_bytes(&entry.sha256.expect("stored files have a SHA-256"))
+            {
+                Ok(Some(bytes)) => respond(
+                    &method,
+                    req.headers(),
+                    representation(&entry, content_type, Some(bytes.len() as u64)),
+                    Source::Stored(bytes),
+                ),
                 Ok(None) => {
                     // Removed behind our back: forget it and fetch again.
                     self.catalog.record_absent(&entry.sha1);
-                    self.fetch(&method, req.headers(), &entry, content_type).await
+                    self.fetch(&method, req.headers(), &entry, content_type)
+                        .await
                 }
                 Err(e) => plain(e.status(), format!("{e}\n")),
             },
-            _ => self.fetch(&method, req.headers(), &entry, content_type).await,
+            _ => {
+                self.fetch(&method, req.headers(), &entry, content_type)
+                    .await
+            }
         }
     }
 
     fn redirect(&self, entry: &FileEntry) -> Response<ResponseBody> {
         let url = self.fetcher.upstream_url(&entry.url);
-        let mut r = plain(StatusCode::FOUND, format!("metadata-only: download from {url}\n"));
+        let mut r = plain(
+            StatusCode::FOUND,
+            format!("metadata-only: download from {url}\n"),
+        );
         if let Ok(v) = HeaderValue::from_str(&url) {
             r.headers_mut().insert(header::LOCATION, v);
         }
@@ -89,19 +112,34 @@ impl ContentService {
     }
 
     /// Joins (or starts) the download and streams it as it lands.
-    async fn fetch(&self, method: &Method, headers: &HeaderMap, entry: &FileEntry, content_type: &'static str) -> Response<ResponseBody> {
+    async fn fetch(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        entry: &FileEntry,
+        content_type: &'static str,
+    ) -> Response<ResponseBody> {
         let dl = match self.fetcher.join(entry) {
             Ok(dl) => dl,
             Err(e) => return plain(e.status(), format!("{e}\n")),
         };
         match dl.started().await {
-            Ok(len) => respond(method, headers, representation(entry, content_type, len), Source::Downloading(dl)),
+            Ok(len) => respond(
+                method,
+                headers,
+                representation(entry, content_type, len),
+                Source::Downloading(dl),
+            ),
             Err(e) => plain(e.status(), format!("{e}\n")),
         }
     }
 }
 
-fn representation(entry: &FileEntry, content_type: &'static str, len: Option<u64>) -> Representation {
+fn representation(
+    entry: &FileEntry,
+    content_type: &'static str,
+    len: Option<u64>,
+) -> Representation {
     let mut etags = Vec::with_capacity(2);
     if let Some(sha256) = entry.sha256 {
         etags.push(format!("\"sha256:{sha256}\""));
@@ -118,45 +156,86 @@ fn representation(entry: &FileEntry, content_type: &'static str, len: Option<u64
 }
 
 /// Builds the response for a representation: preconditions, ranges, headers, body.
-fn respond(method: &Method, req: &HeaderMap, rep: Representation, source: Source) -> Response<ResponseBody> {
+fn respond(
+    method: &Method,
+    req: &HeaderMap,
+    rep: Representation,
+    source: Source,
+) -> Response<ResponseBody> {
     let honour_range = match conditional::evaluate(req, &rep.validators) {
-        Precondition::NotModified => return with_validators(Response::builder().status(StatusCode::NOT_MODIFIED), &rep).body(body::empty()).expect("valid response"),
-        Precondition::Failed => return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n"),
+        Precondition::NotModified => {
+            return with_validators(Response::builder().status(StatusCode::NOT_MODIFIED), &rep)
+                .body(body::empty())
+                .expect("valid response")
+        }
+        Precondition::Failed => {
+            return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n")
+        }
         Precondition::Proceed { honour_range } => honour_range,
     };
     let Some(len) = rep.len else {
         // Length unknown until the download ends: stream it whole, chunked.
-        let Source::Downloading(dl) = source else { unreachable!("stored files have a length") };
-        let b = with_validators(Response::builder().status(StatusCode::OK), &rep).header(header::CONTENT_TYPE, rep.content_type);
-        let body = if method == Method::HEAD { body::empty() } else { body::open_ended(dl) };
+        let Source::Downloading(dl) = source else {
+            unreachable!("stored files have a length")
+        };
+        let b = with_validators(Response::builder().status(StatusCode::OK), &rep)
+            .header(header::CONTENT_TYPE, rep.content_type);
+        let body = if method == Method::HEAD {
+            body::empty()
+        } else {
+            body::open_ended(dl)
+        };
         return b.body(body).expect("valid response");
     };
-    let range_header = req.get(header::RANGE).and_then(|v| v.to_str().ok()).filter(|_| honour_range);
+    let range_header = req
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| honour_range);
     let (status, parts, builder) = match range::resolve(range_header, len) {
-        RangeRequest::Full => (StatusCode::OK, vec![Part::File(0..len)], Response::builder().header(header::CONTENT_TYPE, rep.content_type)),
+        RangeRequest::Full => (
+            StatusCode::OK,
+            vec![Part::File(0..len)],
+            Response::builder().header(header::CONTENT_TYPE, rep.content_type),
+        ),
         RangeRequest::Unsatisfiable => {
-            let r = with_validators(Response::builder().status(StatusCode::RANGE_NOT_SATISFIABLE), &rep)
-                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
-            return r.body(body::text("range not satisfiable\n")).expect("valid response");
+            let r = with_validators(
+                Response::builder().status(StatusCode::RANGE_NOT_SATISFIABLE),
+                &rep,
+            )
+            .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            return r
+                .body(body::text("range not satisfiable\n"))
+                .expect("valid response");
         }
         RangeRequest::Partial(ranges) if ranges.len() == 1 => {
             let r = &ranges[0];
             let b = Response::builder()
                 .header(header::CONTENT_TYPE, rep.content_type)
-                .header(header::CONTENT_RANGE, format!("bytes {}-{}/{len}", r.start, r.end - 1));
+                .header(
+                    header::CONTENT_RANGE,
+                    format!("bytes {}-{}/{len}", r.start, r.end - 1),
+                );
             (StatusCode::PARTIAL_CONTENT, vec![Part::File(r.clone())], b)
         }
         RangeRequest::Partial(ranges) => {
             let boundary = boundary();
             let parts = multipart(&ranges, len, rep.content_type, &boundary);
-            let b = Response::builder().header(header::CONTENT_TYPE, format!("multipart/byteranges; boundary={boundary}"));
+            let b = Response::builder().header(
+                header::CONTENT_TYPE,
+                format!("multipart/byteranges; boundary={boundary}"),
+            );
             (StatusCode::PARTIAL_CONTENT, parts, b)
         }
     };
     let body_len: u64 = parts.iter().map(Part::len).sum();
-    let builder = with_validators(builder.status(status), &rep).header(header::CONTENT_LENGTH, body_len);
-    let body = if method == Method::HEAD { body::empty() } else { body::from_parts(&source, parts) };
+    let builder =
+        with_validators(builder.status(status), &rep).header(header::CONTENT_LENGTH, body_len);
+    let body = if method == Method::HEAD {
+        body::empty()
+    } else {
+        body::from_parts(&source, parts)
+    };
     builder.body(body).expect("valid response")
 }
 
@@ -172,7 +251,12 @@ fn with_validators(b: http::response::Builder, rep: &Representation) -> http::re
 }
 
 /// `multipart/byteranges` framing (RFC 9110 §14.6).
-fn multipart(ranges: &[std::ops::Range<u64>], len: u64, content_type: &str, boundary: &str) -> Vec<Part> {
+fn multipart(
+    ranges: &[std::ops::Range<u64>],
+    len: u64,
+    content_type: &str,
+    boundary: &str,
+) -> Vec<Part> {
     let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
     for (i, r) in ranges.iter().enumerate() {
         let lead = if i == 0 { "" } else { "\r\n" };
@@ -184,7 +268,9 @@ fn multipart(ranges: &[std::ops::Range<u64>], len: u64, content_type: &str, boun
         parts.push(Part::Literal(Bytes::from(head)));
         parts.push(Part::File(r.clone()));
     }
-    parts.push(Part::Literal(Bytes::from(format!("\r\n--{boundary}--\r\n"))));
+    parts.push(Part::Literal(Bytes::from(format!(
+        "\r\n--{boundary}--\r\n"
+    ))));
     parts
 }
 
@@ -192,7 +278,12 @@ fn multipart(ranges: &[std::ops::Range<u64>], len: u64, content_type: &str, boun
 fn boundary() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     format!("upcache-{:016x}", h.finish())
 }
 

@@ -40,7 +40,10 @@ pub fn parse(path: &str) -> Result<FileKey, RouteError> {
     }
     let rest = path.strip_prefix('/').ok_or(RouteError::NoRoute)?;
     let segments: Vec<&str> = rest.split('/').collect();
-    if segments.iter().any(|s| s.is_empty() || *s == "." || *s == "..") {
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
         return Err(RouteError::Malformed("empty, '.' or '..' path segment"));
     }
     if !segments.iter().all(|s| s.bytes().all(is_path_byte)) {
@@ -48,13 +51,17 @@ pub fn parse(path: &str) -> Result<FileKey, RouteError> {
     }
     match segments.as_slice() {
         [c, folder, file] if c.eq_ignore_ascii_case("content") => wsus_content(folder, file),
-        [m, c, digest] if m.eq_ignore_ascii_case("microsoftupdate") && c.eq_ignore_ascii_case("content") => {
+        [m, c, digest]
+            if m.eq_ignore_ascii_case("microsoftupdate") && c.eq_ignore_ascii_case("content") =>
+        {
             by_either_digest(digest)
         }
-        [b, s, digest] if b.eq_ignore_ascii_case("blobs") && s.eq_ignore_ascii_case("sha256") => digest
-            .parse()
-            .map(FileKey::Sha256)
-            .map_err(|_| RouteError::Malformed("expected 64 hex digits")),
+        [b, s, digest] if b.eq_ignore_ascii_case("blobs") && s.eq_ignore_ascii_case("sha256") => {
+            digest
+                .parse()
+                .map(FileKey::Sha256)
+                .map_err(|_| RouteError::Malformed("expected 64 hex digits"))
+        }
         [.., file] => mu_file_name(file),
         [] => Err(RouteError::NoRoute),
     }
@@ -79,7 +86,8 @@ fn wsus_content(folder: &str, file: &str) -> Result<FileKey, RouteError> {
     if folder.len() > 2 {
         return Err(RouteError::Malformed("folder is one byte in hex"));
     }
-    let folder = u8::from_str_radix(folder, 16).map_err(|_| RouteError::Malformed("folder is not hex"))?;
+    let folder =
+        u8::from_str_radix(folder, 16).map_err(|_| RouteError::Malformed("folder is not hex"))?;
     if folder != sha1.last_byte() {
         return Err(RouteError::NoRoute);
     }
@@ -121,14 +129,25 @@ mod tests {
     #[test]
     fn wsus_content_paths_accept_either_folder_spelling() {
         assert_eq!(parse(&format!("/Content/0A/{SHA1}.cab")), Ok(sha1()));
-        assert_eq!(parse(&format!("/content/a/{}.CAB", SHA1.to_uppercase())), Ok(sha1()));
-        assert_eq!(parse(&format!("/Content/0B/{SHA1}.cab")), Err(RouteError::NoRoute));
-        assert!(matches!(parse(&format!("/Content/zz/{SHA1}.cab")), Err(RouteError::Malformed(_))));
+        assert_eq!(
+            parse(&format!("/content/a/{}.CAB", SHA1.to_uppercase())),
+            Ok(sha1())
+        );
+        assert_eq!(
+            parse(&format!("/Content/0B/{SHA1}.cab")),
+            Err(RouteError::NoRoute)
+        );
+        assert!(matches!(
+            parse(&format!("/Content/zz/{SHA1}.cab")),
+            Err(RouteError::Malformed(_))
+        ));
     }
 
     #[test]
     fn microsoft_update_paths_name_the_file_by_its_suffix() {
-        let p = format!("/c/msdownload/update/software/secu/2024/01/windows10.0-kb5034122-x64_{SHA1}.msu");
+        let p = format!(
+            "/c/msdownload/update/software/secu/2024/01/windows10.0-kb5034122-x64_{SHA1}.msu"
+        );
         assert_eq!(parse(&p), Ok(sha1()));
         assert_eq!(parse("/c/msdownload/setup.exe"), Err(RouteError::NoRoute));
     }
@@ -136,7 +155,10 @@ mod tests {
     #[test]
     fn digest_routes() {
         let sha256 = "ab".repeat(32);
-        assert_eq!(parse(&format!("/microsoftupdate/content/{SHA1}")), Ok(sha1()));
+        assert_eq!(
+            parse(&format!("/microsoftupdate/content/{SHA1}")),
+            Ok(sha1())
+        );
         assert_eq!(
             parse(&format!("/blobs/sha256/{sha256}")),
             Ok(FileKey::Sha256(sha256.parse().unwrap()))

@@ -28,12 +28,40 @@ async fn invalid_catalogs_are_rejected_with_the_field_and_nothing_is_written() {
     let r = h.import(&catalog).await;
     assert_eq!(r.status(), 400);
     let err: Value = r.json().await.unwrap();
-    assert!(err["error"].as_str().unwrap().contains("updates[2].files[0].sha1"), "{err}");
-    let r = h.http.post(h.admin("/api/v1/catalog")).header("content-type", "application/json").body("{\"updates\": [").send().await.unwrap();
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap()
+            .contains("updates[2].files[0].sha1"),
+        "{err}"
+    );
+    let r = h
+        .http
+        .post(h.admin("/api/v1/catalog"))
+        .header("content-type", "application/json")
+        .body("{\"updates\": [")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = h.http.post(h.admin("/api/v1/catalog")).header("content-type", "text/csv").body("a,b").send().await.unwrap();
+    let r = h
+        .http
+        .post(h.admin("/api/v1/catalog"))
+        .header("content-type", "text/csv")
+        .body("a,b")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
-    let list: Value = h.http.get(h.admin("/api/v1/updates")).send().await.unwrap().json().await.unwrap();
+    let list: Value = h
+        .http
+        .get(h.admin("/api/v1/updates"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["total"], 0, "nothing half-imported");
 }
 
@@ -45,7 +73,13 @@ async fn reimport_is_idempotent_and_newer_revisions_replace() {
     assert_eq!(first["updates_added"], 3);
     h.set_state(ID_A, "approve").await;
     let again: Value = h.import(&catalog).await.json().await.unwrap();
-    assert_eq!((again["updates_added"].as_u64(), again["updates_unchanged"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(
+        (
+            again["updates_added"].as_u64(),
+            again["updates_unchanged"].as_u64()
+        ),
+        (Some(0), Some(3))
+    );
     let mut newer = catalog.clone();
     newer["updates"][0]["revision"] = 2.into();
     newer["updates"][0]["title"] = "Re-released".into();
@@ -55,7 +89,15 @@ async fn reimport_is_idempotent_and_newer_revisions_replace() {
     older["updates"][0]["revision"] = 0.into();
     let r: Value = h.import(&older).await.json().await.unwrap();
     assert_eq!(r["updates_stale"], 1);
-    let u: Value = h.http.get(h.admin(&format!("/api/v1/updates/{ID_A}"))).send().await.unwrap().json().await.unwrap();
+    let u: Value = h
+        .http
+        .get(h.admin(&format!("/api/v1/updates/{ID_A}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(u["title"], "Re-released");
     assert_eq!(u["state"], "approved", "a new revision keeps the approval");
     assert_eq!(u["files"][0]["local_state"], "absent");
@@ -68,12 +110,36 @@ async fn catalog_and_approvals_survive_a_restart() {
     h.set_state(ID_C, "decline").await;
     h.set_policy(json!({"mode": "metadata-only"})).await;
     h.restart().await;
-    let policy: Value = h.http.get(h.admin("/api/v1/policy")).send().await.unwrap().json().await.unwrap();
+    let policy: Value = h
+        .http
+        .get(h.admin("/api/v1/policy"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(policy["mode"], "metadata-only");
-    let approved: Value = h.http.get(h.admin("/api/v1/updates?state=approved")).send().await.unwrap().json().await.unwrap();
+    let approved: Value = h
+        .http
+        .get(h.admin("/api/v1/updates?state=approved"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(approved["total"], 1);
     assert_eq!(approved["updates"][0]["id"], ID_B);
-    let declined: Value = h.http.get(h.admin("/api/v1/updates?state=declined")).send().await.unwrap().json().await.unwrap();
+    let declined: Value = h
+        .http
+        .get(h.admin("/api/v1/updates?state=declined"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(declined["updates"][0]["id"], ID_C);
     assert_eq!(h.get(&h.b.content_path()).await.status(), 302);
 }
@@ -84,16 +150,41 @@ async fn listing_searches_and_pages() {
     h.setup(&[]).await;
     let get = |q: &str| h.http.get(h.admin(&format!("/api/v1/updates?{q}"))).send();
     let r: Value = get("q=servicing").await.unwrap().json().await.unwrap();
-    assert_eq!((r["total"].as_u64(), r["updates"][0]["id"].as_str()), (Some(1), Some(ID_B)));
+    assert_eq!(
+        (r["total"].as_u64(), r["updates"][0]["id"].as_str()),
+        (Some(1), Some(ID_B))
+    );
     let r: Value = get("q=5031455").await.unwrap().json().await.unwrap();
     assert_eq!(r["updates"][0]["kb"], "5031455");
     let r: Value = get("limit=2&offset=2").await.unwrap().json().await.unwrap();
-    assert_eq!((r["total"].as_u64(), r["updates"].as_array().unwrap().len()), (Some(3), 1));
+    assert_eq!(
+        (r["total"].as_u64(), r["updates"].as_array().unwrap().len()),
+        (Some(3), 1)
+    );
     assert_eq!(get("state=maybe").await.unwrap().status(), 400);
-    assert_eq!(h.http.get(h.admin("/api/v1/updates/nope")).send().await.unwrap().status(), 404);
-    let r = h.http.post(h.admin(&format!("/api/v1/updates/{ID_A}/promote"))).send().await.unwrap();
+    assert_eq!(
+        h.http
+            .get(h.admin("/api/v1/updates/nope"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = h
+        .http
+        .post(h.admin(&format!("/api/v1/updates/{ID_A}/promote")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = h.http.put(h.admin("/api/v1/policy")).body(r#"{"mode":"sometimes"}"#).send().await.unwrap();
+    let r = h
+        .http
+        .put(h.admin("/api/v1/policy"))
+        .body(r#"{"mode":"sometimes"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -103,11 +194,31 @@ async fn a_configured_token_is_required() {
     let h = Harness::with(|c| c.admin_token = Some(token.into())).await;
     let r = h.http.get(h.admin("/api/v1/status")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = h.http.get(h.admin("/api/v1/status")).bearer_auth("wrong-token-0123456789").send().await.unwrap();
+    let r = h
+        .http
+        .get(h.admin("/api/v1/status"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = h.http.get(h.admin("/api/v1/status")).bearer_auth(token).send().await.unwrap();
+    let r = h
+        .http
+        .get(h.admin("/api/v1/status"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(h.http.get(h.admin("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.http
+            .get(h.admin("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,14 +240,23 @@ async fn the_cli_drives_the_admin_api() {
     let (ok, out, _) = cli(&h, &["status"]);
     assert!(ok && out.contains("2 approved, 1 not approved"), "{out}");
     let (ok, _, err) = cli(&h, &["policy", "set", "--mode", "sometimes"]);
-    assert!(!ok && err.contains("metadata-only or store-locally"), "{err}");
+    assert!(
+        !ok && err.contains("metadata-only or store-locally"),
+        "{err}"
+    );
 }
 
 #[test]
 fn serve_refuses_an_exposed_admin_api_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_upcache"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .env_remove("UPCACHE_ADMIN_TOKEN")
@@ -150,10 +270,25 @@ fn serve_refuses_an_exposed_admin_api_without_a_token() {
 
 #[test]
 fn the_demo_runs_offline() {
-    let out = Command::new(env!("CARGO_BIN_EXE_upcache")).arg("demo").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_upcache"))
+        .arg("demo")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    for expected in ["SHA-256 verified", "403 Forbidden", "302 Found", "upstream requests for it: 1"] {
-        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "SHA-256 verified",
+        "403 Forbidden",
+        "302 Found",
+        "upstream requests for it: 1",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
     }
 }

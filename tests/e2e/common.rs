@@ -84,7 +84,12 @@ impl Harness {
     }
 
     pub async fn import(&self, catalog: &Value) -> reqwest::Response {
-        self.http.post(self.admin("/api/v1/catalog")).json(catalog).send().await.unwrap()
+        self.http
+            .post(self.admin("/api/v1/catalog"))
+            .json(catalog)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Imports the sample catalog and approves `ids`.
@@ -97,12 +102,23 @@ impl Harness {
     }
 
     pub async fn set_state(&self, id: &str, action: &str) {
-        let r = self.http.post(self.admin(&format!("/api/v1/updates/{id}/{action}"))).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.admin(&format!("/api/v1/updates/{id}/{action}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
     pub async fn set_policy(&self, policy: Value) {
-        let r = self.http.put(self.admin("/api/v1/policy")).json(&policy).send().await.unwrap();
+        let r = self
+            .http
+            .put(self.admin("/api/v1/policy"))
+            .json(&policy)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
@@ -111,11 +127,23 @@ impl Harness {
     }
 
     pub async fn get_range(&self, path: &str, range: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).header("range", range).send().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .header("range", range)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn status(&self) -> Value {
-        self.http.get(self.admin("/api/v1/status")).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(self.admin("/api/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Stops the server and starts a new one on the same data directory.
@@ -143,18 +171,27 @@ impl Harness {
     /// Sends raw request bytes (paths that HTTP clients would normalise) and
     /// returns the status code.
     pub async fn raw_status(&self, request_line_path: &str) -> u16 {
-        let mut s = TcpStream::connect(self.running().content_addr).await.unwrap();
-        let req = format!("GET {request_line_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut s = TcpStream::connect(self.running().content_addr)
+            .await
+            .unwrap();
+        let req =
+            format!("GET {request_line_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut out = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
         assert!(read.is_ok(), "no answer for {request_line_path}");
         let out = String::from_utf8_lossy(&out);
-        out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+        out.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Waits until no download is running (they commit after the last byte is sent).
     pub async fn settled(&self) {
-        self.eventually("downloads finished", |h| h.running().app.fetcher.status().is_empty()).await;
+        self.eventually("downloads finished", |h| {
+            h.running().app.fetcher.status().is_empty()
+        })
+        .await;
     }
 }

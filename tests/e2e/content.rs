@@ -10,7 +10,10 @@ fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut parts = Vec::new();
     let mut pos = 0;
     let find = |hay: &[u8], needle: &[u8], from: usize| {
-        hay[from..].windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
     };
     while let Some(start) = find(text, delim.as_bytes(), pos) {
         let after = start + delim.len();
@@ -46,15 +49,34 @@ async fn single_suffix_and_open_ranges_are_byte_exact() {
     let len = h.a.bytes.len();
     for (range, want, content_range) in [
         ("bytes=0-0", 0..1, format!("bytes 0-0/{len}")),
-        ("bytes=1000-65535", 1000..65536, format!("bytes 1000-65535/{len}")),
-        ("bytes=-500", len - 500..len, format!("bytes {}-{}/{len}", len - 500, len - 1)),
-        ("bytes=3000000-", 3_000_000..len, format!("bytes 3000000-{}/{len}", len - 1)),
-        ("bytes=100-99999999", 100..len, format!("bytes 100-{}/{len}", len - 1)),
+        (
+            "bytes=1000-65535",
+            1000..65536,
+            format!("bytes 1000-65535/{len}"),
+        ),
+        (
+            "bytes=-500",
+            len - 500..len,
+            format!("bytes {}-{}/{len}", len - 500, len - 1),
+        ),
+        (
+            "bytes=3000000-",
+            3_000_000..len,
+            format!("bytes 3000000-{}/{len}", len - 1),
+        ),
+        (
+            "bytes=100-99999999",
+            100..len,
+            format!("bytes 100-{}/{len}", len - 1),
+        ),
     ] {
         let r = h.get_range(&path, range).await;
         assert_eq!(r.status(), 206, "{range}");
         assert_eq!(r.headers()["content-range"], content_range.as_str());
-        assert_eq!(r.headers()["content-length"], (want.end - want.start).to_string().as_str());
+        assert_eq!(
+            r.headers()["content-length"],
+            (want.end - want.start).to_string().as_str()
+        );
         assert!(r.bytes().await.unwrap() == h.a.bytes[want], "{range}");
     }
 }
@@ -68,7 +90,11 @@ async fn multiple_ranges_are_multipart_and_merged() {
     assert_eq!(r.status(), 206);
     let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(ct.starts_with("multipart/byteranges; boundary="), "{ct}");
-    let declared: usize = r.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    let declared: usize = r.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let body = r.bytes().await.unwrap();
     assert_eq!(body.len(), declared);
     let parts = multipart_parts(&ct, &body);
@@ -87,7 +113,10 @@ async fn unsatisfiable_ranges_get_416_and_invalid_ones_are_ignored() {
     let len = h.a.bytes.len();
     let r = h.get_range(&path, &format!("bytes={len}-")).await;
     assert_eq!(r.status(), 416);
-    assert_eq!(r.headers()["content-range"], format!("bytes */{len}").as_str());
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{len}").as_str()
+    );
     for bad in ["bytes=abc", "bytes=5-1", "lines=0-1"] {
         let r = h.get_range(&path, bad).await;
         assert_eq!(r.status(), 200, "{bad}");
@@ -95,7 +124,12 @@ async fn unsatisfiable_ranges_get_416_and_invalid_ones_are_ignored() {
     }
     // Thousands of disjoint ranges are not amplified into a huge multipart
     // body: served whole, or refused outright when the header is too large.
-    let many = |n: usize| (0..n).map(|i| format!("{}-{}", i * 100, i * 100 + 1)).collect::<Vec<_>>().join(",");
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| format!("{}-{}", i * 100, i * 100 + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     let r = h.get_range(&path, &format!("bytes={}", many(4000))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), len);
@@ -111,25 +145,53 @@ async fn validators_and_conditional_requests() {
     let etag = r.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"sha256:{}\"", h.a.sha256));
     assert_eq!(r.headers()["accept-ranges"], "bytes");
-    assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
     assert_eq!(r.headers()["content-type"], "application/x-ms-update");
-    assert_eq!(r.headers()["last-modified"], "Tue, 09 Jan 2024 00:00:00 GMT");
+    assert_eq!(
+        r.headers()["last-modified"],
+        "Tue, 09 Jan 2024 00:00:00 GMT"
+    );
 
-    let r = h.http.get(h.url(&path)).header("if-none-match", &etag).send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url(&path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
     assert_eq!(r.headers()["etag"], etag.as_str());
     assert!(r.bytes().await.unwrap().is_empty());
-    let r = h.http.get(h.url(&path)).header("if-modified-since", "Wed, 10 Jan 2024 00:00:00 GMT").send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url(&path))
+        .header("if-modified-since", "Wed, 10 Jan 2024 00:00:00 GMT")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
 
     let ranged = |if_range: &str| {
-        h.http.get(h.url(&path)).header("range", "bytes=0-9").header("if-range", if_range).send()
+        h.http
+            .get(h.url(&path))
+            .header("range", "bytes=0-9")
+            .header("if-range", if_range)
+            .send()
     };
     assert_eq!(ranged(&etag).await.unwrap().status(), 206);
     let r = ranged("\"sha256:stale\"").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), h.a.bytes.len());
-    let r = h.http.get(h.url(&path)).header("if-match", "\"nope\"").send().await.unwrap();
+    let r = h
+        .http
+        .get(h.url(&path))
+        .header("if-match", "\"nope\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 412);
 }
 
@@ -139,9 +201,18 @@ async fn head_sends_headers_without_a_body() {
     let path = warm(&h).await;
     let r = h.http.head(h.url(&path)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-length"], h.a.bytes.len().to_string().as_str());
+    assert_eq!(
+        r.headers()["content-length"],
+        h.a.bytes.len().to_string().as_str()
+    );
     assert!(r.bytes().await.unwrap().is_empty());
-    let r = h.http.head(h.url(&path)).header("range", "bytes=0-9").send().await.unwrap();
+    let r = h
+        .http
+        .head(h.url(&path))
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.headers()["content-length"], "10");
     let r = h.http.post(h.url(&path)).send().await.unwrap();
@@ -167,8 +238,14 @@ async fn every_content_route_names_the_same_file() {
     }
     // Once stored, the SHA-256 routes work too.
     h.settled().await;
-    for path in [format!("/blobs/sha256/{}", h.b.sha256), format!("/microsoftupdate/content/{}", h.b.sha256)] {
-        assert!(h.get(&path).await.bytes().await.unwrap() == h.b.bytes, "{path}");
+    for path in [
+        format!("/blobs/sha256/{}", h.b.sha256),
+        format!("/microsoftupdate/content/{}", h.b.sha256),
+    ] {
+        assert!(
+            h.get(&path).await.bytes().await.unwrap() == h.b.bytes,
+            "{path}"
+        );
     }
     assert_eq!(h.upstream.requests(&h.b.path), 1);
 }
@@ -181,9 +258,18 @@ async fn bad_paths_are_rejected_without_touching_the_filesystem() {
     for (path, want) in [
         ("/Content/../../etc/passwd".to_owned(), 400),
         (format!("/Content/00/../../{sha1}.cab"), 400),
-        ("/Content/0A/zz1122334455667788990011223344556677880a.cab".to_owned(), 400),
+        (
+            "/Content/0A/zz1122334455667788990011223344556677880a.cab".to_owned(),
+            400,
+        ),
         ("/Content/0A/0011.cab".to_owned(), 400),
-        (format!("/Content/{:02X}/{sha1}.cab", h.b.sha1.last_byte().wrapping_add(1)), 404),
+        (
+            format!(
+                "/Content/{:02X}/{sha1}.cab",
+                h.b.sha1.last_byte().wrapping_add(1)
+            ),
+            404,
+        ),
         ("/Content/0A/%2e%2e%2fetc.cab".to_owned(), 400),
         ("/blobs/sha256/../../catalog.sqlite3".to_owned(), 400),
         ("/favicon.ico".to_owned(), 404),

@@ -14,7 +14,11 @@ async fn fifty_concurrent_clients_share_one_upstream_download() {
     let path = h.a.content_path();
     let clients = (0..50).map(|i| {
         let req = h.http.get(h.url(&path));
-        let req = if i % 2 == 0 { req } else { req.header("range", "bytes=1000-2000000") };
+        let req = if i % 2 == 0 {
+            req
+        } else {
+            req.header("range", "bytes=1000-2000000")
+        };
         async move {
             let r = req.send().await.unwrap();
             (r.status().as_u16(), r.bytes().await.unwrap())
@@ -27,7 +31,10 @@ async fn fifty_concurrent_clients_share_one_upstream_download() {
             assert!(body[..] == h.a.bytes[..], "client {i} body differs");
         } else {
             assert_eq!(*status, 206);
-            assert!(body[..] == h.a.bytes[1000..2_000_001], "client {i} range differs");
+            assert!(
+                body[..] == h.a.bytes[1000..2_000_001],
+                "client {i} range differs"
+            );
         }
     }
     assert_eq!(h.upstream.requests(&h.a.path), 1);
@@ -45,7 +52,11 @@ async fn clients_are_streamed_bytes_before_the_download_ends() {
     assert!(!first.is_empty());
     let status = h.status().await;
     let fetches = status["fetches"].as_array().unwrap();
-    assert_eq!(fetches.len(), 1, "still downloading when the first bytes arrived: {status}");
+    assert_eq!(
+        fetches.len(),
+        1,
+        "still downloading when the first bytes arrived: {status}"
+    );
     assert!(fetches[0]["bytes_done"].as_u64().unwrap() < h.a.bytes.len() as u64);
     // A range inside what is already written is answered while it runs.
     let r = h.get_range(&h.a.content_path(), "bytes=0-99").await;
@@ -71,8 +82,14 @@ async fn corrupt_upstream_bytes_are_never_stored_and_the_next_request_retries() 
         200 => r.bytes().await.map(|b| b.to_vec()),
         s => panic!("unexpected status {s}"),
     };
-    assert!(outcome.is_err() || outcome.unwrap() != h.b.bytes, "wrong bytes delivered whole");
-    h.eventually("fetch over", |h| !h.running().app.fetcher.is_fetching(&h.b.sha1)).await;
+    assert!(
+        outcome.is_err() || outcome.unwrap() != h.b.bytes,
+        "wrong bytes delivered whole"
+    );
+    h.eventually("fetch over", |h| {
+        !h.running().app.fetcher.is_fetching(&h.b.sha1)
+    })
+    .await;
     assert!(h.stored().is_empty());
     assert_eq!(h.running().app.store.quarantined().len(), 1);
     assert!(h.running().app.store.temp_files().is_empty());
@@ -137,14 +154,36 @@ async fn upstream_override_replaces_scheme_and_host() {
     config.fetch.upstream = Some(format!("http://{}", h.upstream.addr).parse().unwrap());
     let server = upcache::server::start(config).await.unwrap();
     let mut catalog = h.catalog();
-    catalog["updates"][1]["files"][0]["url"] = format!("http://download.windowsupdate.com{}", h.b.path).into();
+    catalog["updates"][1]["files"][0]["url"] =
+        format!("http://download.windowsupdate.com{}", h.b.path).into();
     let admin = format!("http://{}", server.admin_addr);
-    let r = h.http.post(format!("{admin}/api/v1/catalog")).json(&catalog).send().await.unwrap();
+    let r = h
+        .http
+        .post(format!("{admin}/api/v1/catalog"))
+        .json(&catalog)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = h.http.post(format!("{admin}/api/v1/updates/{ID_B}/approve")).send().await.unwrap();
+    let r = h
+        .http
+        .post(format!("{admin}/api/v1/updates/{ID_B}/approve"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let content = format!("http://{}{}", server.content_addr, h.b.content_path());
-    assert!(h.http.get(&content).send().await.unwrap().bytes().await.unwrap() == h.b.bytes);
+    assert!(
+        h.http
+            .get(&content)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            == h.b.bytes
+    );
     assert_eq!(h.upstream.requests(&h.b.path), 1);
     server.shutdown().await;
 }

@@ -20,7 +20,11 @@ async fn approved_files_are_fetched_once_and_served_from_the_store_across_restar
     assert_eq!(r.status(), 206);
     assert!(r.bytes().await.unwrap() == h.a.bytes[10..20]);
     assert!(h.get(&path).await.bytes().await.unwrap() == h.a.bytes);
-    assert_eq!(h.upstream.requests(&h.a.path), 1, "served from the store after a restart");
+    assert_eq!(
+        h.upstream.requests(&h.a.path),
+        1,
+        "served from the store after a restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,13 +52,20 @@ async fn a_file_shared_by_updates_is_servable_if_any_is_approved() {
     let mut catalog = h.catalog();
     // Update C also ships B's file.
     let b_entry = h.b.catalog_entry(&h.upstream);
-    catalog["updates"][2]["files"].as_array_mut().unwrap().push(b_entry);
+    catalog["updates"][2]["files"]
+        .as_array_mut()
+        .unwrap()
+        .push(b_entry);
     assert_eq!(h.import(&catalog).await.status(), 200);
     assert_eq!(h.get(&h.b.content_path()).await.status(), 403);
     h.set_state(ID_C, "approve").await;
     assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
     h.set_state(ID_B, "decline").await;
-    assert_eq!(h.get(&h.b.content_path()).await.status(), 200, "C is still approved");
+    assert_eq!(
+        h.get(&h.b.content_path()).await.status(),
+        200,
+        "C is still approved"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +76,11 @@ async fn metadata_only_redirects_to_the_upstream_and_stores_nothing() {
     let r = h.get(&h.a.content_path()).await;
     assert_eq!(r.status(), 302);
     assert_eq!(r.headers()["location"], h.upstream.url(&h.a.path).as_str());
-    assert_eq!(h.get(&h.c.content_path()).await.status(), 403, "approval still applies");
+    assert_eq!(
+        h.get(&h.c.content_path()).await.status(),
+        403,
+        "approval still applies"
+    );
     assert!(h.stored().is_empty());
     assert_eq!(h.upstream.total_requests(), 0);
 }
@@ -73,13 +88,15 @@ async fn metadata_only_redirects_to_the_upstream_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_sync_downloads_every_non_declined_file_at_import() {
     let h = Harness::new().await;
-    h.set_policy(json!({"mode": "store-locally", "download": "at-sync"})).await;
+    h.set_policy(json!({"mode": "store-locally", "download": "at-sync"}))
+        .await;
     // Declined before import would need the update to exist; decline C after
     // a first import of only A and B instead.
     let mut catalog = h.catalog();
     let c = catalog["updates"].as_array_mut().unwrap().remove(2);
     assert_eq!(h.import(&catalog).await.status(), 200);
-    h.eventually("A and B stored", |h| h.stored().len() == 2).await;
+    h.eventually("A and B stored", |h| h.stored().len() == 2)
+        .await;
     let mut stored = h.stored();
     stored.sort();
     let mut want = vec![h.a.sha256, h.b.sha256];
@@ -101,16 +118,26 @@ async fn switching_to_at_sync_downloads_what_is_missing() {
     h.setup(&[]).await;
     h.set_state(ID_C, "decline").await;
     assert!(h.stored().is_empty());
-    h.set_policy(json!({"mode": "store-locally", "download": "at-sync"})).await;
-    h.eventually("A and B stored", |h| h.stored().len() == 2).await;
-    assert_eq!(h.upstream.requests(&h.c.path), 0, "declined files are not downloaded");
+    h.set_policy(json!({"mode": "store-locally", "download": "at-sync"}))
+        .await;
+    h.eventually("A and B stored", |h| h.stored().len() == 2)
+        .await;
+    assert_eq!(
+        h.upstream.requests(&h.c.path),
+        0,
+        "declined files are not downloaded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefetch_on_approve_downloads_in_the_background() {
     let h = Harness::new().await;
-    h.set_policy(json!({"mode": "store-locally", "download": "on-approval", "prefetch_on_approve": true})).await;
+    h.set_policy(
+        json!({"mode": "store-locally", "download": "on-approval", "prefetch_on_approve": true}),
+    )
+    .await;
     h.setup(&[ID_B]).await;
-    h.eventually("B stored", |h| h.stored() == vec![h.b.sha256]).await;
+    h.eventually("B stored", |h| h.stored() == vec![h.b.sha256])
+        .await;
     assert_eq!(h.upstream.requests(&h.a.path), 0);
 }
