@@ -1,5 +1,6 @@
 //! Content-path routing: never panics, and whatever parses names a digest
-//! whose text appears in the path (no other way to a file exists).
+//! whose text appears in the path, from a path with no `.`/`..` segments
+//! (there is no other way from a URL to a file).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
             FileKey::Sha256(d) => d.to_hex(),
         };
         assert!(path.to_ascii_lowercase().contains(&hex));
-        assert!(!path.contains(".."));
+        assert!(path.split('/').all(|s| s != ".." && s != "."));
     }
     let _ = route::extension(path);
 });
