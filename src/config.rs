@@ -56,6 +56,9 @@ pub struct ServeArgs {
     /// Replace scheme and host of catalog URLs with this (a mirror or an upstream upcache)
     #[arg(long, env = "UPCACHE_UPSTREAM")]
     pub upstream: Option<String>,
+    /// PEM file of extra root certificates for an HTTPS upstream
+    #[arg(long, env = "UPCACHE_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// The keys of `upcache.toml`.
@@ -67,6 +70,7 @@ struct FileConfig {
     admin_listen: Option<SocketAddr>,
     admin_token: Option<String>,
     upstream: Option<String>,
+    upstream_ca: Option<PathBuf>,
     connect_timeout_secs: Option<u64>,
     read_timeout_secs: Option<u64>,
     background_downloads: Option<usize>,
@@ -127,6 +131,7 @@ impl Config {
                 background_concurrency: file
                     .background_downloads
                     .unwrap_or(defaults.background_concurrency),
+                upstream_ca_file: args.upstream_ca.clone().or(file.upstream_ca),
             },
             open_file_cache: file.open_file_cache.unwrap_or(4096),
         };

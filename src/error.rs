@@ -26,7 +26,7 @@ impl HttpStatus for FetchError {
         match self {
             FetchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             FetchError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
-            FetchError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            FetchError::Store(_) | FetchError::Setup(_) => StatusCode::INTERNAL_SERVER_ERROR,
             FetchError::UpstreamStatus { .. }
             | FetchError::Connect(_)
             | FetchError::Transfer(_)

@@ -40,6 +40,8 @@ pub enum FetchError {
     DiskFull,
     #[error("store error: {0}")]
     Store(String),
+    #[error("upstream client setup: {0}")]
+    Setup(String),
 }
 
 /// Upstream client settings.
@@ -52,6 +54,8 @@ pub struct FetchSettings {
     pub read_timeout: Duration,
     /// At-sync and prefetch downloads running at once.
     pub background_concurrency: usize,
+    /// Extra PEM root certificates for HTTPS upstreams (an internal mirror's CA).
+    pub upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for FetchSettings {
@@ -61,6 +65,7 @@ impl Default for FetchSettings {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             background_concurrency: 4,
+            upstream_ca_file: None,
         }
     }
 }
@@ -92,11 +97,24 @@ impl Fetcher {
         catalog: Arc<Catalog>,
         settings: FetchSettings,
     ) -> Result<Arc<Fetcher>, FetchError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
-            .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.upstream_ca_file {
+            let setup = |e: String| FetchError::Setup(format!("{}: {e}", path.display()));
+            let pem = std::fs::read(path).map_err(|e| setup(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| setup(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(setup("no PEM certificate in the file".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
-            .map_err(|e| FetchError::Connect(e.to_string()))?;
+            .map_err(|e| FetchError::Setup(e.to_string()))?;
         Ok(Arc::new(Fetcher {
             client,
             store,

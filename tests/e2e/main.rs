@@ -6,3 +6,4 @@ mod common;
 mod content;
 mod fetch;
 mod policy;
+mod protocols;
