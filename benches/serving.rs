@@ -11,6 +11,7 @@ use upcache::catalog::{Catalog, UpdateState};
 use upcache::demo::SampleFile;
 use upcache::fetch::{FetchSettings, Fetcher};
 use upcache::http::content::ContentService;
+use upcache::metrics::Metrics;
 use upcache::store::{Expected, Store};
 
 const FILE_SIZE: usize = 64 << 20;
@@ -45,7 +46,14 @@ fn warm_store() -> Warm {
         })
         .unwrap();
     catalog.record_stored(&file.sha1, &got).unwrap();
-    let fetcher = Fetcher::new(store.clone(), catalog.clone(), FetchSettings::default()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let fetcher = Fetcher::new(
+        store.clone(),
+        catalog.clone(),
+        FetchSettings::default(),
+        metrics.clone(),
+    )
+    .unwrap();
     Warm {
         _dir: dir,
         path: file.content_path(),
@@ -53,6 +61,7 @@ fn warm_store() -> Warm {
             store,
             catalog,
             fetcher,
+            metrics,
         },
     }
 }

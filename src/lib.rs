@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod store;

@@ -13,6 +13,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::fetch::{FetchError, Fetcher};
 use crate::http::content::ContentService;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -40,6 +41,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub catalog: Arc<Catalog>,
     pub fetcher: Arc<Fetcher>,
+    pub metrics: Arc<Metrics>,
     pub started: Instant,
 }
 
@@ -99,7 +101,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .await
             .expect("catalog open does not panic")?
     };
-    let fetcher = Fetcher::new(store.clone(), catalog.clone(), config.fetch.clone())?;
+    let metrics = Arc::new(Metrics::default());
+    let fetcher = Fetcher::new(
+        store.clone(),
+        catalog.clone(),
+        config.fetch.clone(),
+        metrics.clone(),
+    )?;
     let content_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
     let content_addr = content_listener.local_addr().expect("bound");
@@ -110,6 +118,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store: store.clone(),
         catalog: catalog.clone(),
         fetcher: fetcher.clone(),
+        metrics: metrics.clone(),
         started: Instant::now(),
     });
     let shutdown = CancellationToken::new();
@@ -119,6 +128,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         store,
         catalog,
         fetcher,
+        metrics,
     });
     let handler = Arc::new(move |req| {
         let content = content.clone();

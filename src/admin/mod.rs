@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/updates/{id}/{action}", post(set_state))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_CATALOG_BYTES));
     Router::new()
@@ -206,6 +207,16 @@ async fn put_policy(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Polic
     tracing::info!(?policy, "policy changed");
     app.sync_downloads();
     Ok(Json(policy))
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
 }
 
 /// `GET /api/v1/status`.

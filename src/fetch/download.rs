@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::{FetchError, FetchSettings, FetchStatus};
 use crate::catalog::FileEntry;
 use crate::digest::Sha1Digest;
+use crate::metrics::Metrics;
 use crate::store::{Expected, Ingest, IngestError, Ingested};
 
 /// Largest piece a follower reads from the temp file at once.
@@ -174,6 +175,7 @@ impl Download {
 pub(super) async fn transfer(
     client: &reqwest::Client,
     settings: &FetchSettings,
+    metrics: &Metrics,
     dl: &Arc<Download>,
     mut ingest: Ingest,
     file: &FileEntry,
@@ -225,6 +227,7 @@ pub(super) async fn transfer(
             Ok(None) => break Ok(()),
             Ok(Some(Err(e))) => break Err(classify(&e, url)),
             Ok(Some(Ok(chunk))) => {
+                metrics.upstream_bytes(chunk.len() as u64);
                 if tx.send(chunk).await.is_err() {
                     break Ok(()); // the writer stopped: its error says why
                 }

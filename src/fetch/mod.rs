@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, FileEntry};
 use crate::digest::Sha1Digest;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// Why a download failed. Cloneable: every waiting client gets a copy.
@@ -87,8 +88,16 @@ pub struct Fetcher {
     store: Arc<Store>,
     catalog: Arc<Catalog>,
     settings: FetchSettings,
+    metrics: Arc<Metrics>,
     inflight: Mutex<HashMap<Sha1Digest, Arc<Download>>>,
     background: Arc<tokio::sync::Semaphore>,
+}
+
+/// A download joined by [`Fetcher::join`].
+pub struct Joined {
+    pub download: Arc<Download>,
+    /// This call started it (a miss) rather than joining a running one.
+    pub started: bool,
 }
 
 impl Fetcher {
@@ -96,6 +105,7 @@ impl Fetcher {
         store: Arc<Store>,
         catalog: Arc<Catalog>,
         settings: FetchSettings,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Fetcher>, FetchError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
@@ -123,6 +133,7 @@ impl Fetcher {
                 settings.background_concurrency.max(1),
             )),
             settings,
+            metrics,
             inflight: Mutex::new(HashMap::new()),
         }))
     }
@@ -144,10 +155,13 @@ impl Fetcher {
     }
 
     /// Joins the download of `file`, starting it if none runs.
-    pub fn join(self: &Arc<Self>, file: &FileEntry) -> Result<Arc<Download>, FetchError> {
+    pub fn join(self: &Arc<Self>, file: &FileEntry) -> Result<Joined, FetchError> {
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(dl) = inflight.get(&file.sha1) {
-            return Ok(dl.clone());
+            return Ok(Joined {
+                download: dl.clone(),
+                started: false,
+            });
         }
         let ingest = self
             .store
@@ -159,7 +173,10 @@ impl Fetcher {
         let url = self.upstream_url(&file.url);
         tracing::info!(sha1 = %file.sha1, %url, "fetch started");
         tokio::spawn(self.clone().run(dl.clone(), ingest, file.clone(), url));
-        Ok(dl)
+        Ok(Joined {
+            download: dl,
+            started: true,
+        })
     }
 
     /// Downloads files in the background, a bounded number at a time (at-sync, prefetch).
@@ -179,8 +196,8 @@ impl Fetcher {
                     return;
                 }
                 match fetcher.join(&file) {
-                    Ok(dl) => {
-                        let _ = dl.finished().await;
+                    Ok(joined) => {
+                        let _ = joined.download.finished().await;
                     }
                     Err(e) => tracing::warn!(sha1 = %file.sha1, error = %e, "prefetch failed"),
                 }
@@ -208,8 +225,16 @@ impl Fetcher {
         file: FileEntry,
         url: String,
     ) {
-        let outcome =
-            download::transfer(&self.client, &self.settings, &dl, ingest, &file, &url).await;
+        let outcome = download::transfer(
+            &self.client,
+            &self.settings,
+            &self.metrics,
+            &dl,
+            ingest,
+            &file,
+            &url,
+        )
+        .await;
         let outcome = match outcome {
             Ok(got) => self
                 .catalog
@@ -218,6 +243,10 @@ impl Fetcher {
                 .map_err(|e| FetchError::Store(e.to_string())),
             Err(e) => Err(e),
         };
+        self.metrics.fetch_finished(
+            outcome.is_ok(),
+            matches!(outcome, Err(FetchError::Verification(_))),
+        );
         match &outcome {
             Ok(got) => {
                 tracing::info!(sha1 = %file.sha1, sha256 = %got.sha256, bytes = got.size, "fetch stored")

@@ -15,6 +15,7 @@ use super::route::{self, FileKey};
 use crate::catalog::{Catalog, FileEntry};
 use crate::error::HttpStatus;
 use crate::fetch::Fetcher;
+use crate::metrics::{Metrics, Outcome};
 use crate::policy::{self, Decision};
 use crate::store::Store;
 
@@ -26,6 +27,7 @@ pub struct ContentService {
     pub store: Arc<Store>,
     pub catalog: Arc<Catalog>,
     pub fetcher: Arc<Fetcher>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The representation being served.
@@ -36,8 +38,16 @@ struct Representation {
 }
 
 impl ContentService {
-    /// Answers one content request.
+    /// Answers one content request, counting how.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody> {
+        let (response, outcome) = self.answer(req).await;
+        self.metrics.request(outcome);
+        self.metrics.response(response.status().as_u16());
+        response
+    }
+
+    async fn answer<B>(&self, req: Request<B>) -> (Response<ResponseBody>, Outcome) {
+        let refused = |r| (r, Outcome::Refused);
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
             let mut r = plain(
@@ -46,12 +56,12 @@ impl ContentService {
             );
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
+            return refused(r);
         }
         let path = req.uri().path();
         let key = match route::parse(path) {
             Ok(key) => key,
-            Err(e) => return plain(e.status(), format!("{e}\n")),
+            Err(e) => return refused(plain(e.status(), format!("{e}\n"))),
         };
         let content_type = content_type(route::extension(path).as_deref());
         let entry = match key {
@@ -65,32 +75,34 @@ impl ContentService {
         );
         let entry = match (decision, entry) {
             (Decision::NotFound, _) | (_, None) => {
-                return plain(StatusCode::NOT_FOUND, "no update contains this file\n")
+                return refused(plain(
+                    StatusCode::NOT_FOUND,
+                    "no update contains this file\n",
+                ))
             }
             (Decision::Forbidden(reason), _) => {
-                return plain(StatusCode::FORBIDDEN, format!("{reason}\n"))
+                return refused(plain(StatusCode::FORBIDDEN, format!("{reason}\n")))
             }
             (_, Some(entry)) => entry,
         };
         match decision {
-            Decision::Redirect => self.redirect(&entry),
+            Decision::Redirect => (self.redirect(&entry), Outcome::Redirect),
             Decision::Serve => match self
                 .store
                 .open_bytes(&entry.sha256.expect("stored files have a SHA-256"))
             {
-                Ok(Some(bytes)) => respond(
-                    &method,
-                    req.headers(),
-                    representation(&entry, content_type, Some(bytes.len() as u64)),
-                    Source::Stored(bytes),
-                ),
+                Ok(Some(bytes)) => {
+                    let rep = representation(&entry, content_type, Some(bytes.len() as u64));
+                    let r = respond(&method, req.headers(), rep, Source::Stored(bytes));
+                    (r, Outcome::Hit)
+                }
                 Ok(None) => {
                     // Removed behind our back: forget it and fetch again.
                     self.catalog.record_absent(&entry.sha1);
                     self.fetch(&method, req.headers(), &entry, content_type)
                         .await
                 }
-                Err(e) => plain(e.status(), format!("{e}\n")),
+                Err(e) => refused(plain(e.status(), format!("{e}\n"))),
             },
             _ => {
                 self.fetch(&method, req.headers(), &entry, content_type)
@@ -118,12 +130,13 @@ impl ContentService {
         headers: &HeaderMap,
         entry: &FileEntry,
         content_type: &'static str,
-    ) -> Response<ResponseBody> {
-        let dl = match self.fetcher.join(entry) {
-            Ok(dl) => dl,
-            Err(e) => return plain(e.status(), format!("{e}\n")),
+    ) -> (Response<ResponseBody>, Outcome) {
+        let (dl, outcome) = match self.fetcher.join(entry) {
+            Ok(j) if j.started => (j.download, Outcome::Miss),
+            Ok(j) => (j.download, Outcome::Coalesced),
+            Err(e) => return (plain(e.status(), format!("{e}\n")), Outcome::Miss),
         };
-        match dl.started().await {
+        let response = match dl.started().await {
             Ok(len) => respond(
                 method,
                 headers,
@@ -131,7 +144,8 @@ impl ContentService {
                 Source::Downloading(dl),
             ),
             Err(e) => plain(e.status(), format!("{e}\n")),
-        }
+        };
+        (response, outcome)
     }
 }
 

@@ -292,3 +292,34 @@ fn the_demo_runs_offline() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_hits_misses_and_refusals() {
+    let h = Harness::new().await;
+    h.setup(&[ID_B]).await;
+    assert_eq!(h.get(&h.b.content_path()).await.status(), 200);
+    h.settled().await;
+    assert_eq!(h.get(&h.b.content_path()).await.status(), 200);
+    assert_eq!(
+        h.get_range(&h.b.content_path(), "bytes=0-0").await.status(),
+        206
+    );
+    assert_eq!(h.get(&h.c.content_path()).await.status(), 403);
+    let r = h.http.get(h.admin("/metrics")).send().await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = r.text().await.unwrap();
+    for line in [
+        "upcache_content_requests_total{outcome=\"miss\"} 1",
+        "upcache_content_requests_total{outcome=\"hit\"} 2",
+        "upcache_content_requests_total{outcome=\"refused\"} 1",
+        "upcache_content_responses_total{code=\"206\"} 1",
+        "upcache_content_responses_total{code=\"403\"} 1",
+        "upcache_upstream_fetches_total{result=\"stored\"} 1",
+        &format!("upcache_upstream_bytes_total {}", h.b.bytes.len()),
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
