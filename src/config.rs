@@ -74,6 +74,9 @@ struct FileConfig {
     connect_timeout_secs: Option<u64>,
     read_timeout_secs: Option<u64>,
     background_downloads: Option<usize>,
+    max_downloads: Option<usize>,
+    max_resumes: Option<u32>,
+    far_ahead_bytes: Option<u64>,
     open_file_cache: Option<u64>,
 }
 
@@ -131,6 +134,9 @@ impl Config {
                 background_concurrency: file
                     .background_downloads
                     .unwrap_or(defaults.background_concurrency),
+                max_downloads: file.max_downloads.unwrap_or(defaults.max_downloads),
+                max_resumes: file.max_resumes.unwrap_or(defaults.max_resumes),
+                far_ahead: file.far_ahead_bytes.unwrap_or(defaults.far_ahead),
                 upstream_ca_file: args.upstream_ca.clone().or(file.upstream_ca),
             },
             open_file_cache: file.open_file_cache.unwrap_or(4096),
@@ -169,6 +175,12 @@ impl Config {
                     message: "must be at least 16 printable ASCII characters".into(),
                 });
             }
+        }
+        if self.fetch.max_downloads == 0 || self.fetch.background_concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "max_downloads",
+                message: "download limits must be at least 1".into(),
+            });
         }
         if self.fetch.read_timeout.is_zero() || self.fetch.connect_timeout.is_zero() {
             return Err(ConfigError::Invalid {

@@ -15,6 +15,8 @@ pub enum Outcome {
     Miss,
     /// Not stored: joined a download already running.
     Coalesced,
+    /// A range far ahead of a running download, passed through from the upstream.
+    Passthrough,
     /// Metadata-only: sent to the upstream.
     Redirect,
     /// Unknown, forbidden or malformed: nothing served.
@@ -27,6 +29,7 @@ impl Outcome {
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
             Outcome::Coalesced => "coalesced",
+            Outcome::Passthrough => "passthrough",
             Outcome::Redirect => "redirect",
             Outcome::Refused => "refused",
         }
@@ -56,6 +59,7 @@ pub struct Metrics {
     fetches: Family<ResultLabels, Counter>,
     upstream_bytes: Counter,
     verify_failures: Counter,
+    resumes: Counter,
 }
 
 impl Default for Metrics {
@@ -66,6 +70,12 @@ impl Default for Metrics {
         let fetches = Family::<ResultLabels, Counter>::default();
         let upstream_bytes = Counter::default();
         let verify_failures = Counter::default();
+        let resumes = Counter::default();
+        registry.register(
+            "upstream_resumes",
+            "Interrupted downloads resumed with a Range request",
+            resumes.clone(),
+        );
         registry.register(
             "content_requests",
             "Content requests by outcome",
@@ -98,6 +108,7 @@ impl Default for Metrics {
             fetches,
             upstream_bytes,
             verify_failures,
+            resumes,
         }
     }
 }
@@ -117,6 +128,10 @@ impl Metrics {
 
     pub fn upstream_bytes(&self, n: u64) {
         self.upstream_bytes.inc_by(n);
+    }
+
+    pub fn resume(&self) {
+        self.resumes.inc();
     }
 
     /// A download ended: stored, or failed (and whether verification failed).

@@ -1,6 +1,7 @@
 //! A real HTTP upstream on loopback serving generated update files: what the
 //! demo, the integration tests and the benchmarks download from, in place of
-//! Microsoft Update. It counts requests and can be told to misbehave.
+//! Microsoft Update. It counts requests, honours single `Range` requests, and
+//! can be told to misbehave the ways real links do.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,19 +19,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::body::{self, ResponseBody};
 
-/// Size of the pieces a throttled upstream sends.
+/// Size of the pieces a body is sent in.
 const PIECE: usize = 64 * 1024;
+
+/// Ways to misbehave, each for the next `times` responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Send this many body bytes, then reset the connection.
+    DropAfter(u64),
+    /// Send this many body bytes, then stop sending (never finish).
+    StallAfter(u64),
+    /// Send the body, then this many extra bytes (chunked, no Content-Length).
+    ExtraBytes(u64),
+}
 
 #[derive(Default)]
 struct State {
     files: RwLock<HashMap<String, Bytes>>,
     hits: Mutex<HashMap<String, u64>>,
     total: AtomicU64,
+    ranged: AtomicU64,
     corrupt: AtomicBool,
+    ignore_range: AtomicBool,
     /// Bytes per second; 0 is unthrottled.
     rate: AtomicU64,
     /// Delay before the response head, in milliseconds.
     head_delay_ms: AtomicU64,
+    faults: Mutex<Option<(Fault, u32)>>,
 }
 
 /// A running upstream.
@@ -43,7 +58,12 @@ pub struct Upstream {
 impl Upstream {
     /// Starts on an ephemeral loopback port.
     pub async fn start() -> std::io::Result<Upstream> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// Starts on `addr` (to come back on the same port after [`Upstream::stop`]).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Upstream> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let shutdown = CancellationToken::new();
@@ -90,9 +110,19 @@ impl Upstream {
         self.state.total.load(Ordering::SeqCst)
     }
 
+    /// Requests that carried a `Range` header.
+    pub fn ranged_requests(&self) -> u64 {
+        self.state.ranged.load(Ordering::SeqCst)
+    }
+
     /// Flip one byte in the middle of every body from now on.
     pub fn set_corrupt(&self, on: bool) {
         self.state.corrupt.store(on, Ordering::SeqCst);
+    }
+
+    /// Answer `Range` requests with the whole file (200), as some servers do.
+    pub fn set_ignore_range(&self, on: bool) {
+        self.state.ignore_range.store(on, Ordering::SeqCst);
     }
 
     /// Send bodies at `bytes_per_sec` (0: as fast as possible).
@@ -107,6 +137,11 @@ impl Upstream {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// Misbehave with `fault` on the next `times` responses that carry a file.
+    pub fn inject(&self, fault: Fault, times: u32) {
+        *self.state.faults.lock().unwrap() = Some((fault, times));
+    }
+
     pub fn stop(&self) {
         self.shutdown.cancel();
     }
@@ -116,6 +151,29 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+fn take_fault(s: &State) -> Option<Fault> {
+    let mut faults = s.faults.lock().unwrap();
+    let (fault, times) = faults.as_mut()?;
+    let fault = *fault;
+    *times -= 1;
+    if *times == 0 {
+        *faults = None;
+    }
+    Some(fault)
+}
+
+/// `bytes=a-` or `bytes=a-b` → the half-open range, if satisfiable.
+fn single_range(value: &str, len: u64) -> Option<(u64, u64)> {
+    let (a, b) = value.strip_prefix("bytes=")?.split_once('-')?;
+    let start: u64 = a.parse().ok()?;
+    let end = if b.is_empty() {
+        len
+    } else {
+        b.parse::<u64>().ok()?.saturating_add(1).min(len)
+    };
+    (start < end).then_some((start, end))
 }
 
 async fn answer<B>(s: &State, req: Request<B>) -> Response<ResponseBody> {
@@ -138,27 +196,69 @@ async fn answer<B>(s: &State, req: Request<B>) -> Response<ResponseBody> {
         v[mid] ^= 0xff;
         bytes = v.into();
     }
+    let full_len = bytes.len() as u64;
+    let mut response = Response::builder().header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(range) = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+    {
+        s.ranged.fetch_add(1, Ordering::SeqCst);
+        if !s.ignore_range.load(Ordering::SeqCst) {
+            let Some((start, end)) = single_range(range, full_len) else {
+                return Response::builder()
+                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .header(header::CONTENT_RANGE, format!("bytes */{full_len}"))
+                    .body(body::empty())
+                    .unwrap();
+            };
+            bytes = bytes.slice(start as usize..end as usize);
+            response = response.status(StatusCode::PARTIAL_CONTENT).header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{full_len}", end - 1),
+            );
+        }
+    }
+    let fault = take_fault(s);
+    if !matches!(fault, Some(Fault::ExtraBytes(_))) {
+        response = response.header(header::CONTENT_LENGTH, bytes.len());
+    }
     let rate = s.rate.load(Ordering::SeqCst);
-    let len = bytes.len();
-    let body = if rate == 0 {
-        http_body_util::Full::new(bytes)
-            .map_err(|never| match never {})
-            .boxed_unsync()
-    } else {
-        let pause = Duration::from_secs_f64(PIECE as f64 / rate as f64);
-        let pieces = futures_util::stream::iter(
-            (0..len.div_ceil(PIECE))
-                .map(move |i| bytes.slice(i * PIECE..((i + 1) * PIECE).min(len))),
-        )
-        .then(move |piece| async move {
-            tokio::time::sleep(pause).await;
-            Ok::<_, std::io::Error>(Frame::data(piece))
-        });
-        StreamBody::new(pieces).boxed_unsync()
+    response.body(body_of(bytes, rate, fault)).unwrap()
+}
+
+/// The body: pieces at `rate`, shaped by `fault`.
+fn body_of(bytes: Bytes, rate: u64, fault: Option<Fault>) -> ResponseBody {
+    let (send, tail): (u64, Option<Fault>) = match fault {
+        Some(Fault::DropAfter(n) | Fault::StallAfter(n)) => (n.min(bytes.len() as u64), fault),
+        _ => (bytes.len() as u64, fault),
     };
-    Response::builder()
-        .header(header::CONTENT_LENGTH, len)
-        .header(header::CONTENT_TYPE, "application/octet-stream")
-        .body(body)
-        .unwrap()
+    let data = bytes.slice(..send as usize);
+    let len = data.len();
+    let pieces =
+        (0..len.div_ceil(PIECE)).map(move |i| data.slice(i * PIECE..((i + 1) * PIECE).min(len)));
+    let pause = (rate > 0).then(|| Duration::from_secs_f64(PIECE as f64 / rate as f64));
+    let body = futures_util::stream::iter(pieces).then(move |piece| async move {
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
+        Ok::<_, std::io::Error>(Frame::data(piece))
+    });
+    let ending = futures_util::stream::once(async move {
+        match tail {
+            Some(Fault::DropAfter(_)) => {
+                Some(Err(std::io::Error::other("injected connection drop")))
+            }
+            Some(Fault::StallAfter(_)) => {
+                std::future::pending::<()>().await;
+                None
+            }
+            Some(Fault::ExtraBytes(n)) => {
+                Some(Ok(Frame::data(Bytes::from(vec![0xEE; n as usize]))))
+            }
+            None => None,
+        }
+    })
+    .filter_map(|x| async move { x });
+    StreamBody::new(body.chain(ending)).boxed_unsync()
 }

@@ -7,24 +7,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
-use tokio::sync::{mpsc, watch};
+use futures_util::Stream;
+use tokio::sync::watch;
 
-use super::{FetchError, FetchSettings, FetchStatus};
+use super::{FetchError, FetchStatus};
 use crate::catalog::FileEntry;
 use crate::digest::Sha1Digest;
-use crate::metrics::Metrics;
-use crate::store::{Expected, Ingest, IngestError, Ingested};
+use crate::store::Ingest;
 
 /// Largest piece a follower reads from the temp file at once.
 const READ_CHUNK: u64 = 256 * 1024;
-/// Upstream chunks queued for the writer thread: bounds memory per download
-/// while letting hashing overlap the network.
-const WRITE_QUEUE: usize = 32;
 
 /// Where a download is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
+    /// Waiting for an upstream slot (the number of downloads is bounded).
+    Queued,
     /// Waiting for the upstream's response head.
     Connecting,
     /// Bytes are arriving.
@@ -42,6 +40,10 @@ pub struct Progress {
     pub written: u64,
     /// Expected size: from the catalog, else the upstream's Content-Length.
     pub total: Option<u64>,
+    /// When the first response head arrived (for the transfer rate).
+    pub receiving_since: Option<Instant>,
+    /// Times the transfer was resumed after an interruption.
+    pub resumes: u32,
 }
 
 /// A download in progress, shared by the task that runs it and its followers.
@@ -61,9 +63,11 @@ impl Download {
             name: file.name.clone(),
             reader: Arc::new(ingest.reader()?),
             progress: watch::Sender::new(Progress {
-                phase: Phase::Connecting,
+                phase: Phase::Queued,
                 written: 0,
                 total: file.size,
+                receiving_since: None,
+                resumes: 0,
             }),
             started: Instant::now(),
         })
@@ -78,7 +82,7 @@ impl Download {
     pub async fn started(&self) -> Result<Option<u64>, FetchError> {
         let mut rx = self.progress.subscribe();
         let p = rx
-            .wait_for(|p| p.phase != Phase::Connecting)
+            .wait_for(|p| !matches!(p.phase, Phase::Queued | Phase::Connecting))
             .await
             .map_err(|_| FetchError::Transfer("download task ended".into()))?;
         match &p.phase {
@@ -100,6 +104,10 @@ impl Download {
         }
     }
 
+    pub(super) fn update(&self, f: impl FnOnce(&mut Progress)) {
+        self.progress.send_modify(f);
+    }
+
     pub(super) fn finish(&self, outcome: Result<(), FetchError>) {
         self.progress.send_modify(|p| {
             p.phase = match outcome {
@@ -111,12 +119,20 @@ impl Download {
 
     pub(super) fn status(&self) -> FetchStatus {
         let p = self.progress.borrow();
+        let receiving = p.receiving_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
         FetchStatus {
             sha1: self.sha1.to_hex(),
             name: self.name.to_string(),
+            queued: p.phase == Phase::Queued,
             bytes_done: p.written,
             bytes_total: p.total,
+            bytes_per_second: if receiving > 0.0 {
+                (p.written as f64 / receiving) as u64
+            } else {
+                0
+            },
             clients: self.progress.receiver_count(),
+            resumes: p.resumes,
             seconds: self.started.elapsed().as_secs_f64(),
         }
     }
@@ -168,121 +184,5 @@ impl Download {
             let next = if read.is_ok() { pos + len } else { end };
             Some((read, (dl, rx, next)))
         })
-    }
-}
-
-/// Downloads `url` into `ingest`, verifying against the catalog entry.
-pub(super) async fn transfer(
-    client: &reqwest::Client,
-    settings: &FetchSettings,
-    metrics: &Metrics,
-    dl: &Arc<Download>,
-    mut ingest: Ingest,
-    file: &FileEntry,
-    url: &str,
-) -> Result<Ingested, FetchError> {
-    let response = tokio::time::timeout(settings.read_timeout, client.get(url).send())
-        .await
-        .map_err(|_| {
-            FetchError::Timeout(format!(
-                "no response from {url} in {:?}",
-                settings.read_timeout
-            ))
-        })?
-        .map_err(|e| classify(&e, url))?;
-    if response.status() != reqwest::StatusCode::OK {
-        return Err(FetchError::UpstreamStatus {
-            status: response.status().as_u16(),
-            url: url.to_owned(),
-        });
-    }
-    let total = match (file.size, response.content_length()) {
-        (Some(want), Some(got)) if want != got => {
-            return Err(FetchError::Verification(format!(
-                "upstream announces {got} bytes, the catalog says {want}"
-            )))
-        }
-        (Some(size), _) | (None, Some(size)) => Some(size),
-        (None, None) => None,
-    };
-    if let Some(size) = total {
-        ingest.limit_size(size);
-    }
-    dl.progress.send_modify(|p| {
-        p.phase = Phase::Receiving;
-        p.total = total;
-    });
-
-    let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let writer = spawn_writer(dl.clone(), ingest, rx);
-    let mut body = response.bytes_stream();
-    let received = loop {
-        match tokio::time::timeout(settings.read_timeout, body.next()).await {
-            Err(_) => {
-                break Err(FetchError::Timeout(format!(
-                    "{url} stalled for {:?}",
-                    settings.read_timeout
-                )))
-            }
-            Ok(None) => break Ok(()),
-            Ok(Some(Err(e))) => break Err(classify(&e, url)),
-            Ok(Some(Ok(chunk))) => {
-                metrics.upstream_bytes(chunk.len() as u64);
-                if tx.send(chunk).await.is_err() {
-                    break Ok(()); // the writer stopped: its error says why
-                }
-            }
-        }
-    };
-    drop(tx);
-    let ingest = writer
-        .await
-        .map_err(|e| FetchError::Store(e.to_string()))?
-        .map_err(ingest_error)?;
-    received?;
-    let expected = Expected {
-        size: total,
-        sha1: Some(file.sha1),
-        sha256: file.sha256,
-    };
-    tokio::task::spawn_blocking(move || ingest.commit(&expected))
-        .await
-        .map_err(|e| FetchError::Store(e.to_string()))?
-        .map_err(ingest_error)
-}
-
-/// Writes and hashes queued chunks on a blocking thread, publishing progress.
-fn spawn_writer(
-    dl: Arc<Download>,
-    mut ingest: Ingest,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> tokio::task::JoinHandle<Result<Ingest, IngestError>> {
-    tokio::task::spawn_blocking(move || {
-        while let Some(chunk) = rx.blocking_recv() {
-            ingest.write(&chunk)?;
-            let written = ingest.written();
-            dl.progress.send_modify(|p| p.written = written);
-        }
-        Ok(ingest)
-    })
-}
-
-fn ingest_error(e: IngestError) -> FetchError {
-    if e.is_disk_full() {
-        FetchError::DiskFull
-    } else if e.is_verification_failure() {
-        FetchError::Verification(e.to_string())
-    } else {
-        FetchError::Store(e.to_string())
-    }
-}
-
-fn classify(e: &reqwest::Error, url: &str) -> FetchError {
-    if e.is_timeout() {
-        FetchError::Timeout(format!("{url}: {e}"))
-    } else if e.is_connect() {
-        FetchError::Connect(format!("{url}: {e}"))
-    } else {
-        FetchError::Transfer(format!("{url}: {e}"))
     }
 }

@@ -10,6 +10,7 @@
 //! client's body with an error so no one receives a well-formed wrong file.
 
 mod download;
+mod transfer;
 
 pub use download::{Download, Phase, Progress};
 
@@ -55,6 +56,13 @@ pub struct FetchSettings {
     pub read_timeout: Duration,
     /// At-sync and prefetch downloads running at once.
     pub background_concurrency: usize,
+    /// Upstream downloads running at once; more wait in a queue (shown in status).
+    pub max_downloads: usize,
+    /// Resumptions of one interrupted download before it fails.
+    pub max_resumes: u32,
+    /// A range starting this far beyond the bytes already downloaded is
+    /// fetched from the upstream on its own instead of waiting.
+    pub far_ahead: u64,
     /// Extra PEM root certificates for HTTPS upstreams (an internal mirror's CA).
     pub upstream_ca_file: Option<std::path::PathBuf>,
 }
@@ -66,6 +74,9 @@ impl Default for FetchSettings {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             background_concurrency: 4,
+            max_downloads: 16,
+            max_resumes: 5,
+            far_ahead: 8 << 20,
             upstream_ca_file: None,
         }
     }
@@ -76,9 +87,14 @@ impl Default for FetchSettings {
 pub struct FetchStatus {
     pub sha1: String,
     pub name: String,
+    /// Waiting for a download slot.
+    pub queued: bool,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
+    pub bytes_per_second: u64,
+    /// Clients streaming from it.
     pub clients: usize,
+    pub resumes: u32,
     pub seconds: f64,
 }
 
@@ -90,6 +106,10 @@ pub struct Fetcher {
     settings: FetchSettings,
     metrics: Arc<Metrics>,
     inflight: Mutex<HashMap<Sha1Digest, Arc<Download>>>,
+    /// Bounds upstream downloads of any kind.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds background (at-sync, prefetch) downloads, so clients' misses
+    /// always find slots.
     background: Arc<tokio::sync::Semaphore>,
 }
 
@@ -132,6 +152,7 @@ impl Fetcher {
             background: Arc::new(tokio::sync::Semaphore::new(
                 settings.background_concurrency.max(1),
             )),
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.max_downloads.max(1))),
             settings,
             metrics,
             inflight: Mutex::new(HashMap::new()),
@@ -205,6 +226,76 @@ impl Fetcher {
         }
     }
 
+    /// Bytes `range` of `file` straight from the upstream, not stored and not
+    /// verifiable on their own (the client checks the whole file's digest, as
+    /// Windows Update does). For a range far ahead of a running download, so
+    /// a client does not wait for gigabytes it did not ask for. `None` when
+    /// the upstream does not answer with exactly that range: the caller then
+    /// waits for the main download instead.
+    pub async fn range_from_upstream(
+        &self,
+        file: &FileEntry,
+        range: std::ops::Range<u64>,
+        len: u64,
+    ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
+        use futures_util::StreamExt;
+        let url = self.upstream_url(&file.url);
+        let want = format!("bytes {}-{}/{len}", range.start, range.end - 1);
+        let request = self
+            .client
+            .get(&url)
+            .header(
+                reqwest::header::RANGE,
+                format!("bytes={}-{}", range.start, range.end - 1),
+            )
+            .send();
+        let response = tokio::time::timeout(self.settings.read_timeout, request)
+            .await
+            .ok()?
+            .ok()?;
+        let content_range = response
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)?
+            .to_str()
+            .ok()?;
+        if response.status() != reqwest::StatusCode::PARTIAL_CONTENT || content_range != want {
+            tracing::debug!(%url, status = %response.status(), "upstream range not usable; waiting instead");
+            return None;
+        }
+        let remaining = range.end - range.start;
+        let read_timeout = self.settings.read_timeout;
+        let body = Box::pin(response.bytes_stream());
+        let chunks = futures_util::stream::unfold(
+            (body, remaining, false),
+            move |(mut body, mut remaining, failed)| async move {
+                use std::io::Error;
+                if failed {
+                    return None;
+                }
+                let next = tokio::time::timeout(read_timeout, body.next()).await;
+                let item = match next {
+                    Err(_) => Err(Error::other("upstream range stalled")),
+                    Ok(Some(Ok(chunk))) if chunk.len() as u64 <= remaining => {
+                        remaining -= chunk.len() as u64;
+                        Ok(chunk)
+                    }
+                    Ok(Some(Ok(_))) => Err(Error::other("upstream sent more than the range")),
+                    Ok(Some(Err(e))) => Err(Error::other(e)),
+                    Ok(None) if remaining == 0 => return None,
+                    Ok(None) => Err(Error::other("upstream range ended early")),
+                };
+                let failed = item.is_err();
+                Some((item, (body, remaining, failed)))
+            },
+        );
+        Some(chunks.boxed())
+    }
+
+    /// How far ahead of a download a range must start to be passed through.
+    pub fn far_ahead(&self) -> u64 {
+        self.settings.far_ahead
+    }
+
     /// Downloads in progress.
     pub fn status(&self) -> Vec<FetchStatus> {
         let inflight = self.inflight.lock().unwrap();
@@ -225,16 +316,20 @@ impl Fetcher {
         file: FileEntry,
         url: String,
     ) {
-        let outcome = download::transfer(
-            &self.client,
-            &self.settings,
-            &self.metrics,
-            &dl,
-            ingest,
-            &file,
-            &url,
-        )
-        .await;
+        let _slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        dl.update(|p| p.phase = Phase::Connecting);
+        let transfer = transfer::Transfer {
+            client: &self.client,
+            settings: &self.settings,
+            metrics: &self.metrics,
+            url: &url,
+        };
+        let outcome = transfer.run(&dl, ingest, &file).await;
         let outcome = match outcome {
             Ok(got) => self
                 .catalog

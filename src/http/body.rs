@@ -42,6 +42,30 @@ pub enum Source {
     Stored(Bytes),
     /// A download in progress.
     Downloading(Arc<Download>),
+    /// One range fetched from the upstream on its own (far ahead of a download).
+    Upstream(Arc<UpstreamRange>),
+}
+
+/// A range's bytes arriving from the upstream; can be streamed once.
+pub struct UpstreamRange {
+    range: Range<u64>,
+    body: std::sync::Mutex<Option<BoxStream<'static, io::Result<Bytes>>>>,
+}
+
+impl UpstreamRange {
+    pub fn new(range: Range<u64>, body: BoxStream<'static, io::Result<Bytes>>) -> Self {
+        UpstreamRange {
+            range,
+            body: std::sync::Mutex::new(Some(body)),
+        }
+    }
+
+    fn take(&self, r: Range<u64>) -> BoxStream<'static, io::Result<Bytes>> {
+        match self.body.lock().unwrap().take() {
+            Some(body) if r == self.range => body,
+            _ => stream::once(async { Err(io::Error::other("upstream range mismatch")) }).boxed(),
+        }
+    }
 }
 
 impl Source {
@@ -51,6 +75,7 @@ impl Source {
                 stream::iter(frames(b.slice(r.start as usize..r.end as usize)).map(Ok)).boxed()
             }
             Source::Downloading(dl) => dl.clone().stream_range(r.start, r.end).boxed(),
+            Source::Upstream(up) => up.take(r),
         }
     }
 }
@@ -94,7 +119,7 @@ pub fn from_parts(source: &Source, parts: Vec<Part>) -> ResponseBody {
             }
             .boxed_unsync()
         }
-        Source::Downloading(_) => {
+        Source::Downloading(_) | Source::Upstream(_) => {
             let source = source.clone();
             let pieces = stream::iter(parts).flat_map(move |part| match part {
                 Part::Literal(b) => stream::once(async move { Ok(b) }).boxed(),

@@ -8,13 +8,13 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::body::{self, Part, ResponseBody, Source};
+use super::body::{self, Part, ResponseBody, Source, UpstreamRange};
 use super::conditional::{self, Precondition, Validators};
 use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
 use crate::catalog::{Catalog, FileEntry};
 use crate::error::HttpStatus;
-use crate::fetch::Fetcher;
+use crate::fetch::{Download, Fetcher};
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{self, Decision};
 use crate::store::Store;
@@ -136,16 +136,55 @@ impl ContentService {
             Ok(j) => (j.download, Outcome::Coalesced),
             Err(e) => return (plain(e.status(), format!("{e}\n")), Outcome::Miss),
         };
-        let response = match dl.started().await {
-            Ok(len) => respond(
-                method,
-                headers,
-                representation(entry, content_type, len),
-                Source::Downloading(dl),
-            ),
-            Err(e) => plain(e.status(), format!("{e}\n")),
+        let len = match dl.started().await {
+            Ok(len) => len,
+            Err(e) => return (plain(e.status(), format!("{e}\n")), outcome),
         };
-        (response, outcome)
+        let rep = representation(entry, content_type, len);
+        if let Some(range) = self.far_ahead(method, headers, &rep, &dl) {
+            let len = rep.len.expect("far_ahead needs a length");
+            if let Some(body) = self
+                .fetcher
+                .range_from_upstream(entry, range.clone(), len)
+                .await
+            {
+                let source = Source::Upstream(Arc::new(UpstreamRange::new(range, body)));
+                return (respond(method, headers, rep, source), Outcome::Passthrough);
+            }
+        }
+        (
+            respond(method, headers, rep, Source::Downloading(dl)),
+            outcome,
+        )
+    }
+
+    /// The single range of a GET that starts far beyond what the download
+    /// has written: worth its own upstream request (see `range_from_upstream`).
+    fn far_ahead(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        rep: &Representation,
+        dl: &Download,
+    ) -> Option<std::ops::Range<u64>> {
+        if method != Method::GET {
+            return None;
+        }
+        let len = rep.len?;
+        let value = headers.get(header::RANGE)?.to_str().ok()?;
+        let Precondition::Proceed { honour_range: true } =
+            conditional::evaluate(headers, &rep.validators)
+        else {
+            return None;
+        };
+        let RangeRequest::Partial(ranges) = range::resolve(Some(value), len) else {
+            return None;
+        };
+        let [range] = ranges.as_slice() else {
+            return None;
+        };
+        let written = dl.progress().written;
+        (range.start > written.saturating_add(self.fetcher.far_ahead())).then(|| range.clone())
     }
 }
 

@@ -1,0 +1,309 @@
+//! The upstream side of a download: the request, resumption after an
+//! interruption, and the writer thread that hashes into the store.
+//!
+//! An interrupted transfer (reset, stall, early close) is resumed with
+//! `Range: bytes={written}-` a bounded number of times with exponential
+//! backoff. An upstream that ignores `Range` (answers 200) is handled by
+//! discarding the prefix already written. Followers never notice: they read
+//! the temp file, which only ever grows.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use futures_util::stream::{self, BoxStream};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::download::{Download, Phase};
+use super::{FetchError, FetchSettings};
+use crate::catalog::FileEntry;
+use crate::metrics::Metrics;
+use crate::store::{Expected, Ingest, IngestError, Ingested};
+
+/// Upstream chunks queued for the writer thread: bounds memory per download
+/// while letting hashing overlap the network.
+const WRITE_QUEUE: usize = 32;
+
+type Body = BoxStream<'static, Result<Bytes, FetchError>>;
+
+/// What one upstream transfer needs.
+pub(super) struct Transfer<'a> {
+    pub client: &'a reqwest::Client,
+    pub settings: &'a FetchSettings,
+    pub metrics: &'a Metrics,
+    pub url: &'a str,
+}
+
+enum Pumped {
+    /// The body ended.
+    Finished,
+    /// The writer refused a chunk; its own error says why.
+    WriterStopped,
+    Failed(FetchError),
+}
+
+impl Transfer<'_> {
+    /// Downloads into `ingest`, resuming after interruptions, and commits.
+    pub async fn run(
+        &self,
+        dl: &Arc<Download>,
+        mut ingest: Ingest,
+        file: &FileEntry,
+    ) -> Result<Ingested, FetchError> {
+        let response = self.request(None).await?;
+        if response.status() != reqwest::StatusCode::OK {
+            return Err(self.status_error(&response));
+        }
+        let total = expected_total(file.size, response.content_length())?;
+        if let Some(size) = total {
+            ingest.limit_size(size);
+        }
+        dl.update(|p| {
+            p.phase = Phase::Receiving;
+            p.total = total;
+            p.receiving_since = Some(Instant::now());
+        });
+
+        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = spawn_writer(dl.clone(), ingest, rx);
+        let received = self.receive(dl, self.body(response), total, &tx).await;
+        drop(tx);
+        let ingest = writer
+            .await
+            .map_err(|e| FetchError::Store(e.to_string()))?
+            .map_err(ingest_error)?;
+        received?;
+        let expected = Expected {
+            size: total,
+            sha1: Some(file.sha1),
+            sha256: file.sha256,
+        };
+        tokio::task::spawn_blocking(move || ingest.commit(&expected))
+            .await
+            .map_err(|e| FetchError::Store(e.to_string()))?
+            .map_err(ingest_error)
+    }
+
+    /// Feeds bodies to the writer until the file is complete, resuming on
+    /// transient failures.
+    async fn receive(
+        &self,
+        dl: &Download,
+        first: Body,
+        total: Option<u64>,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Result<(), FetchError> {
+        let mut body = first;
+        let mut pos = 0u64; // bytes handed to the writer
+        let mut skip = 0u64; // bytes to discard from a body that restarted at 0
+        let mut resumes = 0u32;
+        loop {
+            let failure = match self.pump(body, tx, &mut pos, &mut skip).await {
+                Pumped::WriterStopped => return Ok(()),
+                Pumped::Finished if total.is_none_or(|t| pos >= t) => return Ok(()),
+                Pumped::Finished => {
+                    FetchError::Transfer(format!("{} closed after {pos} bytes", self.url))
+                }
+                Pumped::Failed(e) => e,
+            };
+            if !is_transient(&failure) || resumes >= self.settings.max_resumes {
+                return Err(failure);
+            }
+            resumes += 1;
+            self.metrics.resume();
+            dl.update(|p| p.resumes = resumes);
+            tracing::warn!(url = %self.url, at = pos, attempt = resumes, error = %failure, "resuming download");
+            tokio::time::sleep(backoff(resumes)).await;
+            body = match self.reopen(pos, total).await {
+                Ok((b, discard)) => {
+                    skip = discard;
+                    b
+                }
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            };
+        }
+    }
+
+    /// Moves one body's chunks to the writer.
+    async fn pump(
+        &self,
+        mut body: Body,
+        tx: &mpsc::Sender<Bytes>,
+        pos: &mut u64,
+        skip: &mut u64,
+    ) -> Pumped {
+        loop {
+            let next = tokio::time::timeout(self.settings.read_timeout, body.next()).await;
+            let mut chunk = match next {
+                Err(_) => {
+                    let why = format!("{} stalled for {:?}", self.url, self.settings.read_timeout);
+                    return Pumped::Failed(FetchError::Timeout(why));
+                }
+                Ok(None) => return Pumped::Finished,
+                Ok(Some(Err(e))) => return Pumped::Failed(e),
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            self.metrics.upstream_bytes(chunk.len() as u64);
+            if *skip > 0 {
+                let n = (*skip).min(chunk.len() as u64);
+                chunk.advance(n as usize);
+                *skip -= n;
+                if chunk.is_empty() {
+                    continue;
+                }
+            }
+            *pos += chunk.len() as u64;
+            if tx.send(chunk).await.is_err() {
+                return Pumped::WriterStopped;
+            }
+        }
+    }
+
+    /// Asks for the rest of the file from `pos`. Returns the body and how
+    /// many of its leading bytes to discard (all of `pos` if Range was ignored).
+    async fn reopen(&self, pos: u64, total: Option<u64>) -> Result<(Body, u64), FetchError> {
+        let response = self.request(Some(pos)).await?;
+        match response.status() {
+            reqwest::StatusCode::PARTIAL_CONTENT => {
+                let content_range = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !content_range.starts_with(&format!("bytes {pos}-")) {
+                    return Err(FetchError::Transfer(format!(
+                        "{} answered a resume from {pos} with Content-Range {content_range:?}",
+                        self.url
+                    )));
+                }
+                Ok((self.body(response), 0))
+            }
+            reqwest::StatusCode::OK => {
+                expected_total(total, response.content_length())?;
+                tracing::info!(url = %self.url, "upstream ignored Range; skipping {pos} bytes");
+                Ok((self.body(response), pos))
+            }
+            _ => Err(self.status_error(&response)),
+        }
+    }
+
+    async fn request(&self, from: Option<u64>) -> Result<reqwest::Response, FetchError> {
+        let mut req = self.client.get(self.url);
+        if let Some(pos) = from {
+            req = req.header(reqwest::header::RANGE, format!("bytes={pos}-"));
+        }
+        tokio::time::timeout(self.settings.read_timeout, req.send())
+            .await
+            .map_err(|_| {
+                FetchError::Timeout(format!(
+                    "no response from {} in {:?}",
+                    self.url, self.settings.read_timeout
+                ))
+            })?
+            .map_err(|e| classify(&e, self.url))
+    }
+
+    fn body(&self, response: reqwest::Response) -> Body {
+        let url = self.url.to_owned();
+        response
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| classify(&e, &url)))
+            .boxed()
+    }
+
+    fn status_error(&self, response: &reqwest::Response) -> FetchError {
+        FetchError::UpstreamStatus {
+            status: response.status().as_u16(),
+            url: self.url.to_owned(),
+        }
+    }
+}
+
+/// The size to expect: the catalog's, checked against the upstream's.
+fn expected_total(catalog: Option<u64>, announced: Option<u64>) -> Result<Option<u64>, FetchError> {
+    match (catalog, announced) {
+        (Some(want), Some(got)) if want != got => Err(FetchError::Verification(format!(
+            "upstream announces {got} bytes, the catalog says {want}"
+        ))),
+        (Some(size), _) | (None, Some(size)) => Ok(Some(size)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Failures worth resuming after: the link, not the content.
+fn is_transient(e: &FetchError) -> bool {
+    match e {
+        FetchError::Timeout(_) | FetchError::Transfer(_) | FetchError::Connect(_) => true,
+        FetchError::UpstreamStatus { status, .. } => *status >= 500,
+        _ => false,
+    }
+}
+
+/// 200 ms, 400 ms, 800 ms ... capped at 10 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(7)).min(Duration::from_secs(10))
+}
+
+/// Writes and hashes queued chunks on a blocking thread, publishing progress.
+fn spawn_writer(
+    dl: Arc<Download>,
+    mut ingest: Ingest,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> tokio::task::JoinHandle<Result<Ingest, IngestError>> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = rx.blocking_recv() {
+            ingest.write(&chunk)?;
+            let written = ingest.written();
+            dl.update(|p| p.written = written);
+        }
+        Ok(ingest)
+    })
+}
+
+fn ingest_error(e: IngestError) -> FetchError {
+    if e.is_disk_full() {
+        FetchError::DiskFull
+    } else if e.is_verification_failure() {
+        FetchError::Verification(e.to_string())
+    } else {
+        FetchError::Store(e.to_string())
+    }
+}
+
+fn classify(e: &reqwest::Error, url: &str) -> FetchError {
+    if e.is_timeout() {
+        FetchError::Timeout(format!("{url}: {e}"))
+    } else if e.is_connect() {
+        FetchError::Connect(format!("{url}: {e}"))
+    } else {
+        FetchError::Transfer(format!("{url}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(30), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_link_failures_are_resumed() {
+        assert!(is_transient(&FetchError::Timeout("t".into())));
+        assert!(is_transient(&FetchError::UpstreamStatus {
+            status: 503,
+            url: "u".into()
+        }));
+        assert!(!is_transient(&FetchError::UpstreamStatus {
+            status: 404,
+            url: "u".into()
+        }));
+        assert!(!is_transient(&FetchError::Verification("v".into())));
+        assert!(!is_transient(&FetchError::DiskFull));
+    }
+}
