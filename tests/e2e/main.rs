@@ -5,5 +5,6 @@ mod admin;
 mod common;
 mod content;
 mod fetch;
+mod faults;
 mod policy;
 mod protocols;

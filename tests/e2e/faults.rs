@@ -1,0 +1,149 @@
+//! Lazy fetching in the real world: interrupted, stalled, lying and slow
+//! upstreams, ranges while downloading, bounded download slots.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use upcache::demo::upstream::Fault;
+
+use crate::common::*;
+
+/// The value of one Prometheus counter line.
+async fn counter(h: &Harness, series: &str) -> u64 {
+    let text = h.http.get(h.admin("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Reads a whole body; `Err` if the connection was cut before its end.
+async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    r.bytes().await.map(|b| b.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_resumed_with_ranges() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    h.upstream.inject(Fault::DropAfter(700_000), 2);
+    let body = read_all(h.get(&h.a.content_path()).await).await.unwrap();
+    assert!(body == h.a.bytes[..], "byte-exact across two resumes");
+    h.settled().await;
+    assert_eq!(h.upstream.requests(&h.a.path), 3);
+    assert_eq!(h.upstream.ranged_requests(), 2);
+    assert_eq!(counter(&h, "upcache_upstream_resumes_total").await, 2);
+    assert_eq!(h.stored(), vec![h.a.sha256]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_ignores_range_is_resumed_from_the_start() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    h.upstream.set_ignore_range(true);
+    h.upstream.inject(Fault::DropAfter(1_000_000), 1);
+    let body = read_all(h.get(&h.a.content_path()).await).await.unwrap();
+    assert!(body == h.a.bytes[..]);
+    h.settled().await;
+    assert_eq!(h.upstream.requests(&h.a.path), 2);
+    assert_eq!(h.stored(), vec![h.a.sha256]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upstream_times_out_and_is_resumed() {
+    let h = Harness::with(|c| c.fetch.read_timeout = Duration::from_millis(300)).await;
+    h.setup(&[ID_A]).await;
+    h.upstream.inject(Fault::StallAfter(500_000), 1);
+    let body = read_all(h.get(&h.a.content_path()).await).await.unwrap();
+    assert!(body == h.a.bytes[..]);
+    assert_eq!(h.upstream.ranged_requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_interruptions_fail_cleanly_and_the_next_request_starts_afresh() {
+    let h = Harness::with(|c| c.fetch.max_resumes = 2).await;
+    h.setup(&[ID_A]).await;
+    h.upstream.inject(Fault::DropAfter(300_000), 3);
+    let r = h.get(&h.a.content_path()).await;
+    assert_eq!(r.status(), 200, "the head went out with the first bytes");
+    assert!(read_all(r).await.is_err(), "the body must be cut, not completed");
+    h.settled().await;
+    assert!(h.stored().is_empty());
+    assert!(h.running().app.store.temp_files().is_empty());
+    let body = read_all(h.get(&h.a.content_path()).await).await.unwrap();
+    assert!(body == h.a.bytes[..]);
+    assert_eq!(h.upstream.requests(&h.a.path), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_bytes_beyond_the_catalog_size_are_cut() {
+    let h = Harness::new().await;
+    h.setup(&[ID_B]).await;
+    h.upstream.inject(Fault::ExtraBytes(4096), 1);
+    let r = h.get(&h.b.content_path()).await;
+    if r.status() == 200 {
+        // Content-Length came from the catalog: the client gets exactly the
+        // file's bytes, or a cut connection, never the extra ones.
+        if let Ok(body) = read_all(r).await {
+            assert_eq!(body.len(), h.b.bytes.len());
+        }
+    }
+    h.settled().await;
+    assert!(h.stored().is_empty(), "an oversized download is never stored");
+    assert!(h.running().app.store.temp_files().is_empty());
+    assert!(read_all(h.get(&h.b.content_path()).await).await.unwrap() == h.b.bytes[..]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_during_a_download_are_served_in_place_waited_for_or_passed_through() {
+    let h = Harness::with(|c| c.fetch.far_ahead = 1 << 20).await;
+    h.setup(&[ID_A]).await;
+    h.upstream.set_rate(1 << 20); // 3 MiB at 1 MiB/s
+    let path = h.a.content_path();
+    let mut whole = h.get(&path).await.bytes_stream();
+    let first = whole.next().await.unwrap().unwrap();
+
+    // Already written: at once.
+    let r = h.get_range(&path, "bytes=0-999").await;
+    assert!(r.bytes().await.unwrap() == h.a.bytes[..1000]);
+    // Far ahead (2.5 MB, download near the start): its own upstream range, quickly.
+    let t = Instant::now();
+    let r = h.get_range(&path, "bytes=2500000-2599999").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == h.a.bytes[2_500_000..2_600_000]);
+    assert!(t.elapsed() < Duration::from_millis(1500), "did not wait for the download: {:?}", t.elapsed());
+    assert_eq!(h.upstream.ranged_requests(), 1);
+    // Just ahead: waits for the download, multipart too.
+    let r = h.get_range(&path, "bytes=10-19,900000-900009").await;
+    assert_eq!(r.status(), 206);
+    let body = r.bytes().await.unwrap();
+    assert!(body.windows(10).any(|w| w == &h.a.bytes[900_000..900_010]));
+    assert_eq!(h.upstream.ranged_requests(), 1, "near ranges do not go upstream");
+
+    let mut got = first.to_vec();
+    while let Some(chunk) = whole.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(got == h.a.bytes[..]);
+    assert_eq!(counter(&h, "upcache_content_requests_total{outcome=\"passthrough\"}").await, 1);
+    h.settled().await;
+    assert_eq!(h.stored(), vec![h.a.sha256], "the pass-through did not disturb the download");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_beyond_the_limit_queue_and_show_in_status() {
+    let h = Harness::with(|c| c.fetch.max_downloads = 1).await;
+    h.setup(&[ID_A, ID_B]).await;
+    h.upstream.set_rate(2 << 20);
+    let (a, b) = (h.url(&h.a.content_path()), h.url(&h.b.content_path()));
+    let first = tokio::spawn(h.http.get(a).send());
+    h.eventually("A downloading", |h| !h.running().app.fetcher.status().is_empty()).await;
+    let second = tokio::spawn(h.http.get(b).send());
+    h.eventually("B queued", |h| h.running().app.fetcher.status().iter().any(|f| f.queued)).await;
+    let status = h.status().await;
+    let queued: Vec<_> = status["fetches"].as_array().unwrap().iter().filter(|f| f["queued"] == true).collect();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0]["sha1"], h.b.sha1.to_hex());
+    let a = first.await.unwrap().unwrap().bytes().await.unwrap();
+    let b = second.await.unwrap().unwrap().bytes().await.unwrap();
+    assert!(a == h.a.bytes && b == h.b.bytes);
+}
