@@ -125,10 +125,23 @@ pub fn print_status(s: &Status) {
         println!("fetches    none in progress");
     }
     for f in &s.fetches {
+        if f.queued {
+            println!(
+                "queued     {}  waiting for a download slot  {} clients",
+                f.name, f.clients
+            );
+            continue;
+        }
         let total = f.bytes_total.map_or("?".to_owned(), |t| t.to_string());
         println!(
-            "fetching   {}  {}/{} bytes  {} clients  {:.1}s",
-            f.name, f.bytes_done, total, f.clients, f.seconds
+            "fetching   {}  {}/{} bytes  {:.1} MB/s  {} clients  {} resumes  {:.1}s",
+            f.name,
+            f.bytes_done,
+            total,
+            f.bytes_per_second as f64 / 1e6,
+            f.clients,
+            f.resumes,
+            f.seconds
         );
     }
 }

@@ -10,9 +10,20 @@ use crate::common::*;
 
 /// The value of one Prometheus counter line.
 async fn counter(h: &Harness, series: &str) -> u64 {
-    let text = h.http.get(h.admin("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = h
+        .http
+        .get(h.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .map_or(0, |n| n.parse().unwrap())
 }
 
@@ -65,7 +76,10 @@ async fn too_many_interruptions_fail_cleanly_and_the_next_request_starts_afresh(
     h.upstream.inject(Fault::DropAfter(300_000), 3);
     let r = h.get(&h.a.content_path()).await;
     assert_eq!(r.status(), 200, "the head went out with the first bytes");
-    assert!(read_all(r).await.is_err(), "the body must be cut, not completed");
+    assert!(
+        read_all(r).await.is_err(),
+        "the body must be cut, not completed"
+    );
     h.settled().await;
     assert!(h.stored().is_empty());
     assert!(h.running().app.store.temp_files().is_empty());
@@ -88,7 +102,10 @@ async fn extra_bytes_beyond_the_catalog_size_are_cut() {
         }
     }
     h.settled().await;
-    assert!(h.stored().is_empty(), "an oversized download is never stored");
+    assert!(
+        h.stored().is_empty(),
+        "an oversized download is never stored"
+    );
     assert!(h.running().app.store.temp_files().is_empty());
     assert!(read_all(h.get(&h.b.content_path()).await).await.unwrap() == h.b.bytes[..]);
 }
@@ -110,23 +127,42 @@ async fn ranges_during_a_download_are_served_in_place_waited_for_or_passed_throu
     let r = h.get_range(&path, "bytes=2500000-2599999").await;
     assert_eq!(r.status(), 206);
     assert!(r.bytes().await.unwrap() == h.a.bytes[2_500_000..2_600_000]);
-    assert!(t.elapsed() < Duration::from_millis(1500), "did not wait for the download: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "did not wait for the download: {:?}",
+        t.elapsed()
+    );
     assert_eq!(h.upstream.ranged_requests(), 1);
     // Just ahead: waits for the download, multipart too.
     let r = h.get_range(&path, "bytes=10-19,900000-900009").await;
     assert_eq!(r.status(), 206);
     let body = r.bytes().await.unwrap();
     assert!(body.windows(10).any(|w| w == &h.a.bytes[900_000..900_010]));
-    assert_eq!(h.upstream.ranged_requests(), 1, "near ranges do not go upstream");
+    assert_eq!(
+        h.upstream.ranged_requests(),
+        1,
+        "near ranges do not go upstream"
+    );
 
     let mut got = first.to_vec();
     while let Some(chunk) = whole.next().await {
         got.extend_from_slice(&chunk.unwrap());
     }
     assert!(got == h.a.bytes[..]);
-    assert_eq!(counter(&h, "upcache_content_requests_total{outcome=\"passthrough\"}").await, 1);
+    assert_eq!(
+        counter(
+            &h,
+            "upcache_content_requests_total{outcome=\"passthrough\"}"
+        )
+        .await,
+        1
+    );
     h.settled().await;
-    assert_eq!(h.stored(), vec![h.a.sha256], "the pass-through did not disturb the download");
+    assert_eq!(
+        h.stored(),
+        vec![h.a.sha256],
+        "the pass-through did not disturb the download"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,11 +172,22 @@ async fn downloads_beyond_the_limit_queue_and_show_in_status() {
     h.upstream.set_rate(2 << 20);
     let (a, b) = (h.url(&h.a.content_path()), h.url(&h.b.content_path()));
     let first = tokio::spawn(h.http.get(a).send());
-    h.eventually("A downloading", |h| !h.running().app.fetcher.status().is_empty()).await;
+    h.eventually("A downloading", |h| {
+        !h.running().app.fetcher.status().is_empty()
+    })
+    .await;
     let second = tokio::spawn(h.http.get(b).send());
-    h.eventually("B queued", |h| h.running().app.fetcher.status().iter().any(|f| f.queued)).await;
+    h.eventually("B queued", |h| {
+        h.running().app.fetcher.status().iter().any(|f| f.queued)
+    })
+    .await;
     let status = h.status().await;
-    let queued: Vec<_> = status["fetches"].as_array().unwrap().iter().filter(|f| f["queued"] == true).collect();
+    let queued: Vec<_> = status["fetches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["queued"] == true)
+        .collect();
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0]["sha1"], h.b.sha1.to_hex());
     let a = first.await.unwrap().unwrap().bytes().await.unwrap();

@@ -4,7 +4,8 @@
 mod admin;
 mod common;
 mod content;
-mod fetch;
+mod crash;
 mod faults;
+mod fetch;
 mod policy;
 mod protocols;
