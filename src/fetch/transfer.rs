@@ -51,11 +51,13 @@ impl Transfer<'_> {
         mut ingest: Ingest,
         file: &FileEntry,
     ) -> Result<Ingested, FetchError> {
+        check_room(&ingest, file.size)?;
         let response = self.request(None).await?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(self.status_error(&response));
         }
         let total = expected_total(file.size, response.content_length())?;
+        check_room(&ingest, total)?;
         if let Some(size) = total {
             ingest.limit_size(size);
         }
@@ -217,6 +219,17 @@ impl Transfer<'_> {
             status: response.status().as_u16(),
             url: self.url.to_owned(),
         }
+    }
+}
+
+/// Refuses, before any byte is sent to a client, a download the disk cannot hold.
+fn check_room(ingest: &Ingest, size: Option<u64>) -> Result<(), FetchError> {
+    match (size, ingest.free_bytes()) {
+        (Some(size), Some(free)) if size > free => {
+            tracing::error!(size, free, "not enough disk space for a download");
+            Err(FetchError::DiskFull)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -106,6 +106,11 @@ impl Ingest {
         File::open(&self.path)
     }
 
+    /// Space left on the store's filesystem.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.store.free_bytes()
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written

@@ -118,6 +118,16 @@ impl Store {
         Ingest::create(self.clone(), path.clone()).map_err(io_err(&path))
     }
 
+    /// Bytes available to ingests on the store's filesystem, if known.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.root.join("tmp").as_os_str().as_bytes()).ok()?;
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid NUL-terminated path and a properly sized out-struct.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+        (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+
     /// Removes a published file (gc). Missing is not an error.
     pub fn remove(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
         self.maps.invalidate(digest);

@@ -194,3 +194,83 @@ async fn downloads_beyond_the_limit_queue_and_show_in_status() {
     let b = second.await.unwrap().unwrap().bytes().await.unwrap();
     assert!(a == h.a.bytes && b == h.b.bytes);
 }
+
+/// A 2 MiB tmpfs (needs root, as CI has), unmounted when dropped.
+struct TinyDisk(tempfile::TempDir);
+
+impl TinyDisk {
+    fn mount() -> Option<TinyDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(TinyDisk(dir))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_download_cleanly_and_stored_files_keep_serving() {
+    let Some(disk) = TinyDisk::mount() else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+        return;
+    };
+    let data = disk.path().to_owned();
+    let h = Harness::with(|c| c.data_dir = data.clone()).await;
+    h.setup(&[ID_A, ID_B]).await;
+    assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
+    h.settled().await;
+    // A (3 MiB) cannot fit: refused before any byte, 507.
+    let r = h.get(&h.a.content_path()).await;
+    assert_eq!(r.status(), 507);
+    assert_eq!(
+        h.upstream.requests(&h.a.path),
+        0,
+        "no upstream request for a download that cannot fit"
+    );
+    // C of unknown size (none in the catalog, none announced) on a nearly
+    // full disk: ENOSPC mid-way; the body is cut, nothing half-written remains.
+    let mut catalog = h.catalog();
+    catalog["updates"][2]["files"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("size");
+    catalog["updates"][2]["revision"] = 2.into();
+    h.import(&catalog).await;
+    h.set_state(ID_C, "approve").await;
+    let free = h.running().app.store.free_bytes().unwrap();
+    std::fs::write(data.join("filler"), vec![0u8; (free - 20_000) as usize]).unwrap();
+    h.upstream
+        .inject(upcache::demo::upstream::Fault::ExtraBytes(0), 1); // chunked
+    let r = h.get(&h.c.content_path()).await;
+    assert!(
+        r.status() == 507 || r.bytes().await.is_err(),
+        "never a complete body"
+    );
+    h.settled().await;
+    assert!(
+        h.running().app.store.temp_files().is_empty(),
+        "nothing half-written remains"
+    );
+    assert_eq!(h.stored(), vec![h.b.sha256]);
+    assert!(
+        h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes,
+        "still serving"
+    );
+    let mut h = h;
+    h.server.take().unwrap().shutdown().await;
+    drop(h);
+}
