@@ -274,3 +274,25 @@ async fn a_full_disk_fails_the_download_cleanly_and_stored_files_keep_serving() 
     h.server.take().unwrap().shutdown().await;
     drop(h);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_hold_back_the_download() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    h.upstream.set_rate(8 << 20);
+    // Asks for the file and never reads a byte of the answer.
+    let mut stalled = tokio::net::TcpStream::connect(h.running().content_addr)
+        .await
+        .unwrap();
+    let req = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", h.a.content_path());
+    stalled.write_all(req.as_bytes()).await.unwrap();
+    // The download still runs at upstream speed to the store (~0.4 s).
+    h.eventually("stored despite the stalled client", |h| {
+        h.stored() == vec![h.a.sha256]
+    })
+    .await;
+    // And a reading client is served meanwhile.
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    drop(stalled);
+}
