@@ -15,6 +15,7 @@ use upcache::server::{self, Running};
 pub const ID_A: &str = "00000000-0000-4000-8000-00000000000a";
 pub const ID_B: &str = "00000000-0000-4000-8000-00000000000b";
 pub const ID_C: &str = "00000000-0000-4000-8000-00000000000c";
+pub const ID_D: &str = "00000000-0000-4000-8000-00000000000d";
 
 pub struct Harness {
     pub upstream: Upstream,

@@ -279,20 +279,29 @@ async fn a_full_disk_fails_the_download_cleanly_and_stored_files_keep_serving() 
 async fn a_client_that_stops_reading_does_not_hold_back_the_download() {
     use tokio::io::AsyncWriteExt;
     let h = Harness::new().await;
-    h.setup(&[ID_A]).await;
-    h.upstream.set_rate(8 << 20);
-    // Asks for the file and never reads a byte of the answer.
-    let mut stalled = tokio::net::TcpStream::connect(h.running().content_addr)
-        .await
-        .unwrap();
-    let req = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", h.a.content_path());
+    // A file far larger than any socket buffer between the two.
+    let big = upcache::demo::SampleFile::generate("5099999", "cab", 24 << 20);
+    h.upstream.add(&big.path, big.bytes.clone());
+    let mut catalog = h.catalog();
+    let update = upcache::demo::update_json(ID_D, "5099999", "Big update", &[&big], &h.upstream);
+    catalog["updates"].as_array_mut().unwrap().push(update);
+    assert_eq!(h.import(&catalog).await.status(), 200);
+    h.set_state(ID_D, "approve").await;
+    h.upstream.set_rate(48 << 20);
+    // Asks for the file with a tiny receive window and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(h.running().content_addr).await.unwrap();
+    let req = format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", big.content_path());
     stalled.write_all(req.as_bytes()).await.unwrap();
-    // The download still runs at upstream speed to the store (~0.4 s).
+    // The download still runs at upstream speed to the store.
     h.eventually("stored despite the stalled client", |h| {
-        h.stored() == vec![h.a.sha256]
+        h.stored() == vec![big.sha256]
     })
     .await;
+    let status = h.status().await;
+    assert_eq!(status["fetches"].as_array().unwrap().len(), 0);
     // And a reading client is served meanwhile.
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    assert!(h.get(&big.content_path()).await.bytes().await.unwrap() == big.bytes);
     drop(stalled);
 }
