@@ -92,20 +92,21 @@ impl ContentService {
                 .open_bytes(&entry.sha256.expect("stored files have a SHA-256"))
             {
                 Ok(Some(bytes)) => {
-                    let rep = representation(&entry, content_type, Some(bytes.len() as u64));
+                    let len = Some(bytes.len() as u64);
+                    let rep = representation(&entry, key, content_type, len);
                     let r = respond(&method, req.headers(), rep, Source::Stored(bytes));
                     (r, Outcome::Hit)
                 }
                 Ok(None) => {
                     // Removed behind our back: forget it and fetch again.
                     self.catalog.record_absent(&entry.sha1);
-                    self.fetch(&method, req.headers(), &entry, content_type)
+                    self.fetch(&method, req.headers(), &entry, key, content_type)
                         .await
                 }
                 Err(e) => refused(plain(e.status(), format!("{e}\n"))),
             },
             _ => {
-                self.fetch(&method, req.headers(), &entry, content_type)
+                self.fetch(&method, req.headers(), &entry, key, content_type)
                     .await
             }
         }
@@ -129,6 +130,7 @@ impl ContentService {
         method: &Method,
         headers: &HeaderMap,
         entry: &FileEntry,
+        key: FileKey,
         content_type: &'static str,
     ) -> (Response<ResponseBody>, Outcome) {
         let (dl, outcome) = match self.fetcher.join(entry) {
@@ -140,7 +142,7 @@ impl ContentService {
             Ok(len) => len,
             Err(e) => return (plain(e.status(), format!("{e}\n")), outcome),
         };
-        let rep = representation(entry, content_type, len);
+        let rep = representation(entry, key, content_type, len);
         if let Some(range) = self.far_ahead(method, headers, &rep, &dl) {
             let len = rep.len.expect("far_ahead needs a length");
             if let Some(body) = self
@@ -188,16 +190,28 @@ impl ContentService {
     }
 }
 
+/// The validators of a file as named by `key`.
+///
+/// The `ETag` is the digest the URL names: `"sha1:<hex>"` for WSUS and
+/// Microsoft Update paths, `"sha256:<hex>"` for SHA-256 routes. It is known
+/// before the first byte and never changes, whereas a file's SHA-256 is often
+/// learned only when its first download completes (Microsoft's catalogs give
+/// SHA-1 only): a SHA-256 tag would change between the first response and
+/// the next, breaking `If-Range` resumption. The other digest is accepted in
+/// conditionals too.
 fn representation(
     entry: &FileEntry,
+    key: FileKey,
     content_type: &'static str,
     len: Option<u64>,
 ) -> Representation {
-    let mut etags = Vec::with_capacity(2);
-    if let Some(sha256) = entry.sha256 {
-        etags.push(format!("\"sha256:{sha256}\""));
-    }
-    etags.push(format!("\"sha1:{}\"", entry.sha1));
+    let sha1_tag = format!("\"sha1:{}\"", entry.sha1);
+    let sha256_tag = entry.sha256.map(|d| format!("\"sha256:{d}\""));
+    let etags = match (key, sha256_tag) {
+        (FileKey::Sha256(_), Some(sha256)) => vec![sha256, sha1_tag],
+        (_, Some(sha256)) => vec![sha1_tag, sha256],
+        (_, None) => vec![sha1_tag],
+    };
     Representation {
         len,
         content_type,
