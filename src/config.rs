@@ -78,6 +78,7 @@ struct FileConfig {
     max_resumes: Option<u32>,
     far_ahead_bytes: Option<u64>,
     open_file_cache: Option<u64>,
+    header_timeout_secs: Option<u64>,
 }
 
 /// The resolved configuration of a server.
@@ -90,6 +91,8 @@ pub struct Config {
     pub fetch: FetchSettings,
     /// Open file maps kept in memory.
     pub open_file_cache: u64,
+    /// Longest wait for a request head (slow or idle clients are dropped).
+    pub header_timeout: Duration,
 }
 
 impl Config {
@@ -140,6 +143,9 @@ impl Config {
                 upstream_ca_file: args.upstream_ca.clone().or(file.upstream_ca),
             },
             open_file_cache: file.open_file_cache.unwrap_or(4096),
+            header_timeout: file
+                .header_timeout_secs
+                .map_or(crate::http::DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
         };
         config.validate()?;
         Ok(config)
@@ -154,6 +160,7 @@ impl Config {
             admin_token: None,
             fetch: FetchSettings::default(),
             open_file_cache: 1024,
+            header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
         }
     }
 
@@ -182,7 +189,10 @@ impl Config {
                 message: "download limits must be at least 1".into(),
             });
         }
-        if self.fetch.read_timeout.is_zero() || self.fetch.connect_timeout.is_zero() {
+        if self.fetch.read_timeout.is_zero()
+            || self.fetch.connect_timeout.is_zero()
+            || self.header_timeout.is_zero()
+        {
             return Err(ConfigError::Invalid {
                 setting: "timeouts",
                 message: "must be at least one second".into(),

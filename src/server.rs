@@ -35,6 +35,9 @@ pub enum StartError {
     },
 }
 
+/// How long shutdown waits for running downloads.
+const DOWNLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The shared state of a running server.
 pub struct App {
     pub config: Config,
@@ -69,10 +72,17 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets open requests drain, and returns when both listeners are down.
+    /// Stops accepting, lets open requests drain, gives running downloads a
+    /// bounded time to finish (so their bytes are not thrown away), and
+    /// returns when both listeners are down. Whatever is cut is consistent
+    /// anyway: temp files are deleted at the next start.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
+        let deadline = Instant::now() + DOWNLOAD_GRACE;
+        while !self.app.fetcher.status().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// A token that stops the server when cancelled.
@@ -137,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tasks.spawn(crate::http::serve(
         content_listener,
         handler,
+        app.config.header_timeout,
         shutdown.clone(),
     ));
     tasks.spawn(crate::admin::serve(

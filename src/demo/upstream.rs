@@ -72,7 +72,13 @@ impl Upstream {
             let s = s.clone();
             async move { answer(&s, req).await }
         });
-        tokio::spawn(crate::http::serve(listener, handler, shutdown.clone()));
+        let timeout = crate::http::DEFAULT_HEADER_TIMEOUT;
+        tokio::spawn(crate::http::serve(
+            listener,
+            handler,
+            timeout,
+            shutdown.clone(),
+        ));
         Ok(Upstream {
             addr,
             state,

@@ -27,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use body::ResponseBody;
 
-/// A client that sends no complete request head in this time is dropped.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that sends no complete request head in this time is dropped
+/// (slow-loris clients, idle keep-alive connections).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head buffered per connection (bounded memory per client).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long in-flight responses may run on after shutdown is asked for.
@@ -36,8 +37,12 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `shutdown` fires, then lets open ones finish
 /// (bounded by [`DRAIN`]).
-pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>, shutdown: CancellationToken)
-where
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
@@ -45,7 +50,7 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     builder.http2().max_header_list_size(MAX_HEAD_BYTES as u32);

@@ -1,6 +1,9 @@
 //! The harness: a real upstream on loopback, a real upcache on ephemeral
 //! ports with a temp data dir, and an HTTP client.
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -194,5 +197,45 @@ impl Harness {
             h.running().app.fetcher.status().is_empty()
         })
         .await;
+    }
+}
+
+/// The real binary, serving on ephemeral ports.
+pub struct Server {
+    pub child: Child,
+    pub content: String,
+    pub admin: String,
+}
+
+/// Starts `upcache serve` on ephemeral ports and reads its addresses.
+pub fn spawn_server(data_dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("RUST_LOG", "upcache=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let urls: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .collect();
+    assert_eq!(urls.len(), 2, "unexpected banner: {line:?}");
+    Server {
+        child,
+        content: urls[0].to_owned(),
+        admin: urls[1].to_owned(),
     }
 }

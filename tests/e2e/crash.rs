@@ -3,53 +3,12 @@
 //! serves or re-fetches correctly. Rounds: `UPCACHE_KILL9_ROUNDS` (default 20;
 //! `scripts/kill9-loop.sh` runs 100).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sha2::Digest;
 
 use crate::common::*;
-
-struct Server {
-    child: Child,
-    content: String,
-    admin: String,
-}
-
-/// Starts `upcache serve` on ephemeral ports and reads its addresses.
-fn spawn_server(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .env("RUST_LOG", "upcache=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let urls: Vec<&str> = line
-        .split_whitespace()
-        .filter(|w| w.starts_with("http://"))
-        .collect();
-    assert_eq!(urls.len(), 2, "unexpected banner: {line:?}");
-    Server {
-        child,
-        content: urls[0].to_owned(),
-        admin: urls[1].to_owned(),
-    }
-}
 
 /// Every published file must hash to its name; returns how many there are.
 fn check_store(data_dir: &Path) -> usize {
