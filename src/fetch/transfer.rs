@@ -25,6 +25,9 @@ use crate::store::{Expected, Ingest, IngestError, Ingested};
 /// while letting hashing overlap the network.
 const WRITE_QUEUE: usize = 32;
 
+/// Most bytes handed to the ingest at once.
+const WRITE_BATCH: usize = 1 << 20;
+
 type Body = BoxStream<'static, Result<Bytes, FetchError>>;
 
 /// What one upstream transfer needs.
@@ -265,8 +268,17 @@ fn spawn_writer(
     mut rx: mpsc::Receiver<Bytes>,
 ) -> tokio::task::JoinHandle<Result<Ingest, IngestError>> {
     tokio::task::spawn_blocking(move || {
-        while let Some(chunk) = rx.blocking_recv() {
-            ingest.write(&chunk)?;
+        while let Some(first) = rx.blocking_recv() {
+            // Take whatever else is queued too: fewer, larger hand-offs to
+            // the ingest's sidecar thread.
+            let mut batch = vec![first];
+            let mut size = batch[0].len();
+            while size < WRITE_BATCH {
+                let Ok(more) = rx.try_recv() else { break };
+                size += more.len();
+                batch.push(more);
+            }
+            ingest.write_chunks(batch)?;
             let written = ingest.written();
             dl.update(|p| p.written = written);
         }

@@ -5,9 +5,12 @@
 //! to clean up, and nothing unverified is ever published.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+
+use bytes::Bytes;
 
 use sha1::Digest as _;
 
@@ -69,11 +72,98 @@ impl IngestError {
 pub struct Ingest {
     store: Arc<Store>,
     path: PathBuf,
-    file: Option<File>,
-    sha1: sha1::Sha1,
+    file: Arc<File>,
+    /// Computes SHA-1 and writes half of each batch on its own thread.
+    sidecar: Option<Sidecar>,
     sha256: sha2::Sha256,
     written: u64,
     limit: Option<u64>,
+}
+
+/// The other half of an ingest, on its own thread. Per batch of chunks the
+/// caller's thread computes SHA-256 and writes the first half of the bytes
+/// while the sidecar computes SHA-1 and writes the second half (positioned
+/// writes, so the halves go in parallel). The three costs (two hashes and
+/// the page-cache copy) are split evenly over two cores.
+struct Sidecar {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    done: mpsc::Receiver<io::Result<()>>,
+    thread: Option<std::thread::JoinHandle<sha1::Sha1>>,
+}
+
+/// Hash every chunk; write `chunks[write_from..]`, the first of them at `offset`.
+struct Job {
+    chunks: Vec<Bytes>,
+    write_from: usize,
+    offset: u64,
+}
+
+impl Sidecar {
+    fn spawn(file: Arc<File>) -> io::Result<Sidecar> {
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(1);
+        let (done_tx, done) = mpsc::sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("upcache-ingest".into())
+            .spawn(move || {
+                let mut sha1 = sha1::Sha1::new();
+                for job in job_rx {
+                    // Hash first, write last: the caller writes first, so the
+                    // two writes rarely meet on the file's inode lock.
+                    job.chunks.iter().for_each(|c| sha1.update(c));
+                    let result = write_at(&file, &job.chunks[job.write_from..], job.offset);
+                    if done_tx.send(result).is_err() {
+                        break;
+                    }
+                }
+                sha1
+            })?;
+        Ok(Sidecar {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a job to the sidecar, runs `meanwhile`, waits for the sidecar.
+    fn run(&self, job: Job, meanwhile: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+        let gone = || io::Error::other("ingest thread ended");
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())?;
+        let ours = meanwhile();
+        let theirs = self.done.recv().map_err(|_| gone())?;
+        ours.and(theirs)
+    }
+
+    /// Stops the thread; returns the SHA-1 state.
+    fn finish(mut self) -> sha1::Sha1 {
+        self.jobs.take();
+        self.thread
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("ingest thread does not panic")
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes `chunks` back to back starting at `offset`.
+fn write_at(file: &File, chunks: &[Bytes], mut offset: u64) -> io::Result<()> {
+    for c in chunks {
+        file.write_all_at(c, offset)?;
+        offset += c.len() as u64;
+    }
+    Ok(())
 }
 
 impl Ingest {
@@ -83,11 +173,12 @@ impl Ingest {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        let file = Arc::new(file);
         Ok(Ingest {
             store,
             path,
-            file: Some(file),
-            sha1: sha1::Sha1::new(),
+            sidecar: Some(Sidecar::spawn(file.clone())?),
+            file,
             sha256: sha2::Sha256::new(),
             written: 0,
             limit: None,
@@ -116,18 +207,40 @@ impl Ingest {
         self.written
     }
 
-    /// Appends and hashes a chunk. Blocking: call from a blocking thread.
+    /// Appends and hashes a chunk (copying it). Blocking.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), IngestError> {
-        let new_len = self.written + chunk.len() as u64;
+        self.write_chunks(vec![Bytes::copy_from_slice(chunk)])
+    }
+
+    /// Appends and hashes chunks without copying them: SHA-256 here, file
+    /// write and SHA-1 on the sidecar thread, in parallel. Blocking; when it
+    /// returns the bytes are in the file (readable by followers).
+    pub fn write_chunks(&mut self, chunks: Vec<Bytes>) -> Result<(), IngestError> {
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let new_len = self.written + len;
         if let Some(limit) = self.limit.filter(|&l| new_len > l) {
             return Err(IngestError::TooLarge { expected: limit });
         }
-        self.file
-            .as_mut()
-            .expect("file present until commit")
-            .write_all(chunk)?;
-        self.sha1.update(chunk);
-        self.sha256.update(chunk);
+        // Split the bytes in two halves: ours [..split], the sidecar's [split..].
+        let (mut split, mut first_half) = (0, 0u64);
+        while split < chunks.len() && first_half * 2 < len {
+            first_half += chunks[split].len() as u64;
+            split += 1;
+        }
+        let ours = chunks[..split].to_vec(); // Bytes clones: reference counts
+        let all = chunks.clone();
+        let job = Job {
+            chunks,
+            write_from: split,
+            offset: self.written + first_half,
+        };
+        let (file, sha256, offset) = (&self.file, &mut self.sha256, self.written);
+        let sidecar = self.sidecar.as_ref().expect("sidecar present until commit");
+        sidecar.run(job, || {
+            let written = write_at(file, &ours, offset);
+            all.iter().for_each(|c| sha256.update(c));
+            written
+        })?;
         self.written = new_len;
         Ok(())
     }
@@ -135,8 +248,13 @@ impl Ingest {
     /// Verifies size and digests, fsyncs and publishes. A mismatch moves the
     /// temp file to quarantine; any error leaves nothing in the store.
     pub fn commit(mut self, expected: &Expected) -> Result<Ingested, IngestError> {
+        let sha1 = self
+            .sidecar
+            .take()
+            .expect("sidecar present until commit")
+            .finish();
         let got = Ingested {
-            sha1: Sha1Digest::from_slice(&self.sha1.clone().finalize()).expect("20 bytes"),
+            sha1: Sha1Digest::from_slice(&sha1.finalize()).expect("20 bytes"),
             sha256: Sha256Digest::from_slice(&self.sha256.clone().finalize()).expect("32 bytes"),
             size: self.written,
         };
@@ -144,16 +262,13 @@ impl Ingest {
             self.quarantine(&got);
             return Err(e);
         }
-        let file = self.file.take().expect("file present until commit");
-        file.sync_all()?;
-        drop(file);
+        self.file.sync_all()?;
         self.store.publish(&self.path, &got.sha256)?;
         self.path = PathBuf::new(); // published: nothing left for Drop to delete
         Ok(got)
     }
 
     fn quarantine(&mut self, got: &Ingested) {
-        self.file.take();
         match self.store.quarantine(&self.path, &got.sha1.to_hex()) {
             Ok(dest) => {
                 tracing::warn!(path = %dest.display(), "quarantined a download that failed verification");
@@ -193,7 +308,7 @@ fn verify(expected: &Expected, got: &Ingested) -> Result<(), IngestError> {
 
 impl Drop for Ingest {
     fn drop(&mut self) {
-        self.file.take();
+        self.sidecar.take();
         if !self.path.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.path);
         }
