@@ -161,5 +161,36 @@ fn ingest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, serving, parsers, ingest);
+/// The policy decision's lookup with a large catalog: 100,000 files.
+fn catalog_lookup(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 16).unwrap();
+    let catalog = Catalog::open(dir.path(), store).unwrap();
+    let sha1s: Vec<upcache::digest::Sha1Digest> = (0..100_000u32)
+        .map(|i| {
+            use sha1::Digest;
+            upcache::digest::Sha1Digest::from_slice(&sha1::Sha1::digest(i.to_le_bytes())).unwrap()
+        })
+        .collect();
+    let updates: Vec<_> = sha1s
+        .chunks(4)
+        .enumerate()
+        .map(|(i, files)| {
+            serde_json::json!({"id": format!("u-{i}"), "title": format!("update {i}"), "files": files.iter().map(|d| serde_json::json!({
+                "name": format!("f_{d}.cab"), "sha1": d.to_hex(), "size": 1000,
+                "url": format!("http://upstream.invalid/f_{d}.cab")})).collect::<Vec<_>>()})
+        })
+        .collect();
+    let doc = serde_json::json!({ "updates": updates }).to_string();
+    catalog.import_json(doc.as_bytes(), false).unwrap();
+    let mut i = 0;
+    c.bench_function("catalog_lookup_100k_files", |b| {
+        b.iter(|| {
+            i = (i + 7919) % sha1s.len();
+            black_box(catalog.lookup_sha1(&sha1s[i]))
+        })
+    });
+}
+
+criterion_group!(benches, serving, parsers, ingest, catalog_lookup);
 criterion_main!(benches);
