@@ -36,32 +36,12 @@ async fn invalid_catalogs_are_rejected_with_the_field_and_nothing_is_written() {
         "{err}"
     );
     let r = h
-        .http
-        .post(h.admin("/api/v1/catalog"))
-        .header("content-type", "application/json")
-        .body("{\"updates\": [")
-        .send()
-        .await
-        .unwrap();
+        .post_raw("/api/v1/catalog", "application/json", "{\"updates\": [")
+        .await;
     assert_eq!(r.status(), 400);
-    let r = h
-        .http
-        .post(h.admin("/api/v1/catalog"))
-        .header("content-type", "text/csv")
-        .body("a,b")
-        .send()
-        .await
-        .unwrap();
+    let r = h.post_raw("/api/v1/catalog", "text/csv", "a,b").await;
     assert_eq!(r.status(), 415);
-    let list: Value = h
-        .http
-        .get(h.admin("/api/v1/updates"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = h.admin_json("/api/v1/updates").await;
     assert_eq!(list["total"], 0, "nothing half-imported");
 }
 
@@ -89,15 +69,7 @@ async fn reimport_is_idempotent_and_newer_revisions_replace() {
     older["updates"][0]["revision"] = 0.into();
     let r: Value = h.import(&older).await.json().await.unwrap();
     assert_eq!(r["updates_stale"], 1);
-    let u: Value = h
-        .http
-        .get(h.admin(&format!("/api/v1/updates/{ID_A}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let u: Value = h.admin_json(&format!("/api/v1/updates/{ID_A}")).await;
     assert_eq!(u["title"], "Re-released");
     assert_eq!(u["state"], "approved", "a new revision keeps the approval");
     assert_eq!(u["files"][0]["local_state"], "absent");
@@ -110,36 +82,12 @@ async fn catalog_and_approvals_survive_a_restart() {
     h.set_state(ID_C, "decline").await;
     h.set_policy(json!({"mode": "metadata-only"})).await;
     h.restart().await;
-    let policy: Value = h
-        .http
-        .get(h.admin("/api/v1/policy"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let policy: Value = h.admin_json("/api/v1/policy").await;
     assert_eq!(policy["mode"], "metadata-only");
-    let approved: Value = h
-        .http
-        .get(h.admin("/api/v1/updates?state=approved"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let approved: Value = h.admin_json("/api/v1/updates?state=approved").await;
     assert_eq!(approved["total"], 1);
     assert_eq!(approved["updates"][0]["id"], ID_B);
-    let declined: Value = h
-        .http
-        .get(h.admin("/api/v1/updates?state=declined"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let declined: Value = h.admin_json("/api/v1/updates?state=declined").await;
     assert_eq!(declined["updates"][0]["id"], ID_C);
     assert_eq!(h.get(&h.b.content_path()).await.status(), 302);
 }

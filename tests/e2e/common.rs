@@ -139,6 +139,51 @@ impl Harness {
             .unwrap()
     }
 
+    /// GET on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.admin(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one series of `/metrics` (0 if absent).
+    pub async fn counter(&self, series: &str) -> u64 {
+        let text = self
+            .http
+            .get(self.admin("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// POST raw bytes to the admin API.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> reqwest::Response {
+        let req = self
+            .http
+            .post(self.admin(path))
+            .header("content-type", content_type);
+        req.body(body).send().await.unwrap()
+    }
+
     pub async fn status(&self) -> Value {
         self.http
             .get(self.admin("/api/v1/status"))
@@ -198,6 +243,14 @@ impl Harness {
         })
         .await;
     }
+}
+
+/// [`spawn_server`] off the async threads.
+pub async fn start_binary(data_dir: &Path) -> Server {
+    let dir = data_dir.to_owned();
+    tokio::task::spawn_blocking(move || spawn_server(&dir))
+        .await
+        .unwrap()
 }
 
 /// The real binary, serving on ephemeral ports.

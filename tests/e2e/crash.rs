@@ -43,12 +43,7 @@ async fn kill_dash_nine_mid_download_never_leaves_a_bad_file() {
     let http = reqwest::Client::new();
     let (mut killed_mid_download, mut completed) = (0, 0);
     for round in 0..rounds {
-        let mut server = tokio::task::spawn_blocking({
-            let dir = dir.path().to_owned();
-            move || spawn_server(&dir)
-        })
-        .await
-        .unwrap();
+        let mut server = start_binary(dir.path()).await;
         assert!(
             std::fs::read_dir(dir.path().join("tmp"))
                 .unwrap()
@@ -90,12 +85,7 @@ async fn kill_dash_nine_mid_download_never_leaves_a_bad_file() {
         }
     }
     // Finally let it finish: byte-exact, approvals intact, nothing lost.
-    let mut server = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || spawn_server(&dir)
-    })
-    .await
-    .unwrap();
+    let mut server = start_binary(dir.path()).await;
     let body = http
         .get(format!("{}{}", server.content, h.a.content_path()))
         .send()

@@ -8,25 +8,6 @@ use upcache::demo::upstream::Fault;
 
 use crate::common::*;
 
-/// The value of one Prometheus counter line.
-async fn counter(h: &Harness, series: &str) -> u64 {
-    let text = h
-        .http
-        .get(h.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 /// Reads a whole body; `Err` if the connection was cut before its end.
 async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     r.bytes().await.map(|b| b.to_vec())
@@ -42,7 +23,7 @@ async fn dropped_connections_are_resumed_with_ranges() {
     h.settled().await;
     assert_eq!(h.upstream.requests(&h.a.path), 3);
     assert_eq!(h.upstream.ranged_requests(), 2);
-    assert_eq!(counter(&h, "upcache_upstream_resumes_total").await, 2);
+    assert_eq!(h.counter("upcache_upstream_resumes_total").await, 2);
     assert_eq!(h.stored(), vec![h.a.sha256]);
 }
 
@@ -149,14 +130,8 @@ async fn ranges_during_a_download_are_served_in_place_waited_for_or_passed_throu
         got.extend_from_slice(&chunk.unwrap());
     }
     assert!(got == h.a.bytes[..]);
-    assert_eq!(
-        counter(
-            &h,
-            "upcache_content_requests_total{outcome=\"passthrough\"}"
-        )
-        .await,
-        1
-    );
+    let passthrough = "upcache_content_requests_total{outcome=\"passthrough\"}";
+    assert_eq!(h.counter(passthrough).await, 1);
     h.settled().await;
     assert_eq!(
         h.stored(),

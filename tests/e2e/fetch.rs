@@ -38,24 +38,10 @@ async fn fifty_concurrent_clients_share_one_upstream_download() {
         }
     }
     assert_eq!(h.upstream.requests(&h.a.path), 1);
-    let metrics = h
-        .http
-        .get(h.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let count = |outcome: &str| -> u64 {
-        let prefix = format!("upcache_content_requests_total{{outcome=\"{outcome}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .map_or(0, |n| n.parse().unwrap())
-    };
-    assert_eq!(count("miss"), 1);
-    assert_eq!(count("coalesced") + count("hit"), 49);
+    let count = |outcome: &str| format!("upcache_content_requests_total{{outcome=\"{outcome}\"}}");
+    assert_eq!(h.counter(&count("miss")).await, 1);
+    let joined = h.counter(&count("coalesced")).await + h.counter(&count("hit")).await;
+    assert_eq!(joined, 49);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,12 +183,7 @@ async fn sigterm_lets_running_downloads_finish_then_exits() {
     let h = Harness::new().await; // upstream and sample files
     h.upstream.set_rate(3 << 20); // A takes about a second
     let dir = tempfile::tempdir().unwrap();
-    let mut server = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || spawn_server(&dir)
-    })
-    .await
-    .unwrap();
+    let mut server = start_binary(dir.path()).await;
     let http = reqwest::Client::new();
     http.post(format!("{}/api/v1/catalog", server.admin))
         .json(&h.catalog())
@@ -224,12 +219,7 @@ async fn sigterm_lets_running_downloads_finish_then_exits() {
         .unwrap();
     assert!(status.success(), "clean exit: {status}");
     // The download was committed before exit: the next run serves it from the store.
-    let mut again = tokio::task::spawn_blocking({
-        let dir = dir.path().to_owned();
-        move || spawn_server(&dir)
-    })
-    .await
-    .unwrap();
+    let mut again = start_binary(dir.path()).await;
     let body = http
         .get(format!("{}{}", again.content, h.a.content_path()))
         .send()
