@@ -10,6 +10,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::TryStreamExt;
+use http_body_util::BodyExt;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -121,20 +123,43 @@ async fn import_catalog(
     State(app): State<Arc<App>>,
     Query(params): Query<ImportParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<crate::catalog::ImportReport> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    if !content_type.starts_with("application/json") {
+    let catalog = app.catalog.clone();
+    let body = http_body_util::Limited::new(body, MAX_CATALOG_BYTES);
+    let report = if content_type.starts_with("application/xml")
+        || content_type.starts_with("text/xml")
+    {
+        // Streamed straight from the socket into the parser: a package.xml
+        // of hundreds of MB is never held in memory.
+        let stream = body.into_data_stream().map_err(std::io::Error::other);
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        blocking(move || {
+            catalog.import_package_xml(std::io::BufReader::with_capacity(1 << 18, reader))
+        })
+        .await?
+    } else if content_type.starts_with("application/json") {
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("catalog upload: {e}"),
+                )
+            })?
+            .to_bytes();
+        blocking(move || catalog.import_json(&bytes, params.with_approvals)).await?
+    } else {
         return Err(ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("catalogs are imported as application/json, not {content_type}"),
+            format!("catalogs are application/json (upcache) or application/xml (package.xml), not {content_type}"),
         ));
-    }
-    let catalog = app.catalog.clone();
-    let report = blocking(move || catalog.import_json(&body, params.with_approvals)).await?;
+    };
     tracing::info!(?report, "catalog imported");
     app.sync_downloads();
     Ok(Json(report))

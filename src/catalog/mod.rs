@@ -7,7 +7,9 @@
 
 mod index;
 pub mod json;
+pub mod package_xml;
 mod schema;
+mod xml_import;
 
 pub use index::FileEntry;
 pub use json::CatalogDoc;
@@ -85,6 +87,9 @@ pub struct UpdateSummary {
     pub release_date: Option<String>,
     pub state: UpdateState,
     pub file_count: u64,
+    /// A newer update replaces this one (from package.xml's `SupersededBy`).
+    #[serde(default)]
+    pub superseded: bool,
 }
 
 /// One file of an update, with its local state.
@@ -209,6 +214,25 @@ impl Catalog {
             for u in &updates {
                 import_update(&tx, u, honour_state, &mut report)?;
             }
+            tx.commit()?;
+            report
+        };
+        self.rebuild_index()?;
+        Ok(report)
+    }
+
+    /// Imports Microsoft's `package.xml`, streamed, in one transaction.
+    /// Bundles pass their children's files on to themselves (approving a
+    /// bundle makes what it bundles servable); updates with a `SupersededBy`
+    /// are marked superseded; KB numbers come from the file URLs.
+    pub fn import_package_xml<R: std::io::BufRead>(
+        &self,
+        input: R,
+    ) -> Result<ImportReport, CatalogError> {
+        let report = {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            let report = xml_import::run(&tx, input)?;
             tx.commit()?;
             report
         };
@@ -476,7 +500,8 @@ const ENTRY_QUERY: &str = "SELECT f.sha1, f.sha256, f.size, f.name, f.url, f.mod
     FROM files f JOIN update_files uf ON uf.sha1 = f.sha1 JOIN updates u ON u.id = uf.update_id";
 
 const SUMMARY_COLUMNS: &str = "id, revision, title, kb, msrc, classification, products,
-    release_date, state, (SELECT count(*) FROM update_files uf WHERE uf.update_id = u.id)";
+    release_date, state, (SELECT count(*) FROM update_files uf WHERE uf.update_id = u.id),
+    superseded";
 
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateSummary> {
     Ok(UpdateSummary {
@@ -490,6 +515,7 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateSummary> {
         release_date: r.get(7)?,
         state: UpdateState::parse(&r.get::<_, String>(8)?).ok_or_else(|| bad_column(8))?,
         file_count: r.get::<_, i64>(9)? as u64,
+        superseded: r.get(10)?,
     })
 }
 

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -40,6 +40,13 @@ CREATE TABLE settings (
 );
 ";
 
+/// Microsoft's package.xml: revision ids link bundles and supersedence.
+const V2: &str = "
+ALTER TABLE updates ADD COLUMN revision_id INTEGER;
+ALTER TABLE updates ADD COLUMN is_bundle INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE updates ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Sets connection pragmas and creates or migrates the schema.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     // WAL: readers do not block the writer; FULL: a committed approval
@@ -50,8 +57,11 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version < 1 {
+        conn.execute_batch(&format!("BEGIN; {V1} PRAGMA user_version = 1; COMMIT;"))?;
+    }
+    if version < 2 {
         conn.execute_batch(&format!(
-            "BEGIN; {V1} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V2} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     Ok(())

@@ -50,7 +50,24 @@ impl AdminClient {
         format!("{}{path}", self.base)
     }
 
-    pub async fn import(&self, body: Vec<u8>) -> anyhow::Result<ImportReport> {
+    /// Uploads a catalog, streamed from `file`.
+    pub async fn import(&self, file: tokio::fs::File, xml: bool) -> anyhow::Result<ImportReport> {
+        let content_type = if xml {
+            "application/xml"
+        } else {
+            "application/json"
+        };
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let req = self
+            .http
+            .post(self.url("/api/v1/catalog"))
+            .header("content-type", content_type)
+            .body(body);
+        self.send(req).await
+    }
+
+    /// Uploads a JSON catalog held in memory.
+    pub async fn import_json(&self, body: Vec<u8>) -> anyhow::Result<ImportReport> {
         let req = self
             .http
             .post(self.url("/api/v1/catalog"))

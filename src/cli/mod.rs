@@ -40,7 +40,7 @@ pub struct AdminArgs {
 pub enum Command {
     /// Run the server
     Serve(ServeArgs),
-    /// Import a catalog file (upcache JSON)
+    /// Import a catalog file: upcache JSON, or Microsoft's package.xml (by extension)
     Import {
         file: PathBuf,
         #[command(flatten)]
@@ -136,9 +136,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Import { file, admin } => {
-            let body =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let report = AdminClient::new(&admin)?.import(body).await?;
+            let xml = file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
+            let body = tokio::fs::File::open(&file)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+            let report = AdminClient::new(&admin)?.import(body, xml).await?;
             println!(
                 "imported {}: {} added, {} replaced, {} unchanged, {} stale; {} new files",
                 file.display(),

@@ -141,7 +141,7 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
         update_json("6f1c0b6a-0000-4000-8000-000000000002", "5034441", "2024-01 Servicing Stack Update (KB5034441)", &[&stack], &upstream),
         update_json("6f1c0b6a-0000-4000-8000-000000000003", "5031455", "Contoso driver update (KB5031455)", &[&driver], &upstream),
     ]});
-    let report = admin.import(serde_json::to_vec(&catalog)?).await?;
+    let report = admin.import_json(serde_json::to_vec(&catalog)?).await?;
     println!(
         "\n1. imported catalog: {} updates, {} files",
         report.updates_added, report.files_added

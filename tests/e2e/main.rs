@@ -7,5 +7,6 @@ mod content;
 mod crash;
 mod faults;
 mod fetch;
+mod package_xml;
 mod policy;
 mod protocols;

@@ -1,0 +1,185 @@
+//! Writing a streamed `package.xml` into the catalog tables.
+
+use std::collections::HashSet;
+use std::io::BufRead;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::package_xml::{self, Item, XmlUpdate};
+use super::{CatalogError, ImportReport};
+
+/// Imports the document inside `tx` (the caller commits).
+pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, CatalogError> {
+    // File locations come after the updates that use them: check the links
+    // at commit, and name a missing location ourselves before that.
+    tx.execute_batch(
+        "PRAGMA defer_foreign_keys = ON;
+         CREATE TEMP TABLE IF NOT EXISTS x_rev (revision_id INTEGER PRIMARY KEY, update_id TEXT NOT NULL);
+         CREATE TEMP TABLE IF NOT EXISTS x_bundle (child_rev INTEGER NOT NULL, bundle_rev INTEGER NOT NULL);
+         DELETE FROM x_rev; DELETE FROM x_bundle;",
+    )?;
+    let mut report = ImportReport::default();
+    {
+        let mut rev =
+            tx.prepare("INSERT OR REPLACE INTO x_rev(revision_id, update_id) VALUES (?1, ?2)")?;
+        let mut bundle =
+            tx.prepare("INSERT INTO x_bundle(child_rev, bundle_rev) VALUES (?1, ?2)")?;
+        let mut file = tx.prepare(
+            "INSERT INTO files(sha1, name, url, modified) VALUES (?1, ?2, ?3, strftime('%s','now'))
+             ON CONFLICT(sha1) DO UPDATE SET name = excluded.name, url = excluded.url",
+        )?;
+        let mut known_file = tx.prepare("SELECT 1 FROM files WHERE sha1 = ?1")?;
+        let mut seen = HashSet::new();
+        package_xml::parse(input, |item| {
+            match item {
+                Item::Update(u) => {
+                    if !seen.insert(u.update_id.clone()) {
+                        return Err(CatalogError::Invalid {
+                            at: format!("Update {}", u.update_id),
+                            reason: "the same UpdateId appears twice".into(),
+                        });
+                    }
+                    rev.execute(params![u.revision_id as i64, u.update_id])?;
+                    for b in &u.bundled_by {
+                        bundle.execute(params![u.revision_id as i64, *b as i64])?;
+                    }
+                    write_update(tx, &u, &mut report)?;
+                }
+                Item::FileLocation { sha1, url } => {
+                    let name = check_url(&url)?;
+                    let hex = sha1.to_hex();
+                    let known = known_file.exists([&hex])?;
+                    file.execute(params![hex, name, url])?;
+                    report.files_added += u64::from(!known);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let missing: Option<String> = tx
+        .query_row(
+            "SELECT uf.sha1 FROM update_files uf LEFT JOIN files f ON f.sha1 = uf.sha1
+             WHERE f.sha1 IS NULL LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(sha1) = missing {
+        return Err(CatalogError::Invalid {
+            at: "FileLocations".into(),
+            reason: format!("payload file {sha1} has no <FileLocation>"),
+        });
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO update_files(update_id, sha1)
+         SELECT b.update_id, uf.sha1 FROM x_bundle xb
+         JOIN x_rev c ON c.revision_id = xb.child_rev
+         JOIN x_rev b ON b.revision_id = xb.bundle_rev
+         JOIN update_files uf ON uf.update_id = c.update_id",
+        [],
+    )?;
+    name_by_kb(tx)?;
+    Ok(report)
+}
+
+/// Inserts or replaces one update and its payload links, by revision.
+fn write_update(
+    tx: &Transaction<'_>,
+    u: &XmlUpdate,
+    report: &mut ImportReport,
+) -> Result<(), CatalogError> {
+    let known: Option<u32> = tx
+        .query_row(
+            "SELECT revision FROM updates WHERE id = ?1",
+            [&u.update_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match known {
+        Some(rev) if rev > u.revision_number => {
+            report.updates_stale += 1;
+            return Ok(());
+        }
+        Some(rev) if rev == u.revision_number => {
+            report.updates_unchanged += 1;
+            return Ok(());
+        }
+        Some(_) => report.updates_replaced += 1,
+        None => report.updates_added += 1,
+    }
+    let products = serde_json::to_string(&u.products).expect("strings serialise");
+    let release_date = u.creation_date.as_deref().and_then(|d| d.get(..10));
+    tx.execute(
+        "INSERT INTO updates(id, revision, title, classification, products, release_date,
+                             revision_id, is_bundle, superseded)
+         VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(id) DO UPDATE SET revision = excluded.revision,
+            classification = excluded.classification, products = excluded.products,
+            release_date = excluded.release_date, revision_id = excluded.revision_id,
+            is_bundle = excluded.is_bundle, superseded = excluded.superseded",
+        params![
+            u.update_id,
+            u.revision_number,
+            u.classification,
+            products,
+            release_date,
+            u.revision_id as i64,
+            u.is_bundle,
+            !u.superseded_by.is_empty(),
+        ],
+    )?;
+    tx.execute(
+        "DELETE FROM update_files WHERE update_id = ?1",
+        [&u.update_id],
+    )?;
+    let mut link =
+        tx.prepare_cached("INSERT OR IGNORE INTO update_files(update_id, sha1) VALUES (?1, ?2)")?;
+    for sha1 in &u.payload {
+        link.execute(params![u.update_id, sha1.to_hex()])?;
+    }
+    Ok(())
+}
+
+/// The file name of a location URL, which must be absolute http(s).
+fn check_url(url: &str) -> Result<String, CatalogError> {
+    let invalid = |reason: String| CatalogError::Invalid {
+        at: "FileLocation@Url".into(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("{url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid(format!("{url:?} is not an absolute http(s) URL")));
+    }
+    let name = parsed
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or("");
+    if name.is_empty() {
+        return Err(invalid(format!("{url:?} names no file")));
+    }
+    Ok(name.to_owned())
+}
+
+/// Titles are not in package.xml: updates still titled by their id get
+/// "KB<number>" from their files' URLs (bundles from their children's).
+fn name_by_kb(tx: &Transaction<'_>) -> Result<(), CatalogError> {
+    let pairs: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(
+            "SELECT u.id, f.url FROM updates u
+             JOIN update_files uf ON uf.update_id = u.id JOIN files f ON f.sha1 = uf.sha1
+             WHERE u.kb IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut set = tx.prepare(
+        "UPDATE updates SET kb = ?2, title = CASE WHEN title = id THEN 'KB' || ?2 ELSE title END
+         WHERE id = ?1 AND kb IS NULL",
+    )?;
+    for (id, url) in pairs {
+        if let Some(kb) = package_xml::kb_from_url(&url) {
+            set.execute(params![id, kb])?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Importing Microsoft's package.xml: bundles, supersedence, unknown sizes.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::common::*;
+
+const BUNDLE: &str = "631fdcea-0000-4000-8000-000000000001";
+const CHILD: &str = "f87dda5a-0000-4000-8000-000000000002";
+const SSU: &str = "0d1e2f3a-0000-4000-8000-000000000003";
+
+/// The fixture with this harness's upstream and files filled in.
+fn fixture(h: &Harness) -> String {
+    let b64 =
+        |d: &upcache::digest::Sha1Digest| base64::engine::general_purpose::STANDARD.encode(d.0);
+    // The fixture's URLs follow SampleFile's paths, so the upstream serves them.
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/package.xml"
+    ))
+    .unwrap()
+    .replace("{{UPSTREAM}}", &format!("http://{}", h.upstream.addr))
+    .replace("{{A}}", &b64(&h.a.sha1))
+    .replace("{{B}}", &b64(&h.b.sha1))
+    .replace("{{C}}", &b64(&h.c.sha1))
+    .replace("{{A_SHA1}}", &h.a.sha1.to_hex())
+    .replace("{{B_SHA1}}", &h.b.sha1.to_hex())
+    .replace("{{C_SHA1}}", &h.c.sha1.to_hex())
+}
+
+async fn import_xml(h: &Harness, xml: String) -> reqwest::Response {
+    let req = h
+        .http
+        .post(h.admin("/api/v1/catalog"))
+        .header("content-type", "application/xml");
+    req.body(xml).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn package_xml_imports_bundles_supersedence_and_kb_numbers() {
+    let h = Harness::new().await;
+    let r = import_xml(&h, fixture(&h)).await;
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(
+        (
+            report["updates_added"].as_u64(),
+            report["files_added"].as_u64()
+        ),
+        (Some(3), Some(3))
+    );
+
+    let bundle = h.admin_json(&format!("/api/v1/updates/{BUNDLE}")).await;
+    assert_eq!(bundle["superseded"], true);
+    assert_eq!(bundle["kb"], "5034122", "KB from the bundled file's URL");
+    assert_eq!(bundle["title"], "KB5034122");
+    assert_eq!(bundle["revision"], 201);
+    assert_eq!(
+        bundle["classification"],
+        "0fa1201d-4330-4fa8-8ae9-b877473b6441"
+    );
+    assert_eq!(
+        bundle["files"][0]["sha1"],
+        h.a.sha1.to_hex(),
+        "a bundle carries what it bundles"
+    );
+    assert_eq!(
+        bundle["files"][0]["size"],
+        Value::Null,
+        "package.xml has no sizes"
+    );
+    let ssu = h.admin_json(&format!("/api/v1/updates/{SSU}")).await;
+    assert_eq!(
+        (ssu["superseded"].as_bool(), ssu["file_count"].as_u64()),
+        (Some(false), Some(2))
+    );
+
+    // Approving the bundle makes its child's file servable; size learned
+    // from the upstream, SHA-1 verified.
+    h.set_state(BUNDLE, "approve").await;
+    let r = h.get(&h.a.content_path()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == h.a.bytes);
+    assert_eq!(h.get(&h.b.content_path()).await.status(), 403);
+    h.settled().await;
+    let child = h.admin_json(&format!("/api/v1/updates/{CHILD}")).await;
+    assert_eq!(child["files"][0]["size"], h.a.bytes.len());
+    assert_eq!(child["files"][0]["local_state"], "stored");
+
+    // Re-import: a no-op.
+    let again: Value = import_xml(&h, fixture(&h)).await.json().await.unwrap();
+    assert_eq!(
+        (
+            again["updates_unchanged"].as_u64(),
+            again["updates_added"].as_u64()
+        ),
+        (Some(3), Some(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_package_xml_is_rejected_whole() {
+    let h = Harness::new().await;
+    let good = fixture(&h);
+    for (bad, expect) in [
+        (
+            good.replace(
+                "http://schemas.microsoft.com/msus/2004/02/OfflineSync",
+                "urn:wrong",
+            ),
+            "namespace",
+        ),
+        (
+            good.replace(
+                &base64::engine::general_purpose::STANDARD.encode(h.b.sha1.0),
+                "%%%",
+            ),
+            "File@Id",
+        ),
+        (good[..good.len() / 2].to_owned(), "byte"),
+        (good.replace("RevisionId=\"44174230\"", ""), "RevisionId"),
+        (
+            good.replace(
+                &format!("UpdateId=\"{SSU}\""),
+                &format!("UpdateId=\"{CHILD}\""),
+            ),
+            "twice",
+        ),
+    ] {
+        let r = import_xml(&h, bad).await;
+        assert_eq!(r.status(), 400, "{expect}");
+        let err: Value = r.json().await.unwrap();
+        assert!(err["error"].as_str().unwrap().contains(expect), "{err}");
+    }
+    // A payload without a location.
+    let cut = good.replace(
+        &format!(
+            "<FileLocation Id=\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(h.c.sha1.0)
+        ),
+        "<Ignored Id=\"x\"",
+    );
+    let err: Value = import_xml(&h, cut).await.json().await.unwrap();
+    assert!(
+        err["error"].as_str().unwrap().contains("no <FileLocation>"),
+        "{err}"
+    );
+    let list = h.admin_json("/api/v1/updates").await;
+    assert_eq!(list["total"], 0, "nothing half-imported");
+    // The server keeps serving.
+    assert_eq!(import_xml(&h, good).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_imports_package_xml() {
+    let h = Harness::new().await;
+    let file = h.dir.path().join("package.xml");
+    std::fs::write(&file, fixture(&h)).unwrap();
+    let admin = h.admin("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_upcache"))
+            .args(["import", file.to_str().unwrap(), "--admin", &admin])
+            .env_remove("UPCACHE_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 added"), "{stdout}");
+}
