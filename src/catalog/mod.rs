@@ -72,6 +72,17 @@ pub struct ImportReport {
     /// Older revisions than the ones already known: ignored.
     pub updates_stale: u64,
     pub files_added: u64,
+    /// Known files whose name or location changed.
+    #[serde(default)]
+    pub files_changed: u64,
+}
+
+impl ImportReport {
+    /// Whether the import changed anything (a no-op re-import skips the
+    /// index rebuild, which costs seconds and memory on large catalogs).
+    pub fn changed_anything(&self) -> bool {
+        self.updates_added + self.updates_replaced + self.files_added + self.files_changed > 0
+    }
 }
 
 /// One update in a listing.
@@ -229,6 +240,7 @@ impl Catalog {
         &self,
         input: R,
     ) -> Result<ImportReport, CatalogError> {
+        let started = std::time::Instant::now();
         let report = {
             let mut db = self.db();
             let tx = db.transaction()?;
@@ -236,7 +248,11 @@ impl Catalog {
             tx.commit()?;
             report
         };
-        self.rebuild_index()?;
+        let written = started.elapsed();
+        if report.changed_anything() {
+            self.rebuild_index()?;
+        }
+        tracing::info!(?written, total = ?started.elapsed(), "package.xml imported");
         Ok(report)
     }
 

@@ -24,11 +24,13 @@ pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, C
             tx.prepare("INSERT OR REPLACE INTO x_rev(revision_id, update_id) VALUES (?1, ?2)")?;
         let mut bundle =
             tx.prepare("INSERT INTO x_bundle(child_rev, bundle_rev) VALUES (?1, ?2)")?;
-        let mut file = tx.prepare(
-            "INSERT INTO files(sha1, name, url, modified) VALUES (?1, ?2, ?3, strftime('%s','now'))
-             ON CONFLICT(sha1) DO UPDATE SET name = excluded.name, url = excluded.url",
+        let mut new_file = tx.prepare(
+            "INSERT OR IGNORE INTO files(sha1, name, url, modified)
+             VALUES (?1, ?2, ?3, strftime('%s','now'))",
         )?;
-        let mut known_file = tx.prepare("SELECT 1 FROM files WHERE sha1 = ?1")?;
+        let mut known_file = tx.prepare(
+            "UPDATE files SET name = ?2, url = ?3 WHERE sha1 = ?1 AND (name != ?2 OR url != ?3)",
+        )?;
         let mut seen = HashSet::new();
         package_xml::parse(input, |item| {
             match item {
@@ -48,9 +50,11 @@ pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, C
                 Item::FileLocation { sha1, url } => {
                     let name = check_url(&url)?;
                     let hex = sha1.to_hex();
-                    let known = known_file.exists([&hex])?;
-                    file.execute(params![hex, name, url])?;
-                    report.files_added += u64::from(!known);
+                    if new_file.execute(params![hex, name, url])? == 1 {
+                        report.files_added += 1;
+                    } else {
+                        report.files_changed += known_file.execute(params![hex, name, url])? as u64;
+                    }
                 }
             }
             Ok(())
@@ -104,12 +108,16 @@ fn write_update(
             report.updates_unchanged += 1;
             return Ok(());
         }
-        Some(_) => report.updates_replaced += 1,
+        Some(_) => {
+            report.updates_replaced += 1;
+            tx.prepare_cached("DELETE FROM update_files WHERE update_id = ?1")?
+                .execute([&u.update_id])?;
+        }
         None => report.updates_added += 1,
     }
     let products = serde_json::to_string(&u.products).expect("strings serialise");
     let release_date = u.creation_date.as_deref().and_then(|d| d.get(..10));
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO updates(id, revision, title, classification, products, release_date,
                              revision_id, is_bundle, superseded)
          VALUES (?1, ?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -117,17 +125,17 @@ fn write_update(
             classification = excluded.classification, products = excluded.products,
             release_date = excluded.release_date, revision_id = excluded.revision_id,
             is_bundle = excluded.is_bundle, superseded = excluded.superseded",
-        params![
-            u.update_id,
-            u.revision_number,
-            u.classification,
-            products,
-            release_date,
-            u.revision_id as i64,
-            u.is_bundle,
-            !u.superseded_by.is_empty(),
-        ],
-    )?;
+    )?
+    .execute(params![
+        u.update_id,
+        u.revision_number,
+        u.classification,
+        products,
+        release_date,
+        u.revision_id as i64,
+        u.is_bundle,
+        !u.superseded_by.is_empty(),
+    ])?;
     tx.execute(
         "DELETE FROM update_files WHERE update_id = ?1",
         [&u.update_id],
