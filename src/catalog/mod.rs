@@ -289,6 +289,17 @@ impl Catalog {
         self.index.write().unwrap().mark_absent(sha1);
     }
 
+    /// SHA-256s of the files some approved update references: what `gc` keeps.
+    pub fn approved_sha256s(&self) -> std::collections::HashSet<Sha256Digest> {
+        self.index
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|f| f.approval == Approval::Approved)
+            .filter_map(|f| f.sha256)
+            .collect()
+    }
+
     /// Files of every non-declined update that are not stored yet (at-sync).
     pub fn files_to_sync(&self) -> Vec<FileEntry> {
         self.index

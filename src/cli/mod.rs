@@ -2,6 +2,7 @@
 //! admin API), and `demo`.
 
 pub mod client;
+mod maintenance;
 
 use std::path::PathBuf;
 
@@ -99,6 +100,21 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         admin: AdminArgs,
+    },
+    /// Re-hash every stored file; quarantine and report bad ones (offline)
+    Verify {
+        /// Data directory [default: ./upcache-data]
+        #[arg(long, env = "UPCACHE_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Remove stored files no approved update references (dry run unless --yes)
+    Gc {
+        /// Data directory [default: ./upcache-data]
+        #[arg(long, env = "UPCACHE_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Really delete
+        #[arg(long)]
+        yes: bool,
     },
     /// Run an offline demonstration: a local upstream, a catalog, approvals, downloads
     Demo,
@@ -201,6 +217,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 client::print_updates(&list);
             }
             Ok(())
+        }
+        Command::Verify { data_dir } => {
+            tokio::task::spawn_blocking(move || maintenance::verify(&data_dir)).await?
+        }
+        Command::Gc { data_dir, yes } => {
+            tokio::task::spawn_blocking(move || maintenance::gc(&data_dir, yes)).await?
         }
         Command::Demo => crate::demo::run().await,
     }

@@ -68,6 +68,23 @@ impl Store {
         Ok(Arc::new(store))
     }
 
+    /// Opens an existing store without touching it (maintenance commands:
+    /// temp files may belong to a running server).
+    pub fn open_existing(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+        let root = data_dir.join("store/sha256");
+        if !root.is_dir() {
+            return Err(StoreError::Io {
+                path: root,
+                source: io::Error::new(io::ErrorKind::NotFound, "no store here"),
+            });
+        }
+        Ok(Arc::new(Store {
+            root: data_dir.to_owned(),
+            maps: moka::sync::Cache::new(16),
+            tmp_seq: AtomicU64::new(0),
+        }))
+    }
+
     /// Where a published file lives: `store/sha256/ab/cd/<hex>`.
     pub fn path_of(&self, digest: &Sha256Digest) -> PathBuf {
         let hex = digest.to_hex();
@@ -126,6 +143,37 @@ impl Store {
         // SAFETY: a valid NUL-terminated path and a properly sized out-struct.
         let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
         (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+    }
+
+    /// Re-hashes one published file: `Ok(true)` if its bytes match its name.
+    pub fn verify(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
+        use sha2::Digest as _;
+        use std::io::Read as _;
+        let path = self.path_of(digest);
+        let mut file = fs::File::open(&path).map_err(io_err(&path))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(io_err(&path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hasher.finalize().as_slice() == digest.0)
+    }
+
+    /// Moves a published file whose bytes are bad into quarantine.
+    pub fn quarantine_published(&self, digest: &Sha256Digest) -> Result<PathBuf, StoreError> {
+        self.maps.invalidate(digest);
+        let path = self.path_of(digest);
+        self.quarantine(&path, &digest.to_hex())
+            .map_err(io_err(&path))
+    }
+
+    /// Size of a published file.
+    pub fn size_of(&self, digest: &Sha256Digest) -> Option<u64> {
+        fs::metadata(self.path_of(digest)).ok().map(|m| m.len())
     }
 
     /// Removes a published file (gc). Missing is not an error.

@@ -198,6 +198,11 @@ impl Harness {
     /// Stops the server and starts a new one on the same data directory.
     pub async fn restart(&mut self) {
         self.server.take().unwrap().shutdown().await;
+        self.restart_stopped().await;
+    }
+
+    /// Starts the server again after it was taken down.
+    pub async fn restart_stopped(&mut self) {
         self.server = Some(server::start(self.config.clone()).await.unwrap());
     }
 

@@ -7,6 +7,7 @@ mod content;
 mod crash;
 mod faults;
 mod fetch;
+mod maintenance;
 mod package_xml;
 mod policy;
 mod protocols;

@@ -1,0 +1,67 @@
+//! Offline maintenance of a data directory: `verify` and `gc`. They open the
+//! store (and catalog) directly, so they work with the server stopped; with
+//! it running they are safe too: the server notices a file that vanished
+//! and fetches it again.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::catalog::Catalog;
+use crate::store::Store;
+
+/// Re-hashes every stored file; bad ones go to quarantine. Fails if any was bad.
+pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
+    let store = Store::open_existing(data_dir)?;
+    let digests = store.published();
+    let (mut good, mut bad) = (0u64, 0u64);
+    for d in &digests {
+        if store.verify(d)? {
+            good += 1;
+        } else {
+            let to = store.quarantine_published(d)?;
+            println!(
+                "BAD  {d}: contents do not match the name; moved to {}",
+                to.display()
+            );
+            bad += 1;
+        }
+    }
+    println!("verified {} files: {good} good, {bad} bad", digests.len());
+    anyhow::ensure!(
+        bad == 0,
+        "{bad} stored files failed verification and were quarantined"
+    );
+    Ok(())
+}
+
+/// Lists (or with `delete`, removes) stored files that no approved update
+/// references, and reports the bytes freed.
+pub fn gc(data_dir: &Path, delete: bool) -> anyhow::Result<()> {
+    let store = Store::open_existing(data_dir)?;
+    let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
+    let keep = catalog.approved_sha256s();
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for d in store.published() {
+        if keep.contains(&d) {
+            continue;
+        }
+        let size = store.size_of(&d).unwrap_or(0);
+        if delete {
+            store.remove(&d)?;
+        }
+        println!(
+            "{} {d} ({size} bytes)",
+            if delete { "removed" } else { "would remove" }
+        );
+        files += 1;
+        bytes += size;
+    }
+    let verb = if delete {
+        "freed"
+    } else {
+        "would free (run with --yes to delete)"
+    };
+    println!("{files} files not referenced by an approved update; {verb} {bytes} bytes");
+    Ok(())
+}
