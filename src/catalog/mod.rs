@@ -5,6 +5,7 @@
 //! the old or the new catalog. Reads on the request path go to the
 //! in-memory [`index::Index`] instead of the database.
 
+pub mod cabinet;
 mod index;
 pub mod json;
 pub mod package_xml;

@@ -66,6 +66,33 @@ impl AdminClient {
         self.send(req).await
     }
 
+    /// Expands `package.xml` out of a cabinet on a blocking thread and
+    /// streams it to the server as it is decompressed.
+    pub async fn import_cab(&self, path: std::path::PathBuf) -> anyhow::Result<ImportReport> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let reader = tokio::task::spawn_blocking(move || {
+            let result = crate::catalog::cabinet::read_package_xml(&path, &mut |chunk| {
+                tx.blocking_send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+                    .map_err(|_| std::io::Error::other("upload ended"))
+            });
+            if let Err(e) = &result {
+                let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+            }
+            result
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let req = self
+            .http
+            .post(self.url("/api/v1/catalog"))
+            .header("content-type", "application/xml")
+            .body(reqwest::Body::wrap_stream(stream));
+        let sent = self.send(req).await;
+        reader.await?.context("expanding the cabinet")?;
+        sent
+    }
+
     /// Uploads a JSON catalog held in memory.
     pub async fn import_json(&self, body: Vec<u8>) -> anyhow::Result<ImportReport> {
         let req = self

@@ -41,7 +41,8 @@ pub struct AdminArgs {
 pub enum Command {
     /// Run the server
     Serve(ServeArgs),
-    /// Import a catalog file: upcache JSON, or Microsoft's package.xml (by extension)
+    /// Import a catalog file: upcache JSON, Microsoft's package.xml, or the
+    /// wsusscn2.cab / package.cab it comes in (by extension)
     Import {
         file: PathBuf,
         #[command(flatten)]
@@ -152,13 +153,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Import { file, admin } => {
-            let xml = file
+            let ext = file
                 .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("xml"));
-            let body = tokio::fs::File::open(&file)
-                .await
-                .with_context(|| format!("reading {}", file.display()))?;
-            let report = AdminClient::new(&admin)?.import(body, xml).await?;
+                .and_then(|e| e.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let client = AdminClient::new(&admin)?;
+            let report = if ext == "cab" {
+                client.import_cab(file.clone()).await?
+            } else {
+                let body = tokio::fs::File::open(&file)
+                    .await
+                    .with_context(|| format!("reading {}", file.display()))?;
+                client.import(body, ext == "xml").await?
+            };
             println!(
                 "imported {}: {} added, {} replaced, {} unchanged, {} stale; {} new files",
                 file.display(),

@@ -151,12 +151,39 @@ async fn bad_package_xml_is_rejected_whole() {
     assert_eq!(import_xml(&h, good).await.status(), 200);
 }
 
+/// A cabinet holding one file, MSZIP-compressed.
+fn cabinet(name: &str, bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut builder = cab::CabinetBuilder::new();
+    builder
+        .add_folder(cab::CompressionType::MsZip)
+        .add_file(name);
+    let mut writer = builder.build(std::io::Cursor::new(Vec::new())).unwrap();
+    while let Some(mut w) = writer.next_file().unwrap() {
+        w.write_all(bytes).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_imports_package_xml() {
+async fn the_cli_imports_package_xml_and_the_cabinets_it_comes_in() {
     let h = Harness::new().await;
     let file = h.dir.path().join("package.xml");
     std::fs::write(&file, fixture(&h)).unwrap();
-    let admin = h.admin("");
+    let cab = h.dir.path().join("wsusscn2.cab");
+    let package_cab = cabinet(
+        "package.cab",
+        &cabinet("package.xml", fixture(&h).as_bytes()),
+    );
+    std::fs::write(&cab, package_cab).unwrap();
+    let out = import_with_cli(&h, &cab).await;
+    assert!(out.contains("3 added"), "{out}");
+    let out = import_with_cli(&h, &file).await;
+    assert!(out.contains("3 unchanged"), "{out}");
+}
+
+async fn import_with_cli(h: &Harness, file: &std::path::Path) -> String {
+    let (admin, file) = (h.admin(""), file.to_owned());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_upcache"))
             .args(["import", file.to_str().unwrap(), "--admin", &admin])
@@ -166,11 +193,11 @@ async fn the_cli_imports_package_xml() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("3 added"), "{stdout}");
+    stdout
 }
