@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/updates", get(list_updates))
         .route("/api/v1/updates/{id}", get(get_update))
         .route("/api/v1/updates/{id}/{action}", post(set_state))
+        .route("/api/v1/approvals", post(set_state_where))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
@@ -196,17 +197,7 @@ async fn set_state(
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<crate::catalog::UpdateSummary> {
-    let state = match action.as_str() {
-        "approve" => UpdateState::Approved,
-        "decline" => UpdateState::Declined,
-        "unapprove" => UpdateState::NotApproved,
-        other => {
-            return Err(ApiError(
-                StatusCode::NOT_FOUND,
-                format!("unknown action {other:?}: use approve, decline or unapprove"),
-            ))
-        }
-    };
+    let state = action_state(&action)?;
     let catalog = app.catalog.clone();
     let id2 = id.clone();
     let summary = blocking(move || catalog.set_state(&id2, state)).await?;
@@ -218,6 +209,57 @@ async fn set_state(
             .prefetch(files.into_iter().filter(|f| !f.stored).collect());
     }
     Ok(Json(summary))
+}
+
+/// `POST /api/v1/approvals`: `{"action": "decline", "superseded": true}`,
+/// `{"action": "approve", "kb": "5034122"}`, `{"action": "approve",
+/// "classification": "Security Updates", "product": "Windows 10"}`...
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkApproval {
+    action: String,
+    state: Option<UpdateState>,
+    q: Option<String>,
+    kb: Option<String>,
+    classification: Option<String>,
+    product: Option<String>,
+    superseded: Option<bool>,
+}
+
+async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<serde_json::Value> {
+    let req: BulkApproval = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid approval request: {e}"),
+        )
+    })?;
+    let state = action_state(&req.action)?;
+    let query = UpdateQuery {
+        state: req.state,
+        q: req.q,
+        kb: req.kb,
+        classification: req.classification,
+        product: req.product,
+        superseded: req.superseded,
+        limit: None,
+        offset: None,
+    };
+    let catalog = app.catalog.clone();
+    let changed = blocking(move || catalog.set_state_where(&query, state)).await?;
+    tracing::info!(changed, state = state.as_str(), "bulk approval change");
+    Ok(Json(serde_json::json!({ "changed": changed })))
+}
+
+fn action_state(action: &str) -> Result<UpdateState, ApiError> {
+    match action {
+        "approve" => Ok(UpdateState::Approved),
+        "decline" => Ok(UpdateState::Declined),
+        "unapprove" => Ok(UpdateState::NotApproved),
+        other => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown action {other:?}: use approve, decline or unapprove"),
+        )),
+    }
 }
 
 async fn get_policy(State(app): State<Arc<App>>) -> Json<Policy> {

@@ -132,9 +132,52 @@ pub struct UpdateQuery {
     pub state: Option<UpdateState>,
     /// Case-insensitive substring of title, KB, MSRC number or id.
     pub q: Option<String>,
+    /// KB number, exactly (`5034122` or `KB5034122`).
+    pub kb: Option<String>,
+    /// Classification (name or GUID), exactly, case-insensitive.
+    pub classification: Option<String>,
+    /// Product (name or GUID), one of the update's products.
+    pub product: Option<String>,
+    pub superseded: Option<bool>,
     pub limit: Option<u32>,
     pub offset: Option<u32>,
 }
+
+impl UpdateQuery {
+    /// Whether any filter is set (bulk approval refuses "everything" by accident).
+    pub fn selects_something(&self) -> bool {
+        self.state.is_some()
+            || self.q.is_some()
+            || self.kb.is_some()
+            || self.classification.is_some()
+            || self.product.is_some()
+            || self.superseded.is_some()
+    }
+
+    /// The filters as SQL parameters ?1..?6, matching [`FILTER`].
+    fn filter_params(&self) -> [Option<String>; 6] {
+        [
+            self.state.map(|s| s.as_str().to_owned()),
+            self.q.as_ref().map(|s| format!("%{}%", s.to_lowercase())),
+            self.kb
+                .as_ref()
+                .map(|k| k.trim_start_matches(['K', 'k', 'B', 'b']).to_owned()),
+            self.classification.as_ref().map(|c| c.to_lowercase()),
+            self.product
+                .as_ref()
+                .map(|p| format!("%\"{}\"%", p.to_lowercase())),
+            self.superseded.map(|b| u8::from(b).to_string()),
+        ]
+    }
+}
+
+/// The WHERE clause of a selection of updates (parameters ?1..?6).
+const FILTER: &str = "(?1 IS NULL OR state = ?1)
+    AND (?2 IS NULL OR lower(title) LIKE ?2 OR kb LIKE ?2 OR lower(msrc) LIKE ?2 OR id LIKE ?2)
+    AND (?3 IS NULL OR kb = ?3)
+    AND (?4 IS NULL OR lower(classification) = ?4)
+    AND (?5 IS NULL OR lower(products) LIKE ?5)
+    AND (?6 IS NULL OR superseded = CAST(?6 AS INTEGER))";
 
 /// A page of updates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +314,31 @@ impl Catalog {
         self.summary(&id)
     }
 
+    /// Sets the approval state of every update a query selects (by KB,
+    /// classification, product, title, supersedence...). Returns how many changed.
+    pub fn set_state_where(
+        &self,
+        q: &UpdateQuery,
+        state: UpdateState,
+    ) -> Result<u64, CatalogError> {
+        if !q.selects_something() {
+            return Err(CatalogError::Invalid {
+                at: "selection".into(),
+                reason: "select updates by kb, classification, product, q, superseded or state"
+                    .into(),
+            });
+        }
+        let [p1, p2, p3, p4, p5, p6] = q.filter_params();
+        let changed = self.db().execute(
+            &format!("UPDATE updates SET state = ?7 WHERE state != ?7 AND {FILTER}"),
+            params![p1, p2, p3, p4, p5, p6, state.as_str()],
+        )?;
+        if changed > 0 {
+            self.rebuild_index()?;
+        }
+        Ok(changed as u64)
+    }
+
     /// Records a committed ingest: the SHA-256 is persisted so the file is
     /// found again after a restart.
     pub fn record_stored(&self, sha1: &Sha1Digest, got: &Ingested) -> Result<(), CatalogError> {
@@ -323,22 +391,22 @@ impl Catalog {
     pub fn list_updates(&self, q: &UpdateQuery) -> Result<UpdateList, CatalogError> {
         let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
         let offset = q.offset.unwrap_or(0);
-        let state = q.state.map(UpdateState::as_str);
-        let pattern = q.q.as_ref().map(|s| format!("%{}%", s.to_lowercase()));
-        let filter = "(?1 IS NULL OR state = ?1) AND (?2 IS NULL OR lower(title) LIKE ?2
-                       OR kb LIKE ?2 OR lower(msrc) LIKE ?2 OR id LIKE ?2)";
+        let [p1, p2, p3, p4, p5, p6] = q.filter_params();
         let db = self.db();
         let total: i64 = db.query_row(
-            &format!("SELECT count(*) FROM updates WHERE {filter}"),
-            params![state, pattern],
+            &format!("SELECT count(*) FROM updates WHERE {FILTER}"),
+            params![p1, p2, p3, p4, p5, p6],
             |r| r.get(0),
         )?;
         let mut stmt = db.prepare(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM updates u WHERE {filter}
-             ORDER BY release_date DESC, id LIMIT ?3 OFFSET ?4"
+            "SELECT {SUMMARY_COLUMNS} FROM updates u WHERE {FILTER}
+             ORDER BY release_date DESC, id LIMIT ?7 OFFSET ?8"
         ))?;
         let updates = stmt
-            .query_map(params![state, pattern, limit, offset], summary_from_row)?
+            .query_map(
+                params![p1, p2, p3, p4, p5, p6, limit, offset],
+                summary_from_row,
+            )?
             .collect::<Result<_, _>>()?;
         Ok(UpdateList {
             total: total as u64,

@@ -108,6 +108,31 @@ impl AdminClient {
         self.send(self.http.post(self.url(&path))).await
     }
 
+    /// Changes every update a selector picks; returns how many changed.
+    pub async fn set_state_where(
+        &self,
+        select: &super::Selector,
+        action: &str,
+    ) -> anyhow::Result<u64> {
+        let mut body = serde_json::json!({ "action": action });
+        if let Some(kb) = &select.kb {
+            body["kb"] = kb.as_str().into();
+        }
+        if let Some(c) = &select.classification {
+            body["classification"] = c.as_str().into();
+        }
+        if let Some(p) = &select.product {
+            body["product"] = p.as_str().into();
+        }
+        if select.superseded {
+            body["superseded"] = true.into();
+        }
+        let answer: serde_json::Value = self
+            .send(self.http.post(self.url("/api/v1/approvals")).json(&body))
+            .await?;
+        Ok(answer["changed"].as_u64().unwrap_or(0))
+    }
+
     pub async fn policy(&self) -> anyhow::Result<Policy> {
         self.send(self.http.get(self.url("/api/v1/policy"))).await
     }

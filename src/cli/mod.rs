@@ -48,24 +48,30 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Approve updates by id
+    /// Approve updates by id, or all that a selector picks
     Approve {
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded"])]
         ids: Vec<String>,
+        #[command(flatten)]
+        select: Selector,
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Decline updates by id
+    /// Decline updates by id, or all that a selector picks (e.g. --superseded)
     Decline {
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded"])]
         ids: Vec<String>,
+        #[command(flatten)]
+        select: Selector,
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Return updates to not-approved
+    /// Return updates to not-approved, by id or selector
     Unapprove {
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded"])]
         ids: Vec<String>,
+        #[command(flatten)]
+        select: Selector,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -119,6 +125,32 @@ pub enum Command {
     },
     /// Run an offline demonstration: a local upstream, a catalog, approvals, downloads
     Demo,
+}
+
+/// Selects updates for a bulk approval change (WSUS-style rules, applied now).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Selector {
+    /// Every update with this KB number
+    #[arg(long)]
+    pub kb: Option<String>,
+    /// Every update of this classification (name or GUID)
+    #[arg(long)]
+    pub classification: Option<String>,
+    /// Every update for this product (name or GUID)
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Every superseded update
+    #[arg(long)]
+    pub superseded: bool,
+}
+
+impl Selector {
+    fn is_set(&self) -> bool {
+        self.kb.is_some()
+            || self.classification.is_some()
+            || self.product.is_some()
+            || self.superseded
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,9 +210,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Approve { ids, admin } => set_states(&admin, &ids, "approve").await,
-        Command::Decline { ids, admin } => set_states(&admin, &ids, "decline").await,
-        Command::Unapprove { ids, admin } => set_states(&admin, &ids, "unapprove").await,
+        Command::Approve { ids, select, admin } => change(&admin, &ids, &select, "approve").await,
+        Command::Decline { ids, select, admin } => change(&admin, &ids, &select, "decline").await,
+        Command::Unapprove { ids, select, admin } => {
+            change(&admin, &ids, &select, "unapprove").await
+        }
         Command::Policy { action, admin } => {
             let client = AdminClient::new(&admin)?;
             let mut policy = client.policy().await?;
@@ -234,6 +268,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo => crate::demo::run().await,
     }
+}
+
+async fn change(
+    admin: &AdminArgs,
+    ids: &[String],
+    select: &Selector,
+    action: &str,
+) -> anyhow::Result<()> {
+    if select.is_set() {
+        let changed = AdminClient::new(admin)?
+            .set_state_where(select, action)
+            .await?;
+        println!("{action}: {changed} updates changed");
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    set_states(admin, ids, action).await
 }
 
 async fn set_states(admin: &AdminArgs, ids: &[String], action: &str) -> anyhow::Result<()> {

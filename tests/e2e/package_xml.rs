@@ -201,3 +201,60 @@ async fn import_with_cli(h: &Harness, file: &std::path::Path) -> String {
     );
     stdout
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_by_kb_classification_and_supersedence() {
+    let h = Harness::new().await;
+    assert_eq!(import_xml(&h, fixture(&h)).await.status(), 200);
+    let list = |q: &'static str| h.admin_json(q);
+    assert_eq!(list("/api/v1/updates?superseded=true").await["total"], 1);
+    let kb = h.admin_json(&format!("/api/v1/updates/{SSU}")).await["kb"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let by_kb = h.admin_json(&format!("/api/v1/updates?kb=KB{kb}")).await;
+    assert_eq!(
+        (by_kb["total"].as_u64(), by_kb["updates"][0]["id"].as_str()),
+        (Some(1), Some(SSU))
+    );
+    let security = "/api/v1/updates?classification=0FA1201D-4330-4FA8-8AE9-B877473B6441";
+    assert_eq!(list(security).await["total"], 2);
+    assert_eq!(
+        list("/api/v1/updates?product=a3c2375d-0c8a-42f9-bce0-28333e198407").await["total"],
+        1
+    );
+
+    let bulk = |body: Value| h.http.post(h.admin("/api/v1/approvals")).json(&body).send();
+    let r = bulk(serde_json::json!({"action": "approve"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "an empty selection is not 'everything'");
+    let r: Value = bulk(serde_json::json!({"action": "approve", "classification": "0fa1201d-4330-4fa8-8ae9-b877473b6441"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["changed"], 2);
+    assert_eq!(
+        h.get(&h.a.content_path()).await.status(),
+        200,
+        "the approved bundle serves its child's file"
+    );
+    // Declining superseded updates in one go takes the bundle out again.
+    let (admin, ok) = (h.admin(""), tokio::task::spawn_blocking);
+    let out = ok(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_upcache"))
+            .args(["decline", "--superseded", "--admin", &admin])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("decline: 1 updates changed"),
+        "{out:?}"
+    );
+    assert_eq!(h.get(&h.a.content_path()).await.status(), 403);
+    assert_eq!(h.get(&h.b.content_path()).await.status(), 200);
+}
