@@ -93,6 +93,32 @@ impl AdminClient {
         sent
     }
 
+    /// The whole catalog with approval states (for a downstream sync).
+    pub async fn export(&self) -> anyhow::Result<bytes::Bytes> {
+        let req = self.http.get(self.url("/api/v1/catalog"));
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        let resp = req
+            .send()
+            .await
+            .context("cannot reach the upstream admin API")?;
+        let status = resp.status();
+        anyhow::ensure!(status.is_success(), "upstream answered {status}");
+        Ok(resp.bytes().await?)
+    }
+
+    /// Imports a catalog and applies its approval states (downstream sync).
+    pub async fn import_with_approvals(&self, body: bytes::Bytes) -> anyhow::Result<ImportReport> {
+        let req = self
+            .http
+            .post(self.url("/api/v1/catalog?with_approvals=true"))
+            .header("content-type", "application/json")
+            .body(body);
+        self.send(req).await
+    }
+
     /// Uploads a JSON catalog held in memory.
     pub async fn import_json(&self, body: Vec<u8>) -> anyhow::Result<ImportReport> {
         let req = self

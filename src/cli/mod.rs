@@ -108,6 +108,18 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Copy another upcache's catalog and approvals into this one (a
+    /// downstream server; point its --upstream at the other's content URL)
+    Sync {
+        /// The upstream upcache's admin API, e.g. http://upstream-upcache:8531
+        #[arg(long)]
+        from: String,
+        /// Bearer token for the upstream's admin API
+        #[arg(long, env = "UPCACHE_FROM_TOKEN", hide_env_values = true)]
+        from_token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Re-hash every stored file; quarantine and report bad ones (offline)
     Verify {
         /// Data directory [default: ./upcache-data]
@@ -258,6 +270,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 client::print_updates(&list);
             }
+            Ok(())
+        }
+        Command::Sync {
+            from,
+            from_token,
+            admin,
+        } => {
+            let upstream = AdminClient::new(&AdminArgs {
+                url: from.clone(),
+                token: from_token,
+            })?;
+            let catalog = upstream
+                .export()
+                .await
+                .with_context(|| format!("reading the catalog of {from}"))?;
+            let report = AdminClient::new(&admin)?
+                .import_with_approvals(catalog)
+                .await?;
+            println!(
+                "synced from {from}: {} added, {} replaced, {} unchanged, {} stale; {} new files",
+                report.updates_added,
+                report.updates_replaced,
+                report.updates_unchanged,
+                report.updates_stale,
+                report.files_added
+            );
             Ok(())
         }
         Command::Verify { data_dir } => {

@@ -271,3 +271,76 @@ async fn metrics_count_hits_misses_and_refusals() {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_upcache_syncs_catalog_and_approvals_and_fetches_through_the_upstream_one() {
+    // Upstream upcache (U) fetching from the origin, behind a token.
+    let token = "upstream-token-0123456789";
+    let u = Harness::with(|c| c.admin_token = Some(token.into())).await;
+    let r = u
+        .http
+        .post(u.admin("/api/v1/catalog"))
+        .bearer_auth(token)
+        .json(&u.catalog())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = u
+        .http
+        .post(u.admin(&format!("/api/v1/updates/{ID_A}/approve")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Downstream (D) whose file upstream is U's content listener.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = upcache::config::Config::ephemeral(dir.path());
+    config.fetch.upstream = Some(
+        format!("http://{}", u.running().content_addr)
+            .parse()
+            .unwrap(),
+    );
+    let d = upcache::server::start(config).await.unwrap();
+    let (from, admin) = (u.admin(""), format!("http://{}", d.admin_addr));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_upcache"))
+            .args(["sync", "--from", &from, "--admin", &admin])
+            .env("UPCACHE_FROM_TOKEN", token)
+            .env_remove("UPCACHE_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("3 added"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Approvals came along: A is served by D, fetched through U, from the origin once.
+    let body = u
+        .http
+        .get(format!("http://{}{}", d.content_addr, u.a.content_path()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    assert!(body.bytes().await.unwrap() == u.a.bytes);
+    let r = u
+        .http
+        .get(format!("http://{}{}", d.content_addr, u.b.content_path()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "B is not approved upstream");
+    assert!(u.get(&u.a.content_path()).await.bytes().await.unwrap() == u.a.bytes);
+    assert_eq!(
+        u.upstream.requests(&u.a.path),
+        1,
+        "the origin saw one request for both tiers"
+    );
+    d.shutdown().await;
+}
