@@ -51,13 +51,26 @@ pub struct App {
 impl App {
     /// Starts background downloads the policy asks for (at-sync), e.g. after
     /// an import, a policy change or a restart.
+    ///
+    /// The queue is derived from what the database already holds (policy,
+    /// approvals, what is stored), so it survives a restart with no queue
+    /// of its own: at start this picks up where the last run stopped.
     pub fn sync_downloads(&self) {
-        if self.catalog.policy().downloads_at_sync() {
-            let files = self.catalog.files_to_sync();
-            if !files.is_empty() {
-                tracing::info!(files = files.len(), "at-sync: downloading missing files");
-                self.fetcher.prefetch(files);
-            }
+        let policy = self.catalog.policy();
+        let (files, why) = if policy.downloads_at_sync() {
+            (self.catalog.files_to_sync(), "at-sync")
+        } else if policy.downloads_on_approve() {
+            (self.catalog.approved_missing(), "prefetch on approve")
+        } else {
+            return;
+        };
+        if !files.is_empty() {
+            tracing::info!(
+                files = files.len(),
+                why,
+                "downloading missing files in the background"
+            );
+            self.fetcher.prefetch(files);
         }
     }
 }

@@ -205,8 +205,13 @@ async fn set_state(
     if state == UpdateState::Approved && app.catalog.policy().downloads_on_approve() {
         let catalog = app.catalog.clone();
         let files = blocking(move || catalog.files_of(&id)).await?;
-        app.fetcher
-            .prefetch(files.into_iter().filter(|f| !f.stored).collect());
+        app.fetcher.prefetch(
+            files
+                .into_iter()
+                .filter(|f| !f.stored)
+                .map(|f| f.sha1)
+                .collect(),
+        );
     }
     Ok(Json(summary))
 }

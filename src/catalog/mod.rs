@@ -370,13 +370,22 @@ impl Catalog {
     }
 
     /// Files of every non-declined update that are not stored yet (at-sync).
-    pub fn files_to_sync(&self) -> Vec<FileEntry> {
+    pub fn files_to_sync(&self) -> Vec<Sha1Digest> {
+        self.missing_where(|a| a != Approval::Declined)
+    }
+
+    /// Files of approved updates that are not stored yet (prefetch on approve).
+    pub fn approved_missing(&self) -> Vec<Sha1Digest> {
+        self.missing_where(|a| a == Approval::Approved)
+    }
+
+    fn missing_where(&self, wanted: impl Fn(Approval) -> bool) -> Vec<Sha1Digest> {
         self.index
             .read()
             .unwrap()
             .iter()
-            .filter(|f| !f.stored && f.approval != Approval::Declined)
-            .cloned()
+            .filter(|f| !f.stored && wanted(f.approval))
+            .map(|f| f.sha1)
             .collect()
     }
 

@@ -201,29 +201,34 @@ impl Fetcher {
     }
 
     /// Downloads files in the background, a bounded number at a time (at-sync, prefetch).
-    pub fn prefetch(self: &Arc<Self>, files: Vec<FileEntry>) {
-        for file in files {
-            let fetcher = self.clone();
-            let permits = self.background.clone();
-            tokio::spawn(async move {
-                let Ok(_permit) = permits.acquire_owned().await else {
+    pub fn prefetch(self: &Arc<Self>, files: Vec<Sha1Digest>) {
+        // One driver walks the list, starting at most `background_concurrency`
+        // downloads at a time: a million-file at-sync costs one task and a
+        // list of digests, not a million tasks.
+        let fetcher = self.clone();
+        tokio::spawn(async move {
+            for sha1 in files {
+                let Ok(permit) = fetcher.background.clone().acquire_owned().await else {
                     return;
                 };
-                if fetcher
-                    .catalog
-                    .lookup_sha1(&file.sha1)
-                    .is_some_and(|f| f.stored)
-                {
-                    return;
+                // Looked up now: approval or storage may have changed since.
+                let Some(file) = fetcher.catalog.lookup_sha1(&sha1) else {
+                    continue;
+                };
+                if file.stored || file.approval == crate::policy::Approval::Declined {
+                    continue;
                 }
                 match fetcher.join(&file) {
                     Ok(joined) => {
-                        let _ = joined.download.finished().await;
+                        tokio::spawn(async move {
+                            let _ = joined.download.finished().await;
+                            drop(permit);
+                        });
                     }
-                    Err(e) => tracing::warn!(sha1 = %file.sha1, error = %e, "prefetch failed"),
+                    Err(e) => tracing::warn!(%sha1, error = %e, "prefetch failed"),
                 }
-            });
-        }
+            }
+        });
     }
 
     /// Bytes `range` of `file` straight from the upstream, not stored and not

@@ -101,3 +101,43 @@ async fn kill_dash_nine_mid_download_never_leaves_a_bad_file() {
     eprintln!("kill -9 rounds: {rounds}, mid-download: {killed_mid_download}, after completion: {completed}, bytes lost: 0");
     assert!(killed_mid_download > 0, "no kill landed inside a download");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_downloads_resume_after_a_crash_without_any_client() {
+    let h = Harness::new().await;
+    h.upstream.set_rate(2 << 20); // A takes 1.5 s
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut server = start_binary(dir.path()).await;
+    let policy = serde_json::json!({"mode": "store-locally", "download": "on-approval", "prefetch_on_approve": true});
+    http.put(format!("{}/api/v1/policy", server.admin))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{}/api/v1/catalog", server.admin))
+        .json(&h.catalog())
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{}/api/v1/updates/{ID_A}/approve", server.admin))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.child.kill().unwrap(); // mid-download
+    server.child.wait().unwrap();
+    assert_eq!(check_store(dir.path()), 0);
+    // Restarted, nobody asks: the download is picked up again from the policy and approvals.
+    let mut server = start_binary(dir.path()).await;
+    for _ in 0..100 {
+        if check_store(dir.path()) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(check_store(dir.path()), 1, "A downloaded after the restart");
+    assert_eq!(h.upstream.requests(&h.a.path), 2);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
