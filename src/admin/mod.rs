@@ -62,6 +62,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/updates/{id}", get(get_update))
         .route("/api/v1/updates/{id}/{action}", post(set_state))
         .route("/api/v1/approvals", post(set_state_where))
+        .route("/api/v1/rules", get(list_rules).post(add_rule))
+        .route("/api/v1/rules/{id}", axum::routing::delete(remove_rule))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
@@ -253,6 +255,33 @@ async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<
     let changed = blocking(move || catalog.set_state_where(&query, state)).await?;
     tracing::info!(changed, state = state.as_str(), "bulk approval change");
     Ok(Json(serde_json::json!({ "changed": changed })))
+}
+
+async fn list_rules(State(app): State<Arc<App>>) -> ApiResult<Vec<crate::catalog::rules::Rule>> {
+    let catalog = app.catalog.clone();
+    blocking(move || catalog.rules()).await.map(Json)
+}
+
+/// `POST /api/v1/rules`: `{"action": "approve", "classification": "...", "product": "..."}`.
+async fn add_rule(
+    State(app): State<Arc<App>>,
+    body: Bytes,
+) -> ApiResult<crate::catalog::rules::Rule> {
+    let rule = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid rule: {e}")))?;
+    let catalog = app.catalog.clone();
+    blocking(move || catalog.add_rule(rule)).await.map(Json)
+}
+
+async fn remove_rule(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let catalog = app.catalog.clone();
+    match blocking(move || catalog.remove_rule(id)).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError(StatusCode::NOT_FOUND, format!("no rule {id}"))),
+    }
 }
 
 fn action_state(action: &str) -> Result<UpdateState, ApiError> {

@@ -9,6 +9,7 @@ pub mod cabinet;
 mod index;
 pub mod json;
 pub mod package_xml;
+pub mod rules;
 mod schema;
 mod xml_import;
 
@@ -76,6 +77,9 @@ pub struct ImportReport {
     /// Known files whose name or location changed.
     #[serde(default)]
     pub files_changed: u64,
+    /// New updates approved or declined by the automatic approval rules.
+    #[serde(default)]
+    pub changed_by_rules: u64,
 }
 
 impl ImportReport {
@@ -266,9 +270,13 @@ impl Catalog {
             let mut db = self.db();
             let tx = db.transaction()?;
             let mut report = ImportReport::default();
+            rules::begin(&tx)?;
             for u in &updates {
-                import_update(&tx, u, honour_state, &mut report)?;
+                if import_update(&tx, u, honour_state, &mut report)? {
+                    rules::mark_new(&tx, &u.doc.id)?;
+                }
             }
+            report.changed_by_rules = rules::apply_to_new(&tx)?;
             tx.commit()?;
             report
         };
@@ -337,6 +345,21 @@ impl Catalog {
             self.rebuild_index()?;
         }
         Ok(changed as u64)
+    }
+
+    /// The automatic approval rules.
+    pub fn rules(&self) -> Result<Vec<rules::Rule>, CatalogError> {
+        rules::list(&self.db())
+    }
+
+    /// Adds a rule; it applies to updates imported from now on.
+    pub fn add_rule(&self, rule: rules::Rule) -> Result<rules::Rule, CatalogError> {
+        rules::add(&self.db(), rule)
+    }
+
+    /// Removes a rule; `false` if there was none with that id.
+    pub fn remove_rule(&self, id: i64) -> Result<bool, CatalogError> {
+        rules::remove(&self.db(), id)
     }
 
     /// Records a committed ingest: the SHA-256 is persisted so the file is
@@ -642,13 +665,14 @@ fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
 }
 
 /// Writes one validated update: new, newer revision (replaces metadata and
-/// file links, keeps the approval), same revision (untouched) or older (ignored).
+/// file links, keeps the approval), same revision (untouched) or older
+/// (ignored). Returns whether it wrote the update.
 fn import_update(
     tx: &rusqlite::Transaction<'_>,
     u: &ValidUpdate,
     honour_state: bool,
     report: &mut ImportReport,
-) -> Result<(), CatalogError> {
+) -> Result<bool, CatalogError> {
     let d = &u.doc;
     let known: Option<u32> = tx
         .query_row("SELECT revision FROM updates WHERE id = ?1", [&d.id], |r| {
@@ -659,7 +683,7 @@ fn import_update(
     match known {
         Some(rev) if rev > d.revision => {
             report.updates_stale += 1;
-            return Ok(());
+            return Ok(false);
         }
         Some(rev) if rev == d.revision => {
             report.updates_unchanged += 1;
@@ -669,7 +693,7 @@ fn import_update(
                     params![d.id, state.as_str()],
                 )?;
             }
-            return Ok(());
+            return Ok(false);
         }
         Some(_) => report.updates_replaced += 1,
         None => report.updates_added += 1,
@@ -732,7 +756,7 @@ fn import_update(
             params![d.id, f.sha1.to_hex()],
         )?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn now_secs() -> i64 {

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -47,6 +47,17 @@ ALTER TABLE updates ADD COLUMN is_bundle INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE updates ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Automatic approval rules.
+const V3: &str = "
+CREATE TABLE rules (
+    id             INTEGER PRIMARY KEY,
+    action         TEXT NOT NULL CHECK (action IN ('approve', 'decline')),
+    classification TEXT,
+    product        TEXT,
+    title          TEXT
+);
+";
+
 /// Sets connection pragmas and creates or migrates the schema.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     // WAL: readers do not block the writer; FULL: a committed approval
@@ -64,8 +75,11 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("BEGIN; {V1} PRAGMA user_version = 1; COMMIT;"))?;
     }
     if version < 2 {
+        conn.execute_batch(&format!("BEGIN; {V2} PRAGMA user_version = 2; COMMIT;"))?;
+    }
+    if version < 3 {
         conn.execute_batch(&format!(
-            "BEGIN; {V2} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V3} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     Ok(())

@@ -19,6 +19,7 @@ pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, C
          DELETE FROM x_rev; DELETE FROM x_bundle;",
     )?;
     let mut report = ImportReport::default();
+    super::rules::begin(tx)?;
     {
         let mut rev =
             tx.prepare("INSERT OR REPLACE INTO x_rev(revision_id, update_id) VALUES (?1, ?2)")?;
@@ -83,6 +84,7 @@ pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, C
         [],
     )?;
     name_by_kb(tx)?;
+    report.changed_by_rules = super::rules::apply_to_new(tx)?;
     Ok(report)
 }
 
@@ -115,6 +117,7 @@ fn write_update(
         }
         None => report.updates_added += 1,
     }
+    super::rules::mark_new(tx, &u.update_id)?;
     let products = serde_json::to_string(&u.products).expect("strings serialise");
     let release_date = u.creation_date.as_deref().and_then(|d| d.get(..10));
     tx.prepare_cached(

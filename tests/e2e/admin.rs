@@ -344,3 +344,70 @@ async fn a_downstream_upcache_syncs_catalog_and_approvals_and_fetches_through_th
     );
     d.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_rules_apply_to_imported_updates() {
+    let h = Harness::new().await;
+    let rule = |body: Value| h.http.post(h.admin("/api/v1/rules")).json(&body).send();
+    let r = rule(json!({"action": "approve"})).await.unwrap();
+    assert_eq!(r.status(), 400, "a rule must match something");
+    let r = rule(
+        json!({"action": "approve", "classification": "security updates", "product": "Windows 10"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let approve_rule: Value = r.json().await.unwrap();
+    rule(json!({"action": "decline", "title": "driver"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        h.admin_json("/api/v1/rules")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let report: Value = h.import(&h.catalog()).await.json().await.unwrap();
+    assert_eq!(report["changed_by_rules"], 3);
+    assert_eq!(
+        h.admin_json(&format!("/api/v1/updates/{}", ID_A)).await["state"],
+        "approved"
+    );
+    assert_eq!(
+        h.admin_json(&format!("/api/v1/updates/{}", ID_B)).await["state"],
+        "approved"
+    );
+    assert_eq!(
+        h.admin_json(&format!("/api/v1/updates/{}", ID_C)).await["state"],
+        "declined",
+        "declines win over approvals"
+    );
+    assert_eq!(h.get(&h.a.content_path()).await.status(), 200);
+
+    // Rules touch only updates the import writes, and only undecided ones.
+    h.set_state(ID_A, "unapprove").await;
+    let report: Value = h.import(&h.catalog()).await.json().await.unwrap();
+    assert_eq!(report["changed_by_rules"], 0);
+    assert_eq!(
+        h.admin_json(&format!("/api/v1/updates/{}", ID_A)).await["state"],
+        "not-approved"
+    );
+    let id = approve_rule["id"].as_i64().unwrap();
+    let r = h
+        .http
+        .delete(h.admin(&format!("/api/v1/rules/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = h
+        .http
+        .delete(h.admin(&format!("/api/v1/rules/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
