@@ -328,6 +328,9 @@ pub struct Status {
     pub policy: Policy,
     pub catalog: Counts,
     pub fetches: Vec<FetchStatus>,
+    /// At-sync and prefetch downloads.
+    #[serde(default)]
+    pub background: crate::fetch::BackgroundStatus,
     pub quarantined: usize,
 }
 
@@ -340,6 +343,7 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         policy: app.catalog.policy(),
         catalog: counts,
         fetches: app.fetcher.status(),
+        background: app.fetcher.background_status(),
         quarantined: app.store.quarantined().len(),
     }))
 }

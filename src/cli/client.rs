@@ -52,18 +52,31 @@ impl AdminClient {
 
     /// Uploads a catalog, streamed from `file`.
     pub async fn import(&self, file: tokio::fs::File, xml: bool) -> anyhow::Result<ImportReport> {
+        use futures_util::StreamExt;
         let content_type = if xml {
             "application/xml"
         } else {
             "application/json"
         };
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let bar = super::progress::upload(len);
+        let counted = bar.clone();
+        let stream = tokio_util::io::ReaderStream::new(file).inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                counted.inc(c.len() as u64);
+            }
+        });
+        // The server imports as it receives; after the last byte it commits.
+        bar.set_message("then the server commits");
+        let body = reqwest::Body::wrap_stream(stream);
         let req = self
             .http
             .post(self.url("/api/v1/catalog"))
             .header("content-type", content_type)
             .body(body);
-        self.send(req).await
+        let report = self.send(req).await;
+        bar.finish_and_clear();
+        report
     }
 
     /// Expands `package.xml` out of a cabinet on a blocking thread and

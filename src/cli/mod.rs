@@ -3,6 +3,7 @@
 
 pub mod client;
 mod maintenance;
+mod progress;
 
 use std::path::PathBuf;
 
@@ -87,6 +88,9 @@ pub enum Command {
         /// Print the raw JSON
         #[arg(long)]
         json: bool,
+        /// Follow downloads with progress bars until none is left
+        #[arg(long)]
+        watch: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -245,7 +249,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&policy)?);
             Ok(())
         }
-        Command::Status { json, admin } => {
+        Command::Status { json, watch, admin } => {
+            if watch {
+                return progress::watch(&AdminClient::new(&admin)?).await;
+            }
             let status = AdminClient::new(&admin)?.status().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);

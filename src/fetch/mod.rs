@@ -82,6 +82,26 @@ impl Default for FetchSettings {
     }
 }
 
+/// Progress of background downloads (at-sync, prefetch) since the server started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackgroundStatus {
+    /// Files handed to background downloading.
+    pub files_queued: u64,
+    /// Of those, finished (stored, already present, or failed).
+    pub files_done: u64,
+    pub files_failed: u64,
+    /// Bytes of the finished ones.
+    pub bytes_done: u64,
+}
+
+#[derive(Default)]
+struct BackgroundCounters {
+    queued: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
 /// One download in progress, for status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchStatus {
@@ -111,6 +131,7 @@ pub struct Fetcher {
     /// Bounds background (at-sync, prefetch) downloads, so clients' misses
     /// always find slots.
     background: Arc<tokio::sync::Semaphore>,
+    background_progress: Arc<BackgroundCounters>,
 }
 
 /// A download joined by [`Fetcher::join`].
@@ -153,6 +174,7 @@ impl Fetcher {
                 settings.background_concurrency.max(1),
             )),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_downloads.max(1))),
+            background_progress: Arc::default(),
             settings,
             metrics,
             inflight: Mutex::new(HashMap::new()),
@@ -202,30 +224,46 @@ impl Fetcher {
 
     /// Downloads files in the background, a bounded number at a time (at-sync, prefetch).
     pub fn prefetch(self: &Arc<Self>, files: Vec<Sha1Digest>) {
+        use std::sync::atomic::Ordering::Relaxed;
         // One driver walks the list, starting at most `background_concurrency`
         // downloads at a time: a million-file at-sync costs one task and a
         // list of digests, not a million tasks.
         let fetcher = self.clone();
+        let progress = self.background_progress.clone();
+        progress.queued.fetch_add(files.len() as u64, Relaxed);
         tokio::spawn(async move {
             for sha1 in files {
                 let Ok(permit) = fetcher.background.clone().acquire_owned().await else {
                     return;
                 };
                 // Looked up now: approval or storage may have changed since.
-                let Some(file) = fetcher.catalog.lookup_sha1(&sha1) else {
+                let wanted = fetcher
+                    .catalog
+                    .lookup_sha1(&sha1)
+                    .filter(|f| !f.stored && f.approval != crate::policy::Approval::Declined);
+                let Some(file) = wanted else {
+                    progress.done.fetch_add(1, Relaxed);
                     continue;
                 };
-                if file.stored || file.approval == crate::policy::Approval::Declined {
-                    continue;
-                }
                 match fetcher.join(&file) {
                     Ok(joined) => {
+                        let progress = progress.clone();
                         tokio::spawn(async move {
-                            let _ = joined.download.finished().await;
+                            let result = joined.download.finished().await;
+                            let written = joined.download.progress().written;
+                            progress.bytes.fetch_add(written, Relaxed);
+                            progress
+                                .failed
+                                .fetch_add(u64::from(result.is_err()), Relaxed);
+                            progress.done.fetch_add(1, Relaxed);
                             drop(permit);
                         });
                     }
-                    Err(e) => tracing::warn!(%sha1, error = %e, "prefetch failed"),
+                    Err(e) => {
+                        tracing::warn!(%sha1, error = %e, "prefetch failed");
+                        progress.failed.fetch_add(1, Relaxed);
+                        progress.done.fetch_add(1, Relaxed);
+                    }
                 }
             }
         });
@@ -307,6 +345,18 @@ impl Fetcher {
         let mut list: Vec<_> = inflight.values().map(|d| d.status()).collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
+    }
+
+    /// Background download progress.
+    pub fn background_status(&self) -> BackgroundStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let p = &self.background_progress;
+        BackgroundStatus {
+            files_queued: p.queued.load(Relaxed),
+            files_done: p.done.load(Relaxed),
+            files_failed: p.failed.load(Relaxed),
+            bytes_done: p.bytes.load(Relaxed),
+        }
     }
 
     /// Whether a file is being downloaded right now.

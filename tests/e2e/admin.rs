@@ -411,3 +411,38 @@ async fn approval_rules_apply_to_imported_updates() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_follows_at_sync_downloads_to_the_end() {
+    let h = Harness::new().await;
+    h.upstream.set_rate(8 << 20);
+    h.set_policy(json!({"mode": "store-locally", "download": "at-sync"}))
+        .await;
+    assert_eq!(h.import(&h.catalog()).await.status(), 200);
+    let background = h.status().await["background"].clone();
+    assert_eq!(background["files_queued"], 3);
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let admin = h.admin("");
+        move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_upcache"))
+                .args(["status", "--watch", "--admin", &admin])
+                .env_remove("UPCACHE_ADMIN_TOKEN")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    let total = h.a.bytes.len() + h.b.bytes.len() + h.c.bytes.len();
+    assert!(
+        out.contains(&format!("background: 3/3 files, 0 failed, {total} bytes")),
+        "{out}"
+    );
+    assert_eq!(h.stored().len(), 3);
+}
