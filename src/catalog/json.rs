@@ -137,11 +137,6 @@ fn validate_update(at: &str, mut u: UpdateDoc) -> Result<ValidUpdate, CatalogErr
                 .ok_or_else(|| invalid(at, "release_date", format!("{d:?} is not YYYY-MM-DD")))?,
         ),
     };
-    if u.files.is_empty() && u.state.is_none() {
-        // Bundles have no payload of their own; allowed, but an update with
-        // neither files nor anything else is almost certainly a mistake.
-        tracing::debug!(id = %u.id, "update without files");
-    }
     let mut seen = HashSet::new();
     let files = u
         .files
@@ -178,15 +173,7 @@ fn validate_file(at: &str, f: &FileDoc) -> Result<ValidFile, CatalogError> {
     if f.name.is_empty() || f.name.len() > 255 || f.name.contains(['/', '\\', '\0']) {
         return Err(invalid(at, "name", "must be a plain file name"));
     }
-    let url =
-        reqwest::Url::parse(&f.url).map_err(|e| invalid(at, "url", format!("{:?}: {e}", f.url)))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(invalid(
-            at,
-            "url",
-            format!("{:?} is not an absolute http(s) URL", f.url),
-        ));
-    }
+    let url = http_url(&f.url).map_err(|reason| invalid(at, "url", reason))?;
     Ok(ValidFile {
         name: f.name.clone(),
         sha1,
@@ -194,6 +181,15 @@ fn validate_file(at: &str, f: &FileDoc) -> Result<ValidFile, CatalogError> {
         size: f.size,
         url: url.to_string(),
     })
+}
+
+/// An absolute http(s) URL with a host: what a catalog may point downloads at.
+pub(super) fn http_url(url: &str) -> Result<reqwest::Url, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} is not an absolute http(s) URL"));
+    }
+    Ok(parsed)
 }
 
 /// `YYYY-MM-DD` (optionally followed by a time, which is ignored) → unix seconds at midnight UTC.

@@ -82,6 +82,28 @@ pub struct ImportReport {
     pub changed_by_rules: u64,
 }
 
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} added, {} replaced, {} unchanged, {} stale; {} new files",
+            self.updates_added,
+            self.updates_replaced,
+            self.updates_unchanged,
+            self.updates_stale,
+            self.files_added
+        )?;
+        if self.changed_by_rules > 0 {
+            write!(
+                f,
+                "; {} approved or declined by rules",
+                self.changed_by_rules
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl ImportReport {
     /// Whether the import changed anything (a no-op re-import skips the
     /// index rebuild, which costs seconds and memory on large catalogs).
@@ -664,6 +686,48 @@ fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
         .unwrap_or_default())
 }
 
+/// How an imported update's revision relates to the one the catalog has.
+pub(crate) enum Revision {
+    /// Older than the stored one: ignored.
+    Stale,
+    /// The same: left as it is.
+    Same,
+    /// Newer: replaces metadata and file links, keeps the approval.
+    Newer,
+    New,
+}
+
+/// Compares an imported revision with the stored one, counting it in `report`.
+pub(crate) fn compare_revision(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    revision: u32,
+    report: &mut ImportReport,
+) -> Result<Revision, CatalogError> {
+    let known: Option<u32> = tx
+        .prepare_cached("SELECT revision FROM updates WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    Ok(match known {
+        Some(rev) if rev > revision => {
+            report.updates_stale += 1;
+            Revision::Stale
+        }
+        Some(rev) if rev == revision => {
+            report.updates_unchanged += 1;
+            Revision::Same
+        }
+        Some(_) => {
+            report.updates_replaced += 1;
+            Revision::Newer
+        }
+        None => {
+            report.updates_added += 1;
+            Revision::New
+        }
+    })
+}
+
 /// Writes one validated update: new, newer revision (replaces metadata and
 /// file links, keeps the approval), same revision (untouched) or older
 /// (ignored). Returns whether it wrote the update.
@@ -674,19 +738,10 @@ fn import_update(
     report: &mut ImportReport,
 ) -> Result<bool, CatalogError> {
     let d = &u.doc;
-    let known: Option<u32> = tx
-        .query_row("SELECT revision FROM updates WHERE id = ?1", [&d.id], |r| {
-            r.get(0)
-        })
-        .optional()?;
     let imported_state = d.state.filter(|_| honour_state);
-    match known {
-        Some(rev) if rev > d.revision => {
-            report.updates_stale += 1;
-            return Ok(false);
-        }
-        Some(rev) if rev == d.revision => {
-            report.updates_unchanged += 1;
+    match compare_revision(tx, &d.id, d.revision, report)? {
+        Revision::Stale => return Ok(false),
+        Revision::Same => {
             if let Some(state) = imported_state {
                 tx.execute(
                     "UPDATE updates SET state = ?2 WHERE id = ?1",
@@ -695,8 +750,7 @@ fn import_update(
             }
             return Ok(false);
         }
-        Some(_) => report.updates_replaced += 1,
-        None => report.updates_added += 1,
+        Revision::Newer | Revision::New => {}
     }
     let products = serde_json::to_string(&d.products).expect("strings serialise");
     tx.execute(

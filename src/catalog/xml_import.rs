@@ -6,7 +6,7 @@ use std::io::BufRead;
 use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::package_xml::{self, Item, XmlUpdate};
-use super::{CatalogError, ImportReport};
+use super::{compare_revision, CatalogError, ImportReport, Revision};
 
 /// Imports the document inside `tx` (the caller commits).
 pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, CatalogError> {
@@ -94,28 +94,13 @@ fn write_update(
     u: &XmlUpdate,
     report: &mut ImportReport,
 ) -> Result<(), CatalogError> {
-    let known: Option<u32> = tx
-        .query_row(
-            "SELECT revision FROM updates WHERE id = ?1",
-            [&u.update_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match known {
-        Some(rev) if rev > u.revision_number => {
-            report.updates_stale += 1;
-            return Ok(());
-        }
-        Some(rev) if rev == u.revision_number => {
-            report.updates_unchanged += 1;
-            return Ok(());
-        }
-        Some(_) => {
-            report.updates_replaced += 1;
+    match compare_revision(tx, &u.update_id, u.revision_number, report)? {
+        Revision::Stale | Revision::Same => return Ok(()),
+        Revision::Newer => {
             tx.prepare_cached("DELETE FROM update_files WHERE update_id = ?1")?
                 .execute([&u.update_id])?;
         }
-        None => report.updates_added += 1,
+        Revision::New => {}
     }
     super::rules::mark_new(tx, &u.update_id)?;
     let products = serde_json::to_string(&u.products).expect("strings serialise");
@@ -157,10 +142,7 @@ fn check_url(url: &str) -> Result<String, CatalogError> {
         at: "FileLocation@Url".into(),
         reason,
     };
-    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("{url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(invalid(format!("{url:?} is not an absolute http(s) URL")));
-    }
+    let parsed = super::json::http_url(url).map_err(invalid)?;
     let name = parsed
         .path_segments()
         .and_then(|mut s| s.next_back())

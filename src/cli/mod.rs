@@ -215,15 +215,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", file.display()))?;
                 client.import(body, ext == "xml").await?
             };
-            println!(
-                "imported {}: {} added, {} replaced, {} unchanged, {} stale; {} new files",
-                file.display(),
-                report.updates_added,
-                report.updates_replaced,
-                report.updates_unchanged,
-                report.updates_stale,
-                report.files_added
-            );
+            println!("imported {}: {report}", file.display());
             Ok(())
         }
         Command::Approve { ids, select, admin } => change(&admin, &ids, &select, "approve").await,
@@ -295,14 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = AdminClient::new(&admin)?
                 .import_with_approvals(catalog)
                 .await?;
-            println!(
-                "synced from {from}: {} added, {} replaced, {} unchanged, {} stale; {} new files",
-                report.updates_added,
-                report.updates_replaced,
-                report.updates_unchanged,
-                report.updates_stale,
-                report.files_added
-            );
+            println!("synced from {from}: {report}");
             Ok(())
         }
         Command::Verify { data_dir } => {
