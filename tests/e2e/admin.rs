@@ -304,21 +304,16 @@ async fn a_downstream_upcache_syncs_catalog_and_approvals_and_fetches_through_th
     );
     let d = upcache::server::start(config).await.unwrap();
     let (from, admin) = (u.admin(""), format!("http://{}", d.admin_addr));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_upcache"))
-            .args(["sync", "--from", &from, "--admin", &admin])
-            .env("UPCACHE_FROM_TOKEN", token)
-            .env_remove("UPCACHE_ADMIN_TOKEN")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let out = run_cli(
+        &["sync", "--from", &from, "--admin", &admin],
+        &[("UPCACHE_FROM_TOKEN", token)],
+    )
+    .await;
     assert!(
-        out.status.success() && stdout.contains("3 added"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        out.ok && out.stdout.contains("3 added"),
+        "{}{}",
+        out.stdout,
+        out.stderr
     );
     // Approvals came along: A is served by D, fetched through U, from the origin once.
     let body = u
@@ -421,23 +416,11 @@ async fn status_watch_follows_at_sync_downloads_to_the_end() {
     assert_eq!(h.import(&h.catalog()).await.status(), 200);
     let background = h.status().await["background"].clone();
     assert_eq!(background["files_queued"], 3);
-    let (ok, out, err) = tokio::task::spawn_blocking({
-        let admin = h.admin("");
-        move || {
-            let out = Command::new(env!("CARGO_BIN_EXE_upcache"))
-                .args(["status", "--watch", "--admin", &admin])
-                .env_remove("UPCACHE_ADMIN_TOKEN")
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let CliOutput {
+        ok,
+        stdout: out,
+        stderr: err,
+    } = run_cli(&["status", "--watch", "--admin", &h.admin("")], &[]).await;
     assert!(ok, "{err}");
     let total = h.a.bytes.len() + h.b.bytes.len() + h.c.bytes.len();
     assert!(

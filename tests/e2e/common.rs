@@ -297,3 +297,35 @@ pub fn spawn_server(data_dir: &Path) -> Server {
         admin: urls[1].to_owned(),
     }
 }
+
+/// What one run of the CLI printed.
+pub struct CliOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the real binary with `args` and `env` off the async threads, with
+/// no admin token inherited from the environment.
+pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_upcache"))
+            .args(&args)
+            .env_remove("UPCACHE_ADMIN_TOKEN")
+            .envs(env)
+            .output()
+            .unwrap();
+        CliOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}

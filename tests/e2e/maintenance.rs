@@ -1,20 +1,15 @@
 //! `upcache gc` and `upcache verify` on a real data directory.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use crate::common::*;
 
-fn run(args: &[&str], data_dir: &std::path::Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_upcache"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+/// Runs a maintenance subcommand on `data_dir`: (success, stdout + stderr).
+async fn run(args: &[&str], data_dir: &std::path::Path) -> (bool, String) {
+    let mut args = args.to_vec();
+    args.extend(["--data-dir", data_dir.to_str().unwrap()]);
+    let out = run_cli(&args, &[]).await;
+    (out.ok, out.stdout + &out.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -29,21 +24,14 @@ async fn gc_removes_only_files_no_approved_update_references() {
     h.server.take().unwrap().shutdown().await;
     let dir = h.dir.path().to_owned();
 
-    let (ok, out) = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || run(&["gc"], &dir)
-    })
-    .await
-    .unwrap();
+    let (ok, out) = run(&["gc"], &dir).await;
     assert!(ok, "{out}");
     assert!(
         out.contains(&format!("would remove {}", h.b.sha256)),
         "{out}"
     );
     assert!(!out.contains(&h.a.sha256.to_hex()), "{out}");
-    let (ok, out) = tokio::task::spawn_blocking(move || run(&["gc", "--yes"], &dir))
-        .await
-        .unwrap();
+    let (ok, out) = run(&["gc", "--yes"], &dir).await;
     assert!(
         ok && out.contains(&format!("freed {} bytes", h.b.bytes.len())),
         "{out}"
@@ -61,12 +49,7 @@ async fn verify_quarantines_a_corrupted_stored_file_and_it_is_fetched_again() {
     h.settled().await;
     h.server.take().unwrap().shutdown().await;
     let dir = h.dir.path().to_owned();
-    let (ok, out) = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || run(&["verify"], &dir)
-    })
-    .await
-    .unwrap();
+    let (ok, out) = run(&["verify"], &dir).await;
     assert!(ok && out.contains("1 good, 0 bad"), "{out}");
     // Flip a byte of the stored file behind upcache's back.
     let hex = h.b.sha256.to_hex();
@@ -79,9 +62,7 @@ async fn verify_quarantines_a_corrupted_stored_file_and_it_is_fetched_again() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[10] ^= 1;
     std::fs::write(&path, bytes).unwrap();
-    let (ok, out) = tokio::task::spawn_blocking(move || run(&["verify"], &dir))
-        .await
-        .unwrap();
+    let (ok, out) = run(&["verify"], &dir).await;
     assert!(
         !ok && out.contains("BAD") && out.contains("0 good, 1 bad"),
         "{out}"

@@ -183,23 +183,13 @@ async fn the_cli_imports_package_xml_and_the_cabinets_it_comes_in() {
 }
 
 async fn import_with_cli(h: &Harness, file: &std::path::Path) -> String {
-    let (admin, file) = (h.admin(""), file.to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_upcache"))
-            .args(["import", file.to_str().unwrap(), "--admin", &admin])
-            .env_remove("UPCACHE_ADMIN_TOKEN")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let out = run_cli(
+        &["import", file.to_str().unwrap(), "--admin", &h.admin("")],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    out.stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,18 +232,12 @@ async fn approvals_by_kb_classification_and_supersedence() {
         "the approved bundle serves its child's file"
     );
     // Declining superseded updates in one go takes the bundle out again.
-    let (admin, ok) = (h.admin(""), tokio::task::spawn_blocking);
-    let out = ok(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_upcache"))
-            .args(["decline", "--superseded", "--admin", &admin])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = run_cli(&["decline", "--superseded", "--admin", &h.admin("")], &[]).await;
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("decline: 1 updates changed"),
-        "{out:?}"
+        out.stdout.contains("decline: 1 updates changed"),
+        "{}{}",
+        out.stdout,
+        out.stderr
     );
     assert_eq!(h.get(&h.a.content_path()).await.status(), 403);
     assert_eq!(h.get(&h.b.content_path()).await.status(), 200);
