@@ -185,14 +185,7 @@ impl Harness {
     }
 
     pub async fn status(&self) -> Value {
-        self.http
-            .get(self.admin("/api/v1/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.admin_json("/api/v1/status").await
     }
 
     /// Stops the server and starts a new one on the same data directory.
@@ -328,4 +321,12 @@ pub async fn run_cli(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     })
     .await
     .unwrap()
+}
+
+impl Server {
+    /// GET `path` on this binary's content listener, the whole body.
+    pub async fn body(&self, path: &str) -> bytes::Bytes {
+        let url = format!("{}{path}", self.content);
+        reqwest::get(url).await.unwrap().bytes().await.unwrap()
+    }
 }

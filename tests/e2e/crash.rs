@@ -86,14 +86,7 @@ async fn kill_dash_nine_mid_download_never_leaves_a_bad_file() {
     }
     // Finally let it finish: byte-exact, approvals intact, nothing lost.
     let mut server = start_binary(dir.path()).await;
-    let body = http
-        .get(format!("{}{}", server.content, h.a.content_path()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = server.body(&h.a.content_path()).await;
     assert!(body == h.a.bytes, "bytes lost after {rounds} kills");
     server.child.kill().unwrap();
     server.child.wait().unwrap();

@@ -220,14 +220,7 @@ async fn sigterm_lets_running_downloads_finish_then_exits() {
     assert!(status.success(), "clean exit: {status}");
     // The download was committed before exit: the next run serves it from the store.
     let mut again = start_binary(dir.path()).await;
-    let body = http
-        .get(format!("{}{}", again.content, h.a.content_path()))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = again.body(&h.a.content_path()).await;
     assert!(body == h.a.bytes);
     assert_eq!(h.upstream.requests(&h.a.path), 1);
     again.child.kill().unwrap();
