@@ -1,12 +1,17 @@
 //! The in-memory view of the catalog that every content request consults.
 //!
 //! A request's policy decision is a hash lookup, never a database query. The
-//! index is rebuilt from the database after imports and refreshed per file
-//! after approvals, so the database stays the single source of truth.
+//! index is refreshed from the database for exactly the files a write
+//! touched, so the database stays the single source of truth.
+//!
+//! It is laid out for million-file catalogs: entries live in one dense
+//! `Vec` (the maps hold 4-byte slot numbers), and a URL is an interned
+//! directory plus the file's own name, which is also its display name.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::digest::{Sha1Digest, Sha256Digest};
 use crate::policy::Approval;
@@ -25,53 +30,312 @@ pub struct FileEntry {
     pub stored: bool,
 }
 
+/// One file, compactly (~110 bytes plus its file name).
+struct Slot {
+    sha1: Sha1Digest,
+    sha256: Option<Sha256Digest>,
+    size: Option<u64>,
+    /// Unix seconds; 0 when unknown.
+    modified: u32,
+    /// Unix seconds of the last response served from the store (for eviction).
+    last_served: AtomicU32,
+    dir: u32,
+    file: Box<str>,
+    /// Only when the display name is not the URL's last segment.
+    name: Option<Box<str>>,
+    approval: Approval,
+    stored: bool,
+}
+
 /// Files by SHA-1 (the WSUS name) and by SHA-256 (the store's name).
 #[derive(Default)]
 pub struct Index {
-    by_sha1: HashMap<Sha1Digest, FileEntry>,
-    by_sha256: HashMap<Sha256Digest, Sha1Digest>,
+    slots: Vec<Slot>,
+    by_sha1: HashMap<Sha1Digest, u32>,
+    by_sha256: HashMap<Sha256Digest, u32>,
+    dirs: Vec<Arc<str>>,
+    dir_ids: HashMap<Arc<str>, u32>,
+}
+
+/// A stored file eviction may remove.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredFile {
+    pub sha1: Sha1Digest,
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub last_served: u32,
 }
 
 impl Index {
-    pub fn get(&self, sha1: &Sha1Digest) -> Option<&FileEntry> {
-        self.by_sha1.get(sha1)
+    pub fn get(&self, sha1: &Sha1Digest) -> Option<FileEntry> {
+        let slot = *self.by_sha1.get(sha1)?;
+        Some(self.entry(slot))
     }
 
-    pub fn get_by_sha256(&self, sha256: &Sha256Digest) -> Option<&FileEntry> {
-        self.by_sha256.get(sha256).and_then(|s| self.by_sha1.get(s))
+    pub fn get_by_sha256(&self, sha256: &Sha256Digest) -> Option<FileEntry> {
+        let slot = *self.by_sha256.get(sha256)?;
+        Some(self.entry(slot))
     }
 
+    /// Adds or replaces the entry for `entry.sha1`.
     pub fn insert(&mut self, entry: FileEntry) {
-        if let Some(old) = self.by_sha1.get(&entry.sha1).and_then(|e| e.sha256) {
-            self.by_sha256.remove(&old);
+        let (dir, file) = split_url(&entry.url);
+        let dir = self.intern(dir);
+        let name = (*entry.name != *file).then(|| Box::from(&*entry.name));
+        let slot = Slot {
+            sha1: entry.sha1,
+            sha256: entry.sha256,
+            size: entry.size,
+            modified: entry.modified.map_or(0, unix_secs),
+            last_served: AtomicU32::new(0),
+            dir,
+            file: file.into(),
+            name,
+            approval: entry.approval,
+            stored: entry.stored,
+        };
+        match self.by_sha1.get(&entry.sha1) {
+            Some(&i) => {
+                let old = &mut self.slots[i as usize];
+                if let Some(sha256) = old.sha256.filter(|d| Some(*d) != slot.sha256) {
+                    self.by_sha256.remove(&sha256);
+                }
+                let served = old.last_served.load(Ordering::Relaxed);
+                slot.last_served.store(served, Ordering::Relaxed);
+                *old = slot;
+                if let Some(sha256) = entry.sha256 {
+                    self.by_sha256.insert(sha256, i);
+                }
+            }
+            None => {
+                let i = u32::try_from(self.slots.len()).expect("fewer than 4 billion files");
+                self.by_sha1.insert(entry.sha1, i);
+                if let Some(sha256) = entry.sha256 {
+                    self.by_sha256.insert(sha256, i);
+                }
+                self.slots.push(slot);
+            }
         }
-        if let Some(sha256) = entry.sha256 {
-            self.by_sha256.insert(sha256, entry.sha1);
+    }
+
+    /// Forgets a file no update references any more.
+    pub fn remove(&mut self, sha1: &Sha1Digest) {
+        let Some(i) = self.by_sha1.remove(sha1) else {
+            return;
+        };
+        let gone = self.slots.swap_remove(i as usize);
+        if let Some(sha256) = gone.sha256 {
+            self.by_sha256.remove(&sha256);
         }
-        self.by_sha1.insert(entry.sha1, entry);
+        if let Some(moved) = self.slots.get(i as usize) {
+            self.by_sha1.insert(moved.sha1, i);
+            if let Some(sha256) = moved.sha256 {
+                self.by_sha256.insert(sha256, i);
+            }
+        }
     }
 
     /// Records that a file is now published under `sha256`.
     pub fn mark_stored(&mut self, sha1: &Sha1Digest, sha256: Sha256Digest, size: u64) {
-        if let Some(mut e) = self.by_sha1.get(sha1).cloned() {
-            e.sha256 = Some(sha256);
-            e.size = Some(size);
-            e.stored = true;
-            self.insert(e);
+        let Some(&i) = self.by_sha1.get(sha1) else {
+            return;
+        };
+        let slot = &mut self.slots[i as usize];
+        if let Some(old) = slot.sha256.filter(|d| *d != sha256) {
+            self.by_sha256.remove(&old);
         }
+        slot.sha256 = Some(sha256);
+        slot.size = Some(size);
+        slot.stored = true;
+        slot.last_served.store(now_secs(), Ordering::Relaxed);
+        self.by_sha256.insert(sha256, i);
     }
 
     pub fn mark_absent(&mut self, sha1: &Sha1Digest) {
-        if let Some(e) = self.by_sha1.get_mut(sha1) {
-            e.stored = false;
+        if let Some(&i) = self.by_sha1.get(sha1) {
+            self.slots[i as usize].stored = false;
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.by_sha1.len()
+    /// Notes a response served from the store: eviction removes the files
+    /// served longest ago first. Needs only a read lock.
+    pub fn mark_served(&self, sha1: &Sha1Digest) {
+        if let Some(&i) = self.by_sha1.get(sha1) {
+            self.slots[i as usize]
+                .last_served
+                .store(now_secs(), Ordering::Relaxed);
+        }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &FileEntry> {
-        self.by_sha1.values()
+    /// Seeds a stored file's last-served time (from the store's file times
+    /// at start-up, so eviction order survives restarts roughly).
+    pub fn seed_served(&self, sha1: &Sha1Digest, secs: u32) {
+        if let Some(&i) = self.by_sha1.get(sha1) {
+            let slot = &self.slots[i as usize];
+            slot.last_served.fetch_max(secs, Ordering::Relaxed);
+        }
+    }
+
+    /// Stored files, least recently served first.
+    pub fn stored_by_last_served(&self) -> Vec<StoredFile> {
+        let mut files: Vec<StoredFile> = self
+            .slots
+            .iter()
+            .filter(|s| s.stored)
+            .filter_map(|s| {
+                Some(StoredFile {
+                    sha1: s.sha1,
+                    sha256: s.sha256?,
+                    size: s.size.unwrap_or(0),
+                    last_served: s.last_served.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        files.sort_by_key(|f| f.last_served);
+        files
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// SHA-1s of the files whose approval and storage state `keep` accepts.
+    pub fn select(&self, keep: impl Fn(Approval, bool) -> bool) -> Vec<Sha1Digest> {
+        self.slots
+            .iter()
+            .filter(|s| keep(s.approval, s.stored))
+            .map(|s| s.sha1)
+            .collect()
+    }
+
+    /// SHA-256s of stored files whose approval `keep` accepts.
+    pub fn stored_sha256s(&self, keep: impl Fn(Approval) -> bool) -> Vec<Sha256Digest> {
+        self.slots
+            .iter()
+            .filter(|s| s.stored && keep(s.approval))
+            .filter_map(|s| s.sha256)
+            .collect()
+    }
+
+    /// (files stored, their bytes).
+    pub fn stored_totals(&self) -> (u64, u64) {
+        self.slots
+            .iter()
+            .filter(|s| s.stored)
+            .fold((0, 0), |(n, b), s| (n + 1, b + s.size.unwrap_or(0)))
+    }
+
+    fn entry(&self, i: u32) -> FileEntry {
+        let s = &self.slots[i as usize];
+        let dir = &self.dirs[s.dir as usize];
+        let mut url = String::with_capacity(dir.len() + s.file.len());
+        url.push_str(dir);
+        url.push_str(&s.file);
+        FileEntry {
+            sha1: s.sha1,
+            sha256: s.sha256,
+            size: s.size,
+            name: Arc::from(s.name.as_deref().unwrap_or(&s.file)),
+            url: url.into(),
+            modified: (s.modified > 0).then(|| UNIX_EPOCH + Duration::from_secs(s.modified.into())),
+            approval: s.approval,
+            stored: s.stored,
+        }
+    }
+
+    fn intern(&mut self, dir: &str) -> u32 {
+        if let Some(&id) = self.dir_ids.get(dir) {
+            return id;
+        }
+        let id = u32::try_from(self.dirs.len()).expect("fewer than 4 billion directories");
+        let dir: Arc<str> = dir.into();
+        self.dirs.push(dir.clone());
+        self.dir_ids.insert(dir, id);
+        id
+    }
+}
+
+/// `http://host/a/b/name.cab` → (`http://host/a/b/`, `name.cab`).
+fn split_url(url: &str) -> (&str, &str) {
+    match url.rfind('/') {
+        Some(i) => url.split_at(i + 1),
+        None => ("", url),
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u32 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+fn now_secs() -> u32 {
+    unix_secs(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8, url: &str, name: &str) -> FileEntry {
+        FileEntry {
+            sha1: Sha1Digest([n; 20]),
+            sha256: Some(Sha256Digest([n; 32])),
+            size: Some(u64::from(n)),
+            name: name.into(),
+            url: url.into(),
+            modified: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            approval: Approval::Approved,
+            stored: false,
+        }
+    }
+
+    #[test]
+    fn entries_come_back_as_they_went_in() {
+        let mut index = Index::default();
+        index.insert(entry(1, "http://h/a/one.cab", "one.cab"));
+        index.insert(entry(2, "http://h/a/two.cab", "Two (renamed).cab"));
+        let two = index.get(&Sha1Digest([2; 20])).unwrap();
+        assert_eq!(&*two.url, "http://h/a/two.cab");
+        assert_eq!(&*two.name, "Two (renamed).cab");
+        assert_eq!(two.modified, entry(2, "", "").modified);
+        let one = index.get_by_sha256(&Sha256Digest([1; 32])).unwrap();
+        assert_eq!((&*one.url, &*one.name), ("http://h/a/one.cab", "one.cab"));
+        assert_eq!(index.dirs.len(), 1, "one shared directory");
+    }
+
+    #[test]
+    fn removal_keeps_the_other_entries_reachable() {
+        let mut index = Index::default();
+        for n in 1..=3 {
+            index.insert(entry(n, &format!("http://h/{n}.cab"), &format!("{n}.cab")));
+        }
+        index.remove(&Sha1Digest([1; 20]));
+        assert!(index.get(&Sha1Digest([1; 20])).is_none());
+        assert!(index.get_by_sha256(&Sha256Digest([1; 32])).is_none());
+        for n in 2..=3 {
+            assert_eq!(
+                index.get(&Sha1Digest([n; 20])).unwrap().size,
+                Some(n.into())
+            );
+            assert!(index.get_by_sha256(&Sha256Digest([n; 32])).is_some());
+        }
+        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn least_recently_served_comes_first() {
+        let mut index = Index::default();
+        for n in 1..=3 {
+            index.insert(entry(n, &format!("http://h/{n}.cab"), &format!("{n}.cab")));
+            index.mark_stored(&Sha1Digest([n; 20]), Sha256Digest([n; 32]), 10);
+        }
+        index.seed_served(&Sha1Digest([1; 20]), u32::MAX);
+        index.slots[1].last_served.store(5, Ordering::Relaxed);
+        let order: Vec<u8> = index
+            .stored_by_last_served()
+            .iter()
+            .map(|f| f.sha1.0[0])
+            .collect();
+        assert_eq!(order, [2, 3, 1]);
     }
 }

@@ -233,13 +233,24 @@ pub struct Catalog {
 
 const POLICY_KEY: &str = "policy";
 const MAX_PAGE: u32 = 1000;
+/// Index entries loaded per write-lock: requests wait at most one batch.
+const REFRESH_BATCH: usize = 8192;
+
+/// Which files an index refresh reloads.
+#[derive(Clone, Copy)]
+enum Scope {
+    All,
+    /// The files listed in `x_touched` by the last write.
+    Touched,
+}
 
 impl Catalog {
-    /// Opens `DATA/catalog.sqlite3`, creating it if needed, and loads the index.
-    /// Files the store no longer has are marked absent (and vice versa).
+    /// Opens `DATA/catalog.sqlite3`, creating or migrating it, and loads the
+    /// index. Files the store no longer has are marked absent (and vice versa).
     pub fn open(data_dir: &Path, store: Arc<Store>) -> Result<Arc<Catalog>, CatalogError> {
         let conn = Connection::open(data_dir.join("catalog.sqlite3"))?;
         schema::prepare(&conn)?;
+        register_functions(&conn)?;
         let policy = load_policy(&conn)?;
         let catalog = Catalog {
             db: Mutex::new(conn),
@@ -247,7 +258,7 @@ impl Catalog {
             policy: RwLock::new(policy),
             store,
         };
-        catalog.rebuild_index()?;
+        catalog.refresh(&catalog.db(), Scope::All)?;
         Ok(Arc::new(catalog))
     }
 
@@ -255,14 +266,37 @@ impl Catalog {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `change` in one transaction, then reloads into the index the
+    /// files it listed in `x_touched`.
+    fn write<T>(
+        &self,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, CatalogError>,
+    ) -> Result<T, CatalogError> {
+        let mut db = self.db();
+        let out = {
+            let tx = db.transaction()?;
+            tx.execute("DELETE FROM x_touched", [])?;
+            let out = change(&tx)?;
+            tx.commit()?;
+            out
+        };
+        self.refresh(&db, Scope::Touched)?;
+        db.execute("DELETE FROM x_touched", [])?;
+        Ok(out)
+    }
+
     /// The file a SHA-1 names, if any update references it.
     pub fn lookup_sha1(&self, sha1: &Sha1Digest) -> Option<FileEntry> {
-        self.index.read().unwrap().get(sha1).cloned()
+        self.index().get(sha1)
     }
 
     /// The file a SHA-256 names, if the catalog or an ingest taught us it.
     pub fn lookup_sha256(&self, sha256: &Sha256Digest) -> Option<FileEntry> {
-        self.index.read().unwrap().get_by_sha256(sha256).cloned()
+        self.index().get_by_sha256(sha256)
     }
 
     pub fn policy(&self) -> Policy {
@@ -288,22 +322,15 @@ impl Catalog {
         honour_state: bool,
     ) -> Result<ImportReport, CatalogError> {
         let updates = json::parse(body)?;
-        let report = {
-            let mut db = self.db();
-            let tx = db.transaction()?;
+        self.write(|tx| {
             let mut report = ImportReport::default();
-            rules::begin(&tx)?;
+            rules::begin(tx)?;
             for u in &updates {
-                if import_update(&tx, u, honour_state, &mut report)? {
-                    rules::mark_new(&tx, &u.doc.id)?;
-                }
+                import_update(tx, u, honour_state, &mut report)?;
             }
-            report.changed_by_rules = rules::apply_to_new(&tx)?;
-            tx.commit()?;
-            report
-        };
-        self.rebuild_index()?;
-        Ok(report)
+            report.changed_by_rules = rules::apply_to_new(tx)?;
+            Ok(report)
+        })
     }
 
     /// Imports Microsoft's `package.xml`, streamed, in one transaction.
@@ -315,32 +342,25 @@ impl Catalog {
         input: R,
     ) -> Result<ImportReport, CatalogError> {
         let started = std::time::Instant::now();
-        let report = {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            let report = xml_import::run(&tx, input)?;
-            tx.commit()?;
-            report
-        };
-        let written = started.elapsed();
-        if report.changed_anything() {
-            self.rebuild_index()?;
-        }
-        tracing::info!(?written, total = ?started.elapsed(), "package.xml imported");
+        let report = self.write(|tx| xml_import::run(tx, input))?;
+        tracing::info!(took = ?started.elapsed(), %report, "package.xml imported");
         Ok(report)
     }
 
     /// Sets an update's approval state and refreshes its files in the index.
     pub fn set_state(&self, id: &str, state: UpdateState) -> Result<UpdateSummary, CatalogError> {
         let id = id.to_ascii_lowercase();
-        let changed = self.db().execute(
-            "UPDATE updates SET state = ?2 WHERE id = ?1",
-            params![id, state.as_str()],
-        )?;
-        if changed == 0 {
-            return Err(CatalogError::UnknownUpdate(id));
-        }
-        self.refresh_files_of(&id)?;
+        self.write(|tx| {
+            let uid: i64 = tx
+                .query_row(
+                    "UPDATE updates SET state = ?2 WHERE id = ?1 RETURNING uid",
+                    params![id, state.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| CatalogError::UnknownUpdate(id.clone()))?;
+            touch_files_of(tx, uid)
+        })?;
         self.summary(&id)
     }
 
@@ -359,14 +379,21 @@ impl Catalog {
             });
         }
         let [p1, p2, p3, p4, p5, p6] = q.filter_params();
-        let changed = self.db().execute(
-            &format!("UPDATE updates SET state = ?7 WHERE state != ?7 AND {FILTER}"),
-            params![p1, p2, p3, p4, p5, p6, state.as_str()],
-        )?;
-        if changed > 0 {
-            self.rebuild_index()?;
-        }
-        Ok(changed as u64)
+        let args = params![p1, p2, p3, p4, p5, p6, state.as_str()];
+        self.write(|tx| {
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO x_touched(fid) SELECT uf.fid FROM updates
+                     JOIN update_files uf ON uf.uid = updates.uid WHERE state != ?7 AND {FILTER}"
+                ),
+                args,
+            )?;
+            let changed = tx.execute(
+                &format!("UPDATE updates SET state = ?7 WHERE state != ?7 AND {FILTER}"),
+                args,
+            )?;
+            Ok(changed as u64)
+        })
     }
 
     /// The automatic approval rules.
@@ -389,7 +416,7 @@ impl Catalog {
     pub fn record_stored(&self, sha1: &Sha1Digest, got: &Ingested) -> Result<(), CatalogError> {
         self.db().execute(
             "UPDATE files SET sha256 = ?2, size = ?3 WHERE sha1 = ?1",
-            params![sha1.to_hex(), got.sha256.to_hex(), got.size as i64],
+            params![sha1, got.sha256, got.size as i64],
         )?;
         self.index
             .write()
@@ -398,47 +425,54 @@ impl Catalog {
         Ok(())
     }
 
-    /// Forgets that a file is stored (after gc or a failed verify).
+    /// Forgets that a file is stored (after gc, eviction or a failed verify).
     pub fn record_absent(&self, sha1: &Sha1Digest) {
         self.index.write().unwrap().mark_absent(sha1);
     }
 
-    /// SHA-256s of the files some approved update references: what `gc` keeps.
+    /// Notes that a stored file was just served (for eviction order).
+    pub fn record_served(&self, sha1: &Sha1Digest) {
+        self.index().mark_served(sha1);
+    }
+
+    /// Stored files, least recently served first (eviction candidates).
+    pub fn stored_by_last_served(&self) -> Vec<index::StoredFile> {
+        self.index().stored_by_last_served()
+    }
+
+    /// SHA-256s of the stored files some approved update references: what `gc` keeps.
     pub fn approved_sha256s(&self) -> std::collections::HashSet<Sha256Digest> {
-        self.index
-            .read()
-            .unwrap()
-            .iter()
-            .filter(|f| f.approval == Approval::Approved)
-            .filter_map(|f| f.sha256)
+        self.index()
+            .stored_sha256s(|a| a == Approval::Approved)
+            .into_iter()
             .collect()
     }
 
     /// Files of every non-declined update that are not stored yet (at-sync).
     pub fn files_to_sync(&self) -> Vec<Sha1Digest> {
-        self.missing_where(|a| a != Approval::Declined)
+        self.index()
+            .select(|a, stored| !stored && a != Approval::Declined)
     }
 
     /// Files of approved updates that are not stored yet (prefetch on approve).
     pub fn approved_missing(&self) -> Vec<Sha1Digest> {
-        self.missing_where(|a| a == Approval::Approved)
-    }
-
-    fn missing_where(&self, wanted: impl Fn(Approval) -> bool) -> Vec<Sha1Digest> {
-        self.index
-            .read()
-            .unwrap()
-            .iter()
-            .filter(|f| !f.stored && wanted(f.approval))
-            .map(|f| f.sha1)
-            .collect()
+        self.index()
+            .select(|a, stored| !stored && a == Approval::Approved)
     }
 
     /// The files of one update, as the index has them.
     pub fn files_of(&self, id: &str) -> Result<Vec<FileEntry>, CatalogError> {
-        let sha1s = self.sha1s_of(id)?;
-        let index = self.index.read().unwrap();
-        Ok(sha1s.iter().filter_map(|s| index.get(s).cloned()).collect())
+        let sha1s: Vec<Sha1Digest> = {
+            let db = self.db();
+            let mut stmt = db.prepare_cached(
+                "SELECT f.sha1 FROM updates u JOIN update_files uf ON uf.uid = u.uid
+                 JOIN files f ON f.fid = uf.fid WHERE u.id = ?1",
+            )?;
+            let rows = stmt.query_map([id.to_ascii_lowercase()], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let index = self.index();
+        Ok(sha1s.iter().filter_map(|s| index.get(s)).collect())
     }
 
     /// A page of updates, newest release first.
@@ -501,38 +535,38 @@ impl Catalog {
         let db = self.db();
         let mut files_stmt = db.prepare(
             "SELECT f.name, f.sha1, f.sha256, f.size, f.url FROM update_files uf
-             JOIN files f ON f.sha1 = uf.sha1 WHERE uf.update_id = ?1 ORDER BY f.name",
+             JOIN files f ON f.fid = uf.fid WHERE uf.uid = ?1 ORDER BY f.name",
         )?;
         let mut stmt = db.prepare(
-            "SELECT id, revision, title, description, kb, msrc, classification, products,
+            "SELECT uid, id, revision, title, description, kb, msrc, classification, products,
                     release_date, state FROM updates ORDER BY id",
         )?;
         let mut rows = stmt.query([])?;
         let mut updates = Vec::new();
         while let Some(r) = rows.next()? {
-            let id: String = r.get(0)?;
+            let uid: i64 = r.get(0)?;
             let files = files_stmt
-                .query_map([&id], |f| {
+                .query_map([uid], |f| {
                     Ok(FileDoc {
                         name: f.get(0)?,
-                        sha1: f.get(1)?,
-                        sha256: f.get(2)?,
+                        sha1: f.get::<_, Sha1Digest>(1)?.to_hex(),
+                        sha256: f.get::<_, Option<Sha256Digest>>(2)?.map(|d| d.to_hex()),
                         size: f.get::<_, Option<i64>>(3)?.map(|s| s as u64),
                         url: f.get(4)?,
                     })
                 })?
                 .collect::<Result<_, _>>()?;
             updates.push(UpdateDoc {
-                id,
-                revision: r.get(1)?,
-                title: r.get(2)?,
-                description: r.get(3)?,
-                kb: r.get(4)?,
-                msrc: r.get(5)?,
-                classification: r.get(6)?,
-                products: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
-                release_date: r.get(8)?,
-                state: UpdateState::parse(&r.get::<_, String>(9)?),
+                id: r.get(1)?,
+                revision: r.get(2)?,
+                title: r.get(3)?,
+                description: r.get(4)?,
+                kb: r.get(5)?,
+                msrc: r.get(6)?,
+                classification: r.get(7)?,
+                products: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+                release_date: r.get(9)?,
+                state: UpdateState::parse(&r.get::<_, String>(10)?),
                 files,
             });
         }
@@ -555,12 +589,9 @@ impl Catalog {
                 }
             }
         }
-        let index = self.index.read().unwrap();
+        let index = self.index();
         c.files = index.len() as u64;
-        for f in index.iter().filter(|f| f.stored) {
-            c.files_stored += 1;
-            c.bytes_stored += f.size.unwrap_or(0);
-        }
+        (c.files_stored, c.bytes_stored) = index.stored_totals();
         Ok(c)
     }
 
@@ -575,59 +606,64 @@ impl Catalog {
             .ok_or_else(|| CatalogError::UnknownUpdate(id.to_owned()))
     }
 
-    fn sha1s_of(&self, id: &str) -> Result<Vec<Sha1Digest>, CatalogError> {
-        let db = self.db();
-        let mut stmt = db.prepare("SELECT sha1 FROM update_files WHERE update_id = ?1")?;
-        let hexes: Vec<String> = stmt
-            .query_map([id.to_ascii_lowercase()], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(hexes.iter().filter_map(|h| h.parse().ok()).collect())
-    }
-
-    /// Reloads every file entry from the database.
-    fn rebuild_index(&self) -> Result<(), CatalogError> {
-        let mut fresh = Index::default();
-        {
-            let db = self.db();
-            let mut stmt = db.prepare(&format!("{ENTRY_QUERY} GROUP BY f.sha1"))?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                fresh.insert(self.entry_from_row(r)?);
-            }
-        }
-        *self.index.write().unwrap() = fresh;
-        Ok(())
-    }
-
-    /// Recomputes the approval of the files of one update.
-    fn refresh_files_of(&self, id: &str) -> Result<(), CatalogError> {
-        let entries = {
-            let db = self.db();
-            let mut stmt = db.prepare(&format!(
-                "{ENTRY_QUERY} WHERE f.sha1 IN (SELECT sha1 FROM update_files WHERE update_id = ?1)
-                 GROUP BY f.sha1"
-            ))?;
-            let mut rows = stmt.query([id])?;
-            let mut entries = Vec::new();
-            while let Some(r) = rows.next()? {
-                entries.push(self.entry_from_row(r)?);
-            }
-            entries
+    /// Reloads files from the database into the index, in batches so
+    /// requests are never held up for long; files no update references any
+    /// more leave the index.
+    fn refresh(&self, db: &Connection, scope: Scope) -> Result<(), CatalogError> {
+        let from = match scope {
+            Scope::All => "files f",
+            Scope::Touched => "x_touched t JOIN files f ON f.fid = t.fid",
         };
-        let mut index = self.index.write().unwrap();
-        for e in entries {
-            index.insert(e);
+        let mut stmt = db.prepare(&format!(
+            "SELECT f.sha1, f.sha256, f.size, f.name, f.url, f.modified,
+                    max(u.state = 'approved'), min(u.state = 'declined'), count(u.uid)
+             FROM {from} LEFT JOIN update_files uf ON uf.fid = f.fid
+             LEFT JOIN updates u ON u.uid = uf.uid
+             GROUP BY f.fid"
+        ))?;
+        let mut rows = stmt.query([])?;
+        let mut batch = Vec::with_capacity(REFRESH_BATCH);
+        loop {
+            let row = rows.next()?;
+            if let Some(r) = row {
+                batch.push(self.entry_from_row(r)?);
+            }
+            if batch.len() == REFRESH_BATCH || (row.is_none() && !batch.is_empty()) {
+                self.apply(&mut batch);
+            }
+            if row.is_none() {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
-    fn entry_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<FileEntry> {
-        let sha1: String = r.get(0)?;
-        let sha256: Option<Sha256Digest> =
-            r.get::<_, Option<String>>(1)?.and_then(|s| s.parse().ok());
+    /// Puts a batch of refreshed files into the index.
+    fn apply(&self, batch: &mut Vec<Refreshed>) {
+        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
+        for refreshed in batch.drain(..) {
+            match refreshed {
+                Refreshed::Referenced { entry, stored_at } => {
+                    let sha1 = entry.sha1;
+                    index.insert(entry);
+                    if let Some(secs) = stored_at {
+                        index.seed_served(&sha1, secs);
+                    }
+                }
+                Refreshed::Unreferenced(sha1) => index.remove(&sha1),
+            }
+        }
+    }
+
+    fn entry_from_row(&self, r: &rusqlite::Row<'_>) -> rusqlite::Result<Refreshed> {
+        let sha1: Sha1Digest = r.get(0)?;
+        if r.get::<_, i64>(8)? == 0 {
+            return Ok(Refreshed::Unreferenced(sha1));
+        }
+        let sha256: Option<Sha256Digest> = r.get(1)?;
+        let stored_at = sha256.and_then(|d| self.store.published_at(&d));
         let (approved, all_declined): (bool, bool) = (r.get(6)?, r.get(7)?);
-        Ok(FileEntry {
-            sha1: sha1.parse().map_err(|_| bad_column(0))?,
+        let entry = FileEntry {
+            sha1,
             sha256,
             size: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
             name: r.get::<_, String>(3)?.into(),
@@ -640,17 +676,52 @@ impl Catalog {
                 (false, true) => Approval::Declined,
                 (false, false) => Approval::NotApproved,
             },
-            stored: sha256.is_some_and(|d| self.store.contains(&d)),
-        })
+            stored: stored_at.is_some(),
+        };
+        let stored_at = stored_at
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as u32);
+        Ok(Refreshed::Referenced { entry, stored_at })
     }
 }
 
-const ENTRY_QUERY: &str = "SELECT f.sha1, f.sha256, f.size, f.name, f.url, f.modified,
-        max(u.state = 'approved'), min(u.state = 'declined')
-    FROM files f JOIN update_files uf ON uf.sha1 = f.sha1 JOIN updates u ON u.id = uf.update_id";
+/// One file as an index refresh read it.
+enum Refreshed {
+    Referenced {
+        entry: FileEntry,
+        /// When the store published it (unix seconds), if it is stored.
+        stored_at: Option<u32>,
+    },
+    /// No update references it any more.
+    Unreferenced(Sha1Digest),
+}
+
+/// Lists an update's files for the index refresh after this write.
+pub(crate) fn touch_files_of(tx: &rusqlite::Transaction<'_>, uid: i64) -> Result<(), CatalogError> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO x_touched(fid) SELECT fid FROM update_files WHERE uid = ?1",
+    )?
+    .execute([uid])?;
+    Ok(())
+}
+
+/// SQL functions the imports use.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "kb_from_url",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            Ok(package_xml::kb_from_url(
+                ctx.get_raw(0).as_str().unwrap_or(""),
+            ))
+        },
+    )
+}
 
 const SUMMARY_COLUMNS: &str = "id, revision, title, kb, msrc, classification, products,
-    release_date, state, (SELECT count(*) FROM update_files uf WHERE uf.update_id = u.id),
+    release_date, state, (SELECT count(*) FROM update_files uf WHERE uf.uid = u.uid),
     superseded";
 
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateSummary> {
@@ -686,14 +757,15 @@ fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
         .unwrap_or_default())
 }
 
-/// How an imported update's revision relates to the one the catalog has.
+/// How an imported update's revision relates to the one the catalog has
+/// (carrying the known update's row id).
 pub(crate) enum Revision {
     /// Older than the stored one: ignored.
-    Stale,
+    Stale(i64),
     /// The same: left as it is.
-    Same,
+    Same(i64),
     /// Newer: replaces metadata and file links, keeps the approval.
-    Newer,
+    Newer(i64),
     New,
 }
 
@@ -704,22 +776,22 @@ pub(crate) fn compare_revision(
     revision: u32,
     report: &mut ImportReport,
 ) -> Result<Revision, CatalogError> {
-    let known: Option<u32> = tx
-        .prepare_cached("SELECT revision FROM updates WHERE id = ?1")?
-        .query_row([id], |r| r.get(0))
+    let known: Option<(i64, u32)> = tx
+        .prepare_cached("SELECT uid, revision FROM updates WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     Ok(match known {
-        Some(rev) if rev > revision => {
+        Some((uid, rev)) if rev > revision => {
             report.updates_stale += 1;
-            Revision::Stale
+            Revision::Stale(uid)
         }
-        Some(rev) if rev == revision => {
+        Some((uid, rev)) if rev == revision => {
             report.updates_unchanged += 1;
-            Revision::Same
+            Revision::Same(uid)
         }
-        Some(_) => {
+        Some((uid, _)) => {
             report.updates_replaced += 1;
-            Revision::Newer
+            Revision::Newer(uid)
         }
         None => {
             report.updates_added += 1;
@@ -729,40 +801,49 @@ pub(crate) fn compare_revision(
 }
 
 /// Writes one validated update: new, newer revision (replaces metadata and
-/// file links, keeps the approval), same revision (untouched) or older
-/// (ignored). Returns whether it wrote the update.
+/// file links, keeps the approval), same revision (untouched but for an
+/// imported state) or older (ignored).
 fn import_update(
     tx: &rusqlite::Transaction<'_>,
     u: &ValidUpdate,
     honour_state: bool,
     report: &mut ImportReport,
-) -> Result<bool, CatalogError> {
+) -> Result<(), CatalogError> {
     let d = &u.doc;
-    let imported_state = d.state.filter(|_| honour_state);
-    match compare_revision(tx, &d.id, d.revision, report)? {
-        Revision::Stale => return Ok(false),
-        Revision::Same => {
+    let imported_state = d.state.filter(|_| honour_state).map(UpdateState::as_str);
+    let known = match compare_revision(tx, &d.id, d.revision, report)? {
+        Revision::Stale(_) => return Ok(()),
+        Revision::Same(uid) => {
             if let Some(state) = imported_state {
-                tx.execute(
-                    "UPDATE updates SET state = ?2 WHERE id = ?1",
-                    params![d.id, state.as_str()],
+                let changed = tx.execute(
+                    "UPDATE updates SET state = ?2 WHERE uid = ?1 AND state != ?2",
+                    params![uid, state],
                 )?;
+                if changed > 0 {
+                    touch_files_of(tx, uid)?;
+                }
             }
-            return Ok(false);
+            return Ok(());
         }
-        Revision::Newer | Revision::New => {}
-    }
+        Revision::Newer(uid) => {
+            touch_files_of(tx, uid)?;
+            tx.execute("DELETE FROM update_files WHERE uid = ?1", [uid])?;
+            Some(uid)
+        }
+        Revision::New => None,
+    };
     let products = serde_json::to_string(&d.products).expect("strings serialise");
-    tx.execute(
-        "INSERT INTO updates(id, revision, title, description, kb, msrc, classification,
+    let uid: i64 = tx.query_row(
+        "INSERT INTO updates(uid, id, revision, title, description, kb, msrc, classification,
                              products, release_date, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, coalesce(?10, 'not-approved'))
-         ON CONFLICT(id) DO UPDATE SET revision = excluded.revision, title = excluded.title,
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'not-approved'))
+         ON CONFLICT(uid) DO UPDATE SET revision = excluded.revision, title = excluded.title,
             description = excluded.description, kb = excluded.kb, msrc = excluded.msrc,
             classification = excluded.classification, products = excluded.products,
-            release_date = excluded.release_date,
-            state = coalesce(?10, updates.state)",
+            release_date = excluded.release_date, state = coalesce(?11, updates.state)
+         RETURNING uid",
         params![
+            known,
             d.id,
             d.revision,
             d.title,
@@ -772,45 +853,44 @@ fn import_update(
             d.classification,
             products,
             d.release_date,
-            imported_state.map(UpdateState::as_str),
+            imported_state,
         ],
+        |r| r.get(0),
     )?;
-    tx.execute("DELETE FROM update_files WHERE update_id = ?1", [&d.id])?;
+    rules::mark_new(tx, uid)?;
     let modified = u.released.unwrap_or_else(now_secs);
     for f in &u.files {
-        let added = tx.execute(
-            "INSERT INTO files(sha1, sha256, size, name, url, modified) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(sha1) DO NOTHING",
-            params![
-                f.sha1.to_hex(),
-                f.sha256.map(|d| d.to_hex()),
-                f.size.map(|s| s as i64),
-                f.name,
-                f.url,
-                modified
-            ],
-        )?;
-        if added == 0 {
-            // Known file: newer metadata wins, learned digests and sizes are kept.
-            tx.execute(
-                "UPDATE files SET name = ?2, url = ?3, sha256 = coalesce(sha256, ?4),
-                                  size = coalesce(size, ?5) WHERE sha1 = ?1",
-                params![
-                    f.sha1.to_hex(),
-                    f.name,
-                    f.url,
-                    f.sha256.map(|d| d.to_hex()),
-                    f.size.map(|s| s as i64)
-                ],
-            )?;
-        }
-        report.files_added += added as u64;
-        tx.execute(
-            "INSERT OR IGNORE INTO update_files(update_id, sha1) VALUES (?1, ?2)",
-            params![d.id, f.sha1.to_hex()],
-        )?;
+        let known: Option<i64> = tx
+            .prepare_cached("SELECT fid FROM files WHERE sha1 = ?1")?
+            .query_row([f.sha1], |r| r.get(0))
+            .optional()?;
+        let size = f.size.map(|s| s as i64);
+        let fid = match known {
+            Some(fid) => {
+                // Newer metadata wins; learned digests and sizes are kept.
+                tx.prepare_cached(
+                    "UPDATE files SET name = ?2, url = ?3, sha256 = coalesce(sha256, ?4),
+                                      size = coalesce(size, ?5) WHERE fid = ?1",
+                )?
+                .execute(params![fid, f.name, f.url, f.sha256, size])?;
+                fid
+            }
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO files(sha1, sha256, size, name, url, modified)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![f.sha1, f.sha256, size, f.name, f.url, modified])?;
+                report.files_added += 1;
+                tx.last_insert_rowid()
+            }
+        };
+        tx.prepare_cached("INSERT OR IGNORE INTO update_files(uid, fid) VALUES (?1, ?2)")?
+            .execute([uid, fid])?;
+        tx.prepare_cached("INSERT OR IGNORE INTO x_touched(fid) VALUES (?1)")?
+            .execute([fid])?;
     }
-    Ok(true)
+    Ok(())
 }
 
 fn now_secs() -> i64 {

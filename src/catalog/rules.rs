@@ -76,16 +76,14 @@ pub fn remove(conn: &Connection, id: i64) -> Result<bool, CatalogError> {
 
 /// Starts tracking the updates an import writes.
 pub fn begin(tx: &Transaction<'_>) -> Result<(), CatalogError> {
-    tx.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS x_new (id TEXT PRIMARY KEY); DELETE FROM x_new;",
-    )?;
+    tx.execute_batch("DELETE FROM x_new;")?;
     Ok(())
 }
 
 /// Records that an import added or replaced this update.
-pub fn mark_new(tx: &Transaction<'_>, id: &str) -> Result<(), CatalogError> {
-    tx.prepare_cached("INSERT OR IGNORE INTO x_new(id) VALUES (?1)")?
-        .execute([id])?;
+pub fn mark_new(tx: &Transaction<'_>, uid: i64) -> Result<(), CatalogError> {
+    tx.prepare_cached("INSERT OR IGNORE INTO x_new(uid) VALUES (?1)")?
+        .execute([uid])?;
     Ok(())
 }
 
@@ -98,7 +96,7 @@ pub fn apply_to_new(tx: &Transaction<'_>) -> Result<u64, CatalogError> {
     for rule in rules {
         changed += tx.execute(
             "UPDATE updates SET state = ?1
-             WHERE id IN (SELECT id FROM x_new) AND state = 'not-approved'
+             WHERE uid IN (SELECT uid FROM x_new) AND state = 'not-approved'
                AND (?2 IS NULL OR lower(classification) = lower(?2))
                AND (?3 IS NULL OR lower(products) LIKE '%\"' || lower(?3) || '\"%')
                AND (?4 IS NULL OR lower(title) LIKE '%' || lower(?4) || '%')",

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -58,13 +58,78 @@ CREATE TABLE rules (
 );
 ";
 
+/// Integer keys: updates and files get a rowid, digests are stored as bytes.
+/// A 500k-update catalog has ~2M update-file links; keyed by two hex
+/// strings their indexes were ~350 MB inserted in random order (every insert
+/// a cache miss), keyed by two small integers they are ~40 MB and appended.
+const V4: &str = "
+CREATE TABLE updates_v4 (
+    uid            INTEGER PRIMARY KEY,
+    id             TEXT NOT NULL UNIQUE,
+    revision       INTEGER NOT NULL,
+    title          TEXT NOT NULL,
+    description    TEXT NOT NULL DEFAULT '',
+    kb             TEXT,
+    msrc           TEXT,
+    classification TEXT,
+    products       TEXT NOT NULL DEFAULT '[]',  -- JSON array
+    release_date   TEXT,
+    state          TEXT NOT NULL DEFAULT 'not-approved'
+                   CHECK (state IN ('not-approved', 'approved', 'declined')),
+    revision_id    INTEGER,
+    is_bundle      INTEGER NOT NULL DEFAULT 0,
+    superseded     INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO updates_v4(id, revision, title, description, kb, msrc, classification, products,
+                       release_date, state, revision_id, is_bundle, superseded)
+    SELECT id, revision, title, description, kb, msrc, classification, products,
+           release_date, state, revision_id, is_bundle, superseded FROM updates ORDER BY id;
+CREATE TABLE files_v4 (
+    fid      INTEGER PRIMARY KEY,
+    sha1     BLOB NOT NULL UNIQUE,      -- 20 bytes
+    sha256   BLOB,                      -- 32 bytes: from the catalog or learned at ingest
+    size     INTEGER,
+    name     TEXT NOT NULL DEFAULT '',
+    url      TEXT NOT NULL DEFAULT '',  -- '' only inside an import, until its FileLocation
+    modified INTEGER                    -- unix seconds, for Last-Modified
+);
+INSERT INTO files_v4(sha1, sha256, size, name, url, modified)
+    SELECT unhex(sha1), unhex(sha256), size, name, url, modified FROM files ORDER BY sha1;
+CREATE TABLE update_files_v4 (
+    uid INTEGER NOT NULL REFERENCES updates_v4(uid) ON DELETE CASCADE,
+    fid INTEGER NOT NULL REFERENCES files_v4(fid),
+    PRIMARY KEY (uid, fid)
+) WITHOUT ROWID;
+INSERT INTO update_files_v4(uid, fid)
+    SELECT u.uid, f.fid FROM update_files uf
+    JOIN updates_v4 u ON u.id = uf.update_id JOIN files_v4 f ON f.sha1 = unhex(uf.sha1)
+    ORDER BY 1, 2;
+DROP TABLE update_files;
+DROP TABLE files;
+DROP TABLE updates;
+ALTER TABLE updates_v4 RENAME TO updates;
+ALTER TABLE files_v4 RENAME TO files;
+ALTER TABLE update_files_v4 RENAME TO update_files;
+CREATE INDEX update_files_fid ON update_files(fid);
+CREATE INDEX files_sha256 ON files(sha256) WHERE sha256 IS NOT NULL;
+CREATE INDEX files_unlocated ON files(fid) WHERE url = '';
+";
+
+/// Per-connection scratch tables of multi-statement writes (imports,
+/// bulk approvals): never persisted, so a crash leaves nothing behind.
+const SCRATCH: &str = "
+CREATE TEMP TABLE IF NOT EXISTS x_touched (fid INTEGER PRIMARY KEY);  -- files to refresh in the index
+CREATE TEMP TABLE IF NOT EXISTS x_new (uid INTEGER PRIMARY KEY);      -- updates an import wrote
+CREATE TEMP TABLE IF NOT EXISTS x_rev (revision_id INTEGER PRIMARY KEY, uid INTEGER NOT NULL);
+CREATE TEMP TABLE IF NOT EXISTS x_bundle (child_rev INTEGER NOT NULL, bundle_rev INTEGER NOT NULL);
+";
+
 /// Sets connection pragmas and creates or migrates the schema.
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     // WAL: readers do not block the writer; FULL: a committed approval
     // survives power loss, not only a process crash.
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
     // Imports insert millions of rows in random key order (digests): with
     // SQLite's default 2 MB page cache every insert misses. 64 MB keeps the
     // hot B-tree pages in memory.
@@ -78,9 +143,90 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("BEGIN; {V2} PRAGMA user_version = 2; COMMIT;"))?;
     }
     if version < 3 {
+        conn.execute_batch(&format!("BEGIN; {V3} PRAGMA user_version = 3; COMMIT;"))?;
+    }
+    if version < 4 {
+        // Foreign keys are still off here: the tables are rebuilt and renamed.
         conn.execute_batch(&format!(
-            "BEGIN; {V3} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V4} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(SCRATCH)?;
     Ok(())
+}
+
+/// Digests are stored as their bytes (half the size of hex in every index).
+macro_rules! digest_column {
+    ($ty:ty) => {
+        impl rusqlite::types::ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(rusqlite::types::ToSqlOutput::Borrowed(
+                    rusqlite::types::ValueRef::Blob(&self.0),
+                ))
+            }
+        }
+
+        impl rusqlite::types::FromSql for $ty {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let blob = value.as_blob()?;
+                Self::from_slice(blob).ok_or(rusqlite::types::FromSqlError::InvalidBlobSize {
+                    expected_size: std::mem::size_of::<Self>(),
+                    blob_size: blob.len(),
+                })
+            }
+        }
+    };
+}
+
+digest_column!(crate::digest::Sha1Digest);
+digest_column!(crate::digest::Sha256Digest);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catalog written by version 3 (hex text keys) keeps its updates,
+    /// files, digests and links after the move to integer keys.
+    #[test]
+    fn version_3_catalogs_migrate_in_place() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!("{V1} {V2} {V3} PRAGMA user_version = 3;"))
+            .unwrap();
+        let sha1 = "00112233445566778899aabbccddeeff00112233";
+        let sha256 = "ab".repeat(32);
+        conn.execute_batch(&format!(
+            "INSERT INTO updates(id, revision, title, state) VALUES ('u-1', 2, 'One', 'approved');
+             INSERT INTO files(sha1, sha256, size, name, url, modified)
+                 VALUES ('{sha1}', '{sha256}', 3, 'a.cab', 'http://h/a.cab', 1);
+             INSERT INTO update_files(update_id, sha1) VALUES ('u-1', '{sha1}');"
+        ))
+        .unwrap();
+
+        prepare(&conn).unwrap();
+
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, VERSION);
+        let (id, state, digest, stored_sha256): (String, String, Vec<u8>, Vec<u8>) = conn
+            .query_row(
+                "SELECT u.id, u.state, f.sha1, f.sha256 FROM updates u
+                 JOIN update_files uf ON uf.uid = u.uid JOIN files f ON f.fid = uf.fid",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!((id.as_str(), state.as_str()), ("u-1", "approved"));
+        assert_eq!(hex::encode(digest), sha1);
+        assert_eq!(hex::encode(stored_sha256), sha256);
+        let fk_errors: i64 = conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(fk_errors, 0);
+    }
 }

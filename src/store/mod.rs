@@ -95,6 +95,13 @@ impl Store {
             .join(hex)
     }
 
+    /// When a file with this digest was published, if it is.
+    pub fn published_at(&self, digest: &Sha256Digest) -> Option<std::time::SystemTime> {
+        let meta = fs::metadata(self.path_of(digest)).ok()?;
+        meta.is_file()
+            .then(|| meta.modified().unwrap_or(std::time::UNIX_EPOCH))
+    }
+
     /// Whether a file with this digest is published.
     pub fn contains(&self, digest: &Sha256Digest) -> bool {
         self.maps.contains_key(digest) || self.path_of(digest).is_file()

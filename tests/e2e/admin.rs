@@ -75,6 +75,35 @@ async fn reimport_is_idempotent_and_newer_revisions_replace() {
     assert_eq!(u["files"][0]["local_state"], "absent");
 }
 
+/// A new revision that swaps a file changes what is servable at once: the
+/// in-memory index follows exactly the files the import touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_that_swaps_files_changes_what_is_servable() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    assert_eq!(h.get(&h.a.content_path()).await.status(), 200);
+    assert_eq!(h.get(&h.c.content_path()).await.status(), 403);
+    let mut newer = h.catalog();
+    newer["updates"][0]["revision"] = 2.into();
+    newer["updates"][0]["files"] = json!([h.c.catalog_entry(&h.upstream)]);
+    newer["updates"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|u| u["id"] != ID_C);
+    let r: Value = h.import(&newer).await.json().await.unwrap();
+    assert_eq!(r["updates_replaced"], 1, "{r}");
+    assert_eq!(
+        h.get(&h.a.content_path()).await.status(),
+        404,
+        "no update references the old file any more"
+    );
+    let body = h.get(&h.c.content_path()).await.bytes().await.unwrap();
+    assert!(
+        body == h.c.bytes,
+        "the approved update's new file is served"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_and_approvals_survive_a_restart() {
     let mut h = Harness::new().await;
