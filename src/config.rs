@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// PEM file of extra root certificates for an HTTPS upstream
     #[arg(long, env = "UPCACHE_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
+    /// Evict least-recently-served files beyond this store size (e.g. 500GiB)
+    #[arg(long, env = "UPCACHE_MAX_STORE_BYTES", value_parser = parse_size)]
+    pub max_store_bytes: Option<u64>,
 }
 
 /// The keys of `upcache.toml`.
@@ -79,6 +82,15 @@ struct FileConfig {
     far_ahead_bytes: Option<u64>,
     open_file_cache: Option<u64>,
     header_timeout_secs: Option<u64>,
+    max_store_bytes: Option<Size>,
+}
+
+/// A size in `upcache.toml`: bytes, or a string with a unit ("500GiB").
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
 }
 
 /// The resolved configuration of a server.
@@ -93,6 +105,8 @@ pub struct Config {
     pub open_file_cache: u64,
     /// Longest wait for a request head (slow or idle clients are dropped).
     pub header_timeout: Duration,
+    /// Store size beyond which least-recently-served files are evicted.
+    pub max_store_bytes: Option<u64>,
 }
 
 impl Config {
@@ -146,6 +160,17 @@ impl Config {
             header_timeout: file
                 .header_timeout_secs
                 .map_or(crate::http::DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
+            max_store_bytes: match (args.max_store_bytes, file.max_store_bytes) {
+                (Some(flag), _) => Some(flag),
+                (None, Some(Size::Bytes(n))) => Some(n),
+                (None, Some(Size::Text(t))) => {
+                    Some(parse_size(&t).map_err(|message| ConfigError::Invalid {
+                        setting: "max_store_bytes",
+                        message,
+                    })?)
+                }
+                (None, None) => None,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -161,6 +186,7 @@ impl Config {
             fetch: FetchSettings::default(),
             open_file_cache: 1024,
             header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
+            max_store_bytes: None,
         }
     }
 
@@ -198,8 +224,43 @@ impl Config {
                 message: "must be at least one second".into(),
             });
         }
+        if self.max_store_bytes == Some(0) {
+            return Err(ConfigError::Invalid {
+                setting: "max_store_bytes",
+                message: "must be more than 0 (leave it unset for no limit)".into(),
+            });
+        }
         Ok(())
     }
+}
+
+/// `1073741824`, `1GiB`, `500 GB`, `2TiB`: binary (KiB..TiB) and decimal
+/// (KB..TB) units, case-insensitive.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500GiB or 1073741824)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (use KiB, MiB, GiB, TiB, KB, MB, GB or TB)"
+            ))
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -274,6 +335,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("upstream"), "{e}");
+    }
+
+    #[test]
+    fn store_sizes_take_units() {
+        assert_eq!(parse_size("1073741824"), Ok(1 << 30));
+        assert_eq!(parse_size("500GiB"), Ok(500 << 30));
+        assert_eq!(parse_size("2 tb"), Ok(2_000_000_000_000));
+        assert!(parse_size("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999999TiB")
+            .unwrap_err()
+            .contains("too large"));
+        let c = load_with(ServeArgs::default(), Some("max_store_bytes = \"10MiB\"")).unwrap();
+        assert_eq!(c.max_store_bytes, Some(10 << 20));
+        let c = load_with(ServeArgs::default(), Some("max_store_bytes = 4096")).unwrap();
+        assert_eq!(c.max_store_bytes, Some(4096));
+        let e = load_with(ServeArgs::default(), Some("max_store_bytes = \"lots\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_store_bytes"), "{e}");
     }
 
     #[test]

@@ -25,7 +25,9 @@ impl HttpStatus for FetchError {
     fn status(&self) -> StatusCode {
         match self {
             FetchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            FetchError::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            FetchError::DiskFull | FetchError::LargerThanStore { .. } => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             FetchError::Store(_) | FetchError::Setup(_) => StatusCode::INTERNAL_SERVER_ERROR,
             FetchError::UpstreamStatus { .. }
             | FetchError::Connect(_)

@@ -16,5 +16,6 @@ pub mod fetch;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod quota;
 pub mod server;
 pub mod store;

@@ -60,6 +60,8 @@ pub struct Metrics {
     upstream_bytes: Counter,
     verify_failures: Counter,
     resumes: Counter,
+    evicted_files: Counter,
+    evicted_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,18 @@ impl Default for Metrics {
         let upstream_bytes = Counter::default();
         let verify_failures = Counter::default();
         let resumes = Counter::default();
+        let evicted_files = Counter::default();
+        let evicted_bytes = Counter::default();
+        registry.register(
+            "evicted_files",
+            "Stored files evicted to stay under max_store_bytes",
+            evicted_files.clone(),
+        );
+        registry.register(
+            "evicted_bytes",
+            "Bytes evicted to stay under max_store_bytes",
+            evicted_bytes.clone(),
+        );
         registry.register(
             "upstream_resumes",
             "Interrupted downloads resumed with a Range request",
@@ -109,6 +123,8 @@ impl Default for Metrics {
             upstream_bytes,
             verify_failures,
             resumes,
+            evicted_files,
+            evicted_bytes,
         }
     }
 }
@@ -132,6 +148,12 @@ impl Metrics {
 
     pub fn resume(&self) {
         self.resumes.inc();
+    }
+
+    /// A stored file was evicted (max_store_bytes).
+    pub fn evicted(&self, bytes: u64) {
+        self.evicted_files.inc();
+        self.evicted_bytes.inc_by(bytes);
     }
 
     /// A download ended: stored, or failed (and whether verification failed).

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::fetch::{FetchError, Fetcher};
 use crate::http::content::ContentService;
 use crate::metrics::Metrics;
+use crate::quota::Quota;
 use crate::store::{Store, StoreError};
 
 /// Why the server could not start.
@@ -45,6 +46,7 @@ pub struct App {
     pub catalog: Arc<Catalog>,
     pub fetcher: Arc<Fetcher>,
     pub metrics: Arc<Metrics>,
+    pub quota: Arc<Quota>,
     pub started: Instant,
 }
 
@@ -125,9 +127,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             .expect("catalog open does not panic")?
     };
     let metrics = Arc::new(Metrics::default());
+    let quota = Quota::new(
+        config.max_store_bytes,
+        catalog.clone(),
+        store.clone(),
+        metrics.clone(),
+    );
+    // A lowered max_store_bytes applies at once.
+    quota.enforce();
     let fetcher = Fetcher::new(
         store.clone(),
         catalog.clone(),
+        quota.clone(),
         config.fetch.clone(),
         metrics.clone(),
     )?;
@@ -142,6 +153,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         catalog: catalog.clone(),
         fetcher: fetcher.clone(),
         metrics: metrics.clone(),
+        quota,
         started: Instant::now(),
     });
     let shutdown = CancellationToken::new();

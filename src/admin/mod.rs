@@ -332,6 +332,9 @@ pub struct Status {
     #[serde(default)]
     pub background: crate::fetch::BackgroundStatus,
     pub quarantined: usize,
+    /// `max_store_bytes`, if set (files beyond it are evicted, least recently served first).
+    #[serde(default)]
+    pub max_store_bytes: Option<u64>,
 }
 
 async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
@@ -345,5 +348,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         fetches: app.fetcher.status(),
         background: app.fetcher.background_status(),
         quarantined: app.store.quarantined().len(),
+        max_store_bytes: app.quota.max(),
     }))
 }

@@ -9,7 +9,7 @@
 //! directory plus the file's own name, which is also its display name.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,8 +37,8 @@ struct Slot {
     size: Option<u64>,
     /// Unix seconds; 0 when unknown.
     modified: u32,
-    /// Unix seconds of the last response served from the store (for eviction).
-    last_served: AtomicU32,
+    /// Unix milliseconds of the last response served from the store (for eviction).
+    last_served: AtomicU64,
     dir: u32,
     file: Box<str>,
     /// Only when the display name is not the URL's last segment.
@@ -63,7 +63,8 @@ pub struct StoredFile {
     pub sha1: Sha1Digest,
     pub sha256: Sha256Digest,
     pub size: u64,
-    pub last_served: u32,
+    /// Unix milliseconds.
+    pub last_served: u64,
 }
 
 impl Index {
@@ -87,7 +88,7 @@ impl Index {
             sha256: entry.sha256,
             size: entry.size,
             modified: entry.modified.map_or(0, unix_secs),
-            last_served: AtomicU32::new(0),
+            last_served: AtomicU64::new(0),
             dir,
             file: file.into(),
             name,
@@ -147,7 +148,7 @@ impl Index {
         slot.sha256 = Some(sha256);
         slot.size = Some(size);
         slot.stored = true;
-        slot.last_served.store(now_secs(), Ordering::Relaxed);
+        slot.last_served.store(now_millis(), Ordering::Relaxed);
         self.by_sha256.insert(sha256, i);
     }
 
@@ -163,16 +164,16 @@ impl Index {
         if let Some(&i) = self.by_sha1.get(sha1) {
             self.slots[i as usize]
                 .last_served
-                .store(now_secs(), Ordering::Relaxed);
+                .store(now_millis(), Ordering::Relaxed);
         }
     }
 
     /// Seeds a stored file's last-served time (from the store's file times
     /// at start-up, so eviction order survives restarts roughly).
-    pub fn seed_served(&self, sha1: &Sha1Digest, secs: u32) {
+    pub fn seed_served(&self, sha1: &Sha1Digest, millis: u64) {
         if let Some(&i) = self.by_sha1.get(sha1) {
             let slot = &self.slots[i as usize];
-            slot.last_served.fetch_max(secs, Ordering::Relaxed);
+            slot.last_served.fetch_max(millis, Ordering::Relaxed);
         }
     }
 
@@ -268,8 +269,10 @@ fn unix_secs(t: SystemTime) -> u32 {
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
-fn now_secs() -> u32 {
-    unix_secs(SystemTime::now())
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -329,7 +332,7 @@ mod tests {
             index.insert(entry(n, &format!("http://h/{n}.cab"), &format!("{n}.cab")));
             index.mark_stored(&Sha1Digest([n; 20]), Sha256Digest([n; 32]), 10);
         }
-        index.seed_served(&Sha1Digest([1; 20]), u32::MAX);
+        index.seed_served(&Sha1Digest([1; 20]), u64::MAX);
         index.slots[1].last_served.store(5, Ordering::Relaxed);
         let order: Vec<u8> = index
             .stored_by_last_served()

@@ -13,7 +13,7 @@ pub mod rules;
 mod schema;
 mod xml_import;
 
-pub use index::FileEntry;
+pub use index::{FileEntry, StoredFile};
 pub use json::CatalogDoc;
 
 use std::path::Path;
@@ -435,8 +435,13 @@ impl Catalog {
         self.index().mark_served(sha1);
     }
 
+    /// Bytes of the stored files the catalog knows.
+    pub fn stored_bytes(&self) -> u64 {
+        self.index().stored_totals().1
+    }
+
     /// Stored files, least recently served first (eviction candidates).
-    pub fn stored_by_last_served(&self) -> Vec<index::StoredFile> {
+    pub fn stored_by_last_served(&self) -> Vec<StoredFile> {
         self.index().stored_by_last_served()
     }
 
@@ -645,8 +650,8 @@ impl Catalog {
                 Refreshed::Referenced { entry, stored_at } => {
                     let sha1 = entry.sha1;
                     index.insert(entry);
-                    if let Some(secs) = stored_at {
-                        index.seed_served(&sha1, secs);
+                    if let Some(millis) = stored_at {
+                        index.seed_served(&sha1, millis);
                     }
                 }
                 Refreshed::Unreferenced(sha1) => index.remove(&sha1),
@@ -680,7 +685,7 @@ impl Catalog {
         };
         let stored_at = stored_at
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map(|d| d.as_secs() as u32);
+            .map(|d| d.as_millis() as u64);
         Ok(Refreshed::Referenced { entry, stored_at })
     }
 }
@@ -689,8 +694,8 @@ impl Catalog {
 enum Refreshed {
     Referenced {
         entry: FileEntry,
-        /// When the store published it (unix seconds), if it is stored.
-        stored_at: Option<u32>,
+        /// When the store published it (unix milliseconds), if it is stored.
+        stored_at: Option<u64>,
     },
     /// No update references it any more.
     Unreferenced(Sha1Digest),

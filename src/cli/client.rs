@@ -229,6 +229,13 @@ pub fn print_status(s: &Status) {
         "files      {} known, {} stored ({} bytes), {} quarantined",
         c.files, c.files_stored, c.bytes_stored, s.quarantined
     );
+    if let Some(max) = s.max_store_bytes {
+        println!(
+            "quota      {} of {max} bytes used ({:.0} %), least recently served evicted beyond",
+            c.bytes_stored,
+            c.bytes_stored as f64 * 100.0 / max.max(1) as f64
+        );
+    }
     if s.fetches.is_empty() {
         println!("fetches    none in progress");
     }

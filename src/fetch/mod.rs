@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, FileEntry};
 use crate::digest::Sha1Digest;
 use crate::metrics::Metrics;
+use crate::quota::Quota;
 use crate::store::Store;
 
 /// Why a download failed. Cloneable: every waiting client gets a copy.
@@ -40,6 +41,8 @@ pub enum FetchError {
     Verification(String),
     #[error("disk full while storing the download")]
     DiskFull,
+    #[error("the file ({size} bytes) is larger than max_store_bytes ({max})")]
+    LargerThanStore { size: u64, max: u64 },
     #[error("store error: {0}")]
     Store(String),
     #[error("upstream client setup: {0}")]
@@ -123,6 +126,7 @@ pub struct Fetcher {
     client: reqwest::Client,
     store: Arc<Store>,
     catalog: Arc<Catalog>,
+    quota: Arc<Quota>,
     settings: FetchSettings,
     metrics: Arc<Metrics>,
     inflight: Mutex<HashMap<Sha1Digest, Arc<Download>>>,
@@ -145,6 +149,7 @@ impl Fetcher {
     pub fn new(
         store: Arc<Store>,
         catalog: Arc<Catalog>,
+        quota: Arc<Quota>,
         settings: FetchSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Fetcher>, FetchError> {
@@ -170,6 +175,7 @@ impl Fetcher {
             client,
             store,
             catalog,
+            quota,
             background: Arc::new(tokio::sync::Semaphore::new(
                 settings.background_concurrency.max(1),
             )),
@@ -378,11 +384,13 @@ impl Fetcher {
             .await
             .expect("never closed");
         dl.update(|p| p.phase = Phase::Connecting);
+        let reservation = self.quota.reserve(file.size.unwrap_or(0));
         let transfer = transfer::Transfer {
             client: &self.client,
             settings: &self.settings,
             metrics: &self.metrics,
             url: &url,
+            max_store: self.quota.max(),
         };
         let outcome = transfer.run(&dl, ingest, &file).await;
         let outcome = match outcome {
@@ -402,6 +410,10 @@ impl Fetcher {
                 tracing::info!(sha1 = %file.sha1, sha256 = %got.sha256, bytes = got.size, "fetch stored")
             }
             Err(e) => tracing::warn!(sha1 = %file.sha1, error = %e, "fetch failed"),
+        }
+        drop(reservation);
+        if outcome.is_ok() {
+            self.quota.enforce();
         }
         // Out of the table first: a request arriving after the failure starts afresh.
         self.inflight.lock().unwrap().remove(&file.sha1);

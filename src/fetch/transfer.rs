@@ -36,6 +36,8 @@ pub(super) struct Transfer<'a> {
     pub settings: &'a FetchSettings,
     pub metrics: &'a Metrics,
     pub url: &'a str,
+    /// A file larger than the store may hold is refused up front.
+    pub max_store: Option<u64>,
 }
 
 enum Pumped {
@@ -54,13 +56,13 @@ impl Transfer<'_> {
         mut ingest: Ingest,
         file: &FileEntry,
     ) -> Result<Ingested, FetchError> {
-        check_room(&ingest, file.size)?;
+        check_room(&ingest, file.size, self.max_store)?;
         let response = self.request(None).await?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(self.status_error(&response));
         }
         let total = expected_total(file.size, response.content_length())?;
-        check_room(&ingest, total)?;
+        check_room(&ingest, total, self.max_store)?;
         if let Some(size) = total {
             ingest.limit_size(size);
         }
@@ -225,8 +227,14 @@ impl Transfer<'_> {
     }
 }
 
-/// Refuses, before any byte is sent to a client, a download the disk cannot hold.
-fn check_room(ingest: &Ingest, size: Option<u64>) -> Result<(), FetchError> {
+/// Refuses, before any byte is sent to a client, a download the disk (or
+/// `max_store_bytes`) cannot hold.
+fn check_room(ingest: &Ingest, size: Option<u64>, max: Option<u64>) -> Result<(), FetchError> {
+    if let (Some(size), Some(max)) = (size, max) {
+        if size > max {
+            return Err(FetchError::LargerThanStore { size, max });
+        }
+    }
     match (size, ingest.free_bytes()) {
         (Some(size), Some(free)) if size > free => {
             tracing::error!(size, free, "not enough disk space for a download");

@@ -89,9 +89,10 @@ impl ContentService {
             Decision::Redirect => (self.redirect(&entry), Outcome::Redirect),
             Decision::Serve => match self
                 .store
-                .open_bytes(&entry.sha256.expect("stored files have a SHA-256"))
+                .serve_bytes(&entry.sha256.expect("stored files have a SHA-256"))
             {
                 Ok(Some(bytes)) => {
+                    self.catalog.record_served(&entry.sha1);
                     let len = Some(bytes.len() as u64);
                     let rep = representation(&entry, key, content_type, len);
                     let r = respond(&method, req.headers(), rep, Source::Stored(bytes));

@@ -12,11 +12,12 @@ mod ingest;
 
 pub use ingest::{Expected, Ingest, IngestError, Ingested};
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -49,6 +50,38 @@ pub struct Store {
     /// Open maps of recently served files: a hit costs no `open`/`mmap`.
     maps: moka::sync::Cache<Sha256Digest, Bytes>,
     tmp_seq: AtomicU64,
+    /// Files being sent to clients right now, with how many responses.
+    pins: Arc<Mutex<HashMap<Sha256Digest, u32>>>,
+}
+
+/// Marks a file as being served while it lives (eviction skips it).
+struct Pin {
+    pins: Arc<Mutex<HashMap<Sha256Digest, u32>>>,
+    digest: Sha256Digest,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pins = self.pins.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = pins.get_mut(&self.digest) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.digest);
+            }
+        }
+    }
+}
+
+/// A response's view of a stored file: the shared map plus its pin.
+struct Served {
+    bytes: Bytes,
+    _pin: Pin,
+}
+
+impl AsRef<[u8]> for Served {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl Store {
@@ -63,6 +96,7 @@ impl Store {
             root,
             maps: moka::sync::Cache::new(cached_maps),
             tmp_seq: AtomicU64::new(0),
+            pins: Arc::default(),
         };
         store.remove_leftover_temp_files()?;
         Ok(Arc::new(store))
@@ -82,6 +116,7 @@ impl Store {
             root: data_dir.to_owned(),
             maps: moka::sync::Cache::new(16),
             tmp_seq: AtomicU64::new(0),
+            pins: Arc::default(),
         }))
     }
 
@@ -130,6 +165,33 @@ impl Store {
         };
         self.maps.insert(*digest, bytes.clone());
         Ok(Some(bytes))
+    }
+
+    /// Like [`Store::open_bytes`], for a response: the file counts as being
+    /// served until every slice of the returned `Bytes` is dropped.
+    pub fn serve_bytes(&self, digest: &Sha256Digest) -> Result<Option<Bytes>, StoreError> {
+        let Some(bytes) = self.open_bytes(digest)? else {
+            return Ok(None);
+        };
+        *self
+            .pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(*digest)
+            .or_default() += 1;
+        let pin = Pin {
+            pins: self.pins.clone(),
+            digest: *digest,
+        };
+        Ok(Some(Bytes::from_owner(Served { bytes, _pin: pin })))
+    }
+
+    /// Whether a response is sending this file right now.
+    pub fn is_serving(&self, digest: &Sha256Digest) -> bool {
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(digest)
     }
 
     /// Starts writing a new file; see [`Ingest`].

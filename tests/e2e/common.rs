@@ -194,6 +194,13 @@ impl Harness {
         self.restart_stopped().await;
     }
 
+    /// Restarts with a changed configuration.
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut Config)) {
+        self.server.take().unwrap().shutdown().await;
+        tweak(&mut self.config);
+        self.restart_stopped().await;
+    }
+
     /// Starts the server again after it was taken down.
     pub async fn restart_stopped(&mut self) {
         self.server = Some(server::start(self.config.clone()).await.unwrap());

@@ -11,3 +11,4 @@ mod maintenance;
 mod package_xml;
 mod policy;
 mod protocols;
+mod quota;
