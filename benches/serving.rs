@@ -12,6 +12,7 @@ use upcache::demo::SampleFile;
 use upcache::fetch::{FetchSettings, Fetcher};
 use upcache::http::content::ContentService;
 use upcache::metrics::Metrics;
+use upcache::quota::Quota;
 use upcache::store::{Expected, Store};
 
 const FILE_SIZE: usize = 64 << 20;
@@ -47,9 +48,11 @@ fn warm_store() -> Warm {
         .unwrap();
     catalog.record_stored(&file.sha1, &got).unwrap();
     let metrics = Arc::new(Metrics::default());
+    let quota = Quota::new(None, catalog.clone(), store.clone(), metrics.clone());
     let fetcher = Fetcher::new(
         store.clone(),
         catalog.clone(),
+        quota,
         FetchSettings::default(),
         metrics.clone(),
     )
