@@ -335,6 +335,9 @@ pub struct Status {
     /// `max_store_bytes`, if set (files beyond it are evicted, least recently served first).
     #[serde(default)]
     pub max_store_bytes: Option<u64>,
+    /// The catalog import running now, if any.
+    #[serde(default)]
+    pub import: Option<crate::catalog::ImportStatus>,
 }
 
 async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
@@ -349,5 +352,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         background: app.fetcher.background_status(),
         quarantined: app.store.quarantined().len(),
         max_store_bytes: app.quota.max(),
+        import: app.catalog.import_status(),
     }))
 }

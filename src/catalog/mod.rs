@@ -112,6 +112,66 @@ impl ImportReport {
     }
 }
 
+/// A running import, for status: long imports never look hung.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImportStatus {
+    /// `reading`, `linking bundles`, `naming by KB`, `applying rules`,
+    /// `committing` or `indexing`.
+    pub phase: String,
+    /// Updates read so far.
+    pub updates: u64,
+    /// File locations read so far.
+    pub files: u64,
+    pub seconds: f64,
+}
+
+/// Where the running import is (one at a time: it holds the writer).
+#[derive(Default)]
+pub(crate) struct ImportTracker(Mutex<Option<(std::time::Instant, ImportStatus)>>);
+
+impl ImportTracker {
+    fn slot(&self) -> MutexGuard<'_, Option<(std::time::Instant, ImportStatus)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self) {
+        *self.slot() = Some((
+            std::time::Instant::now(),
+            ImportStatus {
+                phase: "reading".into(),
+                updates: 0,
+                files: 0,
+                seconds: 0.0,
+            },
+        ));
+    }
+
+    /// Updates the counts read so far.
+    pub(crate) fn read(&self, updates: u64, files: u64) {
+        if let Some((_, s)) = self.slot().as_mut() {
+            (s.updates, s.files) = (updates, files);
+        }
+    }
+
+    /// Moves on to the next phase (no-op when no import runs).
+    pub(crate) fn phase(&self, phase: &str) {
+        if let Some((_, s)) = self.slot().as_mut() {
+            phase.clone_into(&mut s.phase);
+        }
+    }
+
+    fn finish(&self) {
+        *self.slot() = None;
+    }
+
+    fn snapshot(&self) -> Option<ImportStatus> {
+        self.slot().as_ref().map(|(started, s)| ImportStatus {
+            seconds: started.elapsed().as_secs_f64(),
+            ..s.clone()
+        })
+    }
+}
+
 /// One update in a listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateSummary {
@@ -225,7 +285,14 @@ pub struct Counts {
 
 /// The catalog: database plus in-memory index.
 pub struct Catalog {
+    /// The one writer (and its per-connection scratch tables).
     db: Mutex<Connection>,
+    /// Listings and status read the last committed state here (WAL), so
+    /// they answer while an import holds the writer.
+    reader: Mutex<Connection>,
+    /// Ingests recorded while the writer was busy; written by its next user.
+    pending_stored: Mutex<Vec<(Sha1Digest, Ingested)>>,
+    import: ImportTracker,
     index: RwLock<Index>,
     policy: RwLock<Policy>,
     store: Arc<Store>,
@@ -252,8 +319,14 @@ impl Catalog {
         schema::prepare(&conn)?;
         register_functions(&conn)?;
         let policy = load_policy(&conn)?;
+        let reader = Connection::open(data_dir.join("catalog.sqlite3"))?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        reader.busy_timeout(Duration::from_secs(5))?;
         let catalog = Catalog {
             db: Mutex::new(conn),
+            reader: Mutex::new(reader),
+            pending_stored: Mutex::default(),
+            import: ImportTracker::default(),
             index: RwLock::new(Index::default()),
             policy: RwLock::new(policy),
             store,
@@ -264,6 +337,10 @@ impl Catalog {
 
     fn db(&self) -> MutexGuard<'_, Connection> {
         self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -277,13 +354,18 @@ impl Catalog {
         change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, CatalogError>,
     ) -> Result<T, CatalogError> {
         let mut db = self.db();
+        self.flush_stored(&db)?;
         let out = {
             let tx = db.transaction()?;
             tx.execute("DELETE FROM x_touched", [])?;
             let out = change(&tx)?;
+            self.import.phase("committing");
             tx.commit()?;
             out
         };
+        // Before the refresh reads them back: ingests that landed meanwhile.
+        self.flush_stored(&db)?;
+        self.import.phase("indexing");
         self.refresh(&db, Scope::Touched)?;
         db.execute("DELETE FROM x_touched", [])?;
         Ok(out)
@@ -322,15 +404,22 @@ impl Catalog {
         honour_state: bool,
     ) -> Result<ImportReport, CatalogError> {
         let updates = json::parse(body)?;
-        self.write(|tx| {
+        self.import.start();
+        let result = self.write(|tx| {
             let mut report = ImportReport::default();
             rules::begin(tx)?;
-            for u in &updates {
+            for (n, u) in updates.iter().enumerate() {
                 import_update(tx, u, honour_state, &mut report)?;
+                if n % 1024 == 0 {
+                    self.import.read(n as u64, 0);
+                }
             }
+            self.import.phase("applying rules");
             report.changed_by_rules = rules::apply_to_new(tx)?;
             Ok(report)
-        })
+        });
+        self.import.finish();
+        result
     }
 
     /// Imports Microsoft's `package.xml`, streamed, in one transaction.
@@ -342,9 +431,17 @@ impl Catalog {
         input: R,
     ) -> Result<ImportReport, CatalogError> {
         let started = std::time::Instant::now();
-        let report = self.write(|tx| xml_import::run(tx, input))?;
+        self.import.start();
+        let result = self.write(|tx| xml_import::run(tx, input, &self.import));
+        self.import.finish();
+        let report = result?;
         tracing::info!(took = ?started.elapsed(), %report, "package.xml imported");
         Ok(report)
+    }
+
+    /// The import running now, if any.
+    pub fn import_status(&self) -> Option<ImportStatus> {
+        self.import.snapshot()
     }
 
     /// Sets an update's approval state and refreshes its files in the index.
@@ -398,7 +495,7 @@ impl Catalog {
 
     /// The automatic approval rules.
     pub fn rules(&self) -> Result<Vec<rules::Rule>, CatalogError> {
-        rules::list(&self.db())
+        rules::list(&self.reader())
     }
 
     /// Adds a rule; it applies to updates imported from now on.
@@ -411,18 +508,51 @@ impl Catalog {
         rules::remove(&self.db(), id)
     }
 
-    /// Records a committed ingest: the SHA-256 is persisted so the file is
-    /// found again after a restart.
+    /// Records a committed ingest: served from now on, and the SHA-256 is
+    /// persisted so the file is found again after a restart. Never waits for
+    /// the writer (download tasks run on the async threads): while an import
+    /// holds it, the import writes this down when it is done.
     pub fn record_stored(&self, sha1: &Sha1Digest, got: &Ingested) -> Result<(), CatalogError> {
-        self.db().execute(
-            "UPDATE files SET sha256 = ?2, size = ?3 WHERE sha1 = ?1",
-            params![sha1, got.sha256, got.size as i64],
-        )?;
         self.index
             .write()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .mark_stored(sha1, got.sha256, got.size);
-        Ok(())
+        self.pending_stored().push((*sha1, *got));
+        let db = match self.db.try_lock() {
+            Ok(db) => db,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+        };
+        self.flush_stored(&db)
+    }
+
+    fn pending_stored(&self) -> MutexGuard<'_, Vec<(Sha1Digest, Ingested)>> {
+        self.pending_stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the recorded ingests down (kept for the next try on failure).
+    fn flush_stored(&self, db: &Connection) -> Result<(), CatalogError> {
+        let pending = std::mem::take(&mut *self.pending_stored());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let written = (|| {
+            let tx = db.unchecked_transaction()?;
+            {
+                let mut stmt =
+                    tx.prepare_cached("UPDATE files SET sha256 = ?2, size = ?3 WHERE sha1 = ?1")?;
+                for (sha1, got) in &pending {
+                    stmt.execute(params![sha1, got.sha256, got.size as i64])?;
+                }
+            }
+            tx.commit()
+        })();
+        if written.is_err() {
+            self.pending_stored().extend(pending);
+        }
+        Ok(written?)
     }
 
     /// Forgets that a file is stored (after gc, eviction or a failed verify).
@@ -468,7 +598,7 @@ impl Catalog {
     /// The files of one update, as the index has them.
     pub fn files_of(&self, id: &str) -> Result<Vec<FileEntry>, CatalogError> {
         let sha1s: Vec<Sha1Digest> = {
-            let db = self.db();
+            let db = self.reader();
             let mut stmt = db.prepare_cached(
                 "SELECT f.sha1 FROM updates u JOIN update_files uf ON uf.uid = u.uid
                  JOIN files f ON f.fid = uf.fid WHERE u.id = ?1",
@@ -485,7 +615,7 @@ impl Catalog {
         let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
         let offset = q.offset.unwrap_or(0);
         let [p1, p2, p3, p4, p5, p6] = q.filter_params();
-        let db = self.db();
+        let db = self.reader();
         let total: i64 = db.query_row(
             &format!("SELECT count(*) FROM updates WHERE {FILTER}"),
             params![p1, p2, p3, p4, p5, p6],
@@ -511,7 +641,7 @@ impl Catalog {
     pub fn update(&self, id: &str) -> Result<UpdateDetail, CatalogError> {
         let id = id.to_ascii_lowercase();
         let summary = self.summary(&id)?;
-        let description: String = self.db().query_row(
+        let description: String = self.reader().query_row(
             "SELECT description FROM updates WHERE id = ?1",
             [&id],
             |r| r.get(0),
@@ -537,7 +667,7 @@ impl Catalog {
 
     /// The whole catalog with approval states, in the import format.
     pub fn export(&self) -> Result<CatalogDoc, CatalogError> {
-        let db = self.db();
+        let db = self.reader();
         let mut files_stmt = db.prepare(
             "SELECT f.name, f.sha1, f.sha256, f.size, f.url FROM update_files uf
              JOIN files f ON f.fid = uf.fid WHERE uf.uid = ?1 ORDER BY f.name",
@@ -582,7 +712,7 @@ impl Catalog {
     pub fn counts(&self) -> Result<Counts, CatalogError> {
         let mut c = Counts::default();
         {
-            let db = self.db();
+            let db = self.reader();
             let mut stmt = db.prepare("SELECT state, count(*) FROM updates GROUP BY state")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
@@ -601,7 +731,7 @@ impl Catalog {
     }
 
     fn summary(&self, id: &str) -> Result<UpdateSummary, CatalogError> {
-        self.db()
+        self.reader()
             .query_row(
                 &format!("SELECT {SUMMARY_COLUMNS} FROM updates u WHERE id = ?1"),
                 [id],

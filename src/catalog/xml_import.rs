@@ -10,19 +10,39 @@ use std::io::BufRead;
 use rusqlite::{params, CachedStatement, OptionalExtension, Transaction};
 
 use super::package_xml::{self, Item, XmlUpdate};
-use super::{compare_revision, touch_files_of, CatalogError, ImportReport, Revision};
+use super::{
+    compare_revision, touch_files_of, CatalogError, ImportReport, ImportTracker, Revision,
+};
 use crate::digest::Sha1Digest;
 
 /// Imports the document inside `tx` (the caller commits and refreshes the
 /// files it lists in `x_touched`).
-pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, CatalogError> {
+pub(super) fn run<R: BufRead>(
+    tx: &Transaction<'_>,
+    input: R,
+    progress: &ImportTracker,
+) -> Result<ImportReport, CatalogError> {
     tx.execute_batch("DELETE FROM x_rev; DELETE FROM x_bundle;")?;
     super::rules::begin(tx)?;
     let mut writer = Writer::new(tx)?;
-    package_xml::parse(input, |item| match item {
-        Item::Update(u) => writer.update(&u),
-        Item::FileLocation { sha1, url } => writer.location(&sha1, &url),
+    let (mut updates, mut files) = (0u64, 0u64);
+    package_xml::parse(input, |item| {
+        match item {
+            Item::Update(u) => {
+                updates += 1;
+                writer.update(&u)?;
+            }
+            Item::FileLocation { sha1, url } => {
+                files += 1;
+                writer.location(&sha1, &url)?;
+            }
+        }
+        if (updates + files) % 4096 == 0 {
+            progress.read(updates, files);
+        }
+        Ok(())
     })?;
+    progress.read(updates, files);
     let mut report = writer.report;
     if let Some(sha1) = tx
         .query_row("SELECT sha1 FROM files WHERE url = '' LIMIT 1", [], |r| {
@@ -35,8 +55,11 @@ pub fn run<R: BufRead>(tx: &Transaction<'_>, input: R) -> Result<ImportReport, C
             reason: format!("payload file {sha1} has no <FileLocation>"),
         });
     }
+    progress.phase("linking bundles");
     link_bundles(tx)?;
+    progress.phase("naming by KB");
     name_by_kb(tx)?;
+    progress.phase("applying rules");
     report.changed_by_rules = super::rules::apply_to_new(tx)?;
     Ok(report)
 }

@@ -66,17 +66,40 @@ impl AdminClient {
                 counted.inc(c.len() as u64);
             }
         });
-        // The server imports as it receives; after the last byte it commits.
-        bar.set_message("then the server commits");
         let body = reqwest::Body::wrap_stream(stream);
         let req = self
             .http
             .post(self.url("/api/v1/catalog"))
             .header("content-type", content_type)
             .body(body);
-        let report = self.send(req).await;
-        bar.finish_and_clear();
-        report
+        self.follow_import(self.send(req), bar).await
+    }
+
+    /// Awaits an import, showing on `bar` what the server is doing (it
+    /// reads as it receives, then links, applies rules, commits, indexes).
+    async fn follow_import(
+        &self,
+        import: impl std::future::Future<Output = anyhow::Result<ImportReport>>,
+        bar: indicatif::ProgressBar,
+    ) -> anyhow::Result<ImportReport> {
+        tokio::pin!(import);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                report = &mut import => {
+                    bar.finish_and_clear();
+                    return report;
+                }
+                _ = tick.tick() => {
+                    if let Ok(Some(i)) = self.status().await.map(|s| s.import) {
+                        bar.set_message(format!(
+                            "server: {} ({} updates, {} files read)",
+                            i.phase, i.updates, i.files
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Expands `package.xml` out of a cabinet on a blocking thread and
@@ -101,7 +124,9 @@ impl AdminClient {
             .post(self.url("/api/v1/catalog"))
             .header("content-type", "application/xml")
             .body(reqwest::Body::wrap_stream(stream));
-        let sent = self.send(req).await;
+        let sent = self
+            .follow_import(self.send(req), super::progress::spinner("importing"))
+            .await;
         reader.await?.context("expanding the cabinet")?;
         sent
     }
@@ -229,6 +254,12 @@ pub fn print_status(s: &Status) {
         "files      {} known, {} stored ({} bytes), {} quarantined",
         c.files, c.files_stored, c.bytes_stored, s.quarantined
     );
+    if let Some(i) = &s.import {
+        println!(
+            "import     {} for {:.0}s: {} updates, {} file locations read",
+            i.phase, i.seconds, i.updates, i.files
+        );
+    }
     if let Some(max) = s.max_store_bytes {
         println!(
             "quota      {} of {max} bytes used ({:.0} %), least recently served evicted beyond",

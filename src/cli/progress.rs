@@ -27,6 +27,18 @@ pub fn upload(len: u64) -> ProgressBar {
     bar(len, BYTES, "uploading")
 }
 
+/// A spinner for work of unknown length (its message says how far it got).
+pub fn spinner(prefix: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} {spinner} {elapsed} {msg}")
+            .expect("valid template"),
+    );
+    pb.set_prefix(prefix.to_owned());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
 /// Follows the server's downloads until none is left: one bar for the
 /// background (at-sync, prefetch) files, one per download in progress.
 pub async fn watch(client: &AdminClient) -> anyhow::Result<()> {

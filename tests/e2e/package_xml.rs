@@ -242,3 +242,69 @@ async fn approvals_by_kb_classification_and_supersedence() {
     assert_eq!(h.get(&h.a.content_path()).await.status(), 403);
     assert_eq!(h.get(&h.b.content_path()).await.status(), 200);
 }
+
+/// While a long import holds the catalog's writer, status shows it,
+/// listings answer, and a download that lands is served and remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_import_shows_progress_and_blocks_neither_reads_nor_downloads() {
+    use std::time::Duration;
+    let mut h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    let xml = fixture(&h).into_bytes();
+    let (first, rest) = xml.split_at(xml.len() / 2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let upload = tokio::spawn(
+        h.http
+            .post(h.admin("/api/v1/catalog"))
+            .header("content-type", "application/xml")
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    tx.send(Ok(first.to_vec())).await.unwrap();
+    let mut import = Value::Null;
+    for _ in 0..100 {
+        import = h.status().await["import"].clone();
+        if !import.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(import["phase"], "reading", "{import}");
+
+    let quick = Duration::from_secs(5);
+    let list = tokio::time::timeout(quick, h.admin_json("/api/v1/updates"))
+        .await
+        .expect("listings answer during an import");
+    assert_eq!(list["total"], 3);
+    let body = tokio::time::timeout(quick, async {
+        h.get(&h.a.content_path()).await.bytes().await.unwrap()
+    })
+    .await
+    .expect("downloads finish during an import");
+    assert!(body == h.a.bytes);
+    h.settled().await;
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    assert_eq!(
+        h.upstream.requests(&h.a.path),
+        1,
+        "the second GET was a hit"
+    );
+
+    tx.send(Ok(rest.to_vec())).await.unwrap();
+    drop(tx);
+    let r = upload.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(h.status().await["import"].is_null());
+
+    // The ingest recorded during the import was written down.
+    h.restart().await;
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    assert_eq!(
+        h.upstream.requests(&h.a.path),
+        1,
+        "still stored after a restart"
+    );
+}
