@@ -231,6 +231,7 @@ struct BulkApproval {
     classification: Option<String>,
     product: Option<String>,
     superseded: Option<bool>,
+    title: Option<String>,
 }
 
 async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<serde_json::Value> {
@@ -248,6 +249,7 @@ async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<
         classification: req.classification,
         product: req.product,
         superseded: req.superseded,
+        title: req.title,
         limit: None,
         offset: None,
     };

@@ -211,21 +211,32 @@ pub struct UpdateDetail {
     pub files: Vec<FileDetail>,
 }
 
-/// Filters of `GET /api/v1/updates`.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Filters of `GET /api/v1/updates` and of bulk approvals.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<UpdateState>,
     /// Case-insensitive substring of title, KB, MSRC number or id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub q: Option<String>,
     /// KB number, exactly (`5034122` or `KB5034122`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kb: Option<String>,
     /// Classification (name or GUID), exactly, case-insensitive.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<String>,
     /// Product (name or GUID), one of the update's products.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub superseded: Option<bool>,
+    /// Case-insensitive substring of the title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u32>,
 }
 
@@ -238,13 +249,15 @@ impl UpdateQuery {
             || self.classification.is_some()
             || self.product.is_some()
             || self.superseded.is_some()
+            || self.title.is_some()
     }
 
-    /// The filters as SQL parameters ?1..?6, matching [`FILTER`].
-    fn filter_params(&self) -> [Option<String>; 6] {
-        [
+    /// The filters as the named SQL parameters of [`FILTER`].
+    fn filter_params(&self) -> FilterParams {
+        let like = |s: &String| format!("%{}%", s.to_lowercase());
+        FilterParams([
             self.state.map(|s| s.as_str().to_owned()),
-            self.q.as_ref().map(|s| format!("%{}%", s.to_lowercase())),
+            self.q.as_ref().map(like),
             self.kb
                 .as_ref()
                 .map(|k| k.trim_start_matches(['K', 'k', 'B', 'b']).to_owned()),
@@ -253,17 +266,48 @@ impl UpdateQuery {
                 .as_ref()
                 .map(|p| format!("%\"{}\"%", p.to_lowercase())),
             self.superseded.map(|b| u8::from(b).to_string()),
-        ]
+            self.title.as_ref().map(like),
+        ])
     }
 }
 
-/// The WHERE clause of a selection of updates (parameters ?1..?6).
-const FILTER: &str = "(?1 IS NULL OR state = ?1)
-    AND (?2 IS NULL OR lower(title) LIKE ?2 OR kb LIKE ?2 OR lower(msrc) LIKE ?2 OR id LIKE ?2)
-    AND (?3 IS NULL OR kb = ?3)
-    AND (?4 IS NULL OR lower(classification) = ?4)
-    AND (?5 IS NULL OR lower(products) LIKE ?5)
-    AND (?6 IS NULL OR superseded = CAST(?6 AS INTEGER))";
+/// The WHERE clause of a selection of updates.
+const FILTER: &str = "(:state IS NULL OR state = :state)
+    AND (:q IS NULL OR lower(title) LIKE :q OR kb LIKE :q OR lower(msrc) LIKE :q OR id LIKE :q)
+    AND (:kb IS NULL OR kb = :kb)
+    AND (:classification IS NULL OR lower(classification) = :classification)
+    AND (:product IS NULL OR lower(products) LIKE :product)
+    AND (:superseded IS NULL OR superseded = CAST(:superseded AS INTEGER))
+    AND (:title IS NULL OR lower(title) LIKE :title)";
+
+/// Values for [`FILTER`]'s parameters.
+struct FilterParams([Option<String>; 7]);
+
+impl FilterParams {
+    const NAMES: [&'static str; 7] = [
+        ":state",
+        ":q",
+        ":kb",
+        ":classification",
+        ":product",
+        ":superseded",
+        ":title",
+    ];
+
+    /// The filter's parameters plus a statement's own.
+    fn with<'a>(
+        &'a self,
+        extra: &[(&'static str, &'a dyn rusqlite::ToSql)],
+    ) -> Vec<(&'static str, &'a dyn rusqlite::ToSql)> {
+        let mut all: Vec<(&'static str, &'a dyn rusqlite::ToSql)> = Self::NAMES
+            .iter()
+            .zip(&self.0)
+            .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
+            .collect();
+        all.extend_from_slice(extra);
+        all
+    }
+}
 
 /// A page of updates.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -471,23 +515,28 @@ impl Catalog {
         if !q.selects_something() {
             return Err(CatalogError::Invalid {
                 at: "selection".into(),
-                reason: "select updates by kb, classification, product, q, superseded or state"
-                    .into(),
+                reason:
+                    "select updates by kb, classification, product, title, q, superseded or state"
+                        .into(),
             });
         }
-        let [p1, p2, p3, p4, p5, p6] = q.filter_params();
-        let args = params![p1, p2, p3, p4, p5, p6, state.as_str()];
+        let filter = q.filter_params();
+        let new_state = state.as_str();
+        let args = filter.with(&[(":new_state", &new_state)]);
         self.write(|tx| {
             tx.execute(
                 &format!(
                     "INSERT OR IGNORE INTO x_touched(fid) SELECT uf.fid FROM updates
-                     JOIN update_files uf ON uf.uid = updates.uid WHERE state != ?7 AND {FILTER}"
+                     JOIN update_files uf ON uf.uid = updates.uid
+                     WHERE state != :new_state AND {FILTER}"
                 ),
-                args,
+                args.as_slice(),
             )?;
             let changed = tx.execute(
-                &format!("UPDATE updates SET state = ?7 WHERE state != ?7 AND {FILTER}"),
-                args,
+                &format!(
+                    "UPDATE updates SET state = :new_state WHERE state != :new_state AND {FILTER}"
+                ),
+                args.as_slice(),
             )?;
             Ok(changed as u64)
         })
@@ -614,20 +663,22 @@ impl Catalog {
     pub fn list_updates(&self, q: &UpdateQuery) -> Result<UpdateList, CatalogError> {
         let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
         let offset = q.offset.unwrap_or(0);
-        let [p1, p2, p3, p4, p5, p6] = q.filter_params();
+        let filter = q.filter_params();
         let db = self.reader();
         let total: i64 = db.query_row(
             &format!("SELECT count(*) FROM updates WHERE {FILTER}"),
-            params![p1, p2, p3, p4, p5, p6],
+            filter.with(&[]).as_slice(),
             |r| r.get(0),
         )?;
         let mut stmt = db.prepare(&format!(
             "SELECT {SUMMARY_COLUMNS} FROM updates u WHERE {FILTER}
-             ORDER BY release_date DESC, id LIMIT ?7 OFFSET ?8"
+             ORDER BY release_date DESC, id LIMIT :limit OFFSET :offset"
         ))?;
         let updates = stmt
             .query_map(
-                params![p1, p2, p3, p4, p5, p6, limit, offset],
+                filter
+                    .with(&[(":limit", &limit), (":offset", &offset)])
+                    .as_slice(),
                 summary_from_row,
             )?
             .collect::<Result<_, _>>()?;

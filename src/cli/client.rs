@@ -5,7 +5,8 @@ use serde::de::DeserializeOwned;
 
 use super::AdminArgs;
 use crate::admin::Status;
-use crate::catalog::{ImportReport, UpdateList, UpdateState, UpdateSummary};
+use crate::catalog::rules::Rule;
+use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
 use crate::policy::Policy;
 
 pub struct AdminClient {
@@ -24,6 +25,12 @@ impl AdminClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        let body = self.execute(req).await?;
+        serde_json::from_slice(&body).context("unexpected answer from the admin API")
+    }
+
+    /// Sends with the token; a non-2xx answer becomes its error message.
+    async fn execute(&self, req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -43,7 +50,7 @@ impl AdminClient {
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             return Err(anyhow!("{status}: {msg}"));
         }
-        serde_json::from_slice(&body).context("unexpected answer from the admin API")
+        Ok(body)
     }
 
     fn url(&self, path: &str) -> String {
@@ -178,19 +185,8 @@ impl AdminClient {
         select: &super::Selector,
         action: &str,
     ) -> anyhow::Result<u64> {
-        let mut body = serde_json::json!({ "action": action });
-        if let Some(kb) = &select.kb {
-            body["kb"] = kb.as_str().into();
-        }
-        if let Some(c) = &select.classification {
-            body["classification"] = c.as_str().into();
-        }
-        if let Some(p) = &select.product {
-            body["product"] = p.as_str().into();
-        }
-        if select.superseded {
-            body["superseded"] = true.into();
-        }
+        let mut body = serde_json::to_value(select.query())?;
+        body["action"] = action.into();
         let answer: serde_json::Value = self
             .send(self.http.post(self.url("/api/v1/approvals")).json(&body))
             .await?;
@@ -210,23 +206,40 @@ impl AdminClient {
         self.send(self.http.get(self.url("/api/v1/status"))).await
     }
 
-    pub async fn updates(
-        &self,
-        state: Option<UpdateState>,
-        q: Option<&str>,
-        limit: u32,
-        offset: u32,
-    ) -> anyhow::Result<UpdateList> {
-        let mut query = vec![("limit", limit.to_string()), ("offset", offset.to_string())];
-        if let Some(s) = state {
-            query.push(("state", s.as_str().to_owned()));
-        }
-        if let Some(q) = q {
-            query.push(("q", q.to_owned()));
-        }
-        self.send(self.http.get(self.url("/api/v1/updates")).query(&query))
+    pub async fn updates(&self, query: &UpdateQuery) -> anyhow::Result<UpdateList> {
+        self.send(self.http.get(self.url("/api/v1/updates")).query(query))
             .await
     }
+
+    pub async fn rules(&self) -> anyhow::Result<Vec<Rule>> {
+        self.send(self.http.get(self.url("/api/v1/rules"))).await
+    }
+
+    pub async fn add_rule(&self, rule: &Rule) -> anyhow::Result<Rule> {
+        self.send(self.http.post(self.url("/api/v1/rules")).json(rule))
+            .await
+    }
+
+    pub async fn remove_rule(&self, id: i64) -> anyhow::Result<()> {
+        self.execute(self.http.delete(self.url(&format!("/api/v1/rules/{id}"))))
+            .await
+            .map(drop)
+    }
+}
+
+/// `#3  approve  classification=Security Updates  product=Windows 10`.
+pub fn describe_rule(r: &Rule) -> String {
+    let mut out = format!("#{}  {}", r.id, r.action);
+    for (name, value) in [
+        ("classification", &r.classification),
+        ("product", &r.product),
+        ("title contains", &r.title),
+    ] {
+        if let Some(v) = value {
+            out.push_str(&format!("  {name}={v}"));
+        }
+    }
+    out
 }
 
 /// Update ids are GUIDs, but ids typed by people may hold anything.

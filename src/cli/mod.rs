@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
-use crate::catalog::UpdateState;
+use crate::catalog::rules::Rule;
+use crate::catalog::{UpdateQuery, UpdateState};
 use crate::config::{Config, ServeArgs};
 use crate::policy::{Download, Mode};
 use client::AdminClient;
@@ -51,7 +52,7 @@ pub enum Command {
     },
     /// Approve updates by id, or all that a selector picks
     Approve {
-        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded"])]
+        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded", "title"])]
         ids: Vec<String>,
         #[command(flatten)]
         select: Selector,
@@ -60,7 +61,7 @@ pub enum Command {
     },
     /// Decline updates by id, or all that a selector picks (e.g. --superseded)
     Decline {
-        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded"])]
+        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded", "title"])]
         ids: Vec<String>,
         #[command(flatten)]
         select: Selector,
@@ -69,7 +70,7 @@ pub enum Command {
     },
     /// Return updates to not-approved, by id or selector
     Unapprove {
-        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded"])]
+        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded", "title"])]
         ids: Vec<String>,
         #[command(flatten)]
         select: Selector,
@@ -94,7 +95,7 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// List updates
+    /// List and search updates
     Updates {
         /// not-approved, approved or declined
         #[arg(long, value_parser = parse_state)]
@@ -102,6 +103,8 @@ pub enum Command {
         /// Search title, KB, MSRC number or id
         #[arg(long)]
         q: Option<String>,
+        #[command(flatten)]
+        select: Selector,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         #[arg(long, default_value_t = 0)]
@@ -109,6 +112,13 @@ pub enum Command {
         /// Print the raw JSON
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Automatic approval rules: list them, or add and remove them
+    Rules {
+        #[command(subcommand)]
+        action: Option<RulesAction>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -158,15 +168,48 @@ pub struct Selector {
     /// Every superseded update
     #[arg(long)]
     pub superseded: bool,
+    /// Every update whose title contains this (case-insensitive)
+    #[arg(long)]
+    pub title: Option<String>,
 }
 
 impl Selector {
     fn is_set(&self) -> bool {
-        self.kb.is_some()
-            || self.classification.is_some()
-            || self.product.is_some()
-            || self.superseded
+        self.query().selects_something()
     }
+
+    /// The selection as the admin API's filters.
+    pub fn query(&self) -> UpdateQuery {
+        UpdateQuery {
+            kb: self.kb.clone(),
+            classification: self.classification.clone(),
+            product: self.product.clone(),
+            superseded: self.superseded.then_some(true),
+            title: self.title.clone(),
+            ..UpdateQuery::default()
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesAction {
+    /// Add a rule, applied to updates imported from now on (declines win)
+    Add {
+        /// approve or decline
+        #[arg(value_parser = ["approve", "decline"])]
+        action: String,
+        /// Updates of this classification (name or GUID)
+        #[arg(long, required_unless_present_any = ["product", "title"])]
+        classification: Option<String>,
+        /// Updates for this product (name or GUID)
+        #[arg(long)]
+        product: Option<String>,
+        /// Updates whose title contains this (case-insensitive)
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Remove a rule by its id
+    Remove { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -256,14 +299,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Updates {
             state,
             q,
+            select,
             limit,
             offset,
             json,
             admin,
         } => {
-            let list = AdminClient::new(&admin)?
-                .updates(state, q.as_deref(), limit, offset)
-                .await?;
+            let query = UpdateQuery {
+                state,
+                q,
+                limit: Some(limit),
+                offset: Some(offset),
+                ..select.query()
+            };
+            let list = AdminClient::new(&admin)?.updates(&query).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -271,6 +320,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rules { action, admin } => rules(&AdminClient::new(&admin)?, action).await,
         Command::Sync {
             from,
             from_token,
@@ -298,6 +348,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo => crate::demo::run().await,
     }
+}
+
+async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Result<()> {
+    match action {
+        None => {
+            let rules = client.rules().await?;
+            if rules.is_empty() {
+                println!("no rules");
+            }
+            for r in rules {
+                println!("{}", client::describe_rule(&r));
+            }
+        }
+        Some(RulesAction::Add {
+            action,
+            classification,
+            product,
+            title,
+        }) => {
+            let rule = client
+                .add_rule(&Rule {
+                    id: 0,
+                    action,
+                    classification,
+                    product,
+                    title,
+                })
+                .await?;
+            println!("added {}", client::describe_rule(&rule));
+        }
+        Some(RulesAction::Remove { id }) => {
+            client.remove_rule(id).await?;
+            println!("removed rule {id}");
+        }
+    }
+    Ok(())
 }
 
 async fn change(

@@ -437,6 +437,68 @@ async fn approval_rules_apply_to_imported_updates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_and_title_selections_from_the_cli() {
+    let h = Harness::new().await;
+    let (ok, out, err) = cli(
+        &h,
+        &[
+            "rules",
+            "add",
+            "approve",
+            "--classification",
+            "Security Updates",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("approve  classification=Security Updates"),
+        "{out}"
+    );
+    let (ok, _, err) = cli(&h, &["rules", "add", "decline", "--title", "driver"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&h, &["rules", "add", "approve"]);
+    assert!(!ok && err.contains("--classification"), "{err}");
+    let (ok, out, _) = cli(&h, &["rules"]);
+    assert!(ok && out.lines().count() == 2, "{out}");
+    assert!(out.contains("decline  title contains=driver"), "{out}");
+
+    let report: Value = h.import(&h.catalog()).await.json().await.unwrap();
+    assert_eq!(report["changed_by_rules"], 3);
+    let id = out
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_start_matches('#');
+    let (ok, _, err) = cli(&h, &["rules", "remove", id]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&h, &["rules", "remove", id]);
+    assert!(!ok && err.contains("no rule"), "{err}");
+
+    let (ok, out, err) = cli(&h, &["unapprove", "--title", "CUMULATIVE"]);
+    assert!(ok && out.contains("1 updates changed"), "{out}{err}");
+    assert_eq!(
+        h.admin_json(&format!("/api/v1/updates/{ID_A}")).await["state"],
+        "not-approved"
+    );
+    let (ok, out, _) = cli(&h, &["updates", "--title", "servicing stack"]);
+    assert!(ok && out.contains("(1 of 1 updates)"), "{out}");
+    let (ok, out, _) = cli(
+        &h,
+        &[
+            "updates",
+            "--state",
+            "approved",
+            "--classification",
+            "security updates",
+        ],
+    );
+    assert!(
+        ok && out.contains("(1 of 1 updates)") && out.contains("KB5034441"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_watch_follows_at_sync_downloads_to_the_end() {
     let h = Harness::new().await;
     h.upstream.set_rate(8 << 20);
