@@ -22,8 +22,9 @@ use crate::fetch::FetchStatus;
 use crate::policy::Policy;
 use crate::server::App;
 
-/// Largest catalog accepted in one upload.
-const MAX_CATALOG_BYTES: usize = 512 * 1024 * 1024;
+/// The largest catalog upload: imports stream, so this bounds the length of
+/// one import transaction, not memory.
+const MAX_CATALOG_BYTES: usize = 4 << 30;
 
 /// An API error: a status and a message, sent as `{"error": "..."}`.
 #[derive(Debug)]
@@ -132,45 +133,57 @@ async fn import_catalog(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let catalog = app.catalog.clone();
-    let body = http_body_util::Limited::new(body, MAX_CATALOG_BYTES);
-    let report = if content_type.starts_with("application/xml")
-        || content_type.starts_with("text/xml")
-    {
-        // Streamed straight from the socket into the parser: a package.xml
-        // of hundreds of MB is never held in memory.
-        let stream = body.into_data_stream().map_err(std::io::Error::other);
-        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-        blocking(move || {
-            catalog.import_package_xml(std::io::BufReader::with_capacity(1 << 18, reader))
-        })
-        .await?
-    } else if content_type.starts_with("application/json") {
-        let bytes = body
-            .collect()
-            .await
-            .map_err(|e| {
-                ApiError(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("catalog upload: {e}"),
-                )
-            })?
-            .to_bytes();
-        blocking(move || catalog.import_json(&bytes, params.with_approvals)).await?
-    } else {
+    let xml = content_type.starts_with("application/xml") || content_type.starts_with("text/xml");
+    if !xml && !content_type.starts_with("application/json") {
         return Err(ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("catalogs are application/json (upcache) or application/xml (package.xml), not {content_type}"),
         ));
-    };
+    }
+    // Streamed straight from the socket into the parser: a catalog of
+    // hundreds of MB is never held in memory.
+    let stream = http_body_util::Limited::new(body, MAX_CATALOG_BYTES)
+        .into_data_stream()
+        .map_err(std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let catalog = app.catalog.clone();
+    let report = blocking(move || {
+        let mut input = std::io::BufReader::with_capacity(1 << 18, reader);
+        let imported = if xml {
+            catalog.import_package_xml(&mut input)
+        } else {
+            catalog.import_json(&mut input, params.with_approvals)
+        };
+        if imported.is_err() {
+            // Read the rest of a refused upload (into nothing, up to the
+            // limit), so the client gets our answer and not a broken pipe.
+            let _ = std::io::copy(&mut input, &mut std::io::sink());
+        }
+        imported
+    })
+    .await?;
     tracing::info!(?report, "catalog imported");
     app.sync_downloads();
     Ok(Json(report))
 }
 
-async fn export_catalog(State(app): State<Arc<App>>) -> ApiResult<crate::catalog::CatalogDoc> {
+/// `GET /api/v1/catalog`: streamed as it is read. A failure half-way cuts
+/// the stream, which the importing side rejects as truncated JSON.
+async fn export_catalog(State(app): State<Arc<App>>) -> Response {
+    let (writer, reader) = tokio::io::duplex(256 << 10);
     let catalog = app.catalog.clone();
-    blocking(move || catalog.export()).await.map(Json)
+    tokio::task::spawn_blocking(move || {
+        let out =
+            std::io::BufWriter::with_capacity(256 << 10, tokio_util::io::SyncIoBridge::new(writer));
+        if let Err(e) = catalog.export_to(out) {
+            tracing::warn!(error = %e, "catalog export cut short");
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(reader)),
+    )
+        .into_response()
 }
 
 async fn list_updates(

@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::{CatalogError, UpdateState};
@@ -76,29 +77,139 @@ pub struct ValidUpdate {
     pub files: Vec<ValidFile>,
 }
 
-/// Parses and validates a JSON catalog. Errors name the line (syntax) or the
-/// field path (`updates[3].files[0].sha1`).
+/// Parses and validates a whole JSON catalog (small documents, fuzzing).
 pub fn parse(body: &[u8]) -> Result<Vec<ValidUpdate>, CatalogError> {
-    let doc: CatalogDoc = serde_json::from_slice(body).map_err(|e| CatalogError::Invalid {
+    let mut updates = Vec::new();
+    parse_stream(body, |u| {
+        updates.push(u);
+        Ok(())
+    })?;
+    Ok(updates)
+}
+
+/// Streams a JSON catalog, handing each update to `sink` as soon as it is
+/// parsed and valid: memory holds one update, whatever the document's size.
+/// Errors name the line (syntax) or the field path (`updates[3].files[0].sha1`).
+pub fn parse_stream<R: std::io::Read>(
+    input: R,
+    mut sink: impl FnMut(ValidUpdate) -> Result<(), CatalogError>,
+) -> Result<(), CatalogError> {
+    let mut de = serde_json::Deserializer::from_reader(input);
+    let mut failure = None;
+    let parsed = DocSeed {
+        sink: &mut sink,
+        failure: &mut failure,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    parsed.map_err(|e| CatalogError::Invalid {
         at: format!("line {} column {}", e.line(), e.column()),
         reason: e.to_string(),
-    })?;
-    let mut ids = HashSet::new();
-    doc.updates
-        .into_iter()
-        .enumerate()
-        .map(|(i, u)| {
+    })
+}
+
+/// `{"updates": [...]}`, visited without collecting the array.
+struct DocSeed<'a, F> {
+    sink: &'a mut F,
+    /// Why the sink stopped the parse (serde's error cannot carry it).
+    failure: &'a mut Option<CatalogError>,
+}
+
+impl<'de, F> DeserializeSeed<'de> for DocSeed<'_, F>
+where
+    F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
+{
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, F> Visitor<'de> for DocSeed<'_, F>
+where
+    F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"a catalog object {"updates": [...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut updates_seen = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "updates" {
+                return Err(de::Error::unknown_field(&key, &["updates"]));
+            }
+            if updates_seen {
+                return Err(de::Error::duplicate_field("updates"));
+            }
+            updates_seen = true;
+            map.next_value_seed(UpdatesSeed {
+                sink: &mut *self.sink,
+                failure: &mut *self.failure,
+            })?;
+        }
+        if !updates_seen {
+            return Err(de::Error::missing_field("updates"));
+        }
+        Ok(())
+    }
+}
+
+/// The `updates` array: each element validated and handed on as it ends.
+struct UpdatesSeed<'a, F> {
+    sink: &'a mut F,
+    failure: &'a mut Option<CatalogError>,
+}
+
+impl<'de, F> DeserializeSeed<'de> for UpdatesSeed<'_, F>
+where
+    F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
+{
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F> Visitor<'de> for UpdatesSeed<'_, F>
+where
+    F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of updates")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut ids = HashSet::new();
+        let mut i = 0usize;
+        while let Some(u) = seq.next_element::<UpdateDoc>()? {
             let at = format!("updates[{i}]");
-            if !ids.insert(u.id.to_ascii_lowercase()) {
-                return Err(invalid(
+            let handled = if ids.insert(u.id.trim().to_ascii_lowercase()) {
+                validate_update(&at, u).and_then(|valid| (self.sink)(valid))
+            } else {
+                Err(invalid(
                     &at,
                     "id",
                     format!("duplicate update id {:?}", u.id),
-                ));
+                ))
+            };
+            if let Err(e) = handled {
+                *self.failure = Some(e);
+                return Err(de::Error::custom("the import stopped"));
             }
-            validate_update(&at, u)
-        })
-        .collect()
+            i += 1;
+        }
+        Ok(())
+    }
 }
 
 fn invalid(at: &str, field: &str, reason: impl Into<String>) -> CatalogError {

@@ -329,6 +329,7 @@ pub struct Counts {
 
 /// The catalog: database plus in-memory index.
 pub struct Catalog {
+    path: std::path::PathBuf,
     /// The one writer (and its per-connection scratch tables).
     db: Mutex<Connection>,
     /// Listings and status read the last committed state here (WAL), so
@@ -359,14 +360,16 @@ impl Catalog {
     /// Opens `DATA/catalog.sqlite3`, creating or migrating it, and loads the
     /// index. Files the store no longer has are marked absent (and vice versa).
     pub fn open(data_dir: &Path, store: Arc<Store>) -> Result<Arc<Catalog>, CatalogError> {
-        let conn = Connection::open(data_dir.join("catalog.sqlite3"))?;
+        let path = data_dir.join("catalog.sqlite3");
+        let conn = Connection::open(&path)?;
         schema::prepare(&conn)?;
         register_functions(&conn)?;
         let policy = load_policy(&conn)?;
-        let reader = Connection::open(data_dir.join("catalog.sqlite3"))?;
+        let reader = Connection::open(&path)?;
         reader.pragma_update(None, "query_only", "ON")?;
         reader.busy_timeout(Duration::from_secs(5))?;
         let catalog = Catalog {
+            path,
             db: Mutex::new(conn),
             reader: Mutex::new(reader),
             pending_stored: Mutex::default(),
@@ -440,24 +443,27 @@ impl Catalog {
         Ok(())
     }
 
-    /// Imports a JSON catalog in one transaction. With `honour_state`, the
-    /// approval states in the document are applied (downstream sync).
-    pub fn import_json(
+    /// Imports a JSON catalog, streamed, in one transaction. With
+    /// `honour_state`, the approval states in the document are applied
+    /// (downstream sync).
+    pub fn import_json<R: std::io::Read>(
         &self,
-        body: &[u8],
+        input: R,
         honour_state: bool,
     ) -> Result<ImportReport, CatalogError> {
-        let updates = json::parse(body)?;
         self.import.start();
         let result = self.write(|tx| {
             let mut report = ImportReport::default();
             rules::begin(tx)?;
-            for (n, u) in updates.iter().enumerate() {
-                import_update(tx, u, honour_state, &mut report)?;
+            let mut n = 0;
+            json::parse_stream(input, |u| {
+                import_update(tx, &u, honour_state, &mut report)?;
+                n += 1;
                 if n % 1024 == 0 {
-                    self.import.read(n as u64, 0);
+                    self.import.read(n, 0);
                 }
-            }
+                Ok(())
+            })?;
             self.import.phase("applying rules");
             report.changed_by_rules = rules::apply_to_new(tx)?;
             Ok(report)
@@ -716,9 +722,19 @@ impl Catalog {
         })
     }
 
-    /// The whole catalog with approval states, in the import format.
-    pub fn export(&self) -> Result<CatalogDoc, CatalogError> {
-        let db = self.reader();
+    /// Writes the whole catalog with approval states, in the import format,
+    /// one update at a time (a downstream sync of a million files never
+    /// holds them in memory). Reads on its own connection, so listings and
+    /// status are not held up meanwhile.
+    pub fn export_to<W: std::io::Write>(&self, mut out: W) -> Result<(), CatalogError> {
+        let db = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let io = |e: std::io::Error| CatalogError::Invalid {
+            at: "export".into(),
+            reason: e.to_string(),
+        };
         let mut files_stmt = db.prepare(
             "SELECT f.name, f.sha1, f.sha256, f.size, f.url FROM update_files uf
              JOIN files f ON f.fid = uf.fid WHERE uf.uid = ?1 ORDER BY f.name",
@@ -728,7 +744,8 @@ impl Catalog {
                     release_date, state FROM updates ORDER BY id",
         )?;
         let mut rows = stmt.query([])?;
-        let mut updates = Vec::new();
+        out.write_all(b"{\"updates\":[").map_err(io)?;
+        let mut first = true;
         while let Some(r) = rows.next()? {
             let uid: i64 = r.get(0)?;
             let files = files_stmt
@@ -742,7 +759,7 @@ impl Catalog {
                     })
                 })?
                 .collect::<Result<_, _>>()?;
-            updates.push(UpdateDoc {
+            let update = UpdateDoc {
                 id: r.get(1)?,
                 revision: r.get(2)?,
                 title: r.get(3)?,
@@ -754,9 +771,15 @@ impl Catalog {
                 release_date: r.get(9)?,
                 state: UpdateState::parse(&r.get::<_, String>(10)?),
                 files,
-            });
+            };
+            if !first {
+                out.write_all(b",\n").map_err(io)?;
+            }
+            first = false;
+            serde_json::to_writer(&mut out, &update).map_err(|e| io(e.into()))?;
         }
-        Ok(CatalogDoc { updates })
+        out.write_all(b"]}\n").map_err(io)?;
+        out.flush().map_err(io)
     }
 
     /// Counts for status; stored bytes come from the index (no disk walk).

@@ -54,13 +54,75 @@ enum List {
     SupersededBy,
 }
 
+/// The longest run of bytes without `<` or `>` in a document we accept.
+/// quick-xml buffers a whole text or tag before returning it, so garbage
+/// (a gigabyte of anything but markup) would otherwise be buffered whole.
+pub const MAX_MARKUP_GAP: usize = 1 << 20;
+
+/// A reader that fails once `MAX_MARKUP_GAP` bytes pass without markup.
+struct MarkupGuard<R> {
+    inner: R,
+    gap: usize,
+    offset: u64,
+}
+
+impl<R> MarkupGuard<R> {
+    fn new(inner: R) -> Self {
+        MarkupGuard {
+            inner,
+            gap: 0,
+            offset: 0,
+        }
+    }
+}
+
+impl<R: BufRead> std::io::Read for MarkupGuard<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let available = self.fill_buf()?;
+            let n = available.len().min(out.len());
+            out[..n].copy_from_slice(&available[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for MarkupGuard<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.gap > MAX_MARKUP_GAP {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{MAX_MARKUP_GAP} bytes without markup before byte {}: not a package.xml",
+                    self.offset
+                ),
+            ));
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            let consumed = &buf[..n.min(buf.len())];
+            match consumed.iter().rposition(|b| matches!(b, b'<' | b'>')) {
+                Some(i) => self.gap = consumed.len() - i - 1,
+                None => self.gap += consumed.len(),
+            }
+        }
+        self.offset += n as u64;
+        self.inner.consume(n);
+    }
+}
+
 /// Streams `package.xml`, handing each update and file location to `sink`.
 /// Errors name the byte offset and the element or attribute at fault.
 pub fn parse<R: BufRead>(
     input: R,
     mut sink: impl FnMut(Item) -> Result<(), CatalogError>,
 ) -> Result<(), CatalogError> {
-    let mut reader = NsReader::from_reader(input);
+    let mut reader = NsReader::from_reader(MarkupGuard::new(input));
     reader.config_mut().trim_text(true);
     let mut buf = Vec::new();
     let mut seen_root = false;
@@ -91,6 +153,13 @@ pub fn parse<R: BufRead>(
                 continue;
             }
             Event::Eof => break,
+            Event::Text(t) if !seen_root && !t.is_empty() => {
+                return Err(invalid(
+                    at,
+                    "XML",
+                    "text before the root element: not a package.xml",
+                ));
+            }
             _ => (None, false),
         };
         if let Some(e) = start {
@@ -278,6 +347,16 @@ pub fn kb_from_url(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn garbage_without_markup_is_refused_without_buffering_it() {
+        use std::io::Read as _;
+        let garbage = std::io::repeat(0).take(64 << 20);
+        let err = parse(std::io::BufReader::new(garbage), |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without markup"), "{err}");
+    }
 
     fn items(xml: &str) -> Result<Vec<Item>, CatalogError> {
         let mut out = Vec::new();

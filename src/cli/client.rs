@@ -35,11 +35,15 @@ impl AdminClient {
             Some(t) => req.bearer_auth(t),
             None => req,
         };
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "cannot reach the admin API at {} (is upcache serve running?)",
-                self.base
-            )
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                anyhow!(
+                    "cannot reach the admin API at {} (is upcache serve running?)",
+                    self.base
+                )
+            } else {
+                anyhow::Error::new(e).context(format!("request to the admin API at {}", self.base))
+            }
         })?;
         let status = resp.status();
         let body = resp.bytes().await?;
@@ -68,11 +72,12 @@ impl AdminClient {
         let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let bar = super::progress::upload(len);
         let counted = bar.clone();
-        let stream = tokio_util::io::ReaderStream::new(file).inspect(move |chunk| {
-            if let Ok(c) = chunk {
-                counted.inc(c.len() as u64);
-            }
-        });
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    counted.inc(c.len() as u64);
+                }
+            });
         let body = reqwest::Body::wrap_stream(stream);
         let req = self
             .http
@@ -139,7 +144,8 @@ impl AdminClient {
     }
 
     /// The whole catalog with approval states (for a downstream sync).
-    pub async fn export(&self) -> anyhow::Result<bytes::Bytes> {
+    /// Streamed: the export is piped into an import as it arrives.
+    pub async fn export(&self) -> anyhow::Result<reqwest::Response> {
         let req = self.http.get(self.url("/api/v1/catalog"));
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
@@ -151,17 +157,22 @@ impl AdminClient {
             .context("cannot reach the upstream admin API")?;
         let status = resp.status();
         anyhow::ensure!(status.is_success(), "upstream answered {status}");
-        Ok(resp.bytes().await?)
+        Ok(resp)
     }
 
-    /// Imports a catalog and applies its approval states (downstream sync).
-    pub async fn import_with_approvals(&self, body: bytes::Bytes) -> anyhow::Result<ImportReport> {
+    /// Imports a catalog as another upcache exports it, streamed, and
+    /// applies its approval states (downstream sync).
+    pub async fn import_with_approvals(
+        &self,
+        export: reqwest::Response,
+    ) -> anyhow::Result<ImportReport> {
         let req = self
             .http
             .post(self.url("/api/v1/catalog?with_approvals=true"))
             .header("content-type", "application/json")
-            .body(body);
-        self.send(req).await
+            .body(reqwest::Body::wrap_stream(export.bytes_stream()));
+        self.follow_import(self.send(req), super::progress::spinner("syncing"))
+            .await
     }
 
     /// Uploads a JSON catalog held in memory.

@@ -225,6 +225,35 @@ pub enum PolicyAction {
     },
 }
 
+/// Refuses, before uploading anything, a file that cannot be the catalog
+/// its extension says (a gigabyte of something else fails in a moment).
+fn check_looks_like(file: &std::path::Path, ext: &str) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut head = [0u8; 4096];
+    let n = std::fs::File::open(file)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("reading {}", file.display()))?;
+    let head = &head[..n];
+    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let first = text.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let (expected, ok) = match ext {
+        "cab" => (
+            "a cabinet (wsusscn2.cab or package.cab)",
+            head.starts_with(b"MSCF"),
+        ),
+        "xml" => ("a package.xml", first == Some(b'<')),
+        _ => ("an upcache JSON catalog", first == Some(b'{')),
+    };
+    if !ok {
+        let starts = first.map_or("nothing".to_owned(), |b| format!("byte 0x{b:02x}"));
+        bail!(
+            "{} does not look like {expected} (it starts with {starts}); nothing was sent",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 fn parse_state(s: &str) -> Result<UpdateState, String> {
     UpdateState::parse(s).ok_or_else(|| format!("{s:?}: use not-approved, approved or declined"))
 }
@@ -249,6 +278,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .and_then(|e| e.to_str())
                 .unwrap_or("")
                 .to_ascii_lowercase();
+            check_looks_like(&file, &ext)?;
             let client = AdminClient::new(&admin)?;
             let report = if ext == "cab" {
                 client.import_cab(file.clone()).await?

@@ -520,3 +520,43 @@ async fn status_watch_follows_at_sync_downloads_to_the_end() {
     );
     assert_eq!(h.stored().len(), 3);
 }
+
+/// 2 GiB of garbage, as package.xml and as JSON: a precise 400 (the rest
+/// of the upload is read and dropped so the client sees it), nothing
+/// imported, memory untouched, content still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_gib_garbage_upload_is_refused_cleanly() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    let chunk = bytes::Bytes::from(vec![b'x'; 1 << 20]);
+    for (content_type, expected) in [
+        ("application/xml", "without markup"),
+        ("application/json", "line 1 column 1"),
+    ] {
+        let chunks = std::iter::repeat_n(chunk.clone(), 2048).map(Ok::<_, std::io::Error>);
+        let r = h
+            .http
+            .post(h.admin("/api/v1/catalog"))
+            .header("content-type", content_type)
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{content_type}");
+        let msg = r.text().await.unwrap();
+        assert!(msg.contains(expected), "{content_type}: {msg}");
+    }
+    assert_eq!(h.admin_json("/api/v1/updates").await["total"], 3);
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+
+    // The CLI does not even send what cannot be a catalog.
+    let garbage = h.dir.path().join("garbage.xml");
+    std::fs::write(&garbage, vec![0u8; 1 << 20]).unwrap();
+    let (ok, _, err) = cli(&h, &["import", garbage.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("does not look like a package.xml"),
+        "{err}"
+    );
+}
