@@ -98,6 +98,10 @@ impl Running {
         while !self.app.fetcher.status().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        let catalog = self.app.catalog.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || catalog.flush_pending()).await {
+            tracing::warn!(error = %e, "recording stored files at shutdown");
+        }
     }
 
     /// A token that stops the server when cancelled.

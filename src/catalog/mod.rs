@@ -402,16 +402,18 @@ impl Catalog {
     ) -> Result<T, CatalogError> {
         let mut db = self.db();
         self.flush_stored(&db)?;
-        let out = {
+        let out = (|| -> Result<T, CatalogError> {
             let tx = db.transaction()?;
             tx.execute("DELETE FROM x_touched", [])?;
             let out = change(&tx)?;
             self.import.phase("committing");
             tx.commit()?;
-            out
-        };
-        // Before the refresh reads them back: ingests that landed meanwhile.
+            Ok(out)
+        })();
+        // Ingests that landed meanwhile, whatever the change did (and before
+        // the refresh reads their rows back).
         self.flush_stored(&db)?;
+        let out = out?;
         self.import.phase("indexing");
         self.refresh(&db, Scope::Touched)?;
         db.execute("DELETE FROM x_touched", [])?;
@@ -579,6 +581,11 @@ impl Catalog {
             Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
         };
         self.flush_stored(&db)
+    }
+
+    /// Writes down ingests recorded while the writer was busy (at shutdown).
+    pub fn flush_pending(&self) -> Result<(), CatalogError> {
+        self.flush_stored(&self.db())
     }
 
     fn pending_stored(&self) -> MutexGuard<'_, Vec<(Sha1Digest, Ingested)>> {
