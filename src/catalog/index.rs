@@ -40,7 +40,10 @@ struct Slot {
     /// Unix milliseconds of the last response served from the store (for eviction).
     last_served: AtomicU64,
     dir: u32,
+    /// The URL's last segment, with the file's SHA-1 hex (Microsoft puts it
+    /// in almost every file name) folded into one [`SHA1_MARK`].
     file: Box<str>,
+    folded: bool,
     /// Only when the display name is not the URL's last segment.
     name: Option<Box<str>>,
     approval: Approval,
@@ -56,6 +59,9 @@ pub struct Index {
     dirs: Vec<Arc<str>>,
     dir_ids: HashMap<Arc<str>, u32>,
 }
+
+/// Stands for the file's own SHA-1 hex in [`Slot::file`] (when `folded`).
+const SHA1_MARK: char = '\0';
 
 /// A stored file eviction may remove.
 #[derive(Debug, Clone, Copy)]
@@ -78,11 +84,24 @@ impl Index {
         Some(self.entry(slot))
     }
 
+    /// Makes room for `additional` more files at once (a full load knows how
+    /// many: growing by doubling would briefly hold two copies).
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve_exact(additional);
+        self.by_sha1.reserve(additional);
+    }
+
     /// Adds or replaces the entry for `entry.sha1`.
     pub fn insert(&mut self, entry: FileEntry) {
         let (dir, file) = split_url(&entry.url);
         let dir = self.intern(dir);
         let name = (*entry.name != *file).then(|| Box::from(&*entry.name));
+        let hex = entry.sha1.to_hex();
+        let folded = file.contains(&hex) && !file.contains(SHA1_MARK);
+        let file = match folded {
+            true => file.replacen(&hex, SHA1_MARK.encode_utf8(&mut [0; 4]), 1),
+            false => file.to_owned(),
+        };
         let slot = Slot {
             sha1: entry.sha1,
             sha256: entry.sha256,
@@ -90,7 +109,8 @@ impl Index {
             modified: entry.modified.map_or(0, unix_secs),
             last_served: AtomicU64::new(0),
             dir,
-            file: file.into(),
+            file: file.into_boxed_str(),
+            folded,
             name,
             approval: entry.approval,
             stored: entry.stored,
@@ -229,14 +249,16 @@ impl Index {
     fn entry(&self, i: u32) -> FileEntry {
         let s = &self.slots[i as usize];
         let dir = &self.dirs[s.dir as usize];
-        let mut url = String::with_capacity(dir.len() + s.file.len());
-        url.push_str(dir);
-        url.push_str(&s.file);
+        let file = match s.file.split_once(SHA1_MARK).filter(|_| s.folded) {
+            Some((before, after)) => [before, &s.sha1.to_hex(), after].concat(),
+            None => s.file.to_string(),
+        };
+        let url = [&**dir, &file].concat();
         FileEntry {
             sha1: s.sha1,
             sha256: s.sha256,
             size: s.size,
-            name: Arc::from(s.name.as_deref().unwrap_or(&s.file)),
+            name: Arc::from(s.name.as_deref().unwrap_or(&file)),
             url: url.into(),
             modified: (s.modified > 0).then(|| UNIX_EPOCH + Duration::from_secs(s.modified.into())),
             approval: s.approval,
@@ -304,6 +326,21 @@ mod tests {
         let one = index.get_by_sha256(&Sha256Digest([1; 32])).unwrap();
         assert_eq!((&*one.url, &*one.name), ("http://h/a/one.cab", "one.cab"));
         assert_eq!(index.dirs.len(), 1, "one shared directory");
+    }
+
+    #[test]
+    fn the_sha1_in_a_file_name_is_kept_once() {
+        let mut index = Index::default();
+        let hex = Sha1Digest([7; 20]).to_hex();
+        let url = format!("http://h/a/windows10.0-kb1-x64_{hex}.msu");
+        index.insert(entry(7, &url, &format!("windows10.0-kb1-x64_{hex}.msu")));
+        assert_eq!(
+            index.slots[0].file.len(),
+            "windows10.0-kb1-x64_.msu".len() + 1
+        );
+        let back = index.get(&Sha1Digest([7; 20])).unwrap();
+        assert_eq!(&*back.url, url);
+        assert!(back.name.ends_with(&format!("{hex}.msu")));
     }
 
     #[test]

@@ -378,7 +378,11 @@ impl Catalog {
             policy: RwLock::new(policy),
             store,
         };
-        catalog.refresh(&catalog.db(), Scope::All)?;
+        {
+            let db = catalog.db();
+            catalog.refresh(&db, Scope::All)?;
+            db.execute_batch("PRAGMA shrink_memory")?;
+        }
         Ok(Arc::new(catalog))
     }
 
@@ -417,6 +421,8 @@ impl Catalog {
         self.import.phase("indexing");
         self.refresh(&db, Scope::Touched)?;
         db.execute("DELETE FROM x_touched", [])?;
+        // An import leaves the page cache full; the memory is the index's now.
+        db.execute_batch("PRAGMA shrink_memory")?;
         Ok(out)
     }
 
@@ -830,6 +836,13 @@ impl Catalog {
             Scope::All => "files f",
             Scope::Touched => "x_touched t JOIN files f ON f.fid = t.fid",
         };
+        if let Scope::All = scope {
+            let files: i64 = db.query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
+            self.index
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .reserve(files as usize);
+        }
         let mut stmt = db.prepare(&format!(
             "SELECT f.sha1, f.sha256, f.size, f.name, f.url, f.modified,
                     max(u.state = 'approved'), min(u.state = 'declined'), count(u.uid)
