@@ -139,6 +139,30 @@ impl Index {
         }
     }
 
+    /// Whether the index already has this file at `url` under `name`: an
+    /// unchanged location in a re-import, checked without the database.
+    pub fn has_location(&self, sha1: &Sha1Digest, url: &str, name: &str) -> bool {
+        let Some(&i) = self.by_sha1.get(sha1) else {
+            return false;
+        };
+        let s = &self.slots[i as usize];
+        let (dir, file) = split_url(url);
+        if *self.dirs[s.dir as usize] != *dir {
+            return false;
+        }
+        let file_matches = match s.file.split_once(SHA1_MARK).filter(|_| s.folded) {
+            Some((before, after)) => {
+                let hex = s.sha1.to_hex();
+                file.len() == before.len() + hex.len() + after.len()
+                    && file.starts_with(before)
+                    && file[before.len()..].starts_with(&hex)
+                    && file.ends_with(after)
+            }
+            None => *s.file == *file,
+        };
+        file_matches && s.name.as_deref().unwrap_or(file) == name
+    }
+
     /// Forgets a file no update references any more.
     pub fn remove(&mut self, sha1: &Sha1Digest) {
         let Some(i) = self.by_sha1.remove(sha1) else {
@@ -341,6 +365,12 @@ mod tests {
         let back = index.get(&Sha1Digest([7; 20])).unwrap();
         assert_eq!(&*back.url, url);
         assert!(back.name.ends_with(&format!("{hex}.msu")));
+        let name = format!("windows10.0-kb1-x64_{hex}.msu");
+        assert!(index.has_location(&Sha1Digest([7; 20]), &url, &name));
+        assert!(!index.has_location(&Sha1Digest([7; 20]), &url.replace("/a/", "/b/"), &name));
+        assert!(!index.has_location(&Sha1Digest([7; 20]), &url.replace("kb1", "kb2"), &name));
+        assert!(!index.has_location(&Sha1Digest([7; 20]), &url, "other.msu"));
+        assert!(!index.has_location(&Sha1Digest([8; 20]), &url, &name));
     }
 
     #[test]

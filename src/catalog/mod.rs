@@ -490,7 +490,7 @@ impl Catalog {
     ) -> Result<ImportReport, CatalogError> {
         let started = std::time::Instant::now();
         self.import.start();
-        let result = self.write(|tx| xml_import::run(tx, input, &self.import));
+        let result = self.write(|tx| xml_import::run(tx, input, &self.index, &self.import));
         self.import.finish();
         let report = result?;
         tracing::info!(took = ?started.elapsed(), %report, "package.xml imported");

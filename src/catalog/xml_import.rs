@@ -6,9 +6,11 @@
 
 use std::collections::HashSet;
 use std::io::BufRead;
+use std::sync::RwLock;
 
 use rusqlite::{params, CachedStatement, OptionalExtension, Transaction};
 
+use super::index::Index;
 use super::package_xml::{self, Item, XmlUpdate};
 use super::{
     compare_revision, touch_files_of, CatalogError, ImportReport, ImportTracker, Revision,
@@ -20,11 +22,12 @@ use crate::digest::Sha1Digest;
 pub(super) fn run<R: BufRead>(
     tx: &Transaction<'_>,
     input: R,
+    index: &RwLock<Index>,
     progress: &ImportTracker,
 ) -> Result<ImportReport, CatalogError> {
     tx.execute_batch("DELETE FROM x_rev; DELETE FROM x_bundle;")?;
     super::rules::begin(tx)?;
-    let mut writer = Writer::new(tx)?;
+    let mut writer = Writer::new(tx, index)?;
     let (mut updates, mut files) = (0u64, 0u64);
     package_xml::parse(input, |item| {
         match item {
@@ -67,6 +70,10 @@ pub(super) fn run<R: BufRead>(
 /// The prepared statements of one import and what it counted.
 struct Writer<'t> {
     tx: &'t Transaction<'t>,
+    /// The committed catalog's files: an unchanged location is skipped.
+    index: &'t RwLock<Index>,
+    /// Files whose location this import changed (the index is stale for them).
+    relocated: HashSet<Sha1Digest>,
     /// Files with a larger `fid` were created by this import.
     last_fid_before: i64,
     /// The largest `fid` so far.
@@ -83,11 +90,13 @@ struct Writer<'t> {
 }
 
 impl<'t> Writer<'t> {
-    fn new(tx: &'t Transaction<'t>) -> Result<Self, CatalogError> {
+    fn new(tx: &'t Transaction<'t>, index: &'t RwLock<Index>) -> Result<Self, CatalogError> {
         let last_fid_before =
             tx.query_row("SELECT coalesce(max(fid), 0) FROM files", [], |r| r.get(0))?;
         Ok(Writer {
             tx,
+            index,
+            relocated: HashSet::new(),
             last_fid_before,
             last_fid: last_fid_before,
             seen: HashSet::new(),
@@ -202,11 +211,17 @@ impl<'t> Writer<'t> {
 
     /// Fills in (or changes) a file's location.
     fn location(&mut self, sha1: &Sha1Digest, url: &str) -> Result<(), CatalogError> {
+        if self.unchanged(sha1, url) {
+            return Ok(());
+        }
         let name = check_url(url)?;
         let changed: Option<i64> = self
             .locate
             .query_row(params![sha1, name, url], |r| r.get(0))
             .optional()?;
+        if changed.is_some() {
+            self.relocated.insert(*sha1);
+        }
         match changed {
             Some(fid) if fid <= self.last_fid_before => {
                 self.report.files_changed += 1;
@@ -221,6 +236,22 @@ impl<'t> Writer<'t> {
             None => {}    // unchanged
         }
         Ok(())
+    }
+}
+
+impl Writer<'_> {
+    /// Whether the committed catalog has this location already: most of a
+    /// re-import, answered by the in-memory index instead of a row read.
+    /// Only plain URLs, whose last segment is the name `check_url` derives.
+    fn unchanged(&self, sha1: &Sha1Digest, url: &str) -> bool {
+        if url.contains(['?', '#', '%', '\\']) || self.relocated.contains(sha1) {
+            return false;
+        }
+        let name = url.rsplit('/').next().unwrap_or("");
+        self.index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_location(sha1, url, name)
     }
 }
 

@@ -96,6 +96,31 @@ async fn package_xml_imports_bundles_supersedence_and_kb_numbers() {
         ),
         (Some(3), Some(0))
     );
+
+    // A file that moved: the new location replaces the old one, once.
+    let old_url = format!("http://{}{}", h.upstream.addr, h.a.path);
+    let moved_url = format!("http://{}/moved/{}", h.upstream.addr, h.a.name);
+    let moved = fixture(&h).replace(&old_url, &moved_url);
+    assert_ne!(moved, fixture(&h));
+    for changed in [1, 0] {
+        let r: Value = import_xml(&h, moved.clone()).await.json().await.unwrap();
+        assert_eq!(r["files_changed"], changed, "{r}");
+        let child = h.admin_json(&format!("/api/v1/updates/{CHILD}")).await;
+        assert_eq!(child["files"][0]["url"], moved_url.as_str());
+    }
+    // Listed twice in one document, the last location wins.
+    let a_id = base64::engine::general_purpose::STANDARD.encode(h.a.sha1.0);
+    let twice = moved.replace(
+        "<FileLocations>",
+        &format!(
+            r#"<FileLocations><FileLocation Id="{a_id}" Url="http://{}/elsewhere/{}"/>"#,
+            h.upstream.addr, h.a.name
+        ),
+    );
+    assert_ne!(twice, moved);
+    import_xml(&h, twice).await;
+    let child = h.admin_json(&format!("/api/v1/updates/{CHILD}")).await;
+    assert_eq!(child["files"][0]["url"], moved_url.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
