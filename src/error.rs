@@ -42,7 +42,7 @@ impl HttpStatus for CatalogError {
         match self {
             CatalogError::Invalid { .. } => StatusCode::BAD_REQUEST,
             CatalogError::UnknownUpdate(_) => StatusCode::NOT_FOUND,
-            CatalogError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            CatalogError::Db(_) | CatalogError::Export(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -6,19 +6,25 @@
 //! in-memory [`index::Index`] instead of the database.
 
 pub mod cabinet;
+mod export;
+mod import;
 mod index;
 pub mod json;
+mod json_import;
 pub mod package_xml;
+mod query;
 pub mod rules;
 mod schema;
 mod xml_import;
 
+pub use import::{ImportReport, ImportStatus};
 pub use index::{FileEntry, StoredFile};
 pub use json::CatalogDoc;
+pub use query::{Counts, FileDetail, UpdateDetail, UpdateList, UpdateQuery, UpdateSummary};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -26,8 +32,8 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{Sha1Digest, Sha256Digest};
 use crate::policy::{Approval, Policy};
 use crate::store::{Ingested, Store};
+use import::ImportTracker;
 use index::Index;
-use json::{FileDoc, UpdateDoc, ValidUpdate};
 
 /// An update's approval state, as an administrator sets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,268 +69,8 @@ pub enum CatalogError {
     UnknownUpdate(String),
     #[error("catalog database: {0}")]
     Db(#[from] rusqlite::Error),
-}
-
-/// What an import did.
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ImportReport {
-    pub updates_added: u64,
-    pub updates_replaced: u64,
-    pub updates_unchanged: u64,
-    /// Older revisions than the ones already known: ignored.
-    pub updates_stale: u64,
-    pub files_added: u64,
-    /// Known files whose name or location changed.
-    #[serde(default)]
-    pub files_changed: u64,
-    /// New updates approved or declined by the automatic approval rules.
-    #[serde(default)]
-    pub changed_by_rules: u64,
-}
-
-impl std::fmt::Display for ImportReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} added, {} replaced, {} unchanged, {} stale; {} new files",
-            self.updates_added,
-            self.updates_replaced,
-            self.updates_unchanged,
-            self.updates_stale,
-            self.files_added
-        )?;
-        if self.changed_by_rules > 0 {
-            write!(
-                f,
-                "; {} approved or declined by rules",
-                self.changed_by_rules
-            )?;
-        }
-        Ok(())
-    }
-}
-
-impl ImportReport {
-    /// Whether the import changed anything (a no-op re-import skips the
-    /// index rebuild, which costs seconds and memory on large catalogs).
-    pub fn changed_anything(&self) -> bool {
-        self.updates_added + self.updates_replaced + self.files_added + self.files_changed > 0
-    }
-}
-
-/// A running import, for status: long imports never look hung.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ImportStatus {
-    /// `reading`, `linking bundles`, `naming by KB`, `applying rules`,
-    /// `committing` or `indexing`.
-    pub phase: String,
-    /// Updates read so far.
-    pub updates: u64,
-    /// File locations read so far.
-    pub files: u64,
-    pub seconds: f64,
-}
-
-/// Where the running import is (one at a time: it holds the writer).
-#[derive(Default)]
-pub(crate) struct ImportTracker(Mutex<Option<(std::time::Instant, ImportStatus)>>);
-
-impl ImportTracker {
-    fn slot(&self) -> MutexGuard<'_, Option<(std::time::Instant, ImportStatus)>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn start(&self) {
-        *self.slot() = Some((
-            std::time::Instant::now(),
-            ImportStatus {
-                phase: "reading".into(),
-                updates: 0,
-                files: 0,
-                seconds: 0.0,
-            },
-        ));
-    }
-
-    /// Updates the counts read so far.
-    pub(crate) fn read(&self, updates: u64, files: u64) {
-        if let Some((_, s)) = self.slot().as_mut() {
-            (s.updates, s.files) = (updates, files);
-        }
-    }
-
-    /// Moves on to the next phase (no-op when no import runs).
-    pub(crate) fn phase(&self, phase: &str) {
-        if let Some((_, s)) = self.slot().as_mut() {
-            phase.clone_into(&mut s.phase);
-        }
-    }
-
-    fn finish(&self) {
-        *self.slot() = None;
-    }
-
-    fn snapshot(&self) -> Option<ImportStatus> {
-        self.slot().as_ref().map(|(started, s)| ImportStatus {
-            seconds: started.elapsed().as_secs_f64(),
-            ..s.clone()
-        })
-    }
-}
-
-/// One update in a listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UpdateSummary {
-    pub id: String,
-    pub revision: u32,
-    pub title: String,
-    pub kb: Option<String>,
-    pub msrc: Option<String>,
-    pub classification: Option<String>,
-    pub products: Vec<String>,
-    pub release_date: Option<String>,
-    pub state: UpdateState,
-    pub file_count: u64,
-    /// A newer update replaces this one (from package.xml's `SupersededBy`).
-    #[serde(default)]
-    pub superseded: bool,
-}
-
-/// One file of an update, with its local state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileDetail {
-    pub name: String,
-    pub sha1: String,
-    pub sha256: Option<String>,
-    pub size: Option<u64>,
-    pub url: String,
-    /// `absent`, `fetching` or `stored`.
-    pub local_state: String,
-}
-
-/// One update with its files.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UpdateDetail {
-    #[serde(flatten)]
-    pub summary: UpdateSummary,
-    pub description: String,
-    pub files: Vec<FileDetail>,
-}
-
-/// Filters of `GET /api/v1/updates` and of bulk approvals.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateQuery {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<UpdateState>,
-    /// Case-insensitive substring of title, KB, MSRC number or id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub q: Option<String>,
-    /// KB number, exactly (`5034122` or `KB5034122`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kb: Option<String>,
-    /// Classification (name or GUID), exactly, case-insensitive.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub classification: Option<String>,
-    /// Product (name or GUID), one of the update's products.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub product: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub superseded: Option<bool>,
-    /// Case-insensitive substring of the title.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub offset: Option<u32>,
-}
-
-impl UpdateQuery {
-    /// Whether any filter is set (bulk approval refuses "everything" by accident).
-    pub fn selects_something(&self) -> bool {
-        self.state.is_some()
-            || self.q.is_some()
-            || self.kb.is_some()
-            || self.classification.is_some()
-            || self.product.is_some()
-            || self.superseded.is_some()
-            || self.title.is_some()
-    }
-
-    /// The filters as the named SQL parameters of [`FILTER`].
-    fn filter_params(&self) -> FilterParams {
-        let like = |s: &String| format!("%{}%", s.to_lowercase());
-        FilterParams([
-            self.state.map(|s| s.as_str().to_owned()),
-            self.q.as_ref().map(like),
-            self.kb
-                .as_ref()
-                .map(|k| k.trim_start_matches(['K', 'k', 'B', 'b']).to_owned()),
-            self.classification.as_ref().map(|c| c.to_lowercase()),
-            self.product
-                .as_ref()
-                .map(|p| format!("%\"{}\"%", p.to_lowercase())),
-            self.superseded.map(|b| u8::from(b).to_string()),
-            self.title.as_ref().map(like),
-        ])
-    }
-}
-
-/// The WHERE clause of a selection of updates.
-const FILTER: &str = "(:state IS NULL OR state = :state)
-    AND (:q IS NULL OR lower(title) LIKE :q OR kb LIKE :q OR lower(msrc) LIKE :q OR id LIKE :q)
-    AND (:kb IS NULL OR kb = :kb)
-    AND (:classification IS NULL OR lower(classification) = :classification)
-    AND (:product IS NULL OR lower(products) LIKE :product)
-    AND (:superseded IS NULL OR superseded = CAST(:superseded AS INTEGER))
-    AND (:title IS NULL OR lower(title) LIKE :title)";
-
-/// Values for [`FILTER`]'s parameters.
-struct FilterParams([Option<String>; 7]);
-
-impl FilterParams {
-    const NAMES: [&'static str; 7] = [
-        ":state",
-        ":q",
-        ":kb",
-        ":classification",
-        ":product",
-        ":superseded",
-        ":title",
-    ];
-
-    /// The filter's parameters plus a statement's own.
-    fn with<'a>(
-        &'a self,
-        extra: &[(&'static str, &'a dyn rusqlite::ToSql)],
-    ) -> Vec<(&'static str, &'a dyn rusqlite::ToSql)> {
-        let mut all: Vec<(&'static str, &'a dyn rusqlite::ToSql)> = Self::NAMES
-            .iter()
-            .zip(&self.0)
-            .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
-            .collect();
-        all.extend_from_slice(extra);
-        all
-    }
-}
-
-/// A page of updates.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UpdateList {
-    pub total: u64,
-    pub updates: Vec<UpdateSummary>,
-}
-
-/// Catalog-wide counts for status.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Counts {
-    pub updates_not_approved: u64,
-    pub updates_approved: u64,
-    pub updates_declined: u64,
-    pub files: u64,
-    pub files_stored: u64,
-    pub bytes_stored: u64,
+    #[error("writing the catalog out: {0}")]
+    Export(#[source] std::io::Error),
 }
 
 /// The catalog: database plus in-memory index.
@@ -344,7 +90,6 @@ pub struct Catalog {
 }
 
 const POLICY_KEY: &str = "policy";
-const MAX_PAGE: u32 = 1000;
 /// Index entries loaded per write-lock: requests wait at most one batch.
 const REFRESH_BATCH: usize = 8192;
 
@@ -465,7 +210,7 @@ impl Catalog {
             rules::begin(tx)?;
             let mut n = 0;
             json::parse_stream(input, |u| {
-                import_update(tx, &u, honour_state, &mut report)?;
+                json_import::import_update(tx, &u, honour_state, &mut report)?;
                 n += 1;
                 if n % 1024 == 0 {
                     self.import.read(n, 0);
@@ -514,7 +259,7 @@ impl Catalog {
                 )
                 .optional()?
                 .ok_or_else(|| CatalogError::UnknownUpdate(id.clone()))?;
-            touch_files_of(tx, uid)
+            import::touch_files_of(tx, uid)
         })?;
         self.summary(&id)
     }
@@ -534,26 +279,7 @@ impl Catalog {
                         .into(),
             });
         }
-        let filter = q.filter_params();
-        let new_state = state.as_str();
-        let args = filter.with(&[(":new_state", &new_state)]);
-        self.write(|tx| {
-            tx.execute(
-                &format!(
-                    "INSERT OR IGNORE INTO x_touched(fid) SELECT uf.fid FROM updates
-                     JOIN update_files uf ON uf.uid = updates.uid
-                     WHERE state != :new_state AND {FILTER}"
-                ),
-                args.as_slice(),
-            )?;
-            let changed = tx.execute(
-                &format!(
-                    "UPDATE updates SET state = :new_state WHERE state != :new_state AND {FILTER}"
-                ),
-                args.as_slice(),
-            )?;
-            Ok(changed as u64)
-        })
+        self.write(|tx| query::set_state(tx, q, state))
     }
 
     /// The automatic approval rules.
@@ -680,31 +406,7 @@ impl Catalog {
 
     /// A page of updates, newest release first.
     pub fn list_updates(&self, q: &UpdateQuery) -> Result<UpdateList, CatalogError> {
-        let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
-        let offset = q.offset.unwrap_or(0);
-        let filter = q.filter_params();
-        let db = self.reader();
-        let total: i64 = db.query_row(
-            &format!("SELECT count(*) FROM updates WHERE {FILTER}"),
-            filter.with(&[]).as_slice(),
-            |r| r.get(0),
-        )?;
-        let mut stmt = db.prepare(&format!(
-            "SELECT {SUMMARY_COLUMNS} FROM updates u WHERE {FILTER}
-             ORDER BY release_date DESC, id LIMIT :limit OFFSET :offset"
-        ))?;
-        let updates = stmt
-            .query_map(
-                filter
-                    .with(&[(":limit", &limit), (":offset", &offset)])
-                    .as_slice(),
-                summary_from_row,
-            )?
-            .collect::<Result<_, _>>()?;
-        Ok(UpdateList {
-            total: total as u64,
-            updates,
-        })
+        query::list(&self.reader(), q)
     }
 
     /// One update with its files.
@@ -739,60 +441,12 @@ impl Catalog {
     /// one update at a time (a downstream sync of a million files never
     /// holds them in memory). Reads on its own connection, so listings and
     /// status are not held up meanwhile.
-    pub fn export_to<W: std::io::Write>(&self, mut out: W) -> Result<(), CatalogError> {
+    pub fn export_to<W: std::io::Write>(&self, out: W) -> Result<(), CatalogError> {
         let db = Connection::open_with_flags(
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        let io = |e: std::io::Error| CatalogError::Invalid {
-            at: "export".into(),
-            reason: e.to_string(),
-        };
-        let mut files_stmt = db.prepare(
-            "SELECT f.name, f.sha1, f.sha256, f.size, f.url FROM update_files uf
-             JOIN files f ON f.fid = uf.fid WHERE uf.uid = ?1 ORDER BY f.name",
-        )?;
-        let mut stmt = db.prepare(
-            "SELECT uid, id, revision, title, description, kb, msrc, classification, products,
-                    release_date, state FROM updates ORDER BY id",
-        )?;
-        let mut rows = stmt.query([])?;
-        out.write_all(b"{\"updates\":[").map_err(io)?;
-        let mut first = true;
-        while let Some(r) = rows.next()? {
-            let uid: i64 = r.get(0)?;
-            let files = files_stmt
-                .query_map([uid], |f| {
-                    Ok(FileDoc {
-                        name: f.get(0)?,
-                        sha1: f.get::<_, Sha1Digest>(1)?.to_hex(),
-                        sha256: f.get::<_, Option<Sha256Digest>>(2)?.map(|d| d.to_hex()),
-                        size: f.get::<_, Option<i64>>(3)?.map(|s| s as u64),
-                        url: f.get(4)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            let update = UpdateDoc {
-                id: r.get(1)?,
-                revision: r.get(2)?,
-                title: r.get(3)?,
-                description: r.get(4)?,
-                kb: r.get(5)?,
-                msrc: r.get(6)?,
-                classification: r.get(7)?,
-                products: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
-                release_date: r.get(9)?,
-                state: UpdateState::parse(&r.get::<_, String>(10)?),
-                files,
-            };
-            if !first {
-                out.write_all(b",\n").map_err(io)?;
-            }
-            first = false;
-            serde_json::to_writer(&mut out, &update).map_err(|e| io(e.into()))?;
-        }
-        out.write_all(b"]}\n").map_err(io)?;
-        out.flush().map_err(io)
+        export::write_catalog(&db, out)
     }
 
     /// Counts for status; stored bytes come from the index (no disk walk).
@@ -818,14 +472,7 @@ impl Catalog {
     }
 
     fn summary(&self, id: &str) -> Result<UpdateSummary, CatalogError> {
-        self.reader()
-            .query_row(
-                &format!("SELECT {SUMMARY_COLUMNS} FROM updates u WHERE id = ?1"),
-                [id],
-                summary_from_row,
-            )
-            .optional()?
-            .ok_or_else(|| CatalogError::UnknownUpdate(id.to_owned()))
+        query::summary(&self.reader(), id)
     }
 
     /// Reloads files from the database into the index, in batches so
@@ -925,15 +572,6 @@ enum Refreshed {
     Unreferenced(Sha1Digest),
 }
 
-/// Lists an update's files for the index refresh after this write.
-pub(crate) fn touch_files_of(tx: &rusqlite::Transaction<'_>, uid: i64) -> Result<(), CatalogError> {
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO x_touched(fid) SELECT fid FROM update_files WHERE uid = ?1",
-    )?
-    .execute([uid])?;
-    Ok(())
-}
-
 /// SQL functions the imports use.
 fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
@@ -949,30 +587,6 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-const SUMMARY_COLUMNS: &str = "id, revision, title, kb, msrc, classification, products,
-    release_date, state, (SELECT count(*) FROM update_files uf WHERE uf.uid = u.uid),
-    superseded";
-
-fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateSummary> {
-    Ok(UpdateSummary {
-        id: r.get(0)?,
-        revision: r.get(1)?,
-        title: r.get(2)?,
-        kb: r.get(3)?,
-        msrc: r.get(4)?,
-        classification: r.get(5)?,
-        products: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
-        release_date: r.get(7)?,
-        state: UpdateState::parse(&r.get::<_, String>(8)?).ok_or_else(|| bad_column(8))?,
-        file_count: r.get::<_, i64>(9)? as u64,
-        superseded: r.get(10)?,
-    })
-}
-
-fn bad_column(i: usize) -> rusqlite::Error {
-    rusqlite::Error::InvalidColumnType(i, "unexpected value".into(), rusqlite::types::Type::Text)
-}
-
 fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
     let json: Option<String> = conn
         .query_row(
@@ -984,147 +598,4 @@ fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
     Ok(json
         .and_then(|j| serde_json::from_str(&j).ok())
         .unwrap_or_default())
-}
-
-/// How an imported update's revision relates to the one the catalog has
-/// (carrying the known update's row id).
-pub(crate) enum Revision {
-    /// Older than the stored one: ignored.
-    Stale(i64),
-    /// The same: left as it is.
-    Same(i64),
-    /// Newer: replaces metadata and file links, keeps the approval.
-    Newer(i64),
-    New,
-}
-
-/// Compares an imported revision with the stored one, counting it in `report`.
-pub(crate) fn compare_revision(
-    tx: &rusqlite::Transaction<'_>,
-    id: &str,
-    revision: u32,
-    report: &mut ImportReport,
-) -> Result<Revision, CatalogError> {
-    let known: Option<(i64, u32)> = tx
-        .prepare_cached("SELECT uid, revision FROM updates WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(match known {
-        Some((uid, rev)) if rev > revision => {
-            report.updates_stale += 1;
-            Revision::Stale(uid)
-        }
-        Some((uid, rev)) if rev == revision => {
-            report.updates_unchanged += 1;
-            Revision::Same(uid)
-        }
-        Some((uid, _)) => {
-            report.updates_replaced += 1;
-            Revision::Newer(uid)
-        }
-        None => {
-            report.updates_added += 1;
-            Revision::New
-        }
-    })
-}
-
-/// Writes one validated update: new, newer revision (replaces metadata and
-/// file links, keeps the approval), same revision (untouched but for an
-/// imported state) or older (ignored).
-fn import_update(
-    tx: &rusqlite::Transaction<'_>,
-    u: &ValidUpdate,
-    honour_state: bool,
-    report: &mut ImportReport,
-) -> Result<(), CatalogError> {
-    let d = &u.doc;
-    let imported_state = d.state.filter(|_| honour_state).map(UpdateState::as_str);
-    let known = match compare_revision(tx, &d.id, d.revision, report)? {
-        Revision::Stale(_) => return Ok(()),
-        Revision::Same(uid) => {
-            if let Some(state) = imported_state {
-                let changed = tx.execute(
-                    "UPDATE updates SET state = ?2 WHERE uid = ?1 AND state != ?2",
-                    params![uid, state],
-                )?;
-                if changed > 0 {
-                    touch_files_of(tx, uid)?;
-                }
-            }
-            return Ok(());
-        }
-        Revision::Newer(uid) => {
-            touch_files_of(tx, uid)?;
-            tx.execute("DELETE FROM update_files WHERE uid = ?1", [uid])?;
-            Some(uid)
-        }
-        Revision::New => None,
-    };
-    let products = serde_json::to_string(&d.products).expect("strings serialise");
-    let uid: i64 = tx.query_row(
-        "INSERT INTO updates(uid, id, revision, title, description, kb, msrc, classification,
-                             products, release_date, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'not-approved'))
-         ON CONFLICT(uid) DO UPDATE SET revision = excluded.revision, title = excluded.title,
-            description = excluded.description, kb = excluded.kb, msrc = excluded.msrc,
-            classification = excluded.classification, products = excluded.products,
-            release_date = excluded.release_date, state = coalesce(?11, updates.state)
-         RETURNING uid",
-        params![
-            known,
-            d.id,
-            d.revision,
-            d.title,
-            d.description,
-            d.kb,
-            d.msrc,
-            d.classification,
-            products,
-            d.release_date,
-            imported_state,
-        ],
-        |r| r.get(0),
-    )?;
-    rules::mark_new(tx, uid)?;
-    let modified = u.released.unwrap_or_else(now_secs);
-    for f in &u.files {
-        let known: Option<i64> = tx
-            .prepare_cached("SELECT fid FROM files WHERE sha1 = ?1")?
-            .query_row([f.sha1], |r| r.get(0))
-            .optional()?;
-        let size = f.size.map(|s| s as i64);
-        let fid = match known {
-            Some(fid) => {
-                // Newer metadata wins; learned digests and sizes are kept.
-                tx.prepare_cached(
-                    "UPDATE files SET name = ?2, url = ?3, sha256 = coalesce(sha256, ?4),
-                                      size = coalesce(size, ?5) WHERE fid = ?1",
-                )?
-                .execute(params![fid, f.name, f.url, f.sha256, size])?;
-                fid
-            }
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO files(sha1, sha256, size, name, url, modified)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![f.sha1, f.sha256, size, f.name, f.url, modified])?;
-                report.files_added += 1;
-                tx.last_insert_rowid()
-            }
-        };
-        tx.prepare_cached("INSERT OR IGNORE INTO update_files(uid, fid) VALUES (?1, ?2)")?
-            .execute([uid, fid])?;
-        tx.prepare_cached("INSERT OR IGNORE INTO x_touched(fid) VALUES (?1)")?
-            .execute([fid])?;
-    }
-    Ok(())
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -10,11 +10,10 @@ use std::sync::RwLock;
 
 use rusqlite::{params, CachedStatement, OptionalExtension, Transaction};
 
+use super::import::{compare_revision, touch_files_of, ImportReport, ImportTracker, Revision};
 use super::index::Index;
 use super::package_xml::{self, Item, XmlUpdate};
-use super::{
-    compare_revision, touch_files_of, CatalogError, ImportReport, ImportTracker, Revision,
-};
+use super::CatalogError;
 use crate::digest::Sha1Digest;
 
 /// Imports the document inside `tx` (the caller commits and refreshes the

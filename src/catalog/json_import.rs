@@ -1,0 +1,109 @@
+//! Writing a validated JSON catalog update into the catalog tables.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, OptionalExtension};
+
+use super::import::{compare_revision, touch_files_of, ImportReport, Revision};
+use super::json::ValidUpdate;
+use super::{rules, CatalogError, UpdateState};
+
+/// Writes one validated update: new, newer revision (replaces metadata and
+/// file links, keeps the approval), same revision (untouched but for an
+/// imported state) or older (ignored).
+pub(super) fn import_update(
+    tx: &rusqlite::Transaction<'_>,
+    u: &ValidUpdate,
+    honour_state: bool,
+    report: &mut ImportReport,
+) -> Result<(), CatalogError> {
+    let d = &u.doc;
+    let imported_state = d.state.filter(|_| honour_state).map(UpdateState::as_str);
+    let known = match compare_revision(tx, &d.id, d.revision, report)? {
+        Revision::Stale(_) => return Ok(()),
+        Revision::Same(uid) => {
+            if let Some(state) = imported_state {
+                let changed = tx.execute(
+                    "UPDATE updates SET state = ?2 WHERE uid = ?1 AND state != ?2",
+                    params![uid, state],
+                )?;
+                if changed > 0 {
+                    touch_files_of(tx, uid)?;
+                }
+            }
+            return Ok(());
+        }
+        Revision::Newer(uid) => {
+            touch_files_of(tx, uid)?;
+            tx.execute("DELETE FROM update_files WHERE uid = ?1", [uid])?;
+            Some(uid)
+        }
+        Revision::New => None,
+    };
+    let products = serde_json::to_string(&d.products).expect("strings serialise");
+    let uid: i64 = tx.query_row(
+        "INSERT INTO updates(uid, id, revision, title, description, kb, msrc, classification,
+                             products, release_date, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'not-approved'))
+         ON CONFLICT(uid) DO UPDATE SET revision = excluded.revision, title = excluded.title,
+            description = excluded.description, kb = excluded.kb, msrc = excluded.msrc,
+            classification = excluded.classification, products = excluded.products,
+            release_date = excluded.release_date, state = coalesce(?11, updates.state)
+         RETURNING uid",
+        params![
+            known,
+            d.id,
+            d.revision,
+            d.title,
+            d.description,
+            d.kb,
+            d.msrc,
+            d.classification,
+            products,
+            d.release_date,
+            imported_state,
+        ],
+        |r| r.get(0),
+    )?;
+    rules::mark_new(tx, uid)?;
+    let modified = u.released.unwrap_or_else(now_secs);
+    for f in &u.files {
+        let known: Option<i64> = tx
+            .prepare_cached("SELECT fid FROM files WHERE sha1 = ?1")?
+            .query_row([f.sha1], |r| r.get(0))
+            .optional()?;
+        let size = f.size.map(|s| s as i64);
+        let fid = match known {
+            Some(fid) => {
+                // Newer metadata wins; learned digests and sizes are kept.
+                tx.prepare_cached(
+                    "UPDATE files SET name = ?2, url = ?3, sha256 = coalesce(sha256, ?4),
+                                      size = coalesce(size, ?5) WHERE fid = ?1",
+                )?
+                .execute(params![fid, f.name, f.url, f.sha256, size])?;
+                fid
+            }
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO files(sha1, sha256, size, name, url, modified)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![f.sha1, f.sha256, size, f.name, f.url, modified])?;
+                report.files_added += 1;
+                tx.last_insert_rowid()
+            }
+        };
+        tx.prepare_cached("INSERT OR IGNORE INTO update_files(uid, fid) VALUES (?1, ?2)")?
+            .execute([uid, fid])?;
+        tx.prepare_cached("INSERT OR IGNORE INTO x_touched(fid) VALUES (?1)")?
+            .execute([fid])?;
+    }
+    Ok(())
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
