@@ -50,6 +50,18 @@ impl Policy {
     pub fn downloads_on_approve(&self) -> bool {
         self.mode == Mode::StoreLocally && self.prefetch_on_approve
     }
+
+    /// Whether a missing file with this approval is downloaded in the
+    /// background: every non-declined one at sync, approved ones with
+    /// `prefetch_on_approve`, none in metadata-only mode.
+    pub fn fetches_in_background(&self, approval: Approval) -> bool {
+        self.mode == Mode::StoreLocally
+            && match approval {
+                Approval::Declined => false,
+                Approval::Approved => self.download == Download::AtSync || self.prefetch_on_approve,
+                Approval::NotApproved => self.download == Download::AtSync,
+            }
+    }
 }
 
 /// What the catalog says about the updates that reference a file.

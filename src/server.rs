@@ -59,21 +59,18 @@ impl App {
     /// of its own: at start this picks up where the last run stopped.
     pub fn sync_downloads(&self) {
         let policy = self.catalog.policy();
-        let (files, why) = if policy.downloads_at_sync() {
-            (self.catalog.files_to_sync(), "at-sync")
-        } else if policy.downloads_on_approve() {
-            (self.catalog.approved_missing(), "prefetch on approve")
-        } else {
-            return;
-        };
+        let files = self
+            .catalog
+            .missing_where(|a| policy.fetches_in_background(a));
         if !files.is_empty() {
             tracing::info!(
                 files = files.len(),
-                why,
+                ?policy,
                 "downloading missing files in the background"
             );
-            self.fetcher.prefetch(files);
         }
+        // Always: a new plan replaces the running one (an empty plan stops it).
+        self.fetcher.prefetch(files);
     }
 }
 

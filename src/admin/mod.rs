@@ -218,15 +218,7 @@ async fn set_state(
     let summary = blocking(move || catalog.set_state(&id2, state)).await?;
     tracing::info!(update = %id, state = state.as_str(), "approval changed");
     if state == UpdateState::Approved && app.catalog.policy().downloads_on_approve() {
-        let catalog = app.catalog.clone();
-        let files = blocking(move || catalog.files_of(&id)).await?;
-        app.fetcher.prefetch(
-            files
-                .into_iter()
-                .filter(|f| !f.stored)
-                .map(|f| f.sha1)
-                .collect(),
-        );
+        app.sync_downloads();
     }
     Ok(Json(summary))
 }
@@ -269,6 +261,10 @@ async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<
     let catalog = app.catalog.clone();
     let changed = blocking(move || catalog.set_state_where(&query, state)).await?;
     tracing::info!(changed, state = state.as_str(), "bulk approval change");
+    if changed > 0 && state == UpdateState::Approved && app.catalog.policy().downloads_on_approve()
+    {
+        app.sync_downloads();
+    }
     Ok(Json(serde_json::json!({ "changed": changed })))
 }
 

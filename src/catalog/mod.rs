@@ -377,16 +377,10 @@ impl Catalog {
             .collect()
     }
 
-    /// Files of every non-declined update that are not stored yet (at-sync).
-    pub fn files_to_sync(&self) -> Vec<Sha1Digest> {
-        self.index()
-            .select(|a, stored| !stored && a != Approval::Declined)
-    }
-
-    /// Files of approved updates that are not stored yet (prefetch on approve).
-    pub fn approved_missing(&self) -> Vec<Sha1Digest> {
-        self.index()
-            .select(|a, stored| !stored && a == Approval::Approved)
+    /// Files not stored yet whose approval `wanted` accepts (the background
+    /// downloads' plan).
+    pub fn missing_where(&self, wanted: impl Fn(Approval) -> bool) -> Vec<Sha1Digest> {
+        self.index().select(|a, stored| !stored && wanted(a))
     }
 
     /// The files of one update, as the index has them.

@@ -15,6 +15,7 @@ mod transfer;
 pub use download::{Download, Phase, Progress};
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -97,12 +98,40 @@ pub struct BackgroundStatus {
     pub bytes_done: u64,
 }
 
+/// Progress of the current background plan.
 #[derive(Default)]
 struct BackgroundCounters {
-    queued: std::sync::atomic::AtomicU64,
-    done: std::sync::atomic::AtomicU64,
-    failed: std::sync::atomic::AtomicU64,
-    bytes: std::sync::atomic::AtomicU64,
+    /// Which plan is current; older drivers stop and stop counting.
+    plan: AtomicU64,
+    queued: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl BackgroundCounters {
+    /// Starts counting a new plan of `files`; returns its number.
+    fn start_plan(&self, files: u64) -> u64 {
+        let plan = self.plan.fetch_add(1, Ordering::SeqCst) + 1;
+        for counter in [&self.done, &self.failed, &self.bytes] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        self.queued.store(files, Ordering::Relaxed);
+        plan
+    }
+
+    fn is_current(&self, plan: u64) -> bool {
+        self.plan.load(Ordering::SeqCst) == plan
+    }
+
+    /// One file of `plan` is done (stored, skipped or failed).
+    fn finished(&self, plan: u64, bytes: u64, failed: bool) {
+        if self.is_current(plan) {
+            self.bytes.fetch_add(bytes, Ordering::Relaxed);
+            self.failed.fetch_add(u64::from(failed), Ordering::Relaxed);
+            self.done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// One download in progress, for status.
@@ -228,27 +257,33 @@ impl Fetcher {
         })
     }
 
-    /// Downloads files in the background, a bounded number at a time (at-sync, prefetch).
+    /// Replaces the background download plan (at-sync, prefetch) with
+    /// `files`, downloaded a bounded number at a time. Each file is checked
+    /// against the policy and the catalog when its turn comes, so switching
+    /// to metadata-only, declining or storing it meanwhile skips it; a newer
+    /// plan stops this one (its running downloads finish).
     pub fn prefetch(self: &Arc<Self>, files: Vec<Sha1Digest>) {
-        use std::sync::atomic::Ordering::Relaxed;
         // One driver walks the list, starting at most `background_concurrency`
         // downloads at a time: a million-file at-sync costs one task and a
         // list of digests, not a million tasks.
         let fetcher = self.clone();
         let progress = self.background_progress.clone();
-        progress.queued.fetch_add(files.len() as u64, Relaxed);
+        let plan = progress.start_plan(files.len() as u64);
         tokio::spawn(async move {
             for sha1 in files {
                 let Ok(permit) = fetcher.background.clone().acquire_owned().await else {
                     return;
                 };
-                // Looked up now: approval or storage may have changed since.
+                if !progress.is_current(plan) {
+                    return;
+                }
+                let policy = fetcher.catalog.policy();
                 let wanted = fetcher
                     .catalog
                     .lookup_sha1(&sha1)
-                    .filter(|f| !f.stored && f.approval != crate::policy::Approval::Declined);
+                    .filter(|f| !f.stored && policy.fetches_in_background(f.approval));
                 let Some(file) = wanted else {
-                    progress.done.fetch_add(1, Relaxed);
+                    progress.finished(plan, 0, false);
                     continue;
                 };
                 match fetcher.join(&file) {
@@ -257,18 +292,13 @@ impl Fetcher {
                         tokio::spawn(async move {
                             let result = joined.download.finished().await;
                             let written = joined.download.progress().written;
-                            progress.bytes.fetch_add(written, Relaxed);
-                            progress
-                                .failed
-                                .fetch_add(u64::from(result.is_err()), Relaxed);
-                            progress.done.fetch_add(1, Relaxed);
+                            progress.finished(plan, written, result.is_err());
                             drop(permit);
                         });
                     }
                     Err(e) => {
                         tracing::warn!(%sha1, error = %e, "prefetch failed");
-                        progress.failed.fetch_add(1, Relaxed);
-                        progress.done.fetch_add(1, Relaxed);
+                        progress.finished(plan, 0, true);
                     }
                 }
             }

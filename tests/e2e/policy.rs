@@ -141,3 +141,33 @@ async fn prefetch_on_approve_downloads_in_the_background() {
         .await;
     assert_eq!(h.upstream.requests(&h.a.path), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_metadata_only_stops_the_background_queue_and_back_resumes_it() {
+    let h = Harness::with(|c| c.fetch.background_concurrency = 1).await;
+    h.upstream.set_rate(4 << 20); // the 3 MiB file takes a while
+    h.set_policy(json!({"mode": "store-locally", "download": "at-sync"}))
+        .await;
+    assert_eq!(h.import(&h.catalog()).await.status(), 200);
+    h.eventually("the first background download runs", |h| {
+        !h.running().app.fetcher.status().is_empty()
+    })
+    .await;
+    h.set_policy(json!({"mode": "metadata-only"})).await;
+    h.settled().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        h.stored().len(),
+        1,
+        "the running download finished, no other started"
+    );
+    assert_eq!(h.upstream.total_requests(), 1);
+    assert_eq!(h.status().await["background"]["files_queued"], 0);
+
+    h.upstream.set_rate(0);
+    h.set_policy(json!({"mode": "store-locally", "download": "at-sync"}))
+        .await;
+    h.eventually("the rest downloaded", |h| h.stored().len() == 3)
+        .await;
+    assert_eq!(h.upstream.total_requests(), 3, "each file fetched once");
+}
