@@ -182,4 +182,44 @@ mod tests {
         assert!(serde_json::from_str::<Policy>(r#"{"mode":"sometimes"}"#).is_err());
         assert!(serde_json::from_str::<Policy>(r#"{"modes":"metadata-only"}"#).is_err());
     }
+
+    #[test]
+    fn background_downloads_follow_mode_download_and_prefetch() {
+        use Approval::*;
+        let at_sync = Policy {
+            download: Download::AtSync,
+            ..STORE
+        };
+        let prefetch = Policy {
+            prefetch_on_approve: true,
+            ..STORE
+        };
+        let meta_at_sync = Policy {
+            download: Download::AtSync,
+            prefetch_on_approve: true,
+            ..META
+        };
+        for (policy, approved, not_approved, declined) in [
+            (STORE, false, false, false),
+            (prefetch, true, false, false),
+            (at_sync, true, true, false),
+            (meta_at_sync, false, false, false),
+        ] {
+            assert_eq!(
+                policy.fetches_in_background(Approved),
+                approved,
+                "{policy:?}"
+            );
+            assert_eq!(
+                policy.fetches_in_background(NotApproved),
+                not_approved,
+                "{policy:?}"
+            );
+            assert_eq!(
+                policy.fetches_in_background(Declined),
+                declined,
+                "{policy:?}"
+            );
+        }
+    }
 }
