@@ -123,11 +123,7 @@ impl Catalog {
             policy: RwLock::new(policy),
             store,
         };
-        {
-            let db = catalog.db();
-            catalog.refresh(&db, Scope::All)?;
-            db.execute_batch("PRAGMA shrink_memory")?;
-        }
+        catalog.refresh(&catalog.db(), Scope::All)?;
         Ok(Arc::new(catalog))
     }
 
@@ -166,8 +162,6 @@ impl Catalog {
         self.import.phase("indexing");
         self.refresh(&db, Scope::Touched)?;
         db.execute("DELETE FROM x_touched", [])?;
-        // An import leaves the page cache full; the memory is the index's now.
-        db.execute_batch("PRAGMA shrink_memory")?;
         Ok(out)
     }
 
@@ -204,8 +198,7 @@ impl Catalog {
         input: R,
         honour_state: bool,
     ) -> Result<ImportReport, CatalogError> {
-        self.import.start();
-        let result = self.write(|tx| {
+        self.write_import(|tx| {
             let mut report = ImportReport::default();
             rules::begin(tx)?;
             let mut n = 0;
@@ -220,9 +213,7 @@ impl Catalog {
             self.import.phase("applying rules");
             report.changed_by_rules = rules::apply_to_new(tx)?;
             Ok(report)
-        });
-        self.import.finish();
-        result
+        })
     }
 
     /// Imports Microsoft's `package.xml`, streamed, in one transaction.
@@ -234,12 +225,21 @@ impl Catalog {
         input: R,
     ) -> Result<ImportReport, CatalogError> {
         let started = std::time::Instant::now();
-        self.import.start();
-        let result = self.write(|tx| xml_import::run(tx, input, &self.index, &self.import));
-        self.import.finish();
-        let report = result?;
+        let report =
+            self.write_import(|tx| xml_import::run(tx, input, &self.index, &self.import))?;
         tracing::info!(took = ?started.elapsed(), %report, "package.xml imported");
         Ok(report)
+    }
+
+    /// A [`Catalog::write`] that status shows as the running import.
+    fn write_import(
+        &self,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<ImportReport, CatalogError>,
+    ) -> Result<ImportReport, CatalogError> {
+        self.import.start();
+        let result = self.write(change);
+        self.import.finish();
+        result
     }
 
     /// The import running now, if any.
@@ -271,14 +271,6 @@ impl Catalog {
         q: &UpdateQuery,
         state: UpdateState,
     ) -> Result<u64, CatalogError> {
-        if !q.selects_something() {
-            return Err(CatalogError::Invalid {
-                at: "selection".into(),
-                reason:
-                    "select updates by kb, classification, product, title, q, superseded or state"
-                        .into(),
-            });
-        }
         self.write(|tx| query::set_state(tx, q, state))
     }
 
@@ -384,7 +376,7 @@ impl Catalog {
     }
 
     /// The files of one update, as the index has them.
-    pub fn files_of(&self, id: &str) -> Result<Vec<FileEntry>, CatalogError> {
+    fn files_of(&self, id: &str) -> Result<Vec<FileEntry>, CatalogError> {
         let sha1s: Vec<Sha1Digest> = {
             let db = self.reader();
             let mut stmt = db.prepare_cached(
