@@ -119,7 +119,7 @@ impl Index {
             Some(&i) => {
                 let old = &mut self.slots[i as usize];
                 if let Some(sha256) = old.sha256.filter(|d| Some(*d) != slot.sha256) {
-                    self.by_sha256.remove(&sha256);
+                    unmap(&mut self.by_sha256, &sha256, i);
                 }
                 let served = old.last_served.load(Ordering::Relaxed);
                 slot.last_served.store(served, Ordering::Relaxed);
@@ -168,14 +168,17 @@ impl Index {
         let Some(i) = self.by_sha1.remove(sha1) else {
             return;
         };
+        let last = (self.slots.len() - 1) as u32;
         let gone = self.slots.swap_remove(i as usize);
         if let Some(sha256) = gone.sha256 {
-            self.by_sha256.remove(&sha256);
+            unmap(&mut self.by_sha256, &sha256, i);
         }
         if let Some(moved) = self.slots.get(i as usize) {
             self.by_sha1.insert(moved.sha1, i);
             if let Some(sha256) = moved.sha256 {
-                self.by_sha256.insert(sha256, i);
+                if self.by_sha256.get(&sha256) == Some(&last) {
+                    self.by_sha256.insert(sha256, i);
+                }
             }
         }
     }
@@ -187,7 +190,7 @@ impl Index {
         };
         let slot = &mut self.slots[i as usize];
         if let Some(old) = slot.sha256.filter(|d| *d != sha256) {
-            self.by_sha256.remove(&old);
+            unmap(&mut self.by_sha256, &old, i);
         }
         slot.sha256 = Some(sha256);
         slot.size = Some(size);
@@ -302,6 +305,14 @@ impl Index {
     }
 }
 
+/// Removes `sha256 → slot` unless the digest maps to another slot (a
+/// catalog may claim one SHA-256 for two files; the last claim wins).
+fn unmap(by_sha256: &mut HashMap<Sha256Digest, u32>, sha256: &Sha256Digest, slot: u32) {
+    if by_sha256.get(sha256) == Some(&slot) {
+        by_sha256.remove(sha256);
+    }
+}
+
 /// `http://host/a/b/name.cab` → (`http://host/a/b/`, `name.cab`).
 fn split_url(url: &str) -> (&str, &str) {
     match url.rfind('/') {
@@ -390,6 +401,23 @@ mod tests {
             assert!(index.get_by_sha256(&Sha256Digest([n; 32])).is_some());
         }
         assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_sha256_claimed_twice_stays_with_the_last_claim() {
+        let mut index = Index::default();
+        let mut b = entry(2, "http://h/b.cab", "b.cab");
+        b.sha256 = Some(Sha256Digest([1; 32]));
+        index.insert(entry(1, "http://h/a.cab", "a.cab"));
+        index.insert(b);
+        index.insert(entry(3, "http://h/c.cab", "c.cab"));
+        index.remove(&Sha1Digest([1; 20]));
+        let by_digest = index.get_by_sha256(&Sha256Digest([1; 32])).unwrap();
+        assert_eq!(by_digest.sha1, Sha1Digest([2; 20]));
+        assert!(
+            index.get_by_sha256(&Sha256Digest([3; 32])).is_some(),
+            "the moved slot"
+        );
     }
 
     #[test]
