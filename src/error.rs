@@ -25,6 +25,7 @@ impl HttpStatus for FetchError {
     fn status(&self) -> StatusCode {
         match self {
             FetchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            FetchError::NotInCatalog => StatusCode::NOT_FOUND,
             FetchError::DiskFull | FetchError::LargerThanStore { .. } => {
                 StatusCode::INSUFFICIENT_STORAGE
             }

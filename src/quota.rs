@@ -49,6 +49,9 @@ impl Quota {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
     ) -> Arc<Quota> {
+        if max.is_some() {
+            store.track_serving();
+        }
         Arc::new(Quota {
             max,
             catalog,

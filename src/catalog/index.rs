@@ -16,18 +16,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::digest::{Sha1Digest, Sha256Digest};
 use crate::policy::Approval;
 
-/// What serving one file needs to know.
-#[derive(Debug, Clone)]
+/// What serving one file needs to know: small and `Copy`, so a lookup on
+/// the request path allocates nothing. Where the file comes from is asked
+/// for separately ([`Index::location`]), by the paths that fetch or redirect.
+#[derive(Debug, Clone, Copy)]
 pub struct FileEntry {
     pub sha1: Sha1Digest,
     pub sha256: Option<Sha256Digest>,
     pub size: Option<u64>,
-    pub name: Arc<str>,
-    pub url: Arc<str>,
     pub modified: Option<SystemTime>,
     pub approval: Approval,
     /// Published in the store under `sha256`.
     pub stored: bool,
+}
+
+/// Where a file is downloaded from, and what it is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub url: String,
+    pub name: String,
 }
 
 /// One file, compactly (~110 bytes plus its file name).
@@ -74,6 +81,19 @@ pub struct StoredFile {
 }
 
 impl Index {
+    /// The file's upstream URL and name.
+    pub fn location(&self, sha1: &Sha1Digest) -> Option<Location> {
+        let s = &self.slots[*self.by_sha1.get(sha1)? as usize];
+        let file = match s.file.split_once(SHA1_MARK).filter(|_| s.folded) {
+            Some((before, after)) => [before, &s.sha1.to_hex(), after].concat(),
+            None => s.file.to_string(),
+        };
+        Some(Location {
+            url: [&self.dirs[s.dir as usize], file.as_str()].concat(),
+            name: s.name.as_deref().map_or(file, str::to_owned),
+        })
+    }
+
     pub fn get(&self, sha1: &Sha1Digest) -> Option<FileEntry> {
         let slot = *self.by_sha1.get(sha1)?;
         Some(self.entry(slot))
@@ -92,10 +112,10 @@ impl Index {
     }
 
     /// Adds or replaces the entry for `entry.sha1`.
-    pub fn insert(&mut self, entry: FileEntry) {
-        let (dir, file) = split_url(&entry.url);
+    pub fn insert(&mut self, entry: FileEntry, location: &Location) {
+        let (dir, file) = split_url(&location.url);
         let dir = self.intern(dir);
-        let name = (*entry.name != *file).then(|| Box::from(&*entry.name));
+        let name = (location.name != file).then(|| Box::from(location.name.as_str()));
         let hex = entry.sha1.to_hex();
         let folded = file.contains(&hex) && !file.contains(SHA1_MARK);
         let file = match folded {
@@ -275,18 +295,10 @@ impl Index {
 
     fn entry(&self, i: u32) -> FileEntry {
         let s = &self.slots[i as usize];
-        let dir = &self.dirs[s.dir as usize];
-        let file = match s.file.split_once(SHA1_MARK).filter(|_| s.folded) {
-            Some((before, after)) => [before, &s.sha1.to_hex(), after].concat(),
-            None => s.file.to_string(),
-        };
-        let url = [&**dir, &file].concat();
         FileEntry {
             sha1: s.sha1,
             sha256: s.sha256,
             size: s.size,
-            name: Arc::from(s.name.as_deref().unwrap_or(&file)),
-            url: url.into(),
             modified: (s.modified > 0).then(|| UNIX_EPOCH + Duration::from_secs(s.modified.into())),
             approval: s.approval,
             stored: s.stored,
@@ -336,30 +348,41 @@ fn now_millis() -> u64 {
 mod tests {
     use super::*;
 
-    fn entry(n: u8, url: &str, name: &str) -> FileEntry {
+    fn entry(n: u8) -> FileEntry {
         FileEntry {
             sha1: Sha1Digest([n; 20]),
             sha256: Some(Sha256Digest([n; 32])),
             size: Some(u64::from(n)),
-            name: name.into(),
-            url: url.into(),
             modified: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
             approval: Approval::Approved,
             stored: false,
         }
     }
 
+    fn insert(index: &mut Index, n: u8, url: &str, name: &str) {
+        let location = Location {
+            url: url.into(),
+            name: name.into(),
+        };
+        index.insert(entry(n), &location);
+    }
+
     #[test]
     fn entries_come_back_as_they_went_in() {
         let mut index = Index::default();
-        index.insert(entry(1, "http://h/a/one.cab", "one.cab"));
-        index.insert(entry(2, "http://h/a/two.cab", "Two (renamed).cab"));
+        insert(&mut index, 1, "http://h/a/one.cab", "one.cab");
+        insert(&mut index, 2, "http://h/a/two.cab", "Two (renamed).cab");
+        let two = index.location(&Sha1Digest([2; 20])).unwrap();
+        assert_eq!(two.url, "http://h/a/two.cab");
+        assert_eq!(two.name, "Two (renamed).cab");
         let two = index.get(&Sha1Digest([2; 20])).unwrap();
-        assert_eq!(&*two.url, "http://h/a/two.cab");
-        assert_eq!(&*two.name, "Two (renamed).cab");
-        assert_eq!(two.modified, entry(2, "", "").modified);
+        assert_eq!(two.modified, entry(2).modified);
         let one = index.get_by_sha256(&Sha256Digest([1; 32])).unwrap();
-        assert_eq!((&*one.url, &*one.name), ("http://h/a/one.cab", "one.cab"));
+        let one = index.location(&one.sha1).unwrap();
+        assert_eq!(
+            (one.url.as_str(), one.name.as_str()),
+            ("http://h/a/one.cab", "one.cab")
+        );
         assert_eq!(index.dirs.len(), 1, "one shared directory");
     }
 
@@ -368,13 +391,18 @@ mod tests {
         let mut index = Index::default();
         let hex = Sha1Digest([7; 20]).to_hex();
         let url = format!("http://h/a/windows10.0-kb1-x64_{hex}.msu");
-        index.insert(entry(7, &url, &format!("windows10.0-kb1-x64_{hex}.msu")));
+        insert(
+            &mut index,
+            7,
+            &url,
+            &format!("windows10.0-kb1-x64_{hex}.msu"),
+        );
         assert_eq!(
             index.slots[0].file.len(),
             "windows10.0-kb1-x64_.msu".len() + 1
         );
-        let back = index.get(&Sha1Digest([7; 20])).unwrap();
-        assert_eq!(&*back.url, url);
+        let back = index.location(&Sha1Digest([7; 20])).unwrap();
+        assert_eq!(back.url, url);
         assert!(back.name.ends_with(&format!("{hex}.msu")));
         let name = format!("windows10.0-kb1-x64_{hex}.msu");
         assert!(index.has_location(&Sha1Digest([7; 20]), &url, &name));
@@ -388,7 +416,12 @@ mod tests {
     fn removal_keeps_the_other_entries_reachable() {
         let mut index = Index::default();
         for n in 1..=3 {
-            index.insert(entry(n, &format!("http://h/{n}.cab"), &format!("{n}.cab")));
+            insert(
+                &mut index,
+                n,
+                &format!("http://h/{n}.cab"),
+                &format!("{n}.cab"),
+            );
         }
         index.remove(&Sha1Digest([1; 20]));
         assert!(index.get(&Sha1Digest([1; 20])).is_none());
@@ -406,11 +439,15 @@ mod tests {
     #[test]
     fn a_sha256_claimed_twice_stays_with_the_last_claim() {
         let mut index = Index::default();
-        let mut b = entry(2, "http://h/b.cab", "b.cab");
+        let mut b = entry(2);
         b.sha256 = Some(Sha256Digest([1; 32]));
-        index.insert(entry(1, "http://h/a.cab", "a.cab"));
-        index.insert(b);
-        index.insert(entry(3, "http://h/c.cab", "c.cab"));
+        insert(&mut index, 1, "http://h/a.cab", "a.cab");
+        let at = Location {
+            url: "http://h/b.cab".into(),
+            name: "b.cab".into(),
+        };
+        index.insert(b, &at);
+        insert(&mut index, 3, "http://h/c.cab", "c.cab");
         index.remove(&Sha1Digest([1; 20]));
         let by_digest = index.get_by_sha256(&Sha256Digest([1; 32])).unwrap();
         assert_eq!(by_digest.sha1, Sha1Digest([2; 20]));
@@ -424,7 +461,12 @@ mod tests {
     fn least_recently_served_comes_first() {
         let mut index = Index::default();
         for n in 1..=3 {
-            index.insert(entry(n, &format!("http://h/{n}.cab"), &format!("{n}.cab")));
+            insert(
+                &mut index,
+                n,
+                &format!("http://h/{n}.cab"),
+                &format!("{n}.cab"),
+            );
             index.mark_stored(&Sha1Digest([n; 20]), Sha256Digest([n; 32]), 10);
         }
         index.seed_served(&Sha1Digest([1; 20]), u64::MAX);

@@ -18,7 +18,7 @@ mod schema;
 mod xml_import;
 
 pub use import::{ImportReport, ImportStatus};
-pub use index::{FileEntry, StoredFile};
+pub use index::{FileEntry, Location, StoredFile};
 pub use json::CatalogDoc;
 pub use query::{Counts, FileDetail, UpdateDetail, UpdateList, UpdateQuery, UpdateSummary};
 
@@ -168,6 +168,11 @@ impl Catalog {
     /// The file a SHA-1 names, if any update references it.
     pub fn lookup_sha1(&self, sha1: &Sha1Digest) -> Option<FileEntry> {
         self.index().get(sha1)
+    }
+
+    /// Where a file is downloaded from (for fetches and redirects).
+    pub fn location(&self, sha1: &Sha1Digest) -> Option<Location> {
+        self.index().location(sha1)
     }
 
     /// The file a SHA-256 names, if the catalog or an ingest taught us it.
@@ -376,7 +381,7 @@ impl Catalog {
     }
 
     /// The files of one update, as the index has them.
-    fn files_of(&self, id: &str) -> Result<Vec<FileEntry>, CatalogError> {
+    fn files_of(&self, id: &str) -> Result<Vec<(FileEntry, Location)>, CatalogError> {
         let sha1s: Vec<Sha1Digest> = {
             let db = self.reader();
             let mut stmt = db.prepare_cached(
@@ -387,7 +392,10 @@ impl Catalog {
             rows.collect::<Result<_, _>>()?
         };
         let index = self.index();
-        Ok(sha1s.iter().filter_map(|s| index.get(s)).collect())
+        Ok(sha1s
+            .iter()
+            .filter_map(|s| Some((index.get(s)?, index.location(s)?)))
+            .collect())
     }
 
     /// A page of updates, newest release first.
@@ -407,12 +415,12 @@ impl Catalog {
         let files = self
             .files_of(&id)?
             .into_iter()
-            .map(|f| FileDetail {
-                name: f.name.to_string(),
+            .map(|(f, at)| FileDetail {
+                name: at.name,
                 sha1: f.sha1.to_hex(),
                 sha256: f.sha256.map(|d| d.to_hex()),
                 size: f.size,
-                url: f.url.to_string(),
+                url: at.url,
                 local_state: if f.stored { "stored" } else { "absent" }.into(),
             })
             .collect();
@@ -504,9 +512,13 @@ impl Catalog {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for refreshed in batch.drain(..) {
             match refreshed {
-                Refreshed::Referenced { entry, stored_at } => {
+                Refreshed::Referenced {
+                    entry,
+                    location,
+                    stored_at,
+                } => {
                     let sha1 = entry.sha1;
-                    index.insert(entry);
+                    index.insert(entry, &location);
                     if let Some(millis) = stored_at {
                         index.seed_served(&sha1, millis);
                     }
@@ -528,8 +540,6 @@ impl Catalog {
             sha1,
             sha256,
             size: r.get::<_, Option<i64>>(2)?.map(|s| s as u64),
-            name: r.get::<_, String>(3)?.into(),
-            url: r.get::<_, String>(4)?.into(),
             modified: r
                 .get::<_, Option<i64>>(5)?
                 .map(|s| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64)),
@@ -543,7 +553,15 @@ impl Catalog {
         let stored_at = stored_at
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64);
-        Ok(Refreshed::Referenced { entry, stored_at })
+        let location = Location {
+            name: r.get(3)?,
+            url: r.get(4)?,
+        };
+        Ok(Refreshed::Referenced {
+            entry,
+            location,
+            stored_at,
+        })
     }
 }
 
@@ -551,6 +569,7 @@ impl Catalog {
 enum Refreshed {
     Referenced {
         entry: FileEntry,
+        location: Location,
         /// When the store published it (unix milliseconds), if it is stored.
         stored_at: Option<u64>,
     },

@@ -57,10 +57,10 @@ pub struct Download {
 }
 
 impl Download {
-    pub(super) fn new(file: &FileEntry, ingest: &Ingest) -> io::Result<Download> {
+    pub(super) fn new(file: &FileEntry, name: &str, ingest: &Ingest) -> io::Result<Download> {
         Ok(Download {
             sha1: file.sha1,
-            name: file.name.clone(),
+            name: name.into(),
             reader: Arc::new(ingest.reader()?),
             progress: watch::Sender::new(Progress {
                 phase: Phase::Queued,

@@ -44,6 +44,8 @@ pub enum FetchError {
     DiskFull,
     #[error("the file ({size} bytes) is larger than max_store_bytes ({max})")]
     LargerThanStore { size: u64, max: u64 },
+    #[error("the file is no longer in the catalog")]
+    NotInCatalog,
     #[error("store error: {0}")]
     Store(String),
     #[error("upstream client setup: {0}")]
@@ -241,16 +243,22 @@ impl Fetcher {
                 started: false,
             });
         }
+        let location = self
+            .catalog
+            .location(&file.sha1)
+            .ok_or(FetchError::NotInCatalog)?;
         let ingest = self
             .store
             .begin_ingest()
             .map_err(|e| FetchError::Store(e.to_string()))?;
-        let dl =
-            Arc::new(Download::new(file, &ingest).map_err(|e| FetchError::Store(e.to_string()))?);
+        let dl = Arc::new(
+            Download::new(file, &location.name, &ingest)
+                .map_err(|e| FetchError::Store(e.to_string()))?,
+        );
         inflight.insert(file.sha1, dl.clone());
-        let url = self.upstream_url(&file.url);
+        let url = self.upstream_url(&location.url);
         tracing::info!(sha1 = %file.sha1, %url, "fetch started");
-        tokio::spawn(self.clone().run(dl.clone(), ingest, file.clone(), url));
+        tokio::spawn(self.clone().run(dl.clone(), ingest, *file, url));
         Ok(Joined {
             download: dl,
             started: true,
@@ -318,7 +326,7 @@ impl Fetcher {
         len: u64,
     ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
         use futures_util::StreamExt;
-        let url = self.upstream_url(&file.url);
+        let url = self.upstream_url(&self.catalog.location(&file.sha1)?.url);
         let want = format!("bytes {}-{}/{len}", range.start, range.end - 1);
         let request = self
             .client

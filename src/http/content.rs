@@ -92,7 +92,9 @@ impl ContentService {
                 .serve_bytes(&entry.sha256.expect("stored files have a SHA-256"))
             {
                 Ok(Some(bytes)) => {
-                    self.catalog.record_served(&entry.sha1);
+                    if self.store.tracks_serving() {
+                        self.catalog.record_served(&entry.sha1);
+                    }
                     let len = Some(bytes.len() as u64);
                     let rep = representation(&entry, key, content_type, len);
                     let r = respond(&method, req.headers(), rep, Source::Stored(bytes));
@@ -114,7 +116,10 @@ impl ContentService {
     }
 
     fn redirect(&self, entry: &FileEntry) -> Response<ResponseBody> {
-        let url = self.fetcher.upstream_url(&entry.url);
+        let Some(location) = self.catalog.location(&entry.sha1) else {
+            return plain(StatusCode::NOT_FOUND, "no update contains this file\n");
+        };
+        let url = self.fetcher.upstream_url(&location.url);
         let mut r = plain(
             StatusCode::FOUND,
             format!("metadata-only: download from {url}\n"),

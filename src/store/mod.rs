@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -50,8 +50,10 @@ pub struct Store {
     /// Open maps of recently served files: a hit costs no `open`/`mmap`.
     maps: moka::sync::Cache<Sha256Digest, Bytes>,
     tmp_seq: AtomicU64,
-    /// Files being sent to clients right now, with how many responses.
+    /// Files being sent to clients right now, with how many responses;
+    /// kept only when something evicts (`max_store_bytes`).
     pins: Arc<Mutex<HashMap<Sha256Digest, u32>>>,
+    tracks_serving: AtomicBool,
 }
 
 /// Marks a file as being served while it lives (eviction skips it).
@@ -97,6 +99,7 @@ impl Store {
             maps: moka::sync::Cache::new(cached_maps),
             tmp_seq: AtomicU64::new(0),
             pins: Arc::default(),
+            tracks_serving: AtomicBool::new(false),
         };
         store.remove_leftover_temp_files()?;
         Ok(Arc::new(store))
@@ -117,6 +120,7 @@ impl Store {
             maps: moka::sync::Cache::new(16),
             tmp_seq: AtomicU64::new(0),
             pins: Arc::default(),
+            tracks_serving: AtomicBool::new(false),
         }))
     }
 
@@ -173,6 +177,9 @@ impl Store {
         let Some(bytes) = self.open_bytes(digest)? else {
             return Ok(None);
         };
+        if !self.tracks_serving() {
+            return Ok(Some(bytes));
+        }
         *self
             .pins
             .lock()
@@ -184,6 +191,16 @@ impl Store {
             digest: *digest,
         };
         Ok(Some(Bytes::from_owner(Served { bytes, _pin: pin })))
+    }
+
+    /// Starts tracking which files are being served (eviction needs it;
+    /// without eviction it is per-request work for nothing).
+    pub fn track_serving(&self) {
+        self.tracks_serving.store(true, Ordering::Relaxed);
+    }
+
+    pub fn tracks_serving(&self) -> bool {
+        self.tracks_serving.load(Ordering::Relaxed)
     }
 
     /// Whether a response is sending this file right now.
