@@ -68,6 +68,13 @@ impl Quota {
     /// Makes room for a download of `bytes` (0 when unknown: the pass after
     /// it is stored catches up) and holds it until the reservation drops.
     pub fn reserve(self: &Arc<Self>, bytes: u64) -> Reservation {
+        // A file larger than the whole store is refused by the download
+        // itself; evicting for it would empty the store for nothing.
+        let bytes = if self.max.is_some_and(|max| bytes > max) {
+            0
+        } else {
+            bytes
+        };
         let mut reserved = self.reserved();
         *reserved += bytes;
         self.evict_over(*reserved);

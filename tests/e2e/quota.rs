@@ -116,10 +116,12 @@ async fn a_file_being_served_is_never_evicted() {
 async fn a_file_larger_than_the_store_is_refused_before_any_download() {
     let h = Harness::with(|c| c.max_store_bytes = Some(1 << 20)).await;
     h.setup(&[ID_A, ID_B]).await;
+    fetch(&h, &h.b).await;
     let r = h.get(&h.a.content_path()).await;
     assert_eq!(r.status(), 507);
     assert!(r.text().await.unwrap().contains("max_store_bytes"));
     assert_eq!(h.upstream.requests(&h.a.path), 0);
-    fetch(&h, &h.b).await;
-    assert!(is_stored(&h, &h.b), "smaller files are stored as usual");
+    h.settled().await;
+    assert!(is_stored(&h, &h.b), "nothing was evicted for a file that cannot fit");
+    assert_eq!(h.counter("upcache_evicted_files_total").await, 0);
 }
