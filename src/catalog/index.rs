@@ -412,17 +412,19 @@ mod tests {
         assert!(!index.has_location(&Sha1Digest([8; 20]), &url, &name));
     }
 
-    #[test]
-    fn removal_keeps_the_other_entries_reachable() {
+    /// Files 1, 2 and 3 at `http://h/{n}.cab`.
+    fn three_files() -> Index {
         let mut index = Index::default();
         for n in 1..=3 {
-            insert(
-                &mut index,
-                n,
-                &format!("http://h/{n}.cab"),
-                &format!("{n}.cab"),
-            );
+            let (url, name) = (format!("http://h/{n}.cab"), format!("{n}.cab"));
+            insert(&mut index, n, &url, &name);
         }
+        index
+    }
+
+    #[test]
+    fn removal_keeps_the_other_entries_reachable() {
+        let mut index = three_files();
         index.remove(&Sha1Digest([1; 20]));
         assert!(index.get(&Sha1Digest([1; 20])).is_none());
         assert!(index.get_by_sha256(&Sha256Digest([1; 32])).is_none());
@@ -459,14 +461,8 @@ mod tests {
 
     #[test]
     fn least_recently_served_comes_first() {
-        let mut index = Index::default();
+        let mut index = three_files();
         for n in 1..=3 {
-            insert(
-                &mut index,
-                n,
-                &format!("http://h/{n}.cab"),
-                &format!("{n}.cab"),
-            );
             index.mark_stored(&Sha1Digest([n; 20]), Sha256Digest([n; 32]), 10);
         }
         index.seed_served(&Sha1Digest([1; 20]), u64::MAX);

@@ -122,6 +122,9 @@ async fn a_file_larger_than_the_store_is_refused_before_any_download() {
     assert!(r.text().await.unwrap().contains("max_store_bytes"));
     assert_eq!(h.upstream.requests(&h.a.path), 0);
     h.settled().await;
-    assert!(is_stored(&h, &h.b), "nothing was evicted for a file that cannot fit");
+    assert!(
+        is_stored(&h, &h.b),
+        "nothing was evicted for a file that cannot fit"
+    );
     assert_eq!(h.counter("upcache_evicted_files_total").await, 0);
 }
