@@ -46,7 +46,7 @@ fn warm_store() -> Warm {
             ..Default::default()
         })
         .unwrap();
-    catalog.record_stored(&file.sha1, &got).unwrap();
+    catalog.record_stored(&file.sha1, &got);
     let metrics = Arc::new(Metrics::default());
     let quota = Quota::new(None, catalog.clone(), store.clone(), metrics.clone());
     let fetcher = Fetcher::new(

@@ -297,8 +297,9 @@ impl Catalog {
     /// Records a committed ingest: served from now on, and the SHA-256 is
     /// persisted so the file is found again after a restart. Never waits for
     /// the writer (download tasks run on the async threads): while an import
-    /// holds it, the import writes this down when it is done.
-    pub fn record_stored(&self, sha1: &Sha1Digest, got: &Ingested) -> Result<(), CatalogError> {
+    /// holds it, the import writes this down when it is done. A failed write
+    /// is retried by the next one; the file is served meanwhile.
+    pub fn record_stored(&self, sha1: &Sha1Digest, got: &Ingested) {
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -307,9 +308,11 @@ impl Catalog {
         let db = match self.db.try_lock() {
             Ok(db) => db,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(()),
+            Err(std::sync::TryLockError::WouldBlock) => return,
         };
-        self.flush_stored(&db)
+        if let Err(e) = self.flush_stored(&db) {
+            tracing::warn!(error = %e, "recording stored files (will retry)");
+        }
     }
 
     /// Writes down ingests recorded while the writer was busy (at shutdown).

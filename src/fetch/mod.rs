@@ -431,14 +431,9 @@ impl Fetcher {
             max_store: self.quota.max(),
         };
         let outcome = transfer.run(&dl, ingest, &file).await;
-        let outcome = match outcome {
-            Ok(got) => self
-                .catalog
-                .record_stored(&file.sha1, &got)
-                .map(|_| got)
-                .map_err(|e| FetchError::Store(e.to_string())),
-            Err(e) => Err(e),
-        };
+        if let Ok(got) = &outcome {
+            self.catalog.record_stored(&file.sha1, got);
+        }
         self.metrics.fetch_finished(
             outcome.is_ok(),
             matches!(outcome, Err(FetchError::Verification(_))),
