@@ -14,19 +14,30 @@ use crate::store::Store;
 pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
     let store = Store::open_existing(data_dir)?;
     let digests = store.published();
+    let sizes: Vec<u64> = digests
+        .iter()
+        .map(|d| store.size_of(d).unwrap_or(0))
+        .collect();
+    let bar = super::progress::verifying(sizes.iter().sum());
     let (mut good, mut bad) = (0u64, 0u64);
-    for d in &digests {
+    for (d, size) in digests.iter().zip(sizes) {
+        bar.set_message(format!("{} of {} files", good + bad, digests.len()));
         if store.verify(d)? {
             good += 1;
         } else {
             let to = store.quarantine_published(d)?;
-            println!(
-                "BAD  {d}: contents do not match the name; moved to {}",
-                to.display()
-            );
+            // Printed even when the bar is hidden (not a terminal: cron, scripts).
+            bar.suspend(|| {
+                println!(
+                    "BAD  {d}: contents do not match the name; moved to {}",
+                    to.display()
+                )
+            });
             bad += 1;
         }
+        bar.inc(size);
     }
+    bar.finish_and_clear();
     println!("verified {} files: {good} good, {bad} bad", digests.len());
     anyhow::ensure!(
         bad == 0,

@@ -27,6 +27,11 @@ pub fn upload(len: u64) -> ProgressBar {
     bar(len, BYTES, "uploading")
 }
 
+/// A bar for re-hashing `len` bytes of stored files.
+pub fn verifying(len: u64) -> ProgressBar {
+    bar(len, BYTES, "verifying")
+}
+
 /// A spinner for work of unknown length (its message says how far it got).
 pub fn spinner(prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new_spinner();
