@@ -140,6 +140,15 @@ async fn import_catalog(
             format!("catalogs are application/json (upcache) or application/xml (package.xml), not {content_type}"),
         ));
     }
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_CATALOG_BYTES as u64) {
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a catalog upload is at most {MAX_CATALOG_BYTES} bytes"),
+        ));
+    }
     // Streamed straight from the socket into the parser: a catalog of
     // hundreds of MB is never held in memory.
     let stream = http_body_util::Limited::new(body, MAX_CATALOG_BYTES)

@@ -551,6 +551,20 @@ async fn a_two_gib_garbage_upload_is_refused_cleanly() {
     assert_eq!(h.admin_json("/api/v1/updates").await["total"], 3);
     assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
 
+    // An announced length beyond the limit is refused before any byte is read.
+    let mut s = tokio::net::TcpStream::connect(h.running().admin_addr)
+        .await
+        .unwrap();
+    let head = "POST /api/v1/catalog HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: 8589934592\r\nConnection: close\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
     // The CLI does not even send what cannot be a catalog.
     let garbage = h.dir.path().join("garbage.xml");
     std::fs::write(&garbage, vec![0u8; 1 << 20]).unwrap();
