@@ -83,6 +83,8 @@ impl AdminClient {
             .http
             .post(self.url("/api/v1/catalog"))
             .header("content-type", content_type)
+            // Announced, so the server can refuse an oversized file at once.
+            .header(reqwest::header::CONTENT_LENGTH, len)
             .body(body);
         self.follow_import(self.send(req), bar).await
     }
