@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -140,20 +141,12 @@ async fn listing_searches_and_pages() {
     );
     assert_eq!(get("state=maybe").await.unwrap().status(), 400);
     assert_eq!(
-        h.http
-            .get(h.admin("/api/v1/updates/nope"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        h.call(Method::GET, "/api/v1/updates/nope").await.status(),
         404
     );
     let r = h
-        .http
-        .post(h.admin(&format!("/api/v1/updates/{ID_A}/promote")))
-        .send()
-        .await
-        .unwrap();
+        .call(Method::POST, &format!("/api/v1/updates/{ID_A}/promote"))
+        .await;
     assert_eq!(r.status(), 404);
     let r = h
         .http
@@ -169,7 +162,7 @@ async fn listing_searches_and_pages() {
 async fn a_configured_token_is_required() {
     let token = "s3cret-token-0123456789";
     let h = Harness::with(|c| c.admin_token = Some(token.into())).await;
-    let r = h.http.get(h.admin("/api/v1/status")).send().await.unwrap();
+    let r = h.call(Method::GET, "/api/v1/status").await;
     assert_eq!(r.status(), 401);
     let r = h
         .http
@@ -187,15 +180,7 @@ async fn a_configured_token_is_required() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        h.http
-            .get(h.admin("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(h.call(Method::GET, "/healthz").await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +267,7 @@ async fn metrics_count_hits_misses_and_refusals() {
         206
     );
     assert_eq!(h.get(&h.c.content_path()).await.status(), 403);
-    let r = h.http.get(h.admin("/metrics")).send().await.unwrap();
+    let r = h.call(Method::GET, "/metrics").await;
     assert!(r.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -420,19 +405,9 @@ async fn approval_rules_apply_to_imported_updates() {
         "not-approved"
     );
     let id = approve_rule["id"].as_i64().unwrap();
-    let r = h
-        .http
-        .delete(h.admin(&format!("/api/v1/rules/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = h.call(Method::DELETE, &format!("/api/v1/rules/{id}")).await;
     assert_eq!(r.status(), 204);
-    let r = h
-        .http
-        .delete(h.admin(&format!("/api/v1/rules/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = h.call(Method::DELETE, &format!("/api/v1/rules/{id}")).await;
     assert_eq!(r.status(), 404);
 }
 

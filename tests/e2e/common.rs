@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use reqwest::Method;
 use serde_json::{json, Value};
 use upcache::config::Config;
 use upcache::demo::upstream::Upstream;
@@ -107,11 +108,8 @@ impl Harness {
 
     pub async fn set_state(&self, id: &str, action: &str) {
         let r = self
-            .http
-            .post(self.admin(&format!("/api/v1/updates/{id}/{action}")))
-            .send()
-            .await
-            .unwrap();
+            .call(Method::POST, &format!("/api/v1/updates/{id}/{action}"))
+            .await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
@@ -139,26 +137,25 @@ impl Harness {
             .unwrap()
     }
 
-    /// GET on the admin API, as JSON.
-    pub async fn admin_json(&self, path: &str) -> Value {
+    /// Sends a bodiless request to the admin API.
+    pub async fn call(&self, method: Method, path: &str) -> reqwest::Response {
         self.http
-            .get(self.admin(path))
+            .request(method, self.admin(path))
             .send()
             .await
             .unwrap()
-            .json()
-            .await
-            .unwrap()
+    }
+
+    /// GET on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        self.call(Method::GET, path).await.json().await.unwrap()
     }
 
     /// The value of one series of `/metrics` (0 if absent).
     pub async fn counter(&self, series: &str) -> u64 {
         let text = self
-            .http
-            .get(self.admin("/metrics"))
-            .send()
+            .call(Method::GET, "/metrics")
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
