@@ -333,4 +333,24 @@ impl Server {
         let url = format!("{}{path}", self.content);
         reqwest::get(url).await.unwrap().bytes().await.unwrap()
     }
+
+    /// Imports the harness's sample catalog into this binary and approves `ids`.
+    pub async fn setup(&self, h: &Harness, ids: &[&str]) {
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{}/api/v1/catalog", self.admin))
+            .json(&h.catalog())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for id in ids {
+            let r = http
+                .post(format!("{}/api/v1/updates/{id}/approve", self.admin))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    }
 }

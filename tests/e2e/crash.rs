@@ -52,19 +52,7 @@ async fn kill_dash_nine_mid_download_never_leaves_a_bad_file() {
             "temp files survive a restart"
         );
         if round == 0 {
-            let r = http
-                .post(format!("{}/api/v1/catalog", server.admin))
-                .json(&h.catalog())
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let r = http
-                .post(format!("{}/api/v1/updates/{ID_A}/approve", server.admin))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
+            server.setup(&h, &[ID_A]).await;
         }
         // Start a download and kill the server somewhere inside it.
         let url = format!("{}{}", server.content, h.a.content_path());
@@ -108,15 +96,7 @@ async fn background_downloads_resume_after_a_crash_without_any_client() {
         .send()
         .await
         .unwrap();
-    http.post(format!("{}/api/v1/catalog", server.admin))
-        .json(&h.catalog())
-        .send()
-        .await
-        .unwrap();
-    http.post(format!("{}/api/v1/updates/{ID_A}/approve", server.admin))
-        .send()
-        .await
-        .unwrap();
+    server.setup(&h, &[ID_A]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.child.kill().unwrap(); // mid-download
     server.child.wait().unwrap();

@@ -185,15 +185,7 @@ async fn sigterm_lets_running_downloads_finish_then_exits() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start_binary(dir.path()).await;
     let http = reqwest::Client::new();
-    http.post(format!("{}/api/v1/catalog", server.admin))
-        .json(&h.catalog())
-        .send()
-        .await
-        .unwrap();
-    http.post(format!("{}/api/v1/updates/{ID_A}/approve", server.admin))
-        .send()
-        .await
-        .unwrap();
+    server.setup(&h, &[ID_A]).await;
     let response = http
         .get(format!("{}{}", server.content, h.a.content_path()))
         .send()
