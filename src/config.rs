@@ -79,9 +79,19 @@ struct FileConfig {
     background_downloads: Option<usize>,
     max_downloads: Option<usize>,
     max_resumes: Option<u32>,
-    far_ahead_bytes: Option<u64>,
+    /// Replaced by `far_ahead_wait_ms`; named in the error if still set.
+    far_ahead_bytes: Option<toml::Value>,
+    far_ahead_wait_ms: Option<u64>,
+    stall_secs: Option<u64>,
+    queue_wait_secs: Option<u64>,
+    max_queued_downloads: Option<usize>,
+    max_file_bytes: Option<Size>,
+    disk_reserve_bytes: Option<Size>,
     open_file_cache: Option<u64>,
     header_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    admin_hosts: Option<Vec<String>>,
     max_store_bytes: Option<Size>,
 }
 
@@ -105,6 +115,15 @@ pub struct Config {
     pub open_file_cache: u64,
     /// Longest wait for a request head (slow or idle clients are dropped).
     pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (h2
+    /// gets a GOAWAY); HTTP/1.1 is also bounded by `header_timeout`.
+    pub idle_timeout: Duration,
+    /// Connections held at once on the content listener; more wait in the
+    /// kernel's accept queue until one closes.
+    pub max_connections: usize,
+    /// Host names (besides the listen address and loopback names) the admin
+    /// API answers to: a DNS-rebinding page's host is none of them.
+    pub admin_hosts: Vec<String>,
     /// Store size beyond which least-recently-served files are evicted.
     pub max_store_bytes: Option<u64>,
 }
@@ -153,25 +172,41 @@ impl Config {
                     .unwrap_or(defaults.background_concurrency),
                 max_downloads: file.max_downloads.unwrap_or(defaults.max_downloads),
                 max_resumes: file.max_resumes.unwrap_or(defaults.max_resumes),
-                far_ahead: file.far_ahead_bytes.unwrap_or(defaults.far_ahead),
+                far_ahead_wait: file
+                    .far_ahead_wait_ms
+                    .map_or(defaults.far_ahead_wait, Duration::from_millis),
+                stall: file.stall_secs.map_or(defaults.stall, Duration::from_secs),
+                queue_wait: file
+                    .queue_wait_secs
+                    .map_or(defaults.queue_wait, Duration::from_secs),
+                max_queued: file.max_queued_downloads.unwrap_or(defaults.max_queued),
+                max_file_bytes: size_setting("max_file_bytes", file.max_file_bytes)?,
+                disk_reserve: size_setting("disk_reserve_bytes", file.disk_reserve_bytes)?
+                    .unwrap_or(defaults.disk_reserve),
                 upstream_ca_file: args.upstream_ca.clone().or(file.upstream_ca),
             },
             open_file_cache: file.open_file_cache.unwrap_or(4096),
             header_timeout: file
                 .header_timeout_secs
                 .map_or(crate::http::DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
-            max_store_bytes: match (args.max_store_bytes, file.max_store_bytes) {
-                (Some(flag), _) => Some(flag),
-                (None, Some(Size::Bytes(n))) => Some(n),
-                (None, Some(Size::Text(t))) => {
-                    Some(parse_size(&t).map_err(|message| ConfigError::Invalid {
-                        setting: "max_store_bytes",
-                        message,
-                    })?)
-                }
-                (None, None) => None,
+            idle_timeout: file
+                .idle_timeout_secs
+                .map_or(crate::http::DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
+            max_connections: file
+                .max_connections
+                .unwrap_or(crate::http::DEFAULT_MAX_CONNECTIONS),
+            admin_hosts: file.admin_hosts.unwrap_or_default(),
+            max_store_bytes: match args.max_store_bytes {
+                Some(flag) => Some(flag),
+                None => size_setting("max_store_bytes", file.max_store_bytes)?,
             },
         };
+        if file.far_ahead_bytes.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "far_ahead_bytes",
+                message: "replaced by far_ahead_wait_ms: a range is fetched on its own when the running download would take longer than that to reach it".into(),
+            });
+        }
         config.validate()?;
         Ok(config)
     }
@@ -183,10 +218,35 @@ impl Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             admin_token: None,
-            fetch: FetchSettings::default(),
+            // Tests and the demo run wherever there is a little room.
+            fetch: FetchSettings {
+                disk_reserve: 8 << 20,
+                ..FetchSettings::default()
+            },
             open_file_cache: 1024,
             header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
+            max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
+            admin_hosts: Vec::new(),
             max_store_bytes: None,
+        }
+    }
+
+    /// The content listener's connection bounds.
+    pub fn content_limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// The admin listener's: few clients, and never one that holds a slot
+    /// by trickling its head.
+    pub fn admin_limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            max_connections: 256,
+            ..self.content_limits()
         }
     }
 
@@ -217,11 +277,30 @@ impl Config {
         }
         if self.fetch.read_timeout.is_zero()
             || self.fetch.connect_timeout.is_zero()
+            || self.fetch.stall.is_zero()
+            || self.fetch.queue_wait.is_zero()
             || self.header_timeout.is_zero()
+            || self.idle_timeout.is_zero()
         {
             return Err(ConfigError::Invalid {
                 setting: "timeouts",
                 message: "must be at least one second".into(),
+            });
+        }
+        if self.max_connections == 0 || self.fetch.max_queued == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "max_connections",
+                message: "connection and queue limits must be at least 1".into(),
+            });
+        }
+        if let Some(host) = self
+            .admin_hosts
+            .iter()
+            .find(|h| h.is_empty() || h.contains(['/', ' ', '@']))
+        {
+            return Err(ConfigError::Invalid {
+                setting: "admin_hosts",
+                message: format!("{host:?} is not a host name (give names like \"upcache.corp.example\", no scheme or path)"),
             });
         }
         if self.max_store_bytes == Some(0) {
@@ -261,6 +340,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// A size setting of the file, resolved to bytes.
+fn size_setting(setting: &'static str, size: Option<Size>) -> Result<Option<u64>, ConfigError> {
+    match size {
+        None => Ok(None),
+        Some(Size::Bytes(n)) => Ok(Some(n)),
+        Some(Size::Text(t)) => parse_size(&t)
+            .map(Some)
+            .map_err(|message| ConfigError::Invalid { setting, message }),
+    }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -335,6 +425,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("upstream"), "{e}");
+    }
+
+    #[test]
+    fn far_ahead_bytes_is_named_as_replaced() {
+        let e = load_with(ServeArgs::default(), Some("far_ahead_bytes = 8388608"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("far_ahead_wait_ms"), "{e}");
+        let c = load_with(
+            ServeArgs::default(),
+            Some("far_ahead_wait_ms = 250\nstall_secs = 5\nmax_file_bytes = \"1GiB\""),
+        )
+        .unwrap();
+        assert_eq!(c.fetch.far_ahead_wait, Duration::from_millis(250));
+        assert_eq!(c.fetch.stall, Duration::from_secs(5));
+        assert_eq!(c.fetch.max_file_bytes, Some(1 << 30));
+        let e = load_with(ServeArgs::default(), Some("admin_hosts = [\"http://x/\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("admin_hosts"), "{e}");
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! A request flows `http` (route → digest) → `catalog` (in-memory index) →
 //! `policy` (decision) → `store` (mapped file) or `fetch` (single-flight
 //! download streamed to every waiting client, verified, committed to the
-//! store). `admin` and `cli` drive the catalog and policy; `server` wires it up.
+//! store). `admin` and `cli` drive the catalog and policy through `app`; `server`
+//! wires it up.
 
 pub mod admin;
+pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod digest;
-pub mod error;
 pub mod fetch;
 pub mod http;
 pub mod metrics;

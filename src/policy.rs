@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::FileEntry;
+use crate::digest::Sha256Digest;
+
 /// Whether upcache keeps file bytes at all (the WSUS 3.0 choice).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -75,7 +78,7 @@ pub enum Approval {
     Declined,
 }
 
-/// What to do with a content request.
+/// What to do with a content request, with what the doing needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// No catalog entry knows the file.
@@ -83,11 +86,14 @@ pub enum Decision {
     /// Known, but policy forbids serving it; the reason is shown to the client.
     Forbidden(&'static str),
     /// Metadata-only: send the client to the file's upstream URL.
-    Redirect,
-    /// Serve the stored bytes.
-    Serve,
+    Redirect(FileEntry),
+    /// Serve the stored bytes, published under `sha256`.
+    Serve {
+        entry: FileEntry,
+        sha256: Sha256Digest,
+    },
     /// Not stored yet: start (or join) the upstream fetch and stream it.
-    Fetch,
+    Fetch(FileEntry),
 }
 
 /// The decision table of the design, in one place.
@@ -95,11 +101,11 @@ pub enum Decision {
 /// Metadata-only redirects even when bytes happen to be stored (from an
 /// earlier store-locally period): the administrator chose to have clients
 /// download from Microsoft, and that is what WSUS does too.
-pub fn decide(policy: &Policy, approval: Option<Approval>, stored: bool) -> Decision {
-    let Some(approval) = approval else {
+pub fn decide(policy: &Policy, entry: Option<FileEntry>) -> Decision {
+    let Some(entry) = entry else {
         return Decision::NotFound;
     };
-    match approval {
+    match entry.approval {
         Approval::Declined => {
             return Decision::Forbidden("every update that contains this file is declined")
         }
@@ -108,10 +114,10 @@ pub fn decide(policy: &Policy, approval: Option<Approval>, stored: bool) -> Deci
         }
         Approval::Approved => {}
     }
-    match (policy.mode, stored) {
-        (Mode::MetadataOnly, _) => Decision::Redirect,
-        (Mode::StoreLocally, true) => Decision::Serve,
-        (Mode::StoreLocally, false) => Decision::Fetch,
+    match (policy.mode, entry.sha256.filter(|_| entry.stored)) {
+        (Mode::MetadataOnly, _) => Decision::Redirect(entry),
+        (Mode::StoreLocally, Some(sha256)) => Decision::Serve { entry, sha256 },
+        (Mode::StoreLocally, None) => Decision::Fetch(entry),
     }
 }
 
@@ -130,10 +136,22 @@ mod tests {
         prefetch_on_approve: false,
     };
 
+    /// A file with this approval, stored or not.
+    fn file(approval: Approval, stored: bool) -> Option<FileEntry> {
+        Some(FileEntry {
+            sha1: crate::digest::Sha1Digest([1; 20]),
+            sha256: Some(Sha256Digest([2; 32])),
+            size: Some(10),
+            modified: None,
+            approval,
+            stored,
+        })
+    }
+
     #[test]
     fn unknown_files_are_not_found_in_every_mode() {
-        assert_eq!(decide(&STORE, None, false), Decision::NotFound);
-        assert_eq!(decide(&META, None, true), Decision::NotFound);
+        assert_eq!(decide(&STORE, None), Decision::NotFound);
+        assert_eq!(decide(&META, None), Decision::NotFound);
     }
 
     #[test]
@@ -141,11 +159,11 @@ mod tests {
         for p in [STORE, META] {
             for stored in [false, true] {
                 assert!(matches!(
-                    decide(&p, Some(Approval::NotApproved), stored),
+                    decide(&p, file(Approval::NotApproved, stored)),
                     Decision::Forbidden(_)
                 ));
                 assert!(matches!(
-                    decide(&p, Some(Approval::Declined), stored),
+                    decide(&p, file(Approval::Declined, stored)),
                     Decision::Forbidden(_)
                 ));
             }
@@ -154,22 +172,26 @@ mod tests {
 
     #[test]
     fn approved_files_follow_the_mode() {
-        assert_eq!(
-            decide(&META, Some(Approval::Approved), false),
-            Decision::Redirect
+        let (absent, stored) = (
+            file(Approval::Approved, false).unwrap(),
+            file(Approval::Approved, true).unwrap(),
         );
+        assert_eq!(decide(&META, Some(absent)), Decision::Redirect(absent));
+        assert_eq!(decide(&META, Some(stored)), Decision::Redirect(stored));
+        assert_eq!(decide(&STORE, Some(absent)), Decision::Fetch(absent));
         assert_eq!(
-            decide(&META, Some(Approval::Approved), true),
-            Decision::Redirect
+            decide(&STORE, Some(stored)),
+            Decision::Serve {
+                entry: stored,
+                sha256: Sha256Digest([2; 32])
+            }
         );
-        assert_eq!(
-            decide(&STORE, Some(Approval::Approved), false),
-            Decision::Fetch
-        );
-        assert_eq!(
-            decide(&STORE, Some(Approval::Approved), true),
-            Decision::Serve
-        );
+        // Stored but its SHA-256 not yet known: fetched, never served blind.
+        let unnamed = FileEntry {
+            sha256: None,
+            ..stored
+        };
+        assert_eq!(decide(&STORE, Some(unnamed)), Decision::Fetch(unnamed));
     }
 
     #[test]

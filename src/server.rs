@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::app::App;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::fetch::{FetchError, Fetcher};
@@ -38,41 +39,6 @@ pub enum StartError {
 
 /// How long shutdown waits for running downloads.
 const DOWNLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The shared state of a running server.
-pub struct App {
-    pub config: Config,
-    pub store: Arc<Store>,
-    pub catalog: Arc<Catalog>,
-    pub fetcher: Arc<Fetcher>,
-    pub metrics: Arc<Metrics>,
-    pub quota: Arc<Quota>,
-    pub started: Instant,
-}
-
-impl App {
-    /// Starts background downloads the policy asks for (at-sync), e.g. after
-    /// an import, a policy change or a restart.
-    ///
-    /// The queue is derived from what the database already holds (policy,
-    /// approvals, what is stored), so it survives a restart with no queue
-    /// of its own: at start this picks up where the last run stopped.
-    pub fn sync_downloads(&self) {
-        let policy = self.catalog.policy();
-        let files = self
-            .catalog
-            .missing_where(|a| policy.fetches_in_background(a));
-        if !files.is_empty() {
-            tracing::info!(
-                files = files.len(),
-                ?policy,
-                "downloading missing files in the background"
-            );
-        }
-        // Always: a new plan replaces the running one (an empty plan stops it).
-        self.fetcher.prefetch(files);
-    }
-}
 
 /// A running server: its bound addresses and the means to stop it.
 pub struct Running {
@@ -166,14 +132,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         fetcher,
         metrics,
     });
-    let handler = Arc::new(move |req| {
+    let handler = hyper::service::service_fn(move |req| {
         let content = content.clone();
-        async move { content.handle(req).await }
+        async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
     });
     tasks.spawn(crate::http::serve(
         content_listener,
         handler,
-        app.config.header_timeout,
+        app.config.content_limits(),
         shutdown.clone(),
     ));
     tasks.spawn(crate::admin::serve(

@@ -16,15 +16,18 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::App;
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
-use crate::error::HttpStatus;
 use crate::fetch::FetchStatus;
+use crate::http::error::HttpStatus;
 use crate::policy::Policy;
-use crate::server::App;
 
 /// The largest catalog upload: imports stream, so this bounds the length of
 /// one import transaction, not memory.
 const MAX_CATALOG_BYTES: usize = 4 << 30;
+
+/// The largest JSON control body (approvals, rules, policy): they are small.
+const MAX_CONTROL_BYTES: usize = 1 << 20;
 
 /// An API error: a status and a message, sent as `{"error": "..."}`.
 #[derive(Debug)]
@@ -44,21 +47,23 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Serves the admin API until `shutdown` fires.
+/// Serves the admin API until `shutdown` fires, with the content
+/// listener's plumbing (head timeout, idle timeout, connection cap).
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
-    let router = router(app);
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "admin listener failed");
-    }
+    let limits = app.config.admin_limits();
+    let service = hyper_util::service::TowerToHyperService::new(router(app));
+    crate::http::serve(listener, service, limits, shutdown).await;
 }
 
 /// The API's routes.
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
-        .route("/api/v1/catalog", post(import_catalog).get(export_catalog))
+        .route(
+            "/api/v1/catalog",
+            post(import_catalog)
+                .layer(DefaultBodyLimit::max(MAX_CATALOG_BYTES))
+                .get(export_catalog),
+        )
         .route("/api/v1/updates", get(list_updates))
         .route("/api/v1/updates/{id}", get(get_update))
         .route("/api/v1/updates/{id}/{action}", post(set_state))
@@ -69,13 +74,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
-        .layer(DefaultBodyLimit::max(MAX_CATALOG_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such admin endpoint".into()) })
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            browser::refuse_cross_site,
+        ))
         .with_state(app)
 }
+
+mod browser;
 
 /// Checks `Authorization: Bearer <token>` when a token is configured.
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -129,17 +140,8 @@ async fn import_catalog(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> ApiResult<crate::catalog::ImportReport> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let xml = content_type.starts_with("application/xml") || content_type.starts_with("text/xml");
-    if !xml && !content_type.starts_with("application/json") {
-        return Err(ApiError(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("catalogs are application/json (upcache) or application/xml (package.xml), not {content_type}"),
-        ));
-    }
+    // The guard has checked the type is one of the two.
+    let xml = browser::media_type(&headers) == Some("application/xml");
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());

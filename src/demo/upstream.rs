@@ -68,15 +68,19 @@ impl Upstream {
         let state = Arc::new(State::default());
         let shutdown = CancellationToken::new();
         let s = state.clone();
-        let handler = Arc::new(move |req: Request<hyper::body::Incoming>| {
+        let handler = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
             let s = s.clone();
-            async move { answer(&s, req).await }
+            async move { Ok::<_, std::convert::Infallible>(answer(&s, req).await) }
         });
-        let timeout = crate::http::DEFAULT_HEADER_TIMEOUT;
+        let limits = crate::http::Limits {
+            header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
+            max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
+        };
         tokio::spawn(crate::http::serve(
             listener,
             handler,
-            timeout,
+            limits,
             shutdown.clone(),
         ));
         Ok(Upstream {

@@ -3,8 +3,8 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -44,33 +44,110 @@ pub struct Progress {
     pub receiving_since: Option<Instant>,
     /// Times the transfer was resumed after an interruption.
     pub resumes: u32,
+    /// Bytes per second over the last measuring window (0 until known).
+    pub rate: u64,
+}
+
+impl Progress {
+    /// How far a follower may read: what is written, less the file's last
+    /// byte until the whole file is verified. A response that ends at the
+    /// end of the file therefore cannot complete before verification, and a
+    /// failed one is cut one byte short (unknown sizes hold back the newest
+    /// byte, which is the last one when the upstream ends).
+    fn readable(&self) -> u64 {
+        match self.phase {
+            Phase::Done => self.written,
+            _ if self.total.is_some_and(|t| self.written < t) => self.written,
+            _ => self.written.saturating_sub(1),
+        }
+    }
+
+    /// When the download will have written up to `pos` at its current
+    /// rate: `Some(ZERO)` if it has, `None` while no rate is known.
+    pub fn reaches(&self, pos: u64) -> Option<Duration> {
+        if pos <= self.written {
+            return Some(Duration::ZERO);
+        }
+        (self.rate > 0)
+            .then(|| Duration::from_secs_f64((pos - self.written) as f64 / self.rate as f64))
+    }
 }
 
 /// A download in progress, shared by the task that runs it and its followers.
 pub struct Download {
     pub sha1: Sha1Digest,
     name: Arc<str>,
-    /// Our own handle on the temp file: stays valid across the commit's rename.
-    reader: Arc<File>,
+    /// Our own handle on the temp file, set once the download holds a slot
+    /// and has created it; stays valid across the commit's rename.
+    reader: OnceLock<File>,
     progress: watch::Sender<Progress>,
     started: Instant,
 }
 
 impl Download {
-    pub(super) fn new(file: &FileEntry, name: &str, ingest: &Ingest) -> io::Result<Download> {
-        Ok(Download {
+    /// A queued download: no temp file yet (see [`Download::attach`]).
+    pub(super) fn new(file: &FileEntry, name: &str) -> Download {
+        Download {
             sha1: file.sha1,
             name: name.into(),
-            reader: Arc::new(ingest.reader()?),
+            reader: OnceLock::new(),
             progress: watch::Sender::new(Progress {
                 phase: Phase::Queued,
                 written: 0,
                 total: file.size,
                 receiving_since: None,
                 resumes: 0,
+                rate: 0,
             }),
             started: Instant::now(),
-        })
+        }
+    }
+
+    /// Gives followers their handle on the temp file `ingest` writes.
+    pub(super) fn attach(&self, ingest: &Ingest) -> io::Result<()> {
+        let _ = self.reader.set(ingest.reader()?);
+        Ok(())
+    }
+
+    /// Resolves when nothing has been written for `limit` (a stalled
+    /// download, whatever its retries are doing); never resolves otherwise.
+    pub(super) async fn stalled(&self, limit: Duration) -> Duration {
+        let mut rx = self.progress.subscribe();
+        let mut last = rx.borrow_and_update().written;
+        let mut since = tokio::time::Instant::now();
+        loop {
+            match tokio::time::timeout_at(since + limit, rx.changed()).await {
+                Err(_) => return since.elapsed(),
+                Ok(Err(_)) => std::future::pending::<()>().await,
+                Ok(Ok(())) => {
+                    let written = rx.borrow_and_update().written;
+                    if written != last {
+                        last = written;
+                        since = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The progress once it can tell when `pos` will be reached (a rate is
+    /// known, `pos` is written, or the download is over), waiting at most `limit`.
+    pub async fn measured(&self, pos: u64, limit: Duration) -> Progress {
+        let mut rx = self.progress.subscribe();
+        let known = |p: &Progress| {
+            p.rate > 0 || p.written >= pos || matches!(p.phase, Phase::Done | Phase::Failed(_))
+        };
+        let _ = tokio::time::timeout(limit, rx.wait_for(known)).await;
+        let progress = rx.borrow().clone();
+        progress
+    }
+
+    /// Waits while the download is queued for a slot, at most `limit`:
+    /// `false` if it is still queued then.
+    pub async fn left_queue(&self, limit: Duration) -> bool {
+        let mut rx = self.progress.subscribe();
+        let left = tokio::time::timeout(limit, rx.wait_for(|p| p.phase != Phase::Queued)).await;
+        left.is_ok()
     }
 
     pub fn progress(&self) -> Progress {
@@ -126,7 +203,9 @@ impl Download {
             queued: p.phase == Phase::Queued,
             bytes_done: p.written,
             bytes_total: p.total,
-            bytes_per_second: if receiving > 0.0 {
+            bytes_per_second: if p.rate > 0 {
+                p.rate
+            } else if receiving > 0.0 {
                 (p.written as f64 / receiving) as u64
             } else {
                 0
@@ -155,7 +234,7 @@ impl Download {
                 let p = rx.borrow_and_update().clone();
                 match p.phase {
                     Phase::Failed(e) => return Some((Err(io::Error::other(e)), (dl, rx, end))),
-                    _ if p.written > pos => break p.written,
+                    _ if p.readable() > pos => break p.readable(),
                     Phase::Done if end == u64::MAX => return None, // length was unknown
                     Phase::Done => {
                         let e = io::Error::new(
@@ -177,10 +256,12 @@ impl Download {
             // at most READ_CHUNK. A pool hop per chunk per follower cost 100
             // simultaneous followers of a cold file tens of milliseconds.
             let mut buf = vec![0u8; len as usize];
-            let read = dl
-                .reader
-                .read_exact_at(&mut buf, pos)
-                .map(|_| Bytes::from(buf));
+            let read = match dl.reader.get() {
+                Some(reader) => reader
+                    .read_exact_at(&mut buf, pos)
+                    .map(|_| Bytes::from(buf)),
+                None => Err(io::Error::other("bytes before the temp file exists")),
+            };
             let next = if read.is_ok() { pos + len } else { end };
             Some((read, (dl, rx, next)))
         })

@@ -15,7 +15,7 @@ mod transfer;
 pub use download::{Download, Phase, Progress};
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,12 +44,18 @@ pub enum FetchError {
     DiskFull,
     #[error("the file ({size} bytes) is larger than max_store_bytes ({max})")]
     LargerThanStore { size: u64, max: u64 },
+    #[error("the file (at least {size} bytes) is larger than max_file_bytes ({max})")]
+    LargerThanLimit { size: u64, max: u64 },
     #[error("the file is no longer in the catalog")]
     NotInCatalog,
     #[error("store error: {0}")]
     Store(String),
     #[error("upstream client setup: {0}")]
     Setup(String),
+    #[error("no progress for {0:?}: download abandoned")]
+    Stalled(Duration),
+    #[error("{0}; try again later")]
+    Busy(&'static str),
 }
 
 /// Upstream client settings.
@@ -64,11 +70,25 @@ pub struct FetchSettings {
     pub background_concurrency: usize,
     /// Upstream downloads running at once; more wait in a queue (shown in status).
     pub max_downloads: usize,
+    /// Downloads waiting for a slot; a miss beyond this gets 503 at once.
+    pub max_queued: usize,
+    /// Longest a client waits for its download to get a slot (then 503).
+    pub queue_wait: Duration,
+    /// A download that writes nothing for this long is abandoned, retries
+    /// included (the lock age of pingora's cache lock).
+    pub stall: Duration,
     /// Resumptions of one interrupted download before it fails.
     pub max_resumes: u32,
-    /// A range starting this far beyond the bytes already downloaded is
-    /// fetched from the upstream on its own instead of waiting.
-    pub far_ahead: u64,
+    /// A range the running download would reach later than this, at its
+    /// current rate, is fetched from the upstream on its own instead.
+    pub far_ahead_wait: Duration,
+    /// Largest file downloaded (a catalog size above it is refused with 507;
+    /// an unknown size is cut there).
+    pub max_file_bytes: Option<u64>,
+    /// Free space every download leaves on the store's filesystem (the
+    /// catalog and logs live there too): a download that would eat into it
+    /// is refused, or cut where it would.
+    pub disk_reserve: u64,
     /// Extra PEM root certificates for HTTPS upstreams (an internal mirror's CA).
     pub upstream_ca_file: Option<std::path::PathBuf>,
 }
@@ -81,8 +101,13 @@ impl Default for FetchSettings {
             read_timeout: Duration::from_secs(30),
             background_concurrency: 4,
             max_downloads: 16,
+            max_queued: 256,
+            queue_wait: Duration::from_secs(15),
+            stall: Duration::from_secs(60),
             max_resumes: 5,
-            far_ahead: 8 << 20,
+            far_ahead_wait: Duration::from_secs(1),
+            max_file_bytes: None,
+            disk_reserve: 128 << 20,
             upstream_ca_file: None,
         }
     }
@@ -163,6 +188,8 @@ pub struct Fetcher {
     inflight: Mutex<HashMap<Sha1Digest, Arc<Download>>>,
     /// Bounds upstream downloads of any kind.
     slots: Arc<tokio::sync::Semaphore>,
+    /// Downloads waiting for a slot (bounded by `max_queued`).
+    queued: AtomicUsize,
     /// Bounds background (at-sync, prefetch) downloads, so clients' misses
     /// always find slots.
     background: Arc<tokio::sync::Semaphore>,
@@ -211,6 +238,7 @@ impl Fetcher {
                 settings.background_concurrency.max(1),
             )),
             slots: Arc::new(tokio::sync::Semaphore::new(settings.max_downloads.max(1))),
+            queued: AtomicUsize::new(0),
             background_progress: Arc::default(),
             settings,
             metrics,
@@ -234,7 +262,9 @@ impl Fetcher {
         url.to_string()
     }
 
-    /// Joins the download of `file`, starting it if none runs.
+    /// Joins the download of `file`, starting it if none runs. A new
+    /// download is queued for a slot and costs nothing else until it has
+    /// one (no temp file, no thread); a full queue refuses it.
     pub fn join(self: &Arc<Self>, file: &FileEntry) -> Result<Joined, FetchError> {
         let mut inflight = self.inflight.lock().unwrap();
         if let Some(dl) = inflight.get(&file.sha1) {
@@ -247,18 +277,17 @@ impl Fetcher {
             .catalog
             .location(&file.sha1)
             .ok_or(FetchError::NotInCatalog)?;
-        let ingest = self
-            .store
-            .begin_ingest()
-            .map_err(|e| FetchError::Store(e.to_string()))?;
-        let dl = Arc::new(
-            Download::new(file, &location.name, &ingest)
-                .map_err(|e| FetchError::Store(e.to_string()))?,
-        );
+        if self.queued.load(Ordering::SeqCst) >= self.settings.max_queued
+            && self.slots.available_permits() == 0
+        {
+            return Err(FetchError::Busy("the download queue is full"));
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let dl = Arc::new(Download::new(file, &location.name));
         inflight.insert(file.sha1, dl.clone());
         let url = self.upstream_url(&location.url);
-        tracing::info!(sha1 = %file.sha1, %url, "fetch started");
-        tokio::spawn(self.clone().run(dl.clone(), ingest, *file, url));
+        tracing::info!(sha1 = %file.sha1, %url, "fetch queued");
+        tokio::spawn(self.clone().run(dl.clone(), *file, url));
         Ok(Joined {
             download: dl,
             started: true,
@@ -294,7 +323,16 @@ impl Fetcher {
                     progress.finished(plan, 0, false);
                     continue;
                 };
-                match fetcher.join(&file) {
+                let joined = loop {
+                    match fetcher.join(&file) {
+                        // Clients' misses filled the queue: wait for room.
+                        Err(FetchError::Busy(_)) => {
+                            tokio::time::sleep(Duration::from_millis(500)).await
+                        }
+                        other => break other,
+                    }
+                };
+                match joined {
                     Ok(joined) => {
                         let progress = progress.clone();
                         tokio::spawn(async move {
@@ -378,9 +416,23 @@ impl Fetcher {
         Some(chunks.boxed())
     }
 
-    /// How far ahead of a download a range must start to be passed through.
-    pub fn far_ahead(&self) -> u64 {
-        self.settings.far_ahead
+    /// Whether a range starting at `start` is worth its own upstream
+    /// request: the download would reach it later than `far_ahead_wait` at
+    /// its current rate. Time, not bytes: 8 MiB is a blink on a LAN and
+    /// seconds behind a WAN link. A download just begun has no rate yet;
+    /// the first one is measured within tens of milliseconds, and waiting
+    /// for it keeps a herd of ranged clients on one upstream request.
+    pub async fn is_far_ahead(&self, dl: &Download, start: u64) -> bool {
+        let wait = self.settings.far_ahead_wait;
+        dl.measured(start, wait)
+            .await
+            .reaches(start)
+            .is_none_or(|eta| eta > wait)
+    }
+
+    /// How long a client waits for its download to get a slot.
+    pub fn queue_wait(&self) -> Duration {
+        self.settings.queue_wait
     }
 
     /// Downloads in progress.
@@ -408,29 +460,25 @@ impl Fetcher {
         self.inflight.lock().unwrap().contains_key(sha1)
     }
 
-    async fn run(
-        self: Arc<Self>,
-        dl: Arc<Download>,
-        ingest: crate::store::Ingest,
-        file: FileEntry,
-        url: String,
-    ) {
-        let _slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
+    async fn run(self: Arc<Self>, dl: Arc<Download>, file: FileEntry, url: String) {
+        let slot = self.slots.clone().acquire_owned().await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let _slot = slot.expect("never closed");
         dl.update(|p| p.phase = Phase::Connecting);
         let reservation = self.quota.reserve(file.size.unwrap_or(0));
-        let transfer = transfer::Transfer {
-            client: &self.client,
-            settings: &self.settings,
-            metrics: &self.metrics,
-            url: &url,
-            max_store: self.quota.max(),
+        let outcome = match self.begin(&dl) {
+            Ok(ingest) => {
+                let transfer = transfer::Transfer {
+                    client: &self.client,
+                    settings: &self.settings,
+                    metrics: &self.metrics,
+                    url: &url,
+                    max_store: self.quota.max(),
+                };
+                transfer.run(&dl, ingest, &file).await
+            }
+            Err(e) => Err(e),
         };
-        let outcome = transfer.run(&dl, ingest, &file).await;
         if let Ok(got) = &outcome {
             self.catalog.record_stored(&file.sha1, got);
         }
@@ -451,5 +499,13 @@ impl Fetcher {
         // Out of the table first: a request arriving after the failure starts afresh.
         self.inflight.lock().unwrap().remove(&file.sha1);
         dl.finish(outcome.map(|_| ()));
+    }
+
+    /// The temp file of a download that now holds a slot.
+    fn begin(&self, dl: &Download) -> Result<crate::store::Ingest, FetchError> {
+        let store_error = |e: &dyn std::fmt::Display| FetchError::Store(e.to_string());
+        let ingest = self.store.begin_ingest().map_err(|e| store_error(&e))?;
+        dl.attach(&ingest).map_err(|e| store_error(&e))?;
+        Ok(ingest)
     }
 }

@@ -56,13 +56,13 @@ impl Transfer<'_> {
         mut ingest: Ingest,
         file: &FileEntry,
     ) -> Result<Ingested, FetchError> {
-        check_room(&ingest, file.size, self.max_store)?;
+        self.check_room(&ingest, file.size)?;
         let response = self.request(None).await?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(self.status_error(&response));
         }
         let total = expected_total(file.size, response.content_length())?;
-        check_room(&ingest, total, self.max_store)?;
+        self.check_room(&ingest, total)?;
         if let Some(size) = total {
             ingest.limit_size(size);
         }
@@ -73,13 +73,17 @@ impl Transfer<'_> {
         });
 
         let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = spawn_writer(dl.clone(), ingest, rx);
-        let received = self.receive(dl, self.body(response), total, &tx).await;
+        let writer = spawn_writer(dl.clone(), ingest, rx, self.settings);
+        // The watchdog bounds the whole transfer, resumptions included: a
+        // link that trickles nothing is given up, and its followers with it.
+        let received = tokio::select! {
+            received = self.receive(dl, self.body(response), total, &tx) => received,
+            idle = dl.stalled(self.settings.stall) => Err(FetchError::Stalled(idle)),
+        };
         drop(tx);
         let ingest = writer
             .await
-            .map_err(|e| FetchError::Store(e.to_string()))?
-            .map_err(ingest_error)?;
+            .map_err(|e| FetchError::Store(e.to_string()))??;
         received?;
         let expected = Expected {
             size: total,
@@ -227,17 +231,46 @@ impl Transfer<'_> {
     }
 }
 
-/// Refuses, before any byte is sent to a client, a download the disk (or
-/// `max_store_bytes`) cannot hold.
-fn check_room(ingest: &Ingest, size: Option<u64>, max: Option<u64>) -> Result<(), FetchError> {
-    if let (Some(size), Some(max)) = (size, max) {
-        if size > max {
+impl Transfer<'_> {
+    /// Refuses, before any byte is sent to a client, a download the disk
+    /// (less its reserve), `max_store_bytes` or `max_file_bytes` cannot hold.
+    fn check_room(&self, ingest: &Ingest, size: Option<u64>) -> Result<(), FetchError> {
+        let Some(size) = size else { return Ok(()) };
+        if let Some(max) = self.max_store.filter(|&max| size > max) {
             return Err(FetchError::LargerThanStore { size, max });
         }
+        if let Some(max) = self.settings.max_file_bytes.filter(|&max| size > max) {
+            return Err(FetchError::LargerThanLimit { size, max });
+        }
+        match ingest.free_bytes() {
+            Some(free) if size.saturating_add(self.settings.disk_reserve) > free => {
+                tracing::error!(
+                    size,
+                    free,
+                    reserve = self.settings.disk_reserve,
+                    "not enough disk space for a download"
+                );
+                Err(FetchError::DiskFull)
+            }
+            _ => Ok(()),
+        }
     }
-    match (size, ingest.free_bytes()) {
-        (Some(size), Some(free)) if size > free => {
-            tracing::error!(size, free, "not enough disk space for a download");
+}
+
+/// Checks made before each write: a file of unknown size (or another
+/// download) must not run the disk into its reserve or past `max_file_bytes`.
+fn check_write(ingest: &Ingest, len: u64, settings: &FetchSettings) -> Result<(), FetchError> {
+    let size = ingest.written() + len;
+    if let Some(max) = settings.max_file_bytes.filter(|&max| size > max) {
+        return Err(FetchError::LargerThanLimit { size, max });
+    }
+    match ingest.free_bytes() {
+        Some(free) if free < len.saturating_add(settings.disk_reserve) => {
+            tracing::error!(
+                free,
+                written = size - len,
+                "disk reserve reached mid-download; cutting it"
+            );
             Err(FetchError::DiskFull)
         }
         _ => Ok(()),
@@ -269,13 +302,43 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64 << attempt.min(7)).min(Duration::from_secs(10))
 }
 
+/// How long the transfer rate is measured over.
+const RATE_WINDOW: Duration = Duration::from_millis(250);
+
+/// The download's current rate: bytes over the last [`RATE_WINDOW`].
+struct RateMeter {
+    since: Instant,
+    from: u64,
+}
+
+impl RateMeter {
+    /// The rate once a window is over (restarting it), else `None`. The
+    /// first estimate comes sooner, so a range can be judged early.
+    fn sample(&mut self, written: u64, first: bool) -> Option<u64> {
+        let elapsed = self.since.elapsed();
+        let window = if first { RATE_WINDOW / 5 } else { RATE_WINDOW };
+        if elapsed < window {
+            return None;
+        }
+        let rate = ((written - self.from) as f64 / elapsed.as_secs_f64()) as u64;
+        (self.since, self.from) = (Instant::now(), written);
+        Some(rate.max(1))
+    }
+}
+
 /// Writes and hashes queued chunks on a blocking thread, publishing progress.
 fn spawn_writer(
     dl: Arc<Download>,
     mut ingest: Ingest,
     mut rx: mpsc::Receiver<Bytes>,
-) -> tokio::task::JoinHandle<Result<Ingest, IngestError>> {
+    settings: &FetchSettings,
+) -> tokio::task::JoinHandle<Result<Ingest, FetchError>> {
+    let settings = settings.clone();
     tokio::task::spawn_blocking(move || {
+        let mut meter = RateMeter {
+            since: Instant::now(),
+            from: ingest.written(),
+        };
         while let Some(first) = rx.blocking_recv() {
             // Take whatever else is queued too: fewer, larger hand-offs to
             // the ingest's sidecar thread.
@@ -286,9 +349,15 @@ fn spawn_writer(
                 size += more.len();
                 batch.push(more);
             }
-            ingest.write_chunks(batch)?;
+            check_write(&ingest, size as u64, &settings)?;
+            ingest.write_chunks(batch).map_err(ingest_error)?;
             let written = ingest.written();
-            dl.update(|p| p.written = written);
+            dl.update(|p| {
+                p.written = written;
+                if let Some(rate) = meter.sample(written, p.rate == 0) {
+                    p.rate = rate;
+                }
+            });
         }
         Ok(ingest)
     })

@@ -10,14 +10,17 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Part, ResponseBody, Source, UpstreamRange};
 use super::conditional::{self, Precondition, Validators};
+use super::error::HttpStatus;
 use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
 use crate::catalog::{Catalog, FileEntry};
-use crate::error::HttpStatus;
-use crate::fetch::{Download, Fetcher};
+use crate::fetch::{FetchError, Fetcher};
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{self, Decision};
 use crate::store::Store;
+
+/// What a busy server asks a client to wait before retrying, in seconds.
+const RETRY_AFTER_SECS: &str = "5";
 
 /// Content named by its digest never changes.
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
@@ -68,48 +71,36 @@ impl ContentService {
             FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
             FileKey::Sha256(d) => self.catalog.lookup_sha256(&d),
         };
-        let decision = policy::decide(
-            &self.catalog.policy(),
-            entry.as_ref().map(|e| e.approval),
-            entry.as_ref().is_some_and(|e| e.stored),
-        );
-        let entry = match (decision, entry) {
-            (Decision::NotFound, _) | (_, None) => {
-                return refused(plain(
-                    StatusCode::NOT_FOUND,
-                    "no update contains this file\n",
-                ))
+        let headers = req.headers();
+        match policy::decide(&self.catalog.policy(), entry) {
+            Decision::NotFound => refused(plain(
+                StatusCode::NOT_FOUND,
+                "no update contains this file\n",
+            )),
+            Decision::Forbidden(reason) => {
+                refused(plain(StatusCode::FORBIDDEN, format!("{reason}\n")))
             }
-            (Decision::Forbidden(reason), _) => {
-                return refused(plain(StatusCode::FORBIDDEN, format!("{reason}\n")))
-            }
-            (_, Some(entry)) => entry,
-        };
-        match decision {
-            Decision::Redirect => (self.redirect(&entry), Outcome::Redirect),
-            Decision::Serve => match self
-                .store
-                .serve_bytes(&entry.sha256.expect("stored files have a SHA-256"))
-            {
+            Decision::Redirect(entry) => (self.redirect(&entry), Outcome::Redirect),
+            Decision::Serve { entry, sha256 } => match self.store.serve_bytes(&sha256) {
                 Ok(Some(bytes)) => {
                     if self.store.tracks_serving() {
                         self.catalog.record_served(&entry.sha1);
                     }
                     let len = Some(bytes.len() as u64);
                     let rep = representation(&entry, key, content_type, len);
-                    let r = respond(&method, req.headers(), rep, Source::Stored(bytes));
+                    let r = respond(&method, headers, rep, Source::Stored(bytes));
                     (r, Outcome::Hit)
                 }
                 Ok(None) => {
                     // Removed behind our back: forget it and fetch again.
                     self.catalog.record_absent(&entry.sha1);
-                    self.fetch(&method, req.headers(), &entry, key, content_type)
+                    self.fetch(&method, headers, &entry, key, content_type)
                         .await
                 }
                 Err(e) => refused(plain(e.status(), format!("{e}\n"))),
             },
-            _ => {
-                self.fetch(&method, req.headers(), &entry, key, content_type)
+            Decision::Fetch(entry) => {
+                self.fetch(&method, headers, &entry, key, content_type)
                     .await
             }
         }
@@ -142,22 +133,30 @@ impl ContentService {
         let (dl, outcome) = match self.fetcher.join(entry) {
             Ok(j) if j.started => (j.download, Outcome::Miss),
             Ok(j) => (j.download, Outcome::Coalesced),
-            Err(e) => return (plain(e.status(), format!("{e}\n")), Outcome::Miss),
+            Err(e) => return (error_response(&e), Outcome::Refused),
         };
+        // A client waits a bounded time for a slot (the download itself
+        // stays queued for whoever asks next); then 503 and Retry-After.
+        if !dl.left_queue(self.fetcher.queue_wait()).await {
+            let e = FetchError::Busy("all download slots are taken");
+            return (error_response(&e), Outcome::Refused);
+        }
         let len = match dl.started().await {
             Ok(len) => len,
-            Err(e) => return (plain(e.status(), format!("{e}\n")), outcome),
+            Err(e) => return (error_response(&e), outcome),
         };
         let rep = representation(entry, key, content_type, len);
-        if let Some(range) = self.far_ahead(method, headers, &rep, &dl) {
-            let len = rep.len.expect("far_ahead needs a length");
-            if let Some(body) = self
-                .fetcher
-                .range_from_upstream(entry, range.clone(), len)
-                .await
-            {
-                let source = Source::Upstream(Arc::new(UpstreamRange::new(range, body)));
-                return (respond(method, headers, rep, source), Outcome::Passthrough);
+        if let Some(range) = far_ahead_candidate(method, headers, &rep) {
+            if self.fetcher.is_far_ahead(&dl, range.start).await {
+                let len = rep.len.expect("ranges need a length");
+                if let Some(body) = self
+                    .fetcher
+                    .range_from_upstream(entry, range.clone(), len)
+                    .await
+                {
+                    let source = Source::Upstream(Arc::new(UpstreamRange::new(range, body)));
+                    return (respond(method, headers, rep, source), Outcome::Passthrough);
+                }
             }
         }
         (
@@ -165,35 +164,44 @@ impl ContentService {
             outcome,
         )
     }
+}
 
-    /// The single range of a GET that starts far beyond what the download
-    /// has written: worth its own upstream request (see `range_from_upstream`).
-    fn far_ahead(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        rep: &Representation,
-        dl: &Download,
-    ) -> Option<std::ops::Range<u64>> {
-        if method != Method::GET {
-            return None;
-        }
-        let len = rep.len?;
-        let value = headers.get(header::RANGE)?.to_str().ok()?;
-        let Precondition::Proceed { honour_range: true } =
-            conditional::evaluate(headers, &rep.validators)
-        else {
-            return None;
-        };
-        let RangeRequest::Partial(ranges) = range::resolve(Some(value), len) else {
-            return None;
-        };
-        let [range] = ranges.as_slice() else {
-            return None;
-        };
-        let written = dl.progress().written;
-        (range.start > written.saturating_add(self.fetcher.far_ahead())).then(|| range.clone())
+/// The single range of a GET, if it has one that will be honoured: the
+/// only kind worth its own upstream request (see `Fetcher::is_far_ahead`).
+fn far_ahead_candidate(
+    method: &Method,
+    headers: &HeaderMap,
+    rep: &Representation,
+) -> Option<std::ops::Range<u64>> {
+    if method != Method::GET {
+        return None;
     }
+    let len = rep.len?;
+    let value = headers.get(header::RANGE)?.to_str().ok()?;
+    let Precondition::Proceed { honour_range: true } =
+        conditional::evaluate(headers, &rep.validators)
+    else {
+        return None;
+    };
+    let RangeRequest::Partial(ranges) = range::resolve(Some(value), len) else {
+        return None;
+    };
+    let [range] = ranges.as_slice() else {
+        return None;
+    };
+    Some(range.clone())
+}
+
+/// A fetch error as the client sees it; a busy server says when to retry.
+fn error_response(e: &FetchError) -> Response<ResponseBody> {
+    let mut r = plain(e.status(), format!("{e}\n"));
+    if matches!(e, FetchError::Busy(_)) {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+    }
+    r
 }
 
 /// The validators of a file as named by `key`.

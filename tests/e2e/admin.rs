@@ -151,6 +151,7 @@ async fn listing_searches_and_pages() {
     let r = h
         .http
         .put(h.admin("/api/v1/policy"))
+        .header("content-type", "application/json")
         .body(r#"{"mode":"sometimes"}"#)
         .send()
         .await
@@ -530,7 +531,7 @@ async fn a_two_gib_garbage_upload_is_refused_cleanly() {
     let mut s = tokio::net::TcpStream::connect(h.running().admin_addr)
         .await
         .unwrap();
-    let head = "POST /api/v1/catalog HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\nContent-Length: 8589934592\r\nConnection: close\r\n\r\n";
+    let head = "POST /api/v1/catalog HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/xml\r\nContent-Length: 8589934592\r\nConnection: close\r\n\r\n";
     tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes())
         .await
         .unwrap();

@@ -93,7 +93,7 @@ async fn extra_bytes_beyond_the_catalog_size_are_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_during_a_download_are_served_in_place_waited_for_or_passed_through() {
-    let h = Harness::with(|c| c.fetch.far_ahead = 1 << 20).await;
+    let h = Harness::new().await;
     h.setup(&[ID_A]).await;
     h.upstream.set_rate(1 << 20); // 3 MiB at 1 MiB/s
     let path = h.a.content_path();
@@ -204,7 +204,11 @@ async fn a_full_disk_fails_the_download_cleanly_and_stored_files_keep_serving() 
         return;
     };
     let data = disk.path().to_owned();
-    let h = Harness::with(|c| c.data_dir = data.clone()).await;
+    let h = Harness::with(|c| {
+        c.data_dir = data.clone();
+        c.fetch.disk_reserve = 0; // this test fills the disk to the brim
+    })
+    .await;
     h.setup(&[ID_A, ID_B]).await;
     assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
     h.settled().await;

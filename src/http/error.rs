@@ -24,11 +24,12 @@ impl HttpStatus for RouteError {
 impl HttpStatus for FetchError {
     fn status(&self) -> StatusCode {
         match self {
-            FetchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            FetchError::Timeout(_) | FetchError::Stalled(_) => StatusCode::GATEWAY_TIMEOUT,
+            FetchError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             FetchError::NotInCatalog => StatusCode::NOT_FOUND,
-            FetchError::DiskFull | FetchError::LargerThanStore { .. } => {
-                StatusCode::INSUFFICIENT_STORAGE
-            }
+            FetchError::DiskFull
+            | FetchError::LargerThanStore { .. }
+            | FetchError::LargerThanLimit { .. } => StatusCode::INSUFFICIENT_STORAGE,
             FetchError::Store(_) | FetchError::Setup(_) => StatusCode::INTERNAL_SERVER_ERROR,
             FetchError::UpstreamStatus { .. }
             | FetchError::Connect(_)

@@ -1,0 +1,47 @@
+//! The running server's shared state, and the follow-up work every admin
+//! write triggers (the background download plan).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::fetch::Fetcher;
+use crate::metrics::Metrics;
+use crate::quota::Quota;
+use crate::store::Store;
+
+/// The shared state of a running server.
+pub struct App {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub catalog: Arc<Catalog>,
+    pub fetcher: Arc<Fetcher>,
+    pub metrics: Arc<Metrics>,
+    pub quota: Arc<Quota>,
+    pub started: Instant,
+}
+
+impl App {
+    /// Starts background downloads the policy asks for (at-sync), e.g. after
+    /// an import, a policy change or a restart.
+    ///
+    /// The queue is derived from what the database already holds (policy,
+    /// approvals, what is stored), so it survives a restart with no queue
+    /// of its own: at start this picks up where the last run stopped.
+    pub fn sync_downloads(&self) {
+        let policy = self.catalog.policy();
+        let files = self
+            .catalog
+            .missing_where(|a| policy.fetches_in_background(a));
+        if !files.is_empty() {
+            tracing::info!(
+                files = files.len(),
+                ?policy,
+                "downloading missing files in the background"
+            );
+        }
+        // Always: a new plan replaces the running one (an empty plan stops it).
+        self.fetcher.prefetch(files);
+    }
+}

@@ -1,0 +1,233 @@
+//! Connection plumbing shared by the content and admin listeners: a cap on
+//! connections, bounded head reads, idle timeouts for HTTP/1.1 and h2,
+//! h2 keep-alive pings, and a bounded drain at shutdown.
+
+use std::convert::Infallible;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::{service_fn, Service};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Largest request head buffered per connection (bounded memory per client).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long in-flight responses may run on after shutdown is asked for.
+const DRAIN: Duration = Duration::from_secs(10);
+/// h2 pings an otherwise silent peer this often, and drops it if the ping
+/// is not answered in [`H2_PING_TIMEOUT`]: a vanished client costs nothing.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The bounds one listener enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest wait for a complete request head.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections held at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+/// Accepts connections until `shutdown` fires, then lets open ones finish
+/// (bounded by [`DRAIN`]).
+pub async fn serve<S, B>(
+    listener: TcpListener,
+    service: S,
+    limits: Limits,
+    shutdown: CancellationToken,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    loop {
+        // At the cap, stop accepting: new clients wait in the kernel's
+        // backlog (or time out there) instead of being taken and starved.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Responses are written as soon as they are ready; Nagle would hold
+        // back the tail of each one.
+        let _ = stream.set_nodelay(true);
+        let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
+        connections.spawn(async move {
+            let activity = Arc::new(Activity::new());
+            let tracked = {
+                let activity = activity.clone();
+                service_fn(move |req| {
+                    let guard = activity.begin();
+                    let fut = service.call(req);
+                    async move { Ok::<_, Infallible>(fut.await?.map(|b| Tracked::new(b, guard))) }
+                })
+            };
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), tracked));
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    ended = conn.as_mut() => {
+                        if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.cancelled(), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = activity.idle_for(limits.idle_timeout), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// A request has started; it ends when the guard (held by its response
+    /// body) is dropped.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Resolves once no request has been in flight for `limit`.
+    async fn idle_for(&self, limit: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                let deadline = *self.idle_since.lock().unwrap() + limit;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// One request in flight (see [`Activity::begin`]).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.idle_since.lock().unwrap() = Instant::now();
+        }
+        self.0.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until the
+/// last byte is sent (or the body is dropped).
+struct Tracked<B> {
+    inner: B,
+    _in_flight: InFlight,
+}
+
+impl<B> Tracked<B> {
+    fn new(inner: B, in_flight: InFlight) -> Self {
+        Tracked {
+            inner,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
