@@ -16,7 +16,7 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::http::content::ContentService;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
-use crate::store::{Store, StoreError};
+use crate::store::{DataLock, Store, StoreError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] crate::store::LockError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -47,6 +49,8 @@ pub struct Running {
     pub app: Arc<App>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    /// Held until the server is dropped.
+    _lock: DataLock,
 }
 
 impl Running {
@@ -79,13 +83,67 @@ impl Running {
     }
 }
 
+/// File descriptors kept for what is not a client connection: temp files,
+/// mapped store files, upstream sockets, the catalog, logs.
+const RESERVED_FDS: u64 = 1024;
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (a shell or service
+/// manager often hands over 1024), logs both, and returns the soft limit
+/// now in force.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, properly sized struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return u64::MAX;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            ..limit
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    tracing::info!(
+        soft_before = before,
+        soft = limit.rlim_cur,
+        hard = limit.rlim_max,
+        "open file limit"
+    );
+    limit.rlim_cur
+}
+
+/// `max_connections` as far as the open file limit allows.
+fn connections_allowed(configured: usize, fd_limit: u64) -> usize {
+    let room = fd_limit.saturating_sub(RESERVED_FDS).max(64);
+    if configured as u64 > room {
+        tracing::warn!(
+            max_connections = configured,
+            fd_limit,
+            allowed = room,
+            "the open file limit is too low for max_connections; holding fewer (raise LimitNOFILE / ulimit -Hn)"
+        );
+        return room as usize;
+    }
+    configured
+}
+
 /// Opens everything under `config.data_dir` and starts both listeners.
-pub async fn start(config: Config) -> Result<Running, StartError> {
+pub async fn start(mut config: Config) -> Result<Running, StartError> {
     config.validate()?;
+    config.max_connections = connections_allowed(config.max_connections, raise_fd_limit());
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::Io {
         path: config.data_dir.clone(),
         source,
     })?;
+    // Before anything touches tmp/: another server's downloads live there.
+    let lock = DataLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.data_dir, config.open_file_cache)?;
     let catalog = {
         let (dir, store) = (config.data_dir.clone(), store.clone());
@@ -155,6 +213,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         app,
         shutdown,
         tasks,
+        _lock: lock,
     })
 }
 

@@ -13,6 +13,7 @@ use crate::store::Store;
 /// Re-hashes every stored file; bad ones go to quarantine. Fails if any was bad.
 pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
     let store = Store::open_existing(data_dir)?;
+    let _lock = crate::store::DataLock::acquire(data_dir)?;
     let digests = store.published();
     let sizes: Vec<u64> = digests
         .iter()
@@ -50,6 +51,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
 /// references, and reports the bytes freed.
 pub fn gc(data_dir: &Path, delete: bool) -> anyhow::Result<()> {
     let store = Store::open_existing(data_dir)?;
+    let _lock = crate::store::DataLock::acquire(data_dir)?;
     let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
     let keep = catalog.approved_sha256s();
     let (mut files, mut bytes) = (0u64, 0u64);

@@ -26,6 +26,9 @@ use tokio_util::task::TaskTracker;
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long in-flight responses may run on after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a connection closed for idleness may take to say goodbye (h2
+/// waits for the peer to acknowledge its GOAWAY ping) before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// h2 pings an otherwise silent peer this often, and drops it if the ping
 /// is not answered in [`H2_PING_TIMEOUT`]: a vanished client costs nothing.
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -110,6 +113,8 @@ pub async fn serve<S, B>(
             };
             let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), tracked));
             let mut closing = false;
+            let give_up = tokio::time::sleep(Duration::MAX);
+            tokio::pin!(give_up);
             loop {
                 tokio::select! {
                     ended = conn.as_mut() => {
@@ -125,7 +130,9 @@ pub async fn serve<S, B>(
                     _ = activity.idle_for(limits.idle_timeout), if !closing => {
                         conn.as_mut().graceful_shutdown();
                         closing = true;
+                        give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
                     }
+                    _ = &mut give_up => break,
                 }
             }
             drop(slot);

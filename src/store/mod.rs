@@ -9,8 +9,10 @@
 //! Files are only ever opened by digest; [`ingest::Ingest`] is the only way in.
 
 mod ingest;
+mod lock;
 
 pub use ingest::{Expected, Ingest, IngestError, Ingested};
+pub use lock::{DataLock, LockError};
 
 use std::collections::HashMap;
 use std::fs;

@@ -74,35 +74,83 @@ async fn clients_are_streamed_bytes_before_the_download_ends() {
     assert_eq!(h.upstream.requests(&h.a.path), 1);
 }
 
+/// Reads a response to its end: `Ok` only if the transfer completed.
+async fn read_whole(r: reqwest::Response) -> Result<bytes::Bytes, reqwest::Error> {
+    r.error_for_status()?.bytes().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupt_upstream_bytes_are_never_stored_and_the_next_request_retries() {
-    let h = Harness::new().await;
-    h.setup(&[ID_B]).await;
-    h.upstream.set_corrupt(true);
-    let r = h.get(&h.b.content_path()).await;
-    // The head went out before the last byte was checked: the body must
-    // not arrive complete and well-formed.
-    let outcome = match r.status().as_u16() {
-        200 => r.bytes().await.map(|b| b.to_vec()),
-        s => panic!("unexpected status {s}"),
-    };
-    assert!(
-        outcome.is_err() || outcome.unwrap() != h.b.bytes,
-        "wrong bytes delivered whole"
-    );
-    h.eventually("fetch over", |h| {
-        !h.running().app.fetcher.is_fetching(&h.b.sha1)
-    })
-    .await;
-    assert!(h.stored().is_empty());
-    assert_eq!(h.running().app.store.quarantined().len(), 1);
-    assert!(h.running().app.store.temp_files().is_empty());
-    // The next request starts a fresh download.
-    h.upstream.set_corrupt(false);
-    assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
+async fn same_size_wrong_bytes_reach_no_client_whole_over_h1_or_h2() {
+    // Suffix ranges wait for the download here (no pass-through), so every
+    // response includes the last byte and must wait for verification.
+    let h = Harness::with(|c| c.fetch.far_ahead_wait = Duration::from_secs(60)).await;
+    h.setup(&[ID_A]).await;
+    h.upstream.set_corrupt(true); // one byte flipped in the middle: same size
+    h.upstream.set_rate(4 << 20); // 3 MiB in ~0.75 s: the clients join mid-way
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let path = h.a.content_path();
+    let first = h.get(&path).await; // starts the download
+    let clients = (0..20).map(|i| {
+        let client = if i % 4 < 2 { &h.http } else { &h2 };
+        let req = client.get(h.url(&path));
+        let req = match i % 2 {
+            0 => req,
+            _ => req.header("range", "bytes=-1024"),
+        };
+        async move {
+            tokio::time::sleep(Duration::from_millis(20 * i)).await;
+            match req.send().await {
+                Ok(r) => read_whole(r).await.map(|b| b.len()),
+                Err(e) => Err(e),
+            }
+        }
+    });
+    let (first, results) = tokio::join!(read_whole(first), futures_util::future::join_all(clients));
+    assert!(first.is_err(), "the first client got a whole body");
+    for (i, result) in results.iter().enumerate() {
+        assert!(result.is_err(), "client {i} completed: {result:?}");
+    }
     h.settled().await;
-    assert_eq!(h.upstream.requests(&h.b.path), 2);
-    assert_eq!(h.stored(), vec![h.b.sha256]);
+    assert!(h.stored().is_empty(), "nothing stored");
+    assert!(h.running().app.store.temp_files().is_empty());
+    assert_eq!(h.running().app.store.quarantined().len(), 1);
+    assert_eq!(h.upstream.requests(&h.a.path), 1, "one shared download");
+    // The next request starts a fresh download, which verifies.
+    h.upstream.set_corrupt(false);
+    h.upstream.set_rate(0);
+    assert!(read_whole(h.get(&path).await).await.unwrap() == h.a.bytes);
+    h.settled().await;
+    assert_eq!(h.upstream.requests(&h.a.path), 2);
+    assert_eq!(h.stored(), vec![h.a.sha256]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_download_is_delivered_whole_to_every_kind_of_range() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    h.upstream.set_rate(8 << 20);
+    let path = h.a.content_path();
+    let len = h.a.bytes.len();
+    let first = h.get(&path).await;
+    let ranges = ["bytes=-1024", "bytes=3000000-", "bytes=0-9,3145000-"];
+    let (h_ref, path_ref) = (&h, &path);
+    let clients = ranges.iter().map(|r| async move {
+        read_whole(h_ref.get_range(path_ref, r).await)
+            .await
+            .unwrap()
+    });
+    let (first, bodies) = tokio::join!(read_whole(first), futures_util::future::join_all(clients));
+    assert!(first.unwrap() == h.a.bytes);
+    assert!(bodies[0] == h.a.bytes[len - 1024..]);
+    assert!(bodies[1] == h.a.bytes[3_000_000..]);
+    let multipart = &bodies[2];
+    assert!(multipart.windows(10).any(|w| w == &h.a.bytes[..10]));
+    assert!(multipart
+        .windows(len - 3_145_000)
+        .any(|w| w == &h.a.bytes[3_145_000..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,124 @@
+//! Every wait is bounded, and far-ahead ranges are judged by time.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use upcache::demo::upstream::Fault;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_range_behind_a_slow_download_is_passed_through() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    // 3 MiB at 1 MiB/s: the tail is ~3 s away, beyond the 1 s wait, though
+    // well under the old 8 MiB rule (which made it wait the whole download).
+    h.upstream.set_rate(1 << 20);
+    let path = h.a.content_path();
+    let mut whole = h.get(&path).await.bytes_stream();
+    whole.next().await.unwrap().unwrap();
+    let t = Instant::now();
+    let r = h.get_range(&path, "bytes=-1024").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - 1024..]);
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "waited {:?} for the tail",
+        t.elapsed()
+    );
+    assert_eq!(h.upstream.ranged_requests(), 1, "its own upstream request");
+    let passthrough = "upcache_content_requests_total{outcome=\"passthrough\"}";
+    assert_eq!(h.counter(passthrough).await, 1);
+    while let Some(chunk) = whole.next().await {
+        chunk.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_range_behind_a_fast_download_waits_for_it() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    // 3 MiB at 6 MiB/s: the tail is ~0.5 s away, inside the 1 s wait.
+    h.upstream.set_rate(6 << 20);
+    let path = h.a.content_path();
+    let mut whole = h.get(&path).await.bytes_stream();
+    whole.next().await.unwrap().unwrap();
+    let r = h.get_range(&path, "bytes=-1024").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - 1024..]);
+    assert_eq!(h.upstream.ranged_requests(), 0, "no extra upstream request");
+    assert_eq!(h.upstream.requests(&h.a.path), 1);
+    let coalesced = "upcache_content_requests_total{outcome=\"coalesced\"}";
+    assert_eq!(h.counter(coalesced).await, 1);
+    while let Some(chunk) = whole.next().await {
+        chunk.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_stalls_is_abandoned_and_the_next_request_starts_afresh() {
+    let h = Harness::with(|c| {
+        c.fetch.stall = Duration::from_millis(800);
+        c.fetch.read_timeout = Duration::from_secs(30); // the watchdog, not the read timeout
+    })
+    .await;
+    h.setup(&[ID_A]).await;
+    h.upstream.inject(Fault::StallAfter(100_000), 1);
+    let t = Instant::now();
+    let r = h.get(&h.a.content_path()).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.is_err(),
+        "the follower sees a failed transfer"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "abandoned after {:?}",
+        t.elapsed()
+    );
+    h.settled().await;
+    assert!(h.stored().is_empty());
+    assert!(h.running().app.store.temp_files().is_empty());
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    assert_eq!(h.upstream.requests(&h.a.path), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_clients_wait_a_bounded_time_and_the_queue_is_bounded() {
+    let h = Harness::with(|c| {
+        c.fetch.max_downloads = 1;
+        c.fetch.max_queued = 1;
+        c.fetch.queue_wait = Duration::from_millis(400);
+    })
+    .await;
+    h.setup(&[ID_A, ID_B, ID_C]).await;
+    h.upstream.set_rate(1 << 20); // A holds the only slot for ~3 s
+    let a = h.get(&h.a.content_path()).await;
+    assert_eq!(a.status(), 200);
+    // B queues: no temp file, no thread until it has a slot; 503 after the wait.
+    let b = tokio::spawn(h.http.get(h.url(&h.b.content_path())).send());
+    h.eventually("B queued", |h| {
+        h.running().app.fetcher.status().iter().any(|f| f.queued)
+    })
+    .await;
+    assert_eq!(
+        h.running().app.store.temp_files().len(),
+        1,
+        "only the running download has a temp file"
+    );
+    // C finds the queue full: 503 at once.
+    let t = Instant::now();
+    let c = h.get(&h.c.content_path()).await;
+    assert_eq!(c.status(), 503);
+    assert!(t.elapsed() < Duration::from_millis(300));
+    assert_eq!(c.headers()["retry-after"], "5");
+    let b = b.await.unwrap().unwrap();
+    assert_eq!(b.status(), 503);
+    assert_eq!(b.headers()["retry-after"], "5");
+    assert!(b.text().await.unwrap().contains("try again later"));
+    // A was never disturbed, and B downloads when its turn comes.
+    assert!(a.bytes().await.unwrap() == h.a.bytes);
+    h.upstream.set_rate(0);
+    h.settled().await;
+    assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
+}
