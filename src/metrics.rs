@@ -47,6 +47,11 @@ struct CodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -62,6 +67,7 @@ pub struct Metrics {
     resumes: Counter,
     evicted_files: Counter,
     evicted_bytes: Counter,
+    admin_refused: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -75,6 +81,12 @@ impl Default for Metrics {
         let resumes = Counter::default();
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
+        let admin_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "admin_refused",
+            "Admin API requests refused as what a web page could send (host, origin, cross_site, content_type)",
+            admin_refused.clone(),
+        );
         registry.register(
             "evicted_files",
             "Stored files evicted to stay under max_store_bytes",
@@ -125,6 +137,7 @@ impl Default for Metrics {
             resumes,
             evicted_files,
             evicted_bytes,
+            admin_refused,
         }
     }
 }
@@ -163,6 +176,13 @@ impl Metrics {
         if verification_failed {
             self.verify_failures.inc();
         }
+    }
+
+    /// An admin request was refused by the cross-site guard, for `reason`.
+    pub fn admin_refused(&self, reason: &'static str) {
+        self.admin_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -29,46 +29,56 @@ const XML: &str = "application/xml";
 
 pub async fn refuse_cross_site(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let body_is_empty = req.body().size_hint().exact() == Some(0);
-    if let Err(e) = check(&app.config, &req, body_is_empty) {
+    if let Err((reason, e)) = check(&app.config, &req, body_is_empty) {
+        app.metrics.admin_refused(reason);
+        tracing::warn!(reason, error = %e.1, "admin request refused");
         return e.into_response();
     }
     next.run(req).await
 }
 
-fn check(config: &Config, req: &Request, body_is_empty: bool) -> Result<(), ApiError> {
+/// `Err((reason, answer))` for a request a page could have sent.
+fn check(
+    config: &Config,
+    req: &Request,
+    body_is_empty: bool,
+) -> Result<(), (&'static str, ApiError)> {
     let headers = req.headers();
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .or(req.uri().authority().map(|a| a.as_str()))
-        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "no Host header".into()))?;
+        .unwrap_or("");
     if !host_is_ours(host, config) {
-        return Err(forbidden(format!(
-            "Host {host:?} is not this admin API's (add the name to admin_hosts to use it)"
-        )));
+        return Err(forbidden(
+            "host",
+            format!("Host {host:?} is not this admin API's (add the name to admin_hosts to use it)"),
+        ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
         if !is_same_origin(origin, host) {
-            return Err(forbidden(format!(
-                "cross-origin request from {origin:?} refused"
-            )));
+            return Err(forbidden(
+                "origin",
+                format!("cross-origin request from {origin:?} refused"),
+            ));
         }
     }
     if headers
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
     {
-        return Err(forbidden("cross-site request refused".into()));
+        return Err(forbidden("cross_site", "cross-site request refused".into()));
     }
     if req.method() == Method::POST || req.method() == Method::PUT {
-        check_content_type(req.uri().path(), headers, body_is_empty)?;
+        check_content_type(req.uri().path(), headers, body_is_empty)
+            .map_err(|e| ("content_type", e))?;
     }
     Ok(())
 }
 
-fn forbidden(message: String) -> ApiError {
-    ApiError(StatusCode::FORBIDDEN, message)
+fn forbidden(reason: &'static str, message: String) -> (&'static str, ApiError) {
+    (reason, ApiError(StatusCode::FORBIDDEN, message))
 }
 
 /// A POST or PUT body must say exactly what it is; a bodiless one (approve,

@@ -2,6 +2,7 @@
 //! over HTTP (and the CLI binary where it matters).
 
 mod admin;
+mod browser;
 mod common;
 mod content;
 mod crash;
