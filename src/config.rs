@@ -87,6 +87,7 @@ struct FileConfig {
     max_queued_downloads: Option<usize>,
     max_file_bytes: Option<Size>,
     disk_reserve_bytes: Option<Size>,
+    quarantine_max_bytes: Option<Size>,
     open_file_cache: Option<u64>,
     header_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
@@ -126,6 +127,8 @@ pub struct Config {
     pub admin_hosts: Vec<String>,
     /// Store size beyond which least-recently-served files are evicted.
     pub max_store_bytes: Option<u64>,
+    /// Bytes of rejected downloads kept in `quarantine/` for inspection.
+    pub quarantine_max_bytes: u64,
 }
 
 impl Config {
@@ -200,6 +203,8 @@ impl Config {
                 Some(flag) => Some(flag),
                 None => size_setting("max_store_bytes", file.max_store_bytes)?,
             },
+            quarantine_max_bytes: size_setting("quarantine_max_bytes", file.quarantine_max_bytes)?
+                .unwrap_or(crate::store::DEFAULT_QUARANTINE_MAX_BYTES),
         };
         if file.far_ahead_bytes.is_some() {
             return Err(ConfigError::Invalid {
@@ -229,6 +234,7 @@ impl Config {
             max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
             admin_hosts: Vec::new(),
             max_store_bytes: None,
+            quarantine_max_bytes: crate::store::DEFAULT_QUARANTINE_MAX_BYTES,
         }
     }
 

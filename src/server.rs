@@ -145,6 +145,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     // Before anything touches tmp/: another server's downloads live there.
     let lock = DataLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.data_dir, config.open_file_cache)?;
+    store.limit_quarantine(config.quarantine_max_bytes);
     let catalog = {
         let (dir, store) = (config.data_dir.clone(), store.clone());
         tokio::task::spawn_blocking(move || Catalog::open(&dir, store))

@@ -52,7 +52,9 @@ fn check(
     if !host_is_ours(host, config) {
         return Err(forbidden(
             "host",
-            format!("Host {host:?} is not this admin API's (add the name to admin_hosts to use it)"),
+            format!(
+                "Host {host:?} is not this admin API's (add the name to admin_hosts to use it)"
+            ),
         ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {

@@ -26,14 +26,12 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
         if store.verify(d)? {
             good += 1;
         } else {
-            let to = store.quarantine_published(d)?;
+            let to = match store.quarantine_published(d)? {
+                Some(path) => format!("moved to {}", path.display()),
+                None => "deleted (larger than the quarantine holds)".into(),
+            };
             // Printed even when the bar is hidden (not a terminal: cron, scripts).
-            bar.suspend(|| {
-                println!(
-                    "BAD  {d}: contents do not match the name; moved to {}",
-                    to.display()
-                )
-            });
+            bar.suspend(|| println!("BAD  {d}: contents do not match the name; {to}"));
             bad += 1;
         }
         bar.inc(size);

@@ -270,10 +270,14 @@ impl Ingest {
 
     fn quarantine(&mut self, got: &Ingested) {
         match self.store.quarantine(&self.path, &got.sha1.to_hex()) {
-            Ok(dest) => {
+            Ok(Some(dest)) => {
                 tracing::warn!(path = %dest.display(), "quarantined a download that failed verification");
                 self.path = PathBuf::new();
             }
+            Ok(None) => tracing::warn!(
+                bytes = got.size,
+                "a download failed verification; larger than the quarantine holds, deleted"
+            ),
             Err(e) => tracing::error!(error = %e, "could not quarantine; deleting instead"),
         }
     }

@@ -27,6 +27,8 @@ use crate::digest::Sha256Digest;
 
 /// How many rejected downloads `quarantine/` keeps; older ones are deleted.
 const QUARANTINE_KEEP: usize = 32;
+/// How many bytes of them it keeps by default (`quarantine_max_bytes`).
+pub const DEFAULT_QUARANTINE_MAX_BYTES: u64 = 1 << 30;
 
 /// Errors of the store itself (not of a particular ingest).
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,8 @@ pub struct Store {
     /// kept only when something evicts (`max_store_bytes`).
     pins: Arc<Mutex<HashMap<Sha256Digest, u32>>>,
     tracks_serving: AtomicBool,
+    /// Bytes `quarantine/` may hold; a larger rejected file is deleted.
+    quarantine_max: AtomicU64,
 }
 
 /// Marks a file as being served while it lives (eviction skips it).
@@ -102,6 +106,7 @@ impl Store {
             tmp_seq: AtomicU64::new(0),
             pins: Arc::default(),
             tracks_serving: AtomicBool::new(false),
+            quarantine_max: AtomicU64::new(DEFAULT_QUARANTINE_MAX_BYTES),
         };
         store.remove_leftover_temp_files()?;
         Ok(Arc::new(store))
@@ -123,7 +128,13 @@ impl Store {
             tmp_seq: AtomicU64::new(0),
             pins: Arc::default(),
             tracks_serving: AtomicBool::new(false),
+            quarantine_max: AtomicU64::new(DEFAULT_QUARANTINE_MAX_BYTES),
         }))
+    }
+
+    /// Bounds `quarantine/` to `bytes` (the newest rejected files are kept).
+    pub fn limit_quarantine(&self, bytes: u64) {
+        self.quarantine_max.store(bytes, Ordering::Relaxed);
     }
 
     /// Where a published file lives: `store/sha256/ab/cd/<hex>`.
@@ -251,12 +262,21 @@ impl Store {
         Ok(hasher.finalize().as_slice() == digest.0)
     }
 
-    /// Moves a published file whose bytes are bad into quarantine.
-    pub fn quarantine_published(&self, digest: &Sha256Digest) -> Result<PathBuf, StoreError> {
+    /// Moves a published file whose bytes are bad into quarantine (or
+    /// deletes it, if it is larger than the quarantine may hold).
+    pub fn quarantine_published(
+        &self,
+        digest: &Sha256Digest,
+    ) -> Result<Option<PathBuf>, StoreError> {
         self.maps.invalidate(digest);
         let path = self.path_of(digest);
-        self.quarantine(&path, &digest.to_hex())
-            .map_err(io_err(&path))
+        let kept = self
+            .quarantine(&path, &digest.to_hex())
+            .map_err(io_err(&path))?;
+        if kept.is_none() {
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        Ok(kept)
     }
 
     /// Size of a published file.
@@ -308,8 +328,14 @@ impl Store {
         Ok(())
     }
 
-    /// Moves a rejected temp file into `quarantine/`, keeping only the newest few.
-    fn quarantine(&self, tmp: &Path, label: &str) -> io::Result<PathBuf> {
+    /// Moves a rejected file into `quarantine/`, keeping only the newest
+    /// [`QUARANTINE_KEEP`] files within the byte limit. `None` (the file
+    /// left where it is, for the caller to delete) if it alone is over it.
+    fn quarantine(&self, tmp: &Path, label: &str) -> io::Result<Option<PathBuf>> {
+        let max = self.quarantine_max.load(Ordering::Relaxed);
+        if fs::metadata(tmp)?.len() > max {
+            return Ok(None);
+        }
         let dir = self.root.join("quarantine");
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -317,14 +343,25 @@ impl Store {
             .as_nanos();
         let dest = dir.join(format!("{stamp}-{label}"));
         fs::rename(tmp, &dest)?;
-        let mut entries = list_files(&dir);
-        if entries.len() > QUARANTINE_KEEP {
-            entries.sort(); // names start with a timestamp: oldest first
-            for old in &entries[..entries.len() - QUARANTINE_KEEP] {
-                let _ = fs::remove_file(old);
+        let mut entries: Vec<(PathBuf, u64)> = list_files(&dir)
+            .into_iter()
+            .map(|p| {
+                let len = fs::metadata(&p).map_or(0, |m| m.len());
+                (p, len)
+            })
+            .collect();
+        entries.sort(); // names start with a timestamp: oldest first
+        let mut total: u64 = entries.iter().map(|(_, len)| len).sum();
+        let mut count = entries.len();
+        for (old, len) in &entries {
+            if count <= QUARANTINE_KEEP && total <= max {
+                break;
             }
+            let _ = fs::remove_file(old);
+            total -= len;
+            count -= 1;
         }
-        Ok(dest)
+        Ok(Some(dest))
     }
 
     /// Publishes a verified temp file under its digest: rename, then fsync the

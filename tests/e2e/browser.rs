@@ -122,7 +122,10 @@ async fn a_hostile_page_in_a_real_browser_changes_nothing() {
     assert_eq!(h.admin_json("/api/v1/rules").await, serde_json::json!([]));
     let approved = h.admin_json("/api/v1/updates?state=approved").await;
     assert_eq!(approved["total"], 0, "{approved}");
-    assert_eq!(h.admin_json("/api/v1/policy").await["mode"], "store-locally");
+    assert_eq!(
+        h.admin_json("/api/v1/policy").await["mode"],
+        "store-locally"
+    );
     // And not because the requests never left the browser: each was refused.
     let refused = |reason: &str| format!("upcache_admin_refused_total{{reason=\"{reason}\"}}");
     let by_origin = h.counter(&refused("origin")).await;

@@ -170,36 +170,9 @@ async fn downloads_beyond_the_limit_queue_and_show_in_status() {
     assert!(a == h.a.bytes && b == h.b.bytes);
 }
 
-/// A 2 MiB tmpfs (needs root, as CI has), unmounted when dropped.
-struct TinyDisk(tempfile::TempDir);
-
-impl TinyDisk {
-    fn mount() -> Option<TinyDisk> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(TinyDisk(dir))
-    }
-
-    fn path(&self) -> &std::path::Path {
-        self.0.path()
-    }
-}
-
-impl Drop for TinyDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_the_download_cleanly_and_stored_files_keep_serving() {
-    let Some(disk) = TinyDisk::mount() else {
+    let Some(disk) = TinyDisk::mount("2m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
         return;
     };

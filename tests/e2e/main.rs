@@ -6,6 +6,7 @@ mod browser;
 mod common;
 mod content;
 mod crash;
+mod disk;
 mod faults;
 mod fetch;
 mod maintenance;
