@@ -15,6 +15,10 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // A log pipe that closes (a crashed collector, `| head`) must not
+        // take the server down: its fallback report is an eprintln!, which
+        // panics when stderr is gone.
+        .log_internal_errors(false)
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -289,3 +289,50 @@ async fn a_second_server_on_the_same_data_dir_exits_and_the_first_finishes_its_d
     first.child.kill().unwrap();
     first.child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_log_pipe_does_not_stop_the_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let h = Harness::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "upcache=info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the log collector is gone
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let admin = banner
+        .split_whitespace()
+        .filter(|w| w.starts_with("http://"))
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let r = h
+        .http
+        .post(format!("{admin}/api/v1/catalog"))
+        .json(&h.catalog())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "an import, logged to nowhere");
+    let r = h.http.get(format!("{admin}/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "still serving");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
