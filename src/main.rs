@@ -15,6 +15,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person: log files and journals get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A log pipe that closes (a crashed collector, `| head`) must not
         // take the server down: its fallback report is an eprintln!, which
         // panics when stderr is gone.
