@@ -264,6 +264,11 @@ pub struct Server {
 
 /// Starts `upcache serve` on ephemeral ports and reads its addresses.
 pub fn spawn_server(data_dir: &Path) -> Server {
+    spawn_server_with(data_dir, Stdio::null())
+}
+
+/// [`spawn_server`] with its log (stderr, at info level) going to `log`.
+pub fn spawn_server_with(data_dir: &Path, log: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
         .args([
             "serve",
@@ -274,9 +279,9 @@ pub fn spawn_server(data_dir: &Path) -> Server {
             "--data-dir",
         ])
         .arg(data_dir)
-        .env("RUST_LOG", "upcache=warn")
+        .env("RUST_LOG", "upcache=info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();

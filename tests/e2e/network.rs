@@ -36,38 +36,26 @@ async fn the_admin_api_refuses_what_a_web_page_can_send() {
     h.setup(&[]).await;
     let approve = h.admin(&format!("/api/v1/updates/{ID_A}/approve"));
     let rule = r#"{"action":"decline","title":"Cumulative"}"#;
+    let with = |method: Method, url: &str, header: &'static str, value: &'static str| {
+        h.http.request(method, url).header(header, value).send()
+    };
     // DNS rebinding: the page's own name, resolved to 127.0.0.1.
-    let r = h
-        .http
-        .post(&approve)
-        .header("host", "rebound.example:8531")
-        .send()
+    let r = with(Method::POST, &approve, "host", "rebound.example:8531")
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("admin_hosts"));
-    let r = h
-        .http
-        .get(h.admin("/api/v1/status"))
-        .header("host", "rebound.example")
-        .send()
+    let status = h.admin("/api/v1/status");
+    let r = with(Method::GET, &status, "host", "rebound.example")
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "reads too: rebinding would read the API");
     // A page on another origin (another loopback port is another origin).
-    let r = h
-        .http
-        .post(&approve)
-        .header("origin", "http://127.0.0.1:9")
-        .send()
+    let r = with(Method::POST, &approve, "origin", "http://127.0.0.1:9")
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let r = h
-        .http
-        .post(&approve)
-        .header("sec-fetch-site", "cross-site")
-        .send()
+    let r = with(Method::POST, &approve, "sec-fetch-site", "cross-site")
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
@@ -292,36 +280,11 @@ async fn a_second_server_on_the_same_data_dir_exits_and_the_first_finishes_its_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_log_pipe_does_not_stop_the_server() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let h = Harness::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "upcache=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stderr.take()); // the log collector is gone
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let admin = banner
-        .split_whitespace()
-        .filter(|w| w.starts_with("http://"))
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let mut server = spawn_server_with(dir.path(), std::process::Stdio::piped());
+    drop(server.child.stderr.take()); // the log collector is gone
+    let admin = server.admin.clone();
     let r = h
         .http
         .post(format!("{admin}/api/v1/catalog"))
@@ -332,7 +295,7 @@ async fn a_closed_log_pipe_does_not_stop_the_server() {
     assert_eq!(r.status(), 200, "an import, logged to nowhere");
     let r = h.http.get(format!("{admin}/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "still serving");
-    assert!(child.try_wait().unwrap().is_none(), "still running");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }
