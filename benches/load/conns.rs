@@ -18,6 +18,11 @@ use tokio::net::TcpStream;
 use upcache::demo::upstream::Upstream;
 use upcache::demo::{update_json, SampleFile};
 
+#[path = "child.rs"]
+mod child;
+
+use child::KillOnDrop;
+
 const ID: &str = "00000000-0000-4000-8000-0000000000c1";
 
 #[tokio::main]
@@ -34,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let file = SampleFile::generate("5040001", "cab", 1 << 20);
     upstream.add(&file.path, file.bytes.clone());
     let dir = tempfile::tempdir()?;
-    let mut child = Command::new("bash")
+    let mut child = KillOnDrop(Command::new("bash")
         .arg("-c")
         .arg(format!(
             "ulimit -Sn 1024 && exec {bin} serve --data-dir {} --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0",
@@ -43,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         .env("RUST_LOG", "upcache=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()?;
+        .spawn()?);
     let mut banner = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner)?;
     let urls: Vec<&str> = banner
@@ -160,8 +165,7 @@ async fn main() -> anyhow::Result<()> {
     for t in trickling {
         t.abort();
     }
-    child.kill()?;
-    child.wait()?;
+    drop(child);
     Ok(())
 }
 

@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +28,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use upcache::demo::upstream::{Fault, Upstream};
 use upcache::demo::{update_json, SampleFile};
+
+#[path = "child.rs"]
+mod child;
+
+use child::KillOnDrop;
 
 const FILES: usize = 60;
 const CLIENTS: usize = 24;
@@ -191,8 +196,7 @@ async fn main() -> anyhow::Result<()> {
             _ => {}
         }
         if Instant::now() >= next_kill {
-            server.kill()?; // SIGKILL
-            server.wait()?;
+            drop(server); // SIGKILL, reaped
             kills += 1;
             server = start(&bin, &config)?;
             next_kill = Instant::now() + Duration::from_secs(20 + rng.below(20));
@@ -208,8 +212,7 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    server.kill()?;
-    server.wait()?;
+    drop(server);
     let verify = Command::new(&bin)
         .args(["verify", "--data-dir"])
         .arg(&data)
@@ -309,7 +312,7 @@ async fn one_request(
     tally.count(if range.is_some() { "ok 206" } else { "ok 200" });
 }
 
-fn start(bin: &str, config: &std::path::Path) -> anyhow::Result<Child> {
+fn start(bin: &str, config: &std::path::Path) -> anyhow::Result<KillOnDrop> {
     for _ in 0..50 {
         let mut child = Command::new(bin)
             .args(["serve", "--config"])
@@ -321,7 +324,7 @@ fn start(bin: &str, config: &std::path::Path) -> anyhow::Result<Child> {
         let mut banner = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut banner)?;
         if banner.contains("serving") {
-            return Ok(child);
+            return Ok(KillOnDrop(child));
         }
         let _ = child.wait(); // the port is not free yet: try again
         std::thread::sleep(Duration::from_millis(100));
