@@ -13,7 +13,7 @@ use upcache::fetch::{FetchSettings, Fetcher};
 use upcache::http::content::ContentService;
 use upcache::metrics::Metrics;
 use upcache::quota::Quota;
-use upcache::store::{Expected, Store};
+use upcache::store::{DiskStore, Expected, Storage};
 
 const FILE_SIZE: usize = 64 << 20;
 const RANGE: u64 = 64 * 1024;
@@ -27,7 +27,7 @@ struct Warm {
 /// A store holding one approved 64 MiB file, as after a first download.
 fn warm_store() -> Warm {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 1024).unwrap();
+    let store = DiskStore::open(dir.path(), 1024).unwrap();
     let catalog = Catalog::open(dir.path(), store.clone()).unwrap();
     let file = SampleFile::generate("5034122", "msu", FILE_SIZE);
     let doc = serde_json::json!({"updates": [{
@@ -38,7 +38,7 @@ fn warm_store() -> Warm {
         .import_json(doc.to_string().as_bytes(), false)
         .unwrap();
     catalog.set_state("bench-1", UpdateState::Approved).unwrap();
-    let mut ingest = store.begin_ingest().unwrap();
+    let mut ingest = store.clone().begin_ingest().unwrap();
     ingest.write(&file.bytes).unwrap();
     let got = ingest
         .commit(&Expected {
@@ -128,7 +128,7 @@ fn parsers(c: &mut Criterion) {
 
 fn ingest(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 16).unwrap();
+    let store = DiskStore::open(dir.path(), 16).unwrap();
     let data = bytes::Bytes::from(vec![0x5au8; 16 << 20]);
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Bytes(data.len() as u64));
@@ -138,7 +138,7 @@ fn ingest(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = std::time::Duration::ZERO;
             for _ in 0..iters {
-                let mut ingest = store.begin_ingest().unwrap();
+                let mut ingest = store.clone().begin_ingest().unwrap();
                 let t = std::time::Instant::now();
                 // As the fetch path does: 1 MiB batches of upstream chunks.
                 for batch in 0..16 {
@@ -167,7 +167,7 @@ fn ingest(c: &mut Criterion) {
 /// The policy decision's lookup with a large catalog: 100,000 files.
 fn catalog_lookup(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), 16).unwrap();
+    let store = DiskStore::open(dir.path(), 16).unwrap();
     let catalog = Catalog::open(dir.path(), store).unwrap();
     let sha1s: Vec<upcache::digest::Sha1Digest> = (0..100_000u32)
         .map(|i| {

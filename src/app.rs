@@ -9,12 +9,13 @@ use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
-use crate::store::Store;
+use crate::store::DiskStore;
 
 /// The shared state of a running server.
 pub struct App {
     pub config: Config,
-    pub store: Arc<Store>,
+    /// The local disk store (the only tier today): maintenance, status.
+    pub store: Arc<DiskStore>,
     pub catalog: Arc<Catalog>,
     pub fetcher: Arc<Fetcher>,
     pub metrics: Arc<Metrics>,

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::Storage;
 
 /// The store's size limit and the bytes promised to running downloads.
 pub struct Quota {
     max: Option<u64>,
     catalog: Arc<Catalog>,
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     metrics: Arc<Metrics>,
     /// Held while evicting, so two evictions never pick the same files.
     reserved: Mutex<u64>,
@@ -46,7 +46,7 @@ impl Quota {
     pub fn new(
         max: Option<u64>,
         catalog: Arc<Catalog>,
-        store: Arc<Store>,
+        store: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
     ) -> Arc<Quota> {
         if max.is_some() {

@@ -16,7 +16,7 @@ use crate::fetch::{FetchError, Fetcher};
 use crate::http::content::ContentService;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
-use crate::store::{DataLock, Store, StoreError};
+use crate::store::{DataLock, DiskStore, Storage, StoreError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -144,8 +144,9 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     })?;
     // Before anything touches tmp/: another server's downloads live there.
     let lock = DataLock::acquire(&config.data_dir)?;
-    let store = Store::open(&config.data_dir, config.open_file_cache)?;
-    store.limit_quarantine(config.quarantine_max_bytes);
+    let disk = DiskStore::open(&config.data_dir, config.open_file_cache)?;
+    disk.limit_quarantine(config.quarantine_max_bytes);
+    let store: Arc<dyn Storage> = disk.clone();
     let catalog = {
         let (dir, store) = (config.data_dir.clone(), store.clone());
         tokio::task::spawn_blocking(move || Catalog::open(&dir, store))
@@ -175,7 +176,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
 
     let app = Arc::new(App {
         config,
-        store: store.clone(),
+        store: disk,
         catalog: catalog.clone(),
         fetcher: fetcher.clone(),
         metrics: metrics.clone(),

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use upcache::catalog::Catalog;
 use upcache::digest::Sha1Digest;
-use upcache::store::Store;
+use upcache::store::DiskStore;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     let data_dir = args
         .get(2)
         .map_or_else(|| scratch.path().to_path_buf(), Into::into);
-    let store = Store::open(&data_dir, 64)?;
+    let store = DiskStore::open(&data_dir, 64)?;
     let catalog = Catalog::open(&data_dir, store)?;
 
     for run in ["first import", "re-import"] {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Sha1Digest, Sha256Digest};
 use crate::policy::{Approval, Policy};
-use crate::store::{Ingested, Store};
+use crate::store::{Ingested, Storage};
 use import::ImportTracker;
 use index::Index;
 
@@ -86,7 +86,7 @@ pub struct Catalog {
     import: ImportTracker,
     index: RwLock<Index>,
     policy: RwLock<Policy>,
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
 }
 
 const POLICY_KEY: &str = "policy";
@@ -104,7 +104,7 @@ enum Scope {
 impl Catalog {
     /// Opens `DATA/catalog.sqlite3`, creating or migrating it, and loads the
     /// index. Files the store no longer has are marked absent (and vice versa).
-    pub fn open(data_dir: &Path, store: Arc<Store>) -> Result<Arc<Catalog>, CatalogError> {
+    pub fn open(data_dir: &Path, store: Arc<dyn Storage>) -> Result<Arc<Catalog>, CatalogError> {
         let path = data_dir.join("catalog.sqlite3");
         let conn = Connection::open(&path)?;
         schema::prepare(&conn)?;

@@ -8,11 +8,11 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::catalog::Catalog;
-use crate::store::Store;
+use crate::store::{DiskStore, Storage};
 
 /// Re-hashes every stored file; bad ones go to quarantine. Fails if any was bad.
 pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
-    let store = Store::open_existing(data_dir)?;
+    let store = DiskStore::open_existing(data_dir)?;
     let _lock = crate::store::DataLock::acquire(data_dir)?;
     let digests = store.published();
     let sizes: Vec<u64> = digests
@@ -48,7 +48,7 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
 /// Lists (or with `delete`, removes) stored files that no approved update
 /// references, and reports the bytes freed.
 pub fn gc(data_dir: &Path, delete: bool) -> anyhow::Result<()> {
-    let store = Store::open_existing(data_dir)?;
+    let store = DiskStore::open_existing(data_dir)?;
     let _lock = crate::store::DataLock::acquire(data_dir)?;
     let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
     let keep = catalog.approved_sha256s();

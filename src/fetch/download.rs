@@ -1,8 +1,6 @@
 //! One running download and the readers that follow it.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,7 @@ use tokio::sync::watch;
 use super::{FetchError, FetchStatus};
 use crate::catalog::FileEntry;
 use crate::digest::Sha1Digest;
-use crate::store::Ingest;
+use crate::store::{Ingest, Partial};
 
 /// Largest piece a follower reads from the temp file at once.
 const READ_CHUNK: u64 = 256 * 1024;
@@ -79,7 +77,7 @@ pub struct Download {
     name: Arc<str>,
     /// Our own handle on the temp file, set once the download holds a slot
     /// and has created it; stays valid across the commit's rename.
-    reader: OnceLock<File>,
+    reader: OnceLock<Partial>,
     progress: watch::Sender<Progress>,
     started: Instant,
 }

@@ -25,7 +25,7 @@ use crate::catalog::{Catalog, FileEntry};
 use crate::digest::Sha1Digest;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
-use crate::store::Store;
+use crate::store::Storage;
 
 /// Why a download failed. Cloneable: every waiting client gets a copy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,7 +180,7 @@ pub struct FetchStatus {
 /// The single-flight table of downloads.
 pub struct Fetcher {
     client: reqwest::Client,
-    store: Arc<Store>,
+    store: Arc<dyn Storage>,
     catalog: Arc<Catalog>,
     quota: Arc<Quota>,
     settings: FetchSettings,
@@ -205,7 +205,7 @@ pub struct Joined {
 
 impl Fetcher {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Storage>,
         catalog: Arc<Catalog>,
         quota: Arc<Quota>,
         settings: FetchSettings,
@@ -504,7 +504,11 @@ impl Fetcher {
     /// The temp file of a download that now holds a slot.
     fn begin(&self, dl: &Download) -> Result<crate::store::Ingest, FetchError> {
         let store_error = |e: &dyn std::fmt::Display| FetchError::Store(e.to_string());
-        let ingest = self.store.begin_ingest().map_err(|e| store_error(&e))?;
+        let ingest = self
+            .store
+            .clone()
+            .begin_ingest()
+            .map_err(|e| store_error(&e))?;
         dl.attach(&ingest).map_err(|e| store_error(&e))?;
         Ok(ingest)
     }

@@ -17,7 +17,7 @@ use crate::catalog::{Catalog, FileEntry};
 use crate::fetch::{FetchError, Fetcher};
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{self, Decision};
-use crate::store::Store;
+use crate::store::Storage;
 
 /// What a busy server asks a client to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
@@ -27,7 +27,7 @@ const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=3153600
 
 /// Everything a content request needs.
 pub struct ContentService {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Storage>,
     pub catalog: Arc<Catalog>,
     pub fetcher: Arc<Fetcher>,
     pub metrics: Arc<Metrics>,
@@ -81,14 +81,14 @@ impl ContentService {
                 refused(plain(StatusCode::FORBIDDEN, format!("{reason}\n")))
             }
             Decision::Redirect(entry) => (self.redirect(&entry), Outcome::Redirect),
-            Decision::Serve { entry, sha256 } => match self.store.serve_bytes(&sha256) {
-                Ok(Some(bytes)) => {
+            Decision::Serve { entry, sha256 } => match self.store.lookup(&sha256) {
+                Ok(Some(hit)) => {
                     if self.store.tracks_serving() {
                         self.catalog.record_served(&entry.sha1);
                     }
-                    let len = Some(bytes.len() as u64);
+                    let len = Some(hit.len());
                     let rep = representation(&entry, key, content_type, len);
-                    let r = respond(&method, headers, rep, Source::Stored(bytes));
+                    let r = respond(&method, headers, rep, Source::Stored(hit.into_bytes()));
                     (r, Outcome::Hit)
                 }
                 Ok(None) => {

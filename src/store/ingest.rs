@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use sha1::Digest as _;
 
-use super::Store;
+use super::DiskStore;
 use crate::digest::{Sha1Digest, Sha256Digest};
 
 /// What the catalog says the bytes must be. Unknown fields are not checked,
@@ -68,9 +68,20 @@ impl IngestError {
     }
 }
 
+/// A reader of a file still being written (or just published): reads by
+/// offset, never past what the writer reports as written.
+pub struct Partial(File);
+
+impl Partial {
+    /// Fills `buf` from `offset`.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
+    }
+}
+
 /// A temp file being written and hashed.
 pub struct Ingest {
-    store: Arc<Store>,
+    store: Arc<DiskStore>,
     path: PathBuf,
     file: Arc<File>,
     /// Computes SHA-1 and writes half of each batch on its own thread.
@@ -167,7 +178,7 @@ fn write_at(file: &File, chunks: &[Bytes], mut offset: u64) -> io::Result<()> {
 }
 
 impl Ingest {
-    pub(super) fn create(store: Arc<Store>, path: PathBuf) -> io::Result<Ingest> {
+    pub(super) fn create(store: Arc<DiskStore>, path: PathBuf) -> io::Result<Ingest> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -193,8 +204,8 @@ impl Ingest {
 
     /// A second handle on the temp file, for readers that follow the write.
     /// It stays valid after the commit renames the file.
-    pub fn reader(&self) -> io::Result<File> {
-        File::open(&self.path)
+    pub fn reader(&self) -> io::Result<Partial> {
+        File::open(&self.path).map(Partial)
     }
 
     /// Space left on the store's filesystem.
@@ -322,6 +333,7 @@ impl Drop for Ingest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Storage;
 
     fn digests(data: &[u8]) -> (Sha1Digest, Sha256Digest) {
         (
@@ -333,10 +345,10 @@ mod tests {
     #[test]
     fn commit_publishes_verified_bytes_under_their_sha256() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 16).unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
         let data = b"hello update".repeat(1000);
         let (sha1, sha256) = digests(&data);
-        let mut ingest = store.begin_ingest().unwrap();
+        let mut ingest = store.clone().begin_ingest().unwrap();
         ingest.write(&data[..100]).unwrap();
         ingest.write(&data[100..]).unwrap();
         let got = ingest
@@ -355,9 +367,9 @@ mod tests {
     #[test]
     fn mismatch_is_quarantined_and_never_published() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 16).unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
         let (sha1, sha256) = digests(b"the real bytes");
-        let mut ingest = store.begin_ingest().unwrap();
+        let mut ingest = store.clone().begin_ingest().unwrap();
         ingest.write(b"the fake bytes").unwrap();
         let err = ingest
             .commit(&Expected {
@@ -376,8 +388,8 @@ mod tests {
     #[test]
     fn dropping_an_ingest_deletes_its_temp_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 16).unwrap();
-        let mut ingest = store.begin_ingest().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let mut ingest = store.clone().begin_ingest().unwrap();
         ingest.write(b"partial").unwrap();
         assert_eq!(store.temp_files().len(), 1);
         drop(ingest);
@@ -387,8 +399,8 @@ mod tests {
     #[test]
     fn writes_beyond_the_limit_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 16).unwrap();
-        let mut ingest = store.begin_ingest().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let mut ingest = store.clone().begin_ingest().unwrap();
         ingest.limit_size(4);
         ingest.write(b"1234").unwrap();
         assert!(matches!(
@@ -400,11 +412,11 @@ mod tests {
     #[test]
     fn leftover_temp_files_are_removed_at_open() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 16).unwrap();
-        let ingest = store.begin_ingest().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let ingest = store.clone().begin_ingest().unwrap();
         std::mem::forget(ingest); // as if the process died mid-write
         assert_eq!(store.temp_files().len(), 1);
-        let reopened = Store::open(dir.path(), 16).unwrap();
+        let reopened = DiskStore::open(dir.path(), 16).unwrap();
         assert!(reopened.temp_files().is_empty());
     }
 }

@@ -7,11 +7,16 @@
 //! - `quarantine/`: downloads that failed verification, kept (bounded) for inspection.
 //!
 //! Files are only ever opened by digest; [`ingest::Ingest`] is the only way in.
+//!
+//! [`Storage`] is the seam the request path sees (after pingora-cache's
+//! `Storage`): `lookup` gives a [`Hit`] that serves ranges, `begin_ingest`
+//! a write that verifies on commit and discards on drop. [`DiskStore`] is
+//! the local-disk backend, and the local tier of any other.
 
 mod ingest;
 mod lock;
 
-pub use ingest::{Expected, Ingest, IngestError, Ingested};
+pub use ingest::{Expected, Ingest, IngestError, Ingested, Partial};
 pub use lock::{DataLock, LockError};
 
 use std::collections::HashMap;
@@ -48,11 +53,61 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// What `http`, `fetch`, `quota` and `catalog` need of a store: no paths,
+/// no files, no filesystem calls beyond it.
+pub trait Storage: Send + Sync + 'static {
+    /// A published file, open for serving; `None` if it is not stored.
+    fn lookup(&self, digest: &Sha256Digest) -> Result<Option<Hit>, StoreError>;
+    /// A new file: written and hashed as it arrives; [`Ingest::commit`]
+    /// verifies and publishes it, dropping it discards it.
+    fn begin_ingest(self: Arc<Self>) -> Result<Ingest, StoreError>;
+    /// When a file was published, if it is.
+    fn published_at(&self, digest: &Sha256Digest) -> Option<std::time::SystemTime>;
+    /// Removes a published file (eviction, gc). Missing is not an error.
+    fn remove(&self, digest: &Sha256Digest) -> Result<(), StoreError>;
+    /// Starts tracking which files are being served (eviction needs it;
+    /// without eviction it is per-request work for nothing).
+    fn track_serving(&self);
+    fn tracks_serving(&self) -> bool;
+    /// Whether a response is sending this file right now.
+    fn is_serving(&self, digest: &Sha256Digest) -> bool;
+}
+
+/// A published file, open for serving: the whole file as `Bytes` over a
+/// read-only map (slicing it for a range copies nothing) and the open file
+/// (what a zero-copy send asks for). With serving tracked, the file counts
+/// as being served until every slice of its bytes is dropped.
+#[derive(Clone)]
+pub struct Hit {
+    bytes: Bytes,
+    file: Arc<fs::File>,
+}
+
+impl Hit {
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// The file's bytes (shared, mapped).
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The open file, for `sendfile`-style sends by offset.
+    pub fn file(&self) -> &fs::File {
+        &self.file
+    }
+}
+
 /// The disk store. Cheap to share behind an `Arc`.
-pub struct Store {
+pub struct DiskStore {
     root: PathBuf,
-    /// Open maps of recently served files: a hit costs no `open`/`mmap`.
-    maps: moka::sync::Cache<Sha256Digest, Bytes>,
+    /// Open files of recently served digests: a hit costs no `open`/`mmap`.
+    maps: moka::sync::Cache<Sha256Digest, Hit>,
     tmp_seq: AtomicU64,
     /// Files being sent to clients right now, with how many responses;
     /// kept only when something evicts (`max_store_bytes`).
@@ -92,15 +147,15 @@ impl AsRef<[u8]> for Served {
     }
 }
 
-impl Store {
+impl DiskStore {
     /// Opens (creating if needed) the store under `data_dir` and deletes leftover temp files.
-    pub fn open(data_dir: &Path, cached_maps: u64) -> Result<Arc<Store>, StoreError> {
+    pub fn open(data_dir: &Path, cached_maps: u64) -> Result<Arc<DiskStore>, StoreError> {
         let root = data_dir.to_owned();
         for dir in ["store/sha256", "tmp", "quarantine"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_err(&p))?;
         }
-        let store = Store {
+        let store = DiskStore {
             root,
             maps: moka::sync::Cache::new(cached_maps),
             tmp_seq: AtomicU64::new(0),
@@ -114,7 +169,7 @@ impl Store {
 
     /// Opens an existing store without touching it (maintenance commands:
     /// temp files may belong to a running server).
-    pub fn open_existing(data_dir: &Path) -> Result<Arc<Store>, StoreError> {
+    pub fn open_existing(data_dir: &Path) -> Result<Arc<DiskStore>, StoreError> {
         let root = data_dir.join("store/sha256");
         if !root.is_dir() {
             return Err(StoreError::Io {
@@ -122,7 +177,7 @@ impl Store {
                 source: io::Error::new(io::ErrorKind::NotFound, "no store here"),
             });
         }
-        Ok(Arc::new(Store {
+        Ok(Arc::new(DiskStore {
             root: data_dir.to_owned(),
             maps: moka::sync::Cache::new(16),
             tmp_seq: AtomicU64::new(0),
@@ -147,23 +202,16 @@ impl Store {
             .join(hex)
     }
 
-    /// When a file with this digest was published, if it is.
-    pub fn published_at(&self, digest: &Sha256Digest) -> Option<std::time::SystemTime> {
-        let meta = fs::metadata(self.path_of(digest)).ok()?;
-        meta.is_file()
-            .then(|| meta.modified().unwrap_or(std::time::UNIX_EPOCH))
-    }
-
     /// Whether a file with this digest is published.
     pub fn contains(&self, digest: &Sha256Digest) -> bool {
         self.maps.contains_key(digest) || self.path_of(digest).is_file()
     }
 
-    /// The whole file as `Bytes` backed by a read-only map: slicing it for a
-    /// range copies nothing, and the map is shared by every response.
-    pub fn open_bytes(&self, digest: &Sha256Digest) -> Result<Option<Bytes>, StoreError> {
-        if let Some(bytes) = self.maps.get(digest) {
-            return Ok(Some(bytes));
+    /// The whole file, opened and mapped (cached: a hit costs no
+    /// `open`/`mmap`); not pinned.
+    pub fn open_hit(&self, digest: &Sha256Digest) -> Result<Option<Hit>, StoreError> {
+        if let Some(hit) = self.maps.get(digest) {
+            return Ok(Some(hit));
         }
         let path = self.path_of(digest);
         let file = match fs::File::open(&path) {
@@ -180,58 +228,31 @@ impl Store {
             let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(&path))?;
             Bytes::from_owner(map)
         };
-        self.maps.insert(*digest, bytes.clone());
-        Ok(Some(bytes))
+        let hit = Hit {
+            bytes,
+            file: Arc::new(file),
+        };
+        self.maps.insert(*digest, hit.clone());
+        Ok(Some(hit))
     }
 
-    /// Like [`Store::open_bytes`], for a response: the file counts as being
-    /// served until every slice of the returned `Bytes` is dropped.
-    pub fn serve_bytes(&self, digest: &Sha256Digest) -> Result<Option<Bytes>, StoreError> {
-        let Some(bytes) = self.open_bytes(digest)? else {
-            return Ok(None);
-        };
-        if !self.tracks_serving() {
-            return Ok(Some(bytes));
-        }
+    /// The whole file as `Bytes` backed by a read-only map.
+    pub fn open_bytes(&self, digest: &Sha256Digest) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.open_hit(digest)?.map(Hit::into_bytes))
+    }
+
+    /// Counts `digest` as being served until the returned pin is dropped.
+    fn pin(&self, digest: &Sha256Digest) -> Pin {
         *self
             .pins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(*digest)
             .or_default() += 1;
-        let pin = Pin {
+        Pin {
             pins: self.pins.clone(),
             digest: *digest,
-        };
-        Ok(Some(Bytes::from_owner(Served { bytes, _pin: pin })))
-    }
-
-    /// Starts tracking which files are being served (eviction needs it;
-    /// without eviction it is per-request work for nothing).
-    pub fn track_serving(&self) {
-        self.tracks_serving.store(true, Ordering::Relaxed);
-    }
-
-    pub fn tracks_serving(&self) -> bool {
-        self.tracks_serving.load(Ordering::Relaxed)
-    }
-
-    /// Whether a response is sending this file right now.
-    pub fn is_serving(&self, digest: &Sha256Digest) -> bool {
-        self.pins
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(digest)
-    }
-
-    /// Starts writing a new file; see [`Ingest`].
-    pub fn begin_ingest(self: &Arc<Self>) -> Result<Ingest, StoreError> {
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let path = self
-            .root
-            .join("tmp")
-            .join(format!("{}-{seq}.part", std::process::id()));
-        Ingest::create(self.clone(), path.clone()).map_err(io_err(&path))
+        }
     }
 
     /// Bytes available to ingests on the store's filesystem, if known.
@@ -282,16 +303,6 @@ impl Store {
     /// Size of a published file.
     pub fn size_of(&self, digest: &Sha256Digest) -> Option<u64> {
         fs::metadata(self.path_of(digest)).ok().map(|m| m.len())
-    }
-
-    /// Removes a published file (gc). Missing is not an error.
-    pub fn remove(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
-        self.maps.invalidate(digest);
-        let path = self.path_of(digest);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
-            _ => Ok(()),
-        }
     }
 
     /// Files in quarantine (for status and tests).
@@ -375,6 +386,64 @@ impl Store {
         fs::set_permissions(tmp, perms)?;
         fs::rename(tmp, &dest)?;
         fs::File::open(dir)?.sync_all()
+    }
+}
+
+impl Storage for DiskStore {
+    fn lookup(&self, digest: &Sha256Digest) -> Result<Option<Hit>, StoreError> {
+        let Some(hit) = self.open_hit(digest)? else {
+            return Ok(None);
+        };
+        if !self.tracks_serving() {
+            return Ok(Some(hit));
+        }
+        let served = Served {
+            bytes: hit.bytes,
+            _pin: self.pin(digest),
+        };
+        Ok(Some(Hit {
+            bytes: Bytes::from_owner(served),
+            file: hit.file,
+        }))
+    }
+
+    fn begin_ingest(self: Arc<Self>) -> Result<Ingest, StoreError> {
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{seq}.part", std::process::id()));
+        Ingest::create(self, path.clone()).map_err(io_err(&path))
+    }
+
+    fn published_at(&self, digest: &Sha256Digest) -> Option<std::time::SystemTime> {
+        let meta = fs::metadata(self.path_of(digest)).ok()?;
+        meta.is_file()
+            .then(|| meta.modified().unwrap_or(std::time::UNIX_EPOCH))
+    }
+
+    fn remove(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        self.maps.invalidate(digest);
+        let path = self.path_of(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn track_serving(&self) {
+        self.tracks_serving.store(true, Ordering::Relaxed);
+    }
+
+    fn tracks_serving(&self) -> bool {
+        self.tracks_serving.load(Ordering::Relaxed)
+    }
+
+    fn is_serving(&self, digest: &Sha256Digest) -> bool {
+        self.pins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(digest)
     }
 }
 

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 use upcache::demo::{update_json, SampleFile};
 
 use crate::common::*;
+use upcache::store::Storage;
 
 fn is_stored(h: &Harness, f: &SampleFile) -> bool {
     h.stored().contains(&f.sha256)
