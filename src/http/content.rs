@@ -236,6 +236,131 @@ fn representation(
     }
 }
 
+/// A response decided for a file of known length, not yet sent: status,
+/// headers (with `Content-Length`, except on 304) and the body as parts of
+/// the file and literal framing. The hyper path and the fast path both
+/// serialise plans, so preconditions and ranges live in one place.
+pub struct Plan {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub parts: Vec<Part>,
+}
+
+impl Plan {
+    /// The plan for a request's preconditions and `Range` over a file of `len` bytes.
+    fn new(req: &HeaderMap, rep: &Representation, len: u64) -> Plan {
+        let honour_range = match conditional::evaluate(req, &rep.validators) {
+            Precondition::NotModified => {
+                return Plan {
+                    status: StatusCode::NOT_MODIFIED,
+                    headers: validator_headers(rep),
+                    parts: Vec::new(),
+                }
+            }
+            Precondition::Failed => {
+                return Plan::text(
+                    StatusCode::PRECONDITION_FAILED,
+                    HeaderMap::new(),
+                    "precondition failed\n",
+                )
+            }
+            Precondition::Proceed { honour_range } => honour_range,
+        };
+        let range_header = req
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| honour_range);
+        let mut headers = validator_headers(rep);
+        let (status, parts) = match range::resolve(range_header, len) {
+            RangeRequest::Full => {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(rep.content_type),
+                );
+                (StatusCode::OK, vec![Part::File(0..len)])
+            }
+            RangeRequest::Unsatisfiable => {
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes */{len}")),
+                );
+                return Plan::text(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    headers,
+                    "range not satisfiable\n",
+                );
+            }
+            RangeRequest::Partial(ranges) if ranges.len() == 1 => {
+                let r = &ranges[0];
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(rep.content_type),
+                );
+                headers.insert(
+                    header::CONTENT_RANGE,
+                    header_value(format!("bytes {}-{}/{len}", r.start, r.end - 1)),
+                );
+                (StatusCode::PARTIAL_CONTENT, vec![Part::File(r.clone())])
+            }
+            RangeRequest::Partial(ranges) => {
+                let boundary = boundary();
+                let parts = multipart(&ranges, len, rep.content_type, &boundary);
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    header_value(format!("multipart/byteranges; boundary={boundary}")),
+                );
+                (StatusCode::PARTIAL_CONTENT, parts)
+            }
+        };
+        let mut plan = Plan {
+            status,
+            headers,
+            parts,
+        };
+        plan.set_content_length();
+        plan
+    }
+
+    /// A short text body (412, 416), with whatever `headers` it carries.
+    fn text(status: StatusCode, mut headers: HeaderMap, body: &'static str) -> Plan {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let mut plan = Plan {
+            status,
+            headers,
+            parts: vec![Part::Literal(Bytes::from_static(body.as_bytes()))],
+        };
+        plan.set_content_length();
+        plan
+    }
+
+    /// Bytes of the body.
+    pub fn body_len(&self) -> u64 {
+        self.parts.iter().map(Part::len).sum()
+    }
+
+    fn set_content_length(&mut self) {
+        let len = self.body_len();
+        self.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+
+    /// The hyper response of this plan, its body read from `source`.
+    fn into_response(self, method: &Method, source: &Source) -> Response<ResponseBody> {
+        let body = if method == Method::HEAD || self.parts.is_empty() {
+            body::empty()
+        } else {
+            body::from_parts(source, self.parts)
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = self.status;
+        *r.headers_mut() = self.headers;
+        r
+    }
+}
+
 /// Builds the response for a representation: preconditions, ranges, headers, body.
 fn respond(
     method: &Method,
@@ -243,92 +368,69 @@ fn respond(
     rep: Representation,
     source: Source,
 ) -> Response<ResponseBody> {
-    let honour_range = match conditional::evaluate(req, &rep.validators) {
+    let Some(len) = rep.len else {
+        return open_ended(method, req, rep, source);
+    };
+    Plan::new(req, &rep, len).into_response(method, &source)
+}
+
+/// A download whose length is unknown until it ends: preconditions, then
+/// the whole file, chunked (no range can be resolved without a length).
+fn open_ended(
+    method: &Method,
+    req: &HeaderMap,
+    rep: Representation,
+    source: Source,
+) -> Response<ResponseBody> {
+    match conditional::evaluate(req, &rep.validators) {
         Precondition::NotModified => {
-            return with_validators(Response::builder().status(StatusCode::NOT_MODIFIED), &rep)
-                .body(body::empty())
-                .expect("valid response")
+            let mut r = Response::new(body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            *r.headers_mut() = validator_headers(&rep);
+            return r;
         }
         Precondition::Failed => {
             return plain(StatusCode::PRECONDITION_FAILED, "precondition failed\n")
         }
-        Precondition::Proceed { honour_range } => honour_range,
+        Precondition::Proceed { .. } => {}
+    }
+    let Source::Downloading(dl) = source else {
+        unreachable!("stored files have a length")
     };
-    let Some(len) = rep.len else {
-        // Length unknown until the download ends: stream it whole, chunked.
-        let Source::Downloading(dl) = source else {
-            unreachable!("stored files have a length")
-        };
-        let b = with_validators(Response::builder().status(StatusCode::OK), &rep)
-            .header(header::CONTENT_TYPE, rep.content_type);
-        let body = if method == Method::HEAD {
-            body::empty()
-        } else {
-            body::open_ended(dl)
-        };
-        return b.body(body).expect("valid response");
-    };
-    let range_header = req
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|_| honour_range);
-    let (status, parts, builder) = match range::resolve(range_header, len) {
-        RangeRequest::Full => (
-            StatusCode::OK,
-            vec![Part::File(0..len)],
-            Response::builder().header(header::CONTENT_TYPE, rep.content_type),
-        ),
-        RangeRequest::Unsatisfiable => {
-            let r = with_validators(
-                Response::builder().status(StatusCode::RANGE_NOT_SATISFIABLE),
-                &rep,
-            )
-            .header(header::CONTENT_RANGE, format!("bytes */{len}"))
-            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8");
-            return r
-                .body(body::text("range not satisfiable\n"))
-                .expect("valid response");
-        }
-        RangeRequest::Partial(ranges) if ranges.len() == 1 => {
-            let r = &ranges[0];
-            let b = Response::builder()
-                .header(header::CONTENT_TYPE, rep.content_type)
-                .header(
-                    header::CONTENT_RANGE,
-                    format!("bytes {}-{}/{len}", r.start, r.end - 1),
-                );
-            (StatusCode::PARTIAL_CONTENT, vec![Part::File(r.clone())], b)
-        }
-        RangeRequest::Partial(ranges) => {
-            let boundary = boundary();
-            let parts = multipart(&ranges, len, rep.content_type, &boundary);
-            let b = Response::builder().header(
-                header::CONTENT_TYPE,
-                format!("multipart/byteranges; boundary={boundary}"),
-            );
-            (StatusCode::PARTIAL_CONTENT, parts, b)
-        }
-    };
-    let body_len: u64 = parts.iter().map(Part::len).sum();
-    let builder =
-        with_validators(builder.status(status), &rep).header(header::CONTENT_LENGTH, body_len);
+    let mut headers = validator_headers(&rep);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(rep.content_type),
+    );
     let body = if method == Method::HEAD {
         body::empty()
     } else {
-        body::from_parts(&source, parts)
+        body::open_ended(dl)
     };
-    builder.body(body).expect("valid response")
+    let mut r = Response::new(body);
+    *r.headers_mut() = headers;
+    r
 }
 
-fn with_validators(b: http::response::Builder, rep: &Representation) -> http::response::Builder {
-    let mut b = b
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CACHE_CONTROL, IMMUTABLE)
-        .header(header::ETAG, &rep.validators.etags[0]);
+/// `Accept-Ranges`, `Cache-Control`, `ETag` and `Last-Modified`: on every
+/// response about the file, 304s included.
+fn validator_headers(rep: &Representation) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(8);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, IMMUTABLE);
+    h.insert(header::ETAG, header_value(rep.validators.etags[0].clone()));
     if let Some(lm) = rep.validators.last_modified {
-        b = b.header(header::LAST_MODIFIED, httpdate::fmt_http_date(lm));
+        h.insert(
+            header::LAST_MODIFIED,
+            header_value(httpdate::fmt_http_date(lm)),
+        );
     }
-    b
+    h
+}
+
+/// A header value we formatted ourselves (digits, hex, ASCII).
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).expect("formatted header values are ASCII")
 }
 
 /// `multipart/byteranges` framing (RFC 9110 §14.6).
