@@ -92,6 +92,7 @@ struct FileConfig {
     header_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
+    fast_path: Option<bool>,
     admin_hosts: Option<Vec<String>>,
     max_store_bytes: Option<Size>,
 }
@@ -122,6 +123,9 @@ pub struct Config {
     /// Connections held at once on the content listener; more wait in the
     /// kernel's accept queue until one closes.
     pub max_connections: usize,
+    /// Warm hits on HTTP/1.1 are sent with `sendfile` by the fast path
+    /// (`http::fast`); off, hyper answers everything.
+    pub fast_path: bool,
     /// Host names (besides the listen address and loopback names) the admin
     /// API answers to: a DNS-rebinding page's host is none of them.
     pub admin_hosts: Vec<String>,
@@ -198,6 +202,7 @@ impl Config {
             max_connections: file
                 .max_connections
                 .unwrap_or(crate::http::DEFAULT_MAX_CONNECTIONS),
+            fast_path: file.fast_path.unwrap_or(true),
             admin_hosts: file.admin_hosts.unwrap_or_default(),
             max_store_bytes: match args.max_store_bytes {
                 Some(flag) => Some(flag),
@@ -232,6 +237,7 @@ impl Config {
             header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
             idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
             max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
+            fast_path: true,
             admin_hosts: Vec::new(),
             max_store_bytes: None,
             quarantine_max_bytes: crate::store::DEFAULT_QUARANTINE_MAX_BYTES,

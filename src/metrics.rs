@@ -68,6 +68,7 @@ pub struct Metrics {
     evicted_files: Counter,
     evicted_bytes: Counter,
     admin_refused: Family<ReasonLabels, Counter>,
+    sendfile_responses: Counter,
 }
 
 impl Default for Metrics {
@@ -82,6 +83,12 @@ impl Default for Metrics {
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
         let admin_refused = Family::<ReasonLabels, Counter>::default();
+        let sendfile_responses = Counter::default();
+        registry.register(
+            "sendfile_responses",
+            "Content responses sent by the HTTP/1.1 fast path (body by sendfile)",
+            sendfile_responses.clone(),
+        );
         registry.register(
             "admin_refused",
             "Admin API requests refused as what a web page could send (host, origin, cross_site, content_type)",
@@ -138,6 +145,7 @@ impl Default for Metrics {
             evicted_files,
             evicted_bytes,
             admin_refused,
+            sendfile_responses,
         }
     }
 }
@@ -183,6 +191,11 @@ impl Metrics {
         self.admin_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// A response went out by the fast path.
+    pub fn sendfile_response(&self) {
+        self.sendfile_responses.inc();
     }
 
     /// The Prometheus text exposition.

@@ -192,6 +192,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         fetcher,
         metrics,
     });
+    let fast = app.config.fast_path.then(|| content.clone());
     let handler = hyper::service::service_fn(move |req| {
         let content = content.clone();
         async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
@@ -200,6 +201,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         content_listener,
         handler,
         app.config.content_limits(),
+        fast,
         shutdown.clone(),
     ));
     tasks.spawn(crate::admin::serve(

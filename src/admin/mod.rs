@@ -52,7 +52,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
     let limits = app.config.admin_limits();
     let service = hyper_util::service::TowerToHyperService::new(router(app));
-    crate::http::serve(listener, service, limits, shutdown).await;
+    crate::http::serve(listener, service, limits, None, shutdown).await;
 }
 
 /// The API's routes.

@@ -81,6 +81,7 @@ impl Upstream {
             listener,
             handler,
             limits,
+            None,
             shutdown.clone(),
         ));
         Ok(Upstream {

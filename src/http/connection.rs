@@ -16,11 +16,14 @@ use hyper::service::{service_fn, Service};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use super::content::ContentService;
 
 /// Largest request head buffered per connection (bounded memory per client).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -47,10 +50,15 @@ pub struct Limits {
 
 /// Accepts connections until `shutdown` fires, then lets open ones finish
 /// (bounded by [`DRAIN`]).
+///
+/// With `fast`, each connection starts on the HTTP/1.1 fast path
+/// ([`super::fast`]) and goes to hyper only when it sends something the
+/// fast path does not answer.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: Limits,
+    fast: Option<Arc<ContentService>>,
     shutdown: CancellationToken,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -101,7 +109,22 @@ pub async fn serve<S, B>(
         // back the tail of each one.
         let _ = stream.set_nodelay(true);
         let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
+        let fast = fast.clone();
         connections.spawn(async move {
+            let mut stream = stream;
+            let replay = match &fast {
+                Some(content) => {
+                    match super::fast::serve(&mut stream, content, limits, &shutdown).await {
+                        super::fast::Exit::Closed => return drop(slot),
+                        super::fast::Exit::Handoff(read) => read,
+                    }
+                }
+                None => Bytes::new(),
+            };
+            let stream = Rewind {
+                replay,
+                inner: stream,
+            };
             let activity = Arc::new(Activity::new());
             let tracked = {
                 let activity = activity.clone();
@@ -145,6 +168,58 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// A stream whose first bytes were already read (by the fast path): they
+/// are read again first, then the socket.
+struct Rewind {
+    replay: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

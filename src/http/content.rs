@@ -17,7 +17,7 @@ use crate::catalog::{Catalog, FileEntry};
 use crate::fetch::{FetchError, Fetcher};
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{self, Decision};
-use crate::store::Storage;
+use crate::store::{Hit, Storage};
 
 /// What a busy server asks a client to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
@@ -104,6 +104,32 @@ impl ContentService {
                     .await
             }
         }
+    }
+
+    /// The plan for a GET or HEAD of `path` if it names a stored file the
+    /// policy lets us serve (a warm hit), with the open file; counted as
+    /// answered. `None` for anything else: the full path answers it.
+    pub fn plan_hit(&self, path: &str, req: &HeaderMap) -> Option<(Plan, Hit)> {
+        let key = route::parse(path).ok()?;
+        let entry = match key {
+            FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
+            FileKey::Sha256(d) => self.catalog.lookup_sha256(&d),
+        };
+        let Decision::Serve { entry, sha256 } = policy::decide(&self.catalog.policy(), entry)
+        else {
+            return None;
+        };
+        let hit = self.store.lookup(&sha256).ok()??;
+        if self.store.tracks_serving() {
+            self.catalog.record_served(&entry.sha1);
+        }
+        let content_type = content_type(route::extension(path).as_deref());
+        let rep = representation(&entry, key, content_type, Some(hit.len()));
+        let plan = Plan::new(req, &rep, hit.len());
+        self.metrics.request(Outcome::Hit);
+        self.metrics.response(plan.status.as_u16());
+        self.metrics.sendfile_response();
+        Some((plan, hit))
     }
 
     fn redirect(&self, entry: &FileEntry) -> Response<ResponseBody> {

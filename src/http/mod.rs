@@ -11,6 +11,7 @@ pub mod body;
 pub mod conditional;
 pub mod content;
 pub mod error;
+pub mod fast;
 pub mod range;
 pub mod route;
 

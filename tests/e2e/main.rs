@@ -7,6 +7,7 @@ mod common;
 mod content;
 mod crash;
 mod disk;
+mod fast_path;
 mod faults;
 mod fetch;
 mod maintenance;

@@ -1,0 +1,396 @@
+//! The HTTP/1.1 fast path: warm hits sent with `sendfile(2)`.
+//!
+//! Through hyper, a stored file's bytes are copied from the mapped file into
+//! the socket (`_copy_from_iter` was a third of the CPU under range load).
+//! Here the connection's keep-alive loop is ours: heads are parsed with
+//! `httparse`, and a GET or HEAD of a stored file the policy lets us serve
+//! gets its head in one `send(MSG_MORE)` and its body straight from the
+//! page cache with `sendfile`; the store hands us the open file ([`Hit`]).
+//!
+//! Everything else — h2c, a miss, a redirect, an error, a request with a
+//! body, an odd or malformed head — is handed to hyper with the bytes read
+//! so far, and hyper keeps the connection from then on. So the fast path
+//! only ever answers simple, well-formed requests, and every response it
+//! sends is a [`Plan`] the hyper path would send too (a differential test
+//! compares them).
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Method;
+use tokio::io::{AsyncReadExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::body::Part;
+use super::connection::Limits;
+use super::content::{ContentService, Plan};
+use crate::store::Hit;
+
+/// Largest head the fast path reads; a larger one goes to hyper (which
+/// answers 431).
+const MAX_HEAD: usize = 64 * 1024;
+/// Headers parsed at most; more go to hyper.
+const MAX_HEADERS: usize = 64;
+/// Largest `sendfile` call (the kernel's own cap is just under 2 GiB).
+const SENDFILE_CHUNK: usize = 1 << 30;
+
+/// How the fast path left a connection.
+pub enum Exit {
+    /// Closed (by the client, a timeout, shutdown or `Connection: close`).
+    Closed,
+    /// For hyper to serve from here on, these bytes first.
+    Handoff(Bytes),
+}
+
+/// A request head the fast path may answer.
+#[derive(Debug)]
+pub struct Head {
+    pub method: Method,
+    /// The path, without the query.
+    pub path: String,
+    /// The headers a response plan reads (ranges and preconditions).
+    pub headers: HeaderMap,
+    /// `Connection: close`.
+    pub close: bool,
+    /// Bytes of the head.
+    pub len: usize,
+}
+
+/// What a buffer's start is.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A head the fast path answers if the file is a warm hit.
+    Fast(Head),
+    /// Anything else: hyper's to answer.
+    Other,
+}
+
+/// The headers [`Plan`]s read.
+const PLAN_HEADERS: [HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Parses the head at the start of `buf`: a bodiless HTTP/1.1 GET or HEAD
+/// in origin form with nothing the fast path does not do (upgrades,
+/// expectations, bodies) is `Fast`; anything else, malformed included, is
+/// `Other`.
+pub fn parse_head(buf: &[u8]) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parsed::Other,
+    };
+    let (Some(1), Some(target)) = (req.version, req.path) else {
+        return Parsed::Other;
+    };
+    if !target.starts_with('/') {
+        return Parsed::Other;
+    }
+    let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
+    let mut plan_headers = HeaderMap::new();
+    let mut close = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+            || (name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+        {
+            return Parsed::Other;
+        }
+        if name.eq_ignore_ascii_case("connection") {
+            let value = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if value.contains("upgrade") {
+                return Parsed::Other;
+            }
+            close |= value.split(',').any(|t| t.trim() == "close");
+            continue;
+        }
+        if let Some(known) = PLAN_HEADERS
+            .iter()
+            .find(|k| name.eq_ignore_ascii_case(k.as_str()))
+        {
+            let Ok(value) = HeaderValue::from_bytes(h.value) else {
+                return Parsed::Other;
+            };
+            plan_headers.append(known.clone(), value);
+        }
+    }
+    Parsed::Fast(Head {
+        method,
+        path,
+        headers: plan_headers,
+        close,
+        len,
+    })
+}
+
+/// Serves `stream` until it closes or holds a request the fast path does
+/// not answer. Waits are bounded as hyper's are: a head must arrive within
+/// the header timeout (and the idle timeout between requests), and a
+/// client that takes no bytes for the idle timeout is dropped.
+pub async fn serve(
+    stream: &mut TcpStream,
+    content: &ContentService,
+    limits: Limits,
+    shutdown: &CancellationToken,
+) -> Exit {
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        let wait = if buf.is_empty() {
+            limits.header_timeout.min(limits.idle_timeout)
+        } else {
+            limits.header_timeout
+        };
+        let deadline = Instant::now() + wait;
+        let head = loop {
+            match parse_head(&buf) {
+                Parsed::Fast(head) => break head,
+                Parsed::Other => return Exit::Handoff(buf.freeze()),
+                Parsed::Partial if buf.len() >= MAX_HEAD => return Exit::Handoff(buf.freeze()),
+                Parsed::Partial => {}
+            }
+            let read = tokio::select! {
+                _ = shutdown.cancelled(), if buf.is_empty() => return Exit::Closed,
+                read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Exit::Closed, // closed, failed or too slow
+            }
+        };
+        let Some((plan, hit)) = content.plan_hit(&head.path, &head.headers) else {
+            return Exit::Handoff(buf.freeze());
+        };
+        buf.advance(head.len);
+        let close = head.close || shutdown.is_cancelled();
+        if send(
+            stream,
+            &plan,
+            &hit,
+            head.method == Method::HEAD,
+            close,
+            limits.idle_timeout,
+        )
+        .await
+        .is_err()
+            || close
+        {
+            return Exit::Closed;
+        }
+    }
+}
+
+/// Writes one planned response: the head, then literal parts with `send`
+/// and file parts with `sendfile`.
+async fn send(
+    stream: &TcpStream,
+    plan: &Plan,
+    hit: &Hit,
+    head_only: bool,
+    close: bool,
+    stall: Duration,
+) -> io::Result<()> {
+    let parts: &[Part] = if head_only { &[] } else { &plan.parts };
+    let head = serialize_head(plan, close);
+    send_bytes(stream, &head, !parts.is_empty(), stall).await?;
+    for (i, part) in parts.iter().enumerate() {
+        let more = i + 1 < parts.len();
+        match part {
+            Part::Literal(b) => send_bytes(stream, b, more, stall).await?,
+            Part::File(r) => send_file(stream, hit, r.start, r.end - r.start, stall).await?,
+        }
+    }
+    Ok(())
+}
+
+/// `HTTP/1.1 <status>`, the plan's headers, `Date` and, when closing,
+/// `Connection: close`.
+fn serialize_head(plan: &Plan, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(plan.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(plan.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &plan.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Waits until the socket takes bytes, at most `stall`.
+async fn writable(stream: &TcpStream, stall: Duration) -> io::Result<()> {
+    tokio::time::timeout(stall, stream.writable())
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client stopped reading"))?
+}
+
+/// Sends `bytes`; with `more`, tells the kernel more follows (`MSG_MORE`),
+/// so a head and the start of its body leave in one segment.
+async fn send_bytes(
+    stream: &TcpStream,
+    mut bytes: &[u8],
+    more: bool,
+    stall: Duration,
+) -> io::Result<()> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    while !bytes.is_empty() {
+        writable(stream, stall).await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            // SAFETY: a valid socket and a live buffer of that length.
+            let n = unsafe {
+                libc::send(
+                    stream.as_raw_fd(),
+                    bytes.as_ptr().cast(),
+                    bytes.len(),
+                    flags,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes of the hit's file from `offset` with `sendfile(2)`:
+/// page cache to socket, no copy through user space.
+async fn send_file(
+    stream: &TcpStream,
+    hit: &Hit,
+    offset: u64,
+    len: u64,
+    stall: Duration,
+) -> io::Result<()> {
+    let mut offset = offset as libc::off_t;
+    let mut left = len as usize;
+    while left > 0 {
+        writable(stream, stall).await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            let chunk = left.min(SENDFILE_CHUNK);
+            // SAFETY: valid descriptors; the kernel advances `offset`.
+            let n = unsafe {
+                libc::sendfile(
+                    stream.as_raw_fd(),
+                    hit.file().as_raw_fd(),
+                    &mut offset,
+                    chunk,
+                )
+            };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "stored file shorter than its plan",
+                ))
+            }
+            Ok(n) => left -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast(raw: &str) -> Head {
+        match parse_head(raw.as_bytes()) {
+            Parsed::Fast(h) => h,
+            other => panic!("{raw:?} → {other:?}"),
+        }
+    }
+
+    fn other(raw: &str) {
+        assert!(
+            matches!(parse_head(raw.as_bytes()), Parsed::Other),
+            "{raw:?}"
+        );
+    }
+
+    #[test]
+    fn simple_gets_and_heads_are_fast() {
+        let h = fast("GET /Content/AB/x.cab?cacheHostOrigin=h HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nUser-Agent: BITS\r\n\r\n");
+        assert_eq!(h.path, "/Content/AB/x.cab");
+        assert_eq!(h.headers[header::RANGE], "bytes=0-9");
+        assert_eq!(h.headers.len(), 1, "only the headers plans read");
+        assert!(!h.close);
+        let h = fast(
+            "HEAD / HTTP/1.1\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\nGET",
+        );
+        assert_eq!(h.method, Method::HEAD);
+        assert!(h.close);
+        assert_eq!(
+            h.len,
+            "HEAD / HTTP/1.1\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\n".len()
+        );
+    }
+
+    #[test]
+    fn everything_else_is_hypers() {
+        other("POST / HTTP/1.1\r\n\r\n");
+        other("GET / HTTP/1.0\r\n\r\n");
+        other("GET http://x/ HTTP/1.1\r\n\r\n");
+        other("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        other("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
+        other("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
+        other("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+        other("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        other("GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect();
+        other(&format!("GET / HTTP/1.1\r\n{many}\r\n"));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\nHost"),
+            Parsed::Partial
+        ));
+        assert!(matches!(parse_head(b""), Parsed::Partial));
+    }
+}

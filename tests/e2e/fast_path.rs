@@ -1,0 +1,162 @@
+//! The HTTP/1.1 fast path (sendfile) answers exactly as the hyper path does.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+/// One raw exchange on a fresh connection: the response's status line,
+/// its headers (lower-case, sorted, without `date`; the multipart boundary
+/// replaced) and its body.
+async fn exchange(addr: std::net::SocketAddr, request: &str) -> (String, Vec<String>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("the server closes after Connection: close")
+        .unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    let boundary = head
+        .to_ascii_lowercase()
+        .split("boundary=")
+        .nth(1)
+        .map(|b| b.split("\r\n").next().unwrap().to_owned());
+    let mut headers: Vec<String> = lines
+        .map(|l| l.to_ascii_lowercase())
+        .filter(|l| !l.starts_with("date:"))
+        .collect();
+    if let Some(b) = boundary {
+        headers = headers
+            .into_iter()
+            .map(|h| h.replace(&b, "BOUNDARY"))
+            .collect();
+        body = String::from_utf8_lossy(&body)
+            .replace(&b, "BOUNDARY")
+            .into_bytes();
+    }
+    headers.sort();
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_answers_as_the_hyper_path_does() {
+    let fast = Harness::new().await;
+    let slow = Harness::with(|c| c.fast_path = false).await;
+    for h in [&fast, &slow] {
+        h.setup(&[ID_A, ID_B]).await;
+        for f in [&h.a, &h.b] {
+            assert!(h.get(&f.content_path()).await.bytes().await.unwrap() == f.bytes);
+        }
+        h.settled().await;
+    }
+    let a = &fast.a;
+    let path = a.content_path();
+    let sha1_tag = format!("\"sha1:{}\"", a.sha1);
+    let requests = [
+        ("GET", path.clone(), String::new()),
+        ("HEAD", path.clone(), String::new()),
+        (
+            "GET",
+            format!("{path}?cacheHostOrigin=dohost"),
+            String::new(),
+        ),
+        ("GET", format!("/blobs/sha256/{}", a.sha256), String::new()),
+        ("GET", path.clone(), "Range: bytes=0-99\r\n".into()),
+        ("GET", path.clone(), "Range: bytes=-100\r\n".into()),
+        ("GET", path.clone(), "Range: bytes=3000000-\r\n".into()),
+        ("HEAD", path.clone(), "Range: bytes=0-99\r\n".into()),
+        (
+            "GET",
+            path.clone(),
+            "Range: bytes=0-0,10-20,100-199\r\n".into(),
+        ),
+        ("GET", path.clone(), "Range: bytes=5-1\r\n".into()),
+        ("GET", path.clone(), "Range: bytes=99999999-\r\n".into()),
+        (
+            "GET",
+            path.clone(),
+            format!("If-None-Match: {sha1_tag}\r\n"),
+        ),
+        ("GET", path.clone(), "If-None-Match: \"other\"\r\n".into()),
+        ("GET", path.clone(), "If-Match: \"nope\"\r\n".into()),
+        (
+            "GET",
+            path.clone(),
+            "If-Modified-Since: Tue, 01 Jan 2999 00:00:00 GMT\r\n".into(),
+        ),
+        (
+            "GET",
+            path.clone(),
+            format!("If-Range: {sha1_tag}\r\nRange: bytes=10-19\r\n"),
+        ),
+        (
+            "GET",
+            path.clone(),
+            "If-Range: \"other\"\r\nRange: bytes=10-19\r\n".into(),
+        ),
+        (
+            "GET",
+            fast.b.content_path(),
+            "Range: bytes=50000-50009\r\n".into(),
+        ),
+    ];
+    for (method, target, extra) in &requests {
+        let request =
+            format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+        let got = exchange(fast.running().content_addr, &request).await;
+        let want = exchange(slow.running().content_addr, &request).await;
+        assert_eq!(got.0, want.0, "status of {request:?}");
+        assert_eq!(got.1, want.1, "headers of {request:?}");
+        assert!(got.2 == want.2, "body of {request:?}");
+    }
+    let sendfile = "upcache_sendfile_responses_total";
+    assert_eq!(fast.counter(sendfile).await, requests.len() as u64);
+    assert_eq!(slow.counter(sendfile).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_and_a_handoff_on_one_connection() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A, ID_B]).await;
+    assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
+    h.settled().await;
+    let b = h.b.content_path();
+    // Two warm hits (fast path), then a miss (handed to hyper), then a hit
+    // again (hyper's from then on), all in one write.
+    let request =
+        |path: &str, extra: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+    let pipelined = [
+        request(&b, "Range: bytes=0-9\r\n"),
+        request(&b, "Range: bytes=10-19\r\n"),
+        request(&h.c.content_path(), ""), // not approved: 403 from hyper
+        request(&b, "Range: bytes=20-29\r\nConnection: close\r\n"),
+    ]
+    .concat();
+    let mut s = TcpStream::connect(h.running().content_addr).await.unwrap();
+    s.write_all(pipelined.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let statuses: Vec<&str> = text.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect();
+    assert_eq!(statuses, ["206", "206", "403", "206"], "{text}");
+    for window in [0..10, 10..20, 20..30] {
+        assert!(
+            raw.windows(10).any(|w| w == &h.b.bytes[window.clone()]),
+            "bytes {window:?}"
+        );
+    }
+    assert_eq!(h.counter("upcache_sendfile_responses_total").await, 2);
+}
