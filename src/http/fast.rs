@@ -329,12 +329,7 @@ async fn write_all(
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = left.as_ptr() as *mut libc::iovec;
             msg.msg_iovlen = left.len().min(1024) as _; // IOV_MAX
-            let n = unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, flags) };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            syscall_result(unsafe { libc::sendmsg(stream.as_raw_fd(), &msg, flags) })
         })
         .await?;
         if n == 0 {
@@ -343,6 +338,11 @@ async fn write_all(
         io::IoSlice::advance_slices(&mut left, n);
     }
     Ok(())
+}
+
+/// A byte count from a syscall that returns -1 and sets `errno` on failure.
+fn syscall_result(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 /// Sends `len` bytes of the hit's file from `offset` with `sendfile(2)`:
@@ -360,19 +360,14 @@ async fn send_file(
         let n = write_some(stream, stall, || {
             let chunk = left.min(SENDFILE_CHUNK);
             // SAFETY: valid descriptors; the kernel advances `offset`.
-            let n = unsafe {
+            syscall_result(unsafe {
                 libc::sendfile(
                     stream.as_raw_fd(),
                     hit.file().as_raw_fd(),
                     &mut offset,
                     chunk,
                 )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
+            })
         })
         .await?;
         if n == 0 {

@@ -267,18 +267,26 @@ pub fn spawn_server(data_dir: &Path) -> Server {
     spawn_server_with(data_dir, Stdio::null())
 }
 
+/// `serve` on ephemeral loopback ports over `data_dir`.
+pub fn serve_args(data_dir: &Path) -> Vec<String> {
+    let dir = data_dir.to_str().expect("a UTF-8 temp path");
+    [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// [`spawn_server`] with its log (stderr, at info level) going to `log`.
 pub fn spawn_server_with(data_dir: &Path, log: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
+        .args(serve_args(data_dir))
         .env("RUST_LOG", "upcache=info")
         .stdout(Stdio::piped())
         .stderr(log)
@@ -364,6 +372,23 @@ impl Server {
 pub struct TinyDisk(tempfile::TempDir);
 
 impl TinyDisk {
+    /// A harness whose data directory is a fresh tmpfs of `size`, with the
+    /// disk reserve set to `reserve`; `None` (and a SKIPPED line) where a
+    /// tmpfs cannot be mounted (not root).
+    pub async fn harness(size: &str, reserve: u64) -> Option<(Harness, TinyDisk)> {
+        let Some(disk) = TinyDisk::mount(size) else {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+            return None;
+        };
+        let data = disk.path().to_owned();
+        let h = Harness::with(|c| {
+            c.data_dir = data;
+            c.fetch.disk_reserve = reserve;
+        })
+        .await;
+        Some((h, disk))
+    }
+
     pub fn mount(size: &str) -> Option<TinyDisk> {
         let dir = tempfile::tempdir().unwrap();
         let ok = std::process::Command::new("mount")

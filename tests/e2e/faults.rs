@@ -172,16 +172,11 @@ async fn downloads_beyond_the_limit_queue_and_show_in_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_the_download_cleanly_and_stored_files_keep_serving() {
-    let Some(disk) = TinyDisk::mount("2m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?)");
+    // No reserve: this test fills the disk to the brim.
+    let Some((h, disk)) = TinyDisk::harness("2m", 0).await else {
         return;
     };
     let data = disk.path().to_owned();
-    let h = Harness::with(|c| {
-        c.data_dir = data.clone();
-        c.fetch.disk_reserve = 0; // this test fills the disk to the brim
-    })
-    .await;
     h.setup(&[ID_A, ID_B]).await;
     assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
     h.settled().await;

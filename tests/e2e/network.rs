@@ -247,19 +247,9 @@ async fn a_second_server_on_the_same_data_dir_exits_and_the_first_finishes_its_d
     let temp_before = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
     assert_eq!(temp_before, 1, "the download is under way");
     let t = Instant::now();
-    let second = run_cli(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let args = serve_args(dir.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let second = run_cli(&args, &[]).await;
     assert!(!second.ok, "the second server must not run");
     assert!(t.elapsed() < Duration::from_secs(3), "exits at once");
     let pid = first.child.id().to_string();
