@@ -265,3 +265,51 @@ impl Download {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(phase: Phase, written: u64, total: Option<u64>, rate: u64) -> Progress {
+        Progress {
+            phase,
+            written,
+            total,
+            receiving_since: None,
+            resumes: 0,
+            rate,
+        }
+    }
+
+    #[test]
+    fn the_last_byte_is_readable_only_once_verified() {
+        // Mid-way: everything written is readable.
+        assert_eq!(
+            progress(Phase::Receiving, 500, Some(1000), 0).readable(),
+            500
+        );
+        // All written but not verified: the last byte is held back.
+        assert_eq!(
+            progress(Phase::Receiving, 1000, Some(1000), 0).readable(),
+            999
+        );
+        // Size unknown: the newest byte is held back until the end.
+        assert_eq!(progress(Phase::Receiving, 700, None, 0).readable(), 699);
+        // Verified and published: all of it.
+        assert_eq!(progress(Phase::Done, 1000, Some(1000), 0).readable(), 1000);
+        let failed = Phase::Failed(FetchError::Verification("x".into()));
+        assert_eq!(progress(failed, 1000, Some(1000), 0).readable(), 999);
+    }
+
+    #[test]
+    fn time_to_a_position_follows_the_current_rate() {
+        let p = progress(Phase::Receiving, 1 << 20, Some(10 << 20), 1 << 20);
+        assert_eq!(p.reaches(1000), Some(Duration::ZERO), "already written");
+        assert_eq!(p.reaches(3 << 20), Some(Duration::from_secs(2)));
+        assert_eq!(
+            progress(Phase::Receiving, 0, None, 0).reaches(10),
+            None,
+            "no rate yet"
+        );
+    }
+}
