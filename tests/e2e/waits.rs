@@ -7,13 +7,18 @@ use upcache::demo::upstream::Fault;
 
 use crate::common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tail_range_behind_a_slow_download_is_passed_through() {
-    let h = Harness::new().await;
+/// Starts A's download at `rate`, asks for its last KiB once the first bytes
+/// have arrived, and checks them: how long the tail took, and the whole
+/// download to read to its end.
+async fn tail_during_download(
+    h: &Harness,
+    rate: u64,
+) -> (
+    Duration,
+    impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>,
+) {
     h.setup(&[ID_A]).await;
-    // 3 MiB at 1 MiB/s: the tail is ~3 s away, beyond the 1 s wait, though
-    // well under the old 8 MiB rule (which made it wait the whole download).
-    h.upstream.set_rate(1 << 20);
+    h.upstream.set_rate(rate);
     let path = h.a.content_path();
     let mut whole = h.get(&path).await.bytes_stream();
     whole.next().await.unwrap().unwrap();
@@ -21,10 +26,18 @@ async fn a_tail_range_behind_a_slow_download_is_passed_through() {
     let r = h.get_range(&path, "bytes=-1024").await;
     assert_eq!(r.status(), 206);
     assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - 1024..]);
+    (t.elapsed(), whole)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_range_behind_a_slow_download_is_passed_through() {
+    let h = Harness::new().await;
+    // 3 MiB at 1 MiB/s: the tail is ~3 s away, beyond the 1 s wait, though
+    // well under the old 8 MiB rule (which made it wait the whole download).
+    let (waited, mut whole) = tail_during_download(&h, 1 << 20).await;
     assert!(
-        t.elapsed() < Duration::from_millis(900),
-        "waited {:?} for the tail",
-        t.elapsed()
+        waited < Duration::from_millis(900),
+        "waited {waited:?} for the tail"
     );
     assert_eq!(h.upstream.ranged_requests(), 1, "its own upstream request");
     let passthrough = "upcache_content_requests_total{outcome=\"passthrough\"}";
@@ -37,15 +50,8 @@ async fn a_tail_range_behind_a_slow_download_is_passed_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_range_behind_a_fast_download_waits_for_it() {
     let h = Harness::new().await;
-    h.setup(&[ID_A]).await;
     // 3 MiB at 6 MiB/s: the tail is ~0.5 s away, inside the 1 s wait.
-    h.upstream.set_rate(6 << 20);
-    let path = h.a.content_path();
-    let mut whole = h.get(&path).await.bytes_stream();
-    whole.next().await.unwrap().unwrap();
-    let r = h.get_range(&path, "bytes=-1024").await;
-    assert_eq!(r.status(), 206);
-    assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - 1024..]);
+    let (_, mut whole) = tail_during_download(&h, 6 << 20).await;
     assert_eq!(h.upstream.ranged_requests(), 0, "no extra upstream request");
     assert_eq!(h.upstream.requests(&h.a.path), 1);
     let coalesced = "upcache_content_requests_total{outcome=\"coalesced\"}";
