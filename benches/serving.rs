@@ -65,6 +65,7 @@ fn warm_store() -> Warm {
             catalog,
             fetcher,
             metrics,
+            access_log: None,
         },
     }
 }

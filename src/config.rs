@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::access_log::{Destination as AccessLogDestination, Format as AccessLogFormat};
 use crate::fetch::FetchSettings;
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
@@ -62,6 +63,12 @@ pub struct ServeArgs {
     /// Evict least-recently-served files beyond this store size (e.g. 500GiB)
     #[arg(long, env = "UPCACHE_MAX_STORE_BYTES", value_parser = parse_size)]
     pub max_store_bytes: Option<u64>,
+    /// Access log: a file path, `-` for stdout, or `off` [default: off]
+    #[arg(long, env = "UPCACHE_ACCESS_LOG")]
+    pub access_log: Option<String>,
+    /// Access log format [default: combined]
+    #[arg(long, env = "UPCACHE_ACCESS_LOG_FORMAT", value_enum)]
+    pub access_log_format: Option<AccessLogFormat>,
 }
 
 /// The keys of `upcache.toml`.
@@ -95,6 +102,8 @@ struct FileConfig {
     fast_path: Option<bool>,
     admin_hosts: Option<Vec<String>>,
     max_store_bytes: Option<Size>,
+    access_log: Option<String>,
+    access_log_format: Option<AccessLogFormat>,
 }
 
 /// A size in `upcache.toml`: bytes, or a string with a unit ("500GiB").
@@ -133,6 +142,9 @@ pub struct Config {
     pub max_store_bytes: Option<u64>,
     /// Bytes of rejected downloads kept in `quarantine/` for inspection.
     pub quarantine_max_bytes: u64,
+    /// Where the access log goes; `None` is off.
+    pub access_log: Option<AccessLogDestination>,
+    pub access_log_format: AccessLogFormat,
 }
 
 impl Config {
@@ -210,6 +222,11 @@ impl Config {
             },
             quarantine_max_bytes: size_setting("quarantine_max_bytes", file.quarantine_max_bytes)?
                 .unwrap_or(crate::store::DEFAULT_QUARANTINE_MAX_BYTES),
+            access_log: access_log_setting(args.access_log.clone().or(file.access_log))?,
+            access_log_format: args
+                .access_log_format
+                .or(file.access_log_format)
+                .unwrap_or_default(),
         };
         if file.far_ahead_bytes.is_some() {
             return Err(ConfigError::Invalid {
@@ -241,6 +258,8 @@ impl Config {
             admin_hosts: Vec::new(),
             max_store_bytes: None,
             quarantine_max_bytes: crate::store::DEFAULT_QUARANTINE_MAX_BYTES,
+            access_log: None,
+            access_log_format: AccessLogFormat::default(),
         }
     }
 
@@ -352,6 +371,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `access_log`: a path, `-` (stdout), or `off`/empty (none).
+fn access_log_setting(value: Option<String>) -> Result<Option<AccessLogDestination>, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") | Some("off") => Ok(None),
+        Some(v) if v.ends_with('/') => Err(ConfigError::Invalid {
+            setting: "access_log",
+            message: format!("{v:?} is a directory; name a file (or - for stdout)"),
+        }),
+        Some(v) => Ok(Some(AccessLogDestination::parse(v))),
+    }
 }
 
 /// A size setting of the file, resolved to bytes.
@@ -479,6 +510,45 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_store_bytes"), "{e}");
+    }
+
+    #[test]
+    fn access_log_is_off_unless_named() {
+        let c = load_with(ServeArgs::default(), Some("")).unwrap();
+        assert_eq!(c.access_log, None);
+        assert_eq!(c.access_log_format, AccessLogFormat::Combined);
+        let c = load_with(
+            ServeArgs::default(),
+            Some("access_log = \"/var/log/upcache/access.log\"\naccess_log_format = \"json\""),
+        )
+        .unwrap();
+        assert_eq!(
+            c.access_log,
+            Some(AccessLogDestination::File(
+                "/var/log/upcache/access.log".into()
+            ))
+        );
+        assert_eq!(c.access_log_format, AccessLogFormat::Json);
+        let args = ServeArgs {
+            access_log: Some("-".into()),
+            ..Default::default()
+        };
+        let c = load_with(args, Some("access_log = \"/x.log\"")).unwrap();
+        assert_eq!(c.access_log, Some(AccessLogDestination::Stdout));
+        let args = ServeArgs {
+            access_log: Some("off".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            load_with(args, Some("access_log = \"/x.log\""))
+                .unwrap()
+                .access_log,
+            None
+        );
+        let e = load_with(ServeArgs::default(), Some("access_log_format = \"clf\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("access_log_format") || e.contains("clf"), "{e}");
     }
 
     #[test]

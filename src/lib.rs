@@ -6,6 +6,7 @@
 //! store). `admin` and `cli` drive the catalog and policy through `app`; `server`
 //! wires it up.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod catalog;

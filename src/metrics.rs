@@ -1,10 +1,16 @@
-//! Counters for operators, rendered in the Prometheus text format at
-//! `GET /metrics` on the admin listener.
+//! Counters and histograms for operators, rendered in the Prometheus text
+//! format at `GET /metrics` on the admin listener, and the figures the web
+//! console and `/api/v1/status` show (hit ratio, bytes saved, the last hour).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 
 /// How a content request was answered.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +30,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn label(self) -> &'static str {
+    /// Every outcome, in the order of their histograms.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Hit,
+        Outcome::Miss,
+        Outcome::Coalesced,
+        Outcome::Passthrough,
+        Outcome::Redirect,
+        Outcome::Refused,
+    ];
+
+    pub fn label(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
@@ -56,6 +72,17 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// Request durations: 0.5 ms to about 2 minutes, ×4 per bucket (a warm
+/// range takes well under a millisecond; a cold multi-GB file, minutes).
+fn request_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 4.0, 10))
+}
+
+/// Upstream downloads: 10 ms to about 45 minutes.
+fn download_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 4.0, 12))
+}
+
 /// The server's counters. One per server, shared by `http` and `fetch`.
 pub struct Metrics {
     registry: Registry,
@@ -69,6 +96,12 @@ pub struct Metrics {
     evicted_bytes: Counter,
     admin_refused: Family<ReasonLabels, Counter>,
     sendfile_responses: Counter,
+    served_bytes: Counter,
+    /// One per outcome (resolved once: an observation is one lock, no lookup).
+    request_durations: [Histogram; 6],
+    download_durations: Family<ResultLabels, Histogram, fn() -> Histogram>,
+    access_log_dropped: Counter,
+    timeline: Timeline,
 }
 
 impl Default for Metrics {
@@ -84,6 +117,40 @@ impl Default for Metrics {
         let evicted_bytes = Counter::default();
         let admin_refused = Family::<ReasonLabels, Counter>::default();
         let sendfile_responses = Counter::default();
+        let served_bytes = Counter::default();
+        let durations = Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            request_buckets,
+        );
+        let request_durations = Outcome::ALL.map(|o| {
+            durations
+                .get_or_create(&OutcomeLabels { outcome: o.label() })
+                .clone()
+        });
+        let download_durations =
+            Family::<ResultLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                download_buckets,
+            );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "request_duration_seconds",
+            "Content requests from the head read to the last body byte sent, by outcome",
+            durations,
+        );
+        registry.register(
+            "upstream_download_duration_seconds",
+            "Upstream downloads from taking a slot to stored or failed, by result",
+            download_durations.clone(),
+        );
+        registry.register(
+            "served_bytes",
+            "File bytes sent to clients from the store or a download in progress (not passed-through ranges)",
+            served_bytes.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
         registry.register(
             "sendfile_responses",
             "Content responses sent by the HTTP/1.1 fast path (body by sendfile)",
@@ -146,6 +213,11 @@ impl Default for Metrics {
             evicted_bytes,
             admin_refused,
             sendfile_responses,
+            served_bytes,
+            request_durations,
+            download_durations,
+            access_log_dropped,
+            timeline: Timeline::default(),
         }
     }
 }
@@ -157,6 +229,21 @@ impl Metrics {
                 outcome: outcome.label(),
             })
             .inc();
+        self.timeline.count(outcome, SystemTime::now());
+    }
+
+    /// A content response ended (its last byte sent, or the client gone)
+    /// after `elapsed`, having sent `file_bytes` of a file.
+    pub fn request_finished(&self, outcome: Outcome, elapsed: Duration, file_bytes: u64) {
+        self.request_durations[outcome as usize].observe(elapsed.as_secs_f64());
+        if file_bytes > 0 {
+            self.served_bytes.inc_by(file_bytes);
+        }
+    }
+
+    /// An access log line was dropped (the writer is behind).
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
     }
 
     pub fn response(&self, code: u16) {
@@ -178,9 +265,12 @@ impl Metrics {
     }
 
     /// A download ended: stored, or failed (and whether verification failed).
-    pub fn fetch_finished(&self, stored: bool, verification_failed: bool) {
+    pub fn fetch_finished(&self, stored: bool, verification_failed: bool, took: Duration) {
         let result = if stored { "stored" } else { "failed" };
         self.fetches.get_or_create(&ResultLabels { result }).inc();
+        self.download_durations
+            .get_or_create(&ResultLabels { result })
+            .observe(took.as_secs_f64());
         if verification_failed {
             self.verify_failures.inc();
         }
@@ -198,12 +288,128 @@ impl Metrics {
         self.sendfile_responses.inc();
     }
 
+    /// The figures of the console and `/api/v1/status`.
+    pub fn traffic(&self) -> Traffic {
+        let count = |o: Outcome| {
+            self.requests
+                .get_or_create(&OutcomeLabels { outcome: o.label() })
+                .get()
+        };
+        let requests: std::collections::BTreeMap<String, u64> = Outcome::ALL
+            .iter()
+            .map(|&o| (o.label().to_owned(), count(o)))
+            .collect();
+        let hits = count(Outcome::Hit);
+        let cacheable = hits + count(Outcome::Miss) + count(Outcome::Coalesced);
+        Traffic {
+            hit_ratio: (cacheable > 0).then(|| hits as f64 / cacheable as f64),
+            requests,
+            bytes_served: self.served_bytes.get(),
+            bytes_upstream: self.upstream_bytes.get(),
+            last_hour: self.timeline.minutes(SystemTime::now()),
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
+    }
+}
+
+/// What the content listener has done since start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Traffic {
+    /// Hits over hits, misses and coalesced requests (the requests that
+    /// wanted a stored file); `null` before the first.
+    pub hit_ratio: Option<f64>,
+    /// Content requests by outcome.
+    pub requests: std::collections::BTreeMap<String, u64>,
+    /// File bytes sent to clients from the store or a running download.
+    pub bytes_served: u64,
+    /// Bytes received from upstreams.
+    pub bytes_upstream: u64,
+    /// Hits and misses per minute, oldest first, the current minute last.
+    pub last_hour: Vec<Minute>,
+}
+
+/// One minute of the last hour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Minute {
+    /// Start of the minute, in seconds since the Unix epoch.
+    pub start: u64,
+    pub hits: u64,
+    /// Misses and coalesced requests (both waited on the upstream).
+    pub misses: u64,
+}
+
+const MINUTES: usize = 60;
+
+/// Hits and misses per minute over the last hour: a ring of 60 slots, each
+/// stamped with its minute and reset when reused. Counting is two atomic
+/// operations; a count racing a slot's reset at the turn of a minute may
+/// be lost, which a chart does not show.
+struct Timeline {
+    slots: [Slot; MINUTES],
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline {
+            slots: std::array::from_fn(|_| Slot::default()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    minute: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+fn minute_of(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
+impl Timeline {
+    fn count(&self, outcome: Outcome, now: SystemTime) {
+        let hit = match outcome {
+            Outcome::Hit => true,
+            Outcome::Miss | Outcome::Coalesced => false,
+            _ => return,
+        };
+        let minute = minute_of(now);
+        let slot = &self.slots[minute as usize % MINUTES];
+        if slot.minute.load(Ordering::Relaxed) != minute
+            && slot.minute.swap(minute, Ordering::Relaxed) != minute
+        {
+            slot.hits.store(0, Ordering::Relaxed);
+            slot.misses.store(0, Ordering::Relaxed);
+        }
+        let counter = if hit { &slot.hits } else { &slot.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn minutes(&self, now: SystemTime) -> Vec<Minute> {
+        let current = minute_of(now);
+        (0..MINUTES as u64)
+            .rev()
+            .filter_map(|ago| current.checked_sub(ago))
+            .map(|minute| {
+                let slot = &self.slots[minute as usize % MINUTES];
+                let live = slot.minute.load(Ordering::Relaxed) == minute;
+                let read = |c: &AtomicU64| if live { c.load(Ordering::Relaxed) } else { 0 };
+                Minute {
+                    start: minute * 60,
+                    hits: read(&slot.hits),
+                    misses: read(&slot.misses),
+                }
+            })
+            .collect()
     }
 }
 
@@ -218,7 +424,8 @@ mod tests {
         m.request(Outcome::Hit);
         m.response(206);
         m.upstream_bytes(42);
-        m.fetch_finished(false, true);
+        m.fetch_finished(false, true, Duration::from_millis(20));
+        m.request_finished(Outcome::Hit, Duration::from_millis(1), 4096);
         let text = m.render();
         assert!(
             text.contains("upcache_content_requests_total{outcome=\"hit\"} 2"),
@@ -230,6 +437,45 @@ mod tests {
         );
         assert!(text.contains("upcache_upstream_bytes_total 42"), "{text}");
         assert!(text.contains("upcache_verify_failures_total 1"), "{text}");
+        assert!(text.contains("upcache_served_bytes_total 4096"), "{text}");
+        assert!(
+            text.contains("upcache_request_duration_seconds_count{outcome=\"hit\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("upcache_upstream_download_duration_seconds_count{result=\"failed\"} 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
+        let t = m.traffic();
+        assert_eq!(t.requests["hit"], 2);
+        assert_eq!(t.hit_ratio, Some(1.0));
+        assert_eq!(t.bytes_served, 4096);
+        assert_eq!(t.bytes_upstream, 42);
+    }
+
+    #[test]
+    fn the_last_hour_counts_per_minute_and_forgets_older_minutes() {
+        let tl = Timeline::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 / 60 * 60);
+        tl.count(Outcome::Hit, t0);
+        tl.count(Outcome::Hit, t0 + Duration::from_secs(59));
+        tl.count(Outcome::Coalesced, t0);
+        tl.count(Outcome::Refused, t0);
+        tl.count(Outcome::Miss, t0 + Duration::from_secs(60));
+        let m = tl.minutes(t0 + Duration::from_secs(60));
+        assert_eq!(m.len(), MINUTES);
+        let [.., before, last] = m.as_slice() else {
+            unreachable!()
+        };
+        assert_eq!((before.hits, before.misses), (2, 1));
+        assert_eq!((last.hits, last.misses), (0, 1));
+        assert_eq!(last.start - before.start, 60);
+        // An hour later the same slots are reused: nothing old shows.
+        let later = t0 + Duration::from_secs(3660);
+        tl.count(Outcome::Hit, later);
+        let m = tl.minutes(later);
+        assert_eq!(m.iter().map(|x| x.hits).sum::<u64>(), 1, "{m:?}");
+        assert_eq!(m.iter().map(|x| x.misses).sum::<u64>(), 0, "{m:?}");
     }
 }

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 pub use crate::app::App;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -49,6 +52,7 @@ pub struct Running {
     pub app: Arc<App>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    access_log: Option<AccessLog>,
     /// Held until the server is dropped.
     _lock: DataLock,
 }
@@ -68,6 +72,16 @@ impl Running {
         let catalog = self.app.catalog.clone();
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || catalog.flush_pending()).await {
             tracing::warn!(error = %e, "recording stored files at shutdown");
+        }
+        if let Some(log) = &self.access_log {
+            log.flush().await;
+        }
+    }
+
+    /// Waits until every access log line so far is written (tests, shutdown).
+    pub async fn flush_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush().await;
         }
     }
 
@@ -169,6 +183,17 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         config.fetch.clone(),
         metrics.clone(),
     )?;
+    let access_log = match &config.access_log {
+        Some(destination) => Some(
+            AccessLog::start(
+                destination.clone(),
+                config.access_log_format,
+                metrics.clone(),
+            )
+            .map_err(StartError::AccessLog)?,
+        ),
+        None => None,
+    };
     let content_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
     let content_addr = content_listener.local_addr().expect("bound");
@@ -191,6 +216,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         catalog,
         fetcher,
         metrics,
+        access_log: access_log.clone(),
     });
     let fast = app.config.fast_path.then(|| content.clone());
     let handler = hyper::service::service_fn(move |req| {
@@ -217,6 +243,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         app,
         shutdown,
         tasks,
+        access_log,
         _lock: lock,
     })
 }

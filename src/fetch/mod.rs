@@ -464,6 +464,7 @@ impl Fetcher {
         let slot = self.slots.clone().acquire_owned().await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
         let _slot = slot.expect("never closed");
+        let began = std::time::Instant::now();
         dl.update(|p| p.phase = Phase::Connecting);
         let reservation = self.quota.reserve(file.size.unwrap_or(0));
         let outcome = match self.begin(&dl) {
@@ -485,6 +486,7 @@ impl Fetcher {
         self.metrics.fetch_finished(
             outcome.is_ok(),
             matches!(outcome, Err(FetchError::Verification(_))),
+            began.elapsed(),
         );
         match &outcome {
             Ok(got) => {

@@ -37,6 +37,10 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(5);
 const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The client's address, in every request's extensions (for the access log).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::IpAddr);
+
 /// The bounds one listener enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -93,10 +97,10 @@ pub async fn serve<S, B>(
             _ = shutdown.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -114,7 +118,9 @@ pub async fn serve<S, B>(
             let mut stream = stream;
             let replay = match &fast {
                 Some(content) => {
-                    match super::fast::serve(&mut stream, content, limits, &shutdown).await {
+                    match super::fast::serve(&mut stream, peer.ip(), content, limits, &shutdown)
+                        .await
+                    {
                         super::fast::Exit::Closed => return drop(slot),
                         super::fast::Exit::Handoff(read) => read,
                     }
@@ -128,7 +134,8 @@ pub async fn serve<S, B>(
             let activity = Arc::new(Activity::new());
             let tracked = {
                 let activity = activity.clone();
-                service_fn(move |req| {
+                service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(Peer(peer.ip()));
                     let guard = activity.begin();
                     let fut = service.call(req);
                     async move { Ok::<_, Infallible>(fut.await?.map(|b| Tracked::new(b, guard))) }

@@ -10,9 +10,12 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::body::{self, Part, ResponseBody, Source, UpstreamRange};
 use super::conditional::{self, Precondition, Validators};
+use super::connection::Peer;
 use super::error::HttpStatus;
+use super::observe::{Answer, Observed};
 use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
+use crate::access_log::{self, AccessLog};
 use crate::catalog::{Catalog, FileEntry};
 use crate::fetch::{FetchError, Fetcher};
 use crate::metrics::{Metrics, Outcome};
@@ -31,6 +34,7 @@ pub struct ContentService {
     pub catalog: Arc<Catalog>,
     pub fetcher: Arc<Fetcher>,
     pub metrics: Arc<Metrics>,
+    pub access_log: Option<AccessLog>,
 }
 
 /// The representation being served.
@@ -41,12 +45,34 @@ struct Representation {
 }
 
 impl ContentService {
-    /// Answers one content request, counting how.
+    /// Answers one content request, counting how; its duration and log
+    /// line are recorded when the body ends.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody> {
+        let started = std::time::Instant::now();
+        let logged = self.access_log.as_ref().map(|_| {
+            let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            access_log::Request::new(
+                req.extensions().get::<Peer>().map(|p| p.0),
+                req.method().clone(),
+                target,
+                req.version(),
+                req.headers(),
+            )
+        });
         let (response, outcome) = self.answer(req).await;
+        let status = response.status().as_u16();
         self.metrics.request(outcome);
-        self.metrics.response(response.status().as_u16());
-        response
+        self.metrics.response(status);
+        let answer = Answer {
+            outcome,
+            status,
+            started,
+            request: logged,
+        };
+        let (metrics, log) = (self.metrics.clone(), self.access_log.clone());
+        response.map(|body| {
+            http_body_util::BodyExt::boxed_unsync(Observed::new(body, answer, metrics, log))
+        })
     }
 
     async fn answer<B>(&self, req: Request<B>) -> (Response<ResponseBody>, Outcome) {

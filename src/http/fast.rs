@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 use super::body::Part;
 use super::connection::Limits;
 use super::content::{ContentService, Plan};
+use super::observe::Answer;
+use crate::access_log;
+use crate::metrics::Outcome;
 use crate::store::Hit;
 
 /// Largest head the fast path reads; a larger one goes to hyper (which
@@ -62,6 +65,8 @@ pub struct Head {
     pub close: bool,
     /// Bytes of the head.
     pub len: usize,
+    /// The request target with its query, kept for the access log.
+    pub target: Option<Box<str>>,
 }
 
 /// What a buffer's start is.
@@ -85,11 +90,15 @@ const PLAN_HEADERS: [HeaderName; 6] = [
     header::IF_UNMODIFIED_SINCE,
 ];
 
+/// The headers the access log reads besides those.
+const LOG_HEADERS: [HeaderName; 2] = [header::USER_AGENT, header::REFERER];
+
 /// Parses the head at the start of `buf`: a bodiless HTTP/1.1 GET or HEAD
 /// in origin form with nothing the fast path does not do (upgrades,
 /// expectations, bodies) is `Fast`; anything else, malformed included, is
-/// `Other`.
-pub fn parse_head(buf: &[u8]) -> Parsed {
+/// `Other`. With `for_log`, the target and the headers the access log
+/// shows are kept too.
+pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -128,9 +137,16 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
             close |= value.split(',').any(|t| t.trim() == "close");
             continue;
         }
+        let logged = || {
+            LOG_HEADERS
+                .iter()
+                .filter(|_| for_log)
+                .find(|k| name.eq_ignore_ascii_case(k.as_str()))
+        };
         if let Some(known) = PLAN_HEADERS
             .iter()
             .find(|k| name.eq_ignore_ascii_case(k.as_str()))
+            .or_else(logged)
         {
             let Ok(value) = HeaderValue::from_bytes(h.value) else {
                 return Parsed::Other;
@@ -144,6 +160,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
         headers: plan_headers,
         close,
         len,
+        target: for_log.then(|| target.into()),
     })
 }
 
@@ -153,6 +170,7 @@ pub fn parse_head(buf: &[u8]) -> Parsed {
 /// client that takes no bytes for the idle timeout is dropped.
 pub async fn serve(
     stream: &mut TcpStream,
+    peer: std::net::IpAddr,
     content: &ContentService,
     limits: Limits,
     shutdown: &CancellationToken,
@@ -166,7 +184,7 @@ pub async fn serve(
         };
         let deadline = Instant::now() + wait;
         let head = loop {
-            match parse_head(&buf) {
+            match parse_head(&buf, content.access_log.is_some()) {
                 Parsed::Fast(head) => break head,
                 Parsed::Other => return Exit::Handoff(buf.freeze()),
                 Parsed::Partial if buf.len() >= MAX_HEAD => return Exit::Handoff(buf.freeze()),
@@ -181,23 +199,39 @@ pub async fn serve(
                 _ => return Exit::Closed, // closed, failed or too slow
             }
         };
+        let started = std::time::Instant::now();
         let Some((plan, hit)) = content.plan_hit(&head.path, &head.headers) else {
             return Exit::Handoff(buf.freeze());
         };
         buf.advance(head.len);
         let close = head.close || shutdown.is_cancelled();
-        if send(
+        let mut sent = 0;
+        let result = send(
             stream,
             &plan,
             &hit,
             head.method == Method::HEAD,
             close,
             limits.idle_timeout,
+            &mut sent,
         )
-        .await
-        .is_err()
-            || close
-        {
+        .await;
+        let answer = Answer {
+            outcome: Outcome::Hit,
+            status: plan.status.as_u16(),
+            started,
+            request: head.target.as_deref().map(|target| {
+                access_log::Request::new(
+                    Some(peer),
+                    head.method.clone(),
+                    target,
+                    http::Version::HTTP_11,
+                    &head.headers,
+                )
+            }),
+        };
+        answer.finish(&content.metrics, content.access_log.as_ref(), sent, false);
+        if result.is_err() || close {
             return Exit::Closed;
         }
     }
@@ -217,29 +251,48 @@ async fn send(
     head_only: bool,
     close: bool,
     stall: Duration,
+    body_sent: &mut u64,
 ) -> io::Result<()> {
     let head = serialize_head(plan, close);
+    let mut written = 0;
+    let result = send_response(stream, plan, hit, &head, head_only, stall, &mut written).await;
+    *body_sent = written.saturating_sub(head.len() as u64);
+    result
+}
+
+/// [`send`]'s writes, counting the bytes that went into the socket.
+async fn send_response(
+    stream: &TcpStream,
+    plan: &Plan,
+    hit: &Hit,
+    head: &[u8],
+    head_only: bool,
+    stall: Duration,
+    written: &mut u64,
+) -> io::Result<()> {
     if head_only {
-        return write_all(stream, &[&head], false, stall).await;
+        return write_all(stream, &[head], false, stall, written).await;
     }
     if plan.body_len() <= GATHER_MAX {
         let map = hit.clone().into_bytes();
         let mut slices: Vec<&[u8]> = Vec::with_capacity(plan.parts.len() + 1);
-        slices.push(&head);
+        slices.push(head);
         for part in &plan.parts {
             slices.push(match part {
                 Part::Literal(b) => b,
                 Part::File(r) => &map[r.start as usize..r.end as usize],
             });
         }
-        return write_all(stream, &slices, false, stall).await;
+        return write_all(stream, &slices, false, stall, written).await;
     }
-    write_all(stream, &[&head], true, stall).await?;
+    write_all(stream, &[head], true, stall, written).await?;
     for (i, part) in plan.parts.iter().enumerate() {
         let more = i + 1 < plan.parts.len();
         match part {
-            Part::Literal(b) => write_all(stream, &[b], more, stall).await?,
-            Part::File(r) => send_file(stream, hit, r.start, r.end - r.start, stall).await?,
+            Part::Literal(b) => write_all(stream, &[b], more, stall, written).await?,
+            Part::File(r) => {
+                send_file(stream, hit, r.start, r.end - r.start, stall, written).await?
+            }
         }
     }
     Ok(())
@@ -318,6 +371,7 @@ async fn write_all(
     slices: &[&[u8]],
     more: bool,
     stall: Duration,
+    written: &mut u64,
 ) -> io::Result<()> {
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     let mut slices: Vec<io::IoSlice<'_>> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
@@ -335,6 +389,7 @@ async fn write_all(
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        *written += n as u64;
         io::IoSlice::advance_slices(&mut left, n);
     }
     Ok(())
@@ -353,6 +408,7 @@ async fn send_file(
     offset: u64,
     len: u64,
     stall: Duration,
+    written: &mut u64,
 ) -> io::Result<()> {
     let mut offset = offset as libc::off_t;
     let mut left = len as usize;
@@ -376,6 +432,7 @@ async fn send_file(
                 "stored file shorter than its plan",
             ));
         }
+        *written += n as u64;
         left -= n;
     }
     Ok(())
@@ -386,7 +443,7 @@ mod tests {
     use super::*;
 
     fn fast(raw: &str) -> Head {
-        match parse_head(raw.as_bytes()) {
+        match parse_head(raw.as_bytes(), false) {
             Parsed::Fast(h) => h,
             other => panic!("{raw:?} → {other:?}"),
         }
@@ -394,7 +451,7 @@ mod tests {
 
     fn other(raw: &str) {
         assert!(
-            matches!(parse_head(raw.as_bytes()), Parsed::Other),
+            matches!(parse_head(raw.as_bytes(), false), Parsed::Other),
             "{raw:?}"
         );
     }
@@ -406,6 +463,19 @@ mod tests {
         assert_eq!(h.headers[header::RANGE], "bytes=0-9");
         assert_eq!(h.headers.len(), 1, "only the headers plans read");
         assert!(!h.close);
+        assert!(h.target.is_none());
+        let Parsed::Fast(logged) = parse_head(
+            b"GET /Content/AB/x.cab?cacheHostOrigin=h HTTP/1.1\r\nUser-Agent: BITS\r\nReferer: r\r\n\r\n",
+            true,
+        ) else {
+            panic!("fast")
+        };
+        assert_eq!(
+            logged.target.as_deref(),
+            Some("/Content/AB/x.cab?cacheHostOrigin=h")
+        );
+        assert_eq!(logged.headers[header::USER_AGENT], "BITS");
+        assert_eq!(logged.headers[header::REFERER], "r");
         let h = fast(
             "HEAD / HTTP/1.1\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\nGET",
         );
@@ -433,9 +503,9 @@ mod tests {
             .collect();
         other(&format!("GET / HTTP/1.1\r\n{many}\r\n"));
         assert!(matches!(
-            parse_head(b"GET / HTTP/1.1\r\nHost"),
+            parse_head(b"GET / HTTP/1.1\r\nHost", false),
             Parsed::Partial
         ));
-        assert!(matches!(parse_head(b""), Parsed::Partial));
+        assert!(matches!(parse_head(b"", false), Parsed::Partial));
     }
 }

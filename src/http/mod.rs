@@ -12,12 +12,13 @@ pub mod conditional;
 pub mod content;
 pub mod error;
 pub mod fast;
+pub mod observe;
 pub mod range;
 pub mod route;
 
 mod connection;
 
-pub use connection::{serve, Limits};
+pub use connection::{serve, Limits, Peer};
 
 use std::time::Duration;
 

@@ -285,8 +285,14 @@ pub fn serve_args(data_dir: &Path) -> Vec<String> {
 
 /// [`spawn_server`] with its log (stderr, at info level) going to `log`.
 pub fn spawn_server_with(data_dir: &Path, log: Stdio) -> Server {
+    spawn_server_args(data_dir, &[], log)
+}
+
+/// [`spawn_server_with`] with `extra` arguments to `serve`.
+pub fn spawn_server_args(data_dir: &Path, extra: &[&str], log: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
         .args(serve_args(data_dir))
+        .args(extra)
         .env("RUST_LOG", "upcache=info")
         .stdout(Stdio::piped())
         .stderr(log)

@@ -1,6 +1,7 @@
 //! Black-box tests: a real upstream and a real upcache on loopback, driven
 //! over HTTP (and the CLI binary where it matters).
 
+mod access_log;
 mod admin;
 mod browser;
 mod common;

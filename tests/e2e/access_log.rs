@@ -1,0 +1,162 @@
+//! The access log: one line per content request, on both the fast path and
+//! hyper's, with what the cache did; `SIGHUP` reopens the file.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use upcache::config::{AccessLogDestination, AccessLogFormat};
+
+use crate::common::*;
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_one_json_line_with_what_the_cache_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let h = Harness::with(|c| {
+        c.access_log = Some(AccessLogDestination::File(log.clone()));
+        c.access_log_format = AccessLogFormat::Json;
+    })
+    .await;
+    h.setup(&[ID_B]).await;
+    let path = h.b.content_path();
+    // A miss (hyper path), then a ranged hit with a user agent (fast path).
+    assert_eq!(h.get(&path).await.bytes().await.unwrap(), h.b.bytes);
+    h.settled().await;
+    let r = h
+        .http
+        .get(h.url(&format!("{path}?cacheHostOrigin=do.example")))
+        .header("range", "bytes=10-109")
+        .header("user-agent", "Microsoft BITS/7.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().len(), 100);
+    // A HEAD, an h2 hit (hyper path), an unknown file, an unapproved one.
+    let r = h.http.head(h.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(h.url(&path)).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap(), h.b.bytes);
+    let unknown = format!(
+        "/c/msdownload/update/software/secu/x_{}.cab",
+        "0".repeat(40)
+    );
+    assert_eq!(h.get(&unknown).await.status(), 404);
+    assert_eq!(h.get(&h.c.content_path()).await.status(), 403);
+    h.running().flush_access_log().await;
+
+    let lines = json_lines(&std::fs::read_to_string(&log).unwrap());
+    let summary: Vec<(String, u64, u64, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["method"].as_str().unwrap().to_owned(),
+                l["status"].as_u64().unwrap(),
+                l["bytes"].as_u64().unwrap(),
+                l["cache"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let len = h.b.bytes.len() as u64;
+    let expected = [
+        ("GET", 200, len, "MISS"),
+        ("GET", 206, 100, "HIT"),
+        ("HEAD", 200, 0, "HIT"),
+        ("GET", 200, len, "HIT"),
+        (
+            "GET",
+            404,
+            "no update contains this file\n".len() as u64,
+            "REFUSED",
+        ),
+        ("GET", 403, 0, "REFUSED"),
+    ];
+    assert_eq!(summary.len(), expected.len(), "{lines:#?}");
+    for (got, want) in summary.iter().zip(expected) {
+        assert_eq!(
+            (got.0.as_str(), got.1, got.3.as_str()),
+            (want.0, want.1, want.3)
+        );
+        if want.1 != 403 {
+            assert_eq!(got.2, want.2, "{got:?}");
+        }
+    }
+    let ranged = &lines[1];
+    assert_eq!(ranged["path"], format!("{path}?cacheHostOrigin=do.example"));
+    assert_eq!(ranged["range"], "bytes=10-109");
+    assert_eq!(ranged["ua"], "Microsoft BITS/7.8");
+    assert_eq!(ranged["remote"], "127.0.0.1");
+    assert!(lines[0]["range"].is_null());
+    for l in &lines {
+        assert!(l["duration_ms"].as_f64().unwrap() >= 0.0);
+        let time = l["time"].as_str().unwrap();
+        assert!(time.starts_with("20") && time.ends_with('Z'), "{time}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_file_for_logrotate() {
+    let h = Harness::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let server = spawn_server_args(
+        dir.path(),
+        &["--access-log", log.to_str().unwrap()],
+        Stdio::null(),
+    );
+    server.setup(&h, &[ID_B]).await;
+    let path = h.b.content_path();
+    assert_eq!(server.body(&path).await, h.b.bytes);
+    let rotated = dir.path().join("access.log.1");
+    eventually_true("the first line", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
+    })
+    .await;
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: signalling our own child.
+    assert_eq!(
+        unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) },
+        0
+    );
+    eventually_true("the reopened file", || log.exists()).await;
+    assert_eq!(server.body(&path).await, h.b.bytes);
+    eventually_true("the second line in the new file", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
+    })
+    .await;
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    assert!(old.contains(" MISS "), "{old}");
+    // combined: host, time, request line, status, bytes, referer, UA, cache, seconds.
+    assert!(new.starts_with("127.0.0.1 - - ["), "{new}");
+    assert!(
+        new.contains(&format!(
+            "\"GET {path} HTTP/1.1\" 200 {} \"-\" \"-\" HIT ",
+            h.b.bytes.len()
+        )),
+        "{new}"
+    );
+    drop(server);
+}
+
+/// Polls `cond` for up to 10 s.
+async fn eventually_true(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
