@@ -72,11 +72,13 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/rules/{id}", axum::routing::delete(remove_rule))
         .route("/api/v1/policy", get(get_policy).put(put_policy))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/facets", get(facets))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(console::page))
         .merge(api)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such admin endpoint".into()) })
         .layer(middleware::from_fn_with_state(
@@ -87,6 +89,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 mod browser;
+mod console;
 
 /// Checks `Authorization: Bearer <token>` when a token is configured.
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -203,6 +206,13 @@ async fn list_updates(
 ) -> ApiResult<crate::catalog::UpdateList> {
     let catalog = app.catalog.clone();
     blocking(move || catalog.list_updates(&q)).await.map(Json)
+}
+
+/// `GET /api/v1/facets`: the classifications and products updates name,
+/// for the console's filters.
+async fn facets(State(app): State<Arc<App>>) -> ApiResult<crate::catalog::Facets> {
+    let catalog = app.catalog.clone();
+    blocking(move || catalog.facets()).await.map(Json)
 }
 
 async fn get_update(
@@ -360,6 +370,9 @@ pub struct Status {
     /// The catalog import running now, if any.
     #[serde(default)]
     pub import: Option<crate::catalog::ImportStatus>,
+    /// What the content listener has done: hit ratio, bytes, the last hour.
+    #[serde(default)]
+    pub traffic: crate::metrics::Traffic,
 }
 
 async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
@@ -375,5 +388,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         quarantined: app.store.quarantined().len(),
         max_store_bytes: app.quota.max(),
         import: app.catalog.import_status(),
+        traffic: app.metrics.traffic(),
     }))
 }

@@ -20,7 +20,7 @@ mod xml_import;
 pub use import::{ImportReport, ImportStatus};
 pub use index::{FileEntry, Location, StoredFile};
 pub use json::CatalogDoc;
-pub use query::{Counts, FileDetail, UpdateDetail, UpdateList, UpdateQuery, UpdateSummary};
+pub use query::{Counts, Facets, FileDetail, UpdateDetail, UpdateList, UpdateQuery, UpdateSummary};
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -447,6 +447,11 @@ impl Catalog {
     }
 
     /// Counts for status; stored bytes come from the index (no disk walk).
+    /// The classifications and products updates name.
+    pub fn facets(&self) -> Result<Facets, CatalogError> {
+        Ok(query::facets(&self.reader())?)
+    }
+
     pub fn counts(&self) -> Result<Counts, CatalogError> {
         let mut c = Counts::default();
         {
@@ -461,6 +466,11 @@ impl Catalog {
                     _ => c.updates_not_approved += n as u64,
                 }
             }
+            let superseded: i64 =
+                db.query_row("SELECT count(*) FROM updates WHERE superseded", [], |r| {
+                    r.get(0)
+                })?;
+            c.updates_superseded = superseded as u64;
         }
         let index = self.index();
         c.files = index.len() as u64;

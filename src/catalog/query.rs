@@ -224,12 +224,39 @@ pub struct UpdateList {
     pub updates: Vec<UpdateSummary>,
 }
 
+/// The distinct classifications and products of the catalog's updates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Facets {
+    pub classifications: Vec<String>,
+    pub products: Vec<String>,
+}
+
+/// [`Facets`], sorted.
+pub fn facets(db: &rusqlite::Connection) -> rusqlite::Result<Facets> {
+    let column = |sql: &str| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = db.prepare(sql)?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    };
+    Ok(Facets {
+        classifications: column(
+            "SELECT DISTINCT classification FROM updates WHERE classification IS NOT NULL ORDER BY 1",
+        )?,
+        products: column(
+            "SELECT DISTINCT p.value FROM updates u, json_each(u.products) p ORDER BY 1",
+        )?,
+    })
+}
+
 /// Catalog-wide counts for status.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub updates_not_approved: u64,
     pub updates_approved: u64,
     pub updates_declined: u64,
+    /// Updates a newer one replaces (of any approval state).
+    #[serde(default)]
+    pub updates_superseded: u64,
     pub files: u64,
     pub files_stored: u64,
     pub bytes_stored: u64,

@@ -12,7 +12,7 @@ use crate::common::*;
 
 /// Whether Chromium, ChromeDriver and Selenium are here; says what is
 /// missing otherwise. In CI their absence is a failure, not a skip.
-fn browser_available() -> bool {
+pub fn browser_available() -> bool {
     let missing: Vec<&str> = [
         ("/usr/bin/chromium", "chromium"),
         ("/usr/bin/chromedriver", "chromium-driver"),

@@ -5,6 +5,7 @@ mod access_log;
 mod admin;
 mod browser;
 mod common;
+mod console;
 mod content;
 mod crash;
 mod disk;

@@ -1,0 +1,186 @@
+//! The web console in a real browser (headless Chromium driven by
+//! Selenium, `tests/browser/console.py`): it asks for the token once per
+//! session, its figures are the API's, a running download's bar advances,
+//! and searching and clicking Approve approves the update.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::browser::browser_available;
+use crate::common::*;
+
+const TOKEN: &str = "console-test-token-0123456789";
+
+/// The script's report lines, as they come.
+struct Script {
+    child: std::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+}
+
+impl Script {
+    fn start(args: &[&str]) -> Script {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Script { child, lines }
+    }
+
+    /// The value of the next report, which must be `step`.
+    async fn next(&mut self, step: &str) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(60), self.lines.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {step:?} report in 60 s"))
+            .unwrap_or_else(|| panic!("the browser script ended before {step:?} (see its stderr)"));
+        let (got, json) = line.split_once(' ').unwrap_or((&line, "null"));
+        assert_eq!(got, step, "{line}");
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn proceed(&mut self) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_api_figures_live_and_approves_in_a_real_browser() {
+    if !browser_available() {
+        return;
+    }
+    let mut h = Harness::with(|c| c.admin_token = Some(TOKEN.into())).await;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    h.http = reqwest::Client::builder()
+        .default_headers(auth)
+        .build()
+        .unwrap();
+    h.setup(&[ID_A, ID_B]).await;
+    // One miss and one hit of B: a hit ratio of 1/2.
+    for _ in 0..2 {
+        assert_eq!(
+            h.get(&h.b.content_path()).await.bytes().await.unwrap(),
+            h.b.bytes
+        );
+        h.settled().await;
+    }
+    let served = 2 * h.b.bytes.len() as u64;
+    for _ in 0..100 {
+        if h.status().await["traffic"]["bytes_served"] == served {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let admin = h.admin("");
+    let mut browser = Script::start(&[&admin, "KB5031455", ID_C, TOKEN]);
+    let page = browser.next("figures").await;
+    let status = h.status().await;
+    let traffic = &status["traffic"];
+    assert_eq!(number(&page["hit-ratio"]), 0.5, "{page}");
+    assert_eq!(traffic["hit_ratio"], 0.5);
+    for (id, api) in [
+        ("bytes-served", &traffic["bytes_served"]),
+        ("bytes-upstream", &traffic["bytes_upstream"]),
+        ("store-bytes", &status["catalog"]["bytes_stored"]),
+        ("updates-approved", &status["catalog"]["updates_approved"]),
+    ] {
+        assert_eq!(
+            number(&page[id]),
+            api.as_f64().unwrap(),
+            "{id}: page {page}, API {status}"
+        );
+    }
+    assert_eq!(number(&page["updates-approved"]), 2.0);
+
+    // A slow download of A: its bar must move while the page polls.
+    h.upstream.set_rate(600_000);
+    let url = h.url(&h.a.content_path());
+    let client = h.http.clone();
+    let download = tokio::spawn(async move { client.get(url).send().await?.bytes().await });
+    browser.proceed();
+    let samples: Vec<f64> = serde_json::from_value(browser.next("progress").await).unwrap();
+    assert!(samples.len() >= 3, "{samples:?}");
+    assert!(
+        samples.windows(2).all(|w| w[0] <= w[1]) && samples.last() > samples.first(),
+        "the bar advances: {samples:?}"
+    );
+
+    assert_eq!(browser.next("approved").await, "approved");
+    let c = h.admin_json(&format!("/api/v1/updates/{ID_C}")).await;
+    assert_eq!(c["state"], "approved", "{c}");
+
+    let reload = browser.next("reload").await;
+    assert_eq!(
+        reload["dialog_hidden"], true,
+        "asked for the token again: {reload}"
+    );
+    assert_eq!(number(&reload["figures"]["updates-approved"]), 3.0);
+    let errors = browser.next("console").await;
+    assert_eq!(errors, serde_json::json!([]), "console errors");
+    h.upstream.set_rate(0);
+    assert_eq!(download.await.unwrap().unwrap(), h.a.bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_one_page_that_only_runs_its_own_script() {
+    let h = Harness::new().await;
+    let r = h.http.get(h.admin("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'sha256-") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let page = r.text().await.unwrap();
+    // Self-contained: nothing is loaded from anywhere else.
+    for external in ["src=\"http", "href=\"http", "@import", "url("] {
+        assert!(!page.contains(external), "{external}");
+    }
+    assert!(page.contains("data-token-required=\"false\""));
+    // A page elsewhere cannot load it under a rebound name.
+    let r = h
+        .http
+        .get(h.admin("/"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
