@@ -454,6 +454,10 @@ async fn set_states(admin: &AdminArgs, ids: &[String], action: &str) -> anyhow::
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args).context("configuration")?;
+    // Handlers first: a stop asked for the moment we are ready (systemd,
+    // a test) must drain, not kill.
+    let stop = shutdown_signal()?;
+    log_hangups()?;
     let running = crate::server::start(config)
         .await
         .context("starting upcache")?;
@@ -463,27 +467,58 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         running.content_addr,
         running.admin_addr
     );
+    // Both listeners are bound: a Type=notify unit is started from here.
+    let status = format!(
+        "serving content on {} and the admin API on {}",
+        running.content_addr, running.admin_addr
+    );
+    notify_service_manager(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]);
     let token = running.shutdown_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stop.await;
         tracing::info!("shutting down");
+        notify_service_manager(&[sd_notify::NotifyState::Stopping]);
         token.cancel();
     });
     running.wait().await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+/// Tells systemd (when it started us with `$NOTIFY_SOCKET`) how we are; a
+/// failure to tell it is logged, never fatal.
+fn notify_service_manager(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "could not notify the service manager ($NOTIFY_SOCKET)");
+    }
+}
+
+/// SIGHUP (`systemctl reload`, logrotate) never stops the server: the
+/// access log reopens on it (its own listener), and this one says so.
+fn log_hangups() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!(
+                "SIGHUP: the access log (if any) is reopened; other settings need a restart"
+            );
+        }
+    });
+    Ok(())
+}
+
+/// Resolves at SIGINT or SIGTERM; the handlers are in place on return.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }

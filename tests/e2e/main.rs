@@ -18,4 +18,5 @@ mod package_xml;
 mod policy;
 mod protocols;
 mod quota;
+mod service;
 mod waits;
