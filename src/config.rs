@@ -106,6 +106,78 @@ struct FileConfig {
     access_log_format: Option<AccessLogFormat>,
 }
 
+impl FileConfig {
+    /// The keys this file leaves unset. Destructured without `..`: a new
+    /// key does not compile until it is listed here, and the packaged
+    /// `dist/upcache.toml` test then asks for it there too.
+    #[cfg(test)]
+    fn unset_keys(&self) -> Vec<&'static str> {
+        let FileConfig {
+            data_dir,
+            listen,
+            admin_listen,
+            admin_token,
+            upstream,
+            upstream_ca,
+            connect_timeout_secs,
+            read_timeout_secs,
+            background_downloads,
+            max_downloads,
+            max_resumes,
+            far_ahead_bytes,
+            far_ahead_wait_ms,
+            stall_secs,
+            queue_wait_secs,
+            max_queued_downloads,
+            max_file_bytes,
+            disk_reserve_bytes,
+            quarantine_max_bytes,
+            open_file_cache,
+            header_timeout_secs,
+            idle_timeout_secs,
+            max_connections,
+            fast_path,
+            admin_hosts,
+            max_store_bytes,
+            access_log,
+            access_log_format,
+        } = self;
+        [
+            ("data_dir", data_dir.is_none()),
+            ("listen", listen.is_none()),
+            ("admin_listen", admin_listen.is_none()),
+            ("admin_token", admin_token.is_none()),
+            ("upstream", upstream.is_none()),
+            ("upstream_ca", upstream_ca.is_none()),
+            ("connect_timeout_secs", connect_timeout_secs.is_none()),
+            ("read_timeout_secs", read_timeout_secs.is_none()),
+            ("background_downloads", background_downloads.is_none()),
+            ("max_downloads", max_downloads.is_none()),
+            ("max_resumes", max_resumes.is_none()),
+            ("far_ahead_bytes", far_ahead_bytes.is_none()),
+            ("far_ahead_wait_ms", far_ahead_wait_ms.is_none()),
+            ("stall_secs", stall_secs.is_none()),
+            ("queue_wait_secs", queue_wait_secs.is_none()),
+            ("max_queued_downloads", max_queued_downloads.is_none()),
+            ("max_file_bytes", max_file_bytes.is_none()),
+            ("disk_reserve_bytes", disk_reserve_bytes.is_none()),
+            ("quarantine_max_bytes", quarantine_max_bytes.is_none()),
+            ("open_file_cache", open_file_cache.is_none()),
+            ("header_timeout_secs", header_timeout_secs.is_none()),
+            ("idle_timeout_secs", idle_timeout_secs.is_none()),
+            ("max_connections", max_connections.is_none()),
+            ("fast_path", fast_path.is_none()),
+            ("admin_hosts", admin_hosts.is_none()),
+            ("max_store_bytes", max_store_bytes.is_none()),
+            ("access_log", access_log.is_none()),
+            ("access_log_format", access_log_format.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(key, unset)| unset.then_some(key))
+        .collect()
+    }
+}
+
 /// A size in `upcache.toml`: bytes, or a string with a unit ("500GiB").
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -549,6 +621,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("access_log_format") || e.contains("clf"), "{e}");
+    }
+
+    /// `dist/upcache.toml` (installed as /etc/upcache/upcache.toml) holds
+    /// every key: the package's own values uncommented, each default as a
+    /// commented `# key = value`, and examples (keys unset by default)
+    /// marked `# example`.
+    #[test]
+    fn the_packaged_config_holds_every_key_and_its_default() {
+        let text = include_str!("../dist/upcache.toml");
+        let (mut set, mut defaults, mut examples) = (String::new(), String::new(), String::new());
+        for line in text.lines() {
+            let key_line = |l: &str| {
+                l.split_once(" = ").is_some_and(|(k, _)| {
+                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                })
+            };
+            match line.strip_prefix("# ") {
+                Some(rest) if key_line(rest) && rest.ends_with("# example") => {
+                    examples.push_str(rest);
+                    examples.push('\n');
+                }
+                Some(rest) if key_line(rest) => {
+                    defaults.push_str(rest);
+                    defaults.push('\n');
+                }
+                _ if key_line(line) => {
+                    set.push_str(line);
+                    set.push('\n');
+                }
+                _ => {}
+            }
+        }
+        // Every key once (toml refuses duplicates; the struct, unknown keys).
+        let all = format!("{set}{defaults}{examples}");
+        let file: FileConfig = toml::from_str(&all).unwrap_or_else(|e| panic!("{e}\n{all}"));
+        assert_eq!(
+            file.unset_keys(),
+            ["far_ahead_bytes"],
+            "keys missing from dist/upcache.toml"
+        );
+        // The commented values are the built-in defaults.
+        let from_defaults = load_with(ServeArgs::default(), Some(&defaults)).unwrap();
+        let built_in = load_with(ServeArgs::default(), Some("")).unwrap();
+        assert_eq!(format!("{from_defaults:?}"), format!("{built_in:?}"));
+        // The package's values and the examples are valid settings.
+        let all_loaded = load_with(ServeArgs::default(), Some(&all)).unwrap();
+        assert_eq!(all_loaded.data_dir, PathBuf::from("/var/lib/upcache"));
+        assert!(all_loaded.admin_listen.ip().is_loopback());
+        assert!(!examples.is_empty() && set.contains("access_log"));
     }
 
     #[test]

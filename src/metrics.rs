@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,22 @@ pub struct Metrics {
     download_durations: Family<ResultLabels, Histogram, fn() -> Histogram>,
     access_log_dropped: Counter,
     timeline: Timeline,
+    store_bytes: Gauge,
+    store_files: Gauge,
+    store_max_bytes: Gauge,
+    downloads_running: Gauge,
+    downloads_queued: Gauge,
+}
+
+/// What is stored and running at the moment of a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    pub store_bytes: u64,
+    pub store_files: u64,
+    /// `max_store_bytes`; 0 when unbounded.
+    pub store_max_bytes: u64,
+    pub downloads_running: u64,
+    pub downloads_queued: u64,
 }
 
 impl Default for Metrics {
@@ -131,6 +148,28 @@ impl Default for Metrics {
                 download_buckets,
             );
         let access_log_dropped = Counter::default();
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let store_bytes = gauge(&mut registry, "store_bytes", "Bytes of the stored files");
+        let store_files = gauge(&mut registry, "store_files", "Stored files");
+        let store_max_bytes = gauge(
+            &mut registry,
+            "store_max_bytes",
+            "max_store_bytes (0: unbounded)",
+        );
+        let downloads_running = gauge(
+            &mut registry,
+            "downloads_running",
+            "Upstream downloads holding a slot",
+        );
+        let downloads_queued = gauge(
+            &mut registry,
+            "downloads_queued",
+            "Upstream downloads waiting for a slot",
+        );
         registry.register(
             "request_duration_seconds",
             "Content requests from the head read to the last body byte sent, by outcome",
@@ -218,6 +257,11 @@ impl Default for Metrics {
             download_durations,
             access_log_dropped,
             timeline: Timeline::default(),
+            store_bytes,
+            store_files,
+            store_max_bytes,
+            downloads_running,
+            downloads_queued,
         }
     }
 }
@@ -308,6 +352,18 @@ impl Metrics {
             bytes_upstream: self.upstream_bytes.get(),
             last_hour: self.timeline.minutes(SystemTime::now()),
         }
+    }
+
+    /// Sets the gauges read at a scrape.
+    pub fn snapshot(&self, s: Snapshot) {
+        let set = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.store_bytes, s.store_bytes);
+        set(&self.store_files, s.store_files);
+        set(&self.store_max_bytes, s.store_max_bytes);
+        set(&self.downloads_running, s.downloads_running);
+        set(&self.downloads_queued, s.downloads_queued);
     }
 
     /// The Prometheus text exposition.

@@ -343,6 +343,16 @@ async fn put_policy(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Polic
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let (store_files, store_bytes) = app.catalog.stored_totals();
+    let fetches = app.fetcher.status();
+    let queued = fetches.iter().filter(|f| f.queued).count() as u64;
+    app.metrics.snapshot(crate::metrics::Snapshot {
+        store_bytes,
+        store_files,
+        store_max_bytes: app.quota.max().unwrap_or(0),
+        downloads_running: fetches.len() as u64 - queued,
+        downloads_queued: queued,
+    });
     (
         [(
             header::CONTENT_TYPE,

@@ -447,6 +447,11 @@ impl Catalog {
     }
 
     /// Counts for status; stored bytes come from the index (no disk walk).
+    /// Files stored and their bytes (from the in-memory index).
+    pub fn stored_totals(&self) -> (u64, u64) {
+        self.index().stored_totals()
+    }
+
     /// The classifications and products updates name.
     pub fn facets(&self) -> Result<Facets, CatalogError> {
         Ok(query::facets(&self.reader())?)

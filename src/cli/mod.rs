@@ -151,6 +151,15 @@ pub enum Command {
     },
     /// Run an offline demonstration: a local upstream, a catalog, approvals, downloads
     Demo,
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write every page (upcache.1,
+    /// upcache-serve.1, ...) into a directory
+    #[command(hide = true)]
+    Man { out_dir: Option<PathBuf> },
 }
 
 /// Selects updates for a bulk approval change (WSUS-style rules, applied now).
@@ -377,6 +386,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || maintenance::gc(&data_dir, yes)).await?
         }
         Command::Demo => crate::demo::run().await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "upcache", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out_dir } => {
+            let command = <Cli as clap::CommandFactory>::command();
+            match out_dir {
+                Some(dir) => clap_mangen::generate_to(command, &dir)
+                    .with_context(|| format!("writing man pages into {}", dir.display()))?,
+                None => clap_mangen::Man::new(command).render(&mut std::io::stdout())?,
+            }
+            Ok(())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod console;
 mod content;
 mod crash;
+mod dashboard;
 mod disk;
 mod fast_path;
 mod faults;
