@@ -34,6 +34,10 @@ const MAX_PATH: usize = 1024;
 /// - `/microsoftupdate/content/{SHA1 or SHA256}`
 /// - `/blobs/sha256/{SHA256}`
 /// - `/{mu/path}/{name}_{SHA1}.{ext}`: Microsoft Update download paths.
+/// - `/filestreamingservice/...` (Delivery Optimization's own) is never ours.
+///
+/// The query is never looked at: a Delivery Optimization cache host's
+/// `?cacheHostOrigin=...` (or anything else) cannot change the file.
 pub fn parse(path: &str) -> Result<FileKey, RouteError> {
     if path.len() > MAX_PATH {
         return Err(RouteError::Malformed("path too long"));
@@ -50,6 +54,9 @@ pub fn parse(path: &str) -> Result<FileKey, RouteError> {
         return Err(RouteError::Malformed("unexpected character in path"));
     }
     match segments.as_slice() {
+        // Delivery Optimization's own content URLs name no digest we can
+        // check: a 404, from which DO falls back to its other sources.
+        [f, ..] if f.eq_ignore_ascii_case("filestreamingservice") => Err(RouteError::NoRoute),
         [c, folder, file] if c.eq_ignore_ascii_case("content") => wsus_content(folder, file),
         [m, c, digest]
             if m.eq_ignore_ascii_case("microsoftupdate") && c.eq_ignore_ascii_case("content") =>
@@ -124,6 +131,17 @@ mod tests {
 
     fn sha1() -> FileKey {
         FileKey::Sha1(SHA1.parse().unwrap())
+    }
+
+    #[test]
+    fn delivery_optimization_file_urls_are_not_ours() {
+        for path in [
+            "/filestreamingservice/files/2f7c5a3e-1b2d-4c1e-9f00-0123456789ab",
+            &format!("/filestreamingservice/files/x_{SHA1}.cab"),
+            "/FileStreamingService/files/abc",
+        ] {
+            assert_eq!(parse(path), Err(RouteError::NoRoute), "{path}");
+        }
     }
 
     #[test]

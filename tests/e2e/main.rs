@@ -21,3 +21,4 @@ mod protocols;
 mod quota;
 mod service;
 mod waits;
+mod windows;
