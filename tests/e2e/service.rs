@@ -160,3 +160,47 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// What the package installs besides the binary comes from the binary:
+/// completions, man pages, the version.
+#[tokio::test]
+async fn completions_man_pages_and_version_come_from_the_binary() {
+    let version = crate::common::run_cli(&["--version"], &[]).await;
+    assert!(version.ok);
+    assert_eq!(
+        version.stdout.trim(),
+        format!("upcache {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (shell, marker) in [
+        ("bash", "_upcache()"),
+        ("zsh", "#compdef upcache"),
+        ("fish", "complete -c upcache"),
+    ] {
+        let out = crate::common::run_cli(&["completions", shell], &[]).await;
+        assert!(out.ok, "{}", out.stderr);
+        assert!(
+            out.stdout.contains(marker),
+            "{shell}: {}",
+            &out.stdout[..200.min(out.stdout.len())]
+        );
+        assert!(
+            out.stdout.contains("access-log"),
+            "{shell} completes serve's flags"
+        );
+    }
+    let bad = crate::common::run_cli(&["completions", "tcsh"], &[]).await;
+    assert!(
+        !bad.ok && bad.stderr.contains("possible values"),
+        "{}",
+        bad.stderr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::run_cli(&["man", dir.path().to_str().unwrap()], &[]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let serve = std::fs::read_to_string(dir.path().join("upcache-serve.1")).unwrap();
+    assert!(serve.starts_with(".ie") || serve.contains(".TH"), "roff");
+    assert!(serve.contains("access\\-log") && serve.contains("UPCACHE_ACCESS_LOG"));
+    assert!(dir.path().join("upcache.1").exists());
+    let page = crate::common::run_cli(&["man"], &[]).await;
+    assert!(page.ok && page.stdout.contains(".SH SUBCOMMANDS"));
+}
