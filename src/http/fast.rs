@@ -65,8 +65,8 @@ pub struct Head {
     pub close: bool,
     /// Bytes of the head.
     pub len: usize,
-    /// The request target with its query, kept for the access log.
-    pub target: Option<Box<str>>,
+    /// What the access log shows of the request, when it is on.
+    pub log: Option<access_log::Fields>,
 }
 
 /// What a buffer's start is.
@@ -89,9 +89,6 @@ const PLAN_HEADERS: [HeaderName; 6] = [
     header::IF_MODIFIED_SINCE,
     header::IF_UNMODIFIED_SINCE,
 ];
-
-/// The headers the access log reads besides those.
-const LOG_HEADERS: [HeaderName; 2] = [header::USER_AGENT, header::REFERER];
 
 /// Parses the head at the start of `buf`: a bodiless HTTP/1.1 GET or HEAD
 /// in origin form with nothing the fast path does not do (upgrades,
@@ -137,16 +134,9 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed {
             close |= value.split(',').any(|t| t.trim() == "close");
             continue;
         }
-        let logged = || {
-            LOG_HEADERS
-                .iter()
-                .filter(|_| for_log)
-                .find(|k| name.eq_ignore_ascii_case(k.as_str()))
-        };
         if let Some(known) = PLAN_HEADERS
             .iter()
             .find(|k| name.eq_ignore_ascii_case(k.as_str()))
-            .or_else(logged)
         {
             let Ok(value) = HeaderValue::from_bytes(h.value) else {
                 return Parsed::Other;
@@ -160,7 +150,20 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed {
         headers: plan_headers,
         close,
         len,
-        target: for_log.then(|| target.into()),
+        log: for_log.then(|| {
+            let value = |wanted: &str| {
+                req.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(wanted))
+                    .map(|h| h.value)
+            };
+            access_log::Fields::new(
+                target.as_bytes(),
+                value("range"),
+                value("referer"),
+                value("user-agent"),
+            )
+        }),
     })
 }
 
@@ -220,14 +223,12 @@ pub async fn serve(
             outcome: Outcome::Hit,
             status: plan.status.as_u16(),
             started,
-            request: head.target.as_deref().map(|target| {
-                access_log::Request::new(
-                    Some(peer),
-                    head.method.clone(),
-                    target,
-                    http::Version::HTTP_11,
-                    &head.headers,
-                )
+            request: head.log.map(|fields| access_log::Request {
+                time: SystemTime::now(),
+                remote: Some(peer),
+                method: head.method.clone(),
+                version: http::Version::HTTP_11,
+                fields,
             }),
         };
         answer.finish(&content.metrics, content.access_log.as_ref(), sent, false);
@@ -463,7 +464,7 @@ mod tests {
         assert_eq!(h.headers[header::RANGE], "bytes=0-9");
         assert_eq!(h.headers.len(), 1, "only the headers plans read");
         assert!(!h.close);
-        assert!(h.target.is_none());
+        assert!(h.log.is_none());
         let Parsed::Fast(logged) = parse_head(
             b"GET /Content/AB/x.cab?cacheHostOrigin=h HTTP/1.1\r\nUser-Agent: BITS\r\nReferer: r\r\n\r\n",
             true,
@@ -471,11 +472,15 @@ mod tests {
             panic!("fast")
         };
         assert_eq!(
-            logged.target.as_deref(),
-            Some("/Content/AB/x.cab?cacheHostOrigin=h")
+            logged.headers.len(),
+            0,
+            "logged fields are not plan headers"
         );
-        assert_eq!(logged.headers[header::USER_AGENT], "BITS");
-        assert_eq!(logged.headers[header::REFERER], "r");
+        let fields = logged.log.unwrap();
+        assert_eq!(fields.target(), "/Content/AB/x.cab?cacheHostOrigin=h");
+        assert_eq!(fields.user_agent(), Some("BITS"));
+        assert_eq!(fields.referer(), Some("r"));
+        assert_eq!(fields.range(), None);
         let h = fast(
             "HEAD / HTTP/1.1\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\nGET",
         );
