@@ -69,8 +69,10 @@ pub struct Head {
     pub log: Option<access_log::Fields>,
 }
 
-/// What a buffer's start is.
+/// What a buffer's start is. Lives on the stack for one parse: boxing the
+/// head would cost an allocation per request.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     /// Not a whole head yet.
     Partial,
