@@ -181,15 +181,26 @@ async fn import_catalog(
     Ok(Json(report))
 }
 
-/// `GET /api/v1/catalog`: streamed as it is read. A failure half-way cuts
-/// the stream, which the importing side rejects as truncated JSON.
-async fn export_catalog(State(app): State<Arc<App>>) -> Response {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    /// Only updates changed after this change number (a follower's pull).
+    since: Option<u64>,
+}
+
+/// `GET /api/v1/catalog[?since=N]`: streamed as it is read, ending with the
+/// change number (`seq`), policy and rules of the snapshot. A failure
+/// half-way cuts the stream, which the importing side rejects as truncated JSON.
+async fn export_catalog(
+    State(app): State<Arc<App>>,
+    Query(params): Query<ExportParams>,
+) -> Response {
     let (writer, reader) = tokio::io::duplex(256 << 10);
     let catalog = app.catalog.clone();
     tokio::task::spawn_blocking(move || {
         let out =
             std::io::BufWriter::with_capacity(256 << 10, tokio_util::io::SyncIoBridge::new(writer));
-        if let Err(e) = catalog.export_to(out) {
+        if let Err(e) = catalog.export_to(out, params.since) {
             tracing::warn!(error = %e, "catalog export cut short");
         }
     });

@@ -43,6 +43,9 @@ pub struct UpdateDoc {
     /// by a plain import so a catalog file cannot approve behind an admin's back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<UpdateState>,
+    /// A newer update replaces this one; honoured with `state`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
     pub files: Vec<FileDoc>,
 }
 
@@ -87,13 +90,26 @@ pub fn parse(body: &[u8]) -> Result<Vec<ValidUpdate>, CatalogError> {
     Ok(updates)
 }
 
+/// What an export from another upcache carries after its updates: the
+/// change number it was taken at, and the primary's policy and rules (for
+/// followers; a plain import ignores them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DocExtras {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Policy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<super::rules::Rule>>,
+}
+
 /// Streams a JSON catalog, handing each update to `sink` as soon as it is
 /// parsed and valid: memory holds one update, whatever the document's size.
 /// Errors name the line (syntax) or the field path (`updates[3].files[0].sha1`).
 pub fn parse_stream<R: std::io::Read>(
     input: R,
     mut sink: impl FnMut(ValidUpdate) -> Result<(), CatalogError>,
-) -> Result<(), CatalogError> {
+) -> Result<DocExtras, CatalogError> {
     let mut de = serde_json::Deserializer::from_reader(input);
     let mut failure = None;
     let parsed = DocSeed {
@@ -101,7 +117,7 @@ pub fn parse_stream<R: std::io::Read>(
         failure: &mut failure,
     }
     .deserialize(&mut de)
-    .and_then(|()| de.end());
+    .and_then(|extras| de.end().map(|()| extras));
     if let Some(e) = failure {
         return Err(e);
     }
@@ -122,9 +138,9 @@ impl<'de, F> DeserializeSeed<'de> for DocSeed<'_, F>
 where
     F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
 {
-    type Value = ();
+    type Value = DocExtras;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<DocExtras, D::Error> {
         d.deserialize_map(self)
     }
 }
@@ -133,31 +149,36 @@ impl<'de, F> Visitor<'de> for DocSeed<'_, F>
 where
     F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
 {
-    type Value = ();
+    type Value = DocExtras;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(r#"a catalog object {"updates": [...]}"#)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DocExtras, A::Error> {
+        const FIELDS: &[&str] = &["updates", "seq", "policy", "rules"];
         let mut updates_seen = false;
+        let mut extras = DocExtras::default();
         while let Some(key) = map.next_key::<String>()? {
-            if key != "updates" {
-                return Err(de::Error::unknown_field(&key, &["updates"]));
+            match key.as_str() {
+                "updates" if updates_seen => return Err(de::Error::duplicate_field("updates")),
+                "updates" => {
+                    updates_seen = true;
+                    map.next_value_seed(UpdatesSeed {
+                        sink: &mut *self.sink,
+                        failure: &mut *self.failure,
+                    })?;
+                }
+                "seq" => extras.seq = Some(map.next_value()?),
+                "policy" => extras.policy = Some(map.next_value()?),
+                "rules" => extras.rules = Some(map.next_value()?),
+                other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
-            if updates_seen {
-                return Err(de::Error::duplicate_field("updates"));
-            }
-            updates_seen = true;
-            map.next_value_seed(UpdatesSeed {
-                sink: &mut *self.sink,
-                failure: &mut *self.failure,
-            })?;
         }
         if !updates_seen {
             return Err(de::Error::missing_field("updates"));
         }
-        Ok(())
+        Ok(extras)
     }
 }
 

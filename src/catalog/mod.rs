@@ -149,6 +149,7 @@ impl Catalog {
         self.flush_stored(&db)?;
         let out = (|| -> Result<T, CatalogError> {
             let tx = db.transaction()?;
+            schema::bump_change_seq(&tx)?;
             tx.execute("DELETE FROM x_touched", [])?;
             let out = change(&tx)?;
             self.import.phase("committing");
@@ -334,6 +335,7 @@ impl Catalog {
         }
         let written = (|| {
             let tx = db.unchecked_transaction()?;
+            schema::bump_change_seq(&tx)?;
             {
                 let mut stmt =
                     tx.prepare_cached("UPDATE files SET sha256 = ?2, size = ?3 WHERE sha1 = ?1")?;
@@ -438,15 +440,18 @@ impl Catalog {
     /// one update at a time (a downstream sync of a million files never
     /// holds them in memory). Reads on its own connection, so listings and
     /// status are not held up meanwhile.
-    pub fn export_to<W: std::io::Write>(&self, out: W) -> Result<(), CatalogError> {
+    pub fn export_to<W: std::io::Write>(
+        &self,
+        out: W,
+        since: Option<u64>,
+    ) -> Result<(), CatalogError> {
         let db = Connection::open_with_flags(
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        export::write_catalog(&db, out)
+        export::write_catalog(&db, out, since)
     }
 
-    /// Counts for status; stored bytes come from the index (no disk walk).
     /// Files stored and their bytes (from the in-memory index).
     pub fn stored_totals(&self) -> (u64, u64) {
         self.index().stored_totals()
@@ -457,6 +462,7 @@ impl Catalog {
         Ok(query::facets(&self.reader())?)
     }
 
+    /// Counts for status; stored bytes come from the index (no disk walk).
     pub fn counts(&self) -> Result<Counts, CatalogError> {
         let mut c = Counts::default();
         {

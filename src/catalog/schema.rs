@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 4;
+const VERSION: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -115,6 +115,41 @@ CREATE INDEX files_sha256 ON files(sha256) WHERE sha256 IS NOT NULL;
 CREATE INDEX files_unlocated ON files(fid) WHERE url = '';
 ";
 
+/// A change counter for followers: every write transaction bumps `seq`
+/// (see [`bump_change_seq`]), and every update row it writes, or whose
+/// files' learned digests or sizes it writes, takes that number in
+/// `changed`. A follower asks for `changed > <the seq it last saw>`.
+/// Triggers catch every write path, present and future.
+const V5: &str = "
+CREATE TABLE change_seq (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
+INSERT INTO change_seq VALUES (1, 1);
+ALTER TABLE updates ADD COLUMN changed INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX updates_changed ON updates(changed);
+CREATE TRIGGER updates_inserted AFTER INSERT ON updates BEGIN
+    UPDATE updates SET changed = (SELECT seq FROM change_seq) WHERE uid = NEW.uid;
+END;
+CREATE TRIGGER updates_updated AFTER UPDATE ON updates WHEN NEW.changed = OLD.changed BEGIN
+    UPDATE updates SET changed = (SELECT seq FROM change_seq) WHERE uid = NEW.uid;
+END;
+CREATE TRIGGER files_learned AFTER UPDATE OF sha256, size ON files
+    WHEN NEW.sha256 IS NOT OLD.sha256 OR NEW.size IS NOT OLD.size BEGIN
+    UPDATE updates SET changed = (SELECT seq FROM change_seq)
+     WHERE uid IN (SELECT uid FROM update_files WHERE fid = NEW.fid);
+END;
+";
+
+/// Starts a write transaction's change number (see `V5`).
+pub fn bump_change_seq(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute("UPDATE change_seq SET seq = seq + 1", [])?;
+    Ok(())
+}
+
+/// The change number of the last write transaction.
+pub fn change_seq(db: &Connection) -> rusqlite::Result<u64> {
+    db.query_row("SELECT seq FROM change_seq", [], |r| r.get::<_, i64>(0))
+        .map(|s| s as u64)
+}
+
 /// Per-connection scratch tables of multi-statement writes (imports,
 /// bulk approvals): never persisted, so a crash leaves nothing behind.
 const SCRATCH: &str = "
@@ -147,8 +182,11 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     }
     if version < 4 {
         // Foreign keys are still off here: the tables are rebuilt and renamed.
+        conn.execute_batch(&format!("BEGIN; {V4} PRAGMA user_version = 4; COMMIT;"))?;
+    }
+    if version < 5 {
         conn.execute_batch(&format!(
-            "BEGIN; {V4} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V5} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
