@@ -21,6 +21,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub quota: Arc<Quota>,
     pub started: Instant,
+    /// Set on a follower: pulls the primary's catalog; admin writes are refused.
+    pub follower: Option<Arc<crate::follow::Follower>>,
 }
 
 impl App {

@@ -17,6 +17,7 @@ pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8530";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8531";
 pub const DEFAULT_CONFIG_FILE: &str = "./upcache.toml";
+pub const DEFAULT_FOLLOW_INTERVAL_SECS: u64 = 10;
 
 /// Errors in the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +70,13 @@ pub struct ServeArgs {
     /// Access log format [default: combined]
     #[arg(long, env = "UPCACHE_ACCESS_LOG_FORMAT", value_enum)]
     pub access_log_format: Option<AccessLogFormat>,
+    /// Follow a primary upcache's catalog, approvals, rules and policy (its
+    /// admin API, e.g. http://primary:8531); admin writes here then answer 409
+    #[arg(long, env = "UPCACHE_FOLLOW")]
+    pub follow: Option<String>,
+    /// Bearer token for the primary's admin API
+    #[arg(long, env = "UPCACHE_FOLLOW_TOKEN", hide_env_values = true)]
+    pub follow_token: Option<String>,
 }
 
 /// The keys of `upcache.toml`.
@@ -104,6 +112,9 @@ struct FileConfig {
     max_store_bytes: Option<Size>,
     access_log: Option<String>,
     access_log_format: Option<AccessLogFormat>,
+    follow: Option<String>,
+    follow_interval_secs: Option<u64>,
+    follow_token: Option<String>,
 }
 
 impl FileConfig {
@@ -141,6 +152,9 @@ impl FileConfig {
             max_store_bytes,
             access_log,
             access_log_format,
+            follow,
+            follow_interval_secs,
+            follow_token,
         } = self;
         [
             ("data_dir", data_dir.is_none()),
@@ -171,6 +185,9 @@ impl FileConfig {
             ("max_store_bytes", max_store_bytes.is_none()),
             ("access_log", access_log.is_none()),
             ("access_log_format", access_log_format.is_none()),
+            ("follow", follow.is_none()),
+            ("follow_interval_secs", follow_interval_secs.is_none()),
+            ("follow_token", follow_token.is_none()),
         ]
         .into_iter()
         .filter_map(|(key, unset)| unset.then_some(key))
@@ -217,6 +234,11 @@ pub struct Config {
     /// Where the access log goes; `None` is off.
     pub access_log: Option<AccessLogDestination>,
     pub access_log_format: AccessLogFormat,
+    /// The primary's admin API this node follows; `None`: a primary itself.
+    pub follow: Option<reqwest::Url>,
+    /// How often a follower pulls the primary's changes.
+    pub follow_interval: Duration,
+    pub follow_token: Option<String>,
 }
 
 impl Config {
@@ -299,6 +321,22 @@ impl Config {
                 .access_log_format
                 .or(file.access_log_format)
                 .unwrap_or_default(),
+            follow: args
+                .follow
+                .clone()
+                .or(file.follow)
+                .filter(|f| !f.is_empty())
+                .map(|f| parse_http_url("follow", &f))
+                .transpose()?,
+            follow_interval: Duration::from_secs(
+                file.follow_interval_secs
+                    .unwrap_or(DEFAULT_FOLLOW_INTERVAL_SECS),
+            ),
+            follow_token: args
+                .follow_token
+                .clone()
+                .or(file.follow_token)
+                .filter(|t| !t.is_empty()),
         };
         if file.far_ahead_bytes.is_some() {
             return Err(ConfigError::Invalid {
@@ -332,6 +370,9 @@ impl Config {
             quarantine_max_bytes: crate::store::DEFAULT_QUARANTINE_MAX_BYTES,
             access_log: None,
             access_log_format: AccessLogFormat::default(),
+            follow: None,
+            follow_interval: Duration::from_secs(DEFAULT_FOLLOW_INTERVAL_SECS),
+            follow_token: None,
         }
     }
 
@@ -384,6 +425,7 @@ impl Config {
             || self.fetch.queue_wait.is_zero()
             || self.header_timeout.is_zero()
             || self.idle_timeout.is_zero()
+            || self.follow_interval.is_zero()
         {
             return Err(ConfigError::Invalid {
                 setting: "timeouts",
@@ -480,10 +522,12 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 fn parse_upstream(s: &str) -> Result<reqwest::Url, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid {
-        setting: "upstream",
-        message,
-    };
+    parse_http_url("upstream", s)
+}
+
+/// An http(s) URL with a host, for `setting`.
+fn parse_http_url(setting: &'static str, s: &str) -> Result<reqwest::Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { setting, message };
     let url = reqwest::Url::parse(s).map_err(|e| invalid(format!("{s:?}: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(invalid(format!("{s:?} is not an http(s) URL with a host")));

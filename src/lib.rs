@@ -15,6 +15,7 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod fetch;
+pub mod follow;
 pub mod http;
 pub mod metrics;
 pub mod policy;

@@ -199,6 +199,14 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let content_addr = content_listener.local_addr().expect("bound");
     let admin_addr = admin_listener.local_addr().expect("bound");
 
+    let follower = config.follow.clone().map(|primary| {
+        let token = config.follow_token.clone();
+        Arc::new(crate::follow::Follower::new(
+            primary,
+            token,
+            config.follow_interval,
+        ))
+    });
     let app = Arc::new(App {
         config,
         store: disk,
@@ -207,6 +215,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         quota,
         started: Instant::now(),
+        follower,
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -235,6 +244,13 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         app.clone(),
         shutdown.clone(),
     ));
+    if let Some(follower) = app.follower.clone() {
+        tracing::info!(
+            primary = follower.primary(),
+            "following the primary's catalog"
+        );
+        tasks.spawn(follower.run(app.clone(), shutdown.clone()));
+    }
     app.sync_downloads();
     tracing::info!(%content_addr, %admin_addr, data_dir = %app.config.data_dir.display(), "upcache serving");
     Ok(Running {

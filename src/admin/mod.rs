@@ -74,6 +74,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/facets", get(facets))
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            refuse_writes_on_followers,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES));
     Router::new()
@@ -113,6 +117,32 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
         }
     }
     next.run(req).await
+}
+
+/// On a follower, every change is the primary's to make: writes answer
+/// `409 Conflict` naming the primary (after the token check, so the name
+/// is only told to whoever may write).
+async fn refuse_writes_on_followers(
+    State(app): State<Arc<App>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let write = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    match &app.follower {
+        Some(follower) if write => ApiError(
+            StatusCode::CONFLICT,
+            format!(
+                "this node follows the primary at {}: make changes there (they arrive here within {} s)",
+                follower.primary(),
+                app.config.follow_interval.as_secs()
+            ),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -394,6 +424,9 @@ pub struct Status {
     /// What the content listener has done: hit ratio, bytes, the last hour.
     #[serde(default)]
     pub traffic: crate::metrics::Traffic,
+    /// On a follower: the primary, its change number here, the last pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<crate::follow::FollowStatus>,
 }
 
 async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
@@ -410,5 +443,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         max_store_bytes: app.quota.max(),
         import: app.catalog.import_status(),
         traffic: app.metrics.traffic(),
+        follow: app.follower.as_ref().map(|f| f.status()),
     }))
 }

@@ -8,19 +8,40 @@ use super::import::{compare_revision, touch_files_of, ImportReport, Revision};
 use super::json::ValidUpdate;
 use super::{rules, CatalogError, UpdateState};
 
+/// How much of a document an import takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Metadata only: a catalog file cannot approve anything.
+    Metadata,
+    /// And the approval states (`upcache sync` from another upcache).
+    States,
+    /// All of it, the primary's word: states, supersedence, and digests and
+    /// sizes the primary learned, even for a revision already here (a follower).
+    Primary,
+}
+
 /// Writes one validated update: new, newer revision (replaces metadata and
 /// file links, keeps the approval), same revision (untouched but for an
-/// imported state) or older (ignored).
+/// imported state; rewritten whole from a primary) or older (ignored).
 pub(super) fn import_update(
     tx: &rusqlite::Transaction<'_>,
     u: &ValidUpdate,
-    honour_state: bool,
+    trust: Trust,
     report: &mut ImportReport,
 ) -> Result<(), CatalogError> {
     let d = &u.doc;
-    let imported_state = d.state.filter(|_| honour_state).map(UpdateState::as_str);
+    let imported_state = d
+        .state
+        .filter(|_| trust != Trust::Metadata)
+        .map(UpdateState::as_str);
+    let superseded = (trust == Trust::Primary).then_some(d.superseded);
     let known = match compare_revision(tx, &d.id, d.revision, report)? {
         Revision::Stale(_) => return Ok(()),
+        Revision::Same(uid) if trust == Trust::Primary => {
+            touch_files_of(tx, uid)?;
+            tx.execute("DELETE FROM update_files WHERE uid = ?1", [uid])?;
+            Some(uid)
+        }
         Revision::Same(uid) => {
             if let Some(state) = imported_state {
                 let changed = tx.execute(
@@ -43,12 +64,14 @@ pub(super) fn import_update(
     let products = serde_json::to_string(&d.products).expect("strings serialise");
     let uid: i64 = tx.query_row(
         "INSERT INTO updates(uid, id, revision, title, description, kb, msrc, classification,
-                             products, release_date, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'not-approved'))
+                             products, release_date, state, superseded)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'not-approved'),
+                 coalesce(?12, 0))
          ON CONFLICT(uid) DO UPDATE SET revision = excluded.revision, title = excluded.title,
             description = excluded.description, kb = excluded.kb, msrc = excluded.msrc,
             classification = excluded.classification, products = excluded.products,
-            release_date = excluded.release_date, state = coalesce(?11, updates.state)
+            release_date = excluded.release_date, state = coalesce(?11, updates.state),
+            superseded = coalesce(?12, updates.superseded)
          RETURNING uid",
         params![
             known,
@@ -62,10 +85,13 @@ pub(super) fn import_update(
             products,
             d.release_date,
             imported_state,
+            superseded,
         ],
         |r| r.get(0),
     )?;
-    rules::mark_new(tx, uid)?;
+    if trust != Trust::Primary {
+        rules::mark_new(tx, uid)?;
+    }
     let modified = u.released.unwrap_or_else(now_secs);
     for f in &u.files {
         let known: Option<i64> = tx

@@ -90,6 +90,8 @@ pub struct Catalog {
 }
 
 const POLICY_KEY: &str = "policy";
+/// Where a follower keeps the primary's change number it has applied.
+const FOLLOW_SEQ_KEY: &str = "follow_seq";
 /// Index entries loaded per write-lock: requests wait at most one batch.
 const REFRESH_BATCH: usize = 8192;
 
@@ -186,12 +188,7 @@ impl Catalog {
     }
 
     pub fn set_policy(&self, policy: Policy) -> Result<(), CatalogError> {
-        let json = serde_json::to_string(&policy).expect("policy serialises");
-        self.db().execute(
-            "INSERT INTO settings(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![POLICY_KEY, json],
-        )?;
+        write_policy(&self.db(), &policy)?;
         *self.policy.write().unwrap() = policy;
         Ok(())
     }
@@ -204,12 +201,17 @@ impl Catalog {
         input: R,
         honour_state: bool,
     ) -> Result<ImportReport, CatalogError> {
+        let trust = if honour_state {
+            json_import::Trust::States
+        } else {
+            json_import::Trust::Metadata
+        };
         self.write_import(|tx| {
             let mut report = ImportReport::default();
             rules::begin(tx)?;
             let mut n = 0;
             json::parse_stream(input, |u| {
-                json_import::import_update(tx, &u, honour_state, &mut report)?;
+                json_import::import_update(tx, &u, trust, &mut report)?;
                 n += 1;
                 if n % 1024 == 0 {
                     self.import.read(n, 0);
@@ -220,6 +222,60 @@ impl Catalog {
             report.changed_by_rules = rules::apply_to_new(tx)?;
             Ok(report)
         })
+    }
+
+    /// Applies a primary's export (`GET /api/v1/catalog?since=`), streamed,
+    /// in one transaction: its updates as it has them (states, supersedence,
+    /// learned digests), its policy, and its rules in place of ours; and
+    /// records the change number to ask `since` next time. Rules are not
+    /// run here: the primary's states already carry them.
+    pub fn import_from_primary<R: std::io::Read>(
+        &self,
+        input: R,
+    ) -> Result<(ImportReport, u64), CatalogError> {
+        let mut policy = None;
+        let mut seq = 0;
+        let report = self.write_import(|tx| {
+            let mut report = ImportReport::default();
+            let extras = json::parse_stream(input, |u| {
+                json_import::import_update(tx, &u, json_import::Trust::Primary, &mut report)
+            })?;
+            let (Some(primary_seq), Some(p), Some(primary_rules)) =
+                (extras.seq, extras.policy, extras.rules)
+            else {
+                return Err(CatalogError::Invalid {
+                    at: "document".into(),
+                    reason: "not a primary's export: seq, policy and rules are missing".into(),
+                });
+            };
+            write_policy(tx, &p)?;
+            rules::replace_all(tx, &primary_rules)?;
+            tx.execute(
+                "INSERT INTO settings(key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![FOLLOW_SEQ_KEY, primary_seq.to_string()],
+            )?;
+            policy = Some(p);
+            seq = primary_seq;
+            Ok(report)
+        })?;
+        if let Some(p) = policy {
+            *self.policy.write().unwrap() = p;
+        }
+        Ok((report, seq))
+    }
+
+    /// The primary's change number this follower's catalog is at (0: none yet).
+    pub fn follow_seq(&self) -> Result<u64, CatalogError> {
+        let value: Option<String> = self
+            .reader()
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                [FOLLOW_SEQ_KEY],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
     }
 
     /// Imports Microsoft's `package.xml`, streamed, in one transaction.
@@ -614,6 +670,16 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
             ))
         },
     )
+}
+
+fn write_policy(conn: &Connection, policy: &Policy) -> Result<(), CatalogError> {
+    let json = serde_json::to_string(policy).expect("policy serialises");
+    conn.execute(
+        "INSERT INTO settings(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![POLICY_KEY, json],
+    )?;
+    Ok(())
 }
 
 fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {

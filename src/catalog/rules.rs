@@ -54,6 +54,25 @@ pub fn list(conn: &Connection) -> Result<Vec<Rule>, CatalogError> {
     Ok(rules)
 }
 
+/// Replaces every rule with `rules` (a follower takes its primary's), ids kept.
+pub fn replace_all(conn: &Connection, rules: &[Rule]) -> Result<(), CatalogError> {
+    conn.execute("DELETE FROM rules", [])?;
+    let mut stmt = conn.prepare(
+        "INSERT INTO rules(id, action, classification, product, title) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for r in rules {
+        r.state()?;
+        stmt.execute(params![
+            r.id,
+            r.action,
+            r.classification,
+            r.product,
+            r.title
+        ])?;
+    }
+    Ok(())
+}
+
 pub fn add(conn: &Connection, mut rule: Rule) -> Result<Rule, CatalogError> {
     rule.state()?;
     if rule.classification.is_none() && rule.product.is_none() && rule.title.is_none() {

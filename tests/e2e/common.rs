@@ -191,9 +191,11 @@ impl Harness {
         self.restart_stopped().await;
     }
 
-    /// Restarts with a changed configuration.
+    /// Restarts with a changed configuration (or starts, if stopped).
     pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut Config)) {
-        self.server.take().unwrap().shutdown().await;
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
         tweak(&mut self.config);
         self.restart_stopped().await;
     }

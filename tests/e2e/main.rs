@@ -13,6 +13,7 @@ mod disk;
 mod fast_path;
 mod faults;
 mod fetch;
+mod follow;
 mod maintenance;
 mod network;
 mod package_xml;

@@ -1,0 +1,181 @@
+//! A follower keeps its catalog, approvals, rules and policy in step with a
+//! primary upcache's, by pulling the primary's changes since the last pull
+//! (`GET /api/v1/catalog?since=<seq>`) every `follow_interval_secs`.
+//!
+//! A pull is streamed from the socket into one import transaction: it
+//! applies whole or not at all, and the change number it reached is stored
+//! in the same transaction, so a crash or a cut connection never skips or
+//! half-applies changes. A primary that cannot be reached changes nothing:
+//! the follower serves what it knows and tries again next interval.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::catalog::{CatalogError, ImportReport};
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("cannot reach the primary at {url}: {source}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the primary answered {status} for {url}")]
+    Refused { url: String, status: u16 },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+/// Where a follower stands, for `/api/v1/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FollowStatus {
+    /// The primary's admin API.
+    pub primary: String,
+    /// The primary's change number this catalog is at.
+    pub seq: u64,
+    /// Unix seconds of the last pull that succeeded.
+    pub last_pull: Option<u64>,
+    /// Updates the last successful pull brought (0: nothing had changed).
+    pub last_updates: u64,
+    /// Why the last pull failed, if it did (cleared by the next success).
+    pub error: Option<String>,
+}
+
+/// The pulling side.
+pub struct Follower {
+    primary: reqwest::Url,
+    token: Option<String>,
+    interval: Duration,
+    http: reqwest::Client,
+    status: Mutex<FollowStatus>,
+}
+
+impl Follower {
+    pub fn new(primary: reqwest::Url, token: Option<String>, interval: Duration) -> Follower {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // A whole first pull of a large catalog takes a while; a stalled
+            // one is cut by the read timeout.
+            .read_timeout(Duration::from_secs(60))
+            .build()
+            .expect("a plain HTTP client builds");
+        let status = FollowStatus {
+            primary: primary.to_string(),
+            ..FollowStatus::default()
+        };
+        Follower {
+            primary,
+            token,
+            interval,
+            http,
+            status: Mutex::new(status),
+        }
+    }
+
+    pub fn status(&self) -> FollowStatus {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// The primary's admin API, as named in 409 answers.
+    pub fn primary(&self) -> &str {
+        self.primary.as_str()
+    }
+
+    /// Pulls now and then every interval until `shutdown`.
+    pub async fn run(self: Arc<Self>, app: Arc<App>, shutdown: CancellationToken) {
+        loop {
+            self.pull_once(&app).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    /// One pull, recorded in the status; a failure is logged and kept for
+    /// status, and the catalog stays as it was.
+    pub async fn pull_once(&self, app: &Arc<App>) {
+        let since = app.catalog.follow_seq().unwrap_or(0);
+        let mut result = self.pull(app, since).await;
+        if let Ok((_, seq)) = &result {
+            if *seq < since {
+                // The primary's counter went back (a new or restored
+                // database): what we hold may be stale, take it all again.
+                tracing::warn!(
+                    since,
+                    seq,
+                    "the primary's change number went back; pulling everything"
+                );
+                result = self.pull(app, 0).await;
+            }
+        }
+        let mut status = self.status.lock().unwrap();
+        match result {
+            Ok((report, seq)) => {
+                let updates =
+                    report.updates_added + report.updates_replaced + report.updates_unchanged;
+                if updates > 0 {
+                    tracing::info!(seq, %report, "followed the primary");
+                }
+                status.seq = seq;
+                status.last_updates = updates;
+                status.last_pull = Some(unix_now());
+                status.error = None;
+                drop(status);
+                if updates > 0 {
+                    app.sync_downloads();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "following the primary failed; serving what we know");
+                status.error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Streams the primary's changes since `since` into one import.
+    async fn pull(&self, app: &Arc<App>, since: u64) -> Result<(ImportReport, u64), FollowError> {
+        let mut url = self
+            .primary
+            .join("/api/v1/catalog")
+            .expect("a fixed path joins");
+        url.set_query(Some(&format!("since={since}")));
+        let mut req = self.http.get(url.clone());
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let unreachable = |source| FollowError::Unreachable {
+            url: url.to_string(),
+            source,
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        if !resp.status().is_success() {
+            return Err(FollowError::Refused {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let body = resp.bytes_stream().map_err(std::io::Error::other);
+        let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+        let catalog = app.catalog.clone();
+        let imported = tokio::task::spawn_blocking(move || {
+            catalog.import_from_primary(std::io::BufReader::with_capacity(1 << 18, reader))
+        })
+        .await
+        .expect("an import does not panic")?;
+        Ok(imported)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
