@@ -273,9 +273,25 @@ pub fn print_status(s: &Status) {
         serde_json::to_string(&s.policy).unwrap_or_default()
     );
     println!(
-        "updates    {} approved, {} not approved, {} declined",
-        c.updates_approved, c.updates_not_approved, c.updates_declined
+        "updates    {} approved, {} not approved, {} declined, {} superseded",
+        c.updates_approved, c.updates_not_approved, c.updates_declined, c.updates_superseded
     );
+    if let Some(f) = &s.follow {
+        let error = f
+            .error
+            .as_deref()
+            .map_or(String::new(), |e| format!("; last pull failed: {e}"));
+        println!("follows    {} at change {}{error}", f.primary, f.seq);
+    }
+    let t = &s.traffic;
+    if let Some(ratio) = t.hit_ratio {
+        println!(
+            "traffic    hit ratio {:.1} %, {} bytes served, {} fetched upstream",
+            ratio * 100.0,
+            t.bytes_served,
+            t.bytes_upstream
+        );
+    }
     println!(
         "files      {} known, {} stored ({} bytes), {} quarantined",
         c.files, c.files_stored, c.bytes_stored, s.quarantined
