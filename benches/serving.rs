@@ -55,6 +55,7 @@ fn warm_store() -> Warm {
         quota,
         FetchSettings::default(),
         metrics.clone(),
+        None,
     )
     .unwrap();
     Warm {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub use crate::access_log::{Destination as AccessLogDestination, Format as AccessLogFormat};
 use crate::fetch::FetchSettings;
+pub use crate::store::s3::{S3Credentials, S3Settings};
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8530";
@@ -77,6 +78,18 @@ pub struct ServeArgs {
     /// Bearer token for the primary's admin API
     #[arg(long, env = "UPCACHE_FOLLOW_TOKEN", hide_env_values = true)]
     pub follow_token: Option<String>,
+    /// S3-compatible endpoint of the shared tier, e.g. http://seaweed:8333 (unset: AWS)
+    #[arg(long, env = "UPCACHE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Bucket of the shared tier (set: every node serves any file from it)
+    #[arg(long, env = "UPCACHE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Region of the bucket [default: us-east-1]
+    #[arg(long, env = "UPCACHE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Key prefix inside the bucket [default: none]
+    #[arg(long, env = "UPCACHE_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
 }
 
 /// The keys of `upcache.toml`.
@@ -115,6 +128,10 @@ struct FileConfig {
     follow: Option<String>,
     follow_interval_secs: Option<u64>,
     follow_token: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_bucket: Option<String>,
+    s3_region: Option<String>,
+    s3_prefix: Option<String>,
 }
 
 impl FileConfig {
@@ -155,6 +172,10 @@ impl FileConfig {
             follow,
             follow_interval_secs,
             follow_token,
+            s3_endpoint,
+            s3_bucket,
+            s3_region,
+            s3_prefix,
         } = self;
         [
             ("data_dir", data_dir.is_none()),
@@ -188,6 +209,10 @@ impl FileConfig {
             ("follow", follow.is_none()),
             ("follow_interval_secs", follow_interval_secs.is_none()),
             ("follow_token", follow_token.is_none()),
+            ("s3_endpoint", s3_endpoint.is_none()),
+            ("s3_bucket", s3_bucket.is_none()),
+            ("s3_region", s3_region.is_none()),
+            ("s3_prefix", s3_prefix.is_none()),
         ]
         .into_iter()
         .filter_map(|(key, unset)| unset.then_some(key))
@@ -239,6 +264,8 @@ pub struct Config {
     /// How often a follower pulls the primary's changes.
     pub follow_interval: Duration,
     pub follow_token: Option<String>,
+    /// The shared tier (S3); `None`: the local disk is the only store.
+    pub s3: Option<S3Settings>,
 }
 
 impl Config {
@@ -337,6 +364,12 @@ impl Config {
                 .clone()
                 .or(file.follow_token)
                 .filter(|t| !t.is_empty()),
+            s3: s3_settings(
+                args.s3_endpoint.clone().or(file.s3_endpoint),
+                args.s3_bucket.clone().or(file.s3_bucket),
+                args.s3_region.clone().or(file.s3_region),
+                args.s3_prefix.clone().or(file.s3_prefix),
+            )?,
         };
         if file.far_ahead_bytes.is_some() {
             return Err(ConfigError::Invalid {
@@ -373,6 +406,7 @@ impl Config {
             follow: None,
             follow_interval: Duration::from_secs(DEFAULT_FOLLOW_INTERVAL_SECS),
             follow_token: None,
+            s3: None,
         }
     }
 
@@ -485,6 +519,42 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(factor)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// The shared tier: on when a bucket is named; an endpoint or region
+/// without one is a mistake worth stopping for.
+fn s3_settings(
+    endpoint: Option<String>,
+    bucket: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+) -> Result<Option<S3Settings>, ConfigError> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    let (endpoint, region, prefix) = (nonempty(endpoint), nonempty(region), nonempty(prefix));
+    let Some(bucket) = nonempty(bucket) else {
+        if endpoint.is_some() || region.is_some() || prefix.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "s3_bucket",
+                message: "s3_endpoint, s3_region or s3_prefix is set but no bucket: name one (UPCACHE_S3_BUCKET)".into(),
+            });
+        }
+        return Ok(None);
+    };
+    if let Some(e) = &endpoint {
+        parse_http_url("s3_endpoint", e)?;
+    }
+    let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        (Some(key_id), Some(secret)) => Some(S3Credentials { key_id, secret }),
+        _ => None,
+    };
+    Ok(Some(S3Settings {
+        endpoint,
+        bucket,
+        region: region.unwrap_or_else(|| "us-east-1".into()),
+        prefix: prefix.unwrap_or_default(),
+        credentials,
+    }))
 }
 
 /// `access_log`: a path, `-` (stdout), or `off`/empty (none).
@@ -678,7 +748,9 @@ mod tests {
         for line in text.lines() {
             let key_line = |l: &str| {
                 l.split_once(" = ").is_some_and(|(k, _)| {
-                    !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    !k.is_empty()
+                        && k.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 })
             };
             match line.strip_prefix("# ") {

@@ -69,6 +69,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -102,6 +107,7 @@ pub struct Metrics {
     request_durations: [Histogram; 6],
     download_durations: Family<ResultLabels, Histogram, fn() -> Histogram>,
     access_log_dropped: Counter,
+    shared_tier: Family<EventLabels, Counter>,
     timeline: Timeline,
     store_bytes: Gauge,
     store_files: Gauge,
@@ -148,6 +154,12 @@ impl Default for Metrics {
                 download_buckets,
             );
         let access_log_dropped = Counter::default();
+        let shared_tier = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "s3",
+            "Shared tier (S3) events: found, absent, error (lookups), uploaded, upload_failed",
+            shared_tier.clone(),
+        );
         let gauge = |registry: &mut Registry, name: &str, help: &str| {
             let g = Gauge::default();
             registry.register(name, help, g.clone());
@@ -256,6 +268,7 @@ impl Default for Metrics {
             request_durations,
             download_durations,
             access_log_dropped,
+            shared_tier,
             timeline: Timeline::default(),
             store_bytes,
             store_files,
@@ -283,6 +296,11 @@ impl Metrics {
         if file_bytes > 0 {
             self.served_bytes.inc_by(file_bytes);
         }
+    }
+
+    /// Something happened with the shared tier (S3).
+    pub fn shared_tier(&self, event: &'static str) {
+        self.shared_tier.get_or_create(&EventLabels { event }).inc();
     }
 
     /// An access log line was dropped (the writer is behind).

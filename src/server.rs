@@ -32,6 +32,8 @@ pub enum StartError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    #[error(transparent)]
+    SharedTier(#[from] crate::store::s3::S3Error),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -176,12 +178,21 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     );
     // A lowered max_store_bytes applies at once.
     quota.enforce();
+    let shared = match &config.s3 {
+        Some(settings) => {
+            let tier = crate::store::s3::S3Tier::new(settings)?;
+            tracing::info!(bucket = tier.bucket(), endpoint = ?settings.endpoint, "shared tier (S3) in front of the origin");
+            Some(Arc::new(tier))
+        }
+        None => None,
+    };
     let fetcher = Fetcher::new(
         store.clone(),
         catalog.clone(),
         quota.clone(),
         config.fetch.clone(),
         metrics.clone(),
+        shared,
     )?;
     let access_log = match &config.access_log {
         Some(destination) => Some(

@@ -80,6 +80,9 @@ pub struct Download {
     reader: OnceLock<Partial>,
     progress: watch::Sender<Progress>,
     started: Instant,
+    /// Where the bytes come from once known: the origin, or a presigned
+    /// URL of the shared tier (a far-ahead range is asked of the same place).
+    source: OnceLock<String>,
 }
 
 impl Download {
@@ -98,7 +101,18 @@ impl Download {
                 rate: 0,
             }),
             started: Instant::now(),
+            source: OnceLock::new(),
         }
+    }
+
+    /// Records where the bytes are downloaded from.
+    pub(super) fn set_source(&self, url: String) {
+        let _ = self.source.set(url);
+    }
+
+    /// Where the bytes are downloaded from, once the download has a slot.
+    pub fn source(&self) -> Option<&str> {
+        self.source.get().map(String::as_str)
     }
 
     /// Gives followers their handle on the temp file `ingest` writes.

@@ -25,6 +25,7 @@ use crate::catalog::{Catalog, FileEntry};
 use crate::digest::Sha1Digest;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
+use crate::store::s3::S3Tier;
 use crate::store::Storage;
 
 /// Why a download failed. Cloneable: every waiting client gets a copy.
@@ -194,7 +195,15 @@ pub struct Fetcher {
     /// always find slots.
     background: Arc<tokio::sync::Semaphore>,
     background_progress: Arc<BackgroundCounters>,
+    /// The shared tier (S3), when configured: asked before the origin,
+    /// given every file the origin sent.
+    shared: Option<Arc<S3Tier>>,
+    /// Bounds uploads to the shared tier running at once.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Uploads to the shared tier at once.
+const MAX_UPLOADS: usize = 4;
 
 /// A download joined by [`Fetcher::join`].
 pub struct Joined {
@@ -210,6 +219,7 @@ impl Fetcher {
         quota: Arc<Quota>,
         settings: FetchSettings,
         metrics: Arc<Metrics>,
+        shared: Option<Arc<S3Tier>>,
     ) -> Result<Arc<Fetcher>, FetchError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
@@ -243,6 +253,8 @@ impl Fetcher {
             settings,
             metrics,
             inflight: Mutex::new(HashMap::new()),
+            shared,
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         }))
     }
 
@@ -359,12 +371,16 @@ impl Fetcher {
     /// waits for the main download instead.
     pub async fn range_from_upstream(
         &self,
+        dl: &Download,
         file: &FileEntry,
         range: std::ops::Range<u64>,
         len: u64,
     ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
         use futures_util::StreamExt;
-        let url = self.upstream_url(&self.catalog.location(&file.sha1)?.url);
+        let url = match dl.source() {
+            Some(source) => source.to_owned(),
+            None => self.upstream_url(&self.catalog.location(&file.sha1)?.url),
+        };
         let want = format!("bytes {}-{}/{len}", range.start, range.end - 1);
         let request = self
             .client
@@ -466,6 +482,8 @@ impl Fetcher {
         let _slot = slot.expect("never closed");
         let began = std::time::Instant::now();
         dl.update(|p| p.phase = Phase::Connecting);
+        let (url, from_shared) = self.source(&file, url).await;
+        dl.set_source(url.clone());
         let reservation = self.quota.reserve(file.size.unwrap_or(0));
         let outcome = match self.begin(&dl) {
             Ok(ingest) => {
@@ -480,8 +498,15 @@ impl Fetcher {
             }
             Err(e) => Err(e),
         };
-        if let Ok(got) = &outcome {
-            self.catalog.record_stored(&file.sha1, got);
+        match &outcome {
+            Ok(got) => {
+                self.catalog.record_stored(&file.sha1, got);
+                if !from_shared {
+                    self.share(file.sha1, got.sha256);
+                }
+            }
+            Err(FetchError::Verification(_)) if from_shared => self.forget_shared(&file).await,
+            Err(_) => {}
         }
         self.metrics.fetch_finished(
             outcome.is_ok(),
@@ -501,6 +526,70 @@ impl Fetcher {
         // Out of the table first: a request arriving after the failure starts afresh.
         self.inflight.lock().unwrap().remove(&file.sha1);
         dl.finish(outcome.map(|_| ()));
+    }
+
+    /// Where a file is downloaded from: the shared tier if it has it (a
+    /// presigned URL), else the origin. The shared tier failing is a miss.
+    async fn source(&self, file: &FileEntry, origin: String) -> (String, bool) {
+        let Some(shared) = &self.shared else {
+            return (origin, false);
+        };
+        match shared.locate(&file.sha1, file.sha256).await {
+            Ok(Some(found)) => {
+                self.metrics.shared_tier("found");
+                tracing::info!(sha1 = %file.sha1, sha256 = %found.sha256, "fetching from the shared tier");
+                (found.url, true)
+            }
+            Ok(None) => {
+                self.metrics.shared_tier("absent");
+                (origin, false)
+            }
+            Err(e) => {
+                self.metrics.shared_tier("error");
+                tracing::warn!(sha1 = %file.sha1, error = %e, "shared tier unavailable; fetching from the origin");
+                (origin, false)
+            }
+        }
+    }
+
+    /// Uploads a file the origin sent to the shared tier, in the background
+    /// (clients never wait for it); a failure leaves it in the local tier only.
+    fn share(self: &Arc<Self>, sha1: Sha1Digest, sha256: crate::digest::Sha256Digest) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let (store, metrics, uploads) = (
+            self.store.clone(),
+            self.metrics.clone(),
+            self.uploads.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = uploads.acquire_owned().await;
+            let bytes = match store.lookup(&sha256) {
+                Ok(Some(hit)) => hit.into_bytes(),
+                _ => return, // evicted meanwhile: the next fetch uploads it
+            };
+            match shared.upload(&sha1, &sha256, bytes).await {
+                Ok(_) => metrics.shared_tier("uploaded"),
+                Err(e) => {
+                    metrics.shared_tier("upload_failed");
+                    tracing::warn!(%sha1, error = %e, "upload to the shared tier failed; the file stays local only");
+                }
+            }
+        });
+    }
+
+    /// A shared copy that failed verification is removed (with its marker),
+    /// so the next request fetches from the origin and uploads a good one.
+    async fn forget_shared(&self, file: &FileEntry) {
+        let Some(shared) = &self.shared else { return };
+        let Ok(Some(found)) = shared.locate(&file.sha1, file.sha256).await else {
+            return;
+        };
+        tracing::warn!(sha1 = %file.sha1, sha256 = %found.sha256, "the shared tier's copy is bad; removed");
+        if let Err(e) = shared.delete(&file.sha1, &found.sha256).await {
+            tracing::warn!(error = %e, "removing the bad shared copy failed");
+        }
     }
 
     /// The temp file of a download that now holds a slot.

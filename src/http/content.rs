@@ -203,7 +203,7 @@ impl ContentService {
                 let len = rep.len.expect("ranges need a length");
                 if let Some(body) = self
                     .fetcher
-                    .range_from_upstream(entry, range.clone(), len)
+                    .range_from_upstream(&dl, entry, range.clone(), len)
                     .await
                 {
                     let source = Source::Upstream(Arc::new(UpstreamRange::new(range, body)));

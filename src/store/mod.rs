@@ -15,6 +15,7 @@
 
 mod ingest;
 mod lock;
+pub mod s3;
 
 pub use ingest::{Expected, Ingest, IngestError, Ingested, Partial};
 pub use lock::{DataLock, LockError};

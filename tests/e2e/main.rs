@@ -21,5 +21,6 @@ mod policy;
 mod protocols;
 mod quota;
 mod service;
+mod shared;
 mod waits;
 mod windows;

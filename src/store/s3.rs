@@ -1,0 +1,322 @@
+//! The shared tier: an S3-compatible object store (AWS, SeaweedFS, MinIO,
+//! Ceph RGW) behind every node's local disk.
+//!
+//! - A verified file is uploaded under `<prefix>/sha256/ab/cd/<hex>`
+//!   (multipart past [`PART`]: S3 shows an object only once it is
+//!   complete), then a marker `<prefix>/sha1/<hex>` holding its SHA-256 and
+//!   size, so that a node whose catalog knows only the SHA-1 (Microsoft's
+//!   catalogs give no SHA-256) finds it by one GET, with no bucket listing.
+//! - On a local miss, [`S3Tier::locate`] answers with a presigned URL of
+//!   the object, which the fetcher downloads like any upstream: streamed to
+//!   every waiting client as it lands, ranges and resumption included,
+//!   verified, and kept in the local tier (which `max_store_bytes` bounds;
+//!   S3 keeps everything). Only a file absent from both comes from the origin.
+//! - S3 down is degraded, not down: a failed lookup is a miss (the origin
+//!   serves), a failed upload leaves the file local only; both are logged
+//!   and counted, and every call is bounded by short timeouts and few retries.
+//!
+//! Credentials follow the AWS conventions (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, ...); addressing is path-style.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, PutPayload, RetryConfig};
+
+use crate::digest::{Sha1Digest, Sha256Digest};
+
+/// Parts of a multipart upload (S3's minimum is 5 MiB).
+const PART: usize = 16 << 20;
+/// How long a presigned URL stays valid: longer than any download.
+const URL_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+/// Why a call to the object store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("S3 {op}: {source}")]
+pub struct S3Error {
+    op: &'static str,
+    #[source]
+    source: object_store::Error,
+}
+
+/// Where the shared tier is (`s3_*` settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    /// `http(s)://host:port`; `None` for AWS itself.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Key prefix, without slashes at either end ("" for none).
+    pub prefix: String,
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, read once at start;
+    /// `None`: whatever else the AWS conventions provide (instance roles...).
+    pub credentials: Option<S3Credentials>,
+}
+
+/// A static key pair (never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Credentials {
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3Credentials({}, <secret>)", self.key_id)
+    }
+}
+
+/// A file found in the shared tier.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    /// A presigned GET of the object.
+    pub url: String,
+}
+
+/// The shared tier's client.
+pub struct S3Tier {
+    store: Arc<AmazonS3>,
+    prefix: String,
+    bucket: String,
+}
+
+impl S3Tier {
+    /// A client for `settings`, with credentials from the environment.
+    /// Nothing is contacted yet: a store that is down at start is degraded
+    /// service, not a failed start.
+    pub fn new(settings: &S3Settings) -> Result<S3Tier, S3Error> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(500),
+                    base: 2.0,
+                },
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(300)),
+            );
+        if let Some(c) = &settings.credentials {
+            builder = builder
+                .with_access_key_id(&c.key_id)
+                .with_secret_access_key(&c.secret);
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder.build().map_err(|source| S3Error {
+            op: "setup",
+            source,
+        })?;
+        Ok(S3Tier {
+            store: Arc::new(store),
+            prefix: settings.prefix.trim_matches('/').to_owned(),
+            bucket: settings.bucket.clone(),
+        })
+    }
+
+    /// The bucket, for logs and status.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn key(&self, rest: String) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(rest)
+        } else {
+            Path::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    /// `<prefix>/sha256/ab/cd/<hex>`: the object of a file.
+    pub fn object_key(&self, sha256: &Sha256Digest) -> Path {
+        let hex = sha256.to_hex();
+        self.key(format!("sha256/{}/{}/{hex}", &hex[0..2], &hex[2..4]))
+    }
+
+    /// `<prefix>/sha1/<hex>`: the marker naming a file's SHA-256 and size.
+    pub fn marker_key(&self, sha1: &Sha1Digest) -> Path {
+        self.key(format!("sha1/{}", sha1.to_hex()))
+    }
+
+    /// The file with this SHA-1 (and SHA-256, when the catalog knows it),
+    /// if the shared tier has it; a presigned URL to download it from.
+    pub async fn locate(
+        &self,
+        sha1: &Sha1Digest,
+        sha256: Option<Sha256Digest>,
+    ) -> Result<Option<Located>, S3Error> {
+        let sha256 = match sha256 {
+            Some(d) => d,
+            None => match self.read_marker(sha1).await? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
+        };
+        let key = self.object_key(&sha256);
+        let meta = match self.store.head(&key).await {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(S3Error { op: "head", source }),
+        };
+        let url = self
+            .store
+            .signed_url(reqwest::Method::GET, &key, URL_LIFETIME)
+            .await
+            .map_err(|source| S3Error { op: "sign", source })?;
+        Ok(Some(Located {
+            sha256,
+            size: meta.size,
+            url: url.to_string(),
+        }))
+    }
+
+    async fn read_marker(&self, sha1: &Sha1Digest) -> Result<Option<Sha256Digest>, S3Error> {
+        let got = match self.store.get(&self.marker_key(sha1)).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => {
+                return Err(S3Error {
+                    op: "get marker",
+                    source,
+                })
+            }
+        };
+        let text = got.bytes().await.map_err(|source| S3Error {
+            op: "get marker",
+            source,
+        })?;
+        // "<sha256 hex> <size>"; anything else is no marker (and the file
+        // is fetched, verified and uploaded again, rewriting it).
+        Ok(std::str::from_utf8(&text)
+            .ok()
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|hex| hex.parse().ok()))
+    }
+
+    /// Uploads a verified file (`bytes`, its whole content) unless the
+    /// object is there already, then its SHA-1 marker. The object becomes
+    /// visible only when complete.
+    pub async fn upload(
+        &self,
+        sha1: &Sha1Digest,
+        sha256: &Sha256Digest,
+        bytes: Bytes,
+    ) -> Result<bool, S3Error> {
+        let key = self.object_key(sha256);
+        let present = match self.store.head(&key).await {
+            Ok(meta) => meta.size == bytes.len() as u64,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(source) => return Err(S3Error { op: "head", source }),
+        };
+        if !present {
+            self.put(&key, bytes.clone()).await?;
+        }
+        let marker = format!("{} {}\n", sha256.to_hex(), bytes.len());
+        self.store
+            .put(&self.marker_key(sha1), PutPayload::from(marker))
+            .await
+            .map_err(|source| S3Error {
+                op: "put marker",
+                source,
+            })?;
+        Ok(!present)
+    }
+
+    /// One PUT for a small file; a multipart upload of [`PART`]-sized
+    /// slices of the (mapped) file otherwise: no copy of the file in memory.
+    async fn put(&self, key: &Path, bytes: Bytes) -> Result<(), S3Error> {
+        if bytes.len() <= PART {
+            self.store
+                .put(key, PutPayload::from(bytes))
+                .await
+                .map_err(|source| S3Error { op: "put", source })?;
+            return Ok(());
+        }
+        let mut upload = self
+            .store
+            .put_multipart(key)
+            .await
+            .map_err(|source| S3Error {
+                op: "start multipart",
+                source,
+            })?;
+        for start in (0..bytes.len()).step_by(PART) {
+            let part = bytes.slice(start..(start + PART).min(bytes.len()));
+            if let Err(source) = upload.put_part(PutPayload::from(part)).await {
+                let _ = upload.abort().await;
+                return Err(S3Error {
+                    op: "put part",
+                    source,
+                });
+            }
+        }
+        upload.complete().await.map_err(|source| S3Error {
+            op: "complete multipart",
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Removes a file's object and marker (tests, cleanup).
+    pub async fn delete(&self, sha1: &Sha1Digest, sha256: &Sha256Digest) -> Result<(), S3Error> {
+        for key in [self.object_key(sha256), self.marker_key(sha1)] {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(S3Error {
+                        op: "delete",
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_content_addressed_under_the_prefix() {
+        let settings = S3Settings {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            bucket: "b".into(),
+            region: "us-east-1".into(),
+            prefix: "/upcache/".into(),
+            credentials: Some(S3Credentials {
+                key_id: "id".into(),
+                secret: "hunter2".into(),
+            }),
+        };
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let tier = S3Tier::new(&settings).unwrap();
+        let sha256: Sha256Digest = "ab".repeat(32).parse().unwrap();
+        let sha1: Sha1Digest = "cd".repeat(20).parse().unwrap();
+        assert_eq!(
+            tier.object_key(&sha256).as_ref(),
+            format!("upcache/sha256/ab/ab/{}", "ab".repeat(32))
+        );
+        assert_eq!(
+            tier.marker_key(&sha1).as_ref(),
+            format!("upcache/sha1/{}", "cd".repeat(20))
+        );
+    }
+}
