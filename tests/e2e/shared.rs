@@ -64,7 +64,7 @@ fn start_weed() -> Option<Weed> {
             Ok(())
         });
     }
-    let child = cmd.spawn().expect("weed starts");
+    let mut child = cmd.spawn().expect("weed starts");
     let s3 = format!("127.0.0.1:{}", port(3));
     for _ in 0..120 {
         if create_bucket(&s3) {
@@ -75,6 +75,8 @@ fn start_weed() -> Option<Weed> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("SeaweedFS did not come up on {s3}");
 }
 
