@@ -48,6 +48,11 @@ impl ContentService {
     /// Answers one content request, counting how; its duration and log
     /// line are recorded when the body ends.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<ResponseBody> {
+        // For load balancers (HAProxy's `option httpchk`): not a content
+        // request, so neither counted nor logged.
+        if req.uri().path() == "/healthz" {
+            return plain(StatusCode::OK, "ok\n");
+        }
         let started = std::time::Instant::now();
         let logged = self.access_log.as_ref().map(|_| {
             let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());

@@ -264,6 +264,14 @@ pub struct Server {
     pub admin: String,
 }
 
+/// A server a test forgot to stop is stopped with it (no process outlives the suite).
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `upcache serve` on ephemeral ports and reads its addresses.
 pub fn spawn_server(data_dir: &Path) -> Server {
     spawn_server_with(data_dir, Stdio::null())

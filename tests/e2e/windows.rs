@@ -92,3 +92,14 @@ async fn delivery_optimization_file_urls_get_a_404_to_fall_back_from() {
         assert_eq!(h.raw_status(&path).await, 404);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_content_listener_answers_health_checks_uncounted() {
+    let h = Harness::new().await;
+    for _ in 0..3 {
+        let r = h.get("/healthz").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok\n");
+    }
+    assert_eq!(h.status().await["traffic"]["requests"]["refused"], 0);
+}
