@@ -248,6 +248,7 @@ def main():
 
         # 3. The node back: which files move.
         victim.start()
+        procs.append(victim.proc)
         wait_until("HAProxy sees the node again", lambda: victim.name in up_in_haproxy(), seconds=30)
         _, _, owners3 = round_of_requests(1)
         moved_back = sum(1 for k in owners3 if owners3[k] != owners2.get(k))

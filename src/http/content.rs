@@ -527,11 +527,14 @@ fn boundary() -> String {
     format!("upcache-{:016x}", h.finish())
 }
 
-/// A short text response (errors, redirects).
+/// A short text response (errors, redirects). Never stored by a cache in
+/// front (a CDN): a 403 turns into the file once the update is approved,
+/// a 503 once a slot is free, a redirect when the policy changes.
 pub fn plain(status: StatusCode, msg: impl Into<String>) -> Response<ResponseBody> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-store")
         .body(body::text(msg))
         .expect("valid response")
 }

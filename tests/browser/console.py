@@ -21,6 +21,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -88,11 +89,21 @@ def main():
         box = driver.find_element(By.ID, "update-search")
         box.clear()
         box.send_keys(search)
+        # Typing searches as it goes: wait for the search of the whole text,
+        # so the row clicked is not replaced by a later result.
+        WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-searched") == search)
         row = f'tr[data-update-id="{update_id}"]'
         WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
         driver.find_element(By.CSS_SELECTOR, row + ' button[name="approve"]').click()
-        WebDriverWait(driver, 10).until(
-            lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-state") == "approved")
+
+        def approved(d):
+            try:
+                return d.find_element(By.CSS_SELECTOR, row).get_attribute("data-state") == "approved"
+            except StaleElementReferenceException:
+                return False  # re-rendered between find and read: look again
+
+        WebDriverWait(driver, 10).until(approved)
         report("approved", driver.find_element(By.CSS_SELECTOR, row).get_attribute("data-state"))
 
         driver.refresh()

@@ -86,6 +86,8 @@ async fn delivery_optimization_file_urls_get_a_404_to_fall_back_from() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 404, "{path}");
+            // A cache in front must not keep the answer.
+            assert_eq!(r.headers()["cache-control"], "no-store");
             let r = client.head(h.url(&path)).send().await.unwrap();
             assert_eq!(r.status(), 404, "{path}");
         }
