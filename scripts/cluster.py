@@ -282,6 +282,10 @@ def main():
             f"(follow interval {a.interval} s): max {max(delays):.1f} s",
         ]
         print("\n".join(report))
+        out = os.path.join(ROOT, "benches/load/results", f"cluster-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
+            f.write("\n".join(report) + "\n")
         passed = (ok1 == total1 and origin_once == a.files and ok2 == total2 and new_origin == 0
                   and held_from_s3 == len(held) and max(delays) <= a.interval + 1.0)
         print("PASS" if passed else "FAIL")
