@@ -67,6 +67,7 @@ fn warm_store() -> Warm {
             fetcher,
             metrics,
             access_log: None,
+            validators: upcache::http::content::ValidatorCache::new(1024),
         },
     }
 }

@@ -237,6 +237,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         fetcher,
         metrics,
         access_log: access_log.clone(),
+        validators: crate::http::content::ValidatorCache::new(app.config.open_file_cache),
     });
     let fast = app.config.fast_path.then(|| content.clone());
     let handler = hyper::service::service_fn(move |req| {

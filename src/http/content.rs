@@ -35,13 +35,52 @@ pub struct ContentService {
     pub fetcher: Arc<Fetcher>,
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
+    pub validators: ValidatorCache,
 }
 
 /// The representation being served.
 struct Representation {
     len: Option<u64>,
     content_type: &'static str,
+    validators: Arc<FileValidators>,
+}
+
+/// A file's validators and their header values, computed once per file
+/// (and digest set) and kept in [`ValidatorCache`]: a warm hit formats no
+/// `ETag` or `Last-Modified` and allocates nothing for them.
+pub struct FileValidators {
     validators: Validators,
+    etag: HeaderValue,
+    last_modified: Option<HeaderValue>,
+}
+
+/// What a file's validators depend on.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ValidatorKey {
+    sha1: crate::digest::Sha1Digest,
+    sha256: Option<crate::digest::Sha256Digest>,
+    modified: Option<SystemTime>,
+    by_sha256: bool,
+}
+
+/// The validators of recently served files (bounded like the open-file cache).
+pub struct ValidatorCache(moka::sync::Cache<ValidatorKey, Arc<FileValidators>>);
+
+impl ValidatorCache {
+    pub fn new(files: u64) -> ValidatorCache {
+        ValidatorCache(moka::sync::Cache::new(files))
+    }
+
+    fn get(&self, entry: &FileEntry, key: FileKey) -> Arc<FileValidators> {
+        let k = ValidatorKey {
+            sha1: entry.sha1,
+            sha256: entry.sha256,
+            modified: entry.modified,
+            by_sha256: matches!(key, FileKey::Sha256(_)),
+        };
+        self.0
+            .get_with(k, || Arc::new(FileValidators::new(entry, key)))
+    }
 }
 
 impl ContentService {
@@ -118,7 +157,7 @@ impl ContentService {
                         self.catalog.record_served(&entry.sha1);
                     }
                     let len = Some(hit.len());
-                    let rep = representation(&entry, key, content_type, len);
+                    let rep = self.representation(&entry, key, content_type, len);
                     let r = respond(&method, headers, rep, Source::Stored(hit.into_bytes()));
                     (r, Outcome::Hit)
                 }
@@ -155,7 +194,7 @@ impl ContentService {
             self.catalog.record_served(&entry.sha1);
         }
         let content_type = content_type(route::extension(path).as_deref());
-        let rep = representation(&entry, key, content_type, Some(hit.len()));
+        let rep = self.representation(&entry, key, content_type, Some(hit.len()));
         let plan = Plan::new(req, &rep, hit.len());
         self.metrics.request(Outcome::Hit);
         self.metrics.response(plan.status.as_u16());
@@ -202,7 +241,7 @@ impl ContentService {
             Ok(len) => len,
             Err(e) => return (error_response(&e), outcome),
         };
-        let rep = representation(entry, key, content_type, len);
+        let rep = self.representation(entry, key, content_type, len);
         if let Some(range) = far_ahead_candidate(method, headers, &rep) {
             if self.fetcher.is_far_ahead(&dl, range.start).await {
                 let len = rep.len.expect("ranges need a length");
@@ -236,7 +275,7 @@ fn far_ahead_candidate(
     let len = rep.len?;
     let value = headers.get(header::RANGE)?.to_str().ok()?;
     let Precondition::Proceed { honour_range: true } =
-        conditional::evaluate(headers, &rep.validators)
+        conditional::evaluate(headers, &rep.validators.validators)
     else {
         return None;
     };
@@ -261,35 +300,51 @@ fn error_response(e: &FetchError) -> Response<ResponseBody> {
     r
 }
 
-/// The validators of a file as named by `key`.
-///
-/// The `ETag` is the digest the URL names: `"sha1:<hex>"` for WSUS and
-/// Microsoft Update paths, `"sha256:<hex>"` for SHA-256 routes. It is known
-/// before the first byte and never changes, whereas a file's SHA-256 is often
-/// learned only when its first download completes (Microsoft's catalogs give
-/// SHA-1 only): a SHA-256 tag would change between the first response and
-/// the next, breaking `If-Range` resumption. The other digest is accepted in
-/// conditionals too.
-fn representation(
-    entry: &FileEntry,
-    key: FileKey,
-    content_type: &'static str,
-    len: Option<u64>,
-) -> Representation {
-    let sha1_tag = format!("\"sha1:{}\"", entry.sha1);
-    let sha256_tag = entry.sha256.map(|d| format!("\"sha256:{d}\""));
-    let etags = match (key, sha256_tag) {
-        (FileKey::Sha256(_), Some(sha256)) => vec![sha256, sha1_tag],
-        (_, Some(sha256)) => vec![sha1_tag, sha256],
-        (_, None) => vec![sha1_tag],
-    };
-    Representation {
-        len,
-        content_type,
-        validators: Validators {
-            etags,
-            last_modified: entry.modified,
-        },
+impl ContentService {
+    /// The representation of a file as named by `key` (validators cached).
+    fn representation(
+        &self,
+        entry: &FileEntry,
+        key: FileKey,
+        content_type: &'static str,
+        len: Option<u64>,
+    ) -> Representation {
+        Representation {
+            len,
+            content_type,
+            validators: self.validators.get(entry, key),
+        }
+    }
+}
+
+impl FileValidators {
+    /// The validators of a file as named by `key`.
+    ///
+    /// The `ETag` is the digest the URL names: `"sha1:<hex>"` for WSUS and
+    /// Microsoft Update paths, `"sha256:<hex>"` for SHA-256 routes. It is known
+    /// before the first byte and never changes, whereas a file's SHA-256 is often
+    /// learned only when its first download completes (Microsoft's catalogs give
+    /// SHA-1 only): a SHA-256 tag would change between the first response and
+    /// the next, breaking `If-Range` resumption. The other digest is accepted in
+    /// conditionals too.
+    fn new(entry: &FileEntry, key: FileKey) -> FileValidators {
+        let sha1_tag = format!("\"sha1:{}\"", entry.sha1);
+        let sha256_tag = entry.sha256.map(|d| format!("\"sha256:{d}\""));
+        let etags = match (key, sha256_tag) {
+            (FileKey::Sha256(_), Some(sha256)) => vec![sha256, sha1_tag],
+            (_, Some(sha256)) => vec![sha1_tag, sha256],
+            (_, None) => vec![sha1_tag],
+        };
+        FileValidators {
+            etag: header_value(etags[0].clone()),
+            last_modified: entry
+                .modified
+                .map(|lm| header_value(httpdate::fmt_http_date(lm))),
+            validators: Validators {
+                etags,
+                last_modified: entry.modified,
+            },
+        }
     }
 }
 
@@ -306,7 +361,7 @@ pub struct Plan {
 impl Plan {
     /// The plan for a request's preconditions and `Range` over a file of `len` bytes.
     fn new(req: &HeaderMap, rep: &Representation, len: u64) -> Plan {
-        let honour_range = match conditional::evaluate(req, &rep.validators) {
+        let honour_range = match conditional::evaluate(req, &rep.validators.validators) {
             Precondition::NotModified => {
                 return Plan {
                     status: StatusCode::NOT_MODIFIED,
@@ -439,7 +494,7 @@ fn open_ended(
     rep: Representation,
     source: Source,
 ) -> Response<ResponseBody> {
-    match conditional::evaluate(req, &rep.validators) {
+    match conditional::evaluate(req, &rep.validators.validators) {
         Precondition::NotModified => {
             let mut r = Response::new(body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -475,12 +530,9 @@ fn validator_headers(rep: &Representation) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(8);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, IMMUTABLE);
-    h.insert(header::ETAG, header_value(rep.validators.etags[0].clone()));
-    if let Some(lm) = rep.validators.last_modified {
-        h.insert(
-            header::LAST_MODIFIED,
-            header_value(httpdate::fmt_http_date(lm)),
-        );
+    h.insert(header::ETAG, rep.validators.etag.clone());
+    if let Some(lm) = &rep.validators.last_modified {
+        h.insert(header::LAST_MODIFIED, lm.clone());
     }
     h
 }
@@ -552,5 +604,44 @@ pub fn content_type(ext: Option<&str>) -> &'static str {
         "xml" => "application/xml",
         "txt" => "text/plain",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Approval;
+
+    fn entry(sha256: Option<&str>) -> FileEntry {
+        FileEntry {
+            sha1: "ab".repeat(20).parse().unwrap(),
+            sha256: sha256.map(|s| s.parse().unwrap()),
+            size: Some(10),
+            modified: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000)),
+            approval: Approval::Approved,
+            stored: true,
+        }
+    }
+
+    #[test]
+    fn validators_are_computed_once_per_file_and_follow_what_is_learned() {
+        let cache = ValidatorCache::new(16);
+        let sha1_key = FileKey::Sha1("ab".repeat(20).parse().unwrap());
+        let first = cache.get(&entry(None), sha1_key);
+        let again = cache.get(&entry(None), sha1_key);
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "a warm hit reuses the header values"
+        );
+        assert_eq!(first.etag, format!("\"sha1:{}\"", "ab".repeat(20)).as_str());
+        assert_eq!(
+            first.last_modified.as_ref().unwrap(),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+        // The SHA-256 learned at the first download joins the tags.
+        let learned = cache.get(&entry(Some(&"cd".repeat(32))), sha1_key);
+        assert!(!Arc::ptr_eq(&first, &learned));
+        assert_eq!(learned.validators.etags.len(), 2);
+        assert_eq!(learned.etag, first.etag, "the ETag sent stays the SHA-1's");
     }
 }

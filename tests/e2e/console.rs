@@ -60,7 +60,16 @@ impl Script {
 }
 
 impl Drop for Script {
+    /// Lets the script close its browser (a killed script leaves Chromium
+    /// and ChromeDriver running), and kills it only if it hangs.
     fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        for _ in 0..200 {
+            if self.child.try_wait().is_ok_and(|s| s.is_some()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
