@@ -36,16 +36,9 @@ def timed_get(url):
 
 
 def summarize_profile(work, a):
-    report = subprocess.run(["perf", "report", "-i", os.path.join(work, "perf.data"), "--stdio",
-                             "--no-children", "--sort", "comm,dso,symbol", "--percent-limit", "0.7", "-g", "none"],
-                            capture_output=True, text=True).stdout
-    lines = [l for l in report.splitlines() if l.strip() and not l.startswith("#")]
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"perf-cold-{time.strftime('%Y%m%d-%H%M%S')}.txt")
-    with open(path, "w") as f:
-        f.write(f"perf record -F 999 -g on upcache during one cold {a.mb} MiB download (one client); "
-                "self time by thread, DSO and symbol\n\n")
-        f.write("\n".join(lines[:60]) + "\n")
+    path = load.write_profile(work, a.out, "perf-cold",
+                              f"perf record -F 999 -g on upcache during one cold {a.mb} MiB download "
+                              "(one client); self time by thread, DSO and symbol", sort="comm,dso,symbol")
     print(f"profile: {path}")
 
 

@@ -164,17 +164,24 @@ def start_profile(pid, work, duration):
 def finish_profile(perf, work, a):
     """The profile as text: top symbols by self time, with their DSO."""
     perf.wait()
+    path = write_profile(work, a.out, f"perf-ranges-{'hyper' if a.no_fast_path else 'fastpath'}",
+                         f"perf record -F 499 -g on upcache (fast_path = {not a.no_fast_path}) under wrk, "
+                         f"64 KiB ranges, {a.connections} connections; self time by DSO and symbol")
+    return {"summary": path}
+
+
+def write_profile(work, out, name, title, sort="dso,symbol"):
+    """`perf report` of work/perf.data as a text summary in out/name-<stamp>.txt."""
     report = subprocess.run(["perf", "report", "-i", os.path.join(work, "perf.data"), "--stdio",
-                             "--no-children", "--sort", "dso,symbol", "--percent-limit", "0.7", "-g", "none"],
+                             "--no-children", "--sort", sort, "--percent-limit", "0.7", "-g", "none"],
                             capture_output=True, text=True).stdout
     lines = [l for l in report.splitlines() if l.strip() and not l.startswith("#")]
-    os.makedirs(a.out, exist_ok=True)
-    path = os.path.join(a.out, f"perf-ranges-{'hyper' if a.no_fast_path else 'fastpath'}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     with open(path, "w") as f:
-        f.write(f"perf record -F 499 -g on upcache (fast_path = {not a.no_fast_path}) under wrk, "
-                f"64 KiB ranges, {a.connections} connections; self time by DSO and symbol\n\n")
+        f.write(title + "\n\n")
         f.write("\n".join(lines[:60]) + "\n")
-    return {"summary": path}
+    return path
 
 
 def to_mb(s):
