@@ -119,22 +119,29 @@ CREATE INDEX files_unlocated ON files(fid) WHERE url = '';
 /// (see [`bump_change_seq`]), and every update row it writes, or whose
 /// files' learned digests or sizes it writes, takes that number in
 /// `changed`. A follower asks for `changed > <the seq it last saw>`.
-/// Triggers catch every write path, present and future.
+/// Imports stamp the rows they insert themselves (a trigger catches an
+/// insert that does not); a trigger stamps any other write, once per row
+/// and transaction (a row already stamped in
+/// this one is left alone: an import's later passes over its new rows,
+/// bundles, supersedence, KB names, cost nothing extra).
 const V5: &str = "
 CREATE TABLE change_seq (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL);
 INSERT INTO change_seq VALUES (1, 1);
 ALTER TABLE updates ADD COLUMN changed INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX updates_changed ON updates(changed);
-CREATE TRIGGER updates_inserted AFTER INSERT ON updates BEGIN
+CREATE TRIGGER updates_inserted AFTER INSERT ON updates
+    WHEN NEW.changed != (SELECT seq FROM change_seq) BEGIN
     UPDATE updates SET changed = (SELECT seq FROM change_seq) WHERE uid = NEW.uid;
 END;
-CREATE TRIGGER updates_updated AFTER UPDATE ON updates WHEN NEW.changed = OLD.changed BEGIN
+CREATE TRIGGER updates_updated AFTER UPDATE ON updates
+    WHEN NEW.changed = OLD.changed AND OLD.changed != (SELECT seq FROM change_seq) BEGIN
     UPDATE updates SET changed = (SELECT seq FROM change_seq) WHERE uid = NEW.uid;
 END;
 CREATE TRIGGER files_learned AFTER UPDATE OF sha256, size ON files
     WHEN NEW.sha256 IS NOT OLD.sha256 OR NEW.size IS NOT OLD.size BEGIN
     UPDATE updates SET changed = (SELECT seq FROM change_seq)
-     WHERE uid IN (SELECT uid FROM update_files WHERE fid = NEW.fid);
+     WHERE uid IN (SELECT uid FROM update_files WHERE fid = NEW.fid)
+       AND changed != (SELECT seq FROM change_seq);
 END;
 ";
 

@@ -181,8 +181,10 @@ impl<'t> Writer<'t> {
                 self.tx
                     .prepare_cached(
                         "INSERT INTO updates(uid, id, revision, title, classification, products,
-                                             release_date, revision_id, is_bundle, superseded)
-                         VALUES (?1, ?2, ?3, ?2, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                             release_date, revision_id, is_bundle, superseded,
+                                             changed)
+                         VALUES (?1, ?2, ?3, ?2, ?4, ?5, ?6, ?7, ?8, ?9,
+                                 (SELECT seq FROM change_seq))",
                     )?
                     .execute(values)?;
                 self.tx.last_insert_rowid()

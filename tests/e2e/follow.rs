@@ -110,6 +110,20 @@ async fn a_follower_keeps_in_step_and_refuses_writes() {
     })
     .await;
 
+    // An update imported on the primary later arrives too.
+    let d = upcache::demo::SampleFile::generate("5036000", "cab", 10_000);
+    let newer = json!({ "updates": [upcache::demo::update_json(
+        ID_D, "5036000", "Later update (KB5036000)", &[&d], &primary.upstream,
+    )]});
+    assert_eq!(primary.import(&newer).await.status(), 200);
+    within("the later import", 3 * INTERVAL, async || {
+        follower
+            .admin_json(&format!("/api/v1/updates/{ID_D}"))
+            .await["id"]
+            == ID_D
+    })
+    .await;
+
     // What the primary learns by downloading (the SHA-256) reaches the follower.
     primary.set_state(ID_A, "approve").await;
     assert_eq!(
