@@ -8,7 +8,8 @@ Steps, each reported on stdout as one line "<step> <json>":
      waits for the first status poll and prints "figures" with the
      data-value of each figure element;
   2. waits for a line on stdin (the test has started a slow download),
-     then samples the progress bar under #downloads: "progress [values]";
+     counts the progress bars that are children of #downloads ("bars N")
+     and samples the first: "progress [values]";
   3. types SEARCH into #update-search, clicks Approve in the row of
      UPDATE_ID and waits for the row to say approved: "approved <state>";
   4. reloads and reports whether the token dialog showed again:
@@ -72,13 +73,14 @@ def main():
 
         sys.stdin.readline()
         bar = WebDriverWait(driver, 15).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#downloads progress"))[0]
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#downloads > progress"))[0]
+        report("bars", len(driver.find_elements(By.CSS_SELECTOR, "#downloads > progress")))
         samples = []
         for _ in range(6):
             try:
                 samples.append(float(bar.get_attribute("value") or 0))
             except Exception:  # replaced by the next poll: take the new one
-                bars = driver.find_elements(By.CSS_SELECTOR, "#downloads progress")
+                bars = driver.find_elements(By.CSS_SELECTOR, "#downloads > progress")
                 if not bars:
                     break
                 bar = bars[0]
