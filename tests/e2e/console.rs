@@ -140,7 +140,11 @@ async fn the_console_shows_the_api_figures_live_and_approves_in_a_real_browser()
     let client = h.http.clone();
     let download = tokio::spawn(async move { client.get(url).send().await?.bytes().await });
     browser.proceed();
-    assert_eq!(browser.next("bars").await, 1, "one progress bar per running download");
+    assert_eq!(
+        browser.next("bars").await,
+        1,
+        "one progress bar per running download"
+    );
     let samples: Vec<f64> = serde_json::from_value(browser.next("progress").await).unwrap();
     assert!(samples.len() >= 3, "{samples:?}");
     assert!(
