@@ -134,7 +134,7 @@ async fn sighup_reopens_the_file_for_logrotate() {
     let path = h.b.content_path();
     assert_eq!(server.body(&path).await, h.b.bytes);
     let rotated = dir.path().join("access.log.1");
-    eventually_true("the first line", || {
+    within("the first line", Duration::from_secs(10), async || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
     })
     .await;
@@ -144,11 +144,16 @@ async fn sighup_reopens_the_file_for_logrotate() {
         unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) },
         0
     );
-    eventually_true("the reopened file", || log.exists()).await;
-    assert_eq!(server.body(&path).await, h.b.bytes);
-    eventually_true("the second line in the new file", || {
-        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1)
+    within("the reopened file", Duration::from_secs(10), async || {
+        log.exists()
     })
+    .await;
+    assert_eq!(server.body(&path).await, h.b.bytes);
+    within(
+        "the second line in the new file",
+        Duration::from_secs(10),
+        async || std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 1),
+    )
     .await;
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&log).unwrap();
@@ -163,15 +168,4 @@ async fn sighup_reopens_the_file_for_logrotate() {
         "{new}"
     );
     drop(server);
-}
-
-/// Polls `cond` for up to 10 s.
-async fn eventually_true(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
 }

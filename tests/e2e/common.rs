@@ -427,3 +427,15 @@ impl Drop for TinyDisk {
             .status();
     }
 }
+
+/// Polls `check` until it holds; returns how long that took.
+pub async fn within(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within {limit:?}");
+}

@@ -3,7 +3,7 @@
 //! last pull, refuses admin writes with 409 naming the primary, and keeps
 //! serving what it knows when the primary is gone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -20,18 +20,6 @@ async fn follower_of(primary: &Harness) -> Harness {
         c.follow_interval = INTERVAL;
     })
     .await
-}
-
-/// Polls `check` until it holds; returns how long that took.
-async fn within(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what}: not within {limit:?}");
 }
 
 /// The updates of a `?since=` export of `h`'s catalog.
