@@ -35,6 +35,13 @@ def timed_get(url):
     return time.perf_counter() - t0, n
 
 
+def cpu_seconds(pid):
+    """User + system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summarize_profile(work, a):
     path = load.write_profile(work, a.out, "perf-cold",
                               f"perf record -F 999 -g on upcache during one cold {a.mb} MiB download "
@@ -58,7 +65,7 @@ def main():
     with open(os.path.join(work, "nginx.conf"), "w") as c:
         c.write(load.NGINX_CONF.format(work=work, port=nginx_port, h2port=h2port, rate="0"))
     nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work])
-    direct, through = [], []
+    direct, through, cpu = [], [], []
     try:
         time.sleep(0.5)
         upstream = f"http://127.0.0.1:{nginx_port}/files/{f['name']}"
@@ -89,7 +96,9 @@ def main():
                                              os.path.join(work, "perf.data")],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
+                cpu0 = cpu_seconds(proc.pid)
                 took, n = timed_get(f"http://127.0.0.1:{content}" + load.content_path(f))
+                cpu.append(cpu_seconds(proc.pid) - cpu0)
                 if perf:
                     perf.send_signal(2)
                     perf.wait()
@@ -107,6 +116,7 @@ def main():
              "| | seconds (best) | all rounds | MB/s |\n|---|---|---|---|\n"
              f"| straight from the upstream (nginx) | {best_direct:.2f} | {', '.join(f'{x:.2f}' for x in direct)} | {a.mb * 1.048576 / best_direct:.0f} |\n"
              f"| through upcache (hash, store, commit) | {best_through:.2f} | {', '.join(f'{x:.2f}' for x in through)} | {a.mb * 1.048576 / best_through:.0f} |\n"
+             f"| upcache's CPU during the download (user + system, both cores) | {cpu[through.index(best_through)]:.2f} | {', '.join(f'{x:.2f}' for x in cpu)} | |\n"
              f"| upstream time / upcache time | **{best_direct / best_through:.2f}×** | | target ≥ 0.6× |\n")
     print(table)
     os.makedirs(a.out, exist_ok=True)

@@ -88,8 +88,13 @@ pub struct Ingest {
     sidecar: Option<Sidecar>,
     sha256: sha2::Sha256,
     written: u64,
+    /// Bytes already handed to the disk's writeback (see [`Ingest::start_writeback`]).
+    flushed: u64,
     limit: Option<u64>,
 }
+
+/// How many written bytes are left dirty before their writeback is started.
+const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// The other half of an ingest, on its own thread. Per batch of chunks the
 /// caller's thread computes SHA-256 and writes the first half of the bytes
@@ -192,6 +197,7 @@ impl Ingest {
             file,
             sha256: sha2::Sha256::new(),
             written: 0,
+            flushed: 0,
             limit: None,
         })
     }
@@ -253,7 +259,37 @@ impl Ingest {
             written
         })?;
         self.written = new_len;
+        self.start_writeback();
         Ok(())
+    }
+
+    /// Starts writing the last [`WRITEBACK_STEP`] of bytes to disk without
+    /// waiting for it, so that the commit's `fsync` finds little left to do.
+    /// Left to the end, the fsync of a 512 MiB file took 170-200 ms here,
+    /// with one core busy and the other idle; started as the bytes arrive,
+    /// the same disk writes overlap the download.
+    fn start_writeback(&mut self) {
+        if self.written - self.flushed < WRITEBACK_STEP {
+            return;
+        }
+        let (from, len) = (self.flushed, self.written - self.flushed);
+        self.flushed = self.written;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid descriptor and an in-file range; the call only
+            // queues writeback. Failure is harmless: the fsync does it all.
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    from as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (from, len);
     }
 
     /// Verifies size and digests, fsyncs and publishes. A mismatch moves the
