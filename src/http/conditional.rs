@@ -4,7 +4,27 @@
 
 use std::time::SystemTime;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
+
+/// Where a plan reads a request's headers from: hyper's `HeaderMap`, or the
+/// fast path's values borrowed from the connection's buffer (no map, no
+/// copy). Only the first value of a header counts, as `HeaderMap::get`.
+pub trait RequestHeaders {
+    fn value(&self, name: &HeaderName) -> Option<&[u8]>;
+
+    /// The value as text, if it is visible ASCII (as `HeaderValue::to_str`).
+    fn text(&self, name: &HeaderName) -> Option<&str> {
+        let v = self.value(name)?;
+        let visible = v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+        visible.then(|| std::str::from_utf8(v).ok()).flatten()
+    }
+}
+
+impl RequestHeaders for HeaderMap {
+    fn value(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name).map(|v| v.as_bytes())
+    }
+}
 
 /// The validators of one file.
 #[derive(Debug, Clone)]
@@ -27,7 +47,7 @@ pub enum Precondition {
 }
 
 /// Evaluates the conditional headers of a GET or HEAD.
-pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Precondition {
+pub fn evaluate(headers: &impl RequestHeaders, v: &Validators) -> Precondition {
     if let Some(im) = text(headers, header::IF_MATCH) {
         if !matches_any(im, v, true) {
             return Precondition::Failed;
@@ -53,7 +73,7 @@ pub fn evaluate(headers: &HeaderMap, v: &Validators) -> Precondition {
 
 /// `If-Range`: the range applies only if the client's validator is current.
 /// An entity tag must match strongly; a date must equal `Last-Modified`.
-fn if_range_holds(headers: &HeaderMap, v: &Validators) -> bool {
+fn if_range_holds(headers: &impl RequestHeaders, v: &Validators) -> bool {
     let Some(value) = text(headers, header::IF_RANGE) else {
         return true;
     };
@@ -85,17 +105,20 @@ fn matches_any(list: &str, v: &Validators, strong: bool) -> bool {
     })
 }
 
-fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+fn text(headers: &impl RequestHeaders, name: HeaderName) -> Option<&str> {
+    headers.text(&name)
 }
 
-fn date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+fn date(headers: &impl RequestHeaders, name: HeaderName) -> Option<SystemTime> {
     text(headers, name).and_then(|s| httpdate::parse_http_date(s).ok())
 }
 
-/// HTTP dates have whole seconds.
+/// HTTP dates have whole seconds (dropped arithmetically: no formatting).
 fn truncate(t: SystemTime) -> SystemTime {
-    httpdate::parse_http_date(&httpdate::fmt_http_date(t)).unwrap_or(t)
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
 }
 
 #[cfg(test)]

@@ -4,15 +4,15 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use super::body::{self, Part, ResponseBody, Source, UpstreamRange};
-use super::conditional::{self, Precondition, Validators};
+use super::body::{self, ResponseBody, Source, UpstreamRange};
+use super::conditional::{self, Precondition, RequestHeaders, Validators};
 use super::connection::Peer;
 use super::error::HttpStatus;
 use super::observe::{Answer, Observed};
+use super::plan::{self, FileValidators, Plan};
 use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
 use crate::access_log::{self, AccessLog};
@@ -24,9 +24,6 @@ use crate::store::{Hit, Storage};
 
 /// What a busy server asks a client to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
-
-/// Content named by its digest never changes.
-const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
 /// Everything a content request needs.
 pub struct ContentService {
@@ -43,15 +40,6 @@ struct Representation {
     len: Option<u64>,
     content_type: &'static str,
     validators: Arc<FileValidators>,
-}
-
-/// A file's validators and their header values, computed once per file
-/// (and digest set) and kept in [`ValidatorCache`]: a warm hit formats no
-/// `ETag` or `Last-Modified` and allocates nothing for them.
-pub struct FileValidators {
-    validators: Validators,
-    etag: HeaderValue,
-    last_modified: Option<HeaderValue>,
 }
 
 /// What a file's validators depend on.
@@ -78,6 +66,10 @@ impl ValidatorCache {
             modified: entry.modified,
             by_sha256: matches!(key, FileKey::Sha256(_)),
         };
+        // `get` first: moka's `get_with` allocates even when the key is there.
+        if let Some(found) = self.0.get(&k) {
+            return found;
+        }
         self.0
             .get_with(k, || Arc::new(FileValidators::new(entry, key)))
     }
@@ -136,7 +128,7 @@ impl ContentService {
             Ok(key) => key,
             Err(e) => return refused(plain(e.status(), format!("{e}\n"))),
         };
-        let content_type = content_type(route::extension(path).as_deref());
+        let content_type = content_type(route::extension(path));
         let entry = match key {
             FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
             FileKey::Sha256(d) => self.catalog.lookup_sha256(&d),
@@ -179,7 +171,7 @@ impl ContentService {
     /// The plan for a GET or HEAD of `path` if it names a stored file the
     /// policy lets us serve (a warm hit), with the open file; counted as
     /// answered. `None` for anything else: the full path answers it.
-    pub fn plan_hit(&self, path: &str, req: &HeaderMap) -> Option<(Plan, Hit)> {
+    pub fn plan_hit(&self, path: &str, req: &impl RequestHeaders) -> Option<(Plan, Hit)> {
         let key = route::parse(path).ok()?;
         let entry = match key {
             FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
@@ -193,9 +185,9 @@ impl ContentService {
         if self.store.tracks_serving() {
             self.catalog.record_served(&entry.sha1);
         }
-        let content_type = content_type(route::extension(path).as_deref());
+        let content_type = content_type(route::extension(path));
         let rep = self.representation(&entry, key, content_type, Some(hit.len()));
-        let plan = Plan::new(req, &rep, hit.len());
+        let plan = Plan::new(req, &rep.validators, rep.content_type, hit.len());
         self.metrics.request(Outcome::Hit);
         self.metrics.response(plan.status.as_u16());
         self.metrics.sendfile_response();
@@ -348,127 +340,16 @@ impl FileValidators {
     }
 }
 
-/// A response decided for a file of known length, not yet sent: status,
-/// headers (with `Content-Length`, except on 304) and the body as parts of
-/// the file and literal framing. The hyper path and the fast path both
-/// serialise plans, so preconditions and ranges live in one place.
-pub struct Plan {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub parts: Vec<Part>,
-}
-
 impl Plan {
-    /// The plan for a request's preconditions and `Range` over a file of `len` bytes.
-    fn new(req: &HeaderMap, rep: &Representation, len: u64) -> Plan {
-        let honour_range = match conditional::evaluate(req, &rep.validators.validators) {
-            Precondition::NotModified => {
-                return Plan {
-                    status: StatusCode::NOT_MODIFIED,
-                    headers: validator_headers(rep),
-                    parts: Vec::new(),
-                }
-            }
-            Precondition::Failed => {
-                return Plan::text(
-                    StatusCode::PRECONDITION_FAILED,
-                    HeaderMap::new(),
-                    "precondition failed\n",
-                )
-            }
-            Precondition::Proceed { honour_range } => honour_range,
-        };
-        let range_header = req
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-            .filter(|_| honour_range);
-        let mut headers = validator_headers(rep);
-        let (status, parts) = match range::resolve(range_header, len) {
-            RangeRequest::Full => {
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(rep.content_type),
-                );
-                (StatusCode::OK, vec![Part::File(0..len)])
-            }
-            RangeRequest::Unsatisfiable => {
-                headers.insert(
-                    header::CONTENT_RANGE,
-                    header_value(format!("bytes */{len}")),
-                );
-                return Plan::text(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    headers,
-                    "range not satisfiable\n",
-                );
-            }
-            RangeRequest::Partial(ranges) if ranges.len() == 1 => {
-                let r = &ranges[0];
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(rep.content_type),
-                );
-                headers.insert(
-                    header::CONTENT_RANGE,
-                    header_value(format!("bytes {}-{}/{len}", r.start, r.end - 1)),
-                );
-                (StatusCode::PARTIAL_CONTENT, vec![Part::File(r.clone())])
-            }
-            RangeRequest::Partial(ranges) => {
-                let boundary = boundary();
-                let parts = multipart(&ranges, len, rep.content_type, &boundary);
-                headers.insert(
-                    header::CONTENT_TYPE,
-                    header_value(format!("multipart/byteranges; boundary={boundary}")),
-                );
-                (StatusCode::PARTIAL_CONTENT, parts)
-            }
-        };
-        let mut plan = Plan {
-            status,
-            headers,
-            parts,
-        };
-        plan.set_content_length();
-        plan
-    }
-
-    /// A short text body (412, 416), with whatever `headers` it carries.
-    fn text(status: StatusCode, mut headers: HeaderMap, body: &'static str) -> Plan {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        let mut plan = Plan {
-            status,
-            headers,
-            parts: vec![Part::Literal(Bytes::from_static(body.as_bytes()))],
-        };
-        plan.set_content_length();
-        plan
-    }
-
-    /// Bytes of the body.
-    pub fn body_len(&self) -> u64 {
-        self.parts.iter().map(Part::len).sum()
-    }
-
-    fn set_content_length(&mut self) {
-        let len = self.body_len();
-        self.headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    }
-
     /// The hyper response of this plan, its body read from `source`.
     fn into_response(self, method: &Method, source: &Source) -> Response<ResponseBody> {
-        let body = if method == Method::HEAD || self.parts.is_empty() {
-            body::empty()
-        } else {
-            body::from_parts(source, self.parts)
-        };
-        let mut r = Response::new(body);
+        let mut r = Response::new(body::empty());
         *r.status_mut() = self.status;
-        *r.headers_mut() = self.headers;
+        *r.headers_mut() = self.header_map();
+        let parts = self.into_parts();
+        if method != Method::HEAD && !parts.is_empty() {
+            *r.body_mut() = body::from_parts(source, parts);
+        }
         r
     }
 }
@@ -483,7 +364,7 @@ fn respond(
     let Some(len) = rep.len else {
         return open_ended(method, req, rep, source);
     };
-    Plan::new(req, &rep, len).into_response(method, &source)
+    Plan::new(req, &rep.validators, rep.content_type, len).into_response(method, &source)
 }
 
 /// A download whose length is unknown until it ends: preconditions, then
@@ -498,7 +379,7 @@ fn open_ended(
         Precondition::NotModified => {
             let mut r = Response::new(body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
-            *r.headers_mut() = validator_headers(&rep);
+            *r.headers_mut() = plan::file_header_map(&rep.validators);
             return r;
         }
         Precondition::Failed => {
@@ -509,7 +390,7 @@ fn open_ended(
     let Source::Downloading(dl) = source else {
         unreachable!("stored files have a length")
     };
-    let mut headers = validator_headers(&rep);
+    let mut headers = plan::file_header_map(&rep.validators);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(rep.content_type),
@@ -524,59 +405,9 @@ fn open_ended(
     r
 }
 
-/// `Accept-Ranges`, `Cache-Control`, `ETag` and `Last-Modified`: on every
-/// response about the file, 304s included.
-fn validator_headers(rep: &Representation) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(8);
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CACHE_CONTROL, IMMUTABLE);
-    h.insert(header::ETAG, rep.validators.etag.clone());
-    if let Some(lm) = &rep.validators.last_modified {
-        h.insert(header::LAST_MODIFIED, lm.clone());
-    }
-    h
-}
-
 /// A header value we formatted ourselves (digits, hex, ASCII).
 fn header_value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("formatted header values are ASCII")
-}
-
-/// `multipart/byteranges` framing (RFC 9110 §14.6).
-fn multipart(
-    ranges: &[std::ops::Range<u64>],
-    len: u64,
-    content_type: &str,
-    boundary: &str,
-) -> Vec<Part> {
-    let mut parts = Vec::with_capacity(ranges.len() * 2 + 1);
-    for (i, r) in ranges.iter().enumerate() {
-        let lead = if i == 0 { "" } else { "\r\n" };
-        let head = format!(
-            "{lead}--{boundary}\r\nContent-Type: {content_type}\r\nContent-Range: bytes {}-{}/{len}\r\n\r\n",
-            r.start,
-            r.end - 1
-        );
-        parts.push(Part::Literal(Bytes::from(head)));
-        parts.push(Part::File(r.clone()));
-    }
-    parts.push(Part::Literal(Bytes::from(format!(
-        "\r\n--{boundary}--\r\n"
-    ))));
-    parts
-}
-
-/// A boundary that cannot be predicted by whoever supplied the file's bytes.
-fn boundary() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    format!("upcache-{:016x}", h.finish())
 }
 
 /// A short text response (errors, redirects). Never stored by a cache in
@@ -591,9 +422,19 @@ pub fn plain(status: StatusCode, msg: impl Into<String>) -> Response<ResponseBod
         .expect("valid response")
 }
 
-/// `Content-Type` by extension: Windows update payload types first.
+/// `Content-Type` by extension, in any case: Windows update payload types first.
 pub fn content_type(ext: Option<&str>) -> &'static str {
-    match ext.unwrap_or("") {
+    let mut lower = [0u8; 8];
+    let ext = match ext.filter(|e| e.len() <= lower.len()) {
+        Some(e) => {
+            let lower = &mut lower[..e.len()];
+            lower.copy_from_slice(e.as_bytes());
+            lower.make_ascii_lowercase();
+            std::str::from_utf8(lower).unwrap_or("")
+        }
+        None => "",
+    };
+    match ext {
         "cab" => "application/vnd.ms-cab-compressed",
         "msu" => "application/x-ms-update",
         "exe" | "dll" => "application/vnd.microsoft.portable-executable",

@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::Method;
 use tokio::io::{AsyncReadExt, Interest};
 use tokio::net::TcpStream;
@@ -27,9 +27,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::Part;
+use super::conditional::RequestHeaders;
 use super::connection::Limits;
-use super::content::{ContentService, Plan};
+use super::content::ContentService;
 use super::observe::Answer;
+use super::plan::Plan;
 use crate::access_log;
 use crate::metrics::Outcome;
 use crate::store::Hit;
@@ -53,14 +55,15 @@ pub enum Exit {
     Handoff(Bytes),
 }
 
-/// A request head the fast path may answer.
+/// A request head the fast path may answer, borrowed from the
+/// connection's buffer (parsing it copies nothing).
 #[derive(Debug)]
-pub struct Head {
+pub struct Head<'a> {
     pub method: Method,
     /// The path, without the query.
-    pub path: String,
+    pub path: &'a str,
     /// The headers a response plan reads (ranges and preconditions).
-    pub headers: HeaderMap,
+    pub headers: PlanHeaders<'a>,
     /// `Connection: close`.
     pub close: bool,
     /// Bytes of the head.
@@ -73,11 +76,11 @@ pub struct Head {
 /// head would cost an allocation per request.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
-pub enum Parsed {
+pub enum Parsed<'a> {
     /// Not a whole head yet.
     Partial,
     /// A head the fast path answers if the file is a warm hit.
-    Fast(Head),
+    Fast(Head<'a>),
     /// Anything else: hyper's to answer.
     Other,
 }
@@ -92,12 +95,43 @@ const PLAN_HEADERS: [HeaderName; 6] = [
     header::IF_UNMODIFIED_SINCE,
 ];
 
+/// The values of [`PLAN_HEADERS`] in a request, by index; the first of a
+/// repeated header counts, as with `HeaderMap::get`.
+#[derive(Debug, Default)]
+pub struct PlanHeaders<'a>([Option<&'a [u8]>; 6]);
+
+impl PlanHeaders<'_> {
+    /// The plan headers the request has, with their values.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &[u8])> {
+        PLAN_HEADERS
+            .iter()
+            .zip(self.0)
+            .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// How many of the plan headers the request has.
+    pub fn len(&self) -> usize {
+        self.0.iter().flatten().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl RequestHeaders for PlanHeaders<'_> {
+    fn value(&self, name: &HeaderName) -> Option<&[u8]> {
+        let i = PLAN_HEADERS.iter().position(|k| k == name)?;
+        self.0[i]
+    }
+}
+
 /// Parses the head at the start of `buf`: a bodiless HTTP/1.1 GET or HEAD
 /// in origin form with nothing the fast path does not do (upgrades,
 /// expectations, bodies) is `Fast`; anything else, malformed included, is
 /// `Other`. With `for_log`, the target and the headers the access log
 /// shows are kept too.
-pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed {
+pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let len = match req.parse(buf) {
@@ -116,8 +150,8 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed {
     if !target.starts_with('/') {
         return Parsed::Other;
     }
-    let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
-    let mut plan_headers = HeaderMap::new();
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let mut plan_headers = PlanHeaders::default();
     let mut close = false;
     for h in req.headers.iter() {
         let name = h.name;
@@ -136,14 +170,14 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed {
             close |= value.split(',').any(|t| t.trim() == "close");
             continue;
         }
-        if let Some(known) = PLAN_HEADERS
+        if let Some(i) = PLAN_HEADERS
             .iter()
-            .find(|k| name.eq_ignore_ascii_case(k.as_str()))
+            .position(|k| name.eq_ignore_ascii_case(k.as_str()))
         {
-            let Ok(value) = HeaderValue::from_bytes(h.value) else {
+            if !is_header_value(h.value) {
                 return Parsed::Other;
-            };
-            plan_headers.append(known.clone(), value);
+            }
+            plan_headers.0[i].get_or_insert(h.value);
         }
     }
     Parsed::Fast(Head {
@@ -169,6 +203,13 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed {
     })
 }
 
+/// What `HeaderValue::from_bytes` accepts (httparse is laxer).
+fn is_header_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
 /// Serves `stream` until it closes or holds a request the fast path does
 /// not answer. Waits are bounded as hyper's are: a head must arrive within
 /// the header timeout (and the idle timeout between requests), and a
@@ -181,6 +222,8 @@ pub async fn serve(
     shutdown: &CancellationToken,
 ) -> Exit {
     let mut buf = BytesMut::with_capacity(4096);
+    // The response head is written here, reused request after request.
+    let mut head_out = Vec::with_capacity(512);
     loop {
         let wait = if buf.is_empty() {
             limits.header_timeout.min(limits.idle_timeout)
@@ -188,9 +231,24 @@ pub async fn serve(
             limits.header_timeout
         };
         let deadline = Instant::now() + wait;
-        let head = loop {
+        // Plans are owned: the head borrowed from `buf` is done with before
+        // `buf` is read into or advanced.
+        let (started, method, close, len, log, (plan, hit)) = loop {
             match parse_head(&buf, content.access_log.is_some()) {
-                Parsed::Fast(head) => break head,
+                Parsed::Fast(head) => {
+                    let started = std::time::Instant::now();
+                    let Some(planned) = content.plan_hit(head.path, &head.headers) else {
+                        return Exit::Handoff(buf.freeze());
+                    };
+                    break (
+                        started,
+                        head.method,
+                        head.close,
+                        head.len,
+                        head.log,
+                        planned,
+                    );
+                }
                 Parsed::Other => return Exit::Handoff(buf.freeze()),
                 Parsed::Partial if buf.len() >= MAX_HEAD => return Exit::Handoff(buf.freeze()),
                 Parsed::Partial => {}
@@ -204,19 +262,16 @@ pub async fn serve(
                 _ => return Exit::Closed, // closed, failed or too slow
             }
         };
-        let started = std::time::Instant::now();
-        let Some((plan, hit)) = content.plan_hit(&head.path, &head.headers) else {
-            return Exit::Handoff(buf.freeze());
-        };
-        buf.advance(head.len);
-        let close = head.close || shutdown.is_cancelled();
+        buf.advance(len);
+        let close = close || shutdown.is_cancelled();
+        serialize_head(&plan, close, &mut head_out);
         let mut sent = 0;
         let result = send(
             stream,
             &plan,
             &hit,
-            head.method == Method::HEAD,
-            close,
+            &head_out,
+            method == Method::HEAD,
             limits.idle_timeout,
             &mut sent,
         )
@@ -225,10 +280,10 @@ pub async fn serve(
             outcome: Outcome::Hit,
             status: plan.status.as_u16(),
             started,
-            request: head.log.map(|fields| access_log::Request {
+            request: log.map(|fields| access_log::Request {
                 time: SystemTime::now(),
                 remote: Some(peer),
-                method: head.method.clone(),
+                method,
                 version: http::Version::HTTP_11,
                 fields,
             }),
@@ -251,48 +306,60 @@ async fn send(
     stream: &TcpStream,
     plan: &Plan,
     hit: &Hit,
+    head: &[u8],
     head_only: bool,
-    close: bool,
     stall: Duration,
     body_sent: &mut u64,
 ) -> io::Result<()> {
-    let head = serialize_head(plan, close);
     let mut written = 0;
-    let result = send_response(stream, plan, hit, &head, head_only, stall, &mut written).await;
+    let result = send_response(stream, plan, hit, head, head_only, stall, &mut written).await;
     *body_sent = written.saturating_sub(head.len() as u64);
     result
 }
 
+/// Slices gathered on the stack: a head and one part, or a short multipart.
+const STACK_SLICES: usize = 8;
+
 /// [`send`]'s writes, counting the bytes that went into the socket.
-async fn send_response(
+async fn send_response<'p>(
     stream: &TcpStream,
-    plan: &Plan,
-    hit: &Hit,
-    head: &[u8],
+    plan: &'p Plan,
+    hit: &'p Hit,
+    head: &'p [u8],
     head_only: bool,
     stall: Duration,
     written: &mut u64,
 ) -> io::Result<()> {
     if head_only {
-        return write_all(stream, &[head], false, stall, written).await;
+        return write_all(stream, &mut [io::IoSlice::new(head)], false, stall, written).await;
     }
+    let parts = plan.parts();
     if plan.body_len() <= GATHER_MAX {
-        let map = hit.clone().into_bytes();
-        let mut slices: Vec<&[u8]> = Vec::with_capacity(plan.parts.len() + 1);
-        slices.push(head);
-        for part in &plan.parts {
-            slices.push(match part {
-                Part::Literal(b) => b,
-                Part::File(r) => &map[r.start as usize..r.end as usize],
-            });
+        let map = hit.bytes();
+        let slice = |part: &'p Part| match part {
+            Part::Literal(b) => io::IoSlice::new(b),
+            Part::File(r) => io::IoSlice::new(&map[r.start as usize..r.end as usize]),
+        };
+        let slices = std::iter::once(io::IoSlice::new(head)).chain(parts.iter().map(slice));
+        if parts.len() < STACK_SLICES {
+            let mut array = [io::IoSlice::new(&[]); STACK_SLICES];
+            let mut n = 0;
+            for (to, from) in array.iter_mut().zip(slices) {
+                *to = from;
+                n += 1;
+            }
+            return write_all(stream, &mut array[..n], false, stall, written).await;
         }
-        return write_all(stream, &slices, false, stall, written).await;
+        let mut vec: Vec<io::IoSlice<'_>> = slices.collect();
+        return write_all(stream, &mut vec, false, stall, written).await;
     }
-    write_all(stream, &[head], true, stall, written).await?;
-    for (i, part) in plan.parts.iter().enumerate() {
-        let more = i + 1 < plan.parts.len();
+    write_all(stream, &mut [io::IoSlice::new(head)], true, stall, written).await?;
+    for (i, part) in parts.iter().enumerate() {
+        let more = i + 1 < parts.len();
         match part {
-            Part::Literal(b) => write_all(stream, &[b], more, stall, written).await?,
+            Part::Literal(b) => {
+                write_all(stream, &mut [io::IoSlice::new(b)], more, stall, written).await?
+            }
             Part::File(r) => {
                 send_file(stream, hit, r.start, r.end - r.start, stall, written).await?
             }
@@ -301,21 +368,21 @@ async fn send_response(
     Ok(())
 }
 
-/// `HTTP/1.1 <status>`, the plan's headers, `Date` and, when closing,
-/// `Connection: close`.
-fn serialize_head(plan: &Plan, close: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
+/// Writes into `out` (cleared first): `HTTP/1.1 <status>`, the plan's
+/// headers, `Date` and, when closing, `Connection: close`.
+fn serialize_head(plan: &Plan, close: bool, out: &mut Vec<u8>) {
+    out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(plan.status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(plan.status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in &plan.headers {
+    plan.for_each_header(|name, value| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
-    }
+    });
     out.extend_from_slice(b"date: ");
     with_date(|date| out.extend_from_slice(date.as_bytes()));
     out.extend_from_slice(b"\r\n");
@@ -323,7 +390,6 @@ fn serialize_head(plan: &Plan, close: bool) -> Vec<u8> {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// Calls `f` with the current `Date` value, formatted once a second per
@@ -339,7 +405,9 @@ fn with_date(f: impl FnOnce(&str)) {
     DATE.with_borrow_mut(|(at, text)| {
         if *at != second {
             *at = second;
-            *text = httpdate::fmt_http_date(now);
+            text.clear();
+            let _ =
+                std::fmt::Write::write_fmt(text, format_args!("{}", httpdate::HttpDate::from(now)));
         }
         f(text)
     })
@@ -371,14 +439,13 @@ async fn write_some(
 /// the kernel more follows (`MSG_MORE`) so it waits to fill a segment.
 async fn write_all(
     stream: &TcpStream,
-    slices: &[&[u8]],
+    slices: &mut [io::IoSlice<'_>],
     more: bool,
     stall: Duration,
     written: &mut u64,
 ) -> io::Result<()> {
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-    let mut slices: Vec<io::IoSlice<'_>> = slices.iter().map(|s| io::IoSlice::new(s)).collect();
-    let mut left: &mut [io::IoSlice<'_>] = &mut slices;
+    let mut left: &mut [io::IoSlice<'_>] = slices;
     while !left.is_empty() {
         let n = write_some(stream, stall, || {
             // SAFETY: a zeroed msghdr is valid; IoSlice is ABI-compatible
@@ -445,7 +512,7 @@ async fn send_file(
 mod tests {
     use super::*;
 
-    fn fast(raw: &str) -> Head {
+    fn fast(raw: &str) -> Head<'_> {
         match parse_head(raw.as_bytes(), false) {
             Parsed::Fast(h) => h,
             other => panic!("{raw:?} → {other:?}"),
@@ -463,7 +530,7 @@ mod tests {
     fn simple_gets_and_heads_are_fast() {
         let h = fast("GET /Content/AB/x.cab?cacheHostOrigin=h HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nUser-Agent: BITS\r\n\r\n");
         assert_eq!(h.path, "/Content/AB/x.cab");
-        assert_eq!(h.headers[header::RANGE], "bytes=0-9");
+        assert_eq!(h.headers.value(&header::RANGE), Some(&b"bytes=0-9"[..]));
         assert_eq!(h.headers.len(), 1, "only the headers plans read");
         assert!(!h.close);
         assert!(h.log.is_none());

@@ -13,6 +13,7 @@ pub mod content;
 pub mod error;
 pub mod fast;
 pub mod observe;
+pub mod plan;
 pub mod range;
 pub mod route;
 

@@ -56,17 +56,22 @@ pub fn resolve(header: Option<&str>, len: u64) -> RangeRequest {
     RangeRequest::Partial(merged)
 }
 
-/// Sorts and merges overlapping or adjacent ranges.
+/// Sorts and merges overlapping or adjacent ranges, in place.
 fn coalesce(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
-    ranges.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
-    for r in ranges {
-        match out.last_mut() {
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut kept = 0usize;
+    for i in 0..ranges.len() {
+        let r = ranges[i].clone();
+        match kept.checked_sub(1).map(|last| &mut ranges[last]) {
             Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
-            _ => out.push(r),
+            _ => {
+                ranges[kept] = r;
+                kept += 1;
+            }
         }
     }
-    out
+    ranges.truncate(kept);
+    ranges
 }
 
 #[cfg(test)]

@@ -43,42 +43,57 @@ pub fn parse(path: &str) -> Result<FileKey, RouteError> {
         return Err(RouteError::Malformed("path too long"));
     }
     let rest = path.strip_prefix('/').ok_or(RouteError::NoRoute)?;
-    let segments: Vec<&str> = rest.split('/').collect();
-    if segments
-        .iter()
-        .any(|s| s.is_empty() || *s == "." || *s == "..")
-    {
-        return Err(RouteError::Malformed("empty, '.' or '..' path segment"));
-    }
-    if !segments.iter().all(|s| s.bytes().all(is_path_byte)) {
-        return Err(RouteError::Malformed("unexpected character in path"));
-    }
-    match segments.as_slice() {
-        // Delivery Optimization's own content URLs name no digest we can
-        // check: a 404, from which DO falls back to its other sources.
-        [f, ..] if f.eq_ignore_ascii_case("filestreamingservice") => Err(RouteError::NoRoute),
-        [c, folder, file] if c.eq_ignore_ascii_case("content") => wsus_content(folder, file),
-        [m, c, digest]
-            if m.eq_ignore_ascii_case("microsoftupdate") && c.eq_ignore_ascii_case("content") =>
-        {
-            by_either_digest(digest)
+    // Checked without collecting the segments: a hit allocates nothing.
+    let mut three = [""; 3];
+    let mut count = 0;
+    for segment in rest.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(RouteError::Malformed("empty, '.' or '..' path segment"));
         }
-        [b, s, digest] if b.eq_ignore_ascii_case("blobs") && s.eq_ignore_ascii_case("sha256") => {
-            digest
-                .parse()
-                .map(FileKey::Sha256)
-                .map_err(|_| RouteError::Malformed("expected 64 hex digits"))
+        if !segment.bytes().all(is_path_byte) {
+            return Err(RouteError::Malformed("unexpected character in path"));
         }
-        [.., file] => mu_file_name(file),
-        [] => Err(RouteError::NoRoute),
+        if let Some(slot) = three.get_mut(count) {
+            *slot = segment;
+        }
+        count += 1;
     }
+    let last = rest.rsplit('/').next().unwrap_or(rest);
+    // Delivery Optimization's own content URLs name no digest we can
+    // check: a 404, from which DO falls back to its other sources.
+    if three[0].eq_ignore_ascii_case("filestreamingservice") {
+        return Err(RouteError::NoRoute);
+    }
+    if count == 3 {
+        match three {
+            [c, folder, file] if c.eq_ignore_ascii_case("content") => {
+                return wsus_content(folder, file)
+            }
+            [m, c, digest]
+                if m.eq_ignore_ascii_case("microsoftupdate")
+                    && c.eq_ignore_ascii_case("content") =>
+            {
+                return by_either_digest(digest)
+            }
+            [b, s, digest]
+                if b.eq_ignore_ascii_case("blobs") && s.eq_ignore_ascii_case("sha256") =>
+            {
+                return digest
+                    .parse()
+                    .map(FileKey::Sha256)
+                    .map_err(|_| RouteError::Malformed("expected 64 hex digits"))
+            }
+            _ => {}
+        }
+    }
+    mu_file_name(last)
 }
 
-/// The extension of the last path segment, lowercased, for `Content-Type`.
-pub fn extension(path: &str) -> Option<String> {
+/// The extension of the last path segment (as written), for `Content-Type`.
+pub fn extension(path: &str) -> Option<&str> {
     let name = path.rsplit('/').next()?;
     let (_, ext) = name.rsplit_once('.')?;
-    (!ext.is_empty() && ext.len() <= 8).then(|| ext.to_ascii_lowercase())
+    (!ext.is_empty() && ext.len() <= 8).then_some(ext)
 }
 
 fn is_path_byte(b: u8) -> bool {
@@ -203,7 +218,7 @@ mod tests {
 
     #[test]
     fn extensions_are_lowercased() {
-        assert_eq!(extension("/Content/0A/x.CAB").as_deref(), Some("cab"));
+        assert_eq!(extension("/Content/0A/x.CAB"), Some("CAB"));
         assert_eq!(extension("/blobs/sha256/abc"), None);
     }
 }

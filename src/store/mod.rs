@@ -93,6 +93,11 @@ impl Hit {
         self.bytes.is_empty()
     }
 
+    /// The file's bytes (mapped), borrowed.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The file's bytes (shared, mapped).
     pub fn into_bytes(self) -> Bytes {
         self.bytes
