@@ -329,19 +329,26 @@ def main():
                 [base + path_of(f) for f in large], span, a.connections, a.h2_streams, a.duration, work, server)
 
         print("cold start ...", flush=True)
-        t0 = time.perf_counter()
-        with urllib.request.urlopen(f"{up}/slow/{cold['name']}", timeout=600) as r:
-            r.read(1)
-            upstream_ttfb = time.perf_counter() - t0
+        # One request to the upstream, timed by the same tool as the burst.
+        upstream_ttfb = ttfb_tool(nginx_port, f"/slow/{cold['name']}", 1)[0][0]
+        # The same burst straight at the upstream: what 100 clients on these
+        # two cores see from a server that need not fetch anything.
+        direct = sorted(t for t, _ in ttfb_tool(nginx_port, f"/slow/{cold['name']}", a.cold_clients))
+
+        def upstream_log_lines():
+            with open(os.path.join(work, "access.log")) as log:
+                return sum(1 for line in log if f"/slow/{cold['name']}" in line)
+        before = upstream_log_lines()
         times = ttfb_tool(content_port, content_path(cold), a.cold_clients)
-        with open(os.path.join(work, "access.log")) as log:
-            upstream_requests = sum(1 for line in log if f"/slow/{cold['name']}" in line) - 1
+        upstream_requests = upstream_log_lines() - before
         ttfbs = sorted(t for t, _ in times)
         results["cold_start"] = {
             "clients": a.cold_clients,
             "upstream_requests": upstream_requests,
             "all_bodies_whole": all(ok for _, ok in times),
             "upstream_ttfb_ms": upstream_ttfb * 1e3,
+            "upstream_burst_ttfb_ms_p50": direct[len(direct) // 2] * 1e3,
+            "upstream_burst_ttfb_ms_max": direct[-1] * 1e3,
             "client_ttfb_ms_p50": ttfbs[len(ttfbs) // 2] * 1e3,
             "client_ttfb_ms_max": ttfbs[-1] * 1e3,
         }
@@ -391,7 +398,8 @@ def report(results, a, work):
     lines.append(f"| h2c 64 KiB ranges (h2load, {a.connections} conns × {a.h2_streams} streams): req/s | {r['nginx'].get('rps', 0):.0f} | {r['upcache'].get('rps', 0):.0f} | {ratio('h2_ranges_64KiB', 'rps'):.2f}× | ≥ 1.0× |")
     c = results["cold_start"]
     lines.append(f"| cold start, {c['clients']} clients on one file: upstream requests | | {c['upstream_requests']} | | 1 |")
-    lines.append(f"| cold start: client TTFB p50 / max vs upstream TTFB, ms | {c['upstream_ttfb_ms']:.1f} | {c['client_ttfb_ms_p50']:.1f} / {c['client_ttfb_ms_max']:.1f} | +{c['client_ttfb_ms_max'] - c['upstream_ttfb_ms']:.1f} ms | ≤ +5 ms |")
+    lines.append(f"| cold start: client TTFB p50 / max vs one request to the upstream, ms | {c['upstream_ttfb_ms']:.1f} | {c['client_ttfb_ms_p50']:.1f} / {c['client_ttfb_ms_max']:.1f} | +{c['client_ttfb_ms_max'] - c['upstream_ttfb_ms']:.1f} ms | ≤ +5 ms |")
+    lines.append(f"| cold start: vs the same {c['clients']} clients straight at the upstream (p50 / max), ms | {c['upstream_burst_ttfb_ms_p50']:.1f} / {c['upstream_burst_ttfb_ms_max']:.1f} | {c['client_ttfb_ms_p50']:.1f} / {c['client_ttfb_ms_max']:.1f} | +{c['client_ttfb_ms_max'] - c['upstream_burst_ttfb_ms_max']:.1f} ms | |")
     s = results["rss"]
     lines.append(f"| {s['connections']} conns downloading a {s['file_mb']} MiB file: peak RSS: anonymous (+ mapped store files, page cache), MiB | | {s['peak_anon_mb']} (+ {s['peak_file_mapped_mb']}) | | < 100 |")
     if "profile" in results:

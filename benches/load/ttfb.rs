@@ -29,9 +29,10 @@ async fn main() {
         c.write_all(request.as_bytes()).await.unwrap();
     }
     let t0 = Instant::now();
+    let all_started = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|c| tokio::spawn(client(c, t0)))
+        .map(|c| tokio::spawn(client(c, t0, all_started.clone())))
         .collect();
     let mut ttfb = Vec::new();
     let mut whole = 0;
@@ -44,9 +45,18 @@ async fn main() {
     println!("{{\"ttfb_ms\":[{}],\"whole\":{whole}}}", list.join(","));
 }
 
-/// Reads the head and the first body byte (timed), then drains the body.
-async fn client(mut c: TcpStream, t0: Instant) -> (f64, bool) {
-    let mut buf = vec![0u8; 1 << 20];
+/// Reads the head and the first body byte (timed) in small reads; once
+/// every client has its first byte, drains the body. Draining waits for
+/// the others so that, on a machine whose cores the tool shares with the
+/// server, one client emptying its socket (tokio lets a task run 128
+/// reads before it yields) does not delay another's first read: the
+/// times measure the server, not the tool's scheduling.
+async fn client(
+    mut c: TcpStream,
+    t0: Instant,
+    all_started: std::sync::Arc<tokio::sync::Barrier>,
+) -> (f64, bool) {
+    let mut buf = vec![0u8; 16 << 10];
     let mut got = Vec::new();
     let (head_end, ttfb) = loop {
         let n = c.read(&mut buf).await.unwrap();
@@ -64,6 +74,8 @@ async fn client(mut c: TcpStream, t0: Instant) -> (f64, bool) {
         .find_map(|l| l.strip_prefix("content-length:"))
         .map_or(0, |v| v.trim().parse().unwrap());
     let mut body = got.len() - head_end;
+    all_started.wait().await;
+    buf.resize(1 << 20, 0);
     loop {
         match c.read(&mut buf).await {
             Ok(0) | Err(_) => break,

@@ -15,6 +15,10 @@ use crate::store::{Ingest, Partial};
 
 /// Largest piece a follower reads from the temp file at once.
 const READ_CHUNK: u64 = 256 * 1024;
+/// A follower's first read: small, so that a hundred clients woken by the
+/// same first bytes all get theirs quickly (at 256 KiB each, the last of
+/// 100 waited for 25 MiB of copies); each read doubles up to [`READ_CHUNK`].
+const FIRST_READ: u64 = 16 * 1024;
 
 /// Where a download is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,14 +242,17 @@ impl Download {
         end: u64,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send {
         let rx = self.progress.subscribe();
-        futures_util::stream::unfold((self, rx, start), move |(dl, mut rx, pos)| async move {
+        let state = (self, rx, start, FIRST_READ);
+        futures_util::stream::unfold(state, move |(dl, mut rx, pos, chunk)| async move {
             if pos >= end {
                 return None;
             }
             let available = loop {
                 let p = rx.borrow_and_update().clone();
                 match p.phase {
-                    Phase::Failed(e) => return Some((Err(io::Error::other(e)), (dl, rx, end))),
+                    Phase::Failed(e) => {
+                        return Some((Err(io::Error::other(e)), (dl, rx, end, chunk)))
+                    }
                     _ if p.readable() > pos => break p.readable(),
                     Phase::Done if end == u64::MAX => return None, // length was unknown
                     Phase::Done => {
@@ -253,16 +260,23 @@ impl Download {
                             io::ErrorKind::UnexpectedEof,
                             "file shorter than promised",
                         );
-                        return Some((Err(e), (dl, rx, end)));
+                        return Some((Err(e), (dl, rx, end, chunk)));
                     }
                     _ => {}
                 }
                 if rx.changed().await.is_err() {
                     let e = io::Error::other("download task ended");
-                    return Some((Err(e), (dl, rx, end)));
+                    return Some((Err(e), (dl, rx, end, chunk)));
                 }
             };
-            let len = (end.min(available) - pos).min(READ_CHUNK);
+            if chunk > FIRST_READ {
+                // Between reads, let the other followers have theirs: without
+                // this a follower runs until its socket is full, and the
+                // last of a hundred woken together waited for the others'
+                // copies (tens of ms) for its first byte.
+                tokio::task::yield_now().await;
+            }
+            let len = (end.min(available) - pos).min(chunk);
             // Read in place, not on the blocking pool: these bytes were written
             // moments ago and sit in the page cache, so the read is a memcpy of
             // at most READ_CHUNK. A pool hop per chunk per follower cost 100
@@ -275,7 +289,7 @@ impl Download {
                 None => Err(io::Error::other("bytes before the temp file exists")),
             };
             let next = if read.is_ok() { pos + len } else { end };
-            Some((read, (dl, rx, next)))
+            Some((read, (dl, rx, next, (chunk * 2).min(READ_CHUNK))))
         })
     }
 }

@@ -41,8 +41,13 @@ use crate::store::Hit;
 const MAX_HEAD: usize = 64 * 1024;
 /// Headers parsed at most; more go to hyper.
 const MAX_HEADERS: usize = 64;
-/// Largest `sendfile` call (the kernel's own cap is just under 2 GiB).
-const SENDFILE_CHUNK: usize = 1 << 30;
+/// Largest `sendfile` call before the connection lets others run, as
+/// nginx's `sendfile_max_chunk` (2m): one client on loopback can take
+/// megabytes at a time, and a hundred starting together waited for each
+/// other's. The first call is smaller still, so that every client of a
+/// burst gets its first bytes soon.
+const SENDFILE_CHUNK: usize = 2 << 20;
+const FIRST_SENDFILE: usize = 64 << 10;
 /// Bodies up to this size are gathered with their head into one write;
 /// larger ones go by `sendfile` (see [`send`]).
 const GATHER_MAX: u64 = 256 * 1024;
@@ -482,9 +487,13 @@ async fn send_file(
 ) -> io::Result<()> {
     let mut offset = offset as libc::off_t;
     let mut left = len as usize;
+    let mut most = FIRST_SENDFILE;
     while left > 0 {
+        if most == SENDFILE_CHUNK {
+            tokio::task::yield_now().await;
+        }
         let n = write_some(stream, stall, || {
-            let chunk = left.min(SENDFILE_CHUNK);
+            let chunk = left.min(most);
             // SAFETY: valid descriptors; the kernel advances `offset`.
             syscall_result(unsafe {
                 libc::sendfile(
@@ -504,6 +513,7 @@ async fn send_file(
         }
         *written += n as u64;
         left -= n;
+        most = SENDFILE_CHUNK;
     }
     Ok(())
 }
