@@ -241,33 +241,15 @@ impl Download {
         start: u64,
         end: u64,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send {
-        let rx = self.progress.subscribe();
-        let state = (self, rx, start, FIRST_READ);
-        futures_util::stream::unfold(state, move |(dl, mut rx, pos, chunk)| async move {
+        let state = (self.follow(), start, FIRST_READ);
+        futures_util::stream::unfold(state, move |(mut follow, pos, chunk)| async move {
             if pos >= end {
                 return None;
             }
-            let available = loop {
-                let p = rx.borrow_and_update().clone();
-                match p.phase {
-                    Phase::Failed(e) => {
-                        return Some((Err(io::Error::other(e)), (dl, rx, end, chunk)))
-                    }
-                    _ if p.readable() > pos => break p.readable(),
-                    Phase::Done if end == u64::MAX => return None, // length was unknown
-                    Phase::Done => {
-                        let e = io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "file shorter than promised",
-                        );
-                        return Some((Err(e), (dl, rx, end, chunk)));
-                    }
-                    _ => {}
-                }
-                if rx.changed().await.is_err() {
-                    let e = io::Error::other("download task ended");
-                    return Some((Err(e), (dl, rx, end, chunk)));
-                }
+            let available = match follow.readable(pos, end).await {
+                Ok(Some(available)) => available,
+                Ok(None) => return None, // the length was unknown: the end
+                Err(e) => return Some((Err(e), (follow, end, chunk))),
             };
             if chunk > FIRST_READ {
                 // Between reads, let the other followers have theirs: without
@@ -282,15 +264,76 @@ impl Download {
             // at most READ_CHUNK. A pool hop per chunk per follower cost 100
             // simultaneous followers of a cold file tens of milliseconds.
             let mut buf = vec![0u8; len as usize];
-            let read = match dl.reader.get() {
+            let read = match follow.file() {
                 Some(reader) => reader
                     .read_exact_at(&mut buf, pos)
                     .map(|_| Bytes::from(buf)),
                 None => Err(io::Error::other("bytes before the temp file exists")),
             };
             let next = if read.is_ok() { pos + len } else { end };
-            Some((read, (dl, rx, next, (chunk * 2).min(READ_CHUNK))))
+            Some((read, (follow, next, (chunk * 2).min(READ_CHUNK))))
         })
+    }
+
+    /// A follower's own view of the download.
+    pub fn follow(self: Arc<Self>) -> Follow {
+        let rx = self.progress.subscribe();
+        Follow { dl: self, rx }
+    }
+
+    /// The file's length if the download is receiving it with a known size:
+    /// a follower can then be answered without waiting for anything.
+    pub fn receiving_len(&self) -> Option<u64> {
+        let p = self.progress.borrow();
+        let attached = self.reader.get().is_some();
+        (p.phase == Phase::Receiving && attached)
+            .then_some(p.total)
+            .flatten()
+    }
+}
+
+/// One follower of a download: waits for bytes, reads them from the temp
+/// file (through the page cache, or by `sendfile` from its descriptor).
+pub struct Follow {
+    dl: Arc<Download>,
+    rx: watch::Receiver<Progress>,
+}
+
+impl Follow {
+    /// Waits until bytes past `pos` are readable and says how far they go
+    /// (woken by the writer, no polling). `None`: a download of unknown
+    /// length (`end == u64::MAX`) has ended at `pos`. An error if the
+    /// download failed, or ended before `end`.
+    pub async fn readable(&mut self, pos: u64, end: u64) -> io::Result<Option<u64>> {
+        loop {
+            let p = self.rx.borrow_and_update().clone();
+            match p.phase {
+                Phase::Failed(e) => return Err(io::Error::other(e)),
+                _ if p.readable() > pos => return Ok(Some(p.readable())),
+                Phase::Done if end == u64::MAX => return Ok(None),
+                Phase::Done => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shorter than promised",
+                    ))
+                }
+                _ => {}
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(io::Error::other("download task ended"));
+            }
+        }
+    }
+
+    /// Whether the download has failed (a follower cut short by it failed
+    /// with it; one whose client left did not).
+    pub fn failed(&self) -> bool {
+        matches!(self.rx.borrow().phase, Phase::Failed(_))
+    }
+
+    /// The temp file being written (valid after its commit too).
+    pub fn file(&self) -> Option<&Partial> {
+        self.dl.reader.get()
     }
 }
 

@@ -12,7 +12,7 @@
 mod download;
 mod transfer;
 
-pub use download::{Download, Phase, Progress};
+pub use download::{Download, Follow, Phase, Progress};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -474,6 +474,12 @@ impl Fetcher {
     /// Whether a file is being downloaded right now.
     pub fn is_fetching(&self, sha1: &Sha1Digest) -> bool {
         self.inflight.lock().unwrap().contains_key(sha1)
+    }
+
+    /// The running download of a file, to follow without joining (nothing
+    /// is started or queued).
+    pub fn in_flight(&self, sha1: &Sha1Digest) -> Option<Arc<Download>> {
+        self.inflight.lock().unwrap().get(sha1).cloned()
     }
 
     async fn run(self: Arc<Self>, dl: Arc<Download>, file: FileEntry, url: String) {

@@ -17,7 +17,7 @@ use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
 use crate::access_log::{self, AccessLog};
 use crate::catalog::{Catalog, FileEntry};
-use crate::fetch::{FetchError, Fetcher};
+use crate::fetch::{FetchError, Fetcher, Follow};
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{self, Decision};
 use crate::store::{Hit, Storage};
@@ -33,6 +33,15 @@ pub struct ContentService {
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
     pub validators: ValidatorCache,
+}
+
+/// What the fast path sends a plan's file parts from.
+pub enum FastSource {
+    /// A stored file: mapped, and open for `sendfile`.
+    Stored(Hit),
+    /// A download under way: sent from its temp file as it lands, the last
+    /// byte once verified (as the full path's followers are).
+    Following(Follow),
 }
 
 /// The representation being served.
@@ -168,30 +177,49 @@ impl ContentService {
         }
     }
 
-    /// The plan for a GET or HEAD of `path` if it names a stored file the
-    /// policy lets us serve (a warm hit), with the open file; counted as
-    /// answered. `None` for anything else: the full path answers it.
-    pub fn plan_hit(&self, path: &str, req: &impl RequestHeaders) -> Option<(Plan, Hit)> {
+    /// The plan for a GET or HEAD of `path` the fast path can send, counted
+    /// as answered: a stored file the policy lets us serve (a warm hit),
+    /// or the whole of a file whose download is under way with a known
+    /// length (followed as it lands). `None` for anything else, which the
+    /// full path answers: misses that start or wait for a download, ranges
+    /// of a download (they may be far ahead of it), errors.
+    pub fn plan_fast(
+        &self,
+        path: &str,
+        req: &impl RequestHeaders,
+    ) -> Option<(Plan, FastSource, Outcome)> {
         let key = route::parse(path).ok()?;
         let entry = match key {
             FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
             FileKey::Sha256(d) => self.catalog.lookup_sha256(&d),
         };
-        let Decision::Serve { entry, sha256 } = policy::decide(&self.catalog.policy(), entry)
-        else {
-            return None;
+        let (entry, len, source, outcome) = match policy::decide(&self.catalog.policy(), entry) {
+            Decision::Serve { entry, sha256 } => {
+                let hit = self.store.lookup(&sha256).ok()??;
+                if self.store.tracks_serving() {
+                    self.catalog.record_served(&entry.sha1);
+                }
+                (entry, hit.len(), FastSource::Stored(hit), Outcome::Hit)
+            }
+            Decision::Fetch(entry) if req.value(&header::RANGE).is_none() => {
+                let dl = self.fetcher.in_flight(&entry.sha1)?;
+                let len = dl.receiving_len()?;
+                (
+                    entry,
+                    len,
+                    FastSource::Following(dl.follow()),
+                    Outcome::Coalesced,
+                )
+            }
+            _ => return None,
         };
-        let hit = self.store.lookup(&sha256).ok()??;
-        if self.store.tracks_serving() {
-            self.catalog.record_served(&entry.sha1);
-        }
         let content_type = content_type(route::extension(path));
-        let rep = self.representation(&entry, key, content_type, Some(hit.len()));
-        let plan = Plan::new(req, &rep.validators, rep.content_type, hit.len());
-        self.metrics.request(Outcome::Hit);
+        let rep = self.representation(&entry, key, content_type, Some(len));
+        let plan = Plan::new(req, &rep.validators, rep.content_type, len);
+        self.metrics.request(outcome);
         self.metrics.response(plan.status.as_u16());
         self.metrics.sendfile_response();
-        Some((plan, hit))
+        Some((plan, source, outcome))
     }
 
     fn redirect(&self, entry: &FileEntry) -> Response<ResponseBody> {

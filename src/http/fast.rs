@@ -1,4 +1,5 @@
-//! The HTTP/1.1 fast path: warm hits sent with `sendfile(2)`.
+//! The HTTP/1.1 fast path: warm hits and download followers sent with
+//! `sendfile(2)`.
 //!
 //! Through hyper, a stored file's bytes are copied from the mapped file into
 //! the socket (`_copy_from_iter` was a third of the CPU under range load).
@@ -6,13 +7,16 @@
 //! `httparse`, and a GET or HEAD of a stored file the policy lets us serve
 //! gets its head in one `send(MSG_MORE)` and its body straight from the
 //! page cache with `sendfile`; the store hands us the open file ([`Hit`]).
+//! A GET or HEAD of the whole of a file being downloaded (length known) is
+//! sent the same way from the download's temp file as the bytes land.
 //!
-//! Everything else — h2c, a miss, a redirect, an error, a request with a
-//! body, an odd or malformed head — is handed to hyper with the bytes read
-//! so far, and hyper keeps the connection from then on. So the fast path
-//! only ever answers simple, well-formed requests, and every response it
-//! sends is a [`Plan`] the hyper path would send too (a differential test
-//! compares them).
+//! Everything else — h2c, a miss that starts or waits for a download, a
+//! range of a download, a redirect, an error, a request with a body, an odd
+//! or malformed head — is handed to hyper with the bytes read so far, and
+//! hyper keeps the connection from then on. So the fast path only ever
+//! answers simple, well-formed requests, and every response it sends is a
+//! [`Plan`] the hyper path would send too (a differential test compares
+//! them).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -29,11 +33,11 @@ use tokio_util::sync::CancellationToken;
 use super::body::Part;
 use super::conditional::RequestHeaders;
 use super::connection::Limits;
-use super::content::ContentService;
+use super::content::{ContentService, FastSource};
 use super::observe::Answer;
 use super::plan::Plan;
 use crate::access_log;
-use crate::metrics::Outcome;
+use crate::fetch::Follow;
 use crate::store::Hit;
 
 /// Largest head the fast path reads; a larger one goes to hyper (which
@@ -238,11 +242,11 @@ pub async fn serve(
         let deadline = Instant::now() + wait;
         // Plans are owned: the head borrowed from `buf` is done with before
         // `buf` is read into or advanced.
-        let (started, method, close, len, log, (plan, hit)) = loop {
+        let (started, method, close, len, log, (plan, mut source, outcome)) = loop {
             match parse_head(&buf, content.access_log.is_some()) {
                 Parsed::Fast(head) => {
                     let started = std::time::Instant::now();
-                    let Some(planned) = content.plan_hit(head.path, &head.headers) else {
+                    let Some(planned) = content.plan_fast(head.path, &head.headers) else {
                         return Exit::Handoff(buf.freeze());
                     };
                     break (
@@ -274,7 +278,7 @@ pub async fn serve(
         let result = send(
             stream,
             &plan,
-            &hit,
+            &mut source,
             &head_out,
             method == Method::HEAD,
             limits.idle_timeout,
@@ -282,7 +286,7 @@ pub async fn serve(
         )
         .await;
         let answer = Answer {
-            outcome: Outcome::Hit,
+            outcome,
             status: plan.status.as_u16(),
             started,
             request: log.map(|fields| access_log::Request {
@@ -293,7 +297,8 @@ pub async fn serve(
                 fields,
             }),
         };
-        answer.finish(&content.metrics, content.access_log.as_ref(), sent, false);
+        let failed = result.is_err() && matches!(&source, FastSource::Following(f) if f.failed());
+        answer.finish(&content.metrics, content.access_log.as_ref(), sent, failed);
         if result.is_err() || close {
             return Exit::Closed;
         }
@@ -310,14 +315,21 @@ pub async fn serve(
 async fn send(
     stream: &TcpStream,
     plan: &Plan,
-    hit: &Hit,
+    source: &mut FastSource,
     head: &[u8],
     head_only: bool,
     stall: Duration,
     body_sent: &mut u64,
 ) -> io::Result<()> {
     let mut written = 0;
-    let result = send_response(stream, plan, hit, head, head_only, stall, &mut written).await;
+    let result = match source {
+        FastSource::Stored(hit) => {
+            send_stored(stream, plan, hit, head, head_only, stall, &mut written).await
+        }
+        FastSource::Following(follow) => {
+            send_following(stream, plan, follow, head, head_only, stall, &mut written).await
+        }
+    };
     *body_sent = written.saturating_sub(head.len() as u64);
     result
 }
@@ -325,8 +337,9 @@ async fn send(
 /// Slices gathered on the stack: a head and one part, or a short multipart.
 const STACK_SLICES: usize = 8;
 
-/// [`send`]'s writes, counting the bytes that went into the socket.
-async fn send_response<'p>(
+/// [`send`]'s writes for a stored file, counting the bytes that went into
+/// the socket.
+async fn send_stored<'p>(
     stream: &TcpStream,
     plan: &'p Plan,
     hit: &'p Hit,
@@ -366,7 +379,49 @@ async fn send_response<'p>(
                 write_all(stream, &mut [io::IoSlice::new(b)], more, stall, written).await?
             }
             Part::File(r) => {
-                send_file(stream, hit, r.start, r.end - r.start, stall, written).await?
+                send_file(stream, hit.file(), r.start, r.end - r.start, stall, written).await?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`send`]'s writes for a file being downloaded: each part's bytes by
+/// `sendfile` from the temp file as they are written, woken by the
+/// download; the last byte only once the file is verified. A failed
+/// download ends in an error, and the connection is cut mid-body.
+async fn send_following(
+    stream: &TcpStream,
+    plan: &Plan,
+    follow: &mut Follow,
+    head: &[u8],
+    head_only: bool,
+    stall: Duration,
+    written: &mut u64,
+) -> io::Result<()> {
+    let parts = plan.parts();
+    let more = !head_only && !parts.is_empty();
+    write_all(stream, &mut [io::IoSlice::new(head)], more, stall, written).await?;
+    if head_only {
+        return Ok(());
+    }
+    for (i, part) in parts.iter().enumerate() {
+        match part {
+            Part::Literal(b) => {
+                let more = i + 1 < parts.len();
+                write_all(stream, &mut [io::IoSlice::new(b)], more, stall, written).await?
+            }
+            Part::File(r) => {
+                let mut pos = r.start;
+                while pos < r.end {
+                    let available = follow.readable(pos, r.end).await?.unwrap_or(r.end);
+                    let upto = available.min(r.end);
+                    let file = follow
+                        .file()
+                        .ok_or_else(|| io::Error::other("no temp file to follow"))?;
+                    send_file(stream, file.file(), pos, upto - pos, stall, written).await?;
+                    pos = upto;
+                }
             }
         }
     }
@@ -479,7 +534,7 @@ fn syscall_result(n: isize) -> io::Result<usize> {
 /// page cache to socket, no copy through user space.
 async fn send_file(
     stream: &TcpStream,
-    hit: &Hit,
+    file: &std::fs::File,
     offset: u64,
     len: u64,
     stall: Duration,
@@ -496,12 +551,7 @@ async fn send_file(
             let chunk = left.min(most);
             // SAFETY: valid descriptors; the kernel advances `offset`.
             syscall_result(unsafe {
-                libc::sendfile(
-                    stream.as_raw_fd(),
-                    hit.file().as_raw_fd(),
-                    &mut offset,
-                    chunk,
-                )
+                libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, chunk)
             })
         })
         .await?;

@@ -77,6 +77,11 @@ impl Partial {
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(&self.0, buf, offset)
     }
+
+    /// The open file, for `sendfile`-style sends by offset.
+    pub fn file(&self) -> &File {
+        &self.0
+    }
 }
 
 /// A temp file being written and hashed.

@@ -160,3 +160,61 @@ async fn pipelined_requests_and_a_handoff_on_one_connection() {
     }
     assert_eq!(h.counter("upcache_sendfile_responses_total").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_a_download_get_it_by_sendfile_as_hyper_would_send_it() {
+    let fast = Harness::new().await;
+    let slow = Harness::with(|c| c.fast_path = false).await;
+    let mut first = Vec::new();
+    for h in [&fast, &slow] {
+        h.setup(&[ID_A]).await;
+        h.upstream.set_rate(2 << 20); // 3 MiB in ~1.5 s
+        first.push(h.get(&h.a.content_path()).await); // starts the download
+    }
+    for h in [&fast, &slow] {
+        h.eventually("the download is receiving", |h| {
+            h.running()
+                .app
+                .fetcher
+                .status()
+                .iter()
+                .any(|f| f.bytes_done > 0)
+        })
+        .await;
+    }
+    let path = fast.a.content_path();
+    let sha1_tag = format!("\"sha1:{}\"", fast.a.sha1);
+    // The whole file last: its answer ends when the download does.
+    let requests = [
+        ("HEAD", String::new()),
+        ("GET", format!("If-None-Match: {sha1_tag}\r\n")),
+        ("GET", "If-Match: \"nope\"\r\n".into()),
+        ("GET", "Range: bytes=0-99\r\n".into()), // a range: hyper's on both
+        ("GET", String::new()),
+    ];
+    let in_flight = |h: &Harness| h.running().app.fetcher.is_fetching(&h.a.sha1);
+    for (method, extra) in &requests {
+        assert!(in_flight(&fast) && in_flight(&slow), "still downloading");
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+        let (got, want) = tokio::join!(
+            exchange(fast.running().content_addr, &request),
+            exchange(slow.running().content_addr, &request)
+        );
+        assert_eq!(got.0, want.0, "status of {request:?}");
+        assert_eq!(got.1, want.1, "headers of {request:?}");
+        assert!(got.2 == want.2, "body of {request:?}");
+        if *method == "GET" && extra.is_empty() {
+            assert!(got.2 == fast.a.bytes, "the whole file");
+        }
+    }
+    for r in first {
+        assert!(r.bytes().await.unwrap() == fast.a.bytes);
+    }
+    let sendfile = "upcache_sendfile_responses_total";
+    assert_eq!(fast.counter(sendfile).await, 4, "all but the range");
+    assert_eq!(slow.counter(sendfile).await, 0);
+    for h in [&fast, &slow] {
+        assert_eq!(h.upstream.requests(&h.a.path), 1, "one download each");
+    }
+}

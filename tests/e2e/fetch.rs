@@ -118,6 +118,11 @@ async fn same_size_wrong_bytes_reach_no_client_whole_over_h1_or_h2() {
     assert!(h.running().app.store.temp_files().is_empty());
     assert_eq!(h.running().app.store.quarantined().len(), 1);
     assert_eq!(h.upstream.requests(&h.a.path), 1, "one shared download");
+    let sendfile = h.counter("upcache_sendfile_responses_total").await;
+    assert!(
+        sendfile > 0,
+        "some HTTP/1.1 followers were on the fast path"
+    );
     // The next request starts a fresh download, which verifies.
     h.upstream.set_corrupt(false);
     h.upstream.set_rate(0);
