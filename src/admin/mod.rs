@@ -79,6 +79,7 @@ pub fn router(app: Arc<App>) -> Router {
             refuse_writes_on_followers,
         ))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::from_fn(refuse_announced_oversize))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -115,6 +116,25 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
             );
             return r;
         }
+    }
+    next.run(req).await
+}
+
+/// A control body whose `Content-Length` is over the limit gets `413` at
+/// once, as nginx's `client_max_body_size` does: unread, so the client is
+/// not left writing into a connection that was refused (it may then fail
+/// its write before it reads the answer). Bodies without a length are cut
+/// at the limit as they are read. The catalog upload has its own, larger
+/// limit, checked the same way in its handler.
+async fn refuse_announced_oversize(req: Request, next: Next) -> Response {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let catalog = req.uri().path() == "/api/v1/catalog";
+    if !catalog && announced.is_some_and(|n| n > MAX_CONTROL_BYTES as u64) {
+        let message = format!("a request body here is at most {MAX_CONTROL_BYTES} bytes");
+        return ApiError(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
     }
     next.run(req).await
 }

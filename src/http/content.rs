@@ -17,7 +17,7 @@ use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
 use crate::access_log::{self, AccessLog};
 use crate::catalog::{Catalog, FileEntry};
-use crate::fetch::{FetchError, Fetcher, Follow};
+use crate::fetch::{Download, FetchError, Fetcher, Follow};
 use crate::metrics::{Metrics, Outcome};
 use crate::policy::{self, Decision};
 use crate::store::{Hit, Storage};
@@ -42,6 +42,14 @@ pub enum FastSource {
     /// A download under way: sent from its temp file as it lands, the last
     /// byte once verified (as the full path's followers are).
     Following(Follow),
+}
+
+/// A download the fast path joined.
+enum Following {
+    /// Receiving, `len` bytes long.
+    Ready(Follow, u64, Outcome),
+    /// Not to be had: the error's plan.
+    Failed(Plan, Follow, Outcome),
 }
 
 /// The representation being served.
@@ -179,11 +187,12 @@ impl ContentService {
 
     /// The plan for a GET or HEAD of `path` the fast path can send, counted
     /// as answered: a stored file the policy lets us serve (a warm hit),
-    /// or the whole of a file whose download is under way with a known
-    /// length (followed as it lands). `None` for anything else, which the
-    /// full path answers: misses that start or wait for a download, ranges
-    /// of a download (they may be far ahead of it), errors.
-    pub fn plan_fast(
+    /// or the whole of a file to download, followed as it lands (the
+    /// download started or joined here, its errors answered here too).
+    /// `None` for anything else, which the full path answers: ranges of a
+    /// file not stored (they may be far ahead of its download), redirects,
+    /// refusals, a download of unknown length.
+    pub async fn plan_fast(
         &self,
         path: &str,
         req: &impl RequestHeaders,
@@ -202,24 +211,55 @@ impl ContentService {
                 (entry, hit.len(), FastSource::Stored(hit), Outcome::Hit)
             }
             Decision::Fetch(entry) if req.value(&header::RANGE).is_none() => {
-                let dl = self.fetcher.in_flight(&entry.sha1)?;
-                let len = dl.receiving_len()?;
-                (
-                    entry,
-                    len,
-                    FastSource::Following(dl.follow()),
-                    Outcome::Coalesced,
-                )
+                match self.follow(&entry).await? {
+                    Following::Ready(follow, len, outcome) => {
+                        (entry, len, FastSource::Following(follow), outcome)
+                    }
+                    Following::Failed(plan, follow, outcome) => {
+                        self.count_fast(&plan, outcome);
+                        return Some((plan, FastSource::Following(follow), outcome));
+                    }
+                }
             }
             _ => return None,
         };
         let content_type = content_type(route::extension(path));
         let rep = self.representation(&entry, key, content_type, Some(len));
         let plan = Plan::new(req, &rep.validators, rep.content_type, len);
+        self.count_fast(&plan, outcome);
+        Some((plan, source, outcome))
+    }
+
+    /// Starts or joins the download of `entry` and waits for its length, as
+    /// [`ContentService::fetch`] does; its failures as error plans. `None`
+    /// when the full path should answer: the download could not be joined
+    /// (nothing was started), or its length is unknown (the full path joins
+    /// the same download and sends it chunked).
+    async fn follow(&self, entry: &FileEntry) -> Option<Following> {
+        let (dl, outcome) = match self.fetcher.join(entry) {
+            Ok(j) if j.started => (j.download, Outcome::Miss),
+            Ok(j) => (j.download, Outcome::Coalesced),
+            Err(_) => return None,
+        };
+        let failed = |e: FetchError, dl: Arc<Download>, outcome| {
+            Some(Following::Failed(error_plan(&e), dl.follow(), outcome))
+        };
+        if !dl.left_queue(self.fetcher.queue_wait()).await {
+            let busy = FetchError::Busy("all download slots are taken");
+            return failed(busy, dl, Outcome::Refused);
+        }
+        match dl.started().await {
+            Ok(Some(len)) => Some(Following::Ready(dl.follow(), len, outcome)),
+            Ok(None) => None,
+            Err(e) => failed(e, dl, outcome),
+        }
+    }
+
+    /// Counts a fast-path answer as the full path counts its own.
+    fn count_fast(&self, plan: &Plan, outcome: Outcome) {
         self.metrics.request(outcome);
         self.metrics.response(plan.status.as_u16());
         self.metrics.sendfile_response();
-        Some((plan, source, outcome))
     }
 
     fn redirect(&self, entry: &FileEntry) -> Response<ResponseBody> {
@@ -309,6 +349,12 @@ fn far_ahead_candidate(
 }
 
 /// A fetch error as the client sees it; a busy server says when to retry.
+/// [`error_response`] as a plan, for the fast path.
+fn error_plan(e: &FetchError) -> Plan {
+    let retry_after = matches!(e, FetchError::Busy(_)).then_some(RETRY_AFTER_SECS);
+    Plan::error(e.status(), format!("{e}\n"), retry_after)
+}
+
 fn error_response(e: &FetchError) -> Response<ResponseBody> {
     let mut r = plain(e.status(), format!("{e}\n"));
     if matches!(e, FetchError::Busy(_)) {

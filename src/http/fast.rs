@@ -246,7 +246,7 @@ pub async fn serve(
             match parse_head(&buf, content.access_log.is_some()) {
                 Parsed::Fast(head) => {
                     let started = std::time::Instant::now();
-                    let Some(planned) = content.plan_fast(head.path, &head.headers) else {
+                    let Some(planned) = content.plan_fast(head.path, &head.headers).await else {
                         return Exit::Handoff(buf.freeze());
                     };
                     break (

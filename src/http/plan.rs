@@ -41,7 +41,14 @@ pub struct Plan {
     content_range: Option<ContentRange>,
     /// Absent on a 304.
     content_length: Option<u64>,
+    /// An error's `Cache-Control: no-store` and `Retry-After`.
+    error: Option<ErrorHeaders>,
     body: PlanBody,
+}
+
+/// What an error response carries besides its text.
+struct ErrorHeaders {
+    retry_after: Option<&'static str>,
 }
 
 enum ContentType {
@@ -81,6 +88,7 @@ impl Plan {
                     content_type: None,
                     content_range: None,
                     content_length: None,
+                    error: None,
                     body: PlanBody::Empty,
                 }
             }
@@ -101,6 +109,7 @@ impl Plan {
                 content_type: Some(content_type),
                 content_range,
                 content_length: None,
+                error: None,
                 body,
             };
             plan.content_length = Some(plan.body_len());
@@ -155,7 +164,22 @@ impl Plan {
             content_type: Some(ContentType::Static("text/plain; charset=utf-8")),
             content_range: None,
             content_length: Some(body.len() as u64),
+            error: None,
             body: PlanBody::One(Part::Literal(Bytes::from_static(body.as_bytes()))),
+        }
+    }
+
+    /// An error as text, as the full path's `plain` responses are: never
+    /// stored by a cache in front, with `Retry-After` when worth a retry.
+    pub fn error(status: StatusCode, message: String, retry_after: Option<&'static str>) -> Plan {
+        Plan {
+            status,
+            file: None,
+            content_type: Some(ContentType::Static("text/plain; charset=utf-8")),
+            content_range: None,
+            content_length: Some(message.len() as u64),
+            error: Some(ErrorHeaders { retry_after }),
+            body: PlanBody::One(Part::Literal(Bytes::from(message))),
         }
     }
 
@@ -191,6 +215,12 @@ impl Plan {
             Some(ContentType::Static(t)) => emit(&header::CONTENT_TYPE, t.as_bytes()),
             Some(ContentType::Multipart(t)) => emit(&header::CONTENT_TYPE, t.as_bytes()),
             None => {}
+        }
+        if let Some(error) = &self.error {
+            emit(&header::CACHE_CONTROL, b"no-store");
+            if let Some(after) = error.retry_after {
+                emit(&header::RETRY_AFTER, after.as_bytes());
+            }
         }
         let mut text = StackText::default();
         if let Some(range) = &self.content_range {

@@ -59,6 +59,8 @@ async fn the_fast_path_answers_as_the_hyper_path_does() {
         }
         h.settled().await;
     }
+    let sendfile = "upcache_sendfile_responses_total";
+    let before = fast.counter(sendfile).await; // the downloads above were followed on it
     let a = &fast.a;
     let path = a.content_path();
     let sha1_tag = format!("\"sha1:{}\"", a.sha1);
@@ -119,8 +121,7 @@ async fn the_fast_path_answers_as_the_hyper_path_does() {
         assert_eq!(got.1, want.1, "headers of {request:?}");
         assert!(got.2 == want.2, "body of {request:?}");
     }
-    let sendfile = "upcache_sendfile_responses_total";
-    assert_eq!(fast.counter(sendfile).await, requests.len() as u64);
+    assert_eq!(fast.counter(sendfile).await - before, requests.len() as u64);
     assert_eq!(slow.counter(sendfile).await, 0);
 }
 
@@ -130,6 +131,7 @@ async fn pipelined_requests_and_a_handoff_on_one_connection() {
     h.setup(&[ID_A, ID_B]).await;
     assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
     h.settled().await;
+    let before = h.counter("upcache_sendfile_responses_total").await;
     let b = h.b.content_path();
     // Two warm hits (fast path), then a miss (handed to hyper), then a hit
     // again (hyper's from then on), all in one write.
@@ -158,7 +160,8 @@ async fn pipelined_requests_and_a_handoff_on_one_connection() {
             "bytes {window:?}"
         );
     }
-    assert_eq!(h.counter("upcache_sendfile_responses_total").await, 2);
+    let after = h.counter("upcache_sendfile_responses_total").await;
+    assert_eq!(after - before, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,9 +215,44 @@ async fn followers_of_a_download_get_it_by_sendfile_as_hyper_would_send_it() {
         assert!(r.bytes().await.unwrap() == fast.a.bytes);
     }
     let sendfile = "upcache_sendfile_responses_total";
-    assert_eq!(fast.counter(sendfile).await, 4, "all but the range");
+    // The first GET (it started the download) and all but the range.
+    assert_eq!(fast.counter(sendfile).await, 5);
     assert_eq!(slow.counter(sendfile).await, 0);
     for h in [&fast, &slow] {
         assert_eq!(h.upstream.requests(&h.a.path), 1, "one download each");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_fails_gets_the_same_error_on_both_paths() {
+    let fast = Harness::new().await;
+    let slow = Harness::with(|c| c.fast_path = false).await;
+    // In the catalog and approved, but the upstream does not have it.
+    let missing = upcache::demo::SampleFile::generate("5077777", "cab", 10_000);
+    for h in [&fast, &slow] {
+        let mut catalog = h.catalog();
+        let update =
+            upcache::demo::update_json(ID_D, "5077777", "Missing", &[&missing], &h.upstream);
+        catalog["updates"].as_array_mut().unwrap().push(update);
+        assert_eq!(h.import(&catalog).await.status(), 200);
+        h.set_state(ID_D, "approve").await;
+    }
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        missing.content_path()
+    );
+    let got = exchange(fast.running().content_addr, &request).await;
+    let want = exchange(slow.running().content_addr, &request).await;
+    assert!(got.0.starts_with("HTTP/1.1 502"), "{got:?}");
+    assert_eq!((&got.0, &got.1), (&want.0, &want.1));
+    // The text names the upstream's URL: the two harnesses' ports differ.
+    let without_port = |body: &[u8]| {
+        let text = String::from_utf8_lossy(body).into_owned();
+        let (before, after) = text.split_once("127.0.0.1:").expect("names the upstream");
+        let rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+        format!("{before}127.0.0.1:PORT{rest}")
+    };
+    assert_eq!(without_port(&got.2), without_port(&want.2));
+    assert!(got.1.contains(&"cache-control: no-store".to_owned()));
+    assert_eq!(fast.counter("upcache_sendfile_responses_total").await, 1);
 }
