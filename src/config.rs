@@ -246,8 +246,8 @@ pub struct Config {
     /// Connections held at once on the content listener; more wait in the
     /// kernel's accept queue until one closes.
     pub max_connections: usize,
-    /// Warm hits on HTTP/1.1 are sent with `sendfile` by the fast path
-    /// (`http::fast`); off, hyper answers everything.
+    /// Warm hits and whole-file downloads on HTTP/1.1 are sent with
+    /// `sendfile` by the fast path (`http::fast`); off, hyper answers everything.
     pub fast_path: bool,
     /// Host names (besides the listen address and loopback names) the admin
     /// API answers to: a DNS-rebinding page's host is none of them.

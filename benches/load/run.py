@@ -278,6 +278,8 @@ def main():
     upcache_config = os.path.join(work, "upcache.toml")
     with open(upcache_config, "w") as f:
         f.write(f"fast_path = {'false' if a.no_fast_path else 'true'}\n")
+        # nginx logs every request here too: like for like.
+        f.write(f"access_log = \"{os.path.join(work, 'upcache-access.log')}\"\n")
     nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work])
     upcache_bin = os.path.join(ROOT, "target/release/upcache")
     upcache = subprocess.Popen(

@@ -25,10 +25,12 @@ async fn main() {
         conns.push(s);
     }
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    // From the first request sent: a fast server may answer the first
+    // clients before the last request is written.
+    let t0 = Instant::now();
     for c in &mut conns {
         c.write_all(request.as_bytes()).await.unwrap();
     }
-    let t0 = Instant::now();
     let all_started = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
     let tasks: Vec<_> = conns
         .into_iter()
