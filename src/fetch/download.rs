@@ -280,16 +280,6 @@ impl Download {
         let rx = self.progress.subscribe();
         Follow { dl: self, rx }
     }
-
-    /// The file's length if the download is receiving it with a known size:
-    /// a follower can then be answered without waiting for anything.
-    pub fn receiving_len(&self) -> Option<u64> {
-        let p = self.progress.borrow();
-        let attached = self.reader.get().is_some();
-        (p.phase == Phase::Receiving && attached)
-            .then_some(p.total)
-            .flatten()
-    }
 }
 
 /// One follower of a download: waits for bytes, reads them from the temp

@@ -476,12 +476,6 @@ impl Fetcher {
         self.inflight.lock().unwrap().contains_key(sha1)
     }
 
-    /// The running download of a file, to follow without joining (nothing
-    /// is started or queued).
-    pub fn in_flight(&self, sha1: &Sha1Digest) -> Option<Arc<Download>> {
-        self.inflight.lock().unwrap().get(sha1).cloned()
-    }
-
     async fn run(self: Arc<Self>, dl: Arc<Download>, file: FileEntry, url: String) {
         let slot = self.slots.clone().acquire_owned().await;
         self.queued.fetch_sub(1, Ordering::SeqCst);

@@ -348,13 +348,13 @@ fn far_ahead_candidate(
     Some(range.clone())
 }
 
-/// A fetch error as the client sees it; a busy server says when to retry.
 /// [`error_response`] as a plan, for the fast path.
 fn error_plan(e: &FetchError) -> Plan {
     let retry_after = matches!(e, FetchError::Busy(_)).then_some(RETRY_AFTER_SECS);
     Plan::error(e.status(), format!("{e}\n"), retry_after)
 }
 
+/// A fetch error as the client sees it; a busy server says when to retry.
 fn error_response(e: &FetchError) -> Response<ResponseBody> {
     let mut r = plain(e.status(), format!("{e}\n"));
     if matches!(e, FetchError::Busy(_)) {

@@ -7,16 +7,17 @@
 //! `httparse`, and a GET or HEAD of a stored file the policy lets us serve
 //! gets its head in one `send(MSG_MORE)` and its body straight from the
 //! page cache with `sendfile`; the store hands us the open file ([`Hit`]).
-//! A GET or HEAD of the whole of a file being downloaded (length known) is
-//! sent the same way from the download's temp file as the bytes land.
+//! A GET or HEAD of the whole of a file not stored yet joins (or starts)
+//! its download and is sent the same way from the download's temp file as
+//! the bytes land; the download's errors are answered here too.
 //!
-//! Everything else — h2c, a miss that starts or waits for a download, a
-//! range of a download, a redirect, an error, a request with a body, an odd
-//! or malformed head — is handed to hyper with the bytes read so far, and
-//! hyper keeps the connection from then on. So the fast path only ever
-//! answers simple, well-formed requests, and every response it sends is a
-//! [`Plan`] the hyper path would send too (a differential test compares
-//! them).
+//! Everything else — h2c, a range of a file not stored yet (the far-ahead
+//! choice), a download of unknown length, a redirect, a refusal, a request
+//! with a body, an odd or malformed head — is handed to hyper with the
+//! bytes read so far, and hyper keeps the connection from then on. So the
+//! fast path only ever answers simple, well-formed requests, and every
+//! response it sends is a [`Plan`] the hyper path would send too
+//! (differential tests compare them).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -88,7 +89,8 @@ pub struct Head<'a> {
 pub enum Parsed<'a> {
     /// Not a whole head yet.
     Partial,
-    /// A head the fast path answers if the file is a warm hit.
+    /// A head the fast path answers if its file is stored or to be
+    /// followed whole (see [`ContentService::plan_fast`]).
     Fast(Head<'a>),
     /// Anything else: hyper's to answer.
     Other,
