@@ -211,6 +211,12 @@ impl Plan {
         if let Some(file) = &self.file {
             file_headers(file, &mut emit);
         }
+        self.content_headers(emit);
+    }
+
+    /// The headers about this response's body (type, range, length) and an
+    /// error's.
+    fn content_headers(&self, mut emit: impl FnMut(&HeaderName, &[u8])) {
         match &self.content_type {
             Some(ContentType::Static(t)) => emit(&header::CONTENT_TYPE, t.as_bytes()),
             Some(ContentType::Multipart(t)) => emit(&header::CONTENT_TYPE, t.as_bytes()),
@@ -240,10 +246,14 @@ impl Plan {
         }
     }
 
-    /// The headers as a map, for hyper.
+    /// The headers as a map, for hyper (the file's cached values shared,
+    /// not copied).
     pub fn header_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(8);
-        self.for_each_header(|name, value| {
+        let mut map = match &self.file {
+            Some(file) => file_header_map(file),
+            None => HeaderMap::with_capacity(8),
+        };
+        self.content_headers(|name, value| {
             let value = HeaderValue::from_bytes(value).expect("plan headers are valid values");
             map.insert(name.clone(), value);
         });
@@ -262,13 +272,15 @@ fn file_headers(file: &FileValidators, emit: &mut impl FnMut(&HeaderName, &[u8])
 }
 
 /// [`file_headers`] as a map: the start of every response about a file
-/// whose length is not known yet (a download of unknown size).
+/// (and the whole head of one whose length is not known yet).
 pub fn file_header_map(file: &FileValidators) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(8);
-    file_headers(file, &mut |name, value| {
-        let value = HeaderValue::from_bytes(value).expect("file headers are valid values");
-        map.insert(name.clone(), value);
-    });
+    map.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    map.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    map.insert(header::ETAG, file.etag.clone());
+    if let Some(lm) = &file.last_modified {
+        map.insert(header::LAST_MODIFIED, lm.clone());
+    }
     map
 }
 
