@@ -44,6 +44,14 @@ pub enum FastSource {
     Following(Follow),
 }
 
+/// Why a request could not follow a download, and how it counts.
+struct JoinFailure {
+    error: FetchError,
+    outcome: Outcome,
+    /// The download joined, if one was (the failure is then its own).
+    download: Option<Arc<Download>>,
+}
+
 /// A download the fast path joined.
 enum Following {
     /// Receiving, `len` bytes long.
@@ -146,10 +154,7 @@ impl ContentService {
             Err(e) => return refused(plain(e.status(), format!("{e}\n"))),
         };
         let content_type = content_type(route::extension(path));
-        let entry = match key {
-            FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
-            FileKey::Sha256(d) => self.catalog.lookup_sha256(&d),
-        };
+        let entry = self.lookup(key);
         let headers = req.headers();
         match policy::decide(&self.catalog.policy(), entry) {
             Decision::NotFound => refused(plain(
@@ -198,10 +203,7 @@ impl ContentService {
         req: &impl RequestHeaders,
     ) -> Option<(Plan, FastSource, Outcome)> {
         let key = route::parse(path).ok()?;
-        let entry = match key {
-            FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
-            FileKey::Sha256(d) => self.catalog.lookup_sha256(&d),
-        };
+        let entry = self.lookup(key);
         let (entry, len, source, outcome) = match policy::decide(&self.catalog.policy(), entry) {
             Decision::Serve { entry, sha256 } => {
                 let hit = self.store.lookup(&sha256).ok()??;
@@ -230,28 +232,57 @@ impl ContentService {
         Some((plan, source, outcome))
     }
 
-    /// Starts or joins the download of `entry` and waits for its length, as
-    /// [`ContentService::fetch`] does; its failures as error plans. `None`
-    /// when the full path should answer: the download could not be joined
-    /// (nothing was started), or its length is unknown (the full path joins
-    /// the same download and sends it chunked).
-    async fn follow(&self, entry: &FileEntry) -> Option<Following> {
+    /// Starts or joins the download of `entry` and waits for the upstream's
+    /// answer: the download, its length if known, and how the request
+    /// counts. A client waits a bounded time for a slot (the download itself
+    /// stays queued for whoever asks next); then 503 and `Retry-After`.
+    async fn join_download(
+        &self,
+        entry: &FileEntry,
+    ) -> Result<(Arc<Download>, Option<u64>, Outcome), JoinFailure> {
         let (dl, outcome) = match self.fetcher.join(entry) {
             Ok(j) if j.started => (j.download, Outcome::Miss),
             Ok(j) => (j.download, Outcome::Coalesced),
-            Err(_) => return None,
-        };
-        let failed = |e: FetchError, dl: Arc<Download>, outcome| {
-            Some(Following::Failed(error_plan(&e), dl.follow(), outcome))
+            Err(error) => {
+                return Err(JoinFailure {
+                    error,
+                    outcome: Outcome::Refused,
+                    download: None,
+                })
+            }
         };
         if !dl.left_queue(self.fetcher.queue_wait()).await {
-            let busy = FetchError::Busy("all download slots are taken");
-            return failed(busy, dl, Outcome::Refused);
+            return Err(JoinFailure {
+                error: FetchError::Busy("all download slots are taken"),
+                outcome: Outcome::Refused,
+                download: Some(dl),
+            });
         }
         match dl.started().await {
-            Ok(Some(len)) => Some(Following::Ready(dl.follow(), len, outcome)),
-            Ok(None) => None,
-            Err(e) => failed(e, dl, outcome),
+            Ok(len) => Ok((dl, len, outcome)),
+            Err(error) => Err(JoinFailure {
+                error,
+                outcome,
+                download: Some(dl),
+            }),
+        }
+    }
+
+    /// [`ContentService::join_download`] for the fast path: its failures as
+    /// error plans. `None` when the full path should answer: the download
+    /// could not be joined (nothing was started: the full path tries again
+    /// and answers the refusal), or its length is unknown (the full path
+    /// joins the same download and sends it chunked).
+    async fn follow(&self, entry: &FileEntry) -> Option<Following> {
+        match self.join_download(entry).await {
+            Ok((dl, Some(len), outcome)) => Some(Following::Ready(dl.follow(), len, outcome)),
+            Ok((_, None, _)) => None,
+            Err(JoinFailure {
+                error,
+                outcome,
+                download: Some(dl),
+            }) => Some(Following::Failed(error_plan(&error), dl.follow(), outcome)),
+            Err(JoinFailure { download: None, .. }) => None,
         }
     }
 
@@ -260,6 +291,14 @@ impl ContentService {
         self.metrics.request(outcome);
         self.metrics.response(plan.status.as_u16());
         self.metrics.sendfile_response();
+    }
+
+    /// The catalog's entry for a file named by either digest.
+    fn lookup(&self, key: FileKey) -> Option<FileEntry> {
+        match key {
+            FileKey::Sha1(d) => self.catalog.lookup_sha1(&d),
+            FileKey::Sha256(d) => self.catalog.lookup_sha256(&d),
+        }
     }
 
     fn redirect(&self, entry: &FileEntry) -> Response<ResponseBody> {
@@ -286,20 +325,9 @@ impl ContentService {
         key: FileKey,
         content_type: &'static str,
     ) -> (Response<ResponseBody>, Outcome) {
-        let (dl, outcome) = match self.fetcher.join(entry) {
-            Ok(j) if j.started => (j.download, Outcome::Miss),
-            Ok(j) => (j.download, Outcome::Coalesced),
-            Err(e) => return (error_response(&e), Outcome::Refused),
-        };
-        // A client waits a bounded time for a slot (the download itself
-        // stays queued for whoever asks next); then 503 and Retry-After.
-        if !dl.left_queue(self.fetcher.queue_wait()).await {
-            let e = FetchError::Busy("all download slots are taken");
-            return (error_response(&e), Outcome::Refused);
-        }
-        let len = match dl.started().await {
-            Ok(len) => len,
-            Err(e) => return (error_response(&e), outcome),
+        let (dl, len, outcome) = match self.join_download(entry).await {
+            Ok(joined) => joined,
+            Err(JoinFailure { error, outcome, .. }) => return (error_response(&error), outcome),
         };
         let rep = self.representation(entry, key, content_type, len);
         if let Some(range) = far_ahead_candidate(method, headers, &rep) {

@@ -20,7 +20,8 @@ use super::conditional::{self, Precondition, RequestHeaders, Validators};
 use super::range::{self, RangeRequest};
 
 /// Content named by its digest never changes.
-pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+const BYTES: HeaderValue = HeaderValue::from_static("bytes");
 
 /// A file's validators and their header values, computed once per file
 /// (and digest set) and kept in a cache: a warm hit formats no `ETag` or
@@ -209,7 +210,7 @@ impl Plan {
     /// Calls `emit` with each header, lengths formatted on the stack.
     pub fn for_each_header(&self, mut emit: impl FnMut(&HeaderName, &[u8])) {
         if let Some(file) = &self.file {
-            file_headers(file, &mut emit);
+            file_headers(file, |name, value| emit(name, value.as_bytes()));
         }
         self.content_headers(emit);
     }
@@ -261,13 +262,14 @@ impl Plan {
     }
 }
 
-/// `Accept-Ranges`, `Cache-Control`, `ETag` and `Last-Modified`.
-fn file_headers(file: &FileValidators, emit: &mut impl FnMut(&HeaderName, &[u8])) {
-    emit(&header::ACCEPT_RANGES, b"bytes");
-    emit(&header::CACHE_CONTROL, IMMUTABLE.as_bytes());
-    emit(&header::ETAG, file.etag.as_bytes());
+/// `Accept-Ranges`, `Cache-Control`, `ETag` and `Last-Modified`, as the
+/// values kept for the file (shared by a map, written out by the fast path).
+fn file_headers(file: &FileValidators, mut emit: impl FnMut(&HeaderName, &HeaderValue)) {
+    emit(&header::ACCEPT_RANGES, &BYTES);
+    emit(&header::CACHE_CONTROL, &IMMUTABLE);
+    emit(&header::ETAG, &file.etag);
     if let Some(lm) = &file.last_modified {
-        emit(&header::LAST_MODIFIED, lm.as_bytes());
+        emit(&header::LAST_MODIFIED, lm);
     }
 }
 
@@ -275,12 +277,9 @@ fn file_headers(file: &FileValidators, emit: &mut impl FnMut(&HeaderName, &[u8])
 /// (and the whole head of one whose length is not known yet).
 pub fn file_header_map(file: &FileValidators) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(8);
-    map.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    map.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
-    map.insert(header::ETAG, file.etag.clone());
-    if let Some(lm) = &file.last_modified {
-        map.insert(header::LAST_MODIFIED, lm.clone());
-    }
+    file_headers(file, |name, value| {
+        map.insert(name.clone(), value.clone());
+    });
     map
 }
 
