@@ -120,20 +120,23 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
     next.run(req).await
 }
 
-/// A control body whose `Content-Length` is over the limit gets `413` at
-/// once, as nginx's `client_max_body_size` does: unread, so the client is
-/// not left writing into a connection that was refused (it may then fail
-/// its write before it reads the answer). Bodies without a length are cut
-/// at the limit as they are read. The catalog upload has its own, larger
-/// limit, checked the same way in its handler.
+/// A body whose `Content-Length` is over its endpoint's limit gets `413`
+/// at once, as nginx's `client_max_body_size` does: unread, so the client
+/// is not left writing into a connection that was refused (it may then
+/// fail its write before it reads the answer). Bodies without a length are
+/// cut at the limit as they are read.
 async fn refuse_announced_oversize(req: Request, next: Next) -> Response {
     let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let catalog = req.uri().path() == "/api/v1/catalog";
-    if !catalog && announced.is_some_and(|n| n > MAX_CONTROL_BYTES as u64) {
-        let message = format!("a request body here is at most {MAX_CONTROL_BYTES} bytes");
+    let (limit, what) = if req.uri().path() == "/api/v1/catalog" {
+        (MAX_CATALOG_BYTES, "a catalog upload")
+    } else {
+        (MAX_CONTROL_BYTES, "a request body here")
+    };
+    if announced.is_some_and(|n| n > limit as u64) {
+        let message = format!("{what} is at most {limit} bytes");
         return ApiError(StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
     }
     next.run(req).await
@@ -195,17 +198,9 @@ async fn import_catalog(
 ) -> ApiResult<crate::catalog::ImportReport> {
     // The guard has checked the type is one of the two.
     let xml = browser::media_type(&headers) == Some("application/xml");
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_CATALOG_BYTES as u64) {
-        return Err(ApiError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a catalog upload is at most {MAX_CATALOG_BYTES} bytes"),
-        ));
-    }
-    // Streamed straight from the socket into the parser: a catalog of
-    // hundreds of MB is never held in memory.
+    // An announced length over the limit was refused before (see
+    // `refuse_announced_oversize`). Streamed straight from the socket into
+    // the parser: a catalog of hundreds of MB is never held in memory.
     let stream = http_body_util::Limited::new(body, MAX_CATALOG_BYTES)
         .into_data_stream()
         .map_err(std::io::Error::other);

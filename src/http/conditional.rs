@@ -48,7 +48,7 @@ pub enum Precondition {
 
 /// Evaluates the conditional headers of a GET or HEAD.
 pub fn evaluate(headers: &impl RequestHeaders, v: &Validators) -> Precondition {
-    if let Some(im) = text(headers, header::IF_MATCH) {
+    if let Some(im) = headers.text(&header::IF_MATCH) {
         if !matches_any(im, v, true) {
             return Precondition::Failed;
         }
@@ -57,7 +57,7 @@ pub fn evaluate(headers: &impl RequestHeaders, v: &Validators) -> Precondition {
             return Precondition::Failed;
         }
     }
-    if let Some(inm) = text(headers, header::IF_NONE_MATCH) {
+    if let Some(inm) = headers.text(&header::IF_NONE_MATCH) {
         if matches_any(inm, v, false) {
             return Precondition::NotModified;
         }
@@ -74,7 +74,7 @@ pub fn evaluate(headers: &impl RequestHeaders, v: &Validators) -> Precondition {
 /// `If-Range`: the range applies only if the client's validator is current.
 /// An entity tag must match strongly; a date must equal `Last-Modified`.
 fn if_range_holds(headers: &impl RequestHeaders, v: &Validators) -> bool {
-    let Some(value) = text(headers, header::IF_RANGE) else {
+    let Some(value) = headers.text(&header::IF_RANGE) else {
         return true;
     };
     let value = value.trim();
@@ -105,12 +105,10 @@ fn matches_any(list: &str, v: &Validators, strong: bool) -> bool {
     })
 }
 
-fn text(headers: &impl RequestHeaders, name: HeaderName) -> Option<&str> {
-    headers.text(&name)
-}
-
 fn date(headers: &impl RequestHeaders, name: HeaderName) -> Option<SystemTime> {
-    text(headers, name).and_then(|s| httpdate::parse_http_date(s).ok())
+    headers
+        .text(&name)
+        .and_then(|s| httpdate::parse_http_date(s).ok())
 }
 
 /// HTTP dates have whole seconds (dropped arithmetically: no formatting).
