@@ -6,6 +6,7 @@
 //! `HeaderMap`: the fast path writes them straight into the connection's
 //! head buffer, so a warm hit builds no map and formats only its lengths.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
 use std::sync::Arc;
@@ -38,7 +39,8 @@ pub struct Plan {
     /// `Accept-Ranges`, `Cache-Control`, `ETag`, `Last-Modified`: on every
     /// response about the file, 304s included (not on a 412).
     file: Option<Arc<FileValidators>>,
-    content_type: Option<ContentType>,
+    /// Static per extension; formatted only for a multipart boundary.
+    content_type: Option<Cow<'static, str>>,
     content_range: Option<ContentRange>,
     /// Absent on a 304.
     content_length: Option<u64>,
@@ -50,12 +52,6 @@ pub struct Plan {
 /// What an error response carries besides its text.
 struct ErrorHeaders {
     retry_after: Option<&'static str>,
-}
-
-enum ContentType {
-    Static(&'static str),
-    /// `multipart/byteranges; boundary=...`
-    Multipart(String),
 }
 
 enum ContentRange {
@@ -119,7 +115,7 @@ impl Plan {
         match range::resolve(range_header, len) {
             RangeRequest::Full => file_plan(
                 StatusCode::OK,
-                ContentType::Static(content_type),
+                Cow::Borrowed(content_type),
                 None,
                 PlanBody::One(Part::File(0..len)),
             ),
@@ -136,7 +132,7 @@ impl Plan {
                 let range = ranges[0].clone();
                 file_plan(
                     StatusCode::PARTIAL_CONTENT,
-                    ContentType::Static(content_type),
+                    Cow::Borrowed(content_type),
                     Some(ContentRange::Bytes {
                         range: range.clone(),
                         len,
@@ -149,7 +145,7 @@ impl Plan {
                 let parts = multipart(&ranges, len, content_type, &boundary);
                 file_plan(
                     StatusCode::PARTIAL_CONTENT,
-                    ContentType::Multipart(format!("multipart/byteranges; boundary={boundary}")),
+                    Cow::Owned(format!("multipart/byteranges; boundary={boundary}")),
                     None,
                     PlanBody::Many(parts),
                 )
@@ -162,7 +158,7 @@ impl Plan {
         Plan {
             status,
             file,
-            content_type: Some(ContentType::Static("text/plain; charset=utf-8")),
+            content_type: Some(Cow::Borrowed("text/plain; charset=utf-8")),
             content_range: None,
             content_length: Some(body.len() as u64),
             error: None,
@@ -176,7 +172,7 @@ impl Plan {
         Plan {
             status,
             file: None,
-            content_type: Some(ContentType::Static("text/plain; charset=utf-8")),
+            content_type: Some(Cow::Borrowed("text/plain; charset=utf-8")),
             content_range: None,
             content_length: Some(message.len() as u64),
             error: Some(ErrorHeaders { retry_after }),
@@ -218,10 +214,8 @@ impl Plan {
     /// The headers about this response's body (type, range, length) and an
     /// error's.
     fn content_headers(&self, mut emit: impl FnMut(&HeaderName, &[u8])) {
-        match &self.content_type {
-            Some(ContentType::Static(t)) => emit(&header::CONTENT_TYPE, t.as_bytes()),
-            Some(ContentType::Multipart(t)) => emit(&header::CONTENT_TYPE, t.as_bytes()),
-            None => {}
+        if let Some(t) = &self.content_type {
+            emit(&header::CONTENT_TYPE, t.as_bytes());
         }
         if let Some(error) = &self.error {
             emit(&header::CACHE_CONTROL, b"no-store");
