@@ -65,7 +65,9 @@ fn allocations_per_request(addr: std::net::SocketAddr, request: &str) -> f64 {
 fn read_response(conn: &mut std::net::TcpStream, buf: &mut [u8], head_only: bool) -> usize {
     let mut got = 0;
     loop {
-        got += conn.read(&mut buf[got..]).unwrap();
+        let n = conn.read(&mut buf[got..]).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        got += n;
         let text = String::from_utf8_lossy(&buf[..got]).into_owned();
         let Some(end) = text.find("\r\n\r\n") else {
             continue;
