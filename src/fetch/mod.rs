@@ -59,6 +59,23 @@ pub enum FetchError {
     Busy(&'static str),
 }
 
+impl FetchError {
+    /// What a client is told: no upstream URL (it may be a presigned URL of
+    /// the shared tier, signature included) and no local path; the log
+    /// has the whole error.
+    pub fn client_text(&self) -> String {
+        match self {
+            Self::UpstreamStatus { status, .. } => format!("upstream answered {status}"),
+            Self::Connect(_) => "upstream unreachable".into(),
+            Self::Timeout(_) => "upstream timed out".into(),
+            Self::Transfer(_) => "upstream transfer failed".into(),
+            Self::Store(_) => "store error".into(),
+            Self::Setup(_) => "upstream client setup failed".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Upstream client settings.
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
@@ -602,5 +619,39 @@ impl Fetcher {
             .map_err(|e| store_error(&e))?;
         dl.attach(&ingest).map_err(|e| store_error(&e))?;
         Ok(ingest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_are_not_told_urls_or_paths() {
+        let url = "http://s3.local/bucket/sha256/ab?X-Amz-Signature=secret";
+        let errors = [
+            FetchError::UpstreamStatus {
+                status: 404,
+                url: url.into(),
+            },
+            FetchError::Connect(format!("{url}: refused")),
+            FetchError::Timeout(format!("{url}: 30s")),
+            FetchError::Transfer(format!("{url}: reset")),
+            FetchError::Store("store I/O on /var/lib/upcache/tmp/1: denied".into()),
+            FetchError::Setup(format!("{url}: bad")),
+        ];
+        for e in errors {
+            let text = e.client_text();
+            assert!(
+                !text.contains("Signature") && !text.contains("/var/"),
+                "{text}"
+            );
+            assert!(e.to_string().len() > text.len(), "the log keeps the detail");
+        }
+        let status = FetchError::UpstreamStatus {
+            status: 503,
+            url: url.into(),
+        };
+        assert_eq!(status.client_text(), "upstream answered 503");
     }
 }

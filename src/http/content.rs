@@ -181,7 +181,11 @@ impl ContentService {
                     self.fetch(&method, headers, &entry, key, content_type)
                         .await
                 }
-                Err(e) => refused(plain(e.status(), format!("{e}\n"))),
+                Err(e) => {
+                    // The client is not told the store's paths; the log is.
+                    tracing::error!(error = %e, "reading a stored file");
+                    refused(plain(e.status(), "store error\n"))
+                }
             },
             Decision::Fetch(entry) => {
                 self.fetch(&method, headers, &entry, key, content_type)
@@ -379,12 +383,12 @@ fn far_ahead_candidate(
 /// [`error_response`] as a plan, for the fast path.
 fn error_plan(e: &FetchError) -> Plan {
     let retry_after = matches!(e, FetchError::Busy(_)).then_some(RETRY_AFTER_SECS);
-    Plan::error(e.status(), format!("{e}\n"), retry_after)
+    Plan::error(e.status(), format!("{}\n", e.client_text()), retry_after)
 }
 
 /// A fetch error as the client sees it; a busy server says when to retry.
 fn error_response(e: &FetchError) -> Response<ResponseBody> {
-    let mut r = plain(e.status(), format!("{e}\n"));
+    let mut r = plain(e.status(), format!("{}\n", e.client_text()));
     if matches!(e, FetchError::Busy(_)) {
         r.headers_mut().insert(
             header::RETRY_AFTER,
