@@ -1,6 +1,7 @@
 //! One running download and the readers that follow it.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -87,6 +88,9 @@ pub struct Download {
     /// Where the bytes come from once known: the origin, or a presigned
     /// URL of the shared tier (a far-ahead range is asked of the same place).
     source: OnceLock<String>,
+    /// The request that started the download was handed to another path
+    /// before it was answered: the next join answers it, and counts the miss.
+    start_handed_over: AtomicBool,
 }
 
 impl Download {
@@ -106,10 +110,23 @@ impl Download {
             }),
             started: Instant::now(),
             source: OnceLock::new(),
+            start_handed_over: AtomicBool::new(false),
         }
     }
 
     /// Records where the bytes are downloaded from.
+    /// The starter's request goes on elsewhere (the fast path hands a
+    /// download of unknown length to hyper, which joins it again): that
+    /// join, not this one, is the miss.
+    pub fn hand_over_start(&self) {
+        self.start_handed_over.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether this join takes over a start handed over (once).
+    pub(super) fn take_start(&self) -> bool {
+        self.start_handed_over.swap(false, Ordering::SeqCst)
+    }
+
     pub(super) fn set_source(&self, url: String) {
         let _ = self.source.set(url);
     }

@@ -299,7 +299,7 @@ impl Fetcher {
         if let Some(dl) = inflight.get(&file.sha1) {
             return Ok(Joined {
                 download: dl.clone(),
-                started: false,
+                started: dl.take_start(),
             });
         }
         let location = self

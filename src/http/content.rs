@@ -280,7 +280,12 @@ impl ContentService {
     async fn follow(&self, entry: &FileEntry) -> Option<Following> {
         match self.join_download(entry).await {
             Ok((dl, Some(len), outcome)) => Some(Following::Ready(dl.follow(), len, outcome)),
-            Ok((_, None, _)) => None,
+            Ok((dl, None, outcome)) => {
+                if matches!(outcome, Outcome::Miss) {
+                    dl.hand_over_start();
+                }
+                None
+            }
             Err(JoinFailure {
                 error,
                 outcome,

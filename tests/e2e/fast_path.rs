@@ -250,3 +250,34 @@ async fn a_download_that_fails_gets_the_same_error_on_both_paths() {
     assert!(got.1.contains(&"cache-control: no-store".to_owned()));
     assert_eq!(fast.counter("upcache_sendfile_responses_total").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_of_unknown_length_is_one_miss_on_both_paths() {
+    let fast = Harness::new().await;
+    let slow = Harness::with(|c| c.fast_path = false).await;
+    for h in [&fast, &slow] {
+        // No size in the catalog, none from the upstream (chunked): the fast
+        // path starts the download, learns nothing of its length and hands
+        // the request to hyper, which joins the same download.
+        let mut catalog = h.catalog();
+        let file = &mut catalog["updates"][0]["files"][0];
+        assert_eq!(file["sha1"], h.a.sha1.to_string());
+        file.as_object_mut().unwrap().remove("size");
+        assert_eq!(h.import(&catalog).await.status(), 200);
+        h.set_state(ID_A, "approve").await;
+        h.upstream
+            .inject(upcache::demo::upstream::Fault::ExtraBytes(0), 1);
+        let r = h.get(&h.a.content_path()).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.bytes().await.unwrap() == h.a.bytes);
+        let count =
+            |outcome: &str| format!("upcache_content_requests_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(
+            h.counter(&count("miss")).await,
+            1,
+            "the one request is the miss"
+        );
+        assert_eq!(h.counter(&count("coalesced")).await, 0);
+        assert_eq!(h.upstream.requests(&h.a.path), 1);
+    }
+}
