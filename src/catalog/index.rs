@@ -18,7 +18,7 @@ use crate::policy::Approval;
 
 /// What serving one file needs to know: small and `Copy`, so a lookup on
 /// the request path allocates nothing. Where the file comes from is asked
-/// for separately ([`Index::location`]), by the paths that fetch or redirect.
+/// for separately (`Index::location`), by the paths that fetch or redirect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileEntry {
     pub sha1: Sha1Digest,

@@ -3,7 +3,7 @@
 //!
 //! Every write is one transaction, so a crash at any moment leaves either
 //! the old or the new catalog. Reads on the request path go to the
-//! in-memory [`index::Index`] instead of the database.
+//! in-memory `index::Index` instead of the database.
 
 pub mod cabinet;
 mod export;

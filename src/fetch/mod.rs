@@ -1,7 +1,7 @@
 //! Upstream fetches: one download per missing file, shared by every client
 //! that asks for it while it runs.
 //!
-//! A [`Download`] writes into an [`Ingest`] (temp file + hashes) on a blocking
+//! A [`Download`] writes into an [`Ingest`](crate::store::Ingest) (temp file + hashes) on a blocking
 //! thread and publishes its progress on a `watch` channel. Clients read the
 //! temp file through their own handle as bytes land, so they are streamed
 //! the file without waiting for the end, and a slow client costs a file

@@ -53,7 +53,7 @@ pub struct Limits {
 }
 
 /// Accepts connections until `shutdown` fires, then lets open ones finish
-/// (bounded by [`DRAIN`]).
+/// (bounded by `DRAIN`).
 ///
 /// With `fast`, each connection starts on the HTTP/1.1 fast path
 /// ([`super::fast`]) and goes to hyper only when it sends something the

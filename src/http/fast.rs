@@ -106,7 +106,7 @@ const PLAN_HEADERS: [HeaderName; 6] = [
     header::IF_UNMODIFIED_SINCE,
 ];
 
-/// The values of [`PLAN_HEADERS`] in a request, by index; the first of a
+/// The values of `PLAN_HEADERS` in a request, by index; the first of a
 /// repeated header counts, as with `HeaderMap::get`.
 #[derive(Debug, Default)]
 pub struct PlanHeaders<'a>([Option<&'a [u8]>; 6]);

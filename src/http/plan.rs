@@ -267,7 +267,7 @@ fn file_headers(file: &FileValidators, mut emit: impl FnMut(&HeaderName, &Header
     }
 }
 
-/// [`file_headers`] as a map: the start of every response about a file
+/// `file_headers` as a map: the start of every response about a file
 /// (and the whole head of one whose length is not known yet).
 pub fn file_header_map(file: &FileValidators) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(8);

@@ -2,7 +2,7 @@
 //! Ceph RGW) behind every node's local disk.
 //!
 //! - A verified file is uploaded under `<prefix>/sha256/ab/cd/<hex>`
-//!   (multipart past [`PART`]: S3 shows an object only once it is
+//!   (multipart past `PART`: S3 shows an object only once it is
 //!   complete), then a marker `<prefix>/sha1/<hex>` holding its SHA-256 and
 //!   size, so that a node whose catalog knows only the SHA-1 (Microsoft's
 //!   catalogs give no SHA-256) finds it by one GET, with no bucket listing.
