@@ -133,6 +133,25 @@ def wrk(url, lua_paths, span, connections, duration, work, tag):
     return result
 
 
+def cpu_seconds(pids):
+    """User + system CPU time the processes (all their threads) have used."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def server_pids(proc):
+    """The processes that serve: nginx's workers (children of the master), or upcache itself."""
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in children] or [proc.pid]
+
+
 def keep_best(results, server, run, key):
     """Keeps the best of a server's rounds by `key`, and every round's figure."""
     best = results.get(server)
@@ -343,6 +362,8 @@ def main():
             time.sleep(0.2)
 
         targets = {"nginx": (up, lambda f: f"/files/{f['name']}"), "upcache": (content, content_path)}
+        # Server CPU per request: steadier than req/s on cores shared with wrk.
+        pids = {"nginx": server_pids(nginx), "upcache": [upcache.pid]}
         runs = [
             ("ranges_64KiB", large, 64 * 1024, a.connections),
             ("large_whole", large, 0, 4),
@@ -354,7 +375,10 @@ def main():
                 for server, (base, path_of) in targets.items():
                     print(f"{name}: {server} (round {round_ + 1}) ...", flush=True)
                     paths = write_paths(work, f"{name}-{server}", files, path_of)
+                    cpu0 = cpu_seconds(pids[server])
                     run = wrk(base + "/", paths, span, conns, a.duration, work, f"{name}-{server}")
+                    served = run.get("rps", 0) * a.duration
+                    run["cpu_us_per_request"] = (cpu_seconds(pids[server]) - cpu0) / served * 1e6 if served else 0
                     keep_best(results.setdefault(name, {}), server, run, key)
         if a.profile:
             # An extra run, not measured: perf itself takes CPU from the server.
@@ -428,10 +452,12 @@ def report(results, a, work):
     r = results["ranges_64KiB"]
     lines.append(f"| warm 64 KiB ranges, {a.connections} conns: req/s | {cell(r['nginx'], 'rps')} | {cell(r['upcache'], 'rps')} | {ratio('ranges_64KiB', 'rps'):.2f}× | ≥ 1.25× |")
     lines.append(f"| ranges p50 / p99 latency, ms | {r['nginx'].get('p50', 0):.2f} / {r['nginx'].get('p99', 0):.2f} | {r['upcache'].get('p50', 0):.2f} / {r['upcache'].get('p99', 0):.2f} | | |")
+    lines.append(f"| ranges: server CPU per request (best round), µs; ratio = nginx / upcache | {r['nginx'].get('cpu_us_per_request', 0):.1f} | {r['upcache'].get('cpu_us_per_request', 0):.1f} | {ratio('ranges_64KiB', 'cpu_us_per_request', False):.2f}× | |")
     r = results["large_whole"]
     lines.append(f"| whole {a.large_mb} MiB files, 4 conns: MB/s | {cell(r['nginx'], 'mbps')} | {cell(r['upcache'], 'mbps')} | {ratio('large_whole', 'mbps'):.2f}× | ≥ 1.0× |")
     r = results["small_whole"]
     lines.append(f"| whole {a.small_kb} KiB files, {a.connections} conns: req/s | {cell(r['nginx'], 'rps')} | {cell(r['upcache'], 'rps')} | {ratio('small_whole', 'rps'):.2f}× | ≥ 1.1× |")
+    lines.append(f"| whole {a.small_kb} KiB files: server CPU per request (best round), µs; ratio = nginx / upcache | {r['nginx'].get('cpu_us_per_request', 0):.1f} | {r['upcache'].get('cpu_us_per_request', 0):.1f} | {ratio('small_whole', 'cpu_us_per_request', False):.2f}× | |")
     r = results["h2_ranges_64KiB"]
     lines.append(f"| h2c 64 KiB ranges (h2load, {a.connections} conns × {a.h2_streams} streams): req/s | {cell(r['nginx'], 'rps')} | {cell(r['upcache'], 'rps')} | {ratio('h2_ranges_64KiB', 'rps'):.2f}× | ≥ 1.0× |")
     c = results["cold_start"]
