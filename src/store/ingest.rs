@@ -89,9 +89,11 @@ pub struct Ingest {
     store: Arc<DiskStore>,
     path: PathBuf,
     file: Arc<File>,
-    /// Computes SHA-1 and writes half of each batch on its own thread.
+    /// Computes SHA-1 and writes half of each large batch on its own thread.
     sidecar: Option<Sidecar>,
     sha256: sha2::Sha256,
+    /// Lent to the sidecar for a large batch, updated here for a small one.
+    sha1: sha1::Sha1,
     written: u64,
     /// Bytes already handed to the disk's writeback (see [`Ingest::start_writeback`]).
     flushed: u64,
@@ -101,22 +103,31 @@ pub struct Ingest {
 /// How many written bytes are left dirty before their writeback is started.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// The other half of an ingest, on its own thread. Per batch of chunks the
-/// caller's thread computes SHA-256 and writes the first half of the bytes
-/// while the sidecar computes SHA-1 and writes the second half (positioned
-/// writes, so the halves go in parallel). The three costs (two hashes and
-/// the page-cache copy) are split evenly over two cores.
+/// Batches up to this size are hashed and written on the caller's thread
+/// alone. Handing one to the sidecar costs a thread wake-up, which on a
+/// busy machine waits for a core (0.5-2 ms measured for a download's
+/// first bytes, which every follower is waiting for); hashing 64 KiB twice
+/// takes ~70 µs.
+const INLINE_MAX: u64 = 64 << 10;
+
+/// The other half of an ingest, on its own thread. Per large batch of
+/// chunks the caller's thread computes SHA-256 and writes the first half of
+/// the bytes while the sidecar computes SHA-1 and writes the second half
+/// (positioned writes, so the halves go in parallel). The three costs (two
+/// hashes and the page-cache copy) are split evenly over two cores.
 struct Sidecar {
     jobs: Option<mpsc::SyncSender<Job>>,
-    done: mpsc::Receiver<io::Result<()>>,
-    thread: Option<std::thread::JoinHandle<sha1::Sha1>>,
+    done: mpsc::Receiver<(io::Result<()>, sha1::Sha1)>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Hash every chunk; write `chunks[write_from..]`, the first of them at `offset`.
+/// Hash every chunk into `sha1` (and give it back); write
+/// `chunks[write_from..]`, the first of them at `offset`.
 struct Job {
     chunks: Vec<Bytes>,
     write_from: usize,
     offset: u64,
+    sha1: sha1::Sha1,
 }
 
 impl Sidecar {
@@ -126,17 +137,15 @@ impl Sidecar {
         let thread = std::thread::Builder::new()
             .name("upcache-ingest".into())
             .spawn(move || {
-                let mut sha1 = sha1::Sha1::new();
-                for job in job_rx {
+                for mut job in job_rx {
                     // Hash first, write last: the caller writes first, so the
                     // two writes rarely meet on the file's inode lock.
-                    job.chunks.iter().for_each(|c| sha1.update(c));
+                    job.chunks.iter().for_each(|c| job.sha1.update(c));
                     let result = write_at(&file, &job.chunks[job.write_from..], job.offset);
-                    if done_tx.send(result).is_err() {
+                    if done_tx.send((result, job.sha1)).is_err() {
                         break;
                     }
                 }
-                sha1
             })?;
         Ok(Sidecar {
             jobs: Some(jobs),
@@ -145,27 +154,23 @@ impl Sidecar {
         })
     }
 
-    /// Hands a job to the sidecar, runs `meanwhile`, waits for the sidecar.
-    fn run(&self, job: Job, meanwhile: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    /// Hands a job to the sidecar, runs `meanwhile`, waits for the sidecar;
+    /// returns the job's SHA-1 state.
+    fn run(
+        &self,
+        job: Job,
+        meanwhile: impl FnOnce() -> io::Result<()>,
+    ) -> (io::Result<()>, Option<sha1::Sha1>) {
         let gone = || io::Error::other("ingest thread ended");
-        self.jobs
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(job)
-            .map_err(|_| gone())?;
+        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        if !sent {
+            return (Err(gone()), None);
+        }
         let ours = meanwhile();
-        let theirs = self.done.recv().map_err(|_| gone())?;
-        ours.and(theirs)
-    }
-
-    /// Stops the thread; returns the SHA-1 state.
-    fn finish(mut self) -> sha1::Sha1 {
-        self.jobs.take();
-        self.thread
-            .take()
-            .expect("joined once")
-            .join()
-            .expect("ingest thread does not panic")
+        match self.done.recv() {
+            Ok((theirs, sha1)) => (ours.and(theirs), Some(sha1)),
+            Err(_) => (Err(gone()), None),
+        }
     }
 }
 
@@ -201,6 +206,7 @@ impl Ingest {
             sidecar: Some(Sidecar::spawn(file.clone())?),
             file,
             sha256: sha2::Sha256::new(),
+            sha1: sha1::Sha1::new(),
             written: 0,
             flushed: 0,
             limit: None,
@@ -234,15 +240,32 @@ impl Ingest {
         self.write_chunks(vec![Bytes::copy_from_slice(chunk)])
     }
 
-    /// Appends and hashes chunks without copying them: SHA-256 here, file
-    /// write and SHA-1 on the sidecar thread, in parallel. Blocking; when it
-    /// returns the bytes are in the file (readable by followers).
+    /// Appends and hashes chunks without copying them: a large batch split
+    /// with the sidecar thread (SHA-256 here, SHA-1 there, half the writes
+    /// each), a small one all here. Blocking; when it returns the bytes are
+    /// in the file (readable by followers).
     pub fn write_chunks(&mut self, chunks: Vec<Bytes>) -> Result<(), IngestError> {
         let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let new_len = self.written + len;
         if let Some(limit) = self.limit.filter(|&l| new_len > l) {
             return Err(IngestError::TooLarge { expected: limit });
         }
+        if len <= INLINE_MAX {
+            write_at(&self.file, &chunks, self.written)?;
+            for c in &chunks {
+                self.sha256.update(c);
+                self.sha1.update(c);
+            }
+        } else {
+            self.write_split(chunks, len)?;
+        }
+        self.written = new_len;
+        self.start_writeback();
+        Ok(())
+    }
+
+    /// [`Ingest::write_chunks`] of a large batch, half on the sidecar.
+    fn write_split(&mut self, chunks: Vec<Bytes>, len: u64) -> io::Result<()> {
         // Split the bytes in two halves: ours [..split], the sidecar's [split..].
         let (mut split, mut first_half) = (0, 0u64);
         while split < chunks.len() && first_half * 2 < len {
@@ -255,17 +278,18 @@ impl Ingest {
             chunks,
             write_from: split,
             offset: self.written + first_half,
+            sha1: std::mem::take(&mut self.sha1),
         };
         let (file, sha256, offset) = (&self.file, &mut self.sha256, self.written);
         let sidecar = self.sidecar.as_ref().expect("sidecar present until commit");
-        sidecar.run(job, || {
+        let (result, sha1) = sidecar.run(job, || {
             let written = write_at(file, &ours, offset);
             all.iter().for_each(|c| sha256.update(c));
             written
-        })?;
-        self.written = new_len;
-        self.start_writeback();
-        Ok(())
+        });
+        // Without its state back the SHA-1 is lost: the ingest has failed.
+        self.sha1 = sha1.ok_or_else(|| io::Error::other("ingest thread ended"))?;
+        result
     }
 
     /// Starts writing the last [`WRITEBACK_STEP`] of bytes to disk without
@@ -300,13 +324,9 @@ impl Ingest {
     /// Verifies size and digests, fsyncs and publishes. A mismatch moves the
     /// temp file to quarantine; any error leaves nothing in the store.
     pub fn commit(mut self, expected: &Expected) -> Result<Ingested, IngestError> {
-        let sha1 = self
-            .sidecar
-            .take()
-            .expect("sidecar present until commit")
-            .finish();
+        self.sidecar.take(); // stops its thread
         let got = Ingested {
-            sha1: Sha1Digest::from_slice(&sha1.finalize()).expect("20 bytes"),
+            sha1: Sha1Digest::from_slice(&self.sha1.clone().finalize()).expect("20 bytes"),
             sha256: Sha256Digest::from_slice(&self.sha256.clone().finalize()).expect("32 bytes"),
             size: self.written,
         };
@@ -403,6 +423,40 @@ mod tests {
         assert_eq!(&store.open_bytes(&sha256).unwrap().unwrap()[..], &data[..]);
         assert!(store.temp_files().is_empty());
         assert_eq!(store.published(), vec![sha256]);
+    }
+
+    #[test]
+    fn small_and_split_batches_hash_and_write_as_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let (sha1, sha256) = digests(&data);
+        let mut ingest = store.clone().begin_ingest().unwrap();
+        // Batches under and over the inline limit, of one chunk or several.
+        let cuts = [0, 10_000, 400_000, 1_100_000, 1_110_000, 3_000_000];
+        for (i, w) in cuts.windows(2).enumerate() {
+            let part = Bytes::copy_from_slice(&data[w[0]..w[1]]);
+            let chunks = if i % 2 == 1 {
+                let third = part.len() / 3;
+                vec![
+                    part.slice(..third),
+                    part.slice(third..third + 5),
+                    part.slice(third + 5..),
+                ]
+            } else {
+                vec![part]
+            };
+            ingest.write_chunks(chunks).unwrap();
+        }
+        let got = ingest
+            .commit(&Expected {
+                size: Some(data.len() as u64),
+                sha1: Some(sha1),
+                sha256: Some(sha256),
+            })
+            .unwrap();
+        assert_eq!((got.sha1, got.sha256), (sha1, sha256));
+        assert_eq!(&store.open_bytes(&sha256).unwrap().unwrap()[..], &data[..]);
     }
 
     #[test]
