@@ -162,7 +162,10 @@ impl Sidecar {
         meanwhile: impl FnOnce() -> io::Result<()>,
     ) -> (io::Result<()>, Option<sha1::Sha1>) {
         let gone = || io::Error::other("ingest thread ended");
-        let sent = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
         if !sent {
             return (Err(gone()), None);
         }
