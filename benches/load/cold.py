@@ -35,13 +35,6 @@ def timed_get(url):
     return time.perf_counter() - t0, n
 
 
-def cpu_seconds(pid):
-    """User + system CPU time a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def summarize_profile(work, a):
     path = load.write_profile(work, a.out, "perf-cold",
                               f"perf record -F 999 -g on upcache during one cold {a.mb} MiB download "
@@ -96,9 +89,9 @@ def main():
                                              os.path.join(work, "perf.data")],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
-                cpu0 = cpu_seconds(proc.pid)
+                cpu0 = load.cpu_seconds([proc.pid])
                 took, n = timed_get(f"http://127.0.0.1:{content}" + load.content_path(f))
-                cpu.append(cpu_seconds(proc.pid) - cpu0)
+                cpu.append(load.cpu_seconds([proc.pid]) - cpu0)
                 if perf:
                     perf.send_signal(2)
                     perf.wait()

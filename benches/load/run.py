@@ -416,7 +416,7 @@ def main():
 
         print(f"RSS with {a.rss_connections} connections downloading a {a.rss_mb} MiB file ...", flush=True)
         # What the process holds before the test: the allocator keeps some of
-        # what the earlier workloads (h2 above all) freed.
+        # what the earlier workloads (the warm-up's downloads above all) freed.
         before = {}
         sample_rss(upcache.pid, threading.Event(), before, once=True)
         peaks, stop = {}, threading.Event()

@@ -114,7 +114,6 @@ impl Download {
         }
     }
 
-    /// Records where the bytes are downloaded from.
     /// The starter's request goes on elsewhere (the fast path hands a
     /// download of unknown length to hyper, which joins it again): that
     /// join, not this one, is the miss.
@@ -127,6 +126,7 @@ impl Download {
         self.start_handed_over.swap(false, Ordering::SeqCst)
     }
 
+    /// Records where the bytes are downloaded from.
     pub(super) fn set_source(&self, url: String) {
         let _ = self.source.set(url);
     }

@@ -1,11 +1,11 @@
 //! Upstream fetches: one download per missing file, shared by every client
 //! that asks for it while it runs.
 //!
-//! A [`Download`] writes into an [`Ingest`](crate::store::Ingest) (temp file + hashes) on a blocking
-//! thread and publishes its progress on a `watch` channel. Clients read the
-//! temp file through their own handle as bytes land, so they are streamed
-//! the file without waiting for the end, and a slow client costs a file
-//! offset, not memory. The file is committed to the store only after its
+//! A [`Download`] writes into an [`Ingest`](crate::store::Ingest) (temp
+//! file + hashes) on a blocking thread and publishes its progress on a
+//! `watch` channel. Clients read the temp file through their own handle as
+//! bytes land, so they are streamed the file without waiting for the end,
+//! and a slow client costs a file offset, not memory. The file is committed to the store only after its
 //! size and digests check out; a failed download ends every waiting
 //! client's body with an error so no one receives a well-formed wrong file.
 

@@ -105,7 +105,7 @@ const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// Batches up to this size are hashed and written on the caller's thread
 /// alone. Handing one to the sidecar costs a thread wake-up, which on a
-/// busy machine waits for a core (0.5-2 ms measured for a download's
+/// busy machine waits for a core (0.3-2 ms measured for a download's
 /// first bytes, which every follower is waiting for); hashing 64 KiB twice
 /// takes ~70 µs.
 const INLINE_MAX: u64 = 64 << 10;
