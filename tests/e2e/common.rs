@@ -151,6 +151,12 @@ impl Harness {
         self.call(Method::GET, path).await.json().await.unwrap()
     }
 
+    /// Content requests answered with `outcome` (hit, miss, coalesced, ...).
+    pub async fn content_requests(&self, outcome: &str) -> u64 {
+        let series = format!("upcache_content_requests_total{{outcome=\"{outcome}\"}}");
+        self.counter(&series).await
+    }
+
     /// The value of one series of `/metrics` (0 if absent).
     pub async fn counter(&self, series: &str) -> u64 {
         let text = self

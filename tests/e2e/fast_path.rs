@@ -270,14 +270,12 @@ async fn a_download_of_unknown_length_is_one_miss_on_both_paths() {
         let r = h.get(&h.a.content_path()).await;
         assert_eq!(r.status(), 200);
         assert!(r.bytes().await.unwrap() == h.a.bytes);
-        let count =
-            |outcome: &str| format!("upcache_content_requests_total{{outcome=\"{outcome}\"}}");
         assert_eq!(
-            h.counter(&count("miss")).await,
+            h.content_requests("miss").await,
             1,
             "the one request is the miss"
         );
-        assert_eq!(h.counter(&count("coalesced")).await, 0);
+        assert_eq!(h.content_requests("coalesced").await, 0);
         assert_eq!(h.upstream.requests(&h.a.path), 1);
     }
 }

@@ -130,8 +130,7 @@ async fn ranges_during_a_download_are_served_in_place_waited_for_or_passed_throu
         got.extend_from_slice(&chunk.unwrap());
     }
     assert!(got == h.a.bytes[..]);
-    let passthrough = "upcache_content_requests_total{outcome=\"passthrough\"}";
-    assert_eq!(h.counter(passthrough).await, 1);
+    assert_eq!(h.content_requests("passthrough").await, 1);
     h.settled().await;
     assert_eq!(
         h.stored(),

@@ -38,9 +38,8 @@ async fn fifty_concurrent_clients_share_one_upstream_download() {
         }
     }
     assert_eq!(h.upstream.requests(&h.a.path), 1);
-    let count = |outcome: &str| format!("upcache_content_requests_total{{outcome=\"{outcome}\"}}");
-    assert_eq!(h.counter(&count("miss")).await, 1);
-    let joined = h.counter(&count("coalesced")).await + h.counter(&count("hit")).await;
+    assert_eq!(h.content_requests("miss").await, 1);
+    let joined = h.content_requests("coalesced").await + h.content_requests("hit").await;
     assert_eq!(joined, 49);
 }
 

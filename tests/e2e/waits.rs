@@ -40,8 +40,7 @@ async fn a_tail_range_behind_a_slow_download_is_passed_through() {
         "waited {waited:?} for the tail"
     );
     assert_eq!(h.upstream.ranged_requests(), 1, "its own upstream request");
-    let passthrough = "upcache_content_requests_total{outcome=\"passthrough\"}";
-    assert_eq!(h.counter(passthrough).await, 1);
+    assert_eq!(h.content_requests("passthrough").await, 1);
     while let Some(chunk) = whole.next().await {
         chunk.unwrap();
     }
