@@ -71,6 +71,11 @@ impl Transfer<'_> {
         file: &FileEntry,
     ) -> Result<Ingested, FetchError> {
         self.check_room(&ingest, file.size)?;
+        if file.sha256.is_some() {
+            // Declared by the catalog or learned from a verified copy, the
+            // SHA-256 binds the bytes as the SHA-1 does: one hash, not two.
+            ingest.without_sha1();
+        }
         let response = self.request(None).await?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(self.status_error(&response));

@@ -30,7 +30,8 @@ pub struct Expected {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ingested {
     pub sha256: Sha256Digest,
-    pub sha1: Sha1Digest,
+    /// `None` when the ingest ran [`Ingest::without_sha1`].
+    pub sha1: Option<Sha1Digest>,
     pub size: u64,
 }
 
@@ -89,11 +90,13 @@ pub struct Ingest {
     store: Arc<DiskStore>,
     path: PathBuf,
     file: Arc<File>,
-    /// Computes SHA-1 and writes half of each large batch on its own thread.
+    /// Computes SHA-1 and writes half of each large batch on its own thread
+    /// (without SHA-1: writes all of it).
     sidecar: Option<Sidecar>,
     sha256: sha2::Sha256,
-    /// Lent to the sidecar for a large batch, updated here for a small one.
-    sha1: sha1::Sha1,
+    /// Lent to the sidecar for a large batch, updated here for a small one;
+    /// `None` after [`Ingest::without_sha1`].
+    sha1: Option<sha1::Sha1>,
     written: u64,
     /// Bytes already handed to the disk's writeback (see [`Ingest::start_writeback`]).
     flushed: u64,
@@ -114,20 +117,21 @@ const INLINE_MAX: u64 = 64 << 10;
 /// chunks the caller's thread computes SHA-256 and writes the first half of
 /// the bytes while the sidecar computes SHA-1 and writes the second half
 /// (positioned writes, so the halves go in parallel). The three costs (two
-/// hashes and the page-cache copy) are split evenly over two cores.
+/// hashes and the page-cache copy) are split evenly over two cores. Without
+/// SHA-1 the sidecar writes the whole batch while the caller hashes it.
 struct Sidecar {
     jobs: Option<mpsc::SyncSender<Job>>,
-    done: mpsc::Receiver<(io::Result<()>, sha1::Sha1)>,
+    done: mpsc::Receiver<(io::Result<()>, Option<sha1::Sha1>)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Hash every chunk into `sha1` (and give it back); write
+/// Hash every chunk into `sha1`, if any (and give it back); write
 /// `chunks[write_from..]`, the first of them at `offset`.
 struct Job {
     chunks: Vec<Bytes>,
     write_from: usize,
     offset: u64,
-    sha1: sha1::Sha1,
+    sha1: Option<sha1::Sha1>,
 }
 
 impl Sidecar {
@@ -140,7 +144,9 @@ impl Sidecar {
                 for mut job in job_rx {
                     // Hash first, write last: the caller writes first, so the
                     // two writes rarely meet on the file's inode lock.
-                    job.chunks.iter().for_each(|c| job.sha1.update(c));
+                    if let Some(sha1) = &mut job.sha1 {
+                        job.chunks.iter().for_each(|c| sha1.update(c));
+                    }
                     let result = write_at(&file, &job.chunks[job.write_from..], job.offset);
                     if done_tx.send((result, job.sha1)).is_err() {
                         break;
@@ -155,12 +161,13 @@ impl Sidecar {
     }
 
     /// Hands a job to the sidecar, runs `meanwhile`, waits for the sidecar;
-    /// returns the job's SHA-1 state.
+    /// returns the job's SHA-1 state (`None` inside if the job had none,
+    /// outside if the sidecar is gone).
     fn run(
         &self,
         job: Job,
         meanwhile: impl FnOnce() -> io::Result<()>,
-    ) -> (io::Result<()>, Option<sha1::Sha1>) {
+    ) -> (io::Result<()>, Option<Option<sha1::Sha1>>) {
         let gone = || io::Error::other("ingest thread ended");
         let sent = self
             .jobs
@@ -209,11 +216,20 @@ impl Ingest {
             sidecar: Some(Sidecar::spawn(file.clone())?),
             file,
             sha256: sha2::Sha256::new(),
-            sha1: sha1::Sha1::new(),
+            sha1: Some(sha1::Sha1::new()),
             written: 0,
             flushed: 0,
             limit: None,
         })
+    }
+
+    /// Computes no SHA-1: the caller verifies by the SHA-256 alone (known
+    /// from the catalog, it binds the bytes as the SHA-1 does, and more
+    /// strongly), and the ingest costs one hash instead of two. Call before
+    /// the first write.
+    pub fn without_sha1(&mut self) {
+        debug_assert_eq!(self.written, 0, "without_sha1 after a write");
+        self.sha1 = None;
     }
 
     /// Refuses writes beyond `size` bytes (a misbehaving upstream is cut off
@@ -257,7 +273,9 @@ impl Ingest {
             write_at(&self.file, &chunks, self.written)?;
             for c in &chunks {
                 self.sha256.update(c);
-                self.sha1.update(c);
+                if let Some(sha1) = &mut self.sha1 {
+                    sha1.update(c);
+                }
             }
         } else {
             self.write_split(chunks, len)?;
@@ -269,9 +287,10 @@ impl Ingest {
 
     /// [`Ingest::write_chunks`] of a large batch, half on the sidecar.
     fn write_split(&mut self, chunks: Vec<Bytes>, len: u64) -> io::Result<()> {
-        // Split the bytes in two halves: ours [..split], the sidecar's [split..].
+        // Split the bytes in two halves: ours [..split], the sidecar's
+        // [split..]; without SHA-1 all the writes are the sidecar's.
         let (mut split, mut first_half) = (0, 0u64);
-        while split < chunks.len() && first_half * 2 < len {
+        while self.sha1.is_some() && split < chunks.len() && first_half * 2 < len {
             first_half += chunks[split].len() as u64;
             split += 1;
         }
@@ -281,9 +300,10 @@ impl Ingest {
             chunks,
             write_from: split,
             offset: self.written + first_half,
-            sha1: std::mem::take(&mut self.sha1),
+            sha1: self.sha1.take(),
         };
         let (file, sha256, offset) = (&self.file, &mut self.sha256, self.written);
+        let had_sha1 = job.sha1.is_some();
         let sidecar = self.sidecar.as_ref().expect("sidecar present until commit");
         let (result, sha1) = sidecar.run(job, || {
             let written = write_at(file, &ours, offset);
@@ -291,7 +311,9 @@ impl Ingest {
             written
         });
         // Without its state back the SHA-1 is lost: the ingest has failed.
-        self.sha1 = sha1.ok_or_else(|| io::Error::other("ingest thread ended"))?;
+        self.sha1 = sha1
+            .filter(|back| back.is_some() == had_sha1)
+            .ok_or_else(|| io::Error::other("ingest thread ended"))?;
         result
     }
 
@@ -329,7 +351,8 @@ impl Ingest {
     pub fn commit(mut self, expected: &Expected) -> Result<Ingested, IngestError> {
         self.sidecar.take(); // stops its thread
         let got = Ingested {
-            sha1: Sha1Digest::from_slice(&self.sha1.clone().finalize()).expect("20 bytes"),
+            sha1: (self.sha1.clone())
+                .map(|h| Sha1Digest::from_slice(&h.finalize()).expect("20 bytes")),
             sha256: Sha256Digest::from_slice(&self.sha256.clone().finalize()).expect("32 bytes"),
             size: self.written,
         };
@@ -344,7 +367,8 @@ impl Ingest {
     }
 
     fn quarantine(&mut self, got: &Ingested) {
-        match self.store.quarantine(&self.path, &got.sha1.to_hex()) {
+        let label = got.sha1.map_or_else(|| got.sha256.to_hex(), |d| d.to_hex());
+        match self.store.quarantine(&self.path, &label) {
             Ok(Some(dest)) => {
                 tracing::warn!(path = %dest.display(), "quarantined a download that failed verification");
                 self.path = PathBuf::new();
@@ -358,8 +382,11 @@ impl Ingest {
     }
 }
 
+/// Checks every expected fact that was computed; at least one digest must
+/// be among them.
 fn verify(expected: &Expected, got: &Ingested) -> Result<(), IngestError> {
-    if expected.sha1.is_none() && expected.sha256.is_none() {
+    let sha1_checked = expected.sha1.is_some() && got.sha1.is_some();
+    if !sha1_checked && expected.sha256.is_none() {
         return Err(IngestError::NothingToVerify);
     }
     if let Some(size) = expected.size.filter(|&s| s != got.size) {
@@ -368,12 +395,14 @@ fn verify(expected: &Expected, got: &Ingested) -> Result<(), IngestError> {
             got: got.size,
         });
     }
-    if let Some(sha1) = expected.sha1.filter(|d| *d != got.sha1) {
-        return Err(IngestError::DigestMismatch {
-            algorithm: "SHA-1",
-            expected: sha1.to_hex(),
-            got: got.sha1.to_hex(),
-        });
+    if let (Some(want), Some(sha1)) = (expected.sha1, got.sha1) {
+        if want != sha1 {
+            return Err(IngestError::DigestMismatch {
+                algorithm: "SHA-1",
+                expected: want.to_hex(),
+                got: sha1.to_hex(),
+            });
+        }
     }
     if let Some(sha256) = expected.sha256.filter(|d| *d != got.sha256) {
         return Err(IngestError::DigestMismatch {
@@ -428,15 +457,10 @@ mod tests {
         assert_eq!(store.published(), vec![sha256]);
     }
 
-    #[test]
-    fn small_and_split_batches_hash_and_write_as_one_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DiskStore::open(dir.path(), 16).unwrap();
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let (sha1, sha256) = digests(&data);
-        let mut ingest = store.clone().begin_ingest().unwrap();
-        // Batches under and over the inline limit, of one chunk or several.
-        let cuts = [0, 10_000, 400_000, 1_100_000, 1_110_000, 3_000_000];
+    /// Writes `data` in batches under and over the inline limit, of one
+    /// chunk or several.
+    fn write_in_mixed_batches(ingest: &mut Ingest, data: &[u8]) {
+        let cuts = [0, 10_000, 400_000, 1_100_000, 1_110_000, data.len()];
         for (i, w) in cuts.windows(2).enumerate() {
             let part = Bytes::copy_from_slice(&data[w[0]..w[1]]);
             let chunks = if i % 2 == 1 {
@@ -451,6 +475,20 @@ mod tests {
             };
             ingest.write_chunks(chunks).unwrap();
         }
+    }
+
+    fn mixed_data() -> Vec<u8> {
+        (0..3_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn small_and_split_batches_hash_and_write_as_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let data = mixed_data();
+        let (sha1, sha256) = digests(&data);
+        let mut ingest = store.clone().begin_ingest().unwrap();
+        write_in_mixed_batches(&mut ingest, &data);
         let got = ingest
             .commit(&Expected {
                 size: Some(data.len() as u64),
@@ -458,8 +496,68 @@ mod tests {
                 sha256: Some(sha256),
             })
             .unwrap();
-        assert_eq!((got.sha1, got.sha256), (sha1, sha256));
+        assert_eq!((got.sha1, got.sha256), (Some(sha1), sha256));
         assert_eq!(&store.open_bytes(&sha256).unwrap().unwrap()[..], &data[..]);
+    }
+
+    #[test]
+    fn without_sha1_the_sha256_alone_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let data = mixed_data();
+        let (sha1, sha256) = digests(&data);
+        let expected = Expected {
+            size: Some(data.len() as u64),
+            sha1: Some(sha1),
+            sha256: Some(sha256),
+        };
+        let mut ingest = store.clone().begin_ingest().unwrap();
+        ingest.without_sha1();
+        write_in_mixed_batches(&mut ingest, &data);
+        let got = ingest.commit(&expected).unwrap();
+        assert_eq!((got.sha1, got.sha256), (None, sha256));
+        assert_eq!(&store.open_bytes(&sha256).unwrap().unwrap()[..], &data[..]);
+
+        // One byte changed: the SHA-256 alone catches it.
+        let mut bad = data.clone();
+        bad[2_000_000] ^= 1;
+        let mut ingest = store.clone().begin_ingest().unwrap();
+        ingest.without_sha1();
+        write_in_mixed_batches(&mut ingest, &bad);
+        let err = ingest.commit(&expected).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                IngestError::DigestMismatch {
+                    algorithm: "SHA-256",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(store.published(), vec![sha256]);
+        assert_eq!(store.quarantined().len(), 1);
+    }
+
+    #[test]
+    fn without_sha1_a_known_sha1_alone_verifies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let (sha1, _) = digests(b"bytes");
+        let mut ingest = store.clone().begin_ingest().unwrap();
+        ingest.without_sha1();
+        ingest.write(b"bytes").unwrap();
+        let expected = Expected {
+            size: None,
+            sha1: Some(sha1),
+            sha256: None,
+        };
+        assert!(matches!(
+            ingest.commit(&expected),
+            Err(IngestError::NothingToVerify)
+        ));
+        assert!(store.published().is_empty());
+        assert!(store.temp_files().is_empty());
     }
 
     #[test]

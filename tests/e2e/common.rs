@@ -88,6 +88,17 @@ impl Harness {
         ]})
     }
 
+    /// [`Harness::catalog`] with each file's SHA-256 too, as WSUS sync
+    /// metadata and an upstream upcache's catalog give it.
+    pub fn catalog_declaring_sha256(&self) -> Value {
+        let mut doc = self.catalog();
+        let files = [&self.a, &self.b, &self.c];
+        for (update, file) in doc["updates"].as_array_mut().unwrap().iter_mut().zip(files) {
+            update["files"][0]["sha256"] = json!(file.sha256.to_hex());
+        }
+        doc
+    }
+
     pub async fn import(&self, catalog: &Value) -> reqwest::Response {
         self.http
             .post(self.admin("/api/v1/catalog"))

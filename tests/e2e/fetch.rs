@@ -80,10 +80,26 @@ async fn read_whole(r: reqwest::Response) -> Result<bytes::Bytes, reqwest::Error
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_size_wrong_bytes_reach_no_client_whole_over_h1_or_h2() {
+    wrong_bytes_reach_no_client_whole(false).await;
+}
+
+/// With the SHA-256 in the catalog upcache computes no SHA-1: the SHA-256
+/// alone must stop the same corruption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_size_wrong_bytes_are_caught_by_a_declared_sha256_alone() {
+    wrong_bytes_reach_no_client_whole(true).await;
+}
+
+async fn wrong_bytes_reach_no_client_whole(declare_sha256: bool) {
     // Suffix ranges wait for the download here (no pass-through), so every
     // response includes the last byte and must wait for verification.
     let h = Harness::with(|c| c.fetch.far_ahead_wait = Duration::from_secs(60)).await;
-    h.setup(&[ID_A]).await;
+    let catalog = match declare_sha256 {
+        true => h.catalog_declaring_sha256(),
+        false => h.catalog(),
+    };
+    assert_eq!(h.import(&catalog).await.status(), 200);
+    h.set_state(ID_A, "approve").await;
     h.upstream.set_corrupt(true); // one byte flipped in the middle: same size
     h.upstream.set_rate(4 << 20); // 3 MiB in ~0.75 s: the clients join mid-way
     let h2 = reqwest::Client::builder()
