@@ -129,3 +129,39 @@ async fn a_file_larger_than_the_store_is_refused_before_any_download() {
     );
     assert_eq!(h.counter("upcache_evicted_files_total").await, 0);
 }
+
+/// The catalog gives only SHA-1s; the first download teaches it the
+/// file's SHA-256, and the download after an eviction is verified by that
+/// SHA-256 alone (no SHA-1 computed): wrong bytes are still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_file_comes_back_verified_by_its_learned_sha256() {
+    const MAX: u64 = 150_000 - 1; // b and c do not both fit
+    let h = Harness::with(|c| c.max_store_bytes = Some(MAX)).await;
+    assert_eq!(size(&h.b) + size(&h.c), MAX + 1);
+    h.setup(&[ID_B, ID_C]).await;
+    let learned = |h: &Harness| {
+        h.running()
+            .app
+            .catalog
+            .lookup_sha1(&h.b.sha1)
+            .unwrap()
+            .sha256
+    };
+    assert_eq!(learned(&h), None, "the catalog gives no SHA-256");
+    fetch(&h, &h.b).await;
+    assert_eq!(learned(&h), Some(h.b.sha256), "learned at the download");
+    fetch(&h, &h.c).await;
+    assert!(!is_stored(&h, &h.b), "b was evicted to make room for c");
+
+    h.upstream.set_corrupt(true);
+    let cut = h.get(&h.b.content_path()).await.bytes().await;
+    assert!(cut.is_err(), "a wrong body was completed: {cut:?}");
+    h.settled().await;
+    assert!(!is_stored(&h, &h.b));
+    assert_eq!(h.running().app.store.quarantined().len(), 1);
+
+    h.upstream.set_corrupt(false);
+    fetch(&h, &h.b).await;
+    assert!(is_stored(&h, &h.b));
+    assert_eq!(h.upstream.requests(&h.b.path), 3);
+}
