@@ -143,9 +143,8 @@ impl Transfer<'_> {
         };
         let rest = chunk.split_off(chunk.len().min(INLINE_FIRST));
         self.metrics.upstream_bytes(chunk.len() as u64);
-        check_write(ingest, chunk.len() as u64, self.settings)?;
-        ingest.write_chunks(vec![chunk]).map_err(ingest_error)?;
-        let written = ingest.written();
+        let len = chunk.len() as u64;
+        let written = write_checked(ingest, vec![chunk], len, self.settings)?;
         dl.update(|p| p.written = written);
         if rest.is_empty() {
             return Ok((written, body));
@@ -314,6 +313,19 @@ impl Transfer<'_> {
     }
 }
 
+/// Writes `chunks` (`len` bytes) after [`check_write`]; returns the bytes
+/// written so far.
+fn write_checked(
+    ingest: &mut Ingest,
+    chunks: Vec<Bytes>,
+    len: u64,
+    settings: &FetchSettings,
+) -> Result<u64, FetchError> {
+    check_write(ingest, len, settings)?;
+    ingest.write_chunks(chunks).map_err(ingest_error)?;
+    Ok(ingest.written())
+}
+
 /// Checks made before each write: a file of unknown size (or another
 /// download) must not run the disk into its reserve or past `max_file_bytes`.
 fn check_write(ingest: &Ingest, len: u64, settings: &FetchSettings) -> Result<(), FetchError> {
@@ -408,9 +420,7 @@ fn spawn_writer(
                 batch.push(more);
             }
             most = (most * 2).min(WRITE_BATCH);
-            check_write(&ingest, size as u64, &settings)?;
-            ingest.write_chunks(batch).map_err(ingest_error)?;
-            let written = ingest.written();
+            let written = write_checked(&mut ingest, batch, size as u64, &settings)?;
             dl.update(|p| {
                 p.written = written;
                 if let Some(rate) = meter.sample(written, p.rate == 0) {
