@@ -351,7 +351,9 @@ impl Ingest {
     pub fn commit(mut self, expected: &Expected) -> Result<Ingested, IngestError> {
         self.sidecar.take(); // stops its thread
         let got = Ingested {
-            sha1: (self.sha1.clone())
+            sha1: self
+                .sha1
+                .take()
                 .map(|h| Sha1Digest::from_slice(&h.finalize()).expect("20 bytes")),
             sha256: Sha256Digest::from_slice(&self.sha256.clone().finalize()).expect("32 bytes"),
             size: self.written,
