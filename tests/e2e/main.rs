@@ -20,6 +20,7 @@ mod package_xml;
 mod policy;
 mod protocols;
 mod quota;
+mod redbot;
 mod service;
 mod shared;
 mod waits;
