@@ -401,6 +401,16 @@ impl Server {
     }
 }
 
+/// Says that a test is skipped for want of `tool` (installed by `install`).
+/// In CI, which installs every tool, the absence fails the test instead.
+pub fn skipped_without(tool: &str, install: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install {tool} ({install})"
+    );
+    eprintln!("SKIPPED: {tool} is not installed ({install})");
+}
+
 /// A small tmpfs (needs root, as CI has), unmounted when dropped.
 pub struct TinyDisk(tempfile::TempDir);
 
