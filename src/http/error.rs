@@ -17,6 +17,7 @@ impl HttpStatus for RouteError {
         match self {
             RouteError::NoRoute => StatusCode::NOT_FOUND,
             RouteError::Malformed(_) => StatusCode::BAD_REQUEST,
+            RouteError::TooLong => StatusCode::URI_TOO_LONG,
         }
     }
 }

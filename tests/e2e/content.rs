@@ -278,6 +278,7 @@ async fn bad_paths_are_rejected_without_touching_the_filesystem() {
         ("/blobs/sha256/../../catalog.sqlite3".to_owned(), 400),
         ("/favicon.ico".to_owned(), 404),
         (format!("/Content/00/{}.cab", "0".repeat(40)), 404),
+        (format!("/Content/00/{}.cab", "a".repeat(2000)), 414),
     ] {
         assert_eq!(h.raw_status(&path).await, want, "{path}");
     }
