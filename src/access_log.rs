@@ -54,15 +54,11 @@ pub enum Format {
     Json,
 }
 
-/// What the cache did for a request, as logged.
+/// What the cache did for a request, as logged: how it was answered, unless
+/// the server failed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
-    Hit,
-    Miss,
-    Coalesced,
-    Passthrough,
-    Redirect,
-    Refused,
+    Answered(Outcome),
     /// A server-side failure: a 5xx other than a busy 503, or a body cut
     /// short by a failed download.
     Error,
@@ -73,26 +69,20 @@ impl CacheStatus {
     /// when its body ended in an error.
     pub fn of(outcome: Outcome, status: u16, failed: bool) -> CacheStatus {
         if failed || (status >= 500 && status != 503) {
-            return CacheStatus::Error;
-        }
-        match outcome {
-            Outcome::Hit => CacheStatus::Hit,
-            Outcome::Miss => CacheStatus::Miss,
-            Outcome::Coalesced => CacheStatus::Coalesced,
-            Outcome::Passthrough => CacheStatus::Passthrough,
-            Outcome::Redirect => CacheStatus::Redirect,
-            Outcome::Refused => CacheStatus::Refused,
+            CacheStatus::Error
+        } else {
+            CacheStatus::Answered(outcome)
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Coalesced => "COALESCED",
-            CacheStatus::Passthrough => "PASSTHROUGH",
-            CacheStatus::Redirect => "REDIRECT",
-            CacheStatus::Refused => "REFUSED",
+            CacheStatus::Answered(Outcome::Hit) => "HIT",
+            CacheStatus::Answered(Outcome::Miss) => "MISS",
+            CacheStatus::Answered(Outcome::Coalesced) => "COALESCED",
+            CacheStatus::Answered(Outcome::Passthrough) => "PASSTHROUGH",
+            CacheStatus::Answered(Outcome::Redirect) => "REDIRECT",
+            CacheStatus::Answered(Outcome::Refused) => "REFUSED",
             CacheStatus::Error => "ERROR",
         }
     }
@@ -565,7 +555,7 @@ mod tests {
             status: 206,
             bytes: 100,
             duration: Duration::from_micros(1500),
-            cache: CacheStatus::Hit,
+            cache: CacheStatus::Answered(Outcome::Hit),
         }
     }
 
@@ -661,11 +651,11 @@ mod tests {
         );
         assert_eq!(
             CacheStatus::of(Outcome::Refused, 503, false),
-            CacheStatus::Refused
+            CacheStatus::Answered(Outcome::Refused)
         );
         assert_eq!(
             CacheStatus::of(Outcome::Coalesced, 206, false),
-            CacheStatus::Coalesced
+            CacheStatus::Answered(Outcome::Coalesced)
         );
     }
 }

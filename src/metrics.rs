@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 /// How a content request was answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Served from the store.
     Hit,
