@@ -51,32 +51,11 @@ pub enum Command {
         admin: AdminArgs,
     },
     /// Approve updates by id, or all that a selector picks
-    Approve {
-        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded", "title"])]
-        ids: Vec<String>,
-        #[command(flatten)]
-        select: Selector,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
+    Approve(StateChange),
     /// Decline updates by id, or all that a selector picks (e.g. --superseded)
-    Decline {
-        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded", "title"])]
-        ids: Vec<String>,
-        #[command(flatten)]
-        select: Selector,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
+    Decline(StateChange),
     /// Return updates to not-approved, by id or selector
-    Unapprove {
-        #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded", "title"])]
-        ids: Vec<String>,
-        #[command(flatten)]
-        select: Selector,
-        #[command(flatten)]
-        admin: AdminArgs,
-    },
+    Unapprove(StateChange),
     /// Show the storage policy, or change it with `policy set`
     Policy {
         #[command(subcommand)]
@@ -160,6 +139,17 @@ pub enum Command {
     /// upcache-serve.1, ...) into a directory
     #[command(hide = true)]
     Man { out_dir: Option<PathBuf> },
+}
+
+/// The updates an approve, decline or unapprove changes: by id, by selector, or both.
+#[derive(Debug, clap::Args)]
+pub struct StateChange {
+    #[arg(required_unless_present_any = ["kb", "classification", "product", "superseded", "title"])]
+    ids: Vec<String>,
+    #[command(flatten)]
+    select: Selector,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 /// Selects updates for a bulk approval change (WSUS-style rules, applied now).
@@ -300,11 +290,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("imported {}: {report}", file.display());
             Ok(())
         }
-        Command::Approve { ids, select, admin } => change(&admin, &ids, &select, "approve").await,
-        Command::Decline { ids, select, admin } => change(&admin, &ids, &select, "decline").await,
-        Command::Unapprove { ids, select, admin } => {
-            change(&admin, &ids, &select, "unapprove").await
-        }
+        Command::Approve(args) => change(&args, "approve").await,
+        Command::Decline(args) => change(&args, "decline").await,
+        Command::Unapprove(args) => change(&args, "unapprove").await,
         Command::Policy { action, admin } => {
             let client = AdminClient::new(&admin)?;
             let mut policy = client.policy().await?;
@@ -439,12 +427,8 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
     Ok(())
 }
 
-async fn change(
-    admin: &AdminArgs,
-    ids: &[String],
-    select: &Selector,
-    action: &str,
-) -> anyhow::Result<()> {
+async fn change(args: &StateChange, action: &str) -> anyhow::Result<()> {
+    let StateChange { ids, select, admin } = args;
     if select.is_set() {
         let changed = AdminClient::new(admin)?
             .set_state_where(select, action)
