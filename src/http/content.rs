@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 
 use super::body::{self, ResponseBody, Source, UpstreamRange};
 use super::conditional::{self, Precondition, RequestHeaders, Validators};
@@ -138,6 +138,16 @@ impl ContentService {
 
     async fn answer<B>(&self, req: Request<B>) -> (Response<ResponseBody>, Outcome) {
         let refused = |r| (r, Outcome::Refused);
+        let hosts = req.headers().get_all(header::HOST).iter();
+        if !super::host_fields_valid(
+            req.version() == Version::HTTP_11,
+            hosts.map(|v| v.as_bytes()),
+        ) {
+            return refused(plain(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.1 request needs one valid Host header\n",
+            ));
+        }
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
             let mut r = plain(

@@ -138,8 +138,8 @@ impl RequestHeaders for PlanHeaders<'_> {
 }
 
 /// Parses the head at the start of `buf`: a bodiless HTTP/1.1 GET or HEAD
-/// in origin form with nothing the fast path does not do (upgrades,
-/// expectations, bodies) is `Fast`; anything else, malformed included, is
+/// in origin form with one valid `Host` and nothing the fast path does not
+/// do (upgrades, expectations, bodies) is `Fast`; anything else, malformed included, is
 /// `Other`. With `for_log`, the target and the headers the access log
 /// shows are kept too.
 pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
@@ -162,6 +162,13 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
         return Parsed::Other;
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let hosts = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    if !super::host_fields_valid(true, hosts.map(|h| h.value)) {
+        return Parsed::Other; // hyper's 400
+    }
     let mut plan_headers = PlanHeaders::default();
     let mut close = false;
     for h in req.headers.iter() {
@@ -597,7 +604,7 @@ mod tests {
         assert!(!h.close);
         assert!(h.log.is_none());
         let Parsed::Fast(logged) = parse_head(
-            b"GET /Content/AB/x.cab?cacheHostOrigin=h HTTP/1.1\r\nUser-Agent: BITS\r\nReferer: r\r\n\r\n",
+            b"GET /Content/AB/x.cab?cacheHostOrigin=h HTTP/1.1\r\nHost: x\r\nUser-Agent: BITS\r\nReferer: r\r\n\r\n",
             true,
         ) else {
             panic!("fast")
@@ -613,31 +620,38 @@ mod tests {
         assert_eq!(fields.referer(), Some("r"));
         assert_eq!(fields.range(), None);
         let h = fast(
-            "HEAD / HTTP/1.1\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\nGET",
+            "HEAD / HTTP/1.1\r\nHost: [::1]:8530\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\nGET",
         );
         assert_eq!(h.method, Method::HEAD);
         assert!(h.close);
         assert_eq!(
             h.len,
-            "HEAD / HTTP/1.1\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\n".len()
+            "HEAD / HTTP/1.1\r\nHost: [::1]:8530\r\nConnection: Keep-Alive, close\r\nContent-Length: 0\r\n\r\n".len()
         );
     }
 
     #[test]
     fn everything_else_is_hypers() {
-        other("POST / HTTP/1.1\r\n\r\n");
-        other("GET / HTTP/1.0\r\n\r\n");
-        other("GET http://x/ HTTP/1.1\r\n\r\n");
-        other("GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
-        other("GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
-        other("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n");
-        other("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
+        other("POST / HTTP/1.1\r\nHost: x\r\n\r\n");
+        other("GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+        other("GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
         other("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        other("GET / HTTP/1.1\r\nBad Header\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
         let many: String = (0..MAX_HEADERS + 1)
             .map(|i| format!("X-{i}: y\r\n"))
             .collect();
-        other(&format!("GET / HTTP/1.1\r\n{many}\r\n"));
+        other(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
+        // RFC 9112 §3.2: exactly one valid Host, or hyper's 400.
+        fast("GET / HTTP/1.1\r\nHost: \r\n\r\n");
+        other("GET / HTTP/1.1\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: a b\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: user@x\r\n\r\n");
+        other("GET / HTTP/1.1\r\nHost: x/y\r\n\r\n");
         assert!(matches!(
             parse_head(b"GET / HTTP/1.1\r\nHost", false),
             Parsed::Partial

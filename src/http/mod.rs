@@ -23,6 +23,21 @@ pub use connection::{serve, Limits, Peer};
 
 use std::time::Duration;
 
+/// Whether a request's `Host` fields are what RFC 9112 §3.2 requires of
+/// it, whose answer otherwise MUST be 400 (as nginx's is): exactly one in an
+/// HTTP/1.1 request, never two, and none malformed. An empty value is
+/// allowed (a target without an authority); `@`, `/`, spaces and controls
+/// are not.
+pub fn host_fields_valid<'a>(http_1_1: bool, mut hosts: impl Iterator<Item = &'a [u8]>) -> bool {
+    match (hosts.next(), hosts.next()) {
+        (None, _) => !http_1_1,
+        (Some(host), None) => host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b)),
+        (Some(_), Some(_)) => false,
+    }
+}
+
 /// A client that sends no complete request head in this time is dropped
 /// (slow-loris clients; on HTTP/1.1 hyper's timer also runs while a
 /// keep-alive connection waits for its next request).

@@ -125,6 +125,55 @@ async fn the_fast_path_answers_as_the_hyper_path_does() {
     assert_eq!(slow.counter(sendfile).await, 0);
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without a `Host`, any request with
+/// two or with a malformed one, is answered 400, on both paths; HTTP/1.0
+/// needs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_one_valid_host_get_400_on_both_paths() {
+    let fast = Harness::new().await;
+    let slow = Harness::with(|c| c.fast_path = false).await;
+    for h in [&fast, &slow] {
+        h.setup(&[ID_A]).await;
+        assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+        h.settled().await;
+        let path = h.a.content_path();
+        for (host_lines, version, want) in [
+            ("", "1.1", "400"),
+            ("Host: x\r\nHost: y\r\n", "1.1", "400"),
+            ("Host: x\r\nHost: y\r\n", "1.0", "400"),
+            ("Host: a b\r\n", "1.1", "400"),
+            ("Host: user@upcache\r\n", "1.1", "400"),
+            ("Host: upcache/x\r\n", "1.1", "400"),
+            ("Host: upcache:8530\r\n", "1.1", "200"),
+            ("Host: [::1]:8530\r\n", "1.1", "200"),
+            ("Host: \r\n", "1.1", "200"),
+            ("", "1.0", "200"),
+        ] {
+            let request =
+                format!("GET {path} HTTP/{version}\r\n{host_lines}Connection: close\r\n\r\n");
+            let (status, headers, body) = exchange(h.running().content_addr, &request).await;
+            assert_eq!(
+                &status[9..12],
+                want,
+                "{request:?} (fast path: {})",
+                h.running().app.config.fast_path
+            );
+            if want == "200" {
+                assert!(body == h.a.bytes, "{request:?}");
+            } else {
+                assert!(
+                    headers.contains(&"cache-control: no-store".to_owned()),
+                    "{headers:?}"
+                );
+                assert!(
+                    String::from_utf8_lossy(&body).contains("Host"),
+                    "{request:?}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_and_a_handoff_on_one_connection() {
     let h = Harness::new().await;
