@@ -7,6 +7,7 @@ use rusqlite::{params, OptionalExtension};
 use super::import::{compare_revision, touch_files_of, ImportReport, Revision};
 use super::json::ValidUpdate;
 use super::{rules, CatalogError, UpdateState};
+use crate::digest::{Sha1Digest, Sha256Digest};
 
 /// How much of a document an import takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,9 @@ pub(super) fn import_update(
     }
     let modified = u.released.unwrap_or_else(now_secs);
     for f in &u.files {
+        if let Some(sha256) = f.sha256 {
+            refuse_shared_sha256(tx, &d.id, f.sha1, sha256)?;
+        }
         let known: Option<i64> = tx
             .prepare_cached("SELECT fid FROM files WHERE sha1 = ?1")?
             .query_row([f.sha1], |r| r.get(0))
@@ -125,6 +129,33 @@ pub(super) fn import_update(
             .execute([fid])?;
     }
     Ok(())
+}
+
+/// Two files with different SHA-1s cannot have the same SHA-256: a catalog
+/// that says so is wrong, and taking it would serve one file's bytes under
+/// the other's name (the store is addressed by SHA-256). The whole import
+/// is refused and rolled back.
+fn refuse_shared_sha256(
+    tx: &rusqlite::Transaction<'_>,
+    update: &str,
+    sha1: Sha1Digest,
+    sha256: Sha256Digest,
+) -> Result<(), CatalogError> {
+    let holder: Option<Sha1Digest> = tx
+        .prepare_cached("SELECT sha1 FROM files WHERE sha256 = ?1 AND sha1 != ?2 LIMIT 1")?
+        .query_row(params![sha256, sha1], |r| r.get(0))
+        .optional()?;
+    match holder {
+        None => Ok(()),
+        Some(other) => Err(CatalogError::Invalid {
+            at: format!("update {update}, file {}", sha1.to_hex()),
+            reason: format!(
+                "sha256 {} is already file {}'s; two different files cannot share a SHA-256",
+                sha256.to_hex(),
+                other.to_hex()
+            ),
+        }),
+    }
 }
 
 fn now_secs() -> i64 {

@@ -46,6 +46,47 @@ async fn invalid_catalogs_are_rejected_with_the_field_and_nothing_is_written() {
     assert_eq!(list["total"], 0, "nothing half-imported");
 }
 
+/// A catalog giving one SHA-256 to two different files is refused whole,
+/// within one document and against the catalog already there: taking it
+/// would serve one file's bytes under the other's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sha256_claimed_for_two_different_files_is_refused_and_nothing_is_written() {
+    let h = Harness::new().await;
+    let mut catalog = h.catalog_declaring_sha256();
+    catalog["updates"][2]["files"][0]["sha256"] = h.a.sha256.to_hex().into();
+    let r = h.import(&catalog).await;
+    assert_eq!(r.status(), 400);
+    let err = r.json::<Value>().await.unwrap()["error"].to_string();
+    for named in [
+        ID_C,
+        &h.c.sha1.to_hex(),
+        &h.a.sha1.to_hex(),
+        &h.a.sha256.to_hex(),
+    ] {
+        assert!(err.contains(named), "{named} in {err}");
+    }
+    assert_eq!(
+        h.admin_json("/api/v1/updates").await["total"],
+        0,
+        "nothing half-imported"
+    );
+
+    // Against what is there: A's SHA-256 is known, then claimed for C.
+    let good = h.catalog_declaring_sha256();
+    assert_eq!(h.import(&good).await.status(), 200);
+    h.set_state(ID_A, "approve").await;
+    h.set_state(ID_C, "approve").await;
+    let mut newer = good.clone();
+    newer["updates"][2]["revision"] = 2.into();
+    newer["updates"][2]["files"][0]["sha256"] = h.a.sha256.to_hex().into();
+    assert_eq!(h.import(&newer).await.status(), 400);
+    let c = h.admin_json(&format!("/api/v1/updates/{ID_C}")).await;
+    assert_eq!(c["revision"], good["updates"][2]["revision"], "{c}");
+    // Each URL still names its own bytes.
+    assert!(h.get(&h.c.content_path()).await.bytes().await.unwrap() == h.c.bytes);
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reimport_is_idempotent_and_newer_revisions_replace() {
     let h = Harness::new().await;
