@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::access_log::{Destination as AccessLogDestination, Format as AccessLogFormat};
-use crate::fetch::FetchSettings;
+use crate::fetch::{FetchSettings, UpstreamProxy};
 pub use crate::store::s3::{S3Credentials, S3Settings};
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// PEM file of extra root certificates for an HTTPS upstream
     #[arg(long, env = "UPCACHE_UPSTREAM_CA")]
     pub upstream_ca: Option<PathBuf>,
+    /// HTTP proxy for upstream downloads, e.g. http://user:pass@proxy:3128
+    #[arg(long, env = "UPCACHE_UPSTREAM_PROXY", hide_env_values = true)]
+    pub upstream_proxy: Option<String>,
     /// Evict least-recently-served files beyond this store size (e.g. 500GiB)
     #[arg(long, env = "UPCACHE_MAX_STORE_BYTES", value_parser = parse_size)]
     pub max_store_bytes: Option<u64>,
@@ -102,6 +105,8 @@ struct FileConfig {
     admin_token: Option<String>,
     upstream: Option<String>,
     upstream_ca: Option<PathBuf>,
+    upstream_proxy: Option<String>,
+    upstream_no_proxy: Option<String>,
     connect_timeout_secs: Option<u64>,
     read_timeout_secs: Option<u64>,
     background_downloads: Option<usize>,
@@ -147,6 +152,8 @@ impl FileConfig {
             admin_token,
             upstream,
             upstream_ca,
+            upstream_proxy,
+            upstream_no_proxy,
             connect_timeout_secs,
             read_timeout_secs,
             background_downloads,
@@ -184,6 +191,8 @@ impl FileConfig {
             ("admin_token", admin_token.is_none()),
             ("upstream", upstream.is_none()),
             ("upstream_ca", upstream_ca.is_none()),
+            ("upstream_proxy", upstream_proxy.is_none()),
+            ("upstream_no_proxy", upstream_no_proxy.is_none()),
             ("connect_timeout_secs", connect_timeout_secs.is_none()),
             ("read_timeout_secs", read_timeout_secs.is_none()),
             ("background_downloads", background_downloads.is_none()),
@@ -324,6 +333,10 @@ impl Config {
                 disk_reserve: size_setting("disk_reserve_bytes", file.disk_reserve_bytes)?
                     .unwrap_or(defaults.disk_reserve),
                 upstream_ca_file: args.upstream_ca.clone().or(file.upstream_ca),
+                proxy: upstream_proxy(
+                    args.upstream_proxy.clone().or(file.upstream_proxy),
+                    file.upstream_no_proxy,
+                )?,
             },
             open_file_cache: file.open_file_cache.unwrap_or(4096),
             header_timeout: file
@@ -605,6 +618,51 @@ fn parse_http_url(setting: &'static str, s: &str) -> Result<reqwest::Url, Config
     Ok(url)
 }
 
+/// `upstream_proxy` and `upstream_no_proxy`. The URL may hold the proxy's
+/// credentials, so no error shows its password.
+fn upstream_proxy(
+    url: Option<String>,
+    no_proxy: Option<String>,
+) -> Result<Option<UpstreamProxy>, ConfigError> {
+    let Some(s) = url.filter(|s| !s.is_empty()) else {
+        return match no_proxy {
+            Some(_) => Err(ConfigError::Invalid {
+                setting: "upstream_no_proxy",
+                message: "applies to upstream_proxy, which is not set".into(),
+            }),
+            None => Ok(None),
+        };
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        setting: "upstream_proxy",
+        message,
+    };
+    let url = reqwest::Url::parse(&s).map_err(|e| invalid(format!("not a URL: {e}")))?;
+    let shown = || {
+        let mut redacted = url.clone();
+        if url.password().is_some() {
+            let _ = redacted.set_password(Some("***"));
+        }
+        redacted.to_string()
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "scheme {:?}: a proxy URL is http:// or https://",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid("the proxy URL has no host".into()));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(invalid(format!(
+            "{} has a path or query; a proxy URL is scheme, host and port",
+            shown()
+        )));
+    }
+    Ok(Some(UpstreamProxy { url, no_proxy }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,6 +712,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("upstream"), "{e}");
+    }
+
+    #[test]
+    fn a_proxy_is_checked_without_showing_its_password() {
+        let c = load_with(
+            ServeArgs::default(),
+            Some("upstream_proxy = \"http://u:s3cret@proxy:3128\"\nupstream_no_proxy = \".corp\""),
+        )
+        .unwrap();
+        let proxy = c.fetch.proxy.clone().unwrap();
+        assert_eq!(proxy.url.password(), Some("s3cret"));
+        assert_eq!(proxy.no_proxy.as_deref(), Some(".corp"));
+        assert!(!format!("{c:?}").contains("s3cret"), "Debug hides it");
+        for (toml, named) in [
+            (
+                "upstream_proxy = \"socks5://u:s3cret@proxy:1080\"",
+                "upstream_proxy",
+            ),
+            (
+                "upstream_proxy = \"http://u:s3cret@proxy:3128/path\"",
+                "upstream_proxy",
+            ),
+            ("upstream_proxy = \"u:s3cret@proxy\"", "upstream_proxy"),
+            ("upstream_no_proxy = \".corp\"", "upstream_no_proxy"),
+        ] {
+            let e = load_with(ServeArgs::default(), Some(toml))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(named), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        let args = ServeArgs {
+            upstream_proxy: Some("http://flag-proxy:8080".into()),
+            ..ServeArgs::default()
+        };
+        let c = load_with(args, Some("upstream_proxy = \"http://file-proxy:3128\"")).unwrap();
+        assert_eq!(c.fetch.proxy.unwrap().url.host_str(), Some("flag-proxy"));
     }
 
     #[test]

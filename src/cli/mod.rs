@@ -42,7 +42,7 @@ pub struct AdminArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Import a catalog file: upcache JSON, Microsoft's package.xml, or the
     /// wsusscn2.cab / package.cab it comes in (by extension)
     Import {
@@ -270,7 +270,7 @@ fn parse_download(s: &str) -> Result<Download, String> {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Import { file, admin } => {
             let ext = file
                 .extension()

@@ -109,6 +109,35 @@ pub struct FetchSettings {
     pub disk_reserve: u64,
     /// Extra PEM root certificates for HTTPS upstreams (an internal mirror's CA).
     pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// The proxy every upstream download goes through (an organisation's
+    /// way out); unset, the `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` variables
+    /// apply, as they do for curl.
+    pub proxy: Option<UpstreamProxy>,
+}
+
+/// An HTTP proxy for upstream downloads: plain HTTP through it, HTTPS by
+/// `CONNECT`; credentials in the URL are sent as Basic
+/// `Proxy-Authorization`.
+#[derive(Clone)]
+pub struct UpstreamProxy {
+    pub url: reqwest::Url,
+    /// Hosts, domains and networks reached directly (`NO_PROXY` syntax:
+    /// `upcache.corp, .corp.example, 10.0.0.0/8`).
+    pub no_proxy: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamProxy {
+    /// Without the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        f.debug_struct("UpstreamProxy")
+            .field("url", &url.as_str())
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 impl Default for FetchSettings {
@@ -127,6 +156,7 @@ impl Default for FetchSettings {
             max_file_bytes: None,
             disk_reserve: 128 << 20,
             upstream_ca_file: None,
+            proxy: None,
         }
     }
 }
@@ -252,6 +282,15 @@ impl Fetcher {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some(proxy) = &settings.proxy {
+            let no_proxy = proxy
+                .no_proxy
+                .as_deref()
+                .and_then(reqwest::NoProxy::from_string);
+            let all = reqwest::Proxy::all(proxy.url.clone())
+                .map_err(|e| FetchError::Setup(format!("upstream_proxy: {e}")))?;
+            builder = builder.proxy(all.no_proxy(no_proxy));
         }
         let client = builder
             .build()

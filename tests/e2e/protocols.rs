@@ -1,9 +1,13 @@
-//! Upstream over HTTPS (with an administrator-supplied CA) and clients over h2c.
+//! Upstream over HTTPS (with an administrator-supplied CA) and through an
+//! organisation's proxy; clients over h2c.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use base64::Engine as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use upcache::fetch::UpstreamProxy;
 
 use crate::common::*;
 
@@ -86,6 +90,192 @@ async fn https_upstreams_are_verified_against_the_configured_ca() {
     let r = h.get(&h.b.content_path()).await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap() == h.b.bytes);
+}
+
+/// A forward proxy the test starts, as an organisation's way out: it asks
+/// for Basic credentials (407 without the right ones), relays
+/// absolute-form requests to their origin and tunnels `CONNECT`, and
+/// records each request line.
+struct ForwardProxy {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl ForwardProxy {
+    async fn start(credentials: &str) -> ForwardProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let token = base64::engine::general_purpose::STANDARD.encode(credentials);
+        let recorded = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (token, seen) = (token.clone(), recorded.clone());
+                tokio::spawn(async move {
+                    let _ = relay(client, &token, &seen).await;
+                });
+            }
+        });
+        ForwardProxy { port, seen }
+    }
+
+    /// The proxy's URL with `credentials` (percent-encoded as a URL needs).
+    fn url(&self, credentials: &str) -> reqwest::Url {
+        format!("http://{credentials}@127.0.0.1:{}", self.port)
+            .parse()
+            .unwrap()
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn relay(client: TcpStream, token: &str, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    let mut client = BufReader::new(client);
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if client.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let line = line.trim_end().to_owned();
+        if line.is_empty() {
+            break;
+        }
+        lines.push(line);
+    }
+    // The clients here send nothing more before an answer: nothing is buffered.
+    let mut client = client.into_inner();
+    let request_line = lines.remove(0);
+    seen.lock().unwrap().push(request_line.clone());
+    let authorized = lines.iter().any(|l| {
+        let Some((name, value)) = l.split_once(':') else {
+            return false;
+        };
+        let credentials = value.trim().split_once(' ');
+        name.eq_ignore_ascii_case("proxy-authorization")
+            && credentials
+                .is_some_and(|(scheme, t)| scheme.eq_ignore_ascii_case("basic") && t == token)
+    });
+    if !authorized {
+        let refusal = "HTTP/1.1 407 Proxy Authentication Required\r\n\
+                       Proxy-Authenticate: Basic realm=\"corp\"\r\n\
+                       Content-Length: 0\r\nConnection: close\r\n\r\n";
+        return client.write_all(refusal.as_bytes()).await;
+    }
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    if method == "CONNECT" {
+        let mut origin = TcpStream::connect(target).await?;
+        client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+        tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
+        return Ok(());
+    }
+    let url = reqwest::Url::parse(target).expect("absolute-form");
+    let mut origin = TcpStream::connect((
+        url.host_str().unwrap(),
+        url.port_or_known_default().unwrap(),
+    ))
+    .await?;
+    let query = url.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let mut head = format!("{method} {}{query} {version}\r\n", url.path());
+    for line in &lines {
+        let name = line.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if !matches!(
+            name.as_str(),
+            "proxy-authorization" | "connection" | "proxy-connection"
+        ) {
+            head += &format!("{line}\r\n");
+        }
+    }
+    head += "Connection: close\r\n\r\n"; // one request per relayed connection
+    origin.write_all(head.as_bytes()).await?;
+    tokio::io::copy_bidirectional(&mut client, &mut origin).await?;
+    Ok(())
+}
+
+/// Plain HTTP goes to the proxy in absolute form, HTTPS by `CONNECT`, both
+/// with the URL's credentials (percent-decoded) as Basic
+/// `Proxy-Authorization`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_downloads_go_through_the_configured_proxy() {
+    let proxy = ForwardProxy::start("upcache:p@ss:word").await;
+    let probe = Harness::new().await;
+    let (port, pem) = tls_upstream(probe.b.path.clone(), probe.b.bytes.clone()).await;
+    let ca = probe.dir.path().join("mirror-ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let url = proxy.url("upcache:p%40ss%3Aword");
+    let h = Harness::with(|c| {
+        c.fetch.upstream_ca_file = Some(ca.clone());
+        c.fetch.proxy = Some(UpstreamProxy {
+            url,
+            no_proxy: None,
+        });
+    })
+    .await;
+    let mut catalog = h.catalog();
+    catalog["updates"][1]["files"][0]["url"] =
+        format!("https://localhost:{port}{}", h.b.path).into();
+    assert_eq!(h.import(&catalog).await.status(), 200);
+    h.set_state(ID_A, "approve").await;
+    h.set_state(ID_B, "approve").await;
+
+    let r = h.get(&h.a.content_path()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == h.a.bytes);
+    let r = h.get(&h.b.content_path()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == h.b.bytes);
+
+    let seen = proxy.seen();
+    let plain = format!("GET {} HTTP/1.1", h.upstream.url(&h.a.path));
+    assert_eq!(seen, [plain, format!("CONNECT localhost:{port} HTTP/1.1")]);
+    assert_eq!(h.upstream.total_requests(), 1, "through the proxy, once");
+    assert_eq!(h.stored().len(), 2);
+}
+
+/// Wrong credentials: the proxy's 407 is the client's 502 and nothing is
+/// stored; a host in `upstream_no_proxy` is reached directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_proxy_is_a_502_and_no_proxy_hosts_go_direct() {
+    let proxy = ForwardProxy::start("upcache:right").await;
+    let url = proxy.url("upcache:wrong");
+    let h = Harness::with(|c| {
+        c.fetch.proxy = Some(UpstreamProxy {
+            url: url.clone(),
+            no_proxy: None,
+        })
+    })
+    .await;
+    h.setup(&[ID_A]).await;
+    let r = h.get(&h.a.content_path()).await;
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("407"));
+    assert_eq!(proxy.seen().len(), 1);
+    assert_eq!(h.upstream.total_requests(), 0);
+    assert!(h.stored().is_empty());
+
+    let direct = Some("upcache-hq.corp.example, 127.0.0.1".to_owned());
+    let h = Harness::with(|c| {
+        c.fetch.proxy = Some(UpstreamProxy {
+            url,
+            no_proxy: direct,
+        })
+    })
+    .await;
+    h.setup(&[ID_A]).await;
+    let r = h.get(&h.a.content_path()).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == h.a.bytes);
+    assert_eq!(proxy.seen().len(), 1, "not through the proxy");
+    assert_eq!(h.upstream.total_requests(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
