@@ -62,7 +62,12 @@ impl AdminClient {
     }
 
     /// Uploads a catalog, streamed from `file`.
-    pub async fn import(&self, file: tokio::fs::File, xml: bool) -> anyhow::Result<ImportReport> {
+    pub async fn import(
+        &self,
+        file: tokio::fs::File,
+        xml: bool,
+        with_approvals: bool,
+    ) -> anyhow::Result<ImportReport> {
         use futures_util::StreamExt;
         let content_type = if xml {
             "application/xml"
@@ -79,9 +84,14 @@ impl AdminClient {
                 }
             });
         let body = reqwest::Body::wrap_stream(stream);
+        let path = if with_approvals {
+            "/api/v1/catalog?with_approvals=true"
+        } else {
+            "/api/v1/catalog"
+        };
         let req = self
             .http
-            .post(self.url("/api/v1/catalog"))
+            .post(self.url(path))
             .header("content-type", content_type)
             // Announced, so the server can refuse an oversized file at once.
             .header(reqwest::header::CONTENT_LENGTH, len)
@@ -145,8 +155,8 @@ impl AdminClient {
         sent
     }
 
-    /// The whole catalog with approval states (for a downstream sync).
-    /// Streamed: the export is piped into an import as it arrives.
+    /// The whole catalog with approval states, policy and rules (for a
+    /// downstream sync, or `upcache export`). Streamed as it arrives.
     pub async fn export(&self) -> anyhow::Result<reqwest::Response> {
         let req = self.http.get(self.url("/api/v1/catalog"));
         let req = match &self.token {
@@ -156,9 +166,9 @@ impl AdminClient {
         let resp = req
             .send()
             .await
-            .context("cannot reach the upstream admin API")?;
+            .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
         let status = resp.status();
-        anyhow::ensure!(status.is_success(), "upstream answered {status}");
+        anyhow::ensure!(status.is_success(), "{} answered {status}", self.base);
         Ok(resp)
     }
 

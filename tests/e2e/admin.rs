@@ -396,6 +396,151 @@ async fn a_downstream_upcache_syncs_catalog_and_approvals_and_fetches_through_th
     d.shutdown().await;
 }
 
+/// The states of the three sample updates, by id.
+async fn states(h: &Harness) -> Vec<(String, String)> {
+    let list = h.admin_json("/api/v1/updates").await;
+    let mut states: Vec<(String, String)> = list["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    states.sort();
+    states
+}
+
+/// WSUS's export and import, for a server that cannot reach this one: the
+/// file carries the catalog and its approvals; `--with-approvals` applies
+/// them, a plain import takes the metadata only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_carries_catalog_and_approvals_to_a_server_that_cannot_reach_this_one() {
+    let hq = Harness::new().await;
+    assert_eq!(hq.import(&hq.catalog()).await.status(), 200);
+    hq.set_state(ID_A, "approve").await;
+    hq.set_state(ID_C, "decline").await;
+    let file = hq.dir.path().join("hq-export.json");
+    let out = run_cli(
+        &["export", file.to_str().unwrap(), "--admin", &hq.admin("")],
+        &[],
+    )
+    .await;
+    assert!(
+        out.ok && out.stdout.contains("exported 3 updates"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+
+    let branch = Harness::new().await;
+    let admin = branch.admin("");
+    let args = [
+        "import",
+        "--with-approvals",
+        file.to_str().unwrap(),
+        "--admin",
+        &admin,
+    ];
+    let out = run_cli(&args, &[]).await;
+    assert!(
+        out.ok && out.stdout.contains("3 added"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(states(&branch).await, states(&hq).await);
+    assert!(
+        branch
+            .get(&branch.a.content_path())
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            == branch.a.bytes
+    );
+
+    let plain = Harness::new().await;
+    let out = run_cli(
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--admin",
+            &plain.admin(""),
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let not_approved = states(&plain)
+        .await
+        .into_iter()
+        .all(|(_, s)| s == "not-approved");
+    assert!(not_approved, "{:?}", states(&plain).await);
+
+    let xml = hq.dir.path().join("package.xml");
+    std::fs::write(&xml, "<OfflineSyncPackage/>").unwrap();
+    let args = [
+        "import",
+        "--with-approvals",
+        xml.to_str().unwrap(),
+        "--admin",
+        &admin,
+    ];
+    let out = run_cli(&args, &[]).await;
+    assert!(
+        !out.ok
+            && out
+                .stderr
+                .contains("--with-approvals takes an upcache JSON catalog"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// An admin API whose export stops half-way (as a server failing mid-read
+/// does: the HTTP body still ends cleanly) or lacks its closing policy and
+/// rules: the CLI fails, the earlier file stays as it was, no partial file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_export_never_replaces_the_file() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.json");
+    std::fs::write(&file, "the previous export").unwrap();
+    let cut = r#"{"updates":[{"id":"6f1c0b6a-0000-0000-0000-000000000001","revision":1,"title":"a"#;
+    for body in [cut, r#"{"updates":[]}"#] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = format!("http://{}", listener.local_addr().unwrap());
+        let body = body.to_owned();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 4096];
+            let _ = s.read(&mut head).await;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                body.len()
+            );
+            s.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let out = run_cli(&["export", file.to_str().unwrap(), "--admin", &admin], &[]).await;
+        assert!(!out.ok, "{}", out.stdout);
+        assert!(
+            out.stderr.contains("was not written") && out.stderr.contains("not a whole catalog"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "the previous export"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no partial file left");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approval_rules_apply_to_imported_updates() {
     let h = Harness::new().await;
