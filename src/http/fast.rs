@@ -139,9 +139,9 @@ impl RequestHeaders for PlanHeaders<'_> {
 
 /// Parses the head at the start of `buf`: a bodiless HTTP/1.1 GET or HEAD
 /// in origin form with one valid `Host` and nothing the fast path does not
-/// do (upgrades, expectations, bodies) is `Fast`; anything else, malformed included, is
-/// `Other`. With `for_log`, the target and the headers the access log
-/// shows are kept too.
+/// do (upgrades, expectations, bodies) is `Fast`; anything else, malformed
+/// included, is `Other`. With `for_log`, the target and the headers the
+/// access log shows are kept too.
 pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
