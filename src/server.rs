@@ -186,11 +186,17 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         }
         None => None,
     };
+    let mut fetch = config.fetch.clone();
+    let s3_endpoint = config.s3.as_ref().and_then(|s| s.endpoint.as_deref());
+    if let (Some(proxy), Some(endpoint)) = (&mut fetch.proxy, s3_endpoint) {
+        // Downloads from the shared tier go to its endpoint, not out.
+        proxy.reach_directly(endpoint);
+    }
     let fetcher = Fetcher::new(
         store.clone(),
         catalog.clone(),
         quota.clone(),
-        config.fetch.clone(),
+        fetch,
         metrics.clone(),
         shared,
     )?;

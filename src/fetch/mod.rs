@@ -126,6 +126,24 @@ pub struct UpstreamProxy {
     pub no_proxy: Option<String>,
 }
 
+impl UpstreamProxy {
+    /// Adds `url`'s host to the hosts reached without the proxy: the shared
+    /// tier's own endpoint is inside the network, like the nodes.
+    pub fn reach_directly(&mut self, url: &str) {
+        let Some(host) = reqwest::Url::parse(url)
+            .ok()
+            // An IPv6 literal without its brackets, as `NO_PROXY` lists it.
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
+        else {
+            return;
+        };
+        self.no_proxy = Some(match self.no_proxy.take() {
+            Some(list) if !list.trim().is_empty() => format!("{list},{host}"),
+            _ => host,
+        });
+    }
+}
+
 impl std::fmt::Debug for UpstreamProxy {
     /// Without the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -664,6 +682,21 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_tier_endpoint_is_reached_without_the_proxy() {
+        let mut proxy = UpstreamProxy {
+            url: "http://u:secret@proxy:3128".parse().unwrap(),
+            no_proxy: None,
+        };
+        proxy.reach_directly("http://seaweed.corp:8333");
+        assert_eq!(proxy.no_proxy.as_deref(), Some("seaweed.corp"));
+        proxy.reach_directly("https://[fd00::5]:9000/");
+        assert_eq!(proxy.no_proxy.as_deref(), Some("seaweed.corp,fd00::5"));
+        proxy.reach_directly("not a url");
+        assert_eq!(proxy.no_proxy.as_deref(), Some("seaweed.corp,fd00::5"));
+        assert!(!format!("{proxy:?}").contains("secret"));
+    }
 
     #[test]
     fn clients_are_not_told_urls_or_paths() {

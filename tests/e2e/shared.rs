@@ -173,10 +173,19 @@ async fn nodes_share_what_any_of_them_fetched_ranges_included() {
     let a = Harness::with(|c| c.s3 = Some(settings(&s3, "share"))).await;
     a.setup(&[ID_A, ID_B]).await;
     let primary = reqwest::Url::parse(&a.admin("/")).unwrap();
+    // B's way out is a proxy that is down: what it takes from the bucket,
+    // inside the network, must not go through it.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", down.local_addr().unwrap());
+    drop(down);
     let b = Harness::with(|c| {
         c.s3 = Some(settings(&s3, "share"));
         c.follow = Some(primary);
         c.follow_interval = Duration::from_secs(1);
+        c.fetch.proxy = Some(upcache::fetch::UpstreamProxy {
+            url: proxy.parse().unwrap(),
+            no_proxy: None,
+        });
     })
     .await;
     for _ in 0..200 {
