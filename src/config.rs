@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::access_log::{Destination as AccessLogDestination, Format as AccessLogFormat};
-use crate::fetch::{FetchSettings, UpstreamProxy};
+use crate::fetch::{FetchSettings, UpstreamProxy, MIN_RATE};
 pub use crate::store::s3::{S3Credentials, S3Settings};
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
@@ -107,6 +107,7 @@ struct FileConfig {
     upstream_ca: Option<PathBuf>,
     upstream_proxy: Option<String>,
     upstream_no_proxy: Option<String>,
+    upstream_rate_limit: Option<Size>,
     connect_timeout_secs: Option<u64>,
     read_timeout_secs: Option<u64>,
     background_downloads: Option<usize>,
@@ -154,6 +155,7 @@ impl FileConfig {
             upstream_ca,
             upstream_proxy,
             upstream_no_proxy,
+            upstream_rate_limit,
             connect_timeout_secs,
             read_timeout_secs,
             background_downloads,
@@ -193,6 +195,7 @@ impl FileConfig {
             ("upstream_ca", upstream_ca.is_none()),
             ("upstream_proxy", upstream_proxy.is_none()),
             ("upstream_no_proxy", upstream_no_proxy.is_none()),
+            ("upstream_rate_limit", upstream_rate_limit.is_none()),
             ("connect_timeout_secs", connect_timeout_secs.is_none()),
             ("read_timeout_secs", read_timeout_secs.is_none()),
             ("background_downloads", background_downloads.is_none()),
@@ -337,6 +340,7 @@ impl Config {
                     args.upstream_proxy.clone().or(file.upstream_proxy),
                     file.upstream_no_proxy,
                 )?,
+                rate_limit: rate_limit(file.upstream_rate_limit)?,
             },
             open_file_cache: file.open_file_cache.unwrap_or(4096),
             header_timeout: file
@@ -618,6 +622,19 @@ fn parse_http_url(setting: &'static str, s: &str) -> Result<reqwest::Url, Config
     Ok(url)
 }
 
+/// `upstream_rate_limit`: bytes per second, at least [`MIN_RATE`] (slower,
+/// one piece would not pass within a read timeout).
+fn rate_limit(size: Option<Size>) -> Result<Option<u64>, ConfigError> {
+    let rate = size_setting("upstream_rate_limit", size)?;
+    match rate {
+        Some(rate) if rate < MIN_RATE => Err(ConfigError::Invalid {
+            setting: "upstream_rate_limit",
+            message: format!("{rate} bytes a second is below the least, 64KiB"),
+        }),
+        _ => Ok(rate),
+    }
+}
+
 /// `upstream_proxy` and `upstream_no_proxy`. The URL may hold the proxy's
 /// credentials, so no error shows its password.
 fn upstream_proxy(
@@ -749,6 +766,27 @@ mod tests {
         };
         let c = load_with(args, Some("upstream_proxy = \"http://file-proxy:3128\"")).unwrap();
         assert_eq!(c.fetch.proxy.unwrap().url.host_str(), Some("flag-proxy"));
+    }
+
+    #[test]
+    fn the_upstream_rate_limit_takes_units_and_has_a_floor() {
+        let c = load_with(
+            ServeArgs::default(),
+            Some("upstream_rate_limit = \"12MiB\""),
+        )
+        .unwrap();
+        assert_eq!(c.fetch.rate_limit, Some(12 << 20));
+        let c = load_with(ServeArgs::default(), None).unwrap();
+        assert_eq!(c.fetch.rate_limit, None);
+        for toml in [
+            "upstream_rate_limit = 1000",
+            "upstream_rate_limit = \"fast\"",
+        ] {
+            let e = load_with(ServeArgs::default(), Some(toml))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("upstream_rate_limit"), "{e}");
+        }
     }
 
     #[test]

@@ -86,8 +86,9 @@ pub struct Download {
     progress: watch::Sender<Progress>,
     started: Instant,
     /// Where the bytes come from once known: the origin, or a presigned
-    /// URL of the shared tier (a far-ahead range is asked of the same place).
-    source: OnceLock<String>,
+    /// URL of the shared tier (`true`); a far-ahead range is asked of the
+    /// same place.
+    source: OnceLock<(String, bool)>,
     /// The request that started the download was handed to another path
     /// before it was answered: the next join answers it, and counts the miss.
     start_handed_over: AtomicBool,
@@ -127,13 +128,18 @@ impl Download {
     }
 
     /// Records where the bytes are downloaded from.
-    pub(super) fn set_source(&self, url: String) {
-        let _ = self.source.set(url);
+    pub(super) fn set_source(&self, url: String, shared_tier: bool) {
+        let _ = self.source.set((url, shared_tier));
     }
 
     /// Where the bytes are downloaded from, once the download has a slot.
     pub fn source(&self) -> Option<&str> {
-        self.source.get().map(String::as_str)
+        self.source.get().map(|(url, _)| url.as_str())
+    }
+
+    /// Whether they come from the shared tier, not the upstream.
+    pub fn from_shared_tier(&self) -> bool {
+        self.source.get().is_some_and(|(_, shared)| *shared)
     }
 
     /// Gives followers their handle on the temp file `ingest` writes.

@@ -10,9 +10,11 @@
 //! client's body with an error so no one receives a well-formed wrong file.
 
 mod download;
+mod throttle;
 mod transfer;
 
 pub use download::{Download, Follow, Phase, Progress};
+pub use throttle::{Throttle, MIN_RATE};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -113,6 +115,9 @@ pub struct FetchSettings {
     /// way out); unset, the `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` variables
     /// apply, as they do for curl.
     pub proxy: Option<UpstreamProxy>,
+    /// Bytes per second taken from the upstream, all downloads together
+    /// (not from the shared tier); `None`: as fast as the link goes.
+    pub rate_limit: Option<u64>,
 }
 
 /// An HTTP proxy for upstream downloads: plain HTTP through it, HTTPS by
@@ -175,6 +180,7 @@ impl Default for FetchSettings {
             disk_reserve: 128 << 20,
             upstream_ca_file: None,
             proxy: None,
+            rate_limit: None,
         }
     }
 }
@@ -246,6 +252,8 @@ pub struct FetchStatus {
 /// The single-flight table of downloads.
 pub struct Fetcher {
     client: reqwest::Client,
+    /// `upstream_rate_limit`, shared by every transfer from the upstream.
+    throttle: Option<Arc<Throttle>>,
     store: Arc<dyn Storage>,
     catalog: Arc<Catalog>,
     quota: Arc<Quota>,
@@ -313,8 +321,14 @@ impl Fetcher {
         let client = builder
             .build()
             .map_err(|e| FetchError::Setup(e.to_string()))?;
+        if let Some(bytes_per_sec) = settings.rate_limit {
+            tracing::info!(bytes_per_sec, "upstream downloads limited");
+        }
         Ok(Arc::new(Fetcher {
             client,
+            throttle: settings
+                .rate_limit
+                .map(|rate| Arc::new(Throttle::new(rate))),
             store,
             catalog,
             quota,
@@ -479,7 +493,10 @@ impl Fetcher {
         }
         let remaining = range.end - range.start;
         let read_timeout = self.settings.read_timeout;
-        let body = Box::pin(response.bytes_stream());
+        let mut body = response.bytes_stream().boxed();
+        if let Some(throttle) = self.throttle.as_ref().filter(|_| !dl.from_shared_tier()) {
+            body = throttle.limit(body);
+        }
         let chunks = futures_util::stream::unfold(
             (body, remaining, false),
             move |(mut body, mut remaining, failed)| async move {
@@ -557,12 +574,13 @@ impl Fetcher {
         let began = std::time::Instant::now();
         dl.update(|p| p.phase = Phase::Connecting);
         let (url, from_shared) = self.source(&file, url).await;
-        dl.set_source(url.clone());
+        dl.set_source(url.clone(), from_shared);
         let reservation = self.quota.reserve(file.size.unwrap_or(0));
         let outcome = match self.begin(&dl) {
             Ok(ingest) => {
                 let transfer = transfer::Transfer {
                     client: &self.client,
+                    throttle: self.throttle.as_ref().filter(|_| !from_shared),
                     settings: &self.settings,
                     metrics: &self.metrics,
                     url: &url,

@@ -47,6 +47,8 @@ type Body = BoxStream<'static, Result<Bytes, FetchError>>;
 /// What one upstream transfer needs.
 pub(super) struct Transfer<'a> {
     pub client: &'a reqwest::Client,
+    /// The upstream rate limit, when this transfer is from the upstream.
+    pub throttle: Option<&'a Arc<super::Throttle>>,
     pub settings: &'a FetchSettings,
     pub metrics: &'a Metrics,
     pub url: &'a str,
@@ -273,10 +275,14 @@ impl Transfer<'_> {
 
     fn body(&self, response: reqwest::Response) -> Body {
         let url = self.url.to_owned();
-        response
+        let body = response
             .bytes_stream()
             .map(move |r| r.map_err(|e| classify(&e, &url)))
-            .boxed()
+            .boxed();
+        match self.throttle {
+            Some(throttle) => throttle.limit(body),
+            None => body,
+        }
     }
 
     fn status_error(&self, response: &reqwest::Response) -> FetchError {
