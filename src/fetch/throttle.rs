@@ -63,7 +63,7 @@ impl Throttle {
         }
     }
 
-    /// `body` in pieces of at most [`PIECE`] bytes, each as the rate allows.
+    /// `body` in pieces of at most 64 KiB, each as the rate allows.
     pub fn limit<E: Send + 'static>(
         self: &Arc<Self>,
         body: BoxStream<'static, Result<Bytes, E>>,
