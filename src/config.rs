@@ -655,13 +655,6 @@ fn upstream_proxy(
         message,
     };
     let url = reqwest::Url::parse(&s).map_err(|e| invalid(format!("not a URL: {e}")))?;
-    let shown = || {
-        let mut redacted = url.clone();
-        if url.password().is_some() {
-            let _ = redacted.set_password(Some("***"));
-        }
-        redacted.to_string()
-    };
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(format!(
             "scheme {:?}: a proxy URL is http:// or https://",
@@ -671,13 +664,14 @@ fn upstream_proxy(
     if url.host_str().is_none() {
         return Err(invalid("the proxy URL has no host".into()));
     }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+    let proxy = UpstreamProxy { url, no_proxy };
+    if !matches!(proxy.url.path(), "" | "/") || proxy.url.query().is_some() {
         return Err(invalid(format!(
             "{} has a path or query; a proxy URL is scheme, host and port",
-            shown()
+            proxy.shown()
         )));
     }
-    Ok(Some(UpstreamProxy { url, no_proxy }))
+    Ok(Some(proxy))
 }
 
 #[cfg(test)]

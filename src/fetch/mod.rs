@@ -132,6 +132,15 @@ pub struct UpstreamProxy {
 }
 
 impl UpstreamProxy {
+    /// The URL as logs and errors show it: without the password.
+    pub fn shown(&self) -> String {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        url.to_string()
+    }
+
     /// Adds `url`'s host to the hosts reached without the proxy: the shared
     /// tier's own endpoint is inside the network, like the nodes.
     pub fn reach_directly(&mut self, url: &str) {
@@ -150,14 +159,9 @@ impl UpstreamProxy {
 }
 
 impl std::fmt::Debug for UpstreamProxy {
-    /// Without the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut url = self.url.clone();
-        if url.password().is_some() {
-            let _ = url.set_password(Some("***"));
-        }
         f.debug_struct("UpstreamProxy")
-            .field("url", &url.as_str())
+            .field("url", &self.shown())
             .field("no_proxy", &self.no_proxy)
             .finish()
     }
@@ -317,6 +321,7 @@ impl Fetcher {
             let all = reqwest::Proxy::all(proxy.url.clone())
                 .map_err(|e| FetchError::Setup(format!("upstream_proxy: {e}")))?;
             builder = builder.proxy(all.no_proxy(no_proxy));
+            tracing::info!(proxy = %proxy.shown(), no_proxy = ?proxy.no_proxy, "upstream downloads through a proxy");
         }
         let client = builder
             .build()
