@@ -442,6 +442,9 @@ pub struct Status {
     /// On a follower: the primary, its change number here, the last pull.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<crate::follow::FollowStatus>,
+    /// The proxy and rate limit of upstream downloads, when set.
+    #[serde(default)]
+    pub upstream: crate::fetch::UpstreamStatus,
 }
 
 async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
@@ -459,5 +462,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         import: app.catalog.import_status(),
         traffic: app.metrics.traffic(),
         follow: app.follower.as_ref().map(|f| f.status()),
+        upstream: app.fetcher.upstream_status(),
     }))
 }

@@ -293,6 +293,17 @@ pub fn print_status(s: &Status) {
             .map_or(String::new(), |e| format!("; last pull failed: {e}"));
         println!("follows    {} at change {}{error}", f.primary, f.seq);
     }
+    let u = &s.upstream;
+    if let Some(proxy) = &u.proxy {
+        let direct = u
+            .no_proxy
+            .as_deref()
+            .map_or(String::new(), |d| format!(" (direct: {d})"));
+        println!("upstream   through {proxy}{direct}");
+    }
+    if let Some(rate) = u.rate_limit {
+        println!("upstream   at most {rate} bytes a second, all downloads together");
+    }
     let t = &s.traffic;
     if let Some(ratio) = t.hit_ratio {
         println!(

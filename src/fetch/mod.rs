@@ -237,6 +237,20 @@ impl BackgroundCounters {
     }
 }
 
+/// How this server reaches its upstream, for status (what the operator set).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpstreamStatus {
+    /// `upstream_proxy`, without its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Hosts reached without it (`upstream_no_proxy`, and the shared tier's endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_proxy: Option<String>,
+    /// `upstream_rate_limit`, bytes a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u64>,
+}
+
 /// One download in progress, for status.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchStatus {
@@ -553,6 +567,16 @@ impl Fetcher {
         let mut list: Vec<_> = inflight.values().map(|d| d.status()).collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
+    }
+
+    /// The proxy and rate limit upstream transfers go by.
+    pub fn upstream_status(&self) -> UpstreamStatus {
+        let proxy = self.settings.proxy.as_ref();
+        UpstreamStatus {
+            proxy: proxy.map(UpstreamProxy::shown),
+            no_proxy: proxy.and_then(|p| p.no_proxy.clone()),
+            rate_limit: self.throttle.as_ref().map(|t| t.bytes_per_sec()),
+        }
     }
 
     /// Background download progress.

@@ -239,6 +239,13 @@ async fn upstream_downloads_go_through_the_configured_proxy() {
     assert_eq!(seen, [plain, format!("CONNECT localhost:{port} HTTP/1.1")]);
     assert_eq!(h.upstream.total_requests(), 1, "through the proxy, once");
     assert_eq!(h.stored().len(), 2);
+    let status = h.status().await;
+    let shown = format!("http://upcache:***@127.0.0.1:{}/", proxy.port);
+    assert_eq!(status["upstream"]["proxy"], shown.as_str(), "{status}");
+    assert!(
+        !status.to_string().contains("word"),
+        "no password in status"
+    );
 }
 
 /// Wrong credentials: the proxy's 407 is the client's 502 and nothing is

@@ -133,6 +133,7 @@ async fn queued_clients_wait_a_bounded_time_and_the_queue_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstream_rate_limit_holds_for_all_downloads_together() {
     let h = Harness::with(|c| c.fetch.rate_limit = Some(2 << 20)).await;
+    assert_eq!(h.status().await["upstream"]["rate_limit"], 2 << 20);
     h.setup(&[ID_A, ID_B]).await;
     let started = Instant::now();
     let (a, b) = tokio::join!(
