@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
-use crate::fetch::FetchStatus;
+use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;
 use crate::policy::Policy;
 
@@ -78,6 +78,11 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             refuse_writes_on_followers,
         ))
+        // This node's own, not the catalog's: a follower sets it too.
+        .route(
+            "/api/v1/upstream/rate-limit",
+            get(get_rate_limit).put(put_rate_limit),
+        )
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::from_fn(refuse_announced_oversize))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES));
@@ -396,6 +401,27 @@ async fn put_policy(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Polic
     tracing::info!(?policy, "policy changed");
     app.sync_downloads();
     Ok(Json(policy))
+}
+
+async fn get_rate_limit(State(app): State<Arc<App>>) -> Json<RateLimit> {
+    Json(RateLimit {
+        bytes_per_sec: app.fetcher.upstream_status().rate_limit,
+    })
+}
+
+/// Sets the upstream rate limit until the next one or a restart (which
+/// goes back to `upstream_rate_limit`): a timer can lift it at night.
+async fn put_rate_limit(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<RateLimit> {
+    let limit: RateLimit = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid rate limit: {e}")))?;
+    if let Some(rate) = limit.bytes_per_sec.filter(|&r| r < MIN_RATE) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bytes_per_sec: {rate} is below the least, {MIN_RATE} (64KiB); null lifts the limit"),
+        ));
+    }
+    app.fetcher.set_rate_limit(limit.bytes_per_sec);
+    Ok(Json(limit))
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

@@ -7,6 +7,7 @@ use super::AdminArgs;
 use crate::admin::Status;
 use crate::catalog::rules::Rule;
 use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
+use crate::fetch::RateLimit;
 use crate::policy::Policy;
 
 pub struct AdminClient {
@@ -223,6 +224,21 @@ impl AdminClient {
     pub async fn set_policy(&self, policy: &Policy) -> anyhow::Result<Policy> {
         self.send(self.http.put(self.url("/api/v1/policy")).json(policy))
             .await
+    }
+
+    pub async fn rate_limit(&self) -> anyhow::Result<RateLimit> {
+        self.send(self.http.get(self.url("/api/v1/upstream/rate-limit")))
+            .await
+    }
+
+    pub async fn set_rate_limit(&self, bytes_per_sec: Option<u64>) -> anyhow::Result<RateLimit> {
+        let limit = RateLimit { bytes_per_sec };
+        self.send(
+            self.http
+                .put(self.url("/api/v1/upstream/rate-limit"))
+                .json(&limit),
+        )
+        .await
     }
 
     pub async fn status(&self) -> anyhow::Result<Status> {

@@ -67,6 +67,16 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Show the upstream rate limit, or set it (e.g. `12MiB` a second, or
+    /// `off`) until the next change or a restart: a timer can hold it to
+    /// business hours
+    RateLimit {
+        /// Bytes a second for all upstream downloads together (at least
+        /// 64KiB), or `off`
+        rate: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show server status: catalog counts, storage, downloads in progress
     Status {
         /// Print the raw JSON
@@ -411,6 +421,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 policy = client.set_policy(&policy).await?;
             }
             println!("{}", serde_json::to_string_pretty(&policy)?);
+            Ok(())
+        }
+        Command::RateLimit { rate, admin } => {
+            let client = AdminClient::new(&admin)?;
+            let limit = match rate.as_deref() {
+                None => client.rate_limit().await?,
+                Some("off" | "none") => client.set_rate_limit(None).await?,
+                Some(text) => {
+                    let bytes = crate::config::parse_size(text)
+                        .map_err(|e| anyhow::anyhow!("{text:?}: {e}; or `off`"))?;
+                    client.set_rate_limit(Some(bytes)).await?
+                }
+            };
+            match limit.bytes_per_sec {
+                Some(rate) => {
+                    println!("upstream downloads: at most {rate} bytes a second together")
+                }
+                None => println!("upstream downloads: no rate limit"),
+            }
             Ok(())
         }
         Command::Status { json, watch, admin } => {

@@ -237,6 +237,16 @@ impl BackgroundCounters {
     }
 }
 
+/// `upstream_rate_limit` as the admin API reads and sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Bytes a second, all upstream downloads together; `null`: none.
+    /// Required: a body that forgets it does not lift the limit.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub bytes_per_sec: Option<u64>,
+}
+
 /// How this server reaches its upstream, for status (what the operator set).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UpstreamStatus {
@@ -270,8 +280,9 @@ pub struct FetchStatus {
 /// The single-flight table of downloads.
 pub struct Fetcher {
     client: reqwest::Client,
-    /// `upstream_rate_limit`, shared by every transfer from the upstream.
-    throttle: Option<Arc<Throttle>>,
+    /// `upstream_rate_limit`, shared by every transfer from the upstream
+    /// (changed at run time by the admin API).
+    throttle: Arc<Throttle>,
     store: Arc<dyn Storage>,
     catalog: Arc<Catalog>,
     quota: Arc<Quota>,
@@ -345,9 +356,7 @@ impl Fetcher {
         }
         Ok(Arc::new(Fetcher {
             client,
-            throttle: settings
-                .rate_limit
-                .map(|rate| Arc::new(Throttle::new(rate))),
+            throttle: Arc::new(Throttle::new(settings.rate_limit)),
             store,
             catalog,
             quota,
@@ -513,8 +522,8 @@ impl Fetcher {
         let remaining = range.end - range.start;
         let read_timeout = self.settings.read_timeout;
         let mut body = response.bytes_stream().boxed();
-        if let Some(throttle) = self.throttle.as_ref().filter(|_| !dl.from_shared_tier()) {
-            body = throttle.limit(body);
+        if !dl.from_shared_tier() {
+            body = self.throttle.limit(body);
         }
         let chunks = futures_util::stream::unfold(
             (body, remaining, false),
@@ -569,13 +578,20 @@ impl Fetcher {
         list
     }
 
+    /// The rate limit of upstream transfers (`None`: none), from their next
+    /// 64 KiB on.
+    pub fn set_rate_limit(&self, bytes_per_sec: Option<u64>) {
+        self.throttle.set(bytes_per_sec);
+        tracing::info!(bytes_per_sec, "upstream rate limit changed");
+    }
+
     /// The proxy and rate limit upstream transfers go by.
     pub fn upstream_status(&self) -> UpstreamStatus {
         let proxy = self.settings.proxy.as_ref();
         UpstreamStatus {
             proxy: proxy.map(UpstreamProxy::shown),
             no_proxy: proxy.and_then(|p| p.no_proxy.clone()),
-            rate_limit: self.throttle.as_ref().map(|t| t.bytes_per_sec()),
+            rate_limit: self.throttle.bytes_per_sec(),
         }
     }
 
@@ -609,7 +625,7 @@ impl Fetcher {
             Ok(ingest) => {
                 let transfer = transfer::Transfer {
                     client: &self.client,
-                    throttle: self.throttle.as_ref().filter(|_| !from_shared),
+                    throttle: (!from_shared).then_some(&self.throttle),
                     settings: &self.settings,
                     metrics: &self.metrics,
                     url: &url,

@@ -4,6 +4,9 @@
 //! their resumptions and far-ahead ranges all draw on it; the shared tier,
 //! inside the network, does not.
 //!
+//! The rate can change while transfers run (`upcache rate-limit`, a timer
+//! for business hours); unlimited, a body passes as it comes.
+//!
 //! A body is let through in pieces, each when the rate allows (a generic
 //! cell rate algorithm: one instant, no timer task). While a transfer
 //! waits it does not read, so TCP's window slows the sender: the link
@@ -11,6 +14,7 @@
 //! followers and the stall watchdog see steady progress even when many
 //! downloads share a slow limit.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,28 +28,34 @@ const PIECE: usize = 64 << 10;
 /// Slowest limit taken: a piece must pass well within any read timeout.
 pub const MIN_RATE: u64 = 64 << 10;
 
-/// Bytes per second, shared by every transfer that holds it.
+/// Bytes per second, shared by every transfer that holds it; 0 is none.
 pub struct Throttle {
-    bytes_per_sec: u64,
+    bytes_per_sec: AtomicU64,
     /// When the bytes let through so far will have gone at the rate (the
     /// "theoretical arrival time").
     due: Mutex<Instant>,
 }
 
 impl Throttle {
-    pub fn new(bytes_per_sec: u64) -> Throttle {
+    /// `None`: unlimited until [`Throttle::set`] says otherwise.
+    pub fn new(bytes_per_sec: Option<u64>) -> Throttle {
         Throttle {
-            bytes_per_sec: bytes_per_sec.max(1),
+            bytes_per_sec: AtomicU64::new(bytes_per_sec.unwrap_or(0)),
             due: Mutex::new(Instant::now()),
         }
     }
 
-    pub fn bytes_per_sec(&self) -> u64 {
-        self.bytes_per_sec
+    pub fn bytes_per_sec(&self) -> Option<u64> {
+        Some(self.bytes_per_sec.load(Ordering::Relaxed)).filter(|&r| r > 0)
     }
 
-    fn time_for(&self, bytes: usize) -> Duration {
-        Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec as f64)
+    /// A new rate for every transfer from their next piece; what was let
+    /// through at the old rate is not owed at the new one.
+    pub fn set(&self, bytes_per_sec: Option<u64>) {
+        let mut due = self.due.lock().unwrap();
+        self.bytes_per_sec
+            .store(bytes_per_sec.unwrap_or(0), Ordering::Relaxed);
+        *due = Instant::now();
     }
 
     /// Waits until `bytes` more fit in the rate. An idle limit lets one
@@ -54,23 +64,34 @@ impl Throttle {
         let now = Instant::now();
         let wait = {
             let mut due = self.due.lock().unwrap();
-            let next = (*due).max(now) + self.time_for(bytes);
+            let Some(rate) = self.bytes_per_sec() else {
+                return;
+            };
+            let time_for = |n: usize| Duration::from_secs_f64(n as f64 / rate as f64);
+            let next = (*due).max(now) + time_for(bytes);
             *due = next;
-            next.saturating_duration_since(now + self.time_for(PIECE))
+            next.saturating_duration_since(now + time_for(PIECE))
         };
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
     }
 
-    /// `body` in pieces of at most 64 KiB, each as the rate allows.
+    /// `body` in pieces of at most 64 KiB, each as the rate allows; whole
+    /// chunks, at once, while there is no limit.
     pub fn limit<E: Send + 'static>(
         self: &Arc<Self>,
         body: BoxStream<'static, Result<Bytes, E>>,
     ) -> BoxStream<'static, Result<Bytes, E>> {
+        let splitter = self.clone();
         let throttle = self.clone();
-        body.flat_map(|item| match item {
-            Ok(chunk) => stream::iter(pieces(chunk).map(Ok)).left_stream(),
+        body.flat_map(move |item| match item {
+            Ok(chunk) if splitter.bytes_per_sec().is_none() => {
+                stream::iter(Some(Ok(chunk))).left_stream().left_stream()
+            }
+            Ok(chunk) => stream::iter(pieces(chunk).map(Ok))
+                .right_stream()
+                .left_stream(),
             Err(e) => stream::once(async { Err(e) }).right_stream(),
         })
         .then(move |item| {
@@ -108,7 +129,7 @@ mod tests {
     /// On tokio's paused clock: the time is the algorithm's, not the machine's.
     #[tokio::test(start_paused = true)]
     async fn a_body_takes_its_size_over_the_rate() {
-        let throttle = Arc::new(Throttle::new(1 << 20));
+        let throttle = Arc::new(Throttle::new(Some(1 << 20)));
         let chunks = (0..8).map(|_| Ok::<_, ()>(Bytes::from(vec![7u8; 256 << 10])));
         let started = Instant::now();
         let got: Vec<Bytes> = throttle
@@ -125,8 +146,42 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_limit_set_or_lifted_holds_from_the_next_piece() {
+        let throttle = Arc::new(Throttle::new(None));
+        let body = || stream::iter((0..4).map(|_| Ok::<_, ()>(Bytes::from(vec![0u8; 256 << 10]))));
+        let started = Instant::now();
+        assert_eq!(
+            throttle.limit(body().boxed()).count().await,
+            4,
+            "whole chunks"
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        throttle.set(Some(1 << 20));
+        assert_eq!(throttle.bytes_per_sec(), Some(1 << 20));
+        let started = Instant::now();
+        assert_eq!(
+            throttle.limit(body().boxed()).count().await,
+            16,
+            "64 KiB pieces"
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(930),
+            "{:?}",
+            started.elapsed()
+        );
+        throttle.set(None);
+        let started = Instant::now();
+        throttle.limit(body().boxed()).count().await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "nothing owed once lifted"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn transfers_share_one_rate() {
-        let throttle = Arc::new(Throttle::new(1 << 20));
+        let throttle = Arc::new(Throttle::new(Some(1 << 20)));
         let started = Instant::now();
         let one = |t: Arc<Throttle>| async move {
             let body = stream::iter((0..4).map(|_| Ok::<_, ()>(Bytes::from(vec![0u8; 128 << 10]))));

@@ -165,6 +165,16 @@ async fn a_follower_keeps_in_step_and_refuses_writes() {
             .await["state"],
         "approved"
     );
+    // The upstream rate limit is the node's own, not the catalog's.
+    let r = follower
+        .http
+        .put(follower.admin("/api/v1/upstream/rate-limit"))
+        .json(&serde_json::json!({ "bytes_per_sec": 1 << 20 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(follower.status().await["upstream"]["rate_limit"], 1 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

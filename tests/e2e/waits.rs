@@ -158,3 +158,79 @@ async fn the_upstream_rate_limit_holds_for_all_downloads_together() {
         "a hit is not limited"
     );
 }
+
+/// The limit changes at run time (`upcache rate-limit`, what a timer for
+/// business hours runs): set, it holds for the next download; lifted, the
+/// next runs at full speed; a bad value is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_is_set_and_lifted_at_run_time() {
+    let h = Harness::new().await;
+    let d = upcache::demo::SampleFile::generate("5034999", "msu", 3 << 20);
+    h.upstream.add(&d.path, d.bytes.clone());
+    let id_d = "00000000-0000-4000-8000-00000000000d";
+    let doc = serde_json::json!({ "updates": [
+        upcache::demo::update_json(id_d, "5034999", "Another cumulative update", &[&d], &h.upstream),
+    ]});
+    assert_eq!(h.import(&doc).await.status(), 200);
+    h.setup(&[ID_A]).await;
+    h.set_state(id_d, "approve").await;
+    let admin = h.admin("");
+    let cli = |args: &'static [&'static str]| {
+        let admin = admin.clone();
+        async move { run_cli(&[args, &["--admin", &admin]].concat(), &[]).await }
+    };
+
+    assert!(cli(&["rate-limit"]).await.stdout.contains("no rate limit"));
+    let out = cli(&["rate-limit", "2MiB"]).await;
+    assert!(
+        out.ok && out.stdout.contains("at most 2097152"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(h.status().await["upstream"]["rate_limit"], 2 << 20);
+    let started = Instant::now();
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let out = cli(&["rate-limit", "1000"]).await;
+    assert!(
+        !out.ok && out.stderr.contains("below the least"),
+        "{}",
+        out.stderr
+    );
+    let out = cli(&["rate-limit", "fast"]).await;
+    assert!(!out.ok && out.stderr.contains("\"fast\""), "{}", out.stderr);
+    let r = h
+        .http
+        .put(h.admin("/api/v1/upstream/rate-limit"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "a body without bytes_per_sec lifts nothing"
+    );
+    assert_eq!(h.status().await["upstream"]["rate_limit"], 2 << 20);
+
+    let out = cli(&["rate-limit", "off"]).await;
+    assert!(
+        out.ok && out.stdout.contains("no rate limit"),
+        "{}",
+        out.stderr
+    );
+    assert!(h.status().await["upstream"].get("rate_limit").is_none());
+    let started = Instant::now();
+    assert!(h.get(&d.content_path()).await.bytes().await.unwrap() == d.bytes);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+}
