@@ -61,13 +61,13 @@ impl Throttle {
     /// Waits until `bytes` more fit in the rate. An idle limit lets one
     /// piece through at once; beyond that, each waits its turn.
     pub async fn take(&self, bytes: usize) {
+        let Some(rate) = self.bytes_per_sec() else {
+            return; // no lock taken while there is no limit
+        };
+        let time_for = |n: usize| Duration::from_secs_f64(n as f64 / rate as f64);
         let now = Instant::now();
         let wait = {
             let mut due = self.due.lock().unwrap();
-            let Some(rate) = self.bytes_per_sec() else {
-                return;
-            };
-            let time_for = |n: usize| Duration::from_secs_f64(n as f64 / rate as f64);
             let next = (*due).max(now) + time_for(bytes);
             *due = next;
             next.saturating_duration_since(now + time_for(PIECE))
