@@ -2,6 +2,7 @@
 //! admin API), and `demo`.
 
 pub mod client;
+mod export;
 mod maintenance;
 mod progress;
 
@@ -275,84 +276,6 @@ fn check_looks_like(file: &std::path::Path, ext: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes the admin API's export to `file`: to `file.partial` first, kept
-/// only once it parses whole as a catalog, then renamed over `file`. The
-/// server cannot mark a stream that stops half-way (its HTTP framing ends
-/// cleanly), so the parse is what tells a cut export from a whole one, and
-/// a cut one never replaces a good file.
-async fn export(admin: &AdminArgs, file: &std::path::Path) -> anyhow::Result<()> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let mut name = file.as_os_str().to_owned();
-    name.push(".partial");
-    let partial = PathBuf::from(name);
-    let response = AdminClient::new(admin)?.export().await?;
-    let written = async {
-        let mut out = tokio::io::BufWriter::with_capacity(
-            256 << 10,
-            tokio::fs::File::create(&partial).await?,
-        );
-        let mut body = response.bytes_stream();
-        let mut bytes = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            bytes += chunk.len() as u64;
-            out.write_all(&chunk).await?;
-        }
-        out.flush().await?;
-        out.into_inner().sync_all().await?;
-        anyhow::Ok(bytes)
-    }
-    .await;
-    let checked = match written {
-        Ok(bytes) => {
-            let path = partial.clone();
-            tokio::task::spawn_blocking(move || count_updates(&path))
-                .await?
-                .map(|updates| (updates, bytes))
-        }
-        Err(e) => Err(e.context("receiving the export")),
-    };
-    match checked {
-        Ok((updates, bytes)) => {
-            tokio::fs::rename(&partial, file)
-                .await
-                .with_context(|| format!("renaming {} to {}", partial.display(), file.display()))?;
-            // The rename itself survives a crash once its directory is synced.
-            let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-            if let Ok(dir) = std::fs::File::open(dir.unwrap_or(std::path::Path::new("."))) {
-                let _ = dir.sync_all();
-            }
-            println!(
-                "exported {updates} updates ({bytes} bytes) to {}",
-                file.display()
-            );
-            Ok(())
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e.context(format!("{} was not written", file.display())))
-        }
-    }
-}
-
-/// Parses an exported catalog whole: its updates, then its change number,
-/// policy and rules.
-fn count_updates(path: &std::path::Path) -> anyhow::Result<u64> {
-    let input = std::io::BufReader::with_capacity(256 << 10, std::fs::File::open(path)?);
-    let mut updates = 0;
-    let extras = crate::catalog::json::parse_stream(input, |_| {
-        updates += 1;
-        Ok(())
-    })
-    .context("the export is not a whole catalog (cut short?)")?;
-    anyhow::ensure!(
-        extras.seq.is_some() && extras.policy.is_some() && extras.rules.is_some(),
-        "the export is not a whole catalog: it ends without its policy and rules"
-    );
-    Ok(updates)
-}
-
 fn parse_state(s: &str) -> Result<UpdateState, String> {
     UpdateState::parse(s).ok_or_else(|| format!("{s:?}: use not-approved, approved or declined"))
 }
@@ -401,7 +324,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("imported {}: {report}", file.display());
             Ok(())
         }
-        Command::Export { file, admin } => export(&admin, &file).await,
+        Command::Export { file, admin } => export::to_file(&admin, &file).await,
         Command::Approve(args) => change(&args, "approve").await,
         Command::Decline(args) => change(&args, "decline").await,
         Command::Unapprove(args) => change(&args, "unapprove").await,
