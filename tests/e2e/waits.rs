@@ -234,3 +234,25 @@ async fn the_rate_limit_is_set_and_lifted_at_run_time() {
         started.elapsed()
     );
 }
+
+/// A far-ahead range is upstream traffic too: under the rate limit it
+/// shares the rate with the download it jumped ahead of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_ahead_range_draws_on_the_rate_limit() {
+    let h = Harness::with(|c| c.fetch.rate_limit = Some(256 << 10)).await;
+    h.setup(&[ID_A]).await;
+    let path = h.a.content_path();
+    let mut whole = h.get(&path).await.bytes_stream();
+    whole.next().await.unwrap().unwrap();
+    // At 256 KiB/s the tail of 3 MiB is ~11 s away: passed through.
+    let started = Instant::now();
+    let r = h.get_range(&path, "bytes=-262144").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - (256 << 10)..]);
+    let took = started.elapsed();
+    assert_eq!(h.upstream.ranged_requests(), 1, "its own upstream request");
+    // 256 KiB alone at the rate is 1 s (less the piece an idle limit
+    // lets through); shared with the running download, about twice that.
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+    drop(whole);
+}
