@@ -7,12 +7,14 @@ use upcache::demo::upstream::Fault;
 
 use crate::common::*;
 
-/// Starts A's download at `rate`, asks for its last KiB once the first bytes
-/// have arrived, and checks them: how long the tail took, and the whole
-/// download to read to its end.
+/// Starts A's download with the upstream sending at `rate` (0: as fast as
+/// it can), asks for its last `tail` bytes once the first bytes have
+/// arrived, and checks them: how long the tail took, and the whole download
+/// to read to its end.
 async fn tail_during_download(
     h: &Harness,
     rate: u64,
+    tail: usize,
 ) -> (
     Duration,
     impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>,
@@ -23,9 +25,9 @@ async fn tail_during_download(
     let mut whole = h.get(&path).await.bytes_stream();
     whole.next().await.unwrap().unwrap();
     let t = Instant::now();
-    let r = h.get_range(&path, "bytes=-1024").await;
+    let r = h.get_range(&path, &format!("bytes=-{tail}")).await;
     assert_eq!(r.status(), 206);
-    assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - 1024..]);
+    assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - tail..]);
     (t.elapsed(), whole)
 }
 
@@ -34,7 +36,7 @@ async fn a_tail_range_behind_a_slow_download_is_passed_through() {
     let h = Harness::new().await;
     // 3 MiB at 1 MiB/s: the tail is ~3 s away, beyond the 1 s wait, though
     // well under the old 8 MiB rule (which made it wait the whole download).
-    let (waited, mut whole) = tail_during_download(&h, 1 << 20).await;
+    let (waited, mut whole) = tail_during_download(&h, 1 << 20, 1024).await;
     assert!(
         waited < Duration::from_millis(900),
         "waited {waited:?} for the tail"
@@ -50,7 +52,7 @@ async fn a_tail_range_behind_a_slow_download_is_passed_through() {
 async fn a_tail_range_behind_a_fast_download_waits_for_it() {
     let h = Harness::new().await;
     // 3 MiB at 6 MiB/s: the tail is ~0.5 s away, inside the 1 s wait.
-    let (_, mut whole) = tail_during_download(&h, 6 << 20).await;
+    let (_, mut whole) = tail_during_download(&h, 6 << 20, 1024).await;
     assert_eq!(h.upstream.ranged_requests(), 0, "no extra upstream request");
     assert_eq!(h.upstream.requests(&h.a.path), 1);
     let coalesced = "upcache_content_requests_total{outcome=\"coalesced\"}";
@@ -240,16 +242,8 @@ async fn the_rate_limit_is_set_and_lifted_at_run_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_far_ahead_range_draws_on_the_rate_limit() {
     let h = Harness::with(|c| c.fetch.rate_limit = Some(256 << 10)).await;
-    h.setup(&[ID_A]).await;
-    let path = h.a.content_path();
-    let mut whole = h.get(&path).await.bytes_stream();
-    whole.next().await.unwrap().unwrap();
     // At 256 KiB/s the tail of 3 MiB is ~11 s away: passed through.
-    let started = Instant::now();
-    let r = h.get_range(&path, "bytes=-262144").await;
-    assert_eq!(r.status(), 206);
-    assert!(r.bytes().await.unwrap() == h.a.bytes[h.a.bytes.len() - (256 << 10)..]);
-    let took = started.elapsed();
+    let (took, whole) = tail_during_download(&h, 0, 256 << 10).await;
     assert_eq!(h.upstream.ranged_requests(), 1, "its own upstream request");
     // 256 KiB alone at the rate is 1 s (less the piece an idle limit
     // lets through); shared with the running download, about twice that.
