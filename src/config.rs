@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub use crate::access_log::{Destination as AccessLogDestination, Format as AccessLogFormat};
 use crate::fetch::{FetchSettings, UpstreamProxy, MIN_RATE};
+pub use crate::http::tls::TlsFiles;
 pub use crate::store::s3::{S3Credentials, S3Settings};
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
@@ -56,6 +57,12 @@ pub struct ServeArgs {
     /// Bearer token for the admin API (required off loopback)
     #[arg(long, env = "UPCACHE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// PEM certificate chain: the admin API speaks HTTPS (with --admin-tls-key)
+    #[arg(long, env = "UPCACHE_ADMIN_TLS_CERT")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// PEM private key of --admin-tls-cert (re-read with it on SIGHUP)
+    #[arg(long, env = "UPCACHE_ADMIN_TLS_KEY")]
+    pub admin_tls_key: Option<PathBuf>,
     /// Replace scheme and host of catalog URLs with this (a mirror or an upstream upcache)
     #[arg(long, env = "UPCACHE_UPSTREAM")]
     pub upstream: Option<String>,
@@ -81,6 +88,9 @@ pub struct ServeArgs {
     /// Bearer token for the primary's admin API
     #[arg(long, env = "UPCACHE_FOLLOW_TOKEN", hide_env_values = true)]
     pub follow_token: Option<String>,
+    /// PEM file of extra root certificates for an HTTPS primary
+    #[arg(long, env = "UPCACHE_FOLLOW_CA")]
+    pub follow_ca: Option<PathBuf>,
     /// S3-compatible endpoint of the shared tier, e.g. http://seaweed:8333 (unset: AWS)
     #[arg(long, env = "UPCACHE_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -103,6 +113,8 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     admin_token: Option<String>,
+    admin_tls_cert: Option<PathBuf>,
+    admin_tls_key: Option<PathBuf>,
     upstream: Option<String>,
     upstream_ca: Option<PathBuf>,
     upstream_proxy: Option<String>,
@@ -134,6 +146,7 @@ struct FileConfig {
     follow: Option<String>,
     follow_interval_secs: Option<u64>,
     follow_token: Option<String>,
+    follow_ca: Option<PathBuf>,
     s3_endpoint: Option<String>,
     s3_bucket: Option<String>,
     s3_region: Option<String>,
@@ -151,6 +164,8 @@ impl FileConfig {
             listen,
             admin_listen,
             admin_token,
+            admin_tls_cert,
+            admin_tls_key,
             upstream,
             upstream_ca,
             upstream_proxy,
@@ -181,6 +196,7 @@ impl FileConfig {
             follow,
             follow_interval_secs,
             follow_token,
+            follow_ca,
             s3_endpoint,
             s3_bucket,
             s3_region,
@@ -191,6 +207,8 @@ impl FileConfig {
             ("listen", listen.is_none()),
             ("admin_listen", admin_listen.is_none()),
             ("admin_token", admin_token.is_none()),
+            ("admin_tls_cert", admin_tls_cert.is_none()),
+            ("admin_tls_key", admin_tls_key.is_none()),
             ("upstream", upstream.is_none()),
             ("upstream_ca", upstream_ca.is_none()),
             ("upstream_proxy", upstream_proxy.is_none()),
@@ -221,6 +239,7 @@ impl FileConfig {
             ("follow", follow.is_none()),
             ("follow_interval_secs", follow_interval_secs.is_none()),
             ("follow_token", follow_token.is_none()),
+            ("follow_ca", follow_ca.is_none()),
             ("s3_endpoint", s3_endpoint.is_none()),
             ("s3_bucket", s3_bucket.is_none()),
             ("s3_region", s3_region.is_none()),
@@ -247,6 +266,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
+    /// Set: the admin API speaks HTTPS with this certificate.
+    pub admin_tls: Option<TlsFiles>,
     pub fetch: FetchSettings,
     /// Open file maps kept in memory.
     pub open_file_cache: u64,
@@ -276,6 +297,8 @@ pub struct Config {
     /// How often a follower pulls the primary's changes.
     pub follow_interval: Duration,
     pub follow_token: Option<String>,
+    /// Extra root certificates for an HTTPS primary.
+    pub follow_ca: Option<PathBuf>,
     /// The shared tier (S3); `None`: the local disk is the only store.
     pub s3: Option<S3Settings>,
 }
@@ -311,6 +334,10 @@ impl Config {
                 .clone()
                 .or(file.admin_token)
                 .filter(|t| !t.is_empty()),
+            admin_tls: admin_tls(
+                args.admin_tls_cert.clone().or(file.admin_tls_cert),
+                args.admin_tls_key.clone().or(file.admin_tls_key),
+            )?,
             fetch: FetchSettings {
                 upstream: upstream.as_deref().map(parse_upstream).transpose()?,
                 connect_timeout: file
@@ -381,6 +408,7 @@ impl Config {
                 .clone()
                 .or(file.follow_token)
                 .filter(|t| !t.is_empty()),
+            follow_ca: args.follow_ca.clone().or(file.follow_ca),
             s3: s3_settings(
                 args.s3_endpoint.clone().or(file.s3_endpoint),
                 args.s3_bucket.clone().or(file.s3_bucket),
@@ -405,6 +433,7 @@ impl Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             admin_token: None,
+            admin_tls: None,
             // Tests and the demo run wherever there is a little room.
             fetch: FetchSettings {
                 disk_reserve: 8 << 20,
@@ -423,6 +452,7 @@ impl Config {
             follow: None,
             follow_interval: Duration::from_secs(DEFAULT_FOLLOW_INTERVAL_SECS),
             follow_token: None,
+            follow_ca: None,
             s3: None,
         }
     }
@@ -506,6 +536,22 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+/// The admin listener's certificate and key: both, or neither.
+fn admin_tls(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        (cert, _) => Err(ConfigError::Invalid {
+            setting: if cert.is_some() {
+                "admin_tls_key"
+            } else {
+                "admin_tls_cert"
+            },
+            message: "admin_tls_cert and admin_tls_key are set together (the certificate chain and its private key, PEM)".into(),
+        }),
     }
 }
 

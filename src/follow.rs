@@ -21,7 +21,7 @@ use crate::catalog::{CatalogError, ImportReport};
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
-    #[error("cannot reach the primary at {url}: {source}")]
+    #[error("cannot reach the primary at {url}: {}", with_causes(source))]
     Unreachable {
         url: String,
         #[source]
@@ -31,6 +31,19 @@ pub enum FollowError {
     Refused { url: String, status: u16 },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+}
+
+/// An error with its causes (a certificate the primary's CA does not
+/// vouch for is only said by the innermost one).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Where a follower stands, for `/api/v1/status`.
@@ -58,25 +71,34 @@ pub struct Follower {
 }
 
 impl Follower {
-    pub fn new(primary: reqwest::Url, token: Option<String>, interval: Duration) -> Follower {
-        let http = reqwest::Client::builder()
+    /// A follower of `primary`; `ca`: a PEM file of extra roots for an
+    /// HTTPS primary with a private CA. `Err`: that file cannot be used.
+    pub fn new(
+        primary: reqwest::Url,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+        interval: Duration,
+    ) -> Result<Follower, String> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // A whole first pull of a large catalog takes a while; a stalled
             // one is cut by the read timeout.
-            .read_timeout(Duration::from_secs(60))
-            .build()
-            .expect("a plain HTTP client builds");
+            .read_timeout(Duration::from_secs(60));
+        if let Some(ca) = ca {
+            builder = crate::http::tls::trust_roots_from(builder, ca).map_err(|e| e.to_string())?;
+        }
+        let http = builder.build().map_err(|e| e.to_string())?;
         let status = FollowStatus {
             primary: primary.to_string(),
             ..FollowStatus::default()
         };
-        Follower {
+        Ok(Follower {
             primary,
             token,
             interval,
             http,
             status: Mutex::new(status),
-        }
+        })
     }
 
     pub fn status(&self) -> FollowStatus {

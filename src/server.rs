@@ -15,6 +15,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::fetch::{FetchError, Fetcher};
 use crate::http::content::ContentService;
+use crate::http::tls::Terminator;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
 use crate::store::{DataLock, DiskStore, Storage, StoreError};
@@ -34,6 +35,10 @@ pub enum StartError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     SharedTier(#[from] crate::store::s3::S3Error),
+    #[error("admin TLS: {0}")]
+    AdminTls(#[from] crate::http::tls::TlsError),
+    #[error("follow_ca: {0}")]
+    FollowCa(String),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -51,6 +56,8 @@ const DOWNLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Running {
     pub content_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The admin API's base URL (`https://` when it speaks TLS).
+    pub admin_url: String,
     pub app: Arc<App>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -211,19 +218,24 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         ),
         None => None,
     };
+    let admin_tls = load_admin_tls(&config)?;
     let content_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
     let content_addr = content_listener.local_addr().expect("bound");
     let admin_addr = admin_listener.local_addr().expect("bound");
 
-    let follower = config.follow.clone().map(|primary| {
-        let token = config.follow_token.clone();
-        Arc::new(crate::follow::Follower::new(
-            primary,
-            token,
-            config.follow_interval,
-        ))
-    });
+    let follower = match config.follow.clone() {
+        Some(primary) => Some(Arc::new(
+            crate::follow::Follower::new(
+                primary,
+                config.follow_token.clone(),
+                config.follow_ca.as_deref(),
+                config.follow_interval,
+            )
+            .map_err(StartError::FollowCa)?,
+        )),
+        None => None,
+    };
     let app = Arc::new(App {
         config,
         store: disk,
@@ -245,7 +257,10 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         access_log: access_log.clone(),
         validators: crate::http::content::ValidatorCache::new(app.config.open_file_cache),
     });
-    let fast = app.config.fast_path.then(|| content.clone());
+    let front = match app.config.fast_path {
+        true => crate::http::Front::Fast(content.clone()),
+        false => crate::http::Front::Plain,
+    };
     let handler = hyper::service::service_fn(move |req| {
         let content = content.clone();
         async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
@@ -254,12 +269,20 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         content_listener,
         handler,
         app.config.content_limits(),
-        fast,
+        front,
         shutdown.clone(),
     ));
+    let admin_url = match &admin_tls {
+        Some(tls) => {
+            reload_on_hangup(tls.clone(), shutdown.clone());
+            format!("https://{admin_addr}")
+        }
+        None => format!("http://{admin_addr}"),
+    };
     tasks.spawn(crate::admin::serve(
         admin_listener,
         app.clone(),
+        admin_tls,
         shutdown.clone(),
     ));
     if let Some(follower) = app.follower.clone() {
@@ -270,16 +293,65 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         tasks.spawn(follower.run(app.clone(), shutdown.clone()));
     }
     app.sync_downloads();
-    tracing::info!(%content_addr, %admin_addr, data_dir = %app.config.data_dir.display(), "upcache serving");
+    tracing::info!(%content_addr, %admin_url, data_dir = %app.config.data_dir.display(), "upcache serving");
     Ok(Running {
         content_addr,
         admin_addr,
+        admin_url,
         app,
         shutdown,
         tasks,
         access_log,
         _lock: lock,
     })
+}
+
+/// The admin listener's TLS, if configured. Exposed without it, the bearer
+/// token crosses the network in clear: allowed (behind a TLS proxy or an
+/// SSH tunnel it does not), but said.
+fn load_admin_tls(config: &Config) -> Result<Option<Arc<Terminator>>, StartError> {
+    let Some(files) = &config.admin_tls else {
+        if !config.admin_listen.ip().is_loopback() {
+            tracing::warn!(
+                admin_listen = %config.admin_listen,
+                "the admin API is exposed over plain HTTP: its token crosses the network in clear (set admin_tls_cert and admin_tls_key)"
+            );
+        }
+        return Ok(None);
+    };
+    let tls = Terminator::load(files.clone())?;
+    tracing::info!(cert = %files.cert.display(), "the admin API speaks HTTPS");
+    Ok(Some(Arc::new(tls)))
+}
+
+/// SIGHUP (`systemctl reload`) re-reads the admin certificate and key: a
+/// renewed certificate takes effect without a restart. A bad pair is
+/// logged and the one in force stays.
+fn reload_on_hangup(tls: Arc<Terminator>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGHUP handler: the admin certificate is read at start only");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            match tls.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %tls.files().cert.display(), "SIGHUP: admin TLS certificate re-read")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: admin TLS certificate not re-read; the one in force stays")
+                }
+            }
+        }
+    });
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

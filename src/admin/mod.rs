@@ -20,6 +20,8 @@ use crate::app::App;
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
 use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;
+use crate::http::tls::Terminator;
+use crate::http::Front;
 use crate::policy::Policy;
 
 /// The largest catalog upload: imports stream, so this bounds the length of
@@ -48,11 +50,21 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Serves the admin API until `shutdown` fires, with the content
-/// listener's plumbing (head timeout, idle timeout, connection cap).
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: CancellationToken) {
+/// listener's plumbing (head timeout, idle timeout, connection cap), over
+/// TLS when given a certificate.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<Arc<Terminator>>,
+    shutdown: CancellationToken,
+) {
     let limits = app.config.admin_limits();
     let service = hyper_util::service::TowerToHyperService::new(router(app));
-    crate::http::serve(listener, service, limits, None, shutdown).await;
+    let front = match tls {
+        Some(tls) => Front::Tls(tls),
+        None => Front::Plain,
+    };
+    crate::http::serve(listener, service, limits, front, shutdown).await;
 }
 
 /// The API's routes.

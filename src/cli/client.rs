@@ -10,6 +10,26 @@ use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
 use crate::fetch::RateLimit;
 use crate::policy::Policy;
 
+/// Whether `e` is a TLS handshake that failed on the server's certificate.
+fn certificate_refused(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if matches!(
+            c.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        // rustls's error travels wrapped in io::Errors, whose `source`
+        // skips what they wrap.
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => c.source(),
+        };
+    }
+    false
+}
+
 pub struct AdminClient {
     http: reqwest::Client,
     base: String,
@@ -18,8 +38,12 @@ pub struct AdminClient {
 
 impl AdminClient {
     pub fn new(args: &AdminArgs) -> anyhow::Result<AdminClient> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(ca) = &args.ca {
+            builder = crate::http::tls::trust_roots_from(builder, ca).context("--admin-ca")?;
+        }
         Ok(AdminClient {
-            http: reqwest::Client::builder().build()?,
+            http: builder.build()?,
             base: args.url.trim_end_matches('/').to_owned(),
             token: args.token.clone(),
         })
@@ -37,7 +61,12 @@ impl AdminClient {
             None => req,
         };
         let resp = req.send().await.map_err(|e| {
-            if e.is_connect() {
+            if certificate_refused(&e) {
+                anyhow::Error::new(e).context(format!(
+                    "the admin API at {} has a certificate this client does not trust (a private CA: give its PEM file with --admin-ca)",
+                    self.base
+                ))
+            } else if e.is_connect() {
                 anyhow!(
                     "cannot reach the admin API at {} (is upcache serve running?)",
                     self.base

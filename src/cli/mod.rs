@@ -38,6 +38,10 @@ pub struct AdminArgs {
     /// Bearer token for the admin API
     #[arg(long, env = "UPCACHE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the CA that signed an https:// admin API's certificate
+    /// (besides the system's roots)
+    #[arg(long = "admin-ca", env = "UPCACHE_ADMIN_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,12 +123,15 @@ pub enum Command {
     /// Copy another upcache's catalog and approvals into this one (a
     /// downstream server; point its --upstream at the other's content URL)
     Sync {
-        /// The upstream upcache's admin API, e.g. http://upstream-upcache:8531
+        /// The upstream upcache's admin API, e.g. https://upstream-upcache:8531
         #[arg(long)]
         from: String,
         /// Bearer token for the upstream's admin API
         #[arg(long, env = "UPCACHE_FROM_TOKEN", hide_env_values = true)]
         from_token: Option<String>,
+        /// PEM file of the CA of the upstream's admin certificate
+        #[arg(long, env = "UPCACHE_FROM_CA")]
+        from_ca: Option<PathBuf>,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -405,11 +412,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync {
             from,
             from_token,
+            from_ca,
             admin,
         } => {
             let upstream = AdminClient::new(&AdminArgs {
                 url: from.clone(),
                 token: from_token,
+                ca: from_ca,
             })?;
             let catalog = upstream
                 .export()
@@ -523,10 +532,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("starting upcache")?;
     println!(
-        "upcache {} serving content on http://{} and the admin API on http://{}",
+        "upcache {} serving content on http://{} and the admin API on {}",
         env!("CARGO_PKG_VERSION"),
         running.content_addr,
-        running.admin_addr
+        running.admin_url
     );
     // Both listeners are bound: a Type=notify unit is started from here.
     let status = format!(
@@ -564,7 +573,7 @@ fn log_hangups() -> anyhow::Result<()> {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!(
-                "SIGHUP: the access log (if any) is reopened; other settings need a restart"
+                "SIGHUP: the access log and the admin TLS certificate (if any) are read again; other settings need a restart"
             );
         }
     });

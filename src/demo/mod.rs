@@ -132,8 +132,9 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
         running.admin_addr
     );
     let admin = crate::cli::client::AdminClient::new(&AdminArgs {
-        url: format!("http://{}", running.admin_addr),
+        url: running.admin_url.clone(),
         token: None,
+        ca: None,
     })?;
 
     let catalog = serde_json::json!({ "updates": [

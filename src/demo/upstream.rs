@@ -81,7 +81,7 @@ impl Upstream {
             listener,
             handler,
             limits,
-            None,
+            crate::http::Front::Plain,
             shutdown.clone(),
         ));
         Ok(Upstream {

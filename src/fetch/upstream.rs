@@ -56,16 +56,8 @@ pub(super) fn client(settings: &FetchSettings) -> Result<reqwest::Client, FetchE
         .connect_timeout(settings.connect_timeout)
         .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &settings.upstream_ca_file {
-        let setup = |e: String| FetchError::Setup(format!("{}: {e}", path.display()));
-        let pem = std::fs::read(path).map_err(|e| setup(e.to_string()))?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| setup(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(setup("no PEM certificate in the file".into()));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+        builder = crate::http::tls::trust_roots_from(builder, path)
+            .map_err(|e| FetchError::Setup(e.to_string()))?;
     }
     if let Some(proxy) = &settings.proxy {
         let no_proxy = proxy

@@ -1,6 +1,7 @@
 //! Connection plumbing shared by the content and admin listeners: a cap on
 //! connections, bounded head reads, idle timeouts for HTTP/1.1 and h2,
-//! h2 keep-alive pings, and a bounded drain at shutdown.
+//! h2 keep-alive pings, TLS where configured, and a bounded drain at
+//! shutdown.
 
 use std::convert::Infallible;
 use std::pin::{pin, Pin};
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::content::ContentService;
+use super::tls::Terminator;
 
 /// Largest request head buffered per connection (bounded memory per client).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -52,17 +54,25 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// What a listener puts before hyper on each connection.
+#[derive(Clone)]
+pub enum Front {
+    /// Hyper answers everything.
+    Plain,
+    /// The HTTP/1.1 fast path ([`super::fast`]) answers what it owns and
+    /// hands the connection to hyper at the first request it does not.
+    Fast(Arc<ContentService>),
+    /// TLS is terminated first ([`super::tls`]).
+    Tls(Arc<Terminator>),
+}
+
 /// Accepts connections until `shutdown` fires, then lets open ones finish
 /// (bounded by `DRAIN`).
-///
-/// With `fast`, each connection starts on the HTTP/1.1 fast path
-/// ([`super::fast`]) and goes to hyper only when it sends something the
-/// fast path does not answer.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: Limits,
-    fast: Option<Arc<ContentService>>,
+    front: Front,
     shutdown: CancellationToken,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -97,7 +107,7 @@ pub async fn serve<S, B>(
             _ = shutdown.cancelled() => break,
             slot = slots.clone().acquire_owned() => slot.expect("never closed"),
         };
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -112,57 +122,38 @@ pub async fn serve<S, B>(
         // Responses are written as soon as they are ready; Nagle would hold
         // back the tail of each one.
         let _ = stream.set_nodelay(true);
-        let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
-        let fast = fast.clone();
+        let hyper = Hyper {
+            builder: builder.clone(),
+            service: service.clone(),
+            peer: Peer(peer.ip()),
+            limits,
+            shutdown: shutdown.clone(),
+        };
+        let front = front.clone();
         connections.spawn(async move {
-            let mut stream = stream;
-            let replay = match &fast {
-                Some(content) => {
-                    match super::fast::serve(&mut stream, peer.ip(), content, limits, &shutdown)
-                        .await
-                    {
-                        super::fast::Exit::Closed => return drop(slot),
-                        super::fast::Exit::Handoff(read) => read,
+            match front {
+                Front::Plain => hyper.drive(stream).await,
+                Front::Fast(content) => {
+                    let fast = super::fast::serve(
+                        &mut stream,
+                        peer.ip(),
+                        &content,
+                        limits,
+                        &hyper.shutdown,
+                    );
+                    if let super::fast::Exit::Handoff(replay) = fast.await {
+                        hyper
+                            .drive(Rewind {
+                                replay,
+                                inner: stream,
+                            })
+                            .await;
                     }
                 }
-                None => Bytes::new(),
-            };
-            let stream = Rewind {
-                replay,
-                inner: stream,
-            };
-            let activity = Arc::new(Activity::new());
-            let tracked = {
-                let activity = activity.clone();
-                service_fn(move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(Peer(peer.ip()));
-                    let guard = activity.begin();
-                    let fut = service.call(req);
-                    async move { Ok::<_, Infallible>(fut.await?.map(|b| Tracked::new(b, guard))) }
-                })
-            };
-            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), tracked));
-            let mut closing = false;
-            let give_up = tokio::time::sleep(Duration::MAX);
-            tokio::pin!(give_up);
-            loop {
-                tokio::select! {
-                    ended = conn.as_mut() => {
-                        if let Err(e) = ended {
-                            tracing::debug!(error = %e, "connection ended with an error");
-                        }
-                        break;
+                Front::Tls(tls) => {
+                    if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
+                        hyper.drive(stream).await;
                     }
-                    _ = shutdown.cancelled(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    _ = activity.idle_for(limits.idle_timeout), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                        give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
-                    }
-                    _ = &mut give_up => break,
                 }
             }
             drop(slot);
@@ -175,6 +166,75 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// What hyper needs to serve one connection.
+struct Hyper<S> {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    service: S,
+    peer: Peer,
+    limits: Limits,
+    shutdown: CancellationToken,
+}
+
+impl<S, B> Hyper<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Serves `io` until the peer leaves, it idles out, or shutdown drains it.
+    async fn drive<IO>(self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Hyper {
+            builder,
+            service,
+            peer,
+            limits,
+            shutdown,
+        } = self;
+        let activity = Arc::new(Activity::new());
+        let tracked = {
+            let activity = activity.clone();
+            service_fn(move |mut req: Request<Incoming>| {
+                req.extensions_mut().insert(peer);
+                let guard = activity.begin();
+                let fut = service.call(req);
+                async move { Ok::<_, Infallible>(fut.await?.map(|b| Tracked::new(b, guard))) }
+            })
+        };
+        let mut conn = pin!(builder.serve_connection(TokioIo::new(io), tracked));
+        let mut closing = false;
+        let give_up = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(give_up);
+        loop {
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = shutdown.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = activity.idle_for(limits.idle_timeout), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                }
+                _ = &mut give_up => break,
+            }
+        }
     }
 }
 

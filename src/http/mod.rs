@@ -16,10 +16,11 @@ pub mod observe;
 pub mod plan;
 pub mod range;
 pub mod route;
+pub mod tls;
 
 mod connection;
 
-pub use connection::{serve, Limits, Peer};
+pub use connection::{serve, Front, Limits, Peer};
 
 use std::time::Duration;
 

@@ -76,7 +76,7 @@ impl Harness {
     }
 
     pub fn admin(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running().admin_addr)
+        format!("{}{path}", self.running().admin_url)
     }
 
     /// The catalog of the three sample updates.
@@ -331,7 +331,7 @@ pub fn spawn_server_args(data_dir: &Path, extra: &[&str], log: Stdio) -> Server 
         .unwrap();
     let urls: Vec<&str> = line
         .split_whitespace()
-        .filter(|w| w.starts_with("http://"))
+        .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
         .collect();
     assert_eq!(urls.len(), 2, "unexpected banner: {line:?}");
     Server {

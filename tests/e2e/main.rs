@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod admin_tls;
 mod browser;
 mod common;
 mod console;

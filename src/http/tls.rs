@@ -1,0 +1,280 @@
+//! TLS for a listener (the admin API, whose bearer token must not cross a
+//! network in clear): certificate and key from PEM files, re-read on
+//! [`Terminator::reload`] (SIGHUP) so a renewed certificate needs no restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+/// Where a listener's certificate chain and private key are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM: the server's certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Why a certificate or key could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Pem { path: PathBuf, message: String },
+    #[error("{path}: the private key does not fit the certificate, or cannot sign: {message}")]
+    Key { path: PathBuf, message: String },
+}
+
+/// The first byte of a TLS handshake record; anything else on a TLS port is
+/// a client speaking plain HTTP (or noise).
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+/// What a client speaking plain HTTP to the TLS port is told, as nginx
+/// does, instead of a reset it cannot explain.
+const PLAIN_HTTP_ERROR: &str =
+    "{\"error\":\"this port speaks HTTPS: use an https:// URL (plain HTTP refused)\"}\n";
+
+/// A listener's TLS: accepts handshakes with the certificate in force.
+pub struct Terminator {
+    files: TlsFiles,
+    current: Arc<Current>,
+    acceptor: TlsAcceptor,
+}
+
+/// The certificate in force, replaced whole by a reload: a handshake takes
+/// the one it finds, so none ever sees half of a change.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap().clone())
+    }
+}
+
+impl Terminator {
+    /// Loads `files` (checking that the key fits the certificate); the
+    /// listener offers h2 and HTTP/1.1 by ALPN.
+    pub fn load(files: TlsFiles) -> Result<Terminator, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let current = Arc::new(Current(RwLock::new(Arc::new(certified_key(
+            &files, &provider,
+        )?))));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Terminator {
+            files,
+            current,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    /// Reads the files again; on any error the certificate in force stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let provider = rustls::crypto::ring::default_provider();
+        let fresh = certified_key(&self.files, &provider)?;
+        *self.current.0.write().unwrap() = Arc::new(fresh);
+        Ok(())
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// The handshake on `tcp`, within `limit` (a client that never finishes
+    /// it holds a connection slot no longer than one that never sends its
+    /// head). A client speaking plain HTTP gets a 400 saying to use HTTPS.
+    /// `None`: the connection is done with.
+    pub async fn accept(
+        &self,
+        mut tcp: TcpStream,
+        limit: Duration,
+    ) -> Option<TlsStream<TcpStream>> {
+        let handshake = async {
+            let mut first = [0u8; 1];
+            if tcp.peek(&mut first).await.ok()? == 0 {
+                return None;
+            }
+            if first[0] != HANDSHAKE_RECORD {
+                refuse_plain_http(&mut tcp).await;
+                return None;
+            }
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+            }
+        };
+        tokio::time::timeout(limit, handshake).await.ok().flatten()
+    }
+}
+
+/// Answers 400, then reads what the client sent until it closes (bounded):
+/// closing on unread bytes would reset the connection, and the client
+/// might lose the answer.
+async fn refuse_plain_http(tcp: &mut TcpStream) {
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_ERROR}",
+        PLAIN_HTTP_ERROR.len()
+    );
+    if tcp.write_all(answer.as_bytes()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match tcp.read(&mut sink).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// `builder` trusting the certificates in the PEM file at `path` besides
+/// the system's roots: a private CA for the upstream, a primary or the
+/// admin API.
+pub fn trust_roots_from(
+    mut builder: reqwest::ClientBuilder,
+    path: &Path,
+) -> Result<reqwest::ClientBuilder, TlsError> {
+    let pem = read(path)?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        message: format!("not valid PEM: {e}"),
+    })?;
+    if certs.is_empty() {
+        return Err(no_certificate(path));
+    }
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
+fn no_certificate(path: &Path) -> TlsError {
+    TlsError::Pem {
+        path: path.to_owned(),
+        message: "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into(),
+    }
+}
+
+/// The chain and key of `files`, checked to belong together.
+fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let chain = read(&files.cert)?;
+    let chain = CertificateDer::pem_slice_iter(&chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(&files.cert, e))?;
+    if chain.is_empty() {
+        return Err(no_certificate(&files.cert));
+    }
+    let key = read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| pem_error(&files.key, e))?;
+    CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Key {
+        path: files.key.clone(),
+        message: e.to_string(),
+    })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
+    let message = match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            "no PEM private key (-----BEGIN ... PRIVATE KEY-----) in the file".into()
+        }
+        other => format!("not valid PEM: {other}"),
+    };
+    TlsError::Pem {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A certificate for 127.0.0.1 and its key, written as PEM files.
+    fn pair(dir: &Path, name: &str) -> TlsFiles {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let files = TlsFiles {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        };
+        std::fs::write(&files.cert, made.cert.pem()).unwrap();
+        std::fs::write(&files.key, made.key_pair.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn a_matching_pair_loads_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = pair(dir.path(), "a");
+        let t = Terminator::load(files.clone()).unwrap();
+        let before = t.current.0.read().unwrap().cert[0].clone();
+        let renewed = pair(dir.path(), "b");
+        std::fs::rename(&renewed.cert, &files.cert).unwrap();
+        std::fs::rename(&renewed.key, &files.key).unwrap();
+        t.reload().unwrap();
+        assert_ne!(t.current.0.read().unwrap().cert[0], before);
+    }
+
+    #[test]
+    fn bad_files_are_named_and_a_failed_reload_keeps_the_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = pair(dir.path(), "a");
+        let b = pair(dir.path(), "b");
+        let crossed = TlsFiles {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+        };
+        let e = Terminator::load(crossed).err().unwrap().to_string();
+        assert!(e.contains("b.key") && e.contains("does not fit"), "{e}");
+        let missing = TlsFiles {
+            cert: dir.path().join("none.crt"),
+            key: a.key.clone(),
+        };
+        let e = Terminator::load(missing).err().unwrap().to_string();
+        assert!(e.contains("none.crt"), "{e}");
+        let swapped = TlsFiles {
+            cert: a.key.clone(),
+            key: a.cert.clone(),
+        };
+        let e = Terminator::load(swapped).err().unwrap().to_string();
+        assert!(
+            e.contains("a.key") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let t = Terminator::load(a.clone()).unwrap();
+        let before = t.current.0.read().unwrap().cert[0].clone();
+        std::fs::write(&a.cert, "not a certificate").unwrap();
+        assert!(t.reload().is_err());
+        assert_eq!(t.current.0.read().unwrap().cert[0], before);
+    }
+}
