@@ -23,6 +23,8 @@ pub struct App {
     pub started: Instant,
     /// Set on a follower: pulls the primary's catalog; admin writes are refused.
     pub follower: Option<Arc<crate::follow::Follower>>,
+    /// The admin listener's TLS, when it has a certificate.
+    pub admin_tls: Option<Arc<crate::http::tls::Terminator>>,
 }
 
 impl App {

@@ -69,6 +69,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     event: &'static str,
 }
@@ -114,6 +119,9 @@ pub struct Metrics {
     store_max_bytes: Gauge,
     downloads_running: Gauge,
     downloads_queued: Gauge,
+    /// Only listeners with a certificate have a series: an absent one is
+    /// not a certificate expired in 1970.
+    tls_not_after: Family<ListenerLabels, Gauge>,
 }
 
 /// What is stored and running at the moment of a scrape.
@@ -125,6 +133,8 @@ pub struct Snapshot {
     pub store_max_bytes: u64,
     pub downloads_running: u64,
     pub downloads_queued: u64,
+    /// The admin certificate's `notAfter` (Unix seconds), with TLS on.
+    pub admin_tls_not_after: Option<i64>,
 }
 
 impl Default for Metrics {
@@ -181,6 +191,12 @@ impl Default for Metrics {
             &mut registry,
             "downloads_queued",
             "Upstream downloads waiting for a slot",
+        );
+        let tls_not_after = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "tls_cert_not_after_seconds",
+            "When the listener's TLS certificate expires (Unix seconds); alert well before",
+            tls_not_after.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -275,6 +291,7 @@ impl Default for Metrics {
             store_max_bytes,
             downloads_running,
             downloads_queued,
+            tls_not_after,
         }
     }
 }
@@ -382,6 +399,11 @@ impl Metrics {
         set(&self.store_max_bytes, s.store_max_bytes);
         set(&self.downloads_running, s.downloads_running);
         set(&self.downloads_queued, s.downloads_queued);
+        if let Some(t) = s.admin_tls_not_after {
+            self.tls_not_after
+                .get_or_create(&ListenerLabels { listener: "admin" })
+                .set(t);
+        }
     }
 
     /// The Prometheus text exposition.

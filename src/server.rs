@@ -245,6 +245,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         quota,
         started: Instant::now(),
         follower,
+        admin_tls: admin_tls.clone(),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -446,6 +446,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         store_max_bytes: app.quota.max().unwrap_or(0),
         downloads_running: fetches.len() as u64 - queued,
         downloads_queued: queued,
+        admin_tls_not_after: app.admin_tls.as_ref().and_then(|t| t.not_after()),
     });
     (
         [(
@@ -483,6 +484,17 @@ pub struct Status {
     /// The proxy and rate limit of upstream downloads, when set.
     #[serde(default)]
     pub upstream: crate::fetch::UpstreamStatus,
+    /// The admin listener's certificate, when it speaks HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_tls: Option<AdminTls>,
+}
+
+/// The certificate the admin API presents.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct AdminTls {
+    pub cert: String,
+    /// Its `notAfter`, Unix seconds (`null`: not readable).
+    pub not_after: Option<i64>,
 }
 
 async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
@@ -501,5 +513,9 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         traffic: app.metrics.traffic(),
         follow: app.follower.as_ref().map(|f| f.status()),
         upstream: app.fetcher.upstream_status(),
+        admin_tls: app.admin_tls.as_ref().map(|t| AdminTls {
+            cert: t.files().cert.display().to_string(),
+            not_after: t.not_after(),
+        }),
     }))
 }

@@ -320,6 +320,23 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// "valid until 2027-03-01 (95 days)", or what is wrong with it.
+fn expiry(not_after: Option<i64>) -> String {
+    let Some(until) = not_after.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+    else {
+        return "expiry unreadable".into();
+    };
+    let date = until
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let left = until - time::OffsetDateTime::now_utc();
+    if left.is_negative() {
+        format!("EXPIRED {date}")
+    } else {
+        format!("valid until {date} ({} days)", left.whole_days())
+    }
+}
+
 pub fn print_status(s: &Status) {
     let c = &s.catalog;
     println!("upcache {}  up {}s", s.version, s.uptime_seconds);
@@ -348,6 +365,9 @@ pub fn print_status(s: &Status) {
     }
     if let Some(rate) = u.rate_limit {
         println!("upstream   at most {rate} bytes a second, all downloads together");
+    }
+    if let Some(tls) = &s.admin_tls {
+        println!("admin TLS  {}, {}", tls.cert, expiry(tls.not_after));
     }
     let t = &s.traffic;
     if let Some(ratio) = t.hit_ratio {

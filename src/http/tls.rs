@@ -59,22 +59,31 @@ pub struct Terminator {
 /// The certificate in force, replaced whole by a reload: a handshake takes
 /// the one it finds, so none ever sees half of a change.
 #[derive(Debug)]
-struct Current(RwLock<Arc<CertifiedKey>>);
+struct Current(RwLock<Loaded>);
+
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// The server certificate's `notAfter`, Unix seconds.
+    not_after: Option<i64>,
+}
 
 impl ResolvesServerCert for Current {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.read().unwrap().clone())
+        Some(self.0.read().unwrap().key.clone())
     }
 }
+
+/// Fewer days than this left on the certificate are warned about at each
+/// load (the metric is what alerts).
+const RENEW_WARNING_DAYS: i64 = 14;
 
 impl Terminator {
     /// Loads `files` (checking that the key fits the certificate); the
     /// listener offers h2 and HTTP/1.1 by ALPN.
     pub fn load(files: TlsFiles) -> Result<Terminator, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let current = Arc::new(Current(RwLock::new(Arc::new(certified_key(
-            &files, &provider,
-        )?))));
+        let current = Arc::new(Current(RwLock::new(load(&files, &provider)?)));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("ring supports the default versions")
@@ -91,13 +100,18 @@ impl Terminator {
     /// Reads the files again; on any error the certificate in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let provider = rustls::crypto::ring::default_provider();
-        let fresh = certified_key(&self.files, &provider)?;
-        *self.current.0.write().unwrap() = Arc::new(fresh);
+        let fresh = load(&self.files, &provider)?;
+        *self.current.0.write().unwrap() = fresh;
         Ok(())
     }
 
     pub fn files(&self) -> &TlsFiles {
         &self.files
+    }
+
+    /// When the certificate in force expires (its `notAfter`), Unix seconds.
+    pub fn not_after(&self) -> Option<i64> {
+        self.current.0.read().unwrap().not_after
     }
 
     /// The handshake on `tcp`, within `limit` (a client that never finishes
@@ -179,6 +193,70 @@ fn no_certificate(path: &Path) -> TlsError {
     }
 }
 
+/// The chain and key of `files`, with the certificate's expiry (said in
+/// the log: soon or past is a warning, not a refusal, as in nginx).
+fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+    let key = certified_key(files, provider)?;
+    let not_after = not_after(&key.cert[0]);
+    let cert = files.cert.display();
+    match not_after.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok()) {
+        None => tracing::warn!(%cert, "cannot read the certificate's expiry"),
+        Some(expiry) => {
+            let left = expiry - time::OffsetDateTime::now_utc();
+            let until = expiry
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            if left.is_negative() {
+                tracing::error!(%cert, %until, "the certificate has expired: clients will refuse it");
+            } else if left.whole_days() < RENEW_WARNING_DAYS {
+                tracing::warn!(%cert, %until, days_left = left.whole_days(), "the certificate expires soon");
+            } else {
+                tracing::info!(%cert, %until, "certificate loaded");
+            }
+        }
+    }
+    Ok(Loaded {
+        key: Arc::new(key),
+        not_after,
+    })
+}
+
+/// A certificate's `notAfter` (RFC 5280 §4.1.2.5), Unix seconds: the
+/// fields before it are skipped whole, not interpreted.
+fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    use yasna::tags::{TAG_GENERALIZEDTIME, TAG_UTCTIME};
+    let tbs = yasna::parse_der(cert, |r| {
+        r.read_sequence(|r| {
+            let tbs = r.next().read_der()?;
+            r.next().read_der()?; // signatureAlgorithm
+            r.next().read_der()?; // signatureValue
+            Ok(tbs)
+        })
+    })
+    .ok()?;
+    let until = yasna::parse_der(&tbs, |r| {
+        r.read_sequence(|r| {
+            r.read_optional(|r| r.read_tagged(yasna::Tag::context(0), |r| r.read_der()))?;
+            for _serial_signature_issuer in 0..3 {
+                r.next().read_der()?;
+            }
+            let until = r.next().read_sequence(|r| {
+                r.next().read_der()?; // notBefore
+                let r = r.next();
+                match r.lookahead_tag()? {
+                    TAG_UTCTIME => Ok(*r.read_utctime()?.datetime()),
+                    TAG_GENERALIZEDTIME => Ok(*r.read_generalized_time()?.datetime()),
+                    _ => Err(yasna::ASN1Error::new(yasna::ASN1ErrorKind::Invalid)),
+                }
+            })?;
+            while r.read_optional(|r| r.read_der())?.is_some() {}
+            Ok(until)
+        })
+    })
+    .ok()?;
+    Some(until.unix_timestamp())
+}
+
 /// The chain and key of `files`, checked to belong together.
 fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let chain = read(&files.cert)?;
@@ -232,17 +310,43 @@ mod tests {
         files
     }
 
+    /// A certificate valid until `until`, as DER.
+    fn valid_until(until: time::OffsetDateTime) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+        params.not_after = until;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn the_expiry_is_read_in_both_time_encodings() {
+        // RFC 5280: UTCTime through 2049, GeneralizedTime from 2050.
+        for until in [
+            1_930_367_167, // 2031-03-04 05:06:07 UTC
+            2_587_679_999, // 2051-12-31 23:59:59 UTC
+            1_577_836_800, // 2020-01-01 00:00:00 UTC
+        ] {
+            let until = time::OffsetDateTime::from_unix_timestamp(until).unwrap();
+            assert_eq!(
+                not_after(&valid_until(until)),
+                Some(until.unix_timestamp()),
+                "{until}"
+            );
+        }
+        assert_eq!(not_after(&CertificateDer::from(vec![0x30, 0x00])), None);
+    }
+
     #[test]
     fn a_matching_pair_loads_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let files = pair(dir.path(), "a");
         let t = Terminator::load(files.clone()).unwrap();
-        let before = t.current.0.read().unwrap().cert[0].clone();
+        let before = t.current.0.read().unwrap().key.cert[0].clone();
         let renewed = pair(dir.path(), "b");
         std::fs::rename(&renewed.cert, &files.cert).unwrap();
         std::fs::rename(&renewed.key, &files.key).unwrap();
         t.reload().unwrap();
-        assert_ne!(t.current.0.read().unwrap().cert[0], before);
+        assert_ne!(t.current.0.read().unwrap().key.cert[0], before);
     }
 
     #[test]
@@ -272,9 +376,9 @@ mod tests {
             "{e}"
         );
         let t = Terminator::load(a.clone()).unwrap();
-        let before = t.current.0.read().unwrap().cert[0].clone();
+        let before = t.current.0.read().unwrap().key.cert[0].clone();
         std::fs::write(&a.cert, "not a certificate").unwrap();
         assert!(t.reload().is_err());
-        assert_eq!(t.current.0.read().unwrap().cert[0], before);
+        assert_eq!(t.current.0.read().unwrap().key.cert[0], before);
     }
 }

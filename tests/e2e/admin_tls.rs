@@ -19,6 +19,12 @@ struct Pki {
     files: TlsFiles,
 }
 
+/// When every test certificate expires: 30 days from now, to the second.
+fn leaf_expiry() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    time::OffsetDateTime::from_unix_timestamp(now + 30 * 86_400).unwrap()
+}
+
 fn private_ca(dir: &Path, name: &str) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -28,10 +34,10 @@ fn private_ca(dir: &Path, name: &str) -> Pki {
         .push(rcgen::DnType::CommonName, format!("{name} CA"));
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    leaf.not_after = leaf_expiry();
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
     let pki = Pki {
         ca: dir.join(format!("{name}-ca.pem")),
         files: TlsFiles {
@@ -83,7 +89,27 @@ async fn the_admin_api_speaks_https_and_the_cli_trusts_the_ca_it_is_given() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
 
+    // The certificate's expiry, for people and for alerts.
+    let expiry = leaf_expiry().unix_timestamp();
+    let status = h.status().await;
+    assert_eq!(status["admin_tls"]["not_after"], expiry, "{status}");
+    let metrics = h.http.get(h.admin("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "upcache_tls_cert_not_after_seconds{{listener=\"admin\"}} {expiry}"
+        )),
+        "{metrics}"
+    );
+
     let ca = pki.ca.to_str().unwrap();
+    let shown = run_cli(&["status", "--admin", &base, "--admin-ca", ca], &[]).await;
+    assert!(shown.ok, "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("admin TLS") && shown.stdout.contains("(29 days)"),
+        "{}",
+        shown.stdout
+    );
     let ok = run_cli(&["updates", "--admin", &base, "--admin-ca", ca], &[]).await;
     assert!(ok.ok, "{}", ok.stderr);
     assert!(ok.stdout.contains("KB5034441"), "{}", ok.stdout);
@@ -153,6 +179,18 @@ async fn the_admin_api_speaks_https_and_the_cli_trusts_the_ca_it_is_given() {
         .admin_json(&format!("/api/v1/updates/{ID_B}"))
         .await;
     assert_eq!(b["state"], "approved", "{b}");
+    // Without a certificate there is no expiry to report, not a zero.
+    assert!(downstream.status().await.get("admin_tls").is_none());
+    let plain_metrics = downstream
+        .http
+        .get(downstream.admin("/metrics"))
+        .send()
+        .await;
+    let plain_metrics = plain_metrics.unwrap().text().await.unwrap();
+    assert!(
+        !plain_metrics.contains("upcache_tls_cert_not_after_seconds{"),
+        "{plain_metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
