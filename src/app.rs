@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::catalog::Catalog;
+use crate::cleanup::CleanupReport;
 use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
-use crate::store::DiskStore;
+use crate::store::{DiskStore, StoreError};
 
 /// The shared state of a running server.
 pub struct App {
@@ -25,6 +26,8 @@ pub struct App {
     pub follower: Option<Arc<crate::follow::Follower>>,
     /// The admin listener's TLS, when it has a certificate.
     pub admin_tls: Option<Arc<crate::http::tls::Terminator>>,
+    /// Held by the cleanup running now: one at a time.
+    pub cleaning: std::sync::Mutex<()>,
 }
 
 impl App {
@@ -48,5 +51,24 @@ impl App {
         }
         // Always: a new plan replaces the running one (an empty plan stops it).
         self.fetcher.prefetch(files);
+    }
+
+    /// Finds (and with `remove`, removes) the stored files the policy no
+    /// longer needs, while serving. `None`: another cleanup is running.
+    /// Blocking: a walk of the store.
+    pub fn cleanup(&self, remove: bool) -> Option<Result<CleanupReport, StoreError>> {
+        let _running = self.cleaning.try_lock().ok()?;
+        let report =
+            crate::cleanup::run(&self.store, &self.catalog, remove, crate::cleanup::SETTLE);
+        if let Ok(r) = &report {
+            if r.removed && r.files > 0 {
+                tracing::info!(
+                    files = r.files,
+                    bytes = r.bytes,
+                    "cleanup removed unneeded files"
+                );
+            }
+        }
+        Some(report)
     }
 }

@@ -73,6 +73,13 @@ macro_rules! digest_type {
                 s.serialize_str(&self.to_hex())
             }
         }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let hex = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                hex.parse().map_err(serde::de::Error::custom)
+            }
+        }
     };
 }
 

@@ -54,6 +54,13 @@ impl Policy {
         self.mode == Mode::StoreLocally && self.prefetch_on_approve
     }
 
+    /// Whether a stored file with this approval is kept by a cleanup:
+    /// approved ones in every mode (switching back from metadata-only
+    /// serves them again), and whatever would be downloaded again at once.
+    pub fn keeps_stored(&self, approval: Approval) -> bool {
+        approval == Approval::Approved || self.fetches_in_background(approval)
+    }
+
     /// Whether a missing file with this approval is downloaded in the
     /// background: every non-declined one at sync, approved ones with
     /// `prefetch_on_approve`, none in metadata-only mode.
@@ -192,6 +199,26 @@ mod tests {
             ..stored
         };
         assert_eq!(decide(&STORE, Some(unnamed)), Decision::Fetch(unnamed));
+    }
+
+    #[test]
+    fn a_cleanup_keeps_approved_files_and_what_would_be_fetched_again() {
+        let at_sync = Policy {
+            download: Download::AtSync,
+            ..STORE
+        };
+        let meta_at_sync = Policy {
+            download: Download::AtSync,
+            ..META
+        };
+        for p in [STORE, META, at_sync, meta_at_sync] {
+            assert!(p.keeps_stored(Approval::Approved), "{p:?}");
+            assert!(!p.keeps_stored(Approval::Declined), "{p:?}");
+        }
+        assert!(at_sync.keeps_stored(Approval::NotApproved));
+        for p in [STORE, META, meta_at_sync] {
+            assert!(!p.keeps_stored(Approval::NotApproved), "{p:?}");
+        }
     }
 
     #[test]

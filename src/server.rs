@@ -246,6 +246,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         started: Instant::now(),
         follower,
         admin_tls: admin_tls.clone(),
+        cleaning: std::sync::Mutex::new(()),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
+use crate::cleanup::CleanupReport;
 use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;
 use crate::http::tls::Terminator;
@@ -95,6 +96,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/upstream/rate-limit",
             get(get_rate_limit).put(put_rate_limit),
         )
+        .route("/api/v1/cleanup", post(cleanup))
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::from_fn(refuse_announced_oversize))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES));
@@ -434,6 +436,35 @@ async fn put_rate_limit(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<R
     }
     app.fetcher.set_rate_limit(limit.bytes_per_sec);
     Ok(Json(limit))
+}
+
+/// What `POST /api/v1/cleanup` is asked: without `remove`, a dry run. The
+/// field is required, so no bodiless POST deletes anything.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupRequest {
+    pub remove: bool,
+}
+
+/// Removes (or lists) the stored files the policy no longer needs. The
+/// store is this node's own, so a follower cleans up too.
+async fn cleanup(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<CleanupReport> {
+    let asked: CleanupRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid cleanup request: {e} (send {{\"remove\": false}} for a dry run)"),
+        )
+    })?;
+    let done = tokio::task::spawn_blocking(move || app.cleanup(asked.remove))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match done {
+        Some(report) => Ok(Json(report?)),
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            "a cleanup is already running".into(),
+        )),
+    }
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

@@ -4,9 +4,10 @@ use anyhow::{anyhow, Context};
 use serde::de::DeserializeOwned;
 
 use super::AdminArgs;
-use crate::admin::Status;
+use crate::admin::{CleanupRequest, Status};
 use crate::catalog::rules::Rule;
 use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
+use crate::cleanup::CleanupReport;
 use crate::fetch::RateLimit;
 use crate::policy::Policy;
 
@@ -270,6 +271,16 @@ impl AdminClient {
         .await
     }
 
+    /// Lists (or with `remove`, removes) the stored files no update needs.
+    pub async fn cleanup(&self, remove: bool) -> anyhow::Result<CleanupReport> {
+        self.send(
+            self.http
+                .post(self.url("/api/v1/cleanup"))
+                .json(&CleanupRequest { remove }),
+        )
+        .await
+    }
+
     pub async fn status(&self) -> anyhow::Result<Status> {
         self.send(self.http.get(self.url("/api/v1/status"))).await
     }
@@ -334,6 +345,41 @@ fn expiry(not_after: Option<i64>) -> String {
         format!("EXPIRED {date}")
     } else {
         format!("valid until {date} ({} days)", left.whole_days())
+    }
+}
+
+/// What a cleanup found, largest files first, then the totals.
+pub fn print_cleanup(r: &CleanupReport) {
+    let verb = if r.removed { "removed" } else { "would remove" };
+    for f in &r.listed {
+        let sha1 = f.sha1.map_or("-".to_owned(), |s| s.to_hex());
+        let why = serde_json::to_value(f.why).unwrap_or_default();
+        println!(
+            "{verb} {}  sha1 {sha1}  {} bytes  ({})",
+            f.sha256,
+            f.size,
+            why.as_str().unwrap_or("")
+        );
+    }
+    if (r.files as usize) > r.listed.len() {
+        println!(
+            "... and {} smaller files",
+            r.files as usize - r.listed.len()
+        );
+    }
+    if r.recent > 0 {
+        println!(
+            "{} unneeded files published in the last minute left for the next cleanup",
+            r.recent
+        );
+    }
+    if r.removed {
+        println!("{} files no update needs; freed {} bytes", r.files, r.bytes);
+    } else {
+        println!(
+            "{} files no update needs; would free {} bytes (run with --yes to remove them)",
+            r.files, r.bytes
+        );
     }
 }
 

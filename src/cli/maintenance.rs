@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::catalog::Catalog;
-use crate::store::{DiskStore, Storage};
+use crate::store::DiskStore;
 
 /// Re-hashes every stored file; bad ones go to quarantine. Fails if any was bad.
 pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
@@ -45,34 +45,13 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Lists (or with `delete`, removes) stored files that no approved update
-/// references, and reports the bytes freed.
-pub fn gc(data_dir: &Path, delete: bool) -> anyhow::Result<()> {
+/// [`crate::cleanup`] on a stopped server's data directory.
+pub fn gc(data_dir: &Path, remove: bool) -> anyhow::Result<()> {
     let store = DiskStore::open_existing(data_dir)?;
     let _lock = crate::store::DataLock::acquire(data_dir)?;
     let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
-    let keep = catalog.approved_sha256s();
-    let (mut files, mut bytes) = (0u64, 0u64);
-    for d in store.published() {
-        if keep.contains(&d) {
-            continue;
-        }
-        let size = store.size_of(&d).unwrap_or(0);
-        if delete {
-            store.remove(&d)?;
-        }
-        println!(
-            "{} {d} ({size} bytes)",
-            if delete { "removed" } else { "would remove" }
-        );
-        files += 1;
-        bytes += size;
-    }
-    let verb = if delete {
-        "freed"
-    } else {
-        "would free (run with --yes to delete)"
-    };
-    println!("{files} files not referenced by an approved update; {verb} {bytes} bytes");
+    // Nothing is downloading: no file is too fresh to judge.
+    let report = crate::cleanup::run(&store, &catalog, remove, std::time::Duration::ZERO)?;
+    super::client::print_cleanup(&report);
     Ok(())
 }

@@ -143,13 +143,23 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Remove the stored files no update needs (declined, not approved and
+    /// not downloaded ahead, or not in the catalog) while the server runs;
+    /// a dry run unless --yes
+    Cleanup {
+        /// Really remove
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Re-hash every stored file; quarantine and report bad ones (offline)
     Verify {
         /// Data directory [default: ./upcache-data]
         #[arg(long, env = "UPCACHE_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
-    /// Remove stored files no approved update references (dry run unless --yes)
+    /// `cleanup` with the server stopped (dry run unless --yes)
     Gc {
         /// Data directory [default: ./upcache-data]
         #[arg(long, env = "UPCACHE_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
@@ -432,6 +442,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Verify { data_dir } => {
             tokio::task::spawn_blocking(move || maintenance::verify(&data_dir)).await?
+        }
+        Command::Cleanup { yes, admin } => {
+            let report = AdminClient::new(&admin)?.cleanup(yes).await?;
+            client::print_cleanup(&report);
+            Ok(())
         }
         Command::Gc { data_dir, yes } => {
             tokio::task::spawn_blocking(move || maintenance::gc(&data_dir, yes)).await?

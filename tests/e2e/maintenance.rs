@@ -1,4 +1,5 @@
-//! `upcache gc` and `upcache verify` on a real data directory.
+//! `upcache cleanup` on a running server, and `upcache gc` and `upcache
+//! verify` on a real data directory.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -71,4 +72,153 @@ async fn verify_quarantines_a_corrupted_stored_file_and_it_is_fetched_again() {
     h.restart_stopped().await;
     assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
     assert_eq!(h.upstream.requests(&h.b.path), 2, "fetched again");
+}
+
+/// Sets every stored file's time back by `ago`, as if published then (an
+/// online cleanup leaves files published in the last minute alone).
+fn age_store(h: &Harness, ago: std::time::Duration) {
+    let store = &h.running().app.store;
+    for d in store.published() {
+        let file = std::fs::File::open(store.path_of(&d)).unwrap();
+        file.set_modified(std::time::SystemTime::now() - ago)
+            .unwrap();
+    }
+}
+
+/// A file in the store that no catalog entry names (left by an older
+/// catalog, or copied in by hand).
+fn orphan(h: &Harness) -> upcache::digest::Sha256Digest {
+    use sha2::Digest as _;
+    let bytes = b"a file no update has".to_vec();
+    let digest = upcache::digest::Sha256Digest::from_slice(&sha2::Sha256::digest(&bytes)).unwrap();
+    let path = h.running().app.store.path_of(&digest);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_while_serving_removes_only_what_no_update_needs() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A, ID_B, ID_C]).await;
+    for f in [&h.a, &h.b, &h.c] {
+        assert_eq!(h.get(&f.content_path()).await.status(), 200);
+    }
+    h.settled().await;
+    h.set_state(ID_B, "unapprove").await;
+    h.set_state(ID_C, "decline").await;
+    let stray = orphan(&h);
+    let admin = h.admin("");
+
+    // Just published: left for the next cleanup, and said so.
+    let fresh = run_cli(&["cleanup", "--admin", &admin], &[]).await;
+    assert!(fresh.ok, "{}", fresh.stderr);
+    assert!(
+        fresh
+            .stdout
+            .contains("3 unneeded files published in the last minute"),
+        "{}",
+        fresh.stdout
+    );
+    age_store(&h, std::time::Duration::from_secs(120));
+
+    // A dry run lists B (not approved), C (declined) and the stray file.
+    let dry = run_cli(&["cleanup", "--admin", &admin], &[]).await;
+    assert!(dry.ok, "{}", dry.stderr);
+    for (d, why) in [
+        (h.b.sha256, "not-approved"),
+        (h.c.sha256, "declined"),
+        (stray, "not-in-catalog"),
+    ] {
+        let line = dry
+            .stdout
+            .lines()
+            .find(|l| l.contains(&d.to_hex()))
+            .unwrap_or_else(|| panic!("{d} listed: {}", dry.stdout));
+        assert!(
+            line.starts_with("would remove") && line.contains(why),
+            "{line}"
+        );
+    }
+    assert!(!dry.stdout.contains(&h.a.sha256.to_hex()), "{}", dry.stdout);
+    let freed = h.b.bytes.len() + h.c.bytes.len() + b"a file no update has".len();
+    assert!(
+        dry.stdout.contains(&format!(
+            "3 files no update needs; would free {freed} bytes"
+        )),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(h.stored().len(), 4, "a dry run removes nothing");
+
+    // Removed while serving: A stays and is served; B, approved again, is
+    // fetched again.
+    let done = run_cli(&["cleanup", "--yes", "--admin", &admin], &[]).await;
+    assert!(done.ok, "{}", done.stderr);
+    assert!(
+        done.stdout.contains(&format!("freed {freed} bytes")),
+        "{}",
+        done.stdout
+    );
+    assert_eq!(h.stored(), vec![h.a.sha256]);
+    assert_eq!(h.status().await["catalog"]["files_stored"], 1);
+    assert_eq!(
+        h.get(&h.a.content_path()).await.bytes().await.unwrap(),
+        h.a.bytes
+    );
+    let before = h.upstream.requests(&h.b.path);
+    h.set_state(ID_B, "approve").await;
+    assert_eq!(
+        h.get(&h.b.content_path()).await.bytes().await.unwrap(),
+        h.b.bytes
+    );
+    assert_eq!(h.upstream.requests(&h.b.path), before + 1);
+    // C is declined: refused, not fetched.
+    assert_eq!(h.get(&h.c.content_path()).await.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_keeps_what_the_policy_downloads_at_sync_and_refuses_a_bodiless_post() {
+    let h = Harness::new().await;
+    h.set_policy(serde_json::json!({"mode": "store-locally", "download": "at-sync"}))
+        .await;
+    h.setup(&[]).await;
+    h.eventually("all three downloaded at sync", |h| h.stored().len() == 3)
+        .await;
+    h.set_state(ID_C, "decline").await;
+    age_store(&h, std::time::Duration::from_secs(120));
+    let r = h
+        .http
+        .post(h.admin("/api/v1/cleanup"))
+        .json(&serde_json::json!({"remove": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: serde_json::Value = r.json().await.unwrap();
+    // Not approved, but at sync they would be downloaded again at once: kept.
+    assert_eq!(report["files"], 1, "{report}");
+    assert_eq!(report["listed"][0]["sha256"], h.c.sha256.to_hex());
+    assert_eq!(report["listed"][0]["why"], "declined");
+    let mut stored = h.stored();
+    stored.sort();
+    let mut kept = vec![h.a.sha256, h.b.sha256];
+    kept.sort();
+    assert_eq!(stored, kept);
+
+    // Nothing is removed by a POST that does not say what it wants.
+    for body in ["", "{}", "{\"remove\": \"yes\"}"] {
+        let r = h
+            .http
+            .post(h.admin("/api/v1/cleanup"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body:?}");
+    }
+    let r = h.call(reqwest::Method::POST, "/api/v1/cleanup").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(h.stored().len(), 2);
 }
