@@ -108,6 +108,8 @@ class Node:
         config = os.path.join(work, f"{name}.toml")
         with open(config, "w") as f:
             f.write(f"follow_interval_secs = {interval}\n")
+            # HAProxy (on loopback here) sends PROXY protocol v2 headers.
+            f.write('proxy_protocol_from = ["127.0.0.1"]\n')
         self.args += ["--config", config]
         self.log = open(os.path.join(work, f"{name}.log"), "w")
         self.proc = None

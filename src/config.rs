@@ -140,6 +140,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     fast_path: Option<bool>,
     admin_hosts: Option<Vec<String>>,
+    proxy_protocol_from: Option<Vec<String>>,
     max_store_bytes: Option<Size>,
     access_log: Option<String>,
     access_log_format: Option<AccessLogFormat>,
@@ -190,6 +191,7 @@ impl FileConfig {
             max_connections,
             fast_path,
             admin_hosts,
+            proxy_protocol_from,
             max_store_bytes,
             access_log,
             access_log_format,
@@ -233,6 +235,7 @@ impl FileConfig {
             ("max_connections", max_connections.is_none()),
             ("fast_path", fast_path.is_none()),
             ("admin_hosts", admin_hosts.is_none()),
+            ("proxy_protocol_from", proxy_protocol_from.is_none()),
             ("max_store_bytes", max_store_bytes.is_none()),
             ("access_log", access_log.is_none()),
             ("access_log_format", access_log_format.is_none()),
@@ -285,6 +288,9 @@ pub struct Config {
     /// Host names (besides the listen address and loopback names) the admin
     /// API answers to: a DNS-rebinding page's host is none of them.
     pub admin_hosts: Vec<String>,
+    /// Peers (load balancers) whose connections to the content listener may
+    /// start with a PROXY protocol header naming the client.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// Store size beyond which least-recently-served files are evicted.
     pub max_store_bytes: Option<u64>,
     /// Bytes of rejected downloads kept in `quarantine/` for inspection.
@@ -381,6 +387,10 @@ impl Config {
                 .unwrap_or(crate::http::DEFAULT_MAX_CONNECTIONS),
             fast_path: file.fast_path.unwrap_or(true),
             admin_hosts: file.admin_hosts.unwrap_or_default(),
+            proxy_protocol_from: networks(
+                "proxy_protocol_from",
+                file.proxy_protocol_from.unwrap_or_default(),
+            )?,
             max_store_bytes: match args.max_store_bytes {
                 Some(flag) => Some(flag),
                 None => size_setting("max_store_bytes", file.max_store_bytes)?,
@@ -445,6 +455,7 @@ impl Config {
             max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
             fast_path: true,
             admin_hosts: Vec::new(),
+            proxy_protocol_from: Vec::new(),
             max_store_bytes: None,
             quarantine_max_bytes: crate::store::DEFAULT_QUARANTINE_MAX_BYTES,
             access_log: None,
@@ -537,6 +548,24 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Addresses (`10.0.0.5`) and networks (`10.0.0.0/24`, `fd00::/8`).
+fn networks(setting: &'static str, given: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    given
+        .iter()
+        .map(|n| {
+            let n = n.trim();
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    setting,
+                    message: format!(
+                        "{n:?} is not an address or network (e.g. \"10.0.0.5\" or \"10.0.0.0/24\")"
+                    ),
+                })
+        })
+        .collect()
 }
 
 /// The admin listener's certificate and key: both, or neither.

@@ -272,6 +272,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         handler,
         app.config.content_limits(),
         front,
+        Arc::from(app.config.proxy_protocol_from.as_slice()),
         shutdown.clone(),
     ));
     let admin_url = match &admin_tls {

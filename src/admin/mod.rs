@@ -65,7 +65,8 @@ pub async fn serve(
         Some(tls) => Front::Tls(tls),
         None => Front::Plain,
     };
-    crate::http::serve(listener, service, limits, front, shutdown).await;
+    // The admin API is reached directly, never through the balancer.
+    crate::http::serve(listener, service, limits, front, Arc::from([]), shutdown).await;
 }
 
 /// The API's routes.

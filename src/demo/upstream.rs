@@ -82,6 +82,7 @@ impl Upstream {
             handler,
             limits,
             crate::http::Front::Plain,
+            Arc::from([]),
             shutdown.clone(),
         ));
         Ok(Upstream {

@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::{service_fn, Service};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::content::ContentService;
+use super::proxy_protocol::{read_start, Start};
 use super::tls::Terminator;
 
 /// Largest request head buffered per connection (bounded memory per client).
@@ -67,12 +69,14 @@ pub enum Front {
 }
 
 /// Accepts connections until `shutdown` fires, then lets open ones finish
-/// (bounded by `DRAIN`).
+/// (bounded by `DRAIN`). Connections from `proxies` may start with a PROXY
+/// protocol header naming the client ([`super::proxy_protocol`]).
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: Limits,
     front: Front,
+    proxies: Arc<[IpNet]>,
     shutdown: CancellationToken,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -122,24 +126,46 @@ pub async fn serve<S, B>(
         // Responses are written as soon as they are ready; Nagle would hold
         // back the tail of each one.
         let _ = stream.set_nodelay(true);
-        let hyper = Hyper {
-            builder: builder.clone(),
-            service: service.clone(),
-            peer: Peer(peer.ip()),
-            limits,
-            shutdown: shutdown.clone(),
-        };
+        let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
         let front = front.clone();
+        let proxied = proxies.iter().any(|net| net.contains(&peer.ip()));
         connections.spawn(async move {
+            let (client, read) = match proxied {
+                true => match read_start(&mut stream, limits.header_timeout).await {
+                    Ok(Start::Proxied(client, rest)) => (client, rest),
+                    Ok(Start::Direct(rest)) => (peer.ip(), rest),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection dropped");
+                        return drop(slot);
+                    }
+                },
+                false => (peer.ip(), BytesMut::new()),
+            };
+            let hyper = Hyper {
+                builder,
+                service,
+                peer: Peer(client),
+                limits,
+                shutdown,
+            };
             match front {
-                Front::Plain => hyper.drive(stream).await,
+                Front::Plain => {
+                    let replay = read.freeze();
+                    hyper
+                        .drive(Rewind {
+                            replay,
+                            inner: stream,
+                        })
+                        .await
+                }
                 Front::Fast(content) => {
                     let fast = super::fast::serve(
                         &mut stream,
-                        peer.ip(),
+                        client,
                         &content,
                         limits,
                         &hyper.shutdown,
+                        read,
                     );
                     if let super::fast::Exit::Handoff(replay) = fast.await {
                         hyper

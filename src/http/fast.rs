@@ -238,8 +238,11 @@ pub async fn serve(
     content: &ContentService,
     limits: Limits,
     shutdown: &CancellationToken,
+    read: BytesMut,
 ) -> Exit {
-    let mut buf = BytesMut::with_capacity(4096);
+    // What was read before (past a PROXY protocol header), if anything.
+    let mut buf = read;
+    buf.reserve(4096);
     // The response head is written here, reused request after request.
     let mut head_out = Vec::with_capacity(512);
     loop {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fast;
 pub mod observe;
 pub mod plan;
+pub mod proxy_protocol;
 pub mod range;
 pub mod route;
 pub mod tls;

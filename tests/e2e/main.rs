@@ -20,6 +20,7 @@ mod network;
 mod package_xml;
 mod policy;
 mod protocols;
+mod proxy_protocol;
 mod quota;
 mod redbot;
 mod service;
