@@ -1,6 +1,6 @@
 //! The PROXY protocol (v1 text, v2 binary; HAProxy's `send-proxy`), so that
-//! behind a load balancer the access log and the connection cap see the
-//! Windows client, not the balancer.
+//! behind a load balancer the access log names the Windows client, not the
+//! balancer.
 //!
 //! Only peers in `proxy_protocol_from` may send the header; from them it is
 //! optional (a health check may come without one). From anyone else the
