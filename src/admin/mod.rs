@@ -22,7 +22,7 @@ use crate::cleanup::CleanupReport;
 use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;
 use crate::http::tls::Terminator;
-use crate::http::Front;
+use crate::http::{Front, Peer};
 use crate::policy::Policy;
 
 /// The largest catalog upload: imports stream, so this bounds the length of
@@ -110,7 +110,36 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             browser::refuse_cross_site,
         ))
+        .layer(middleware::from_fn(audit_writes))
         .with_state(app)
+}
+
+/// One log line per admin write (anything but GET and HEAD), refused ones
+/// included: who changed approvals, rules, the policy or the rate limit,
+/// and what came of it. The token is never logged.
+async fn audit_writes(req: Request, next: Next) -> Response {
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        return next.run(req).await;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map_or_else(|| "-".to_owned(), |p| p.0.to_string());
+    let response = next.run(req).await;
+    tracing::info!(
+        target: "upcache::audit",
+        %method,
+        path,
+        %peer,
+        status = response.status().as_u16(),
+        "admin write"
+    );
+    response
 }
 
 mod browser;

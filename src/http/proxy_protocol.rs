@@ -124,7 +124,7 @@ fn v2_client(header: &ppp::v2::Header<'_>) -> Option<IpAddr> {
     }
 }
 
-/// [`classify`] on a whole input, for the fuzz target: what a connection
+/// The classification of a whole input, for the fuzz target: what a connection
 /// starting with `bytes` (and then closing) would be taken as.
 pub fn classify_all(bytes: &[u8]) -> Option<Result<Start, ProxyHeaderError>> {
     let mut buf = BytesMut::from(bytes);

@@ -736,3 +736,63 @@ async fn a_two_gib_garbage_upload_is_refused_cleanly() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_write_is_logged_with_who_and_what_came_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let data = dir.path().join("data");
+    let server = tokio::task::spawn_blocking(move || spawn_server_with(&data, log.into()))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let rule = http
+        .post(format!("{}/api/v1/rules", server.admin))
+        .json(&json!({"action": "decline", "title": "preview"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rule.status(), 200);
+    // Refused (a form type): logged too.
+    let refused = http
+        .put(format!("{}/api/v1/policy", server.admin))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 415);
+    // Reads are not writes.
+    http.get(format!("{}/api/v1/status", server.admin))
+        .send()
+        .await
+        .unwrap();
+    let mut audit = Vec::new();
+    for _ in 0..100 {
+        audit = std::fs::read_to_string(&log_path)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("admin write"))
+            .map(str::to_owned)
+            .collect();
+        if audit.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    for (line, (method, path, status)) in audit.iter().zip([
+        ("POST", "/api/v1/rules", 200),
+        ("PUT", "/api/v1/policy", 415),
+    ]) {
+        for field in [
+            format!("method={method}"),
+            format!("path=\"{path}\""),
+            format!("status={status}"),
+            "peer=127.0.0.1".to_owned(),
+        ] {
+            assert!(line.contains(&field), "{field} in {line}");
+        }
+    }
+}
