@@ -56,6 +56,43 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// A service hyper can run on every connection of a listener.
+pub trait ConnService<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S, B> ConnService<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A response body hyper can send.
+pub trait ResponseBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ResponseBody for B where
+    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
 /// What a listener puts before hyper on each connection.
 #[derive(Clone)]
 pub enum Front {
@@ -79,14 +116,8 @@ pub async fn serve<S, B>(
     proxies: Arc<[IpNet]>,
     shutdown: CancellationToken,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: ResponseBody,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -204,20 +235,12 @@ struct Hyper<S> {
     shutdown: CancellationToken,
 }
 
-impl<S, B> Hyper<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl<S> Hyper<S> {
     /// Serves `io` until the peer leaves, it idles out, or shutdown drains it.
-    async fn drive<IO>(self, io: IO)
+    async fn drive<IO, B>(self, io: IO)
     where
+        S: ConnService<B>,
+        B: ResponseBody,
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Hyper {

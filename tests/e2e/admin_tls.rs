@@ -357,23 +357,18 @@ async fn a_key_that_is_not_the_certificates_stops_the_start_naming_it() {
     let b = private_ca(certs.path(), "b");
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
-    let crossed = run_cli(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir,
+    let mut args = serve_args(data.path());
+    args.extend(
+        [
             "--admin-tls-cert",
             a.files.cert.to_str().unwrap(),
             "--admin-tls-key",
             b.files.key.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let crossed = run_cli(&args, &[]).await;
     assert!(!crossed.ok);
     assert!(
         crossed.stderr.contains("b.key") && crossed.stderr.contains("does not fit"),
