@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
+use crate::scrub::{ScrubRequest, ScrubStatus};
 use crate::store::{DiskStore, StoreError};
 
 /// The shared state of a running server.
@@ -28,6 +29,7 @@ pub struct App {
     pub admin_tls: Option<Arc<crate::http::tls::Terminator>>,
     /// Held by the cleanup running now: one at a time.
     pub cleaning: std::sync::Mutex<()>,
+    pub scrubber: Arc<crate::scrub::Scrubber>,
 }
 
 impl App {
@@ -51,6 +53,16 @@ impl App {
         }
         // Always: a new plan replaces the running one (an empty plan stops it).
         self.fetcher.prefetch(files);
+    }
+
+    /// Starts re-hashing the store while serving; `None`: one is running.
+    pub fn start_scrub(&self, asked: ScrubRequest) -> Option<ScrubStatus> {
+        let parts = crate::scrub::Parts {
+            store: self.store.clone(),
+            catalog: self.catalog.clone(),
+            metrics: self.metrics.clone(),
+        };
+        self.scrubber.start(parts, asked)
     }
 
     /// Finds (and with `remove`, removes) the stored files the policy no

@@ -21,5 +21,6 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod quota;
+pub mod scrub;
 pub mod server;
 pub mod store;

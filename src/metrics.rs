@@ -102,6 +102,7 @@ pub struct Metrics {
     fetches: Family<ResultLabels, Counter>,
     upstream_bytes: Counter,
     verify_failures: Counter,
+    scrub_bad_files: Counter,
     resumes: Counter,
     evicted_files: Counter,
     evicted_bytes: Counter,
@@ -145,6 +146,7 @@ impl Default for Metrics {
         let fetches = Family::<ResultLabels, Counter>::default();
         let upstream_bytes = Counter::default();
         let verify_failures = Counter::default();
+        let scrub_bad_files = Counter::default();
         let resumes = Counter::default();
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
@@ -268,6 +270,11 @@ impl Default for Metrics {
             "Downloads whose size or digest did not match the catalog",
             verify_failures.clone(),
         );
+        registry.register(
+            "scrub_bad_files",
+            "Stored files a scrub found not matching their SHA-256 (quarantined)",
+            scrub_bad_files.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -275,6 +282,7 @@ impl Default for Metrics {
             fetches,
             upstream_bytes,
             verify_failures,
+            scrub_bad_files,
             resumes,
             evicted_files,
             evicted_bytes,
@@ -335,6 +343,11 @@ impl Metrics {
 
     pub fn resume(&self) {
         self.resumes.inc();
+    }
+
+    /// A scrub found a stored file whose bytes no longer match its name.
+    pub fn scrub_bad_file(&self) {
+        self.scrub_bad_files.inc();
     }
 
     /// A stored file was evicted (max_store_bytes).

@@ -73,6 +73,7 @@ impl Running {
     /// anyway: temp files are deleted at the next start.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
+        self.app.scrubber.stop();
         while self.tasks.join_next().await.is_some() {}
         let deadline = Instant::now() + DOWNLOAD_GRACE;
         while !self.app.fetcher.status().is_empty() && Instant::now() < deadline {
@@ -247,6 +248,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         follower,
         admin_tls: admin_tls.clone(),
         cleaning: std::sync::Mutex::new(()),
+        scrubber: Arc::default(),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();

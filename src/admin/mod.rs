@@ -24,6 +24,7 @@ use crate::http::error::HttpStatus;
 use crate::http::tls::Terminator;
 use crate::http::{Front, Peer};
 use crate::policy::Policy;
+use crate::scrub::{ScrubRequest, ScrubStatus, MIN_SCRUB_RATE};
 
 /// The largest catalog upload: imports stream, so this bounds the length of
 /// one import transaction, not memory.
@@ -98,6 +99,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_rate_limit).put(put_rate_limit),
         )
         .route("/api/v1/cleanup", post(cleanup))
+        .route(
+            "/api/v1/scrub",
+            get(scrub_status).post(start_scrub).delete(stop_scrub),
+        )
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::from_fn(refuse_announced_oversize))
         .layer(DefaultBodyLimit::max(MAX_CONTROL_BYTES));
@@ -497,6 +502,43 @@ async fn cleanup(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<CleanupR
     }
 }
 
+async fn scrub_status(State(app): State<Arc<App>>) -> Json<ScrubStatus> {
+    Json(app.scrubber.status())
+}
+
+/// Starts re-hashing the store (`202`, with the status); `409` while one runs.
+async fn start_scrub(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+    let asked: ScrubRequest = if body.is_empty() {
+        ScrubRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid scrub request: {e}"),
+            )
+        })?
+    };
+    if let Some(rate) = asked.bytes_per_sec.filter(|&r| r < MIN_SCRUB_RATE) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bytes_per_sec: {rate} is below the least, {MIN_SCRUB_RATE} (1MiB); null for no limit"),
+        ));
+    }
+    match app.start_scrub(asked) {
+        Some(status) => Ok((StatusCode::ACCEPTED, Json(status)).into_response()),
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            "a scrub is already running (DELETE /api/v1/scrub stops it)".into(),
+        )),
+    }
+}
+
+/// Stops the running scrub after its current MiB.
+async fn stop_scrub(State(app): State<Arc<App>>) -> Json<ScrubStatus> {
+    app.scrubber.stop();
+    Json(app.scrubber.status())
+}
+
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let (store_files, store_bytes) = app.catalog.stored_totals();
     let fetches = app.fetcher.status();
@@ -548,6 +590,9 @@ pub struct Status {
     /// The admin listener's certificate, when it speaks HTTPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_tls: Option<AdminTls>,
+    /// The last scrub since start, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<ScrubStatus>,
 }
 
 /// The certificate the admin API presents.
@@ -578,5 +623,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
             cert: t.files().cert.display().to_string(),
             not_after: t.not_after(),
         }),
+        scrub: Some(app.scrubber.status()).filter(|s| s.started.is_some()),
     }))
 }

@@ -10,6 +10,7 @@ use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
 use crate::cleanup::CleanupReport;
 use crate::fetch::RateLimit;
 use crate::policy::Policy;
+use crate::scrub::{ScrubRequest, ScrubStatus};
 
 /// Whether `e` is a TLS handshake that failed on the server's certificate.
 fn certificate_refused(e: &reqwest::Error) -> bool {
@@ -271,6 +272,24 @@ impl AdminClient {
         .await
     }
 
+    /// Starts a scrub of the store at `bytes_per_sec` (`None`: no limit).
+    pub async fn start_scrub(&self, bytes_per_sec: Option<u64>) -> anyhow::Result<ScrubStatus> {
+        self.send(
+            self.http
+                .post(self.url("/api/v1/scrub"))
+                .json(&ScrubRequest { bytes_per_sec }),
+        )
+        .await
+    }
+
+    pub async fn scrub_status(&self) -> anyhow::Result<ScrubStatus> {
+        self.send(self.http.get(self.url("/api/v1/scrub"))).await
+    }
+
+    pub async fn stop_scrub(&self) -> anyhow::Result<ScrubStatus> {
+        self.send(self.http.delete(self.url("/api/v1/scrub"))).await
+    }
+
     /// Lists (or with `remove`, removes) the stored files no update needs.
     pub async fn cleanup(&self, remove: bool) -> anyhow::Result<CleanupReport> {
         self.send(
@@ -411,6 +430,9 @@ pub fn print_status(s: &Status) {
     }
     if let Some(rate) = u.rate_limit {
         println!("upstream   at most {rate} bytes a second, all downloads together");
+    }
+    if let Some(scrub) = &s.scrub {
+        println!("{}", super::scrub::summary(scrub));
     }
     if let Some(tls) = &s.admin_tls {
         println!("admin TLS  {}, {}", tls.cert, expiry(tls.not_after));

@@ -5,6 +5,7 @@ pub mod client;
 mod export;
 mod maintenance;
 mod progress;
+mod scrub;
 
 use std::path::PathBuf;
 
@@ -150,6 +151,22 @@ pub enum Command {
         /// Really remove
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Re-hash every stored file while the server serves (at --rate);
+    /// quarantine bad ones, which are fetched again when asked for. Waits
+    /// and fails if any was bad, unless --no-wait
+    Scrub {
+        /// Bytes hashed a second at most (e.g. 64MiB; at least 1MiB)
+        #[arg(long)]
+        rate: Option<String>,
+        /// Start it and return
+        #[arg(long, conflicts_with = "stop")]
+        no_wait: bool,
+        /// Stop the running scrub
+        #[arg(long)]
+        stop: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -443,6 +460,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify { data_dir } => {
             tokio::task::spawn_blocking(move || maintenance::verify(&data_dir)).await?
         }
+        Command::Scrub {
+            rate,
+            no_wait,
+            stop,
+            admin,
+        } => scrub::run(&AdminClient::new(&admin)?, rate.as_deref(), no_wait, stop).await,
         Command::Cleanup { yes, admin } => {
             let report = AdminClient::new(&admin)?.cleanup(yes).await?;
             client::print_cleanup(&report);

@@ -273,6 +273,16 @@ impl DiskStore {
 
     /// Re-hashes one published file: `Ok(true)` if its bytes match its name.
     pub fn verify(&self, digest: &Sha256Digest) -> Result<bool, StoreError> {
+        self.verify_with(digest, |_| true).map(|v| v == Some(true))
+    }
+
+    /// [`DiskStore::verify`], calling `each` with every MiB read (it may
+    /// sleep to pace the work); `Ok(None)` if `each` says stop.
+    pub fn verify_with(
+        &self,
+        digest: &Sha256Digest,
+        mut each: impl FnMut(usize) -> bool,
+    ) -> Result<Option<bool>, StoreError> {
         use sha2::Digest as _;
         use std::io::Read as _;
         let path = self.path_of(digest);
@@ -285,8 +295,11 @@ impl DiskStore {
                 break;
             }
             hasher.update(&buf[..n]);
+            if !each(n) {
+                return Ok(None);
+            }
         }
-        Ok(hasher.finalize().as_slice() == digest.0)
+        Ok(Some(hasher.finalize().as_slice() == digest.0))
     }
 
     /// Moves a published file whose bytes are bad into quarantine (or

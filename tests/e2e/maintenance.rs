@@ -222,3 +222,102 @@ async fn cleanup_keeps_what_the_policy_downloads_at_sync_and_refuses_a_bodiless_
     assert_eq!(r.status(), 400);
     assert_eq!(h.stored().len(), 2);
 }
+
+/// Flips one byte of a stored file behind upcache's back (same size).
+fn corrupt(h: &Harness, digest: &upcache::digest::Sha256Digest) {
+    let path = h.running().app.store.path_of(digest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1000] ^= 0xff;
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    perms.set_mode(0o644);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_while_serving_quarantines_a_rotten_file_and_it_is_fetched_again() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A, ID_B, ID_C]).await;
+    for f in [&h.a, &h.b, &h.c] {
+        assert_eq!(h.get(&f.content_path()).await.status(), 200);
+    }
+    h.settled().await;
+    corrupt(&h, &h.b.sha256);
+    let before = h.upstream.requests(&h.b.path);
+
+    let admin = h.admin("");
+    let out = run_cli(&["scrub", "--admin", &admin], &[]).await;
+    assert!(!out.ok, "a bad file fails the command: {}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("BAD  {}", h.b.sha256))
+            && out.stdout.contains("3 of 3 files")
+            && out.stdout.contains("1 bad"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(h.running().app.store.quarantined().len(), 1);
+    assert!(!h.stored().contains(&h.b.sha256));
+    assert_eq!(h.status().await["catalog"]["files_stored"], 2);
+    assert_eq!(h.counter("upcache_scrub_bad_files_total").await, 1);
+    // The next request fetches a good copy; the others were not touched.
+    assert_eq!(
+        h.get(&h.b.content_path()).await.bytes().await.unwrap(),
+        h.b.bytes
+    );
+    assert_eq!(h.upstream.requests(&h.b.path), before + 1);
+    for f in [&h.a, &h.c] {
+        assert!(h.stored().contains(&f.sha256));
+    }
+    // A clean store passes.
+    let again = run_cli(&["scrub", "--admin", &admin], &[]).await;
+    assert!(again.ok, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("scrub done: 3 of 3 files"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_scrub_is_one_at_a_time_and_stops_when_asked() {
+    let h = Harness::new().await;
+    h.setup(&[ID_A]).await;
+    assert_eq!(h.get(&h.a.content_path()).await.status(), 200);
+    h.settled().await;
+    // 3 MiB at 1 MiB a second: still running a moment later.
+    let r = h
+        .http
+        .post(h.admin("/api/v1/scrub"))
+        .json(&serde_json::json!({"bytes_per_sec": 1 << 20}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = h.call(reqwest::Method::POST, "/api/v1/scrub").await;
+    assert_eq!(second.status(), 409);
+    let status = h.admin_json("/api/v1/scrub").await;
+    assert_eq!(status["running"], true, "{status}");
+    assert!(status["bytes_done"].as_u64().unwrap() < 3 << 20, "{status}");
+
+    let stopped = run_cli(&["scrub", "--stop", "--admin", &h.admin("")], &[]).await;
+    assert!(stopped.ok, "{}", stopped.stderr);
+    within(
+        "the scrub to stop",
+        std::time::Duration::from_secs(5),
+        async || h.admin_json("/api/v1/scrub").await["running"] == false,
+    )
+    .await;
+    let status = h.status().await["scrub"].clone();
+    assert_eq!(status["stopped"], true, "{status}");
+    assert_eq!(status["files_done"], 0, "{status}");
+    // Too slow a pace is refused.
+    let slow = h
+        .http
+        .post(h.admin("/api/v1/scrub"))
+        .json(&serde_json::json!({"bytes_per_sec": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 400);
+}
