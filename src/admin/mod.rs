@@ -18,13 +18,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
-use crate::cleanup::CleanupReport;
 use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;
 use crate::http::tls::Terminator;
 use crate::http::{Front, Peer};
 use crate::policy::Policy;
-use crate::scrub::{ScrubRequest, ScrubStatus, MIN_SCRUB_RATE};
+use crate::scrub::ScrubStatus;
 
 /// The largest catalog upload: imports stream, so this bounds the length of
 /// one import transaction, not memory.
@@ -98,10 +97,12 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/upstream/rate-limit",
             get(get_rate_limit).put(put_rate_limit),
         )
-        .route("/api/v1/cleanup", post(cleanup))
+        .route("/api/v1/cleanup", post(maintenance::cleanup))
         .route(
             "/api/v1/scrub",
-            get(scrub_status).post(start_scrub).delete(stop_scrub),
+            get(maintenance::scrub_status)
+                .post(maintenance::start_scrub)
+                .delete(maintenance::stop_scrub),
         )
         .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::from_fn(refuse_announced_oversize))
@@ -149,6 +150,9 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 
 mod browser;
 mod console;
+mod maintenance;
+
+pub use maintenance::CleanupRequest;
 
 /// Checks `Authorization: Bearer <token>` when a token is configured.
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -471,72 +475,6 @@ async fn put_rate_limit(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<R
     }
     app.fetcher.set_rate_limit(limit.bytes_per_sec);
     Ok(Json(limit))
-}
-
-/// What `POST /api/v1/cleanup` is asked: without `remove`, a dry run. The
-/// field is required, so no bodiless POST deletes anything.
-#[derive(Debug, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CleanupRequest {
-    pub remove: bool,
-}
-
-/// Removes (or lists) the stored files the policy no longer needs. The
-/// store is this node's own, so a follower cleans up too.
-async fn cleanup(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<CleanupReport> {
-    let asked: CleanupRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("invalid cleanup request: {e} (send {{\"remove\": false}} for a dry run)"),
-        )
-    })?;
-    let done = tokio::task::spawn_blocking(move || app.cleanup(asked.remove))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    match done {
-        Some(report) => Ok(Json(report?)),
-        None => Err(ApiError(
-            StatusCode::CONFLICT,
-            "a cleanup is already running".into(),
-        )),
-    }
-}
-
-async fn scrub_status(State(app): State<Arc<App>>) -> Json<ScrubStatus> {
-    Json(app.scrubber.status())
-}
-
-/// Starts re-hashing the store (`202`, with the status); `409` while one runs.
-async fn start_scrub(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
-    let asked: ScrubRequest = if body.is_empty() {
-        ScrubRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError(
-                StatusCode::BAD_REQUEST,
-                format!("invalid scrub request: {e}"),
-            )
-        })?
-    };
-    if let Some(rate) = asked.bytes_per_sec.filter(|&r| r < MIN_SCRUB_RATE) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bytes_per_sec: {rate} is below the least, {MIN_SCRUB_RATE} (1MiB); null for no limit"),
-        ));
-    }
-    match app.start_scrub(asked) {
-        Some(status) => Ok((StatusCode::ACCEPTED, Json(status)).into_response()),
-        None => Err(ApiError(
-            StatusCode::CONFLICT,
-            "a scrub is already running (DELETE /api/v1/scrub stops it)".into(),
-        )),
-    }
-}
-
-/// Stops the running scrub after its current MiB.
-async fn stop_scrub(State(app): State<Arc<App>>) -> Json<ScrubStatus> {
-    app.scrubber.stop();
-    Json(app.scrubber.status())
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {

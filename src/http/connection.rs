@@ -161,16 +161,8 @@ pub async fn serve<S, B>(
         let front = front.clone();
         let proxied = proxies.iter().any(|net| net.contains(&peer.ip()));
         connections.spawn(async move {
-            let (client, read) = match proxied {
-                true => match read_start(&mut stream, limits.header_timeout).await {
-                    Ok(Start::Proxied(client, rest)) => (client, rest),
-                    Ok(Start::Direct(rest)) => (peer.ip(), rest),
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "connection dropped");
-                        return drop(slot);
-                    }
-                },
-                false => (peer.ip(), BytesMut::new()),
+            let Some((client, read)) = client_of(&mut stream, peer, proxied, limits).await else {
+                return drop(slot);
             };
             let hyper = Hyper {
                 builder,
@@ -208,6 +200,8 @@ pub async fn serve<S, B>(
                     }
                 }
                 Front::Tls(tls) => {
+                    // TLS listeners take no PROXY headers (`proxies` is empty).
+                    debug_assert!(read.is_empty());
                     if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
                         hyper.drive(stream).await;
                     }
@@ -223,6 +217,28 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// The client a connection is from, and what was read from it already:
+/// from a trusted balancer, the address its PROXY header names (if it sent
+/// one). `None`: a bad header; the connection is dropped.
+async fn client_of(
+    stream: &mut TcpStream,
+    peer: std::net::SocketAddr,
+    proxied: bool,
+    limits: Limits,
+) -> Option<(std::net::IpAddr, BytesMut)> {
+    if !proxied {
+        return Some((peer.ip(), BytesMut::new()));
+    }
+    match read_start(stream, limits.header_timeout).await {
+        Ok(Start::Proxied(client, rest)) => Some((client, rest)),
+        Ok(Start::Direct(rest)) => Some((peer.ip(), rest)),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection dropped");
+            None
+        }
     }
 }
 

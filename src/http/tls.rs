@@ -49,6 +49,10 @@ const HANDSHAKE_RECORD: u8 = 0x16;
 const PLAIN_HTTP_ERROR: &str =
     "{\"error\":\"this port speaks HTTPS: use an https:// URL (plain HTTP refused)\"}\n";
 
+/// Fewer days than this left on the certificate are warned about at each
+/// load (the metric is what alerts).
+const RENEW_WARNING_DAYS: i64 = 14;
+
 /// A listener's TLS: accepts handshakes with the certificate in force.
 pub struct Terminator {
     files: TlsFiles,
@@ -74,16 +78,12 @@ impl ResolvesServerCert for Current {
     }
 }
 
-/// Fewer days than this left on the certificate are warned about at each
-/// load (the metric is what alerts).
-const RENEW_WARNING_DAYS: i64 = 14;
-
 impl Terminator {
     /// Loads `files` (checking that the key fits the certificate); the
     /// listener offers h2 and HTTP/1.1 by ALPN.
     pub fn load(files: TlsFiles) -> Result<Terminator, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let current = Arc::new(Current(RwLock::new(load(&files, &provider)?)));
+        let current = Arc::new(Current(RwLock::new(load_pair(&files, &provider)?)));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("ring supports the default versions")
@@ -100,7 +100,7 @@ impl Terminator {
     /// Reads the files again; on any error the certificate in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
         let provider = rustls::crypto::ring::default_provider();
-        let fresh = load(&self.files, &provider)?;
+        let fresh = load_pair(&self.files, &provider)?;
         *self.current.0.write().unwrap() = fresh;
         Ok(())
     }
@@ -195,7 +195,7 @@ fn no_certificate(path: &Path) -> TlsError {
 
 /// The chain and key of `files`, with the certificate's expiry (said in
 /// the log: soon or past is a warning, not a refusal, as in nginx).
-fn load(files: &TlsFiles, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
+fn load_pair(files: &TlsFiles, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
     let key = certified_key(files, provider)?;
     let not_after = not_after(&key.cert[0]);
     let cert = files.cert.display();

@@ -1,0 +1,84 @@
+//! The store's upkeep while serving: cleanup (files no update needs) and
+//! scrub (re-hashing). Both are this node's own, so a follower runs them too.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use super::{ApiError, ApiResult};
+use crate::app::App;
+use crate::cleanup::CleanupReport;
+use crate::scrub::{ScrubRequest, ScrubStatus, MIN_SCRUB_RATE};
+
+/// What `POST /api/v1/cleanup` is asked: without `remove`, a dry run. The
+/// field is required, so no bodiless POST deletes anything.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanupRequest {
+    pub remove: bool,
+}
+
+/// Removes (or lists) the stored files the policy no longer needs.
+pub(super) async fn cleanup(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<CleanupReport> {
+    let asked: CleanupRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid cleanup request: {e} (send {{\"remove\": false}} for a dry run)"),
+        )
+    })?;
+    let done = tokio::task::spawn_blocking(move || app.cleanup(asked.remove))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    match done {
+        Some(report) => Ok(Json(report?)),
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            "a cleanup is already running".into(),
+        )),
+    }
+}
+
+pub(super) async fn scrub_status(State(app): State<Arc<App>>) -> Json<ScrubStatus> {
+    Json(app.scrubber.status())
+}
+
+/// Starts re-hashing the store (`202`, with the status); `409` while one runs.
+pub(super) async fn start_scrub(
+    State(app): State<Arc<App>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let asked: ScrubRequest = if body.is_empty() {
+        ScrubRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid scrub request: {e}"),
+            )
+        })?
+    };
+    if let Some(rate) = asked.bytes_per_sec.filter(|&r| r < MIN_SCRUB_RATE) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("bytes_per_sec: {rate} is below the least, {MIN_SCRUB_RATE} (1MiB); null for no limit"),
+        ));
+    }
+    match app.start_scrub(asked) {
+        Some(status) => Ok((StatusCode::ACCEPTED, Json(status)).into_response()),
+        None => Err(ApiError(
+            StatusCode::CONFLICT,
+            "a scrub is already running (DELETE /api/v1/scrub stops it)".into(),
+        )),
+    }
+}
+
+/// Stops the running scrub after its current MiB.
+pub(super) async fn stop_scrub(State(app): State<Arc<App>>) -> Json<ScrubStatus> {
+    app.scrubber.stop();
+    Json(app.scrubber.status())
+}
