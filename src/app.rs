@@ -11,7 +11,7 @@ use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
 use crate::scrub::{ScrubRequest, ScrubStatus};
-use crate::store::{DiskStore, StoreError};
+use crate::store::DiskStore;
 
 /// The shared state of a running server.
 pub struct App {
@@ -68,19 +68,17 @@ impl App {
     /// Finds (and with `remove`, removes) the stored files the policy no
     /// longer needs, while serving. `None`: another cleanup is running.
     /// Blocking: a walk of the store.
-    pub fn cleanup(&self, remove: bool) -> Option<Result<CleanupReport, StoreError>> {
+    pub fn cleanup(&self, remove: bool) -> Option<CleanupReport> {
         let _running = self.cleaning.try_lock().ok()?;
-        let report =
-            crate::cleanup::run(&self.store, &self.catalog, remove, crate::cleanup::SETTLE);
-        if let Ok(r) = &report {
-            if r.removed && r.files > 0 {
-                tracing::info!(
-                    files = r.files,
-                    bytes = r.bytes,
-                    "cleanup removed unneeded files"
-                );
-            }
+        let r = crate::cleanup::run(&self.store, &self.catalog, remove, crate::cleanup::SETTLE);
+        if r.removed && r.files > 0 {
+            tracing::info!(
+                files = r.files,
+                bytes = r.bytes,
+                failed = r.failed,
+                "cleanup removed unneeded files"
+            );
         }
-        Some(report)
+        Some(r)
     }
 }

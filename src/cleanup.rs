@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::Catalog;
 use crate::digest::{Sha1Digest, Sha256Digest};
 use crate::policy::Approval;
-use crate::store::{DiskStore, Storage, StoreError};
+use crate::store::{DiskStore, Storage};
 
 /// Files listed in a report, largest first; the totals count them all.
 pub const LISTED: usize = 1000;
@@ -55,6 +55,9 @@ pub struct CleanupReport {
     pub bytes: u64,
     /// Unneeded files left because they were published moments ago.
     pub recent: u64,
+    /// Unneeded files that could not be removed (logged; not counted above).
+    #[serde(default)]
+    pub failed: u64,
     /// The largest [`LISTED`] of them.
     pub listed: Vec<UnneededFile>,
 }
@@ -62,12 +65,7 @@ pub struct CleanupReport {
 /// Finds the stored files the policy no longer needs and, with `remove`,
 /// removes them (telling the catalog). Files published within `settle` are
 /// left alone.
-pub fn run(
-    store: &DiskStore,
-    catalog: &Catalog,
-    remove: bool,
-    settle: Duration,
-) -> Result<CleanupReport, StoreError> {
+pub fn run(store: &DiskStore, catalog: &Catalog, remove: bool, settle: Duration) -> CleanupReport {
     let policy = catalog.policy();
     let mut report = CleanupReport {
         removed: remove,
@@ -91,7 +89,12 @@ pub fn run(
         }
         let size = store.size_of(&sha256).unwrap_or(0);
         if remove {
-            store.remove(&sha256)?;
+            if let Err(e) = store.remove(&sha256) {
+                // One file that cannot go does not stop the others.
+                tracing::warn!(%sha256, error = %e, "cleanup: not removed");
+                report.failed += 1;
+                continue;
+            }
             if let Some(e) = &entry {
                 catalog.record_absent(&e.sha1);
             }
@@ -110,7 +113,7 @@ pub fn run(
         }
     }
     keep_largest(&mut report.listed);
-    Ok(report)
+    report
 }
 
 /// The [`LISTED`] largest, largest first: the list stays bounded however

@@ -35,7 +35,7 @@ pub(super) async fn cleanup(State(app): State<Arc<App>>, body: Bytes) -> ApiResu
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     match done {
-        Some(report) => Ok(Json(report?)),
+        Some(report) => Ok(Json(report)),
         None => Err(ApiError(
             StatusCode::CONFLICT,
             "a cleanup is already running".into(),

@@ -386,6 +386,12 @@ pub fn print_cleanup(r: &CleanupReport) {
             r.files as usize - r.listed.len()
         );
     }
+    if r.failed > 0 {
+        println!(
+            "{} unneeded files could not be removed (each one is logged)",
+            r.failed
+        );
+    }
     if r.recent > 0 {
         println!(
             "{} unneeded files published in the last minute left for the next cleanup",

@@ -51,7 +51,7 @@ pub fn gc(data_dir: &Path, remove: bool) -> anyhow::Result<()> {
     let _lock = crate::store::DataLock::acquire(data_dir)?;
     let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
     // Nothing is downloading: no file is too fresh to judge.
-    let report = crate::cleanup::run(&store, &catalog, remove, std::time::Duration::ZERO)?;
+    let report = crate::cleanup::run(&store, &catalog, remove, std::time::Duration::ZERO);
     super::client::print_cleanup(&report);
     Ok(())
 }
