@@ -765,6 +765,50 @@ mod tests {
     }
 
     #[test]
+    fn balancers_are_addresses_or_networks() {
+        let c = load_with(
+            ServeArgs::default(),
+            Some("proxy_protocol_from = [\"10.0.0.5\", \"10.1.0.0/16\", \"fd00::/8\"]"),
+        )
+        .unwrap();
+        let nets: Vec<String> = c
+            .proxy_protocol_from
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.5/32", "10.1.0.0/16", "fd00::/8"]);
+        for bad in ["haproxy.corp", "10.0.0.0/33", ""] {
+            let toml = format!("proxy_protocol_from = [{bad:?}]");
+            let e = load_with(ServeArgs::default(), Some(&toml))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("proxy_protocol_from") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_admin_certificate_and_key_go_together() {
+        let half = ServeArgs {
+            admin_tls_key: Some("/etc/upcache/admin.key".into()),
+            ..ServeArgs::default()
+        };
+        let e = load_with(half, None).unwrap_err().to_string();
+        assert!(e.starts_with("admin_tls_cert:"), "{e}");
+        let both = load_with(
+            ServeArgs::default(),
+            Some("admin_tls_cert = \"/a.crt\"\nadmin_tls_key = \"/a.key\""),
+        )
+        .unwrap();
+        assert_eq!(
+            both.admin_tls,
+            Some(TlsFiles {
+                cert: "/a.crt".into(),
+                key: "/a.key".into()
+            })
+        );
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let c = load_with(ServeArgs::default(), Some("")).unwrap();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
