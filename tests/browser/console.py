@@ -14,7 +14,11 @@ Steps, each reported on stdout as one line "<step> <json>":
      UPDATE_ID and waits for the row to say approved: "approved <state>";
   4. reloads and reports whether the token dialog showed again:
      "reload {"dialog_hidden": ..., "figures": ...}";
-  5. prints "console [...]" with every console message of level SEVERE.
+  5. waits for a line on stdin (the test has made a stored file unneeded),
+     clicks "Find unneeded files": "unneeded N"; clicks the removal it
+     offers: "removed N"; clicks "Scrub the store" and waits for the end:
+     "scrub {"state": ..., "bad": ...}";
+  6. prints "console [...]" with every console message of level SEVERE.
 """
 import json
 import sys
@@ -114,6 +118,22 @@ def main():
             "dialog_hidden": not driver.find_element(By.ID, "token-dialog").is_displayed(),
             "figures": figures(driver),
         })
+        sys.stdin.readline()
+        driver.find_element(By.ID, "cleanup-find").click()
+        result = WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.ID, "cleanup-result").get_attribute("data-files"))
+        report("unneeded", int(result))
+        remove = driver.find_element(By.ID, "cleanup-remove")
+        WebDriverWait(driver, 10).until(lambda d: remove.is_displayed())
+        remove.click()
+        removed = WebDriverWait(driver, 10).until(
+            lambda d: d.find_element(By.ID, "cleanup-result").get_attribute("data-removed"))
+        report("removed", int(removed))
+        driver.find_element(By.ID, "scrub-start").click()
+        WebDriverWait(driver, 20).until(
+            lambda d: d.find_element(By.ID, "scrub-state").get_attribute("data-state") == "done")
+        state = driver.find_element(By.ID, "scrub-state")
+        report("scrub", {"state": state.get_attribute("data-state"), "bad": int(state.get_attribute("data-bad"))})
         report("console", [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"])
     finally:
         driver.quit()

@@ -466,3 +466,14 @@ pub async fn within(what: &str, limit: Duration, mut check: impl AsyncFnMut() ->
     }
     panic!("{what}: not within {limit:?}");
 }
+
+/// Sets every stored file's time back by `ago`, as if published then (an
+/// online cleanup leaves files published in the last minute alone).
+pub fn age_store(h: &Harness, ago: std::time::Duration) {
+    let store = &h.running().app.store;
+    for d in store.published() {
+        let file = std::fs::File::open(store.path_of(&d)).unwrap();
+        file.set_modified(std::time::SystemTime::now() - ago)
+            .unwrap();
+    }
+}

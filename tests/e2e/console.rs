@@ -162,10 +162,24 @@ async fn the_console_shows_the_api_figures_live_and_approves_in_a_real_browser()
         "asked for the token again: {reload}"
     );
     assert_eq!(number(&reload["figures"]["updates-approved"]), 3.0);
-    let errors = browser.next("console").await;
-    assert_eq!(errors, serde_json::json!([]), "console errors");
+
+    // Maintenance: B declined (and stored a while ago) is found, removed,
+    // and a scrub of what is left passes.
     h.upstream.set_rate(0);
     assert_eq!(download.await.unwrap().unwrap(), h.a.bytes);
+    h.settled().await;
+    h.set_state(ID_B, "decline").await;
+    age_store(&h, Duration::from_secs(120));
+    browser.proceed();
+    assert_eq!(browser.next("unneeded").await, 1);
+    assert_eq!(browser.next("removed").await, 1);
+    assert_eq!(h.stored(), vec![h.a.sha256]);
+    let scrub = browser.next("scrub").await;
+    assert_eq!(scrub, serde_json::json!({"state": "done", "bad": 0}));
+    assert_eq!(h.status().await["scrub"]["files_done"], 1);
+
+    let errors = browser.next("console").await;
+    assert_eq!(errors, serde_json::json!([]), "console errors");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

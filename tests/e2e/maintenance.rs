@@ -74,17 +74,6 @@ async fn verify_quarantines_a_corrupted_stored_file_and_it_is_fetched_again() {
     assert_eq!(h.upstream.requests(&h.b.path), 2, "fetched again");
 }
 
-/// Sets every stored file's time back by `ago`, as if published then (an
-/// online cleanup leaves files published in the last minute alone).
-fn age_store(h: &Harness, ago: std::time::Duration) {
-    let store = &h.running().app.store;
-    for d in store.published() {
-        let file = std::fs::File::open(store.path_of(&d)).unwrap();
-        file.set_modified(std::time::SystemTime::now() - ago)
-            .unwrap();
-    }
-}
-
 /// A file in the store that no catalog entry names (left by an older
 /// catalog, or copied in by hand).
 fn orphan(h: &Harness) -> upcache::digest::Sha256Digest {
