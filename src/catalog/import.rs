@@ -23,6 +23,10 @@ pub struct ImportReport {
     /// New updates approved or declined by the automatic approval rules.
     #[serde(default)]
     pub changed_by_rules: u64,
+    /// Files stored now for which the catalog claimed another SHA-256: the
+    /// stored bytes' one was kept.
+    #[serde(default)]
+    pub sha256_conflicts: u64,
 }
 
 impl std::fmt::Display for ImportReport {
@@ -36,6 +40,13 @@ impl std::fmt::Display for ImportReport {
             self.updates_stale,
             self.files_added
         )?;
+        if self.sha256_conflicts > 0 {
+            write!(
+                f,
+                "; {} SHA-256 claims refused (the stored bytes say otherwise)",
+                self.sha256_conflicts
+            )?;
+        }
         if self.changed_by_rules > 0 {
             write!(
                 f,

@@ -28,6 +28,7 @@ pub(super) fn import_update(
     tx: &rusqlite::Transaction<'_>,
     u: &ValidUpdate,
     trust: Trust,
+    stored: &dyn Fn(&Sha1Digest) -> bool,
     report: &mut ImportReport,
 ) -> Result<(), CatalogError> {
     let d = &u.doc;
@@ -98,19 +99,20 @@ pub(super) fn import_update(
         if let Some(sha256) = f.sha256 {
             refuse_shared_sha256(tx, &d.id, f.sha1, sha256)?;
         }
-        let known: Option<i64> = tx
-            .prepare_cached("SELECT fid FROM files WHERE sha1 = ?1")?
-            .query_row([f.sha1], |r| r.get(0))
+        let known: Option<(i64, Option<Sha256Digest>)> = tx
+            .prepare_cached("SELECT fid, sha256 FROM files WHERE sha1 = ?1")?
+            .query_row([f.sha1], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let size = f.size.map(|s| s as i64);
         let fid = match known {
-            Some(fid) => {
-                // Newer metadata wins; learned digests and sizes are kept.
+            Some((fid, had)) => {
+                let sha256 = settle_sha256(f.sha1, had, f.sha256, stored(&f.sha1), report);
+                // Newer metadata wins; learned sizes are kept.
                 tx.prepare_cached(
-                    "UPDATE files SET name = ?2, url = ?3, sha256 = coalesce(sha256, ?4),
+                    "UPDATE files SET name = ?2, url = ?3, sha256 = ?4,
                                       size = coalesce(size, ?5) WHERE fid = ?1",
                 )?
-                .execute(params![fid, f.name, f.url, f.sha256, size])?;
+                .execute(params![fid, f.name, f.url, sha256, size])?;
                 fid
             }
             None => {
@@ -129,6 +131,34 @@ pub(super) fn import_update(
             .execute([fid])?;
     }
     Ok(())
+}
+
+/// The SHA-256 a known file keeps when a newer revision names one. A
+/// different claim replaces the one held (a corrected catalog: a wrong
+/// claim would otherwise fail every download of the file for good), unless
+/// the file is stored now: its bytes, verified when they came, prove the
+/// one held, and the claim is counted as a conflict and logged.
+fn settle_sha256(
+    sha1: Sha1Digest,
+    had: Option<Sha256Digest>,
+    claimed: Option<Sha256Digest>,
+    stored: bool,
+    report: &mut ImportReport,
+) -> Option<Sha256Digest> {
+    match (had, claimed) {
+        (Some(had), Some(claimed)) if had != claimed => {
+            if stored {
+                tracing::warn!(%sha1, stored_sha256 = %had, %claimed, "the catalog claims another SHA-256 for a stored file; the stored bytes' is kept");
+                report.sha256_conflicts += 1;
+                Some(had)
+            } else {
+                tracing::info!(%sha1, was = %had, now = %claimed, "a newer revision corrects a file's SHA-256");
+                report.files_changed += 1;
+                Some(claimed)
+            }
+        }
+        (had, claimed) => had.or(claimed),
+    }
 }
 
 /// Two files with different SHA-1s cannot have the same SHA-256: a catalog

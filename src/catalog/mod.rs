@@ -168,6 +168,11 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Whether the file is in the store now (its bytes verified).
+    fn is_stored(&self, sha1: &Sha1Digest) -> bool {
+        self.index().get(sha1).is_some_and(|e| e.stored)
+    }
+
     /// The file a SHA-1 names, if any update references it.
     pub fn lookup_sha1(&self, sha1: &Sha1Digest) -> Option<FileEntry> {
         self.index().get(sha1)
@@ -206,12 +211,13 @@ impl Catalog {
         } else {
             json_import::Trust::Metadata
         };
+        let stored = |sha1: &Sha1Digest| self.is_stored(sha1);
         self.write_import(|tx| {
             let mut report = ImportReport::default();
             rules::begin(tx)?;
             let mut n = 0;
             json::parse_stream(input, |u| {
-                json_import::import_update(tx, &u, trust, &mut report)?;
+                json_import::import_update(tx, &u, trust, &stored, &mut report)?;
                 n += 1;
                 if n % 1024 == 0 {
                     self.import.read(n, 0);
@@ -235,10 +241,12 @@ impl Catalog {
     ) -> Result<(ImportReport, u64), CatalogError> {
         let mut policy = None;
         let mut seq = 0;
+        let stored = |sha1: &Sha1Digest| self.is_stored(sha1);
         let report = self.write_import(|tx| {
             let mut report = ImportReport::default();
             let extras = json::parse_stream(input, |u| {
-                json_import::import_update(tx, &u, json_import::Trust::Primary, &mut report)
+                let trust = json_import::Trust::Primary;
+                json_import::import_update(tx, &u, trust, &stored, &mut report)
             })?;
             let (Some(primary_seq), Some(p), Some(primary_rules)) =
                 (extras.seq, extras.policy, extras.rules)

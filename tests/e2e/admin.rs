@@ -796,3 +796,47 @@ async fn every_admin_write_is_logged_with_who_and_what_came_of_it() {
         }
     }
 }
+
+/// A wrong SHA-256 in a catalog fails every download of its file; a newer
+/// revision that corrects it is taken, but no claim overrides the SHA-256
+/// of bytes stored and verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_revision_corrects_a_wrong_sha256_but_not_a_stored_files() {
+    let h = Harness::new().await;
+    let wrong = "ab".repeat(32);
+    let mut catalog = h.catalog_declaring_sha256();
+    catalog["updates"][1]["files"][0]["sha256"] = wrong.clone().into();
+    assert_eq!(h.import(&catalog).await.status(), 200);
+    h.set_state(ID_B, "approve").await;
+    // The bytes never match the claim: the body is cut, nothing stored.
+    for _ in 0..2 {
+        let cut = h.get(&h.b.content_path()).await.bytes().await;
+        assert!(cut.is_err(), "a whole body under a wrong SHA-256");
+    }
+    h.settled().await;
+    assert!(!h.stored().contains(&h.b.sha256));
+
+    let mut corrected = h.catalog_declaring_sha256();
+    corrected["updates"][1]["revision"] = 2.into();
+    let r = h.import(&corrected).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["sha256_conflicts"], 0);
+    assert_eq!(
+        h.get(&h.b.content_path()).await.bytes().await.unwrap(),
+        h.b.bytes
+    );
+    h.settled().await;
+
+    // Stored now: a later wrong claim is refused, counted, and changes nothing.
+    let mut again = corrected.clone();
+    again["updates"][1]["revision"] = 3.into();
+    again["updates"][1]["files"][0]["sha256"] = wrong.into();
+    let r = h.import(&again).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["sha256_conflicts"], 1);
+    let b = h.admin_json(&format!("/api/v1/updates/{ID_B}")).await;
+    assert_eq!(b["revision"], 3, "{b}");
+    assert_eq!(b["files"][0]["sha256"], h.b.sha256.to_hex(), "{b}");
+    let blob = format!("/blobs/sha256/{}", h.b.sha256);
+    assert_eq!(h.get(&blob).await.bytes().await.unwrap(), h.b.bytes);
+}
