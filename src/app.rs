@@ -27,6 +27,8 @@ pub struct App {
     pub follower: Option<Arc<crate::follow::Follower>>,
     /// The admin listener's TLS, when it has a certificate.
     pub admin_tls: Option<Arc<crate::http::tls::Terminator>>,
+    /// The HTTPS content listener's TLS, when there is one.
+    pub content_tls: Option<Arc<crate::http::tls::Terminator>>,
     /// Held by the cleanup running now: one at a time.
     pub cleaning: std::sync::Mutex<()>,
     pub scrubber: Arc<crate::scrub::Scrubber>,

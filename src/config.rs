@@ -51,6 +51,15 @@ pub struct ServeArgs {
     /// Content listener address [default: 127.0.0.1:8530]
     #[arg(long, env = "UPCACHE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// A second content listener, over HTTPS (with --tls-cert and --tls-key)
+    #[arg(long, env = "UPCACHE_LISTEN_TLS")]
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain of the HTTPS content listener
+    #[arg(long, env = "UPCACHE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (re-read with it on SIGHUP)
+    #[arg(long, env = "UPCACHE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     /// Admin API listener address [default: 127.0.0.1:8531]
     #[arg(long, env = "UPCACHE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -111,6 +120,9 @@ pub struct ServeArgs {
 struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    listen_tls: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     admin_listen: Option<SocketAddr>,
     admin_token: Option<String>,
     admin_tls_cert: Option<PathBuf>,
@@ -163,6 +175,9 @@ impl FileConfig {
         let FileConfig {
             data_dir,
             listen,
+            listen_tls,
+            tls_cert,
+            tls_key,
             admin_listen,
             admin_token,
             admin_tls_cert,
@@ -207,6 +222,9 @@ impl FileConfig {
         [
             ("data_dir", data_dir.is_none()),
             ("listen", listen.is_none()),
+            ("listen_tls", listen_tls.is_none()),
+            ("tls_cert", tls_cert.is_none()),
+            ("tls_key", tls_key.is_none()),
             ("admin_listen", admin_listen.is_none()),
             ("admin_token", admin_token.is_none()),
             ("admin_tls_cert", admin_tls_cert.is_none()),
@@ -267,6 +285,8 @@ enum Size {
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// A second content listener over HTTPS, and its certificate.
+    pub listen_tls: Option<(SocketAddr, TlsFiles)>,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
     /// Set: the admin API speaks HTTPS with this certificate.
@@ -331,6 +351,11 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap()),
+            listen_tls: content_tls(
+                args.listen_tls.or(file.listen_tls),
+                args.tls_cert.clone().or(file.tls_cert),
+                args.tls_key.clone().or(file.tls_key),
+            )?,
             admin_listen: args
                 .admin_listen
                 .or(file.admin_listen)
@@ -441,6 +466,7 @@ impl Config {
         Config {
             data_dir: data_dir.to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            listen_tls: None,
             admin_listen: "127.0.0.1:0".parse().unwrap(),
             admin_token: None,
             admin_tls: None,
@@ -566,6 +592,27 @@ fn networks(setting: &'static str, given: Vec<String>) -> Result<Vec<ipnet::IpNe
                 })
         })
         .collect()
+}
+
+/// The HTTPS content listener: an address with a certificate and key, or
+/// none of the three.
+fn content_tls(
+    listen: Option<SocketAddr>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<(SocketAddr, TlsFiles)>, ConfigError> {
+    match (listen, cert, key) {
+        (Some(addr), Some(cert), Some(key)) => Ok(Some((addr, TlsFiles { cert, key }))),
+        (None, None, None) => Ok(None),
+        (listen, cert, _) => Err(ConfigError::Invalid {
+            setting: match (listen, cert) {
+                (None, _) => "listen_tls",
+                (Some(_), None) => "tls_cert",
+                (Some(_), Some(_)) => "tls_key",
+            },
+            message: "listen_tls, tls_cert and tls_key are set together (an address, the certificate chain and its private key, PEM)".into(),
+        }),
+    }
 }
 
 /// The admin listener's certificate and key: both, or neither.
@@ -784,6 +831,31 @@ mod tests {
                 .to_string();
             assert!(e.contains("proxy_protocol_from") && e.contains(bad), "{e}");
         }
+    }
+
+    #[test]
+    fn the_https_listener_needs_its_address_certificate_and_key() {
+        for (toml, named) in [
+            ("listen_tls = \"0.0.0.0:8532\"", "tls_cert"),
+            (
+                "listen_tls = \"0.0.0.0:8532\"\ntls_cert = \"/c\"",
+                "tls_key",
+            ),
+            ("tls_cert = \"/c\"\ntls_key = \"/k\"", "listen_tls"),
+        ] {
+            let e = load_with(ServeArgs::default(), Some(toml))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(named), "{toml}: {e}");
+        }
+        let c = load_with(
+            ServeArgs::default(),
+            Some("listen_tls = \"0.0.0.0:8532\"\ntls_cert = \"/c\"\ntls_key = \"/k\""),
+        )
+        .unwrap();
+        let (addr, files) = c.listen_tls.unwrap();
+        assert_eq!(addr.port(), 8532);
+        assert_eq!(files.key, std::path::Path::new("/k"));
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub struct Snapshot {
     pub downloads_queued: u64,
     /// The admin certificate's `notAfter` (Unix seconds), with TLS on.
     pub admin_tls_not_after: Option<i64>,
+    /// The HTTPS content listener's, when there is one.
+    pub content_tls_not_after: Option<i64>,
 }
 
 impl Default for Metrics {
@@ -412,10 +414,15 @@ impl Metrics {
         set(&self.store_max_bytes, s.store_max_bytes);
         set(&self.downloads_running, s.downloads_running);
         set(&self.downloads_queued, s.downloads_queued);
-        if let Some(t) = s.admin_tls_not_after {
-            self.tls_not_after
-                .get_or_create(&ListenerLabels { listener: "admin" })
-                .set(t);
+        for (listener, not_after) in [
+            ("admin", s.admin_tls_not_after),
+            ("content", s.content_tls_not_after),
+        ] {
+            if let Some(t) = not_after {
+                self.tls_not_after
+                    .get_or_create(&ListenerLabels { listener })
+                    .set(t);
+            }
         }
     }
 

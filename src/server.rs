@@ -36,7 +36,9 @@ pub enum StartError {
     #[error(transparent)]
     SharedTier(#[from] crate::store::s3::S3Error),
     #[error("admin TLS: {0}")]
-    AdminTls(#[from] crate::http::tls::TlsError),
+    AdminTls(#[source] crate::http::tls::TlsError),
+    #[error("content TLS: {0}")]
+    ContentTls(#[source] crate::http::tls::TlsError),
     #[error("follow_ca: {0}")]
     FollowCa(String),
     #[error("access log: {0}")]
@@ -55,6 +57,8 @@ const DOWNLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// A running server: its bound addresses and the means to stop it.
 pub struct Running {
     pub content_addr: SocketAddr,
+    /// The HTTPS content listener's address, when there is one.
+    pub content_tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     /// The admin API's base URL (`https://` when it speaks TLS).
     pub admin_url: String,
@@ -220,9 +224,19 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         None => None,
     };
     let admin_tls = load_admin_tls(&config)?;
+    let content_tls = match &config.listen_tls {
+        Some((addr, files)) => {
+            let tls = Terminator::load(files.clone()).map_err(StartError::ContentTls)?;
+            Some((bind(*addr).await?, Arc::new(tls)))
+        }
+        None => None,
+    };
     let content_listener = bind(config.listen).await?;
     let admin_listener = bind(config.admin_listen).await?;
     let content_addr = content_listener.local_addr().expect("bound");
+    let content_tls_addr = content_tls
+        .as_ref()
+        .map(|(listener, _)| listener.local_addr().expect("bound"));
     let admin_addr = admin_listener.local_addr().expect("bound");
 
     let follower = match config.follow.clone() {
@@ -247,6 +261,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         started: Instant::now(),
         follower,
         admin_tls: admin_tls.clone(),
+        content_tls: content_tls.as_ref().map(|(_, tls)| tls.clone()),
         cleaning: std::sync::Mutex::new(()),
         scrubber: Arc::default(),
     });
@@ -269,6 +284,18 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         let content = content.clone();
         async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
     });
+    if let Some((listener, tls)) = content_tls {
+        // Hyper answers (no sendfile under TLS); no PROXY headers before
+        // the handshake.
+        tasks.spawn(crate::http::serve(
+            listener,
+            handler.clone(),
+            app.config.content_limits(),
+            crate::http::Front::Tls(tls),
+            Arc::from([]),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(crate::http::serve(
         content_listener,
         handler,
@@ -277,11 +304,14 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         Arc::from(app.config.proxy_protocol_from.as_slice()),
         shutdown.clone(),
     ));
+    let certificates: Vec<_> = [&admin_tls, &app.content_tls]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    reload_on_hangup(certificates, shutdown.clone());
     let admin_url = match &admin_tls {
-        Some(tls) => {
-            reload_on_hangup(tls.clone(), shutdown.clone());
-            format!("https://{admin_addr}")
-        }
+        Some(_) => format!("https://{admin_addr}"),
         None => format!("http://{admin_addr}"),
     };
     tasks.spawn(crate::admin::serve(
@@ -301,6 +331,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     tracing::info!(%content_addr, %admin_url, data_dir = %app.config.data_dir.display(), "upcache serving");
     Ok(Running {
         content_addr,
+        content_tls_addr,
         admin_addr,
         admin_url,
         app,
@@ -324,20 +355,23 @@ fn load_admin_tls(config: &Config) -> Result<Option<Arc<Terminator>>, StartError
         }
         return Ok(None);
     };
-    let tls = Terminator::load(files.clone())?;
+    let tls = Terminator::load(files.clone()).map_err(StartError::AdminTls)?;
     tracing::info!(cert = %files.cert.display(), "the admin API speaks HTTPS");
     Ok(Some(Arc::new(tls)))
 }
 
-/// SIGHUP (`systemctl reload`) re-reads the admin certificate and key: a
+/// SIGHUP (`systemctl reload`) re-reads the certificates and keys: a
 /// renewed certificate takes effect without a restart. A bad pair is
 /// logged and the one in force stays.
-fn reload_on_hangup(tls: Arc<Terminator>, shutdown: CancellationToken) {
+fn reload_on_hangup(certificates: Vec<Arc<Terminator>>, shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
+    if certificates.is_empty() {
+        return;
+    }
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(error = %e, "no SIGHUP handler: the admin certificate is read at start only");
+            tracing::warn!(error = %e, "no SIGHUP handler: certificates are read at start only");
             return;
         }
     };
@@ -347,12 +381,13 @@ fn reload_on_hangup(tls: Arc<Terminator>, shutdown: CancellationToken) {
                 _ = shutdown.cancelled() => return,
                 got = hangups.recv() => if got.is_none() { return },
             }
-            match tls.reload() {
-                Ok(()) => {
-                    tracing::info!(cert = %tls.files().cert.display(), "SIGHUP: admin TLS certificate re-read")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: admin TLS certificate not re-read; the one in force stays")
+            for tls in &certificates {
+                let cert = tls.files().cert.display();
+                match tls.reload() {
+                    Ok(()) => tracing::info!(%cert, "SIGHUP: TLS certificate re-read"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: TLS certificate not re-read; the one in force stays")
+                    }
                 }
             }
         }

@@ -488,6 +488,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         downloads_running: fetches.len() as u64 - queued,
         downloads_queued: queued,
         admin_tls_not_after: app.admin_tls.as_ref().and_then(|t| t.not_after()),
+        content_tls_not_after: app.content_tls.as_ref().and_then(|t| t.not_after()),
     });
     (
         [(
@@ -527,18 +528,30 @@ pub struct Status {
     pub upstream: crate::fetch::UpstreamStatus,
     /// The admin listener's certificate, when it speaks HTTPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admin_tls: Option<AdminTls>,
+    pub admin_tls: Option<TlsCertificate>,
+    /// The HTTPS content listener's certificate, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_tls: Option<TlsCertificate>,
     /// The last scrub since start, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrub: Option<ScrubStatus>,
 }
 
-/// The certificate the admin API presents.
+/// The certificate a listener presents.
 #[derive(Debug, Serialize, serde::Deserialize)]
-pub struct AdminTls {
+pub struct TlsCertificate {
     pub cert: String,
     /// Its `notAfter`, Unix seconds (`null`: not readable).
     pub not_after: Option<i64>,
+}
+
+impl TlsCertificate {
+    fn of(tls: &Terminator) -> TlsCertificate {
+        TlsCertificate {
+            cert: tls.files().cert.display().to_string(),
+            not_after: tls.not_after(),
+        }
+    }
 }
 
 async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
@@ -557,10 +570,8 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         traffic: app.metrics.traffic(),
         follow: app.follower.as_ref().map(|f| f.status()),
         upstream: app.fetcher.upstream_status(),
-        admin_tls: app.admin_tls.as_ref().map(|t| AdminTls {
-            cert: t.files().cert.display().to_string(),
-            not_after: t.not_after(),
-        }),
+        admin_tls: app.admin_tls.as_deref().map(TlsCertificate::of),
+        content_tls: app.content_tls.as_deref().map(TlsCertificate::of),
         scrub: Some(app.scrubber.status()).filter(|s| s.started.is_some()),
     }))
 }

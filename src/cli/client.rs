@@ -443,6 +443,9 @@ pub fn print_status(s: &Status) {
     if let Some(tls) = &s.admin_tls {
         println!("admin TLS  {}, {}", tls.cert, expiry(tls.not_after));
     }
+    if let Some(tls) = &s.content_tls {
+        println!("HTTPS      {}, {}", tls.cert, expiry(tls.not_after));
+    }
     let t = &s.traffic;
     if let Some(ratio) = t.hit_ratio {
         println!(

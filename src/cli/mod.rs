@@ -569,8 +569,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let running = crate::server::start(config)
         .await
         .context("starting upcache")?;
+    let https = running
+        .content_tls_addr
+        .map_or(String::new(), |addr| format!(" and https://{addr}"));
     println!(
-        "upcache {} serving content on http://{} and the admin API on {}",
+        "upcache {} serving content on http://{}{https} and the admin API on {}",
         env!("CARGO_PKG_VERSION"),
         running.content_addr,
         running.admin_url

@@ -3,7 +3,6 @@
 
 mod access_log;
 mod admin;
-mod admin_tls;
 mod browser;
 mod common;
 mod console;
@@ -25,5 +24,6 @@ mod quota;
 mod redbot;
 mod service;
 mod shared;
+mod tls;
 mod waits;
 mod windows;

@@ -1,7 +1,8 @@
-//! The admin API over HTTPS: with `admin_tls_cert`/`admin_tls_key` its
-//! bearer token never crosses the network in clear. The CLI, `sync --from`
+//! HTTPS. The admin API with `admin_tls_cert`/`admin_tls_key`, so its
+//! bearer token never crosses the network in clear: the CLI, `sync --from`
 //! and a follower trust a private CA they are given; a plain-HTTP client is
-//! told to use https://; a renewed certificate is taken at SIGHUP.
+//! told to use https://; a renewed certificate is taken at SIGHUP. And a
+//! second content listener (`listen_tls`) for clients that must use HTTPS.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -388,4 +389,70 @@ async fn a_key_that_is_not_the_certificates_stops_the_start_naming_it() {
     .await;
     assert!(!half.ok);
     assert!(half.stderr.contains("admin_tls_key"), "{}", half.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_served_over_https_on_the_second_content_listener() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = private_ca(certs.path(), "corp");
+    let files = pki.files.clone();
+    let h = Harness::with(|c| {
+        c.listen_tls = Some(("127.0.0.1:0".parse().unwrap(), files));
+    })
+    .await;
+    h.setup(&[ID_B]).await;
+    let addr = h.running().content_tls_addr.expect("an HTTPS listener");
+    let url = format!("https://127.0.0.1:{}{}", addr.port(), h.b.content_path());
+    let client = trusting(&pki.ca);
+
+    // A miss over HTTPS (h2 by ALPN), then a ranged hit.
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.bytes().await.unwrap(), h.b.bytes);
+    h.settled().await;
+    let r = client
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), h.b.bytes.slice(100..200));
+    // The plain listener serves the same, and refuses what it refuses.
+    assert_eq!(
+        h.get(&h.b.content_path()).await.bytes().await.unwrap(),
+        h.b.bytes
+    );
+    let unapproved = format!("https://127.0.0.1:{}{}", addr.port(), h.c.content_path());
+    assert_eq!(client.get(&unapproved).send().await.unwrap().status(), 403);
+
+    // Plain HTTP to the HTTPS port: told to use https://.
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400 ") && answer.contains("https://"),
+        "{answer}"
+    );
+
+    // Its certificate's expiry, beside the admin API's (which has none here).
+    let status = h.status().await;
+    assert_eq!(
+        status["content_tls"]["not_after"],
+        leaf_expiry().unix_timestamp(),
+        "{status}"
+    );
+    assert!(status.get("admin_tls").is_none(), "{status}");
+    let metrics = h.http.get(h.admin("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("upcache_tls_cert_not_after_seconds{listener=\"content\"}")
+            && !metrics.contains("listener=\"admin\""),
+        "{metrics}"
+    );
 }
