@@ -153,6 +153,7 @@ struct FileConfig {
     fast_path: Option<bool>,
     admin_hosts: Option<Vec<String>>,
     proxy_protocol_from: Option<Vec<String>>,
+    allow_clients: Option<Vec<String>>,
     max_store_bytes: Option<Size>,
     access_log: Option<String>,
     access_log_format: Option<AccessLogFormat>,
@@ -207,6 +208,7 @@ impl FileConfig {
             fast_path,
             admin_hosts,
             proxy_protocol_from,
+            allow_clients,
             max_store_bytes,
             access_log,
             access_log_format,
@@ -254,6 +256,7 @@ impl FileConfig {
             ("fast_path", fast_path.is_none()),
             ("admin_hosts", admin_hosts.is_none()),
             ("proxy_protocol_from", proxy_protocol_from.is_none()),
+            ("allow_clients", allow_clients.is_none()),
             ("max_store_bytes", max_store_bytes.is_none()),
             ("access_log", access_log.is_none()),
             ("access_log_format", access_log_format.is_none()),
@@ -311,6 +314,8 @@ pub struct Config {
     /// Peers (load balancers) whose connections to the content listener may
     /// start with a PROXY protocol header naming the client.
     pub proxy_protocol_from: Vec<ipnet::IpNet>,
+    /// Clients the content listeners serve (empty: all); others get `403`.
+    pub allow_clients: Vec<ipnet::IpNet>,
     /// Store size beyond which least-recently-served files are evicted.
     pub max_store_bytes: Option<u64>,
     /// Bytes of rejected downloads kept in `quarantine/` for inspection.
@@ -416,6 +421,7 @@ impl Config {
                 "proxy_protocol_from",
                 file.proxy_protocol_from.unwrap_or_default(),
             )?,
+            allow_clients: networks("allow_clients", file.allow_clients.unwrap_or_default())?,
             max_store_bytes: match args.max_store_bytes {
                 Some(flag) => Some(flag),
                 None => size_setting("max_store_bytes", file.max_store_bytes)?,
@@ -482,6 +488,7 @@ impl Config {
             fast_path: true,
             admin_hosts: Vec::new(),
             proxy_protocol_from: Vec::new(),
+            allow_clients: Vec::new(),
             max_store_bytes: None,
             quarantine_max_bytes: crate::store::DEFAULT_QUARANTINE_MAX_BYTES,
             access_log: None,

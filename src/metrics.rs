@@ -103,6 +103,7 @@ pub struct Metrics {
     upstream_bytes: Counter,
     verify_failures: Counter,
     scrub_bad_files: Counter,
+    clients_refused: Counter,
     resumes: Counter,
     evicted_files: Counter,
     evicted_bytes: Counter,
@@ -149,6 +150,7 @@ impl Default for Metrics {
         let upstream_bytes = Counter::default();
         let verify_failures = Counter::default();
         let scrub_bad_files = Counter::default();
+        let clients_refused = Counter::default();
         let resumes = Counter::default();
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
@@ -277,6 +279,11 @@ impl Default for Metrics {
             "Stored files a scrub found not matching their SHA-256 (quarantined)",
             scrub_bad_files.clone(),
         );
+        registry.register(
+            "clients_refused",
+            "Connections to a content listener from clients outside allow_clients",
+            clients_refused.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -285,6 +292,7 @@ impl Default for Metrics {
             upstream_bytes,
             verify_failures,
             scrub_bad_files,
+            clients_refused,
             resumes,
             evicted_files,
             evicted_bytes,
@@ -350,6 +358,11 @@ impl Metrics {
     /// A scrub found a stored file whose bytes no longer match its name.
     pub fn scrub_bad_file(&self) {
         self.scrub_bad_files.inc();
+    }
+
+    /// A client outside `allow_clients` was turned away.
+    pub fn client_refused(&self) {
+        self.clients_refused.inc();
     }
 
     /// A stored file was evicted (max_store_bytes).

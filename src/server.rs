@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::fetch::{FetchError, Fetcher};
 use crate::http::content::ContentService;
 use crate::http::tls::Terminator;
+use crate::http::Gate;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
 use crate::store::{DataLock, DiskStore, Storage, StoreError};
@@ -284,15 +285,24 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         let content = content.clone();
         async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
     });
+    let gate = Gate {
+        proxies: app.config.proxy_protocol_from.clone(),
+        allow: app.config.allow_clients.clone(),
+        metrics: Some(app.metrics.clone()),
+    };
     if let Some((listener, tls)) = content_tls {
         // Hyper answers (no sendfile under TLS); no PROXY headers before
         // the handshake.
+        let gate = Gate {
+            proxies: Vec::new(),
+            ..gate.clone()
+        };
         tasks.spawn(crate::http::serve(
             listener,
             handler.clone(),
             app.config.content_limits(),
             crate::http::Front::Tls(tls),
-            Arc::from([]),
+            Arc::new(gate),
             shutdown.clone(),
         ));
     }
@@ -301,7 +311,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         handler,
         app.config.content_limits(),
         front,
-        Arc::from(app.config.proxy_protocol_from.as_slice()),
+        Arc::new(gate),
         shutdown.clone(),
     ));
     let certificates: Vec<_> = [&admin_tls, &app.content_tls]

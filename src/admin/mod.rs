@@ -65,8 +65,9 @@ pub async fn serve(
         Some(tls) => Front::Tls(tls),
         None => Front::Plain,
     };
-    // The admin API is reached directly, never through the balancer.
-    crate::http::serve(listener, service, limits, front, Arc::from([]), shutdown).await;
+    // Reached directly, never through the balancer; guarded by the token.
+    let gate = Arc::new(crate::http::Gate::default());
+    crate::http::serve(listener, service, limits, front, gate, shutdown).await;
 }
 
 /// The API's routes.

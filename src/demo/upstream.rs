@@ -82,7 +82,7 @@ impl Upstream {
             handler,
             limits,
             crate::http::Front::Plain,
-            Arc::from([]),
+            Arc::default(),
             shutdown.clone(),
         ));
         Ok(Upstream {

@@ -105,15 +105,38 @@ pub enum Front {
     Tls(Arc<Terminator>),
 }
 
+/// Who may use a listener, and whose word on a client's address it takes.
+#[derive(Clone, Default)]
+pub struct Gate {
+    /// Peers (load balancers) whose connections may start with a PROXY
+    /// protocol header naming the client ([`super::proxy_protocol`]).
+    pub proxies: Vec<IpNet>,
+    /// The clients served; empty: all of them.
+    pub allow: Vec<IpNet>,
+    /// Where refusals are counted.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Gate {
+    fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.proxies.iter().any(|net| net.contains(&peer))
+    }
+
+    fn admits(&self, client: std::net::IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&client))
+    }
+}
+
 /// Accepts connections until `shutdown` fires, then lets open ones finish
-/// (bounded by `DRAIN`). Connections from `proxies` may start with a PROXY
-/// protocol header naming the client ([`super::proxy_protocol`]).
+/// (bounded by `DRAIN`). A client `gate` does not admit (judged by the
+/// address a trusted balancer names, if one does) gets a `403` and the
+/// connection is closed.
 pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: Limits,
     front: Front,
-    proxies: Arc<[IpNet]>,
+    gate: Arc<Gate>,
     shutdown: CancellationToken,
 ) where
     S: ConnService<B>,
@@ -159,11 +182,22 @@ pub async fn serve<S, B>(
         let _ = stream.set_nodelay(true);
         let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
         let front = front.clone();
-        let proxied = proxies.iter().any(|net| net.contains(&peer.ip()));
+        let proxied = gate.trusts(peer.ip());
+        let gate = gate.clone();
         connections.spawn(async move {
             let Some((client, read)) = client_of(&mut stream, peer, proxied, limits).await else {
                 return drop(slot);
             };
+            if !gate.admits(client) {
+                tracing::debug!(%client, "not in allow_clients: refused");
+                if let Some(m) = &gate.metrics {
+                    m.client_refused();
+                }
+                if !matches!(front, Front::Tls(_)) {
+                    answer_and_close(&mut stream, "403 Forbidden", NOT_ALLOWED).await;
+                }
+                return drop(slot);
+            }
             let hyper = Hyper {
                 builder,
                 service,
@@ -200,7 +234,7 @@ pub async fn serve<S, B>(
                     }
                 }
                 Front::Tls(tls) => {
-                    // TLS listeners take no PROXY headers (`proxies` is empty).
+                    // TLS listeners take no PROXY headers (`gate.proxies` is empty).
                     debug_assert!(read.is_empty());
                     if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
                         hyper.drive(stream).await;
@@ -218,6 +252,39 @@ pub async fn serve<S, B>(
     {
         tracing::warn!("connections still open after the drain period; closing them");
     }
+}
+
+/// What a client outside `allow_clients` is told.
+const NOT_ALLOWED: &str = "this upcache serves the networks in its allow_clients only\n";
+
+/// Writes a whole HTTP/1.1 answer, then reads what the client sent until it
+/// closes (bounded): closing on unread bytes would reset the connection,
+/// and the client might lose the answer.
+pub(super) async fn answer_and_close(tcp: &mut TcpStream, status: &str, body: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let content_type = if body.starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    if tcp.write_all(answer.as_bytes()).await.is_err() || tcp.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    let draining = async {
+        while left > 0 {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), draining).await;
 }
 
 /// The client a connection is from, and what was read from it already:

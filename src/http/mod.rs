@@ -21,7 +21,7 @@ pub mod tls;
 
 mod connection;
 
-pub use connection::{serve, ConnService, Front, Limits, Peer, ResponseBody};
+pub use connection::{serve, ConnService, Front, Gate, Limits, Peer, ResponseBody};
 
 use std::time::Duration;
 

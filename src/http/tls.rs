@@ -11,7 +11,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -129,7 +128,12 @@ impl Terminator {
                 return None;
             }
             if first[0] != HANDSHAKE_RECORD {
-                refuse_plain_http(&mut tcp).await;
+                let answer = super::connection::answer_and_close(
+                    &mut tcp,
+                    "400 Bad Request",
+                    PLAIN_HTTP_ERROR,
+                );
+                answer.await;
                 return None;
             }
             match self.acceptor.accept(tcp).await {
@@ -141,27 +145,6 @@ impl Terminator {
             }
         };
         tokio::time::timeout(limit, handshake).await.ok().flatten()
-    }
-}
-
-/// Answers 400, then reads what the client sent until it closes (bounded):
-/// closing on unread bytes would reset the connection, and the client
-/// might lose the answer.
-async fn refuse_plain_http(tcp: &mut TcpStream) {
-    let answer = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_ERROR}",
-        PLAIN_HTTP_ERROR.len()
-    );
-    if tcp.write_all(answer.as_bytes()).await.is_err() || tcp.shutdown().await.is_err() {
-        return;
-    }
-    let mut sink = [0u8; 4096];
-    let mut left: usize = 64 * 1024;
-    while left > 0 {
-        match tcp.read(&mut sink).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => left = left.saturating_sub(n),
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! with a PROXY protocol header (v1 or v2), and the access log names the
 //! Windows client it carries; from anyone else such a header is refused as
 //! the HTTP it is not. A real HAProxy with `send-proxy-v2` proves it end to
-//! end.
+//! end. `allow_clients` judges the client so named, not the balancer.
 
 use std::path::Path;
 use std::time::Duration;
@@ -204,4 +204,42 @@ async fn through_a_real_haproxy_the_log_names_the_windows_client() {
         Some("\"127.0.0.3\""),
         "{seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_allowed_clients_are_served_judged_by_the_address_the_balancer_names() {
+    let h = Harness::with(|c| {
+        c.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
+        c.allow_clients = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "192.0.2.0/24".parse().unwrap(),
+        ];
+    })
+    .await;
+    h.setup(&[ID_B]).await;
+    let path = h.b.content_path();
+    let through =
+        |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 50123 8530\r\n{}", get(&path));
+    for (source, bytes, served) in [
+        ("127.0.0.1", get(&path), true),
+        ("127.0.0.2", get(&path), false),
+        ("127.0.0.1", through("192.0.2.7"), true),
+        ("127.0.0.1", through("198.51.100.1"), false),
+    ] {
+        let answer = exchange(connect_from(&h, source).await, bytes.as_bytes()).await;
+        let expected = if served {
+            "HTTP/1.1 200 "
+        } else {
+            "HTTP/1.1 403 "
+        };
+        assert!(
+            answer.starts_with(expected),
+            "{source} {:?}: {answer}",
+            bytes.lines().next()
+        );
+        if !served {
+            assert!(answer.contains("allow_clients"), "{answer}");
+        }
+    }
+    assert_eq!(h.counter("upcache_clients_refused_total").await, 2);
 }
