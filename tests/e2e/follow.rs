@@ -175,6 +175,17 @@ async fn a_follower_keeps_in_step_and_refuses_writes() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(follower.status().await["upstream"]["rate_limit"], 1 << 20);
+    // So are its disk's upkeep: cleanup and scrub.
+    let r = follower
+        .http
+        .post(follower.admin("/api/v1/cleanup"))
+        .json(&serde_json::json!({ "remove": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = follower.call(Method::POST, "/api/v1/scrub").await;
+    assert_eq!(r.status(), 202);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
