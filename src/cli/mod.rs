@@ -614,7 +614,7 @@ fn log_hangups() -> anyhow::Result<()> {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!(
-                "SIGHUP: the access log and the admin TLS certificate (if any) are read again; other settings need a restart"
+                "SIGHUP: the access log and the TLS certificates (if any) are read again; other settings need a restart"
             );
         }
     });
