@@ -291,18 +291,13 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics: Some(app.metrics.clone()),
     };
     if let Some((listener, tls)) = content_tls {
-        // Hyper answers (no sendfile under TLS); no PROXY headers before
-        // the handshake.
-        let gate = Gate {
-            proxies: Vec::new(),
-            ..gate.clone()
-        };
+        // Hyper answers (no sendfile under TLS).
         tasks.spawn(crate::http::serve(
             listener,
             handler.clone(),
             app.config.content_limits(),
             crate::http::Front::Tls(tls),
-            Arc::new(gate),
+            Arc::new(gate.clone()),
             shutdown.clone(),
         ));
     }

@@ -234,8 +234,11 @@ pub async fn serve<S, B>(
                     }
                 }
                 Front::Tls(tls) => {
-                    // TLS listeners take no PROXY headers (`gate.proxies` is empty).
-                    debug_assert!(read.is_empty());
+                    let replay = read.freeze();
+                    let stream = Rewind {
+                        replay,
+                        inner: stream,
+                    };
                     if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
                         hyper.drive(stream).await;
                     }
@@ -370,11 +373,11 @@ impl<S> Hyper<S> {
     }
 }
 
-/// A stream whose first bytes were already read (by the fast path): they
-/// are read again first, then the socket.
-struct Rewind {
-    replay: Bytes,
-    inner: TcpStream,
+/// A stream whose first bytes were already read (by the fast path, or
+/// past a PROXY header): they are read again first, then the socket.
+pub struct Rewind {
+    pub(super) replay: Bytes,
+    pub(super) inner: TcpStream,
 }
 
 impl AsyncRead for Rewind {

@@ -11,9 +11,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+
+use super::connection::Rewind;
 
 /// Where a listener's certificate chain and private key are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,30 +114,33 @@ impl Terminator {
         self.current.0.read().unwrap().not_after
     }
 
-    /// The handshake on `tcp`, within `limit` (a client that never finishes
-    /// it holds a connection slot no longer than one that never sends its
-    /// head). A client speaking plain HTTP gets a 400 saying to use HTTPS.
-    /// `None`: the connection is done with.
-    pub async fn accept(
-        &self,
-        mut tcp: TcpStream,
-        limit: Duration,
-    ) -> Option<TlsStream<TcpStream>> {
+    /// The handshake on `stream` (whose first bytes may have been read
+    /// already, past a PROXY protocol header), within `limit`: a client that
+    /// never finishes it holds a connection slot no longer than one that
+    /// never sends its head. A client speaking plain HTTP gets a 400 saying
+    /// to use HTTPS. `None`: the connection is done with.
+    pub async fn accept(&self, mut stream: Rewind, limit: Duration) -> Option<TlsStream<Rewind>> {
         let handshake = async {
-            let mut first = [0u8; 1];
-            if tcp.peek(&mut first).await.ok()? == 0 {
-                return None;
-            }
-            if first[0] != HANDSHAKE_RECORD {
+            let first = match stream.replay.first() {
+                Some(&byte) => byte,
+                None => {
+                    let mut first = [0u8; 1];
+                    if stream.inner.peek(&mut first).await.ok()? == 0 {
+                        return None;
+                    }
+                    first[0]
+                }
+            };
+            if first != HANDSHAKE_RECORD {
                 let answer = super::connection::answer_and_close(
-                    &mut tcp,
+                    &mut stream.inner,
                     "400 Bad Request",
                     PLAIN_HTTP_ERROR,
                 );
                 answer.await;
                 return None;
             }
-            match self.acceptor.accept(tcp).await {
+            match self.acceptor.accept(stream).await {
                 Ok(tls) => Some(tls),
                 Err(e) => {
                     tracing::debug!(error = %e, "TLS handshake failed");

@@ -2,7 +2,7 @@
 //! ports with a temp data dir, and an HTTP client.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use upcache::config::Config;
+use upcache::config::{Config, TlsFiles};
 use upcache::demo::upstream::Upstream;
 use upcache::demo::{update_json, SampleFile};
 use upcache::server::{self, Running};
@@ -476,4 +476,54 @@ pub fn age_store(h: &Harness, ago: std::time::Duration) {
         file.set_modified(std::time::SystemTime::now() - ago)
             .unwrap();
     }
+}
+
+/// A private CA and, signed by it, a certificate for `127.0.0.1` and
+/// `localhost`, as PEM files in `dir` named after `name`.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub files: TlsFiles,
+}
+
+/// When every test certificate expires: 30 days from now, to the second.
+pub fn leaf_expiry() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    time::OffsetDateTime::from_unix_timestamp(now + 30 * 86_400).unwrap()
+}
+
+pub fn private_ca(dir: &Path, name: &str) -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    leaf.not_after = leaf_expiry();
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    let pki = Pki {
+        ca: dir.join(format!("{name}-ca.pem")),
+        files: TlsFiles {
+            cert: dir.join(format!("{name}.crt")),
+            key: dir.join(format!("{name}.key")),
+        },
+    };
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    std::fs::write(&pki.files.cert, leaf.pem()).unwrap();
+    std::fs::write(&pki.files.key, key.serialize_pem()).unwrap();
+    pki
+}
+
+/// A client that trusts `ca` (and no longer follows redirects, as the
+/// harness's own).
+pub fn trusting(ca: &Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }

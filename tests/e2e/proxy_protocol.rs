@@ -139,70 +139,126 @@ async fn a_trusted_balancer_names_the_client_and_no_one_else_can() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn through_a_real_haproxy_the_log_names_the_windows_client() {
+/// A HAProxy in `mode` (`http`, or `tcp` for TLS passed through) on a
+/// free loopback port, sending PROXY v2 headers to `backend`; `None` (and a
+/// SKIPPED line) where haproxy is not installed.
+fn haproxy(dir: &Path, mode: &str, backend: std::net::SocketAddr) -> Option<(Haproxy, u16)> {
     if std::process::Command::new("haproxy")
         .arg("-v")
         .output()
         .is_err()
     {
-        return skipped_without("haproxy", "apt-get install haproxy");
+        skipped_without("haproxy", "apt-get install haproxy");
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let h = behind_balancer(&log, true).await;
     let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let front_port = front.local_addr().unwrap().port();
+    let port = front.local_addr().unwrap().port();
     drop(front);
-    let cfg = dir.path().join("haproxy.cfg");
+    let cfg = dir.join("haproxy.cfg");
     std::fs::write(
         &cfg,
         format!(
-            "defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
-             frontend updates\n  bind 127.0.0.1:{front_port}\n  default_backend upcache\n\
-             backend upcache\n  server node1 {} send-proxy-v2\n",
-            h.running().content_addr
+            "defaults\n  mode {mode}\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend updates\n  bind 127.0.0.1:{port}\n  default_backend upcache\n\
+             backend upcache\n  server node1 {backend} send-proxy-v2\n"
         ),
     )
     .unwrap();
-    let mut haproxy = std::process::Command::new("haproxy")
+    let child = std::process::Command::new("haproxy")
         .args(["-db", "-f"])
         .arg(&cfg)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // A Windows client on 127.0.0.3, through HAProxy (which connects from 127.0.0.1).
-    let client = reqwest::Client::builder()
+    Some((Haproxy(child), port))
+}
+
+/// Stopped when dropped.
+struct Haproxy(std::process::Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `url` as a client on 127.0.0.3 (HAProxy connects from 127.0.0.1),
+/// retried while HAProxy starts.
+async fn get_from_127_0_0_3(client: reqwest::ClientBuilder, url: &str) -> (u16, bytes::Bytes) {
+    let client = client
         .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap();
-    let url = format!("http://127.0.0.1:{front_port}{}", h.b.content_path());
-    let mut body = None;
     for _ in 0..100 {
-        if let Ok(r) = client.get(&url).send().await {
-            body = Some((r.status(), r.bytes().await.unwrap()));
-            break;
+        if let Ok(r) = client.get(url).send().await {
+            return (r.status().as_u16(), r.bytes().await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = haproxy.kill();
-    let _ = haproxy.wait();
-    let (status, bytes) = body.expect("HAProxy answers");
-    assert_eq!(status, 200);
-    assert_eq!(bytes, h.b.bytes);
+    panic!("HAProxy did not answer {url}");
+}
+
+/// The last access log line's `remote`, once there are `lines`.
+async fn last_remote(h: &Harness, log: &Path, lines: usize) -> Option<String> {
     let mut seen = Vec::new();
     for _ in 0..100 {
-        seen = remotes(&h, &log).await;
-        if seen.len() >= 2 {
+        seen = remotes(h, log).await;
+        if seen.len() >= lines {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    seen.last().cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_real_haproxy_the_log_names_the_windows_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let h = behind_balancer(&log, true).await;
+    let Some((_haproxy, port)) = haproxy(dir.path(), "http", h.running().content_addr) else {
+        return;
+    };
+    let url = format!("http://127.0.0.1:{port}{}", h.b.content_path());
+    let (status, bytes) = get_from_127_0_0_3(reqwest::Client::builder(), &url).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, h.b.bytes);
     assert_eq!(
-        seen.last().map(String::as_str),
-        Some("\"127.0.0.3\""),
-        "{seen:?}"
+        last_remote(&h, &log, 2).await.as_deref(),
+        Some("\"127.0.0.3\"")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_passing_tls_through_names_the_client_on_the_https_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = private_ca(dir.path(), "corp");
+    let log = dir.path().join("access.log");
+    let (files, log_path) = (pki.files.clone(), log.clone());
+    let h = Harness::with(|c| {
+        c.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
+        c.listen_tls = Some(("127.0.0.1:0".parse().unwrap(), files));
+        c.access_log = Some(AccessLogDestination::File(log_path));
+        c.access_log_format = AccessLogFormat::Json;
+    })
+    .await;
+    h.setup(&[ID_B]).await;
+    let https = h.running().content_tls_addr.unwrap();
+    let Some((_haproxy, port)) = haproxy(dir.path(), "tcp", https) else {
+        return;
+    };
+    let ca = std::fs::read(&pki.ca).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+    let url = format!("https://127.0.0.1:{port}{}", h.b.content_path());
+    let (status, bytes) = get_from_127_0_0_3(client, &url).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, h.b.bytes);
+    assert_eq!(
+        last_remote(&h, &log, 1).await.as_deref(),
+        Some("\"127.0.0.3\"")
     );
 }
 

@@ -4,7 +4,7 @@
 //! told to use https://; a renewed certificate is taken at SIGHUP. And a
 //! second content listener (`listen_tls`) for clients that must use HTTPS.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,56 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use upcache::config::TlsFiles;
 
 use crate::common::*;
-
-/// A private CA and, signed by it, a certificate for `127.0.0.1` and
-/// `localhost`, as PEM files in `dir` named after `name`.
-struct Pki {
-    ca: PathBuf,
-    files: TlsFiles,
-}
-
-/// When every test certificate expires: 30 days from now, to the second.
-fn leaf_expiry() -> time::OffsetDateTime {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    time::OffsetDateTime::from_unix_timestamp(now + 30 * 86_400).unwrap()
-}
-
-fn private_ca(dir: &Path, name: &str) -> Pki {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("{name} CA"));
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut leaf =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    leaf.not_after = leaf_expiry();
-    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
-    let pki = Pki {
-        ca: dir.join(format!("{name}-ca.pem")),
-        files: TlsFiles {
-            cert: dir.join(format!("{name}.crt")),
-            key: dir.join(format!("{name}.key")),
-        },
-    };
-    std::fs::write(&pki.ca, ca.pem()).unwrap();
-    std::fs::write(&pki.files.cert, leaf.pem()).unwrap();
-    std::fs::write(&pki.files.key, key.serialize_pem()).unwrap();
-    pki
-}
-
-/// A client that trusts `ca` (and no longer follows redirects, as the
-/// harness's own).
-fn trusting(ca: &Path) -> reqwest::Client {
-    let pem = std::fs::read(ca).unwrap();
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
 
 /// A harness whose admin API speaks HTTPS with `pki`'s certificate; its
 /// client trusts the CA.
