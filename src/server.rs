@@ -167,30 +167,115 @@ fn connections_allowed(configured: usize, fd_limit: u64) -> usize {
 pub async fn start(mut config: Config) -> Result<Running, StartError> {
     config.validate()?;
     config.max_connections = connections_allowed(config.max_connections, raise_fd_limit());
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::Io {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    // Before anything touches tmp/: another server's downloads live there.
-    let lock = DataLock::acquire(&config.data_dir)?;
-    let disk = DiskStore::open(&config.data_dir, config.open_file_cache)?;
-    disk.limit_quarantine(config.quarantine_max_bytes);
-    let store: Arc<dyn Storage> = disk.clone();
-    let catalog = {
-        let (dir, store) = (config.data_dir.clone(), store.clone());
-        tokio::task::spawn_blocking(move || Catalog::open(&dir, store))
-            .await
-            .expect("catalog open does not panic")?
-    };
+    let data = Data::open(&config).await?;
     let metrics = Arc::new(Metrics::default());
     let quota = Quota::new(
         config.max_store_bytes,
-        catalog.clone(),
-        store.clone(),
+        data.catalog.clone(),
+        data.store.clone(),
         metrics.clone(),
     );
     // A lowered max_store_bytes applies at once.
     quota.enforce();
+    let fetcher = start_fetcher(&config, &data, &quota, &metrics)?;
+    let access_log = start_access_log(&config, &metrics)?;
+    let listeners = Listeners::bind(&config).await?;
+    let follower = follower_of(&config)?;
+    let app = Arc::new(App {
+        config,
+        store: data.disk,
+        catalog: data.catalog.clone(),
+        fetcher: fetcher.clone(),
+        metrics: metrics.clone(),
+        quota,
+        started: Instant::now(),
+        follower,
+        admin_tls: listeners.admin_tls.clone(),
+        content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
+        cleaning: std::sync::Mutex::new(()),
+        scrubber: Arc::default(),
+    });
+    let content = Arc::new(ContentService {
+        store: data.store,
+        catalog: data.catalog,
+        fetcher,
+        metrics,
+        access_log: access_log.clone(),
+        validators: crate::http::content::ValidatorCache::new(app.config.open_file_cache),
+    });
+    let shutdown = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let addrs = listeners.spawn(&app, content, &mut tasks, &shutdown);
+    let certificates: Vec<_> = [&app.admin_tls, &app.content_tls]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    reload_on_hangup(certificates, shutdown.clone());
+    if let Some(follower) = app.follower.clone() {
+        tracing::info!(
+            primary = follower.primary(),
+            "following the primary's catalog"
+        );
+        tasks.spawn(follower.run(app.clone(), shutdown.clone()));
+    }
+    app.sync_downloads();
+    tracing::info!(content_addr = %addrs.content, admin_url = %addrs.admin_url, data_dir = %app.config.data_dir.display(), "upcache serving");
+    Ok(Running {
+        content_addr: addrs.content,
+        content_tls_addr: addrs.content_tls,
+        admin_addr: addrs.admin,
+        admin_url: addrs.admin_url,
+        app,
+        shutdown,
+        tasks,
+        access_log,
+        _lock: data.lock,
+    })
+}
+
+/// The data directory, opened: its lock, the store and the catalog.
+struct Data {
+    /// Held until the server is dropped.
+    lock: DataLock,
+    disk: Arc<DiskStore>,
+    store: Arc<dyn Storage>,
+    catalog: Arc<Catalog>,
+}
+
+impl Data {
+    async fn open(config: &Config) -> Result<Data, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        // Before anything touches tmp/: another server's downloads live there.
+        let lock = DataLock::acquire(&config.data_dir)?;
+        let disk = DiskStore::open(&config.data_dir, config.open_file_cache)?;
+        disk.limit_quarantine(config.quarantine_max_bytes);
+        let store: Arc<dyn Storage> = disk.clone();
+        let catalog = {
+            let (dir, store) = (config.data_dir.clone(), store.clone());
+            tokio::task::spawn_blocking(move || Catalog::open(&dir, store))
+                .await
+                .expect("catalog open does not panic")?
+        };
+        Ok(Data {
+            lock,
+            disk,
+            store,
+            catalog,
+        })
+    }
+}
+
+/// The fetcher, with the shared tier in front of the origin if configured.
+fn start_fetcher(
+    config: &Config,
+    data: &Data,
+    quota: &Arc<Quota>,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<Fetcher>, StartError> {
     let shared = match &config.s3 {
         Some(settings) => {
             let tier = crate::store::s3::S3Tier::new(settings)?;
@@ -205,146 +290,147 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         // Downloads from the shared tier go to its endpoint, not out.
         proxy.reach_directly(endpoint);
     }
-    let fetcher = Fetcher::new(
-        store.clone(),
-        catalog.clone(),
+    Ok(Fetcher::new(
+        data.store.clone(),
+        data.catalog.clone(),
         quota.clone(),
         fetch,
         metrics.clone(),
         shared,
-    )?;
-    let access_log = match &config.access_log {
-        Some(destination) => Some(
-            AccessLog::start(
-                destination.clone(),
-                config.access_log_format,
-                metrics.clone(),
-            )
-            .map_err(StartError::AccessLog)?,
-        ),
-        None => None,
+    )?)
+}
+
+fn start_access_log(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<AccessLog>, StartError> {
+    let Some(destination) = &config.access_log else {
+        return Ok(None);
     };
-    let admin_tls = load_admin_tls(&config)?;
-    let content_tls = match &config.listen_tls {
-        Some((addr, files)) => {
-            let tls = Terminator::load(files.clone()).map_err(StartError::ContentTls)?;
-            Some((bind(*addr).await?, Arc::new(tls)))
+    AccessLog::start(
+        destination.clone(),
+        config.access_log_format,
+        metrics.clone(),
+    )
+    .map(Some)
+    .map_err(StartError::AccessLog)
+}
+
+/// A follower's link to its primary, when `follow` is set.
+fn follower_of(config: &Config) -> Result<Option<Arc<crate::follow::Follower>>, StartError> {
+    let Some(primary) = config.follow.clone() else {
+        return Ok(None);
+    };
+    let follower = crate::follow::Follower::new(
+        primary,
+        config.follow_token.clone(),
+        config.follow_ca.as_deref(),
+        config.follow_interval,
+    )
+    .map_err(StartError::FollowCa)?;
+    Ok(Some(Arc::new(follower)))
+}
+
+/// The bound sockets, with their TLS: bound before anything is served, so
+/// that a port in use stops the start.
+struct Listeners {
+    content: TcpListener,
+    content_tls: Option<(TcpListener, Arc<Terminator>)>,
+    admin: TcpListener,
+    admin_tls: Option<Arc<Terminator>>,
+}
+
+/// Where a started server listens.
+struct Addrs {
+    content: SocketAddr,
+    content_tls: Option<SocketAddr>,
+    admin: SocketAddr,
+    /// `https://` when the admin API speaks TLS.
+    admin_url: String,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let admin_tls = load_admin_tls(config)?;
+        let content_tls = match &config.listen_tls {
+            Some((addr, files)) => {
+                let tls = Terminator::load(files.clone()).map_err(StartError::ContentTls)?;
+                Some((bind(*addr).await?, Arc::new(tls)))
+            }
+            None => None,
+        };
+        Ok(Listeners {
+            content: bind(config.listen).await?,
+            content_tls,
+            admin: bind(config.admin_listen).await?,
+            admin_tls,
+        })
+    }
+
+    /// Serves content (plain, and HTTPS when configured) and the admin API
+    /// until `shutdown`.
+    fn spawn(
+        self,
+        app: &Arc<App>,
+        content: Arc<ContentService>,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> Addrs {
+        let admin = self.admin.local_addr().expect("bound");
+        let scheme = if self.admin_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let addrs = Addrs {
+            content: self.content.local_addr().expect("bound"),
+            content_tls: (self.content_tls.as_ref()).map(|(l, _)| l.local_addr().expect("bound")),
+            admin,
+            admin_url: format!("{scheme}://{admin}"),
+        };
+        let front = match app.config.fast_path {
+            true => crate::http::Front::Fast(content.clone()),
+            false => crate::http::Front::Plain,
+        };
+        let handler = hyper::service::service_fn(move |req| {
+            let content = content.clone();
+            async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
+        });
+        let gate = Arc::new(Gate {
+            proxies: app.config.proxy_protocol_from.clone(),
+            allow: app.config.allow_clients.clone(),
+            metrics: Some(app.metrics.clone()),
+        });
+        let limits = app.config.content_limits();
+        if let Some((listener, tls)) = self.content_tls {
+            // Hyper answers (no sendfile under TLS).
+            let front = crate::http::Front::Tls(tls);
+            let serving = crate::http::serve(
+                listener,
+                handler.clone(),
+                limits,
+                front,
+                gate.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(serving);
         }
-        None => None,
-    };
-    let content_listener = bind(config.listen).await?;
-    let admin_listener = bind(config.admin_listen).await?;
-    let content_addr = content_listener.local_addr().expect("bound");
-    let content_tls_addr = content_tls
-        .as_ref()
-        .map(|(listener, _)| listener.local_addr().expect("bound"));
-    let admin_addr = admin_listener.local_addr().expect("bound");
-
-    let follower = match config.follow.clone() {
-        Some(primary) => Some(Arc::new(
-            crate::follow::Follower::new(
-                primary,
-                config.follow_token.clone(),
-                config.follow_ca.as_deref(),
-                config.follow_interval,
-            )
-            .map_err(StartError::FollowCa)?,
-        )),
-        None => None,
-    };
-    let app = Arc::new(App {
-        config,
-        store: disk,
-        catalog: catalog.clone(),
-        fetcher: fetcher.clone(),
-        metrics: metrics.clone(),
-        quota,
-        started: Instant::now(),
-        follower,
-        admin_tls: admin_tls.clone(),
-        content_tls: content_tls.as_ref().map(|(_, tls)| tls.clone()),
-        cleaning: std::sync::Mutex::new(()),
-        scrubber: Arc::default(),
-    });
-    let shutdown = CancellationToken::new();
-    let mut tasks = JoinSet::new();
-
-    let content = Arc::new(ContentService {
-        store,
-        catalog,
-        fetcher,
-        metrics,
-        access_log: access_log.clone(),
-        validators: crate::http::content::ValidatorCache::new(app.config.open_file_cache),
-    });
-    let front = match app.config.fast_path {
-        true => crate::http::Front::Fast(content.clone()),
-        false => crate::http::Front::Plain,
-    };
-    let handler = hyper::service::service_fn(move |req| {
-        let content = content.clone();
-        async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
-    });
-    let gate = Gate {
-        proxies: app.config.proxy_protocol_from.clone(),
-        allow: app.config.allow_clients.clone(),
-        metrics: Some(app.metrics.clone()),
-    };
-    if let Some((listener, tls)) = content_tls {
-        // Hyper answers (no sendfile under TLS).
         tasks.spawn(crate::http::serve(
-            listener,
-            handler.clone(),
-            app.config.content_limits(),
-            crate::http::Front::Tls(tls),
-            Arc::new(gate.clone()),
+            self.content,
+            handler,
+            limits,
+            front,
+            gate,
             shutdown.clone(),
         ));
+        tasks.spawn(crate::admin::serve(
+            self.admin,
+            app.clone(),
+            self.admin_tls,
+            shutdown.clone(),
+        ));
+        addrs
     }
-    tasks.spawn(crate::http::serve(
-        content_listener,
-        handler,
-        app.config.content_limits(),
-        front,
-        Arc::new(gate),
-        shutdown.clone(),
-    ));
-    let certificates: Vec<_> = [&admin_tls, &app.content_tls]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
-    reload_on_hangup(certificates, shutdown.clone());
-    let admin_url = match &admin_tls {
-        Some(_) => format!("https://{admin_addr}"),
-        None => format!("http://{admin_addr}"),
-    };
-    tasks.spawn(crate::admin::serve(
-        admin_listener,
-        app.clone(),
-        admin_tls,
-        shutdown.clone(),
-    ));
-    if let Some(follower) = app.follower.clone() {
-        tracing::info!(
-            primary = follower.primary(),
-            "following the primary's catalog"
-        );
-        tasks.spawn(follower.run(app.clone(), shutdown.clone()));
-    }
-    app.sync_downloads();
-    tracing::info!(%content_addr, %admin_url, data_dir = %app.config.data_dir.display(), "upcache serving");
-    Ok(Running {
-        content_addr,
-        content_tls_addr,
-        admin_addr,
-        admin_url,
-        app,
-        shutdown,
-        tasks,
-        access_log,
-        _lock: lock,
-    })
 }
 
 /// The admin listener's TLS, if configured. Exposed without it, the bearer

@@ -142,6 +142,59 @@ pub async fn serve<S, B>(
     S: ConnService<B>,
     B: ResponseBody,
 {
+    let builder = Arc::new(hyper_builder(limits));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let connections = TaskTracker::new();
+    loop {
+        // At the cap, stop accepting: new clients wait in the kernel's
+        // backlog (or time out there) instead of being taken and starved.
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let connection = Connection {
+            stream,
+            peer,
+            front: front.clone(),
+            gate: gate.clone(),
+            hyper: Hyper {
+                builder: builder.clone(),
+                service: service.clone(),
+                peer: Peer(peer.ip()),
+                limits,
+                shutdown: shutdown.clone(),
+            },
+        };
+        connections.spawn(async move {
+            connection.run().await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain period; closing them");
+    }
+}
+
+/// Hyper's settings for every connection of a listener: HTTP/1.1 with the
+/// head limits and timeout, h2 with pings that find dead peers.
+fn hyper_builder(limits: Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -155,105 +208,87 @@ pub async fn serve<S, B>(
         .max_header_list_size(MAX_HEAD_BYTES as u32)
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT);
-    let builder = Arc::new(builder);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let connections = TaskTracker::new();
-    loop {
-        // At the cap, stop accepting: new clients wait in the kernel's
-        // backlog (or time out there) instead of being taken and starved.
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
-        };
-        let (mut stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    builder
+}
+
+/// One accepted connection, until it ends.
+struct Connection<S> {
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    front: Front,
+    gate: Arc<Gate>,
+    hyper: Hyper<S>,
+}
+
+impl<S> Connection<S> {
+    /// Learns who the client is (a PROXY header from a trusted balancer),
+    /// refuses it outside `allow_clients`, then serves it on its front.
+    async fn run<B>(mut self)
+    where
+        S: ConnService<B>,
+        B: ResponseBody,
+    {
         // Responses are written as soon as they are ready; Nagle would hold
         // back the tail of each one.
-        let _ = stream.set_nodelay(true);
-        let (builder, service, shutdown) = (builder.clone(), service.clone(), shutdown.clone());
-        let front = front.clone();
-        let proxied = gate.trusts(peer.ip());
-        let gate = gate.clone();
-        connections.spawn(async move {
-            let Some((client, read)) = client_of(&mut stream, peer, proxied, limits).await else {
-                return drop(slot);
-            };
-            if !gate.admits(client) {
-                tracing::debug!(%client, "not in allow_clients: refused");
-                if let Some(m) = &gate.metrics {
-                    m.client_refused();
-                }
-                if !matches!(front, Front::Tls(_)) {
-                    answer_and_close(&mut stream, "403 Forbidden", NOT_ALLOWED).await;
-                }
-                return drop(slot);
+        let _ = self.stream.set_nodelay(true);
+        let proxied = self.gate.trusts(self.peer.ip());
+        let limits = self.hyper.limits;
+        let Some((client, read)) = client_of(&mut self.stream, self.peer, proxied, limits).await
+        else {
+            return;
+        };
+        if !self.gate.admits(client) {
+            tracing::debug!(%client, "not in allow_clients: refused");
+            if let Some(m) = &self.gate.metrics {
+                m.client_refused();
             }
-            let hyper = Hyper {
-                builder,
-                service,
-                peer: Peer(client),
-                limits,
-                shutdown,
-            };
-            match front {
-                Front::Plain => {
-                    let replay = read.freeze();
+            if !matches!(self.front, Front::Tls(_)) {
+                answer_and_close(&mut self.stream, "403 Forbidden", NOT_ALLOWED).await;
+            }
+            return;
+        }
+        let mut hyper = self.hyper;
+        hyper.peer = Peer(client);
+        let mut stream = self.stream;
+        match self.front {
+            Front::Plain => {
+                let replay = read.freeze();
+                hyper
+                    .drive(Rewind {
+                        replay,
+                        inner: stream,
+                    })
+                    .await
+            }
+            Front::Fast(content) => {
+                let fast = super::fast::serve(
+                    &mut stream,
+                    client,
+                    &content,
+                    limits,
+                    &hyper.shutdown,
+                    read,
+                );
+                if let super::fast::Exit::Handoff(replay) = fast.await {
                     hyper
                         .drive(Rewind {
                             replay,
                             inner: stream,
                         })
-                        .await
-                }
-                Front::Fast(content) => {
-                    let fast = super::fast::serve(
-                        &mut stream,
-                        client,
-                        &content,
-                        limits,
-                        &hyper.shutdown,
-                        read,
-                    );
-                    if let super::fast::Exit::Handoff(replay) = fast.await {
-                        hyper
-                            .drive(Rewind {
-                                replay,
-                                inner: stream,
-                            })
-                            .await;
-                    }
-                }
-                Front::Tls(tls) => {
-                    let replay = read.freeze();
-                    let stream = Rewind {
-                        replay,
-                        inner: stream,
-                    };
-                    if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
-                        hyper.drive(stream).await;
-                    }
+                        .await;
                 }
             }
-            drop(slot);
-        });
-    }
-    drop(listener);
-    connections.close();
-    if tokio::time::timeout(DRAIN, connections.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain period; closing them");
+            Front::Tls(tls) => {
+                let replay = read.freeze();
+                let stream = Rewind {
+                    replay,
+                    inner: stream,
+                };
+                if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
+                    hyper.drive(stream).await;
+                }
+            }
+        }
     }
 }
 
