@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, OptionalExtension};
 
 use super::import::{compare_revision, touch_files_of, ImportReport, Revision};
-use super::json::ValidUpdate;
+use super::json::{ValidFile, ValidUpdate};
 use super::{rules, CatalogError, UpdateState};
 use crate::digest::{Sha1Digest, Sha256Digest};
 
@@ -31,21 +31,53 @@ pub(super) fn import_update(
     stored: &dyn Fn(&Sha1Digest) -> bool,
     report: &mut ImportReport,
 ) -> Result<(), CatalogError> {
+    let known = match row_to_write(tx, u, trust, report)? {
+        Row::Leave => return Ok(()),
+        Row::Write(known) => known,
+    };
+    let uid = write_update(tx, u, trust, known)?;
+    if trust != Trust::Primary {
+        rules::mark_new(tx, uid)?;
+    }
+    let modified = u.released.unwrap_or_else(now_secs);
+    for f in &u.files {
+        let fid = write_file(tx, &u.doc.id, f, modified, stored, report)?;
+        tx.prepare_cached("INSERT OR IGNORE INTO update_files(uid, fid) VALUES (?1, ?2)")?
+            .execute([uid, fid])?;
+        tx.prepare_cached("INSERT OR IGNORE INTO x_touched(fid) VALUES (?1)")?
+            .execute([fid])?;
+    }
+    Ok(())
+}
+
+/// What an import does with an update's row.
+enum Row {
+    /// Nothing more (an older revision, or the same one: its state at most).
+    Leave,
+    /// Writes it: over this `uid` (its file links already dropped), or new.
+    Write(Option<i64>),
+}
+
+/// Compares the document's revision with the one held and does what a
+/// same revision needs (an imported state); a row to be rewritten loses
+/// its file links here.
+fn row_to_write(
+    tx: &rusqlite::Transaction<'_>,
+    u: &ValidUpdate,
+    trust: Trust,
+    report: &mut ImportReport,
+) -> Result<Row, CatalogError> {
     let d = &u.doc;
-    let imported_state = d
-        .state
-        .filter(|_| trust != Trust::Metadata)
-        .map(UpdateState::as_str);
-    let superseded = (trust == Trust::Primary).then_some(d.superseded);
-    let known = match compare_revision(tx, &d.id, d.revision, report)? {
-        Revision::Stale(_) => return Ok(()),
-        Revision::Same(uid) if trust == Trust::Primary => {
-            touch_files_of(tx, uid)?;
-            tx.execute("DELETE FROM update_files WHERE uid = ?1", [uid])?;
-            Some(uid)
-        }
+    let rewrite = |uid: i64| -> Result<Row, CatalogError> {
+        touch_files_of(tx, uid)?;
+        tx.execute("DELETE FROM update_files WHERE uid = ?1", [uid])?;
+        Ok(Row::Write(Some(uid)))
+    };
+    match compare_revision(tx, &d.id, d.revision, report)? {
+        Revision::Stale(_) => Ok(Row::Leave),
+        Revision::Same(uid) if trust == Trust::Primary => rewrite(uid),
         Revision::Same(uid) => {
-            if let Some(state) = imported_state {
+            if let Some(state) = imported_state(u, trust) {
                 let changed = tx.execute(
                     "UPDATE updates SET state = ?2 WHERE uid = ?1 AND state != ?2",
                     params![uid, state],
@@ -54,17 +86,33 @@ pub(super) fn import_update(
                     touch_files_of(tx, uid)?;
                 }
             }
-            return Ok(());
+            Ok(Row::Leave)
         }
-        Revision::Newer(uid) => {
-            touch_files_of(tx, uid)?;
-            tx.execute("DELETE FROM update_files WHERE uid = ?1", [uid])?;
-            Some(uid)
-        }
-        Revision::New => None,
-    };
+        Revision::Newer(uid) => rewrite(uid),
+        Revision::New => Ok(Row::Write(None)),
+    }
+}
+
+/// The approval state the document sets, when the import takes states.
+fn imported_state(u: &ValidUpdate, trust: Trust) -> Option<&'static str> {
+    u.doc
+        .state
+        .filter(|_| trust != Trust::Metadata)
+        .map(UpdateState::as_str)
+}
+
+/// Inserts or rewrites the update's row (keeping its approval unless the
+/// document sets one); returns its `uid`.
+fn write_update(
+    tx: &rusqlite::Transaction<'_>,
+    u: &ValidUpdate,
+    trust: Trust,
+    known: Option<i64>,
+) -> Result<i64, CatalogError> {
+    let d = &u.doc;
+    let superseded = (trust == Trust::Primary).then_some(d.superseded);
     let products = serde_json::to_string(&d.products).expect("strings serialise");
-    let uid: i64 = tx.query_row(
+    let uid = tx.query_row(
         "INSERT INTO updates(uid, id, revision, title, description, kb, msrc, classification,
                              products, release_date, state, superseded, changed)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'not-approved'),
@@ -86,51 +134,49 @@ pub(super) fn import_update(
             d.classification,
             products,
             d.release_date,
-            imported_state,
+            imported_state(u, trust),
             superseded,
         ],
         |r| r.get(0),
     )?;
-    if trust != Trust::Primary {
-        rules::mark_new(tx, uid)?;
+    Ok(uid)
+}
+
+/// Inserts a file new to the catalog, or updates a known one (newer
+/// metadata wins; a learned size is kept; see [`settle_sha256`]); returns
+/// its `fid`.
+fn write_file(
+    tx: &rusqlite::Transaction<'_>,
+    update_id: &str,
+    f: &ValidFile,
+    modified: i64,
+    stored: &dyn Fn(&Sha1Digest) -> bool,
+    report: &mut ImportReport,
+) -> Result<i64, CatalogError> {
+    if let Some(sha256) = f.sha256 {
+        refuse_shared_sha256(tx, update_id, f.sha1, sha256)?;
     }
-    let modified = u.released.unwrap_or_else(now_secs);
-    for f in &u.files {
-        if let Some(sha256) = f.sha256 {
-            refuse_shared_sha256(tx, &d.id, f.sha1, sha256)?;
-        }
-        let known: Option<(i64, Option<Sha256Digest>)> = tx
-            .prepare_cached("SELECT fid, sha256 FROM files WHERE sha1 = ?1")?
-            .query_row([f.sha1], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let size = f.size.map(|s| s as i64);
-        let fid = match known {
-            Some((fid, had)) => {
-                let sha256 = settle_sha256(f.sha1, had, f.sha256, stored(&f.sha1), report);
-                // Newer metadata wins; learned sizes are kept.
-                tx.prepare_cached(
-                    "UPDATE files SET name = ?2, url = ?3, sha256 = ?4,
-                                      size = coalesce(size, ?5) WHERE fid = ?1",
-                )?
-                .execute(params![fid, f.name, f.url, sha256, size])?;
-                fid
-            }
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO files(sha1, sha256, size, name, url, modified)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?
-                .execute(params![f.sha1, f.sha256, size, f.name, f.url, modified])?;
-                report.files_added += 1;
-                tx.last_insert_rowid()
-            }
-        };
-        tx.prepare_cached("INSERT OR IGNORE INTO update_files(uid, fid) VALUES (?1, ?2)")?
-            .execute([uid, fid])?;
-        tx.prepare_cached("INSERT OR IGNORE INTO x_touched(fid) VALUES (?1)")?
-            .execute([fid])?;
-    }
-    Ok(())
+    let known: Option<(i64, Option<Sha256Digest>)> = tx
+        .prepare_cached("SELECT fid, sha256 FROM files WHERE sha1 = ?1")?
+        .query_row([f.sha1], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let size = f.size.map(|s| s as i64);
+    let Some((fid, had)) = known else {
+        tx.prepare_cached(
+            "INSERT INTO files(sha1, sha256, size, name, url, modified)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![f.sha1, f.sha256, size, f.name, f.url, modified])?;
+        report.files_added += 1;
+        return Ok(tx.last_insert_rowid());
+    };
+    let sha256 = settle_sha256(f.sha1, had, f.sha256, stored(&f.sha1), report);
+    tx.prepare_cached(
+        "UPDATE files SET name = ?2, url = ?3, sha256 = ?4,
+                          size = coalesce(size, ?5) WHERE fid = ?1",
+    )?
+    .execute(params![fid, f.name, f.url, sha256, size])?;
+    Ok(fid)
 }
 
 /// The SHA-256 a known file keeps when a newer revision names one. A
