@@ -111,12 +111,21 @@ pub async fn run() -> anyhow::Result<()> {
     result
 }
 
+/// The update files the tour serves: approved, approved, not approved.
+struct Samples {
+    cumulative: SampleFile,
+    stack: SampleFile,
+    driver: SampleFile,
+}
+
 async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let samples = Samples {
+        cumulative: SampleFile::generate("5034122", "msu", 24 << 20),
+        stack: SampleFile::generate("5034441", "cab", 2 << 20),
+        driver: SampleFile::generate("5031455", "cab", 1 << 20),
+    };
     let upstream = Upstream::start().await?;
-    let cumulative = SampleFile::generate("5034122", "msu", 24 << 20);
-    let stack = SampleFile::generate("5034441", "cab", 2 << 20);
-    let driver = SampleFile::generate("5031455", "cab", 1 << 20);
-    for f in [&cumulative, &stack, &driver] {
+    for f in [&samples.cumulative, &samples.stack, &samples.driver] {
         upstream.add(&f.path, f.bytes.clone());
     }
     upstream.set_rate(64 << 20); // a 64 MiB/s "Internet link", so streaming is visible
@@ -126,140 +135,198 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
     );
 
     let running = crate::server::start(Config::ephemeral(data_dir)).await?;
-    let base = format!("http://{}", running.content_addr);
     println!(
-        "upcache content: {base}   admin: http://{}",
-        running.admin_addr
+        "upcache content: http://{}   admin: http://{}",
+        running.content_addr, running.admin_addr
     );
-    let admin = crate::cli::client::AdminClient::new(&AdminArgs {
-        url: running.admin_url.clone(),
-        token: None,
-        ca: None,
-    })?;
-
-    let catalog = serde_json::json!({ "updates": [
-        update_json("6f1c0b6a-0000-4000-8000-000000000001", "5034122", "2024-01 Cumulative Update for Windows 10 (KB5034122)", &[&cumulative], &upstream),
-        update_json("6f1c0b6a-0000-4000-8000-000000000002", "5034441", "2024-01 Servicing Stack Update (KB5034441)", &[&stack], &upstream),
-        update_json("6f1c0b6a-0000-4000-8000-000000000003", "5031455", "Contoso driver update (KB5031455)", &[&driver], &upstream),
-    ]});
-    let report = admin.import_json(serde_json::to_vec(&catalog)?).await?;
-    println!(
-        "\n1. imported catalog: {} updates, {} files",
-        report.updates_added, report.files_added
-    );
-    for id in [
-        "6f1c0b6a-0000-4000-8000-000000000001",
-        "6f1c0b6a-0000-4000-8000-000000000002",
-    ] {
-        let s = admin.set_state(id, "approve").await?;
-        println!("   approved {}", s.title);
-    }
-
-    let http = reqwest::Client::new();
-    println!("\n2. downloads through upcache (policy: store-locally, on-approval)");
-    let url = format!("{base}{}", cumulative.content_path());
-    for label in [
-        "cold (fetched from upstream, streamed)",
-        "warm (served from the store)",
-    ] {
-        let t = Instant::now();
-        let resp = http.get(&url).send().await?;
-        let status = resp.status();
-        let body = resp.bytes().await?;
-        let ok = sha2::Sha256::digest(&body).as_slice() == cumulative.sha256.0;
-        ensure!(
-            ok && status == 200,
-            "download through the proxy failed: {status}"
-        );
-        println!(
-            "   GET {}  {status}  {} MiB in {:.1} ms, SHA-256 verified; {label}",
-            cumulative.content_path(),
-            body.len() >> 20,
-            t.elapsed().as_secs_f64() * 1e3
-        );
-    }
-    println!(
-        "   upstream requests for it: {}",
-        upstream.requests(&cumulative.path)
-    );
-
-    let t = Instant::now();
-    let resp = http
-        .get(&url)
-        .header("range", "bytes=1000-1999")
-        .send()
-        .await?;
-    let status = resp.status();
-    let range = resp.headers().get("content-range").cloned();
-    let body = resp.bytes().await?;
-    ensure!(
-        body[..] == cumulative.bytes[1000..2000],
-        "range bytes differ"
-    );
-    println!(
-        "   GET Range: bytes=1000-1999  {status}  {range:?}  {:.2} ms, byte-exact",
-        t.elapsed().as_secs_f64() * 1e3
-    );
-    let resp = http
-        .get(&url)
-        .header("range", "bytes=0-99,-100")
-        .send()
-        .await?;
-    println!(
-        "   GET Range: bytes=0-99,-100  {}  {}",
-        resp.status(),
-        resp.headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    );
-
-    let mu_url = format!("{base}{}", stack.path);
-    let t = Instant::now();
-    let resp = http.get(&mu_url).send().await?;
-    let (status, len) = (resp.status(), resp.bytes().await?.len());
-    println!(
-        "   GET {} (Microsoft Update path)  {status}  {len} bytes in {:.1} ms",
-        stack.path,
-        t.elapsed().as_secs_f64() * 1e3
-    );
-
-    println!("\n3. policy at work");
-    let resp = http
-        .get(format!("{base}{}", driver.content_path()))
-        .send()
-        .await?;
-    println!(
-        "   unapproved update's file: {}  {:?}; upstream requests for it: {}",
-        resp.status(),
-        resp.text().await?.trim(),
-        upstream.requests(&driver.path)
-    );
-    let resp = http
-        .get(format!("{base}/Content/00/{}.cab", "0".repeat(40)))
-        .send()
-        .await?;
-    println!("   unknown file: {}", resp.status());
-    let mut policy = admin.policy().await?;
-    policy.mode = crate::policy::Mode::MetadataOnly;
-    admin.set_policy(&policy).await?;
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let resp = no_redirects.get(&url).send().await?;
-    println!(
-        "   metadata-only: {}  Location: {}",
-        resp.status(),
-        resp.headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-    );
-
-    let status = admin.status().await.context("status")?;
+    let tour = Tour {
+        admin: crate::cli::client::AdminClient::new(&AdminArgs {
+            url: running.admin_url.clone(),
+            token: None,
+            ca: None,
+        })?,
+        base: format!("http://{}", running.content_addr),
+        http: reqwest::Client::new(),
+        upstream,
+        samples,
+    };
+    tour.import_and_approve().await?;
+    tour.downloads().await?;
+    tour.ranges().await?;
+    tour.policy_at_work().await?;
+    let status = tour.admin.status().await.context("status")?;
     println!("\n4. status");
     crate::cli::client::print_status(&status);
     running.shutdown().await;
     println!("\ndemo finished; nothing was downloaded from the Internet.");
     Ok(())
+}
+
+/// What each step of the tour talks to.
+struct Tour {
+    admin: crate::cli::client::AdminClient,
+    /// The content listener's base URL.
+    base: String,
+    http: reqwest::Client,
+    upstream: Upstream,
+    samples: Samples,
+}
+
+impl Tour {
+    async fn import_and_approve(&self) -> anyhow::Result<()> {
+        let Samples {
+            cumulative,
+            stack,
+            driver,
+        } = &self.samples;
+        let upstream = &self.upstream;
+        let catalog = serde_json::json!({ "updates": [
+            update_json("6f1c0b6a-0000-4000-8000-000000000001", "5034122", "2024-01 Cumulative Update for Windows 10 (KB5034122)", &[cumulative], upstream),
+            update_json("6f1c0b6a-0000-4000-8000-000000000002", "5034441", "2024-01 Servicing Stack Update (KB5034441)", &[stack], upstream),
+            update_json("6f1c0b6a-0000-4000-8000-000000000003", "5031455", "Contoso driver update (KB5031455)", &[driver], upstream),
+        ]});
+        let report = self
+            .admin
+            .import_json(serde_json::to_vec(&catalog)?)
+            .await?;
+        println!(
+            "\n1. imported catalog: {} updates, {} files",
+            report.updates_added, report.files_added
+        );
+        for id in [
+            "6f1c0b6a-0000-4000-8000-000000000001",
+            "6f1c0b6a-0000-4000-8000-000000000002",
+        ] {
+            let s = self.admin.set_state(id, "approve").await?;
+            println!("   approved {}", s.title);
+        }
+        Ok(())
+    }
+
+    /// The cumulative update cold, then warm; the stack update by its
+    /// Microsoft Update path.
+    async fn downloads(&self) -> anyhow::Result<()> {
+        let cumulative = &self.samples.cumulative;
+        println!("\n2. downloads through upcache (policy: store-locally, on-approval)");
+        let url = format!("{}{}", self.base, cumulative.content_path());
+        for label in [
+            "cold (fetched from upstream, streamed)",
+            "warm (served from the store)",
+        ] {
+            let t = Instant::now();
+            let resp = self.http.get(&url).send().await?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            let ok = sha2::Sha256::digest(&body).as_slice() == cumulative.sha256.0;
+            ensure!(
+                ok && status == 200,
+                "download through the proxy failed: {status}"
+            );
+            println!(
+                "   GET {}  {status}  {} MiB in {:.1} ms, SHA-256 verified; {label}",
+                cumulative.content_path(),
+                body.len() >> 20,
+                t.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        println!(
+            "   upstream requests for it: {}",
+            self.upstream.requests(&cumulative.path)
+        );
+
+        let stack = &self.samples.stack;
+        let t = Instant::now();
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, stack.path))
+            .send()
+            .await?;
+        let (status, len) = (resp.status(), resp.bytes().await?.len());
+        println!(
+            "   GET {} (Microsoft Update path)  {status}  {len} bytes in {:.1} ms",
+            stack.path,
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(())
+    }
+
+    /// A single range and a multipart one, of the stored file.
+    async fn ranges(&self) -> anyhow::Result<()> {
+        let cumulative = &self.samples.cumulative;
+        let url = format!("{}{}", self.base, cumulative.content_path());
+        let t = Instant::now();
+        let resp = self
+            .http
+            .get(&url)
+            .header("range", "bytes=1000-1999")
+            .send()
+            .await?;
+        let status = resp.status();
+        let range = resp.headers().get("content-range").cloned();
+        let body = resp.bytes().await?;
+        ensure!(
+            body[..] == cumulative.bytes[1000..2000],
+            "range bytes differ"
+        );
+        println!(
+            "   GET Range: bytes=1000-1999  {status}  {range:?}  {:.2} ms, byte-exact",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .header("range", "bytes=0-99,-100")
+            .send()
+            .await?;
+        println!(
+            "   GET Range: bytes=0-99,-100  {}  {}",
+            resp.status(),
+            resp.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        );
+
+        Ok(())
+    }
+
+    /// A file no approved update has, an unknown file, and metadata-only.
+    async fn policy_at_work(&self) -> anyhow::Result<()> {
+        println!("\n3. policy at work");
+        let driver = &self.samples.driver;
+        let resp = self
+            .http
+            .get(format!("{}{}", self.base, driver.content_path()))
+            .send()
+            .await?;
+        println!(
+            "   unapproved update's file: {}  {:?}; upstream requests for it: {}",
+            resp.status(),
+            resp.text().await?.trim(),
+            self.upstream.requests(&driver.path)
+        );
+        let resp = self
+            .http
+            .get(format!("{}/Content/00/{}.cab", self.base, "0".repeat(40)))
+            .send()
+            .await?;
+        println!("   unknown file: {}", resp.status());
+        let mut policy = self.admin.policy().await?;
+        policy.mode = crate::policy::Mode::MetadataOnly;
+        self.admin.set_policy(&policy).await?;
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let url = format!("{}{}", self.base, self.samples.cumulative.content_path());
+        let resp = no_redirects.get(&url).send().await?;
+        println!(
+            "   metadata-only: {}  Location: {}",
+            resp.status(),
+            resp.headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        );
+        Ok(())
+    }
 }
