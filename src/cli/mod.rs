@@ -332,84 +332,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             with_approvals,
             admin,
-        } => {
-            let ext = file
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            check_looks_like(&file, &ext)?;
-            if with_approvals && matches!(ext.as_str(), "cab" | "xml") {
-                bail!(
-                    "--with-approvals takes an upcache JSON catalog (from `upcache export`); \
-                     {} carries no approvals; nothing was sent",
-                    file.display()
-                );
-            }
-            let client = AdminClient::new(&admin)?;
-            let report = if ext == "cab" {
-                client.import_cab(file.clone()).await?
-            } else {
-                let body = tokio::fs::File::open(&file)
-                    .await
-                    .with_context(|| format!("reading {}", file.display()))?;
-                client.import(body, ext == "xml", with_approvals).await?
-            };
-            println!("imported {}: {report}", file.display());
-            Ok(())
-        }
+        } => import(&file, with_approvals, &admin).await,
         Command::Export { file, admin } => export::to_file(&admin, &file).await,
         Command::Approve(args) => change(&args, "approve").await,
         Command::Decline(args) => change(&args, "decline").await,
         Command::Unapprove(args) => change(&args, "unapprove").await,
-        Command::Policy { action, admin } => {
-            let client = AdminClient::new(&admin)?;
-            let mut policy = client.policy().await?;
-            if let Some(PolicyAction::Set {
-                mode,
-                download,
-                prefetch_on_approve,
-            }) = action
-            {
-                policy.mode = mode.unwrap_or(policy.mode);
-                policy.download = download.unwrap_or(policy.download);
-                policy.prefetch_on_approve =
-                    prefetch_on_approve.unwrap_or(policy.prefetch_on_approve);
-                policy = client.set_policy(&policy).await?;
-            }
-            println!("{}", serde_json::to_string_pretty(&policy)?);
-            Ok(())
-        }
+        Command::Policy { action, admin } => policy(&AdminClient::new(&admin)?, action).await,
         Command::RateLimit { rate, admin } => {
-            let client = AdminClient::new(&admin)?;
-            let limit = match rate.as_deref() {
-                None => client.rate_limit().await?,
-                Some("off" | "none") => client.set_rate_limit(None).await?,
-                Some(text) => {
-                    let bytes = crate::config::parse_size(text)
-                        .map_err(|e| anyhow::anyhow!("{text:?}: {e}; or `off`"))?;
-                    client.set_rate_limit(Some(bytes)).await?
-                }
-            };
-            match limit.bytes_per_sec {
-                Some(rate) => {
-                    println!("upstream downloads: at most {rate} bytes a second together")
-                }
-                None => println!("upstream downloads: no rate limit"),
-            }
-            Ok(())
+            rate_limit(&AdminClient::new(&admin)?, rate.as_deref()).await
         }
         Command::Status { json, watch, admin } => {
+            let client = AdminClient::new(&admin)?;
             if watch {
-                return progress::watch(&AdminClient::new(&admin)?).await;
+                return progress::watch(&client).await;
             }
-            let status = AdminClient::new(&admin)?.status().await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                client::print_status(&status);
-            }
-            Ok(())
+            let status = client.status().await?;
+            print_json_or(json, &status, client::print_status)
         }
         Command::Updates {
             state,
@@ -428,12 +366,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..select.query()
             };
             let list = AdminClient::new(&admin)?.updates(&query).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-            } else {
-                client::print_updates(&list);
-            }
-            Ok(())
+            print_json_or(json, &list, client::print_updates)
         }
         Command::Rules { action, admin } => rules(&AdminClient::new(&admin)?, action).await,
         Command::Sync {
@@ -442,20 +375,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             from_ca,
             admin,
         } => {
-            let upstream = AdminClient::new(&AdminArgs {
-                url: from.clone(),
+            let from = AdminArgs {
+                url: from,
                 token: from_token,
                 ca: from_ca,
-            })?;
-            let catalog = upstream
-                .export()
-                .await
-                .with_context(|| format!("reading the catalog of {from}"))?;
-            let report = AdminClient::new(&admin)?
-                .import_with_approvals(catalog)
-                .await?;
-            println!("synced from {from}: {report}");
-            Ok(())
+            };
+            sync(&from, &admin).await
         }
         Command::Verify { data_dir } => {
             tokio::task::spawn_blocking(move || maintenance::verify(&data_dir)).await?
@@ -480,16 +405,112 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut command, "upcache", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man { out_dir } => {
-            let command = <Cli as clap::CommandFactory>::command();
-            match out_dir {
-                Some(dir) => clap_mangen::generate_to(command, &dir)
-                    .with_context(|| format!("writing man pages into {}", dir.display()))?,
-                None => clap_mangen::Man::new(command).render(&mut std::io::stdout())?,
-            }
-            Ok(())
-        }
+        Command::Man { out_dir } => man(out_dir),
     }
+}
+
+/// `--json`: the API's answer as it is; otherwise for people.
+fn print_json_or<T: serde::Serialize>(json: bool, value: &T, print: fn(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print(value);
+    }
+    Ok(())
+}
+
+/// Sends a catalog file by its kind (a cabinet is expanded here), checked
+/// for what it claims to be before anything is sent.
+async fn import(
+    file: &std::path::Path,
+    with_approvals: bool,
+    admin: &AdminArgs,
+) -> anyhow::Result<()> {
+    let ext = file
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    check_looks_like(file, &ext)?;
+    if with_approvals && matches!(ext.as_str(), "cab" | "xml") {
+        bail!(
+            "--with-approvals takes an upcache JSON catalog (from `upcache export`); \
+             {} carries no approvals; nothing was sent",
+            file.display()
+        );
+    }
+    let client = AdminClient::new(admin)?;
+    let report = if ext == "cab" {
+        client.import_cab(file.to_path_buf()).await?
+    } else {
+        let body = tokio::fs::File::open(file)
+            .await
+            .with_context(|| format!("reading {}", file.display()))?;
+        client.import(body, ext == "xml", with_approvals).await?
+    };
+    println!("imported {}: {report}", file.display());
+    Ok(())
+}
+
+/// Shows the policy, after changing what `set` names.
+async fn policy(client: &AdminClient, action: Option<PolicyAction>) -> anyhow::Result<()> {
+    let mut policy = client.policy().await?;
+    if let Some(PolicyAction::Set {
+        mode,
+        download,
+        prefetch_on_approve,
+    }) = action
+    {
+        policy.mode = mode.unwrap_or(policy.mode);
+        policy.download = download.unwrap_or(policy.download);
+        policy.prefetch_on_approve = prefetch_on_approve.unwrap_or(policy.prefetch_on_approve);
+        policy = client.set_policy(&policy).await?;
+    }
+    println!("{}", serde_json::to_string_pretty(&policy)?);
+    Ok(())
+}
+
+/// Shows the upstream rate limit, after setting it to `rate` (`off` lifts it).
+async fn rate_limit(client: &AdminClient, rate: Option<&str>) -> anyhow::Result<()> {
+    let limit = match rate {
+        None => client.rate_limit().await?,
+        Some("off" | "none") => client.set_rate_limit(None).await?,
+        Some(text) => {
+            let bytes = crate::config::parse_size(text)
+                .map_err(|e| anyhow::anyhow!("{text:?}: {e}; or `off`"))?;
+            client.set_rate_limit(Some(bytes)).await?
+        }
+    };
+    match limit.bytes_per_sec {
+        Some(rate) => println!("upstream downloads: at most {rate} bytes a second together"),
+        None => println!("upstream downloads: no rate limit"),
+    }
+    Ok(())
+}
+
+/// Pipes another upcache's export into this one's import, approvals
+/// included.
+async fn sync(from: &AdminArgs, admin: &AdminArgs) -> anyhow::Result<()> {
+    let catalog = AdminClient::new(from)?
+        .export()
+        .await
+        .with_context(|| format!("reading the catalog of {}", from.url))?;
+    let report = AdminClient::new(admin)?
+        .import_with_approvals(catalog)
+        .await?;
+    println!("synced from {}: {report}", from.url);
+    Ok(())
+}
+
+/// Writes the man pages into `out_dir`, or the main one to stdout.
+fn man(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let command = <Cli as clap::CommandFactory>::command();
+    match out_dir {
+        Some(dir) => clap_mangen::generate_to(command, &dir)
+            .with_context(|| format!("writing man pages into {}", dir.display()))?,
+        None => clap_mangen::Man::new(command).render(&mut std::io::stdout())?,
+    }
+    Ok(())
 }
 
 async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Result<()> {
