@@ -48,6 +48,16 @@ def make_file(directory, kb, size):
     return {"name": name, "sha1": sha1.hexdigest(), "sha256": sha256.hexdigest(), "size": size}
 
 
+def self_signed_certificate(work):
+    """cert.pem and key.pem in `work`, for both servers' HTTPS listeners
+    (CA:FALSE: rustls refuses a CA certificate as a server's)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-addext", "basicConstraints=critical,CA:FALSE",
+                    "-keyout", os.path.join(work, "key.pem"), "-out", os.path.join(work, "cert.pem")],
+                   check=True, capture_output=True)
+
+
 def content_path(f):
     sha1 = f["sha1"]
     return f"/Content/{sha1[-2:].upper()}/{sha1.upper()}.cab"
@@ -84,6 +94,14 @@ http {{
         root {work}/www;
         location /files/ {{ }}
         location /slow/ {{ alias {work}/www/files/; limit_rate {rate}; }}
+    }}
+    server {{
+        # HTTPS (OpenSSL; no kTLS here, so no sendfile under TLS either).
+        listen 127.0.0.1:{tlsport} ssl backlog=4096;
+        ssl_certificate {work}/cert.pem;
+        ssl_certificate_key {work}/key.pem;
+        root {work}/www;
+        location /files/ {{ }}
     }}
     server {{
         # Cleartext HTTP/2 (prior knowledge), for the h2load row.
@@ -334,13 +352,18 @@ def main():
 
     nginx_port, content_port, admin_port = free_port(), free_port(), free_port()
     nginx_h2_port = free_port()
+    nginx_tls_port, content_tls_port = free_port(), free_port()
+    self_signed_certificate(work)
     with open(os.path.join(work, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF.format(work=work, port=nginx_port, h2port=nginx_h2_port, rate=a.cold_rate))
+        f.write(NGINX_CONF.format(work=work, port=nginx_port, h2port=nginx_h2_port, tlsport=nginx_tls_port,
+                                  rate=a.cold_rate))
     upcache_config = os.path.join(work, "upcache.toml")
     with open(upcache_config, "w") as f:
         f.write(f"fast_path = {'false' if a.no_fast_path else 'true'}\n")
         # nginx logs every request here too: like for like.
         f.write(f"access_log = \"{os.path.join(work, 'upcache-access.log')}\"\n")
+        f.write(f"listen_tls = \"127.0.0.1:{content_tls_port}\"\n")
+        f.write(f"tls_cert = \"{work}/cert.pem\"\ntls_key = \"{work}/key.pem\"\n")
     nginx = subprocess.Popen(["nginx", "-c", os.path.join(work, "nginx.conf"), "-p", work])
     upcache_bin = os.path.join(ROOT, "target/release/upcache")
     upcache = subprocess.Popen(
@@ -375,18 +398,23 @@ def main():
         while json.loads(http("GET", f"{admin}/api/v1/status"))["fetches"]:
             time.sleep(0.2)
 
-        targets = {"nginx": (up, lambda f: f"/files/{f['name']}"), "upcache": (content, content_path)}
+        nginx_path = lambda f: f"/files/{f['name']}"
+        targets = {"nginx": (up, nginx_path), "upcache": (content, content_path)}
+        tls_targets = {"nginx": (f"https://127.0.0.1:{nginx_tls_port}", nginx_path),
+                       "upcache": (f"https://127.0.0.1:{content_tls_port}", content_path)}
         # Server CPU per request: steadier than req/s on cores shared with wrk.
         pids = {"nginx": server_pids(nginx), "upcache": [upcache.pid]}
         runs = [
-            ("ranges_64KiB", large, 64 * 1024, a.connections),
-            ("large_whole", large, 0, 4),
-            ("small_whole", small, 0, a.connections),
+            ("ranges_64KiB", large, 64 * 1024, a.connections, targets),
+            ("large_whole", large, 0, 4, targets),
+            ("small_whole", small, 0, a.connections, targets),
+            ("https_ranges_64KiB", large, 64 * 1024, a.connections, tls_targets),
+            ("https_small_whole", small, 0, a.connections, tls_targets),
         ]
-        for name, files, span, conns in runs:
+        for name, files, span, conns, servers in runs:
             key = "mbps" if span == 0 and conns == 4 else "rps"
             for round_ in range(a.rounds):  # alternating: nginx, upcache, nginx, upcache ...
-                for server, (base, path_of) in targets.items():
+                for server, (base, path_of) in servers.items():
                     print(f"{name}: {server} (round {round_ + 1}) ...", flush=True)
                     paths = write_paths(work, f"{name}-{server}", files, path_of)
                     cpu0, busy0 = cpu_seconds(pids[server]), machine_busy_seconds()
@@ -490,6 +518,12 @@ def report(results, a, work):
     r = results["small_whole"]
     lines.append(f"| whole {a.small_kb} KiB files, {a.connections} conns: req/s | {cell(r['nginx'], 'rps')} | {cell(r['upcache'], 'rps')} | {ratio('small_whole', 'rps'):.2f}× | ≥ 1.1× |")
     cpu_rows(lines, f"whole {a.small_kb} KiB files", results, "small_whole", ratio)
+    r = results["https_ranges_64KiB"]
+    lines.append(f"| HTTPS 64 KiB ranges (TLS 1.3, rustls against OpenSSL), {a.connections} conns: req/s | {cell(r['nginx'], 'rps')} | {cell(r['upcache'], 'rps')} | {ratio('https_ranges_64KiB', 'rps'):.2f}× | |")
+    cpu_rows(lines, "HTTPS ranges", results, "https_ranges_64KiB", ratio)
+    r = results["https_small_whole"]
+    lines.append(f"| HTTPS whole {a.small_kb} KiB files, {a.connections} conns: req/s | {cell(r['nginx'], 'rps')} | {cell(r['upcache'], 'rps')} | {ratio('https_small_whole', 'rps'):.2f}× | |")
+    cpu_rows(lines, f"HTTPS whole {a.small_kb} KiB files", results, "https_small_whole", ratio)
     r = results["h2_ranges_64KiB"]
     lines.append(f"| h2c 64 KiB ranges (h2load, {a.connections} conns × {a.h2_streams} streams): req/s | {cell(r['nginx'], 'rps')} | {cell(r['upcache'], 'rps')} | {ratio('h2_ranges_64KiB', 'rps'):.2f}× | ≥ 1.0× |")
     c = results["cold_start"]
