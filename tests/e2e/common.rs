@@ -485,10 +485,13 @@ pub struct Pki {
     pub files: TlsFiles,
 }
 
-/// When every test certificate expires: 30 days from now, to the second.
+/// When every test certificate expires: 30 days after the first call, to
+/// the second, the same for the whole run (a test that compares it with a
+/// certificate made earlier must not see the clock tick in between).
 pub fn leaf_expiry() -> time::OffsetDateTime {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    time::OffsetDateTime::from_unix_timestamp(now + 30 * 86_400).unwrap()
+    static EXPIRY: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let at = *EXPIRY.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp() + 30 * 86_400);
+    time::OffsetDateTime::from_unix_timestamp(at).unwrap()
 }
 
 pub fn private_ca(dir: &Path, name: &str) -> Pki {

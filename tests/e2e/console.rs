@@ -1,7 +1,8 @@
 //! The web console in a real browser (headless Chromium driven by
 //! Selenium, `tests/browser/console.py`): it asks for the token once per
 //! session, its figures are the API's, a running download's bar advances,
-//! and searching and clicking Approve approves the update.
+//! and searching and clicking Approve approves the update; over HTTPS
+//! (h2 by ALPN) it works the same and shows its certificate's expiry.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -23,7 +24,11 @@ struct Script {
 
 impl Script {
     fn start(args: &[&str]) -> Script {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.py");
+        Script::start_file("console.py", args)
+    }
+
+    fn start_file(file: &str, args: &[&str]) -> Script {
+        let script = format!("{}/tests/browser/{file}", env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new("python3")
             .arg(script)
             .args(args)
@@ -180,6 +185,53 @@ async fn the_console_shows_the_api_figures_live_and_approves_in_a_real_browser()
 
     let errors = browser.next("console").await;
     assert_eq!(errors, serde_json::json!([]), "console errors");
+}
+
+/// Over HTTPS the browser speaks h2 (no `Host` header: the guard reads the
+/// authority), sends an `https://` origin, and the page shows when the
+/// certificate expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_over_https_and_shows_the_certificate_expiry() {
+    if !browser_available() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let pki = private_ca(certs.path(), "console");
+    let files = pki.files.clone();
+    let mut h = Harness::with(|c| {
+        c.admin_tls = Some(files);
+        c.admin_token = Some(TOKEN.into());
+    })
+    .await;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    h.http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .default_headers(auth)
+        .build()
+        .unwrap();
+    let admin = h.admin("");
+    assert!(admin.starts_with("https://"), "{admin}");
+
+    let mut browser = Script::start_file("console_tls.py", &[&admin, TOKEN]);
+    let page = browser.next("tls").await;
+    assert_eq!(page["protocol"], "h2", "{page}");
+    let not_after = h.status().await["admin_tls"]["not_after"].as_i64().unwrap();
+    assert_eq!(not_after, leaf_expiry().unix_timestamp());
+    let expiry = time::OffsetDateTime::from_unix_timestamp(not_after)
+        .unwrap()
+        .date();
+    let shown = format!(
+        "Admin certificate {}, valid until {expiry}",
+        pki.files.cert.display()
+    );
+    assert_eq!(page["certificate"], shown.as_str(), "{page}");
+    assert_eq!(page["updates-approved"], "0", "{page}");
+    assert_eq!(page["errors"], serde_json::json!([]), "console errors");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
