@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::catalog::Catalog;
-use crate::cleanup::CleanupReport;
+use crate::cleanup::{CleanupError, CleanupReport};
 use crate::config::Config;
 use crate::fetch::Fetcher;
 use crate::metrics::Metrics;
@@ -30,7 +30,7 @@ pub struct App {
     /// The HTTPS content listener's TLS, when there is one.
     pub content_tls: Option<Arc<crate::http::tls::Terminator>>,
     /// Held by the cleanup running now: one at a time.
-    pub cleaning: std::sync::Mutex<()>,
+    pub cleaning: tokio::sync::Mutex<()>,
     pub scrubber: Arc<crate::scrub::Scrubber>,
 }
 
@@ -68,19 +68,43 @@ impl App {
     }
 
     /// Finds (and with `remove`, removes) the stored files the policy no
-    /// longer needs, while serving. `None`: another cleanup is running.
-    /// Blocking: a walk of the store.
-    pub fn cleanup(&self, remove: bool) -> Option<CleanupReport> {
-        let _running = self.cleaning.try_lock().ok()?;
+    /// longer needs, while serving. Blocking: a walk of the store.
+    pub fn cleanup(&self, remove: bool) -> Result<CleanupReport, CleanupError> {
+        let _running = self
+            .cleaning
+            .try_lock()
+            .map_err(|_| CleanupError::Running)?;
         let r = crate::cleanup::run(&self.store, &self.catalog, remove, crate::cleanup::SETTLE);
-        if r.removed && r.files > 0 {
-            tracing::info!(
-                files = r.files,
-                bytes = r.bytes,
-                failed = r.failed,
-                "cleanup removed unneeded files"
-            );
+        log_cleanup(&r, "local disk");
+        Ok(r)
+    }
+
+    /// The same over the shared tier's bucket, which this node's catalog
+    /// decides for every node: refused on a follower.
+    pub async fn cleanup_shared(&self, remove: bool) -> Result<CleanupReport, CleanupError> {
+        let tier = self.fetcher.shared().ok_or(CleanupError::NoSharedTier)?;
+        if self.follower.is_some() {
+            return Err(CleanupError::Follower);
         }
-        Some(r)
+        let _running = self
+            .cleaning
+            .try_lock()
+            .map_err(|_| CleanupError::Running)?;
+        let settle = crate::cleanup::SETTLE;
+        let r = crate::cleanup::run_shared(tier, &self.catalog, remove, settle).await?;
+        log_cleanup(&r, "shared tier");
+        Ok(r)
+    }
+}
+
+fn log_cleanup(r: &CleanupReport, tier: &'static str) {
+    if r.removed && r.files > 0 {
+        tracing::info!(
+            tier,
+            files = r.files,
+            bytes = r.bytes,
+            failed = r.failed,
+            "cleanup removed unneeded files"
+        );
     }
 }

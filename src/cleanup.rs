@@ -2,7 +2,8 @@
 //! "unneeded update files"): those of declined updates, those of updates
 //! nobody approved (unless the policy downloads them at sync), and files the
 //! catalog does not name at all. The same rule online (`POST
-//! /api/v1/cleanup`, `upcache cleanup`) and offline (`upcache gc`).
+//! /api/v1/cleanup`, `upcache cleanup`), offline (`upcache gc`), and over
+//! the shared tier's bucket (`upcache cleanup --shared`).
 //!
 //! Removing is always safe for clients: a response sending a file keeps its
 //! open descriptor, and a file asked for again is fetched again.
@@ -11,9 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, FileEntry};
 use crate::digest::{Sha1Digest, Sha256Digest};
-use crate::policy::Approval;
+use crate::policy::{Approval, Policy};
+use crate::store::s3::{S3Error, S3Tier};
 use crate::store::{DiskStore, Storage};
 
 /// Files listed in a report, largest first; the totals count them all.
@@ -23,6 +25,19 @@ pub const LISTED: usize = 1000;
 /// download that has just published its file may not have told the catalog
 /// its SHA-256 yet, and would look unknown.
 pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// Why a cleanup did not run (or not to its end).
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error("a cleanup is already running")]
+    Running,
+    #[error("no shared tier is configured (s3_bucket)")]
+    NoSharedTier,
+    #[error("this node follows a primary, whose catalog decides what the shared tier keeps: run the shared cleanup there")]
+    Follower,
+    #[error("shared tier: {0}")]
+    Shared(#[from] S3Error),
+}
 
 /// Why a stored file is not needed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,11 +89,8 @@ pub fn run(store: &DiskStore, catalog: &Catalog, remove: bool, settle: Duration)
     let now = SystemTime::now();
     for sha256 in store.published() {
         let entry = catalog.lookup_sha256(&sha256);
-        let why = match entry.map(|e| e.approval) {
-            Some(a) if policy.keeps_stored(a) => continue,
-            Some(Approval::Declined) => Unneeded::Declined,
-            Some(_) => Unneeded::NotApproved,
-            None => Unneeded::NotInCatalog,
+        let Some(why) = unneeded(entry.as_ref(), &policy) else {
+            continue;
         };
         let Some(published) = store.published_at(&sha256) else {
             continue; // gone meanwhile
@@ -100,20 +112,97 @@ pub fn run(store: &DiskStore, catalog: &Catalog, remove: bool, settle: Duration)
             }
             tracing::info!(%sha256, bytes = size, ?why, "removed (cleanup)");
         }
-        report.files += 1;
-        report.bytes += size;
-        report.listed.push(UnneededFile {
+        report.count(UnneededFile {
             sha256,
             sha1: entry.map(|e| e.sha1),
             size,
             why,
         });
-        if report.listed.len() == 2 * LISTED {
-            keep_largest(&mut report.listed);
-        }
     }
     keep_largest(&mut report.listed);
     report
+}
+
+/// Why a file with this catalog entry (`None`: the catalog has none) is
+/// not needed; `None` when it is.
+fn unneeded(entry: Option<&FileEntry>, policy: &Policy) -> Option<Unneeded> {
+    match entry.map(|e| e.approval) {
+        Some(a) if policy.keeps_stored(a) => None,
+        Some(Approval::Declined) => Some(Unneeded::Declined),
+        Some(_) => Some(Unneeded::NotApproved),
+        None => Some(Unneeded::NotInCatalog),
+    }
+}
+
+impl CleanupReport {
+    /// Counts an unneeded file, and lists it if it is among the largest.
+    fn count(&mut self, file: UnneededFile) {
+        self.files += 1;
+        self.bytes += file.size;
+        self.listed.push(file);
+        if self.listed.len() == 2 * LISTED {
+            keep_largest(&mut self.listed);
+        }
+    }
+}
+
+/// The same rule over the shared tier's bucket, which every node reads and
+/// writes: this node's catalog decides (run it on the primary: a
+/// follower's may lag). An object the catalog does not know by SHA-256
+/// (a catalog with SHA-1s only, and another node downloaded the file) is
+/// looked up through its SHA-1 marker before it counts as not in the
+/// catalog. Objects written within `settle` are left: a marker is written
+/// after its object.
+pub async fn run_shared(
+    tier: &S3Tier,
+    catalog: &Catalog,
+    remove: bool,
+    settle: Duration,
+) -> Result<CleanupReport, S3Error> {
+    let objects = tier.list_files().await?;
+    let unknown = (objects.iter()).any(|o| catalog.lookup_sha256(&o.sha256).is_none());
+    let markers = match unknown {
+        true => tier.marker_index().await?,
+        false => Default::default(),
+    };
+    let policy = catalog.policy();
+    let mut report = CleanupReport {
+        removed: remove,
+        ..CleanupReport::default()
+    };
+    let now = SystemTime::now();
+    for object in objects {
+        let entry = catalog.lookup_sha256(&object.sha256).or_else(|| {
+            let sha1 = markers.get(&object.sha256)?;
+            catalog.lookup_sha1(sha1)
+        });
+        let Some(why) = unneeded(entry.as_ref(), &policy) else {
+            continue;
+        };
+        if now.duration_since(object.modified).unwrap_or_default() < settle {
+            report.recent += 1;
+            continue;
+        }
+        let sha1 = entry
+            .map(|e| e.sha1)
+            .or(markers.get(&object.sha256).copied());
+        if remove {
+            if let Err(e) = tier.delete(sha1.as_ref(), &object.sha256).await {
+                tracing::warn!(sha256 = %object.sha256, error = %e, "shared cleanup: not removed");
+                report.failed += 1;
+                continue;
+            }
+            tracing::info!(sha256 = %object.sha256, bytes = object.size, ?why, "removed from the shared tier (cleanup)");
+        }
+        report.count(UnneededFile {
+            sha256: object.sha256,
+            sha1,
+            size: object.size,
+            why,
+        });
+    }
+    keep_largest(&mut report.listed);
+    Ok(report)
 }
 
 /// The [`LISTED`] largest, largest first: the list stays bounded however

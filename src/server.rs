@@ -192,7 +192,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         follower,
         admin_tls: listeners.admin_tls.clone(),
         content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
-        cleaning: std::sync::Mutex::new(()),
+        cleaning: tokio::sync::Mutex::new(()),
         scrubber: Arc::default(),
     });
     let content = Arc::new(ContentService {

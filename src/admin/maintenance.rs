@@ -16,11 +16,14 @@ use crate::cleanup::CleanupReport;
 use crate::scrub::{ScrubRequest, ScrubStatus, MIN_SCRUB_RATE};
 
 /// What `POST /api/v1/cleanup` is asked: without `remove`, a dry run. The
-/// field is required, so no bodiless POST deletes anything.
+/// field is required, so no bodiless POST deletes anything. `shared`: the
+/// shared tier's bucket instead of this node's disk.
 #[derive(Debug, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CleanupRequest {
     pub remove: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// Removes (or lists) the stored files the policy no longer needs.
@@ -31,16 +34,13 @@ pub(super) async fn cleanup(State(app): State<Arc<App>>, body: Bytes) -> ApiResu
             format!("invalid cleanup request: {e} (send {{\"remove\": false}} for a dry run)"),
         )
     })?;
-    let done = tokio::task::spawn_blocking(move || app.cleanup(asked.remove))
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    match done {
-        Some(report) => Ok(Json(report)),
-        None => Err(ApiError(
-            StatusCode::CONFLICT,
-            "a cleanup is already running".into(),
-        )),
+    if asked.shared {
+        return Ok(Json(app.cleanup_shared(asked.remove).await?));
     }
+    let report = tokio::task::spawn_blocking(move || app.cleanup(asked.remove))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(Json(report))
 }
 
 pub(super) async fn scrub_status(State(app): State<Arc<App>>) -> Json<ScrubStatus> {

@@ -291,13 +291,9 @@ impl AdminClient {
     }
 
     /// Lists (or with `remove`, removes) the stored files no update needs.
-    pub async fn cleanup(&self, remove: bool) -> anyhow::Result<CleanupReport> {
-        self.send(
-            self.http
-                .post(self.url("/api/v1/cleanup"))
-                .json(&CleanupRequest { remove }),
-        )
-        .await
+    pub async fn cleanup(&self, asked: &CleanupRequest) -> anyhow::Result<CleanupReport> {
+        self.send(self.http.post(self.url("/api/v1/cleanup")).json(asked))
+            .await
     }
 
     pub async fn status(&self) -> anyhow::Result<Status> {
@@ -368,8 +364,14 @@ fn expiry(not_after: Option<i64>) -> String {
 }
 
 /// What a cleanup found, largest files first, then the totals.
-pub fn print_cleanup(r: &CleanupReport) {
-    let verb = if r.removed { "removed" } else { "would remove" };
+/// `shared`: the report is of the shared tier's bucket.
+pub fn print_cleanup(r: &CleanupReport, shared: bool) {
+    let verb = match (r.removed, shared) {
+        (true, false) => "removed",
+        (false, false) => "would remove",
+        (true, true) => "removed from the shared tier",
+        (false, true) => "would remove from the shared tier",
+    };
     for f in &r.listed {
         let sha1 = f.sha1.map_or("-".to_owned(), |s| s.to_hex());
         let why = serde_json::to_value(f.why).unwrap_or_default();
@@ -393,16 +395,25 @@ pub fn print_cleanup(r: &CleanupReport) {
         );
     }
     if r.recent > 0 {
+        let written = if shared {
+            "written to the bucket"
+        } else {
+            "published"
+        };
         println!(
-            "{} unneeded files published in the last minute left for the next cleanup",
+            "{} unneeded files {written} in the last minute left for the next cleanup",
             r.recent
         );
     }
+    let whose = if shared { " in the shared tier" } else { "" };
     if r.removed {
-        println!("{} files no update needs; freed {} bytes", r.files, r.bytes);
+        println!(
+            "{} files{whose} no update needs; freed {} bytes",
+            r.files, r.bytes
+        );
     } else {
         println!(
-            "{} files no update needs; would free {} bytes (run with --yes to remove them)",
+            "{} files{whose} no update needs; would free {} bytes (run with --yes to remove them)",
             r.files, r.bytes
         );
     }

@@ -52,6 +52,6 @@ pub fn gc(data_dir: &Path, remove: bool) -> anyhow::Result<()> {
     let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
     // Nothing is downloading: no file is too fresh to judge.
     let report = crate::cleanup::run(&store, &catalog, remove, std::time::Duration::ZERO);
-    super::client::print_cleanup(&report);
+    super::client::print_cleanup(&report, false);
     Ok(())
 }

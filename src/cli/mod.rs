@@ -151,6 +151,10 @@ pub enum Command {
         /// Really remove
         #[arg(long)]
         yes: bool,
+        /// The shared tier's bucket (every node's copies) instead of this
+        /// node's disk; on the primary, whose catalog decides
+        #[arg(long)]
+        shared: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -391,9 +395,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             stop,
             admin,
         } => scrub::run(&AdminClient::new(&admin)?, rate.as_deref(), no_wait, stop).await,
-        Command::Cleanup { yes, admin } => {
-            let report = AdminClient::new(&admin)?.cleanup(yes).await?;
-            client::print_cleanup(&report);
+        Command::Cleanup { yes, shared, admin } => {
+            let asked = crate::admin::CleanupRequest {
+                remove: yes,
+                shared,
+            };
+            let report = AdminClient::new(&admin)?.cleanup(&asked).await?;
+            client::print_cleanup(&report, shared);
             Ok(())
         }
         Command::Gc { data_dir, yes } => {

