@@ -217,9 +217,24 @@ impl Harness {
         self.restart_stopped().await;
     }
 
-    /// Starts the server again after it was taken down.
+    /// Starts the server again after it was taken down. A process another
+    /// test spawns meanwhile holds a copy of every descriptor of this one,
+    /// the old server's data lock included, from its fork until its exec
+    /// (brief, but not on a loaded machine): a lock still held is tried
+    /// again for a few seconds.
     pub async fn restart_stopped(&mut self) {
-        self.server = Some(server::start(self.config.clone()).await.unwrap());
+        for _ in 0..50 {
+            match server::start(self.config.clone()).await {
+                Err(server::StartError::Lock(upcache::store::LockError::Held { .. })) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                started => {
+                    self.server = Some(started.expect("restart"));
+                    return;
+                }
+            }
+        }
+        panic!("the data directory's lock was still held 5 s after shutdown");
     }
 
     /// Digests published in the store.
