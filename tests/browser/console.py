@@ -24,8 +24,7 @@ import json
 import sys
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+import chromium
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -59,15 +58,8 @@ def wait_for_poll(driver, after=0):
 def main():
     admin, search, update_id = sys.argv[1], sys.argv[2], sys.argv[3]
     token = sys.argv[4] if len(sys.argv) > 4 else None
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = chromium.start(console_log=True)
     try:
-        driver.set_page_load_timeout(20)
         driver.get(admin + "/")
         sign_in_if_asked(driver, token)
         polled = wait_for_poll(driver)

@@ -13,23 +13,15 @@ message.
 import json
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+import chromium
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 
 def main():
     admin, token = sys.argv[1], sys.argv[2]
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = chromium.start("--ignore-certificate-errors", console_log=True)
     try:
-        driver.set_page_load_timeout(20)
         driver.get(admin + "/")
         WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "token-dialog").is_displayed())
         driver.find_element(By.ID, "token").send_keys(token)

@@ -15,30 +15,14 @@ Prints "console: ..." lines for the page's console errors and
 import sys
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+import chromium
 from selenium.webdriver.support.ui import WebDriverWait
 
 
 def main():
     page, rebound = sys.argv[1], sys.argv[2]
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--host-resolver-rules=MAP rebound.test 127.0.0.1",
-    ]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = chromium.start("--disable-quic", "--host-resolver-rules=MAP rebound.test 127.0.0.1")
     try:
-        driver.set_page_load_timeout(20)
         driver.get(page)
         WebDriverWait(driver, 20).until(lambda d: d.title == "done")
         time.sleep(1.0)  # let the form posts in their iframes land
