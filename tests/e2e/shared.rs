@@ -347,6 +347,16 @@ async fn with_s3_down_a_node_serves_from_the_origin_and_its_disk() {
     // The local tier serves it from now on.
     assert_eq!(h.get(&h.b.path).await.bytes().await.unwrap(), h.b.bytes);
     assert_eq!(h.upstream.requests(&h.b.path), 1);
+    // A shared cleanup says the bucket cannot be reached, and removes nothing.
+    let r = (h.http.post(h.admin("/api/v1/cleanup")))
+        .json(&serde_json::json!({"remove": true, "shared": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("shared tier: S3 list"), "{text}");
+    assert_eq!(h.stored(), vec![h.b.sha256]);
 }
 
 /// The URL of a file's object in the bucket, under `prefix`.
