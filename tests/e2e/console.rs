@@ -80,6 +80,16 @@ impl Drop for Script {
     }
 }
 
+/// A client that sends the console's token with every request.
+fn with_token(builder: reqwest::ClientBuilder) -> reqwest::Client {
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    builder.default_headers(auth).build().unwrap()
+}
+
 fn number(v: &Value) -> f64 {
     v.as_str()
         .and_then(|s| s.parse().ok())
@@ -92,15 +102,7 @@ async fn the_console_shows_the_api_figures_live_and_approves_in_a_real_browser()
         return;
     }
     let mut h = Harness::with(|c| c.admin_token = Some(TOKEN.into())).await;
-    let mut auth = reqwest::header::HeaderMap::new();
-    auth.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {TOKEN}").parse().unwrap(),
-    );
-    h.http = reqwest::Client::builder()
-        .default_headers(auth)
-        .build()
-        .unwrap();
+    h.http = with_token(reqwest::Client::builder());
     h.setup(&[ID_A, ID_B]).await;
     // One miss and one hit of B: a hit ratio of 1/2.
     for _ in 0..2 {
@@ -203,17 +205,8 @@ async fn the_console_works_over_https_and_shows_the_certificate_expiry() {
         c.admin_token = Some(TOKEN.into());
     })
     .await;
-    let mut auth = reqwest::header::HeaderMap::new();
-    auth.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {TOKEN}").parse().unwrap(),
-    );
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
-    h.http = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .default_headers(auth)
-        .build()
-        .unwrap();
+    h.http = with_token(reqwest::Client::builder().add_root_certificate(ca));
     let admin = h.admin("");
     assert!(admin.starts_with("https://"), "{admin}");
 
