@@ -4,9 +4,12 @@ use http::StatusCode;
 
 use crate::catalog::CatalogError;
 use crate::fetch::FetchError;
+use crate::http::content::RequestError;
 use crate::http::route::RouteError;
 use crate::store::StoreError;
+use crate::policy::Refusal;
 use crate::upkeep::cleanup::CleanupError;
+use crate::upkeep::scrub::ScrubError;
 
 /// An error that knows which status code a client should see for it.
 pub trait HttpStatus {
@@ -19,6 +22,24 @@ impl HttpStatus for RouteError {
             RouteError::NoRoute => StatusCode::NOT_FOUND,
             RouteError::Malformed(_) => StatusCode::BAD_REQUEST,
             RouteError::TooLong => StatusCode::URI_TOO_LONG,
+        }
+    }
+}
+
+impl HttpStatus for RequestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Host => StatusCode::BAD_REQUEST,
+            RequestError::Method => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl HttpStatus for Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::Declined | Refusal::NotApproved => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -57,6 +78,15 @@ impl HttpStatus for CleanupError {
             CleanupError::Running | CleanupError::Follower => StatusCode::CONFLICT,
             CleanupError::NoSharedTier => StatusCode::BAD_REQUEST,
             CleanupError::Shared(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl HttpStatus for ScrubError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ScrubError::Running => StatusCode::CONFLICT,
+            ScrubError::BelowLeastRate(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

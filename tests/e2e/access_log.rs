@@ -169,3 +169,42 @@ async fn sighup_reopens_the_file_for_logrotate() {
     );
     drop(server);
 }
+
+/// A line is written when its response ends: a miss the client has read
+/// to its end is logged before the hit the same client asks for next, on
+/// HTTP/1.1 (the fast path) and on h2 (hyper's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_is_logged_before_the_hit_that_follows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let h = Harness::with(|c| {
+        c.access_log = Some(AccessLogDestination::File(log.clone()));
+        c.access_log_format = AccessLogFormat::Json;
+    })
+    .await;
+    h.setup(&[ID_A, ID_B, ID_C]).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut expected = Vec::new();
+    for (client, file) in [(&h.http, &h.b), (&h2, &h.c), (&h.http, &h.a)] {
+        let path = file.content_path();
+        for cache in ["MISS", "HIT"] {
+            let r = client.get(h.url(&path)).send().await.unwrap();
+            assert!(r.bytes().await.unwrap() == file.bytes);
+            expected.push((cache.to_owned(), path.clone()));
+        }
+    }
+    within("six lines", Duration::from_secs(10), async || {
+        h.running().flush_access_log().await;
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().count() == 6)
+    })
+    .await;
+    let lines = json_lines(&std::fs::read_to_string(&log).unwrap());
+    let got: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| (l["cache"].to_string().replace('"', ""), l["path"].to_string().replace('"', "")))
+        .collect();
+    assert_eq!(got, expected, "{lines:#?}");
+}
