@@ -6,8 +6,8 @@ use crate::catalog::CatalogError;
 use crate::fetch::FetchError;
 use crate::http::content::RequestError;
 use crate::http::route::RouteError;
-use crate::store::StoreError;
 use crate::policy::Refusal;
+use crate::store::StoreError;
 use crate::upkeep::cleanup::CleanupError;
 use crate::upkeep::scrub::ScrubError;
 

@@ -107,7 +107,7 @@ where
     L: Clone + std::hash::Hash + Eq,
 {
     for l in labels {
-        family.get_or_create(&l);
+        let _ = family.get_or_create(&l);
     }
 }
 
@@ -317,7 +317,10 @@ impl Default for Metrics {
             Outcome::ALL.map(|o| OutcomeLabels { outcome: o.label() }),
         );
         zero_series(&responses, RESPONSE_CODES.map(|code| CodeLabels { code }));
-        zero_series(&fetches, FETCH_RESULTS.map(|result| ResultLabels { result }));
+        zero_series(
+            &fetches,
+            FETCH_RESULTS.map(|result| ResultLabels { result }),
+        );
         zero_series(
             &download_durations,
             FETCH_RESULTS.map(|result| ResultLabels { result }),

@@ -297,6 +297,26 @@ fn the_demo_runs_offline() {
     }
 }
 
+/// Every labelled counter has a series for each value it knows from the
+/// start, at 0: a dashboard panel shows 0, not "No data", and `rate()`
+/// sees the first increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_shows_every_known_labelled_series_at_zero() {
+    let h = Harness::new().await;
+    let text = h.call(Method::GET, "/metrics").await.text().await.unwrap();
+    for line in [
+        "upcache_admin_refused_total{reason=\"host\"} 0",
+        "upcache_admin_refused_total{reason=\"content_type\"} 0",
+        "upcache_content_requests_total{outcome=\"passthrough\"} 0",
+        "upcache_content_responses_total{code=\"503\"} 0",
+        "upcache_upstream_fetches_total{result=\"failed\"} 0",
+        "upcache_upstream_download_duration_seconds_count{result=\"stored\"} 0",
+        "upcache_s3_total{event=\"upload_failed\"} 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_hits_misses_and_refusals() {
     let h = Harness::new().await;

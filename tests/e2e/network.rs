@@ -270,9 +270,11 @@ async fn a_second_server_on_the_same_data_dir_exits_and_the_first_finishes_its_d
     h.upstream.set_rate(2 << 20); // ~1.5 s: the second server starts mid-download
     let url = format!("{}{}", first.content, h.a.content_path());
     let download = tokio::spawn(async move { reqwest::get(url).await?.bytes().await });
-    within("the download under way", Duration::from_secs(5), async || {
-        std::fs::read_dir(dir.path().join("tmp")).is_ok_and(|d| d.count() == 1)
-    })
+    within(
+        "the download under way",
+        Duration::from_secs(5),
+        async || std::fs::read_dir(dir.path().join("tmp")).is_ok_and(|d| d.count() == 1),
+    )
     .await;
     let t = Instant::now();
     let args = serve_args(dir.path());

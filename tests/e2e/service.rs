@@ -80,7 +80,12 @@ fn without_a_notify_socket_nothing_is_sent_and_nothing_fails() {
     assert!(banner.contains("serving content"), "{banner}");
     let (lines, log_lines) = std::sync::mpsc::channel();
     let stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || stderr.lines().map_while(Result::ok).try_for_each(|l| lines.send(l)));
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .try_for_each(|l| lines.send(l))
+    });
     let mut log = String::new();
     // `systemctl reload` sends SIGHUP: with no access log it changes nothing
     // and stops nothing. Checked once the server has logged it.

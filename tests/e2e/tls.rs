@@ -291,9 +291,13 @@ async fn a_renewed_certificate_is_taken_at_sighup_and_a_bad_one_is_not() {
         unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) },
         0
     );
-    within("the refused renewal logged", Duration::from_secs(5), async || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("TLS certificate not re-read"))
-    })
+    within(
+        "the refused renewal logged",
+        Duration::from_secs(5),
+        async || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("TLS certificate not re-read"))
+        },
+    )
     .await;
     assert!(reachable_trusting(&new.ca, &server.admin).await);
 }
