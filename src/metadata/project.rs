@@ -36,6 +36,7 @@ pub fn project(
         };
         let json = serde_json::to_vec(&doc).expect("catalog documents serialise");
         report = catalog.import_json(&json[..], false)?;
+        catalog.mark_superseded(&store.superseded_ids()?)?;
     }
     store.mark_projected(&rids)?;
     Ok(report)

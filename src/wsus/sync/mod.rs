@@ -16,6 +16,7 @@ pub mod blob;
 pub mod client;
 pub mod messages;
 mod schedule;
+pub mod service;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
