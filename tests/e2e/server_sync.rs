@@ -228,3 +228,111 @@ async fn faults_are_recovered_or_named_and_the_rest_is_stored() {
     assert!(again.complete, "{again:?}");
     assert_eq!(store.rid(BUNDLE, 200).unwrap(), rid);
 }
+
+/// The real binary: `upcache sync --server` and `upcache categories
+/// --select` drive it; a sync killed with SIGKILL mid-way (the upstream
+/// stalls on its second batch of updates) resumes after a restart,
+/// fetching only what the killed one had not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_syncs_and_a_sync_killed_mid_way_resumes_without_duplicates() {
+    let files = upcache::demo::upstream::Upstream::start().await.unwrap();
+    let file = SampleFile::generate("2267602", "exe", 1000);
+    files.add(&file.path, file.bytes.clone());
+    let fake = FakeWsus::start(file, &files.url("")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_binary(dir.path()).await;
+    let admin = server.admin.clone();
+
+    let out = run_cli(&["sync", "--server", &fake.url, "--admin", &admin], &[]).await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("categories: 4"), "{}", out.stdout);
+    let out = run_cli(
+        &[
+            "categories",
+            "--select",
+            PRODUCT_TITLE,
+            "--select",
+            "definition updates",
+            "--admin",
+            &admin,
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("[x] {PRODUCT_TITLE}")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("[ ] Security Updates"),
+        "{}",
+        out.stdout
+    );
+
+    // The updates' second batch never comes: the server is killed waiting.
+    let batches = fake
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GetUpdateData:"))
+        .count();
+    fake.behave(|b| b.hold_after = Some(batches + 1));
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{admin}/api/v1/server-sync"))
+        .json(&json!({ "upstream": fake.url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let busy = http
+        .post(format!("{admin}/api/v1/server-sync"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409);
+    within(
+        "the first batch stored",
+        Duration::from_secs(30),
+        async || {
+            let r = http
+                .get(format!("{admin}/api/v1/updates/{OLD}/xml"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 200
+        },
+    )
+    .await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let served_before = fake.documents_served();
+    assert_eq!(served_before, 4 + 3);
+
+    fake.behave(|b| b.hold_after = None);
+    let server = start_binary(dir.path()).await;
+    let out = run_cli(
+        &["sync", "--server", &fake.url, "--admin", &server.admin],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("2 new"), "{}", out.stdout);
+    assert!(out.stdout.contains("3 already here"), "{}", out.stdout);
+    assert_eq!(fake.documents_served(), served_before + 2);
+    let bundle: Value = http
+        .get(format!("{}/api/v1/updates/{BUNDLE}", server.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["files"].as_array().unwrap().len(), 1, "{bundle}");
+    drop(server);
+    // Every revision once, with the ids it was given.
+    let store = MetaStore::open(dir.path()).unwrap();
+    let kinds: u64 = store.counts().unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(kinds, 9);
+}
