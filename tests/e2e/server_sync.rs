@@ -80,6 +80,16 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
         .unwrap();
     assert_eq!(unknown.status(), 400);
 
+    // An automatic approval rule runs on newly synced updates, as on imports.
+    let r = h
+        .http
+        .post(h.admin("/api/v1/rules"))
+        .json(&json!({ "action": "approve", "classification": CLASSIFICATION_TITLE, "product": PRODUCT_TITLE }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
     // Second: the updates, in batches of the upstream's maximum (3).
     let second = sync_now(&h, &fake.url).await;
     assert_eq!(second["error"], Value::Null, "{second}");
@@ -124,10 +134,10 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
     let old = h.admin_json(&format!("/api/v1/updates/{OLD}")).await;
     assert_eq!(old["superseded"], true, "{old}");
 
-    // Approved, the file is served through the content port.
+    // Approved by the rule, the file is served through the content port.
+    assert_eq!(bundle["state"], "approved", "{bundle}");
+    assert_eq!(second["catalog"]["changed_by_rules"], 3, "{second}");
     let path = format!("/microsoftupdate/content/{}", fake.file.sha1.to_hex());
-    assert_eq!(h.get(&path).await.status(), 403);
-    h.set_state(BUNDLE, "approve").await;
     let got = h.get(&path).await;
     assert_eq!(got.status(), 200);
     assert!(got.bytes().await.unwrap() == fake.file.bytes);
