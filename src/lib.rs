@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod cleanup;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod digest;
 pub mod fetch;
