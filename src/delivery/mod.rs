@@ -8,6 +8,7 @@
 //! - `origin`: `cacheHostOrigin` → a checked origin (patterns, networks).
 //! - `resolve`: origin names resolved, checked and pinned for the connection.
 
+pub mod index;
 pub mod origin;
 pub mod path;
 pub mod resolve;
