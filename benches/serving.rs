@@ -11,9 +11,9 @@ use upcache::catalog::{Catalog, UpdateState};
 use upcache::demo::SampleFile;
 use upcache::fetch::{FetchSettings, Fetcher};
 use upcache::http::content::ContentService;
-use upcache::metrics::Metrics;
-use upcache::quota::Quota;
 use upcache::store::{DiskStore, Expected, Storage};
+use upcache::telemetry::metrics::Metrics;
+use upcache::upkeep::quota::Quota;
 
 const FILE_SIZE: usize = 64 << 20;
 const RANGE: u64 = 64 * 1024;

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::access_log::{Destination as AccessLogDestination, Format as AccessLogFormat};
 use crate::fetch::{FetchSettings, UpstreamProxy, MIN_RATE};
-pub use crate::http::tls::TlsFiles;
+pub use crate::net::tls::TlsFiles;
 pub use crate::store::s3::{S3Credentials, S3Settings};
+pub use crate::telemetry::access_log::{
+    Destination as AccessLogDestination, Format as AccessLogFormat,
+};
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8530";
@@ -408,13 +410,13 @@ impl Config {
             open_file_cache: file.open_file_cache.unwrap_or(4096),
             header_timeout: file
                 .header_timeout_secs
-                .map_or(crate::http::DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
+                .map_or(crate::net::DEFAULT_HEADER_TIMEOUT, Duration::from_secs),
             idle_timeout: file
                 .idle_timeout_secs
-                .map_or(crate::http::DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
+                .map_or(crate::net::DEFAULT_IDLE_TIMEOUT, Duration::from_secs),
             max_connections: file
                 .max_connections
-                .unwrap_or(crate::http::DEFAULT_MAX_CONNECTIONS),
+                .unwrap_or(crate::net::DEFAULT_MAX_CONNECTIONS),
             fast_path: file.fast_path.unwrap_or(true),
             admin_hosts: file.admin_hosts.unwrap_or_default(),
             proxy_protocol_from: networks(
@@ -482,9 +484,9 @@ impl Config {
                 ..FetchSettings::default()
             },
             open_file_cache: 1024,
-            header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
-            max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: crate::net::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: crate::net::DEFAULT_IDLE_TIMEOUT,
+            max_connections: crate::net::DEFAULT_MAX_CONNECTIONS,
             fast_path: true,
             admin_hosts: Vec::new(),
             proxy_protocol_from: Vec::new(),
@@ -502,8 +504,8 @@ impl Config {
     }
 
     /// The content listener's connection bounds.
-    pub fn content_limits(&self) -> crate::http::Limits {
-        crate::http::Limits {
+    pub fn content_limits(&self) -> crate::net::Limits {
+        crate::net::Limits {
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
             max_connections: self.max_connections,
@@ -512,8 +514,8 @@ impl Config {
 
     /// The admin listener's: few clients, and never one that holds a slot
     /// by trickling its head.
-    pub fn admin_limits(&self) -> crate::http::Limits {
-        crate::http::Limits {
+    pub fn admin_limits(&self) -> crate::net::Limits {
+        crate::net::Limits {
             max_connections: 256,
             ..self.content_limits()
         }

@@ -1,27 +1,40 @@
 //! upcache: a caching proxy for Windows update files.
 //!
-//! A request flows `http` (route → digest) → `catalog` (in-memory index) →
-//! `policy` (decision) → `store` (mapped file) or `fetch` (single-flight
-//! download streamed to every waiting client, verified, committed to the
-//! store). `admin` and `cli` drive the catalog and policy through `app`; `server`
-//! wires it up.
+//! The map of the house:
+//!
+//! - **A request's way.** `net` accepts the connection (cap, PROXY header,
+//!   allow list, TLS) and runs hyper or, for plain HTTP/1.1, the `http::fast`
+//!   path. `http::route` turns the path into a digest, `http::content` looks
+//!   it up in the `catalog`'s in-memory index and asks `policy` what to do;
+//!   a stored file is sent from the `store`, a missing one is joined to its
+//!   download in `fetch`. `http::plan`, `range` and `conditional` shape the
+//!   answer; `telemetry` counts and logs it.
+//! - **A download's way.** `fetch` runs one single-flight download per file:
+//!   from the shared tier (`fetch::shared`, over `store::s3`) or the upstream
+//!   (`fetch::upstream`, `transfer`, `throttle`), streamed to every waiting
+//!   client, verified and committed by `store::ingest`, then shared.
+//!   `upkeep` keeps the store within its quota, scrubs it, cleans it.
+//! - **A sync's way.** `admin` (the admin API and console, driven by `cli`)
+//!   imports catalogs into `catalog` (package.xml, wsusscn2.cab, JSON, or
+//!   another upcache's export); a follower's `node::follow` pulls its
+//!   primary's changes the same way. After each, `node::App` replans the
+//!   background downloads the policy asks for.
+//!
+//! `server` wires it all up; `config` merges file, environment and flags.
 
-pub mod access_log;
 pub mod admin;
-pub mod app;
 pub mod catalog;
-pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod demo;
 pub mod digest;
 pub mod fetch;
-pub mod follow;
 pub mod http;
-pub mod metrics;
+pub mod net;
+pub mod node;
 pub mod policy;
-pub mod quota;
-pub mod scrub;
 pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod upkeep;

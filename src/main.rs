@@ -22,8 +22,11 @@ fn main() -> anyhow::Result<()> {
         // panics when stderr is gone.
         .log_internal_errors(false)
         .init();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(upcache::cli::run(cli))
+        .build()?;
+    match cli.command {
+        upcache::cli::Command::Demo => runtime.block_on(upcache::demo::run()),
+        _ => runtime.block_on(upcache::cli::run(cli)),
+    }
 }

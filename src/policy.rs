@@ -5,7 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::FileEntry;
 use crate::digest::Sha256Digest;
 
 /// Whether upcache keeps file bytes at all (the WSUS 3.0 choice).
@@ -85,7 +84,17 @@ pub enum Approval {
     Declined,
 }
 
-/// What to do with a content request, with what the doing needs.
+/// What the decision needs to know of a file (the catalog knows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub approval: Approval,
+    /// Published in the store under this SHA-256; `None`: not stored, or
+    /// stored under a name not known yet (then it is fetched, never served
+    /// blind).
+    pub stored: Option<Sha256Digest>,
+}
+
+/// What to do with a content request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// No catalog entry knows the file.
@@ -93,14 +102,11 @@ pub enum Decision {
     /// Known, but policy forbids serving it; the reason is shown to the client.
     Forbidden(&'static str),
     /// Metadata-only: send the client to the file's upstream URL.
-    Redirect(FileEntry),
-    /// Serve the stored bytes, published under `sha256`.
-    Serve {
-        entry: FileEntry,
-        sha256: Sha256Digest,
-    },
+    Redirect,
+    /// Serve the stored bytes, published under this SHA-256.
+    Serve(Sha256Digest),
     /// Not stored yet: start (or join) the upstream fetch and stream it.
-    Fetch(FileEntry),
+    Fetch,
 }
 
 /// The decision table of the design, in one place.
@@ -108,11 +114,11 @@ pub enum Decision {
 /// Metadata-only redirects even when bytes happen to be stored (from an
 /// earlier store-locally period): the administrator chose to have clients
 /// download from Microsoft, and that is what WSUS does too.
-pub fn decide(policy: &Policy, entry: Option<FileEntry>) -> Decision {
-    let Some(entry) = entry else {
+pub fn decide(policy: &Policy, file: Option<Known>) -> Decision {
+    let Some(file) = file else {
         return Decision::NotFound;
     };
-    match entry.approval {
+    match file.approval {
         Approval::Declined => {
             return Decision::Forbidden("every update that contains this file is declined")
         }
@@ -121,10 +127,10 @@ pub fn decide(policy: &Policy, entry: Option<FileEntry>) -> Decision {
         }
         Approval::Approved => {}
     }
-    match (policy.mode, entry.sha256.filter(|_| entry.stored)) {
-        (Mode::MetadataOnly, _) => Decision::Redirect(entry),
-        (Mode::StoreLocally, Some(sha256)) => Decision::Serve { entry, sha256 },
-        (Mode::StoreLocally, None) => Decision::Fetch(entry),
+    match (policy.mode, file.stored) {
+        (Mode::MetadataOnly, _) => Decision::Redirect,
+        (Mode::StoreLocally, Some(sha256)) => Decision::Serve(sha256),
+        (Mode::StoreLocally, None) => Decision::Fetch,
     }
 }
 
@@ -143,15 +149,13 @@ mod tests {
         prefetch_on_approve: false,
     };
 
+    const SHA256: Sha256Digest = Sha256Digest([2; 32]);
+
     /// A file with this approval, stored or not.
-    fn file(approval: Approval, stored: bool) -> Option<FileEntry> {
-        Some(FileEntry {
-            sha1: crate::digest::Sha1Digest([1; 20]),
-            sha256: Some(Sha256Digest([2; 32])),
-            size: Some(10),
-            modified: None,
+    fn file(approval: Approval, stored: bool) -> Option<Known> {
+        Some(Known {
             approval,
-            stored,
+            stored: stored.then_some(SHA256),
         })
     }
 
@@ -180,25 +184,13 @@ mod tests {
     #[test]
     fn approved_files_follow_the_mode() {
         let (absent, stored) = (
-            file(Approval::Approved, false).unwrap(),
-            file(Approval::Approved, true).unwrap(),
+            file(Approval::Approved, false),
+            file(Approval::Approved, true),
         );
-        assert_eq!(decide(&META, Some(absent)), Decision::Redirect(absent));
-        assert_eq!(decide(&META, Some(stored)), Decision::Redirect(stored));
-        assert_eq!(decide(&STORE, Some(absent)), Decision::Fetch(absent));
-        assert_eq!(
-            decide(&STORE, Some(stored)),
-            Decision::Serve {
-                entry: stored,
-                sha256: Sha256Digest([2; 32])
-            }
-        );
-        // Stored but its SHA-256 not yet known: fetched, never served blind.
-        let unnamed = FileEntry {
-            sha256: None,
-            ..stored
-        };
-        assert_eq!(decide(&STORE, Some(unnamed)), Decision::Fetch(unnamed));
+        assert_eq!(decide(&META, absent), Decision::Redirect);
+        assert_eq!(decide(&META, stored), Decision::Redirect);
+        assert_eq!(decide(&STORE, absent), Decision::Fetch);
+        assert_eq!(decide(&STORE, stored), Decision::Serve(SHA256));
     }
 
     #[test]

@@ -9,17 +9,17 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::access_log::AccessLog;
-pub use crate::app::App;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::fetch::{FetchError, Fetcher};
 use crate::http::content::ContentService;
-use crate::http::tls::Terminator;
-use crate::http::Gate;
-use crate::metrics::Metrics;
-use crate::quota::Quota;
+use crate::net::tls::Terminator;
+use crate::net::Gate;
+pub use crate::node::App;
 use crate::store::{DataLock, DiskStore, Storage, StoreError};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::Metrics;
+use crate::upkeep::quota::Quota;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +37,9 @@ pub enum StartError {
     #[error(transparent)]
     SharedTier(#[from] crate::store::s3::S3Error),
     #[error("admin TLS: {0}")]
-    AdminTls(#[source] crate::http::tls::TlsError),
+    AdminTls(#[source] crate::net::tls::TlsError),
     #[error("content TLS: {0}")]
-    ContentTls(#[source] crate::http::tls::TlsError),
+    ContentTls(#[source] crate::net::tls::TlsError),
     #[error("follow_ca: {0}")]
     FollowCa(String),
     #[error("access log: {0}")]
@@ -217,7 +217,9 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
             primary = follower.primary(),
             "following the primary's catalog"
         );
-        tasks.spawn(follower.run(app.clone(), shutdown.clone()));
+        let app_ = app.clone();
+        let changed = move || app_.sync_downloads();
+        tasks.spawn(follower.run(app.catalog.clone(), changed, shutdown.clone()));
     }
     app.sync_downloads();
     tracing::info!(content_addr = %addrs.content, admin_url = %addrs.admin_url, data_dir = %app.config.data_dir.display(), "upcache serving");
@@ -317,11 +319,11 @@ fn start_access_log(
 }
 
 /// A follower's link to its primary, when `follow` is set.
-fn follower_of(config: &Config) -> Result<Option<Arc<crate::follow::Follower>>, StartError> {
+fn follower_of(config: &Config) -> Result<Option<Arc<crate::node::follow::Follower>>, StartError> {
     let Some(primary) = config.follow.clone() else {
         return Ok(None);
     };
-    let follower = crate::follow::Follower::new(
+    let follower = crate::node::follow::Follower::new(
         primary,
         config.follow_token.clone(),
         config.follow_ca.as_deref(),
@@ -389,8 +391,8 @@ impl Listeners {
             admin_url: format!("{scheme}://{admin}"),
         };
         let front = match app.config.fast_path {
-            true => crate::http::Front::Fast(content.clone()),
-            false => crate::http::Front::Plain,
+            true => crate::net::Front::Fast(content.clone()),
+            false => crate::net::Front::Plain,
         };
         let handler = hyper::service::service_fn(move |req| {
             let content = content.clone();
@@ -404,8 +406,8 @@ impl Listeners {
         let limits = app.config.content_limits();
         if let Some((listener, tls)) = self.content_tls {
             // Hyper answers (no sendfile under TLS).
-            let front = crate::http::Front::Tls(tls);
-            let serving = crate::http::serve(
+            let front = crate::net::Front::Tls(tls);
+            let serving = crate::net::serve(
                 listener,
                 handler.clone(),
                 limits,
@@ -415,7 +417,7 @@ impl Listeners {
             );
             tasks.spawn(serving);
         }
-        tasks.spawn(crate::http::serve(
+        tasks.spawn(crate::net::serve(
             self.content,
             handler,
             limits,

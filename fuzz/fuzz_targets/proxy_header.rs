@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use upcache::http::proxy_protocol::{classify_all, Start};
+use upcache::net::proxy_protocol::{classify_all, Start};
 
 fuzz_target!(|data: &[u8]| {
     match classify_all(data) {

@@ -20,8 +20,8 @@ use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 
 use super::ApiError;
-use crate::app::App;
 use crate::config::Config;
+use crate::node::App;
 
 /// The media types control bodies may have.
 const JSON: &str = "application/json";

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::app::App;
+use crate::node::App;
 
 const PAGE: &str = include_str!("console.html");
 

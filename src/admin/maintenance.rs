@@ -11,9 +11,9 @@ use axum::Json;
 use serde::Serialize;
 
 use super::{ApiError, ApiResult};
-use crate::app::App;
-use crate::cleanup::CleanupReport;
-use crate::scrub::{ScrubRequest, ScrubStatus, MIN_SCRUB_RATE};
+use crate::node::App;
+use crate::upkeep::cleanup::CleanupReport;
+use crate::upkeep::scrub::{ScrubRequest, ScrubStatus, MIN_SCRUB_RATE};
 
 /// What `POST /api/v1/cleanup` is asked: without `remove`, a dry run. The
 /// field is required, so no bodiless POST deletes anything. `shared`: the

@@ -16,14 +16,14 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
 use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;
-use crate::http::tls::Terminator;
-use crate::http::{Front, Peer};
+use crate::net::tls::Terminator;
+use crate::net::{Front, Peer};
+use crate::node::App;
 use crate::policy::Policy;
-use crate::scrub::ScrubStatus;
+use crate::upkeep::scrub::ScrubStatus;
 
 /// The largest catalog upload: imports stream, so this bounds the length of
 /// one import transaction, not memory.
@@ -66,8 +66,8 @@ pub async fn serve(
         None => Front::Plain,
     };
     // Reached directly, never through the balancer; guarded by the token.
-    let gate = Arc::new(crate::http::Gate::default());
-    crate::http::serve(listener, service, limits, front, gate, shutdown).await;
+    let gate = Arc::new(crate::net::Gate::default());
+    crate::net::serve(listener, service, limits, front, gate, shutdown).await;
 }
 
 /// The API's routes.
@@ -482,7 +482,7 @@ async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     let (store_files, store_bytes) = app.catalog.stored_totals();
     let fetches = app.fetcher.status();
     let queued = fetches.iter().filter(|f| f.queued).count() as u64;
-    app.metrics.snapshot(crate::metrics::Snapshot {
+    app.metrics.snapshot(crate::telemetry::metrics::Snapshot {
         store_bytes,
         store_files,
         store_max_bytes: app.quota.max().unwrap_or(0),
@@ -520,10 +520,10 @@ pub struct Status {
     pub import: Option<crate::catalog::ImportStatus>,
     /// What the content listener has done: hit ratio, bytes, the last hour.
     #[serde(default)]
-    pub traffic: crate::metrics::Traffic,
+    pub traffic: crate::telemetry::metrics::Traffic,
     /// On a follower: the primary, its change number here, the last pull.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub follow: Option<crate::follow::FollowStatus>,
+    pub follow: Option<crate::node::follow::FollowStatus>,
     /// The proxy and rate limit of upstream downloads, when set.
     #[serde(default)]
     pub upstream: crate::fetch::UpstreamStatus,

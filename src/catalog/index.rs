@@ -30,6 +30,16 @@ pub struct FileEntry {
     pub stored: bool,
 }
 
+impl FileEntry {
+    /// What the policy's decision needs of this file.
+    pub fn known(&self) -> crate::policy::Known {
+        crate::policy::Known {
+            approval: self.approval,
+            stored: self.sha256.filter(|_| self.stored),
+        }
+    }
+}
+
 /// Where a file is downloaded from, and what it is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -357,6 +367,22 @@ mod tests {
             approval: Approval::Approved,
             stored: false,
         }
+    }
+
+    #[test]
+    fn a_file_stored_under_an_unknown_sha256_is_not_known_as_stored() {
+        let stored = FileEntry {
+            stored: true,
+            ..entry(1)
+        };
+        assert_eq!(stored.known().stored, Some(Sha256Digest([1; 32])));
+        let unnamed = FileEntry {
+            sha256: None,
+            ..stored
+        };
+        // Fetched again, never served blind.
+        assert_eq!(unnamed.known().stored, None);
+        assert_eq!(entry(1).known().stored, None);
     }
 
     fn insert(index: &mut Index, n: u8, url: &str, name: &str) {

@@ -3,14 +3,31 @@
 use anyhow::{anyhow, Context};
 use serde::de::DeserializeOwned;
 
-use super::AdminArgs;
+use std::path::PathBuf;
+
 use crate::admin::{CleanupRequest, Status};
 use crate::catalog::rules::Rule;
 use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
-use crate::cleanup::CleanupReport;
 use crate::fetch::RateLimit;
 use crate::policy::Policy;
-use crate::scrub::{ScrubRequest, ScrubStatus};
+use crate::upkeep::cleanup::CleanupReport;
+use crate::upkeep::scrub::{ScrubRequest, ScrubStatus};
+
+/// What an import is doing, for whoever shows it.
+#[derive(Debug)]
+pub enum ImportEvent {
+    /// The upload starts; `total` bytes (0: unknown).
+    Uploading { total: u64 },
+    /// This many more bytes were sent.
+    Sent(u64),
+    /// What the server reports of the import it runs.
+    Server(crate::catalog::ImportStatus),
+    /// The server answered.
+    Done,
+}
+
+/// Where import progress goes (a terminal bar in the CLI; nothing in tests).
+pub type Progress = std::sync::Arc<dyn Fn(ImportEvent) + Send + Sync>;
 
 /// Whether `e` is a TLS handshake that failed on the server's certificate.
 fn certificate_refused(e: &reqwest::Error) -> bool {
@@ -32,6 +49,25 @@ fn certificate_refused(e: &reqwest::Error) -> bool {
     false
 }
 
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Admin API base URL
+    #[arg(
+        long = "admin",
+        env = "UPCACHE_ADMIN",
+        default_value = "http://127.0.0.1:8531"
+    )]
+    pub url: String,
+    /// Bearer token for the admin API
+    #[arg(long, env = "UPCACHE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA that signed an https:// admin API's certificate
+    /// (besides the system's roots)
+    #[arg(long = "admin-ca", env = "UPCACHE_ADMIN_CA")]
+    pub ca: Option<PathBuf>,
+}
+
 pub struct AdminClient {
     http: reqwest::Client,
     base: String,
@@ -42,7 +78,7 @@ impl AdminClient {
     pub fn new(args: &AdminArgs) -> anyhow::Result<AdminClient> {
         let mut builder = reqwest::Client::builder();
         if let Some(ca) = &args.ca {
-            builder = crate::http::tls::trust_roots_from(builder, ca).context("--admin-ca")?;
+            builder = crate::net::pem::trust_roots_from(builder, ca).context("--admin-ca")?;
         }
         Ok(AdminClient {
             http: builder.build()?,
@@ -93,12 +129,14 @@ impl AdminClient {
         format!("{}{path}", self.base)
     }
 
-    /// Uploads a catalog, streamed from `file`.
+    /// Uploads a catalog, streamed from `file`; `progress` hears how much
+    /// was sent and what the server is doing.
     pub async fn import(
         &self,
         file: tokio::fs::File,
         xml: bool,
         with_approvals: bool,
+        progress: Progress,
     ) -> anyhow::Result<ImportReport> {
         use futures_util::StreamExt;
         let content_type = if xml {
@@ -107,12 +145,12 @@ impl AdminClient {
             "application/json"
         };
         let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let bar = super::progress::upload(len);
-        let counted = bar.clone();
+        progress(ImportEvent::Uploading { total: len });
+        let counted = progress.clone();
         let stream =
             tokio_util::io::ReaderStream::with_capacity(file, 256 << 10).inspect(move |chunk| {
                 if let Ok(c) = chunk {
-                    counted.inc(c.len() as u64);
+                    counted(ImportEvent::Sent(c.len() as u64));
                 }
             });
         let body = reqwest::Body::wrap_stream(stream);
@@ -128,30 +166,27 @@ impl AdminClient {
             // Announced, so the server can refuse an oversized file at once.
             .header(reqwest::header::CONTENT_LENGTH, len)
             .body(body);
-        self.follow_import(self.send(req), bar).await
+        self.follow_import(self.send(req), &progress).await
     }
 
-    /// Awaits an import, showing on `bar` what the server is doing (it
+    /// Awaits an import, telling `progress` what the server is doing (it
     /// reads as it receives, then links, applies rules, commits, indexes).
     async fn follow_import(
         &self,
         import: impl std::future::Future<Output = anyhow::Result<ImportReport>>,
-        bar: indicatif::ProgressBar,
+        progress: &Progress,
     ) -> anyhow::Result<ImportReport> {
         tokio::pin!(import);
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
         loop {
             tokio::select! {
                 report = &mut import => {
-                    bar.finish_and_clear();
+                    progress(ImportEvent::Done);
                     return report;
                 }
                 _ = tick.tick() => {
                     if let Ok(Some(i)) = self.status().await.map(|s| s.import) {
-                        bar.set_message(format!(
-                            "server: {} ({} updates, {} files read)",
-                            i.phase, i.updates, i.files
-                        ));
+                        progress(ImportEvent::Server(i));
                     }
                 }
             }
@@ -160,7 +195,12 @@ impl AdminClient {
 
     /// Expands `package.xml` out of a cabinet on a blocking thread and
     /// streams it to the server as it is decompressed.
-    pub async fn import_cab(&self, path: std::path::PathBuf) -> anyhow::Result<ImportReport> {
+    pub async fn import_cab(
+        &self,
+        path: std::path::PathBuf,
+        progress: Progress,
+    ) -> anyhow::Result<ImportReport> {
+        progress(ImportEvent::Uploading { total: 0 });
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
         let reader = tokio::task::spawn_blocking(move || {
             let result = crate::catalog::cabinet::read_package_xml(&path, &mut |chunk| {
@@ -180,9 +220,7 @@ impl AdminClient {
             .post(self.url("/api/v1/catalog"))
             .header("content-type", "application/xml")
             .body(reqwest::Body::wrap_stream(stream));
-        let sent = self
-            .follow_import(self.send(req), super::progress::spinner("importing"))
-            .await;
+        let sent = self.follow_import(self.send(req), &progress).await;
         reader.await?.context("expanding the cabinet")?;
         sent
     }
@@ -209,14 +247,15 @@ impl AdminClient {
     pub async fn import_with_approvals(
         &self,
         export: reqwest::Response,
+        progress: Progress,
     ) -> anyhow::Result<ImportReport> {
+        progress(ImportEvent::Uploading { total: 0 });
         let req = self
             .http
             .post(self.url("/api/v1/catalog?with_approvals=true"))
             .header("content-type", "application/json")
             .body(reqwest::Body::wrap_stream(export.bytes_stream()));
-        self.follow_import(self.send(req), super::progress::spinner("syncing"))
-            .await
+        self.follow_import(self.send(req), &progress).await
     }
 
     /// Uploads a JSON catalog held in memory.
@@ -321,21 +360,6 @@ impl AdminClient {
     }
 }
 
-/// `#3  approve  classification=Security Updates  product=Windows 10`.
-pub fn describe_rule(r: &Rule) -> String {
-    let mut out = format!("#{}  {}", r.id, r.action);
-    for (name, value) in [
-        ("classification", &r.classification),
-        ("product", &r.product),
-        ("title contains", &r.title),
-    ] {
-        if let Some(v) = value {
-            out.push_str(&format!("  {name}={v}"));
-        }
-    }
-    out
-}
-
 /// Update ids are GUIDs, but ids typed by people may hold anything.
 fn urlencode(s: &str) -> String {
     s.bytes()
@@ -344,183 +368,4 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// "valid until 2027-03-01 (95 days)", or what is wrong with it.
-fn expiry(not_after: Option<i64>) -> String {
-    let Some(until) = not_after.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-    else {
-        return "expiry unreadable".into();
-    };
-    let date = until
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let left = until - time::OffsetDateTime::now_utc();
-    if left.is_negative() {
-        format!("EXPIRED {date}")
-    } else {
-        format!("valid until {date} ({} days)", left.whole_days())
-    }
-}
-
-/// What a cleanup found, largest files first, then the totals.
-/// `shared`: the report is of the shared tier's bucket.
-pub fn print_cleanup(r: &CleanupReport, shared: bool) {
-    let verb = match (r.removed, shared) {
-        (true, false) => "removed",
-        (false, false) => "would remove",
-        (true, true) => "removed from the shared tier",
-        (false, true) => "would remove from the shared tier",
-    };
-    for f in &r.listed {
-        let sha1 = f.sha1.map_or("-".to_owned(), |s| s.to_hex());
-        let why = serde_json::to_value(f.why).unwrap_or_default();
-        println!(
-            "{verb} {}  sha1 {sha1}  {} bytes  ({})",
-            f.sha256,
-            f.size,
-            why.as_str().unwrap_or("")
-        );
-    }
-    if (r.files as usize) > r.listed.len() {
-        println!(
-            "... and {} smaller files",
-            r.files as usize - r.listed.len()
-        );
-    }
-    if r.failed > 0 {
-        println!(
-            "{} unneeded files could not be removed (each one is logged)",
-            r.failed
-        );
-    }
-    if r.recent > 0 {
-        let written = if shared {
-            "written to the bucket"
-        } else {
-            "published"
-        };
-        println!(
-            "{} unneeded files {written} in the last minute left for the next cleanup",
-            r.recent
-        );
-    }
-    let whose = if shared { " in the shared tier" } else { "" };
-    if r.removed {
-        println!(
-            "{} files{whose} no update needs; freed {} bytes",
-            r.files, r.bytes
-        );
-    } else {
-        println!(
-            "{} files{whose} no update needs; would free {} bytes (run with --yes to remove them)",
-            r.files, r.bytes
-        );
-    }
-}
-
-pub fn print_status(s: &Status) {
-    let c = &s.catalog;
-    println!("upcache {}  up {}s", s.version, s.uptime_seconds);
-    println!(
-        "policy     {}",
-        serde_json::to_string(&s.policy).unwrap_or_default()
-    );
-    println!(
-        "updates    {} approved, {} not approved, {} declined, {} superseded",
-        c.updates_approved, c.updates_not_approved, c.updates_declined, c.updates_superseded
-    );
-    if let Some(f) = &s.follow {
-        let error = f
-            .error
-            .as_deref()
-            .map_or(String::new(), |e| format!("; last pull failed: {e}"));
-        println!("follows    {} at change {}{error}", f.primary, f.seq);
-    }
-    let u = &s.upstream;
-    if let Some(proxy) = &u.proxy {
-        let direct = u
-            .no_proxy
-            .as_deref()
-            .map_or(String::new(), |d| format!(" (direct: {d})"));
-        println!("upstream   through {proxy}{direct}");
-    }
-    if let Some(rate) = u.rate_limit {
-        println!("upstream   at most {rate} bytes a second, all downloads together");
-    }
-    if let Some(scrub) = &s.scrub {
-        println!("{}", super::scrub::summary(scrub));
-    }
-    if let Some(tls) = &s.admin_tls {
-        println!("admin TLS  {}, {}", tls.cert, expiry(tls.not_after));
-    }
-    if let Some(tls) = &s.content_tls {
-        println!("HTTPS      {}, {}", tls.cert, expiry(tls.not_after));
-    }
-    let t = &s.traffic;
-    if let Some(ratio) = t.hit_ratio {
-        println!(
-            "traffic    hit ratio {:.1} %, {} bytes served, {} fetched upstream",
-            ratio * 100.0,
-            t.bytes_served,
-            t.bytes_upstream
-        );
-    }
-    println!(
-        "files      {} known, {} stored ({} bytes), {} quarantined",
-        c.files, c.files_stored, c.bytes_stored, s.quarantined
-    );
-    if let Some(i) = &s.import {
-        println!(
-            "import     {} for {:.0}s: {} updates, {} file locations read",
-            i.phase, i.seconds, i.updates, i.files
-        );
-    }
-    if let Some(max) = s.max_store_bytes {
-        println!(
-            "quota      {} of {max} bytes used ({:.0} %), least recently served evicted beyond",
-            c.bytes_stored,
-            c.bytes_stored as f64 * 100.0 / max.max(1) as f64
-        );
-    }
-    if s.fetches.is_empty() {
-        println!("fetches    none in progress");
-    }
-    for f in &s.fetches {
-        if f.queued {
-            println!(
-                "queued     {}  waiting for a download slot  {} clients",
-                f.name, f.clients
-            );
-            continue;
-        }
-        let total = f.bytes_total.map_or("?".to_owned(), |t| t.to_string());
-        println!(
-            "fetching   {}  {}/{} bytes  {:.1} MB/s  {} clients  {} resumes  {:.1}s",
-            f.name,
-            f.bytes_done,
-            total,
-            f.bytes_per_second as f64 / 1e6,
-            f.clients,
-            f.resumes,
-            f.seconds
-        );
-    }
-}
-
-pub fn print_updates(list: &UpdateList) {
-    for u in &list.updates {
-        let kb =
-            u.kb.as_deref()
-                .map(|k| format!("KB{k}"))
-                .unwrap_or_default();
-        println!(
-            "{:<38} {:<13} {:<10} {}",
-            u.id,
-            u.state.as_str(),
-            kb,
-            u.title
-        );
-    }
-    println!("({} of {} updates)", list.updates.len(), list.total);
 }

@@ -45,13 +45,13 @@ pub fn verify(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// [`crate::cleanup`] on a stopped server's data directory.
+/// [`crate::upkeep::cleanup`] on a stopped server's data directory.
 pub fn gc(data_dir: &Path, remove: bool) -> anyhow::Result<()> {
     let store = DiskStore::open_existing(data_dir)?;
     let _lock = crate::store::DataLock::acquire(data_dir)?;
     let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
     // Nothing is downloading: no file is too fresh to judge.
-    let report = crate::cleanup::run(&store, &catalog, remove, std::time::Duration::ZERO);
-    super::client::print_cleanup(&report, false);
+    let report = crate::upkeep::cleanup::run(&store, &catalog, remove, std::time::Duration::ZERO);
+    super::print::print_cleanup(&report, false);
     Ok(())
 }

@@ -4,6 +4,7 @@
 pub mod client;
 mod export;
 mod maintenance;
+pub mod print;
 mod progress;
 mod scrub;
 
@@ -16,7 +17,7 @@ use crate::catalog::rules::Rule;
 use crate::catalog::{UpdateQuery, UpdateState};
 use crate::config::{Config, ServeArgs};
 use crate::policy::{Download, Mode};
-use client::AdminClient;
+pub use client::{AdminArgs, AdminClient};
 
 /// upcache: a caching proxy for Windows update files.
 #[derive(Debug, Parser)]
@@ -24,25 +25,6 @@ use client::AdminClient;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Where the admin API is and how to authenticate to it.
-#[derive(Debug, Clone, clap::Args)]
-pub struct AdminArgs {
-    /// Admin API base URL
-    #[arg(
-        long = "admin",
-        env = "UPCACHE_ADMIN",
-        default_value = "http://127.0.0.1:8531"
-    )]
-    pub url: String,
-    /// Bearer token for the admin API
-    #[arg(long, env = "UPCACHE_ADMIN_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// PEM file of the CA that signed an https:// admin API's certificate
-    /// (besides the system's roots)
-    #[arg(long = "admin-ca", env = "UPCACHE_ADMIN_CA")]
-    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,7 +333,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return progress::watch(&client).await;
             }
             let status = client.status().await?;
-            print_json_or(json, &status, client::print_status)
+            print_json_or(json, &status, print::print_status)
         }
         Command::Updates {
             state,
@@ -370,7 +352,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..select.query()
             };
             let list = AdminClient::new(&admin)?.updates(&query).await?;
-            print_json_or(json, &list, client::print_updates)
+            print_json_or(json, &list, print::print_updates)
         }
         Command::Rules { action, admin } => rules(&AdminClient::new(&admin)?, action).await,
         Command::Sync {
@@ -401,13 +383,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 shared,
             };
             let report = AdminClient::new(&admin)?.cleanup(&asked).await?;
-            client::print_cleanup(&report, shared);
+            print::print_cleanup(&report, shared);
             Ok(())
         }
         Command::Gc { data_dir, yes } => {
             tokio::task::spawn_blocking(move || maintenance::gc(&data_dir, yes)).await?
         }
-        Command::Demo => crate::demo::run().await,
+        // The demo drives this CLI, so the binary runs it (`main.rs`).
+        Command::Demo => bail!("the demo is started by the upcache binary"),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "upcache", &mut std::io::stdout());
@@ -449,12 +432,21 @@ async fn import(
     }
     let client = AdminClient::new(admin)?;
     let report = if ext == "cab" {
-        client.import_cab(file.to_path_buf()).await?
+        client
+            .import_cab(file.to_path_buf(), progress::import_bar("importing"))
+            .await?
     } else {
         let body = tokio::fs::File::open(file)
             .await
             .with_context(|| format!("reading {}", file.display()))?;
-        client.import(body, ext == "xml", with_approvals).await?
+        client
+            .import(
+                body,
+                ext == "xml",
+                with_approvals,
+                progress::import_bar("uploading"),
+            )
+            .await?
     };
     println!("imported {}: {report}", file.display());
     Ok(())
@@ -504,7 +496,7 @@ async fn sync(from: &AdminArgs, admin: &AdminArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading the catalog of {}", from.url))?;
     let report = AdminClient::new(admin)?
-        .import_with_approvals(catalog)
+        .import_with_approvals(catalog, progress::import_bar("syncing"))
         .await?;
     println!("synced from {}: {report}", from.url);
     Ok(())
@@ -529,7 +521,7 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
                 println!("no rules");
             }
             for r in rules {
-                println!("{}", client::describe_rule(&r));
+                println!("{}", print::describe_rule(&r));
             }
         }
         Some(RulesAction::Add {
@@ -547,7 +539,7 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
                     title,
                 })
                 .await?;
-            println!("added {}", client::describe_rule(&rule));
+            println!("added {}", print::describe_rule(&rule));
         }
         Some(RulesAction::Remove { id }) => {
             client.remove_rule(id).await?;

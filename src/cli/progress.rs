@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::client::AdminClient;
+use super::client::{AdminClient, ImportEvent, Progress};
 
 const BYTES: &str = "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}";
 const FILES: &str = "{prefix:>12} [{bar:30}] {pos}/{len} files, ETA {eta} {msg}";
@@ -22,9 +22,36 @@ fn bar(len: u64, template: &str, prefix: &str) -> ProgressBar {
     pb
 }
 
-/// A bar for uploading `len` bytes of a catalog.
-pub fn upload(len: u64) -> ProgressBar {
-    bar(len, BYTES, "uploading")
+/// Shows an import: a bar while the file is uploaded (a spinner when its
+/// size is unknown), then what the server reports, cleared at the end.
+pub fn import_bar(prefix: &'static str) -> Progress {
+    let shown = std::sync::Mutex::new(None::<ProgressBar>);
+    std::sync::Arc::new(move |event| {
+        let mut shown = shown.lock().unwrap_or_else(|e| e.into_inner());
+        match event {
+            ImportEvent::Uploading { total } if total > 0 => {
+                *shown = Some(bar(total, BYTES, prefix));
+            }
+            ImportEvent::Uploading { .. } => *shown = Some(spinner(prefix)),
+            ImportEvent::Sent(n) => {
+                if let Some(pb) = shown.as_ref() {
+                    pb.inc(n);
+                }
+            }
+            ImportEvent::Server(i) => {
+                let pb = shown.get_or_insert_with(|| spinner(prefix));
+                pb.set_message(format!(
+                    "server: {} ({} updates, {} files read)",
+                    i.phase, i.updates, i.files
+                ));
+            }
+            ImportEvent::Done => {
+                if let Some(pb) = shown.take() {
+                    pb.finish_and_clear();
+                }
+            }
+        }
+    })
 }
 
 /// A bar for re-hashing `len` bytes of stored files.

@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::client::AdminClient;
-use crate::scrub::ScrubStatus;
 
 pub async fn run(
     client: &AdminClient,
@@ -15,7 +14,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     if stop {
         let status = client.stop_scrub().await?;
-        println!("{}", summary(&status));
+        println!("{}", super::print::scrub_summary(&status));
         return Ok(());
     }
     let rate = rate
@@ -40,7 +39,7 @@ pub async fn run(
     for digest in &status.bad {
         println!("BAD  {digest}: bytes do not match the name; quarantined");
     }
-    println!("{}", summary(&status));
+    println!("{}", super::print::scrub_summary(&status));
     if status.bad_files > 0 {
         bail!(
             "{} stored files failed verification and were quarantined",
@@ -48,16 +47,4 @@ pub async fn run(
         );
     }
     Ok(())
-}
-
-pub(super) fn summary(s: &ScrubStatus) -> String {
-    let state = match (s.running, s.stopped) {
-        (true, _) => "running",
-        (false, true) => "stopped",
-        (false, false) => "done",
-    };
-    format!(
-        "scrub {state}: {} of {} files, {} bytes verified, {} bad",
-        s.files_done, s.files_total, s.bytes_done, s.bad_files
-    )
 }

@@ -156,7 +156,7 @@ async fn tour(data_dir: &std::path::Path) -> anyhow::Result<()> {
     tour.policy_at_work().await?;
     let status = tour.admin.status().await.context("status")?;
     println!("\n4. status");
-    crate::cli::client::print_status(&status);
+    crate::cli::print::print_status(&status);
     running.shutdown().await;
     println!("\ndemo finished; nothing was downloaded from the Internet.");
     Ok(())

@@ -72,16 +72,16 @@ impl Upstream {
             let s = s.clone();
             async move { Ok::<_, std::convert::Infallible>(answer(&s, req).await) }
         });
-        let limits = crate::http::Limits {
-            header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: crate::http::DEFAULT_IDLE_TIMEOUT,
-            max_connections: crate::http::DEFAULT_MAX_CONNECTIONS,
+        let limits = crate::net::Limits {
+            header_timeout: crate::net::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: crate::net::DEFAULT_IDLE_TIMEOUT,
+            max_connections: crate::net::DEFAULT_MAX_CONNECTIONS,
         };
-        tokio::spawn(crate::http::serve(
+        tokio::spawn(crate::net::serve(
             listener,
             handler,
             limits,
-            crate::http::Front::Plain,
+            crate::net::Front::Plain,
             Arc::default(),
             shutdown.clone(),
         ));

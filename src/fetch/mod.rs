@@ -10,6 +10,7 @@
 //! client's body with an error so no one receives a well-formed wrong file.
 
 mod download;
+mod shared;
 mod throttle;
 mod transfer;
 mod upstream;
@@ -27,10 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, FileEntry};
 use crate::digest::Sha1Digest;
-use crate::metrics::Metrics;
-use crate::quota::Quota;
 use crate::store::s3::S3Tier;
 use crate::store::Storage;
+use crate::telemetry::metrics::Metrics;
+use crate::upkeep::quota::Quota;
+use shared::Shared;
 
 /// Why a download failed. Cloneable: every waiting client gets a copy.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -252,15 +254,10 @@ pub struct Fetcher {
     /// always find slots.
     background: Arc<tokio::sync::Semaphore>,
     background_progress: Arc<BackgroundCounters>,
-    /// The shared tier (S3), when configured: asked before the origin,
-    /// given every file the origin sent.
-    shared: Option<Arc<S3Tier>>,
-    /// Bounds uploads to the shared tier running at once.
-    uploads: Arc<tokio::sync::Semaphore>,
+    /// The shared tier (S3): asked before the origin, given every file the
+    /// origin sent.
+    shared: Shared,
 }
-
-/// Uploads to the shared tier at once.
-const MAX_UPLOADS: usize = 4;
 
 /// A download joined by [`Fetcher::join`].
 pub struct Joined {
@@ -282,6 +279,7 @@ impl Fetcher {
         if let Some(bytes_per_sec) = settings.rate_limit {
             tracing::info!(bytes_per_sec, "upstream downloads limited");
         }
+        let shared = Shared::new(shared, store.clone(), metrics.clone());
         Ok(Arc::new(Fetcher {
             client,
             throttle: Arc::new(Throttle::new(settings.rate_limit)),
@@ -298,7 +296,6 @@ impl Fetcher {
             metrics,
             inflight: Mutex::new(HashMap::new()),
             shared,
-            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
         }))
     }
 
@@ -542,7 +539,7 @@ impl Fetcher {
 
     /// The shared tier in front of the origin, when there is one.
     pub fn shared(&self) -> Option<&S3Tier> {
-        self.shared.as_deref()
+        self.shared.tier()
     }
 
     async fn run(self: Arc<Self>, dl: Arc<Download>, file: FileEntry, url: String) {
@@ -551,7 +548,7 @@ impl Fetcher {
         let _slot = slot.expect("never closed");
         let began = std::time::Instant::now();
         dl.update(|p| p.phase = Phase::Connecting);
-        let (url, from_shared) = self.source(&file, url).await;
+        let (url, from_shared) = self.shared.source(&file, url).await;
         dl.set_source(url.clone(), from_shared);
         let reservation = self.quota.reserve(file.size.unwrap_or(0));
         let outcome = match self.begin(&dl) {
@@ -572,10 +569,10 @@ impl Fetcher {
             Ok(got) => {
                 self.catalog.record_stored(&file.sha1, got);
                 if !from_shared {
-                    self.share(file.sha1, got.sha256);
+                    self.shared.share(file.sha1, got.sha256);
                 }
             }
-            Err(FetchError::Verification(_)) if from_shared => self.forget_shared(&file).await,
+            Err(FetchError::Verification(_)) if from_shared => self.shared.forget(&file).await,
             Err(_) => {}
         }
         self.metrics.fetch_finished(
@@ -596,70 +593,6 @@ impl Fetcher {
         // Out of the table first: a request arriving after the failure starts afresh.
         self.inflight.lock().unwrap().remove(&file.sha1);
         dl.finish(outcome.map(|_| ()));
-    }
-
-    /// Where a file is downloaded from: the shared tier if it has it (a
-    /// presigned URL), else the origin. The shared tier failing is a miss.
-    async fn source(&self, file: &FileEntry, origin: String) -> (String, bool) {
-        let Some(shared) = &self.shared else {
-            return (origin, false);
-        };
-        match shared.locate(&file.sha1, file.sha256).await {
-            Ok(Some(found)) => {
-                self.metrics.shared_tier("found");
-                tracing::info!(sha1 = %file.sha1, sha256 = %found.sha256, "fetching from the shared tier");
-                (found.url, true)
-            }
-            Ok(None) => {
-                self.metrics.shared_tier("absent");
-                (origin, false)
-            }
-            Err(e) => {
-                self.metrics.shared_tier("error");
-                tracing::warn!(sha1 = %file.sha1, error = %e, "shared tier unavailable; fetching from the origin");
-                (origin, false)
-            }
-        }
-    }
-
-    /// Uploads a file the origin sent to the shared tier, in the background
-    /// (clients never wait for it); a failure leaves it in the local tier only.
-    fn share(self: &Arc<Self>, sha1: Sha1Digest, sha256: crate::digest::Sha256Digest) {
-        let Some(shared) = self.shared.clone() else {
-            return;
-        };
-        let (store, metrics, uploads) = (
-            self.store.clone(),
-            self.metrics.clone(),
-            self.uploads.clone(),
-        );
-        tokio::spawn(async move {
-            let _permit = uploads.acquire_owned().await;
-            let bytes = match store.lookup(&sha256) {
-                Ok(Some(hit)) => hit.into_bytes(),
-                _ => return, // evicted meanwhile: the next fetch uploads it
-            };
-            match shared.upload(&sha1, &sha256, bytes).await {
-                Ok(_) => metrics.shared_tier("uploaded"),
-                Err(e) => {
-                    metrics.shared_tier("upload_failed");
-                    tracing::warn!(%sha1, error = %e, "upload to the shared tier failed; the file stays local only");
-                }
-            }
-        });
-    }
-
-    /// A shared copy that failed verification is removed (with its marker),
-    /// so the next request fetches from the origin and uploads a good one.
-    async fn forget_shared(&self, file: &FileEntry) {
-        let Some(shared) = &self.shared else { return };
-        let Ok(Some(found)) = shared.locate(&file.sha1, file.sha256).await else {
-            return;
-        };
-        tracing::warn!(sha1 = %file.sha1, sha256 = %found.sha256, "the shared tier's copy is bad; removed");
-        if let Err(e) = shared.delete(Some(&file.sha1), &found.sha256).await {
-            tracing::warn!(error = %e, "removing the bad shared copy failed");
-        }
     }
 
     /// The temp file of a download that now holds a slot.

@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use super::download::{Download, Phase};
 use super::{FetchError, FetchSettings};
 use crate::catalog::FileEntry;
-use crate::metrics::Metrics;
 use crate::store::{Expected, Ingest, IngestError, Ingested};
+use crate::telemetry::metrics::Metrics;
 
 /// Upstream chunks queued for the writer thread: bounds memory per download
 /// while letting hashing overlap the network. A chunk is at most hyper's

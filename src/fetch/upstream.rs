@@ -56,7 +56,7 @@ pub(super) fn client(settings: &FetchSettings) -> Result<reqwest::Client, FetchE
         .connect_timeout(settings.connect_timeout)
         .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &settings.upstream_ca_file {
-        builder = crate::http::tls::trust_roots_from(builder, path)
+        builder = crate::net::pem::trust_roots_from(builder, path)
             .map_err(|e| FetchError::Setup(e.to_string()))?;
     }
     if let Some(proxy) = &settings.proxy {

@@ -9,18 +9,18 @@ use http::{Method, Request, Response, StatusCode, Version};
 
 use super::body::{self, ResponseBody, Source, UpstreamRange};
 use super::conditional::{self, Precondition, RequestHeaders, Validators};
-use super::connection::Peer;
 use super::error::HttpStatus;
 use super::observe::{Answer, Observed};
 use super::plan::{self, FileValidators, Plan};
 use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
-use crate::access_log::{self, AccessLog};
 use crate::catalog::{Catalog, FileEntry};
 use crate::fetch::{Download, FetchError, Fetcher, Follow};
-use crate::metrics::{Metrics, Outcome};
+use crate::net::Peer;
 use crate::policy::{self, Decision};
 use crate::store::{Hit, Storage};
+use crate::telemetry::access_log::{self, AccessLog};
+use crate::telemetry::metrics::{Metrics, Outcome};
 
 /// What a busy server asks a client to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
@@ -166,16 +166,16 @@ impl ContentService {
         let content_type = content_type(route::extension(path));
         let entry = self.lookup(key);
         let headers = req.headers();
-        match policy::decide(&self.catalog.policy(), entry) {
-            Decision::NotFound => refused(plain(
+        match self.decide(entry) {
+            (Decision::NotFound, _) | (_, None) => refused(plain(
                 StatusCode::NOT_FOUND,
                 "no update contains this file\n",
             )),
-            Decision::Forbidden(reason) => {
+            (Decision::Forbidden(reason), _) => {
                 refused(plain(StatusCode::FORBIDDEN, format!("{reason}\n")))
             }
-            Decision::Redirect(entry) => (self.redirect(&entry), Outcome::Redirect),
-            Decision::Serve { entry, sha256 } => match self.store.lookup(&sha256) {
+            (Decision::Redirect, Some(entry)) => (self.redirect(&entry), Outcome::Redirect),
+            (Decision::Serve(sha256), Some(entry)) => match self.store.lookup(&sha256) {
                 Ok(Some(hit)) => {
                     if self.store.tracks_serving() {
                         self.catalog.record_served(&entry.sha1);
@@ -197,11 +197,17 @@ impl ContentService {
                     refused(plain(e.status(), "store error\n"))
                 }
             },
-            Decision::Fetch(entry) => {
+            (Decision::Fetch, Some(entry)) => {
                 self.fetch(&method, headers, &entry, key, content_type)
                     .await
             }
         }
+    }
+
+    /// The policy's decision on `entry`, with the entry the doing needs.
+    fn decide(&self, entry: Option<FileEntry>) -> (Decision, Option<FileEntry>) {
+        let known = entry.map(|e| e.known());
+        (policy::decide(&self.catalog.policy(), known), entry)
     }
 
     /// The plan for a GET or HEAD of `path` the fast path can send, counted
@@ -217,16 +223,15 @@ impl ContentService {
         req: &impl RequestHeaders,
     ) -> Option<(Plan, FastSource, Outcome)> {
         let key = route::parse(path).ok()?;
-        let entry = self.lookup(key);
-        let (entry, len, source, outcome) = match policy::decide(&self.catalog.policy(), entry) {
-            Decision::Serve { entry, sha256 } => {
+        let (entry, len, source, outcome) = match self.decide(self.lookup(key)) {
+            (Decision::Serve(sha256), Some(entry)) => {
                 let hit = self.store.lookup(&sha256).ok()??;
                 if self.store.tracks_serving() {
                     self.catalog.record_served(&entry.sha1);
                 }
                 (entry, hit.len(), FastSource::Stored(hit), Outcome::Hit)
             }
-            Decision::Fetch(entry) if req.value(&header::RANGE).is_none() => {
+            (Decision::Fetch, Some(entry)) if req.value(&header::RANGE).is_none() => {
                 match self.follow(&entry).await? {
                     Following::Ready(follow, len, outcome) => {
                         (entry, len, FastSource::Following(follow), outcome)

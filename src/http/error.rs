@@ -3,10 +3,10 @@
 use http::StatusCode;
 
 use crate::catalog::CatalogError;
-use crate::cleanup::CleanupError;
 use crate::fetch::FetchError;
 use crate::http::route::RouteError;
 use crate::store::StoreError;
+use crate::upkeep::cleanup::CleanupError;
 
 /// An error that knows which status code a client should see for it.
 pub trait HttpStatus {

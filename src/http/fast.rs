@@ -23,7 +23,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderName};
 use http::Method;
 use tokio::io::{AsyncReadExt, Interest};
@@ -33,13 +33,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::Part;
 use super::conditional::RequestHeaders;
-use super::connection::Limits;
 use super::content::{ContentService, FastSource};
 use super::observe::Answer;
 use super::plan::Plan;
-use crate::access_log;
 use crate::fetch::Follow;
+use crate::net::{Exit, FastPath, Limits};
 use crate::store::Hit;
+use crate::telemetry::access_log;
 
 /// Largest head the fast path reads; a larger one goes to hyper (which
 /// answers 431).
@@ -56,14 +56,6 @@ const FIRST_SENDFILE: usize = 64 << 10;
 /// Bodies up to this size are gathered with their head into one write;
 /// larger ones go by `sendfile` (see [`send`]).
 const GATHER_MAX: u64 = 256 * 1024;
-
-/// How the fast path left a connection.
-pub enum Exit {
-    /// Closed (by the client, a timeout, shutdown or `Connection: close`).
-    Closed,
-    /// For hyper to serve from here on, these bytes first.
-    Handoff(Bytes),
-}
 
 /// A request head the fast path may answer, borrowed from the
 /// connection's buffer (parsing it copies nothing).
@@ -226,6 +218,19 @@ fn is_header_value(value: &[u8]) -> bool {
     value
         .iter()
         .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t')
+}
+
+impl FastPath for ContentService {
+    fn serve<'a>(
+        &'a self,
+        stream: &'a mut TcpStream,
+        client: std::net::IpAddr,
+        limits: Limits,
+        shutdown: &'a CancellationToken,
+        read: BytesMut,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Exit> + Send + 'a>> {
+        Box::pin(serve(stream, client, self, limits, shutdown, read))
+    }
 }
 
 /// Serves `stream` until it closes or holds a request the fast path does

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::body::ResponseBody;
-use crate::access_log::{self, AccessLog, CacheStatus, Record};
-use crate::metrics::{Metrics, Outcome};
+use crate::telemetry::access_log::{self, AccessLog, CacheStatus, Record};
+use crate::telemetry::metrics::{Metrics, Outcome};
 
 /// How a request was answered, known when its head went out.
 pub struct Answer {

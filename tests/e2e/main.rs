@@ -10,6 +10,7 @@ mod content;
 mod crash;
 mod dashboard;
 mod disk;
+mod docs;
 mod fast_path;
 mod faults;
 mod fetch;

@@ -2,7 +2,7 @@
 //! network in clear): certificate and key from PEM files, re-read on
 //! [`Terminator::reload`] (SIGHUP) so a renewed certificate needs no restart.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +14,8 @@ use rustls::sign::CertifiedKey;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::connection::Rewind;
+use super::pem::{self, PemError};
+use super::rewind::Rewind;
 
 /// Where a listener's certificate chain and private key are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,14 +29,8 @@ pub struct TlsFiles {
 /// Why a certificate or key could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Pem { path: PathBuf, message: String },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("{path}: the private key does not fit the certificate, or cannot sign: {message}")]
     Key { path: PathBuf, message: String },
 }
@@ -132,7 +127,7 @@ impl Terminator {
                 }
             };
             if first != HANDSHAKE_RECORD {
-                let answer = super::connection::answer_and_close(
+                let answer = super::answer::answer_and_close(
                     &mut stream.inner,
                     "400 Bad Request",
                     PLAIN_HTTP_ERROR,
@@ -149,34 +144,6 @@ impl Terminator {
             }
         };
         tokio::time::timeout(limit, handshake).await.ok().flatten()
-    }
-}
-
-/// `builder` trusting the certificates in the PEM file at `path` besides
-/// the system's roots: a private CA for the upstream, a primary or the
-/// admin API.
-pub fn trust_roots_from(
-    mut builder: reqwest::ClientBuilder,
-    path: &Path,
-) -> Result<reqwest::ClientBuilder, TlsError> {
-    let pem = read(path)?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| TlsError::Pem {
-        path: path.to_owned(),
-        message: format!("not valid PEM: {e}"),
-    })?;
-    if certs.is_empty() {
-        return Err(no_certificate(path));
-    }
-    for cert in certs {
-        builder = builder.add_root_certificate(cert);
-    }
-    Ok(builder)
-}
-
-fn no_certificate(path: &Path) -> TlsError {
-    TlsError::Pem {
-        path: path.to_owned(),
-        message: "no PEM certificate (-----BEGIN CERTIFICATE-----) in the file".into(),
     }
 }
 
@@ -246,44 +213,25 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
 
 /// The chain and key of `files`, checked to belong together.
 fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
-    let chain = read(&files.cert)?;
+    let chain = pem::read(&files.cert)?;
     let chain = CertificateDer::pem_slice_iter(&chain)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(&files.cert, e))?;
+        .map_err(|e| pem::malformed(&files.cert, e))?;
     if chain.is_empty() {
-        return Err(no_certificate(&files.cert));
+        return Err(pem::no_certificate(&files.cert).into());
     }
-    let key = read(&files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| pem_error(&files.key, e))?;
+    let key = pem::read(&files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key).map_err(|e| pem::malformed(&files.key, e))?;
     CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Key {
         path: files.key.clone(),
         message: e.to_string(),
     })
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> TlsError {
-    let message = match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            "no PEM private key (-----BEGIN ... PRIVATE KEY-----) in the file".into()
-        }
-        other => format!("not valid PEM: {other}"),
-    };
-    TlsError::Pem {
-        path: path.to_owned(),
-        message,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     /// A certificate for 127.0.0.1 and its key, written as PEM files.
     fn pair(dir: &Path, name: &str) -> TlsFiles {

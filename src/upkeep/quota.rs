@@ -10,8 +10,8 @@
 use std::sync::{Arc, Mutex};
 
 use crate::catalog::Catalog;
-use crate::metrics::Metrics;
 use crate::store::Storage;
+use crate::telemetry::metrics::Metrics;
 
 /// The store's size limit and the bytes promised to running downloads.
 pub struct Quota {

@@ -15,8 +15,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::catalog::{CatalogError, ImportReport};
+use crate::catalog::{Catalog, CatalogError, ImportReport};
 
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +84,7 @@ impl Follower {
             // one is cut by the read timeout.
             .read_timeout(Duration::from_secs(60));
         if let Some(ca) = ca {
-            builder = crate::http::tls::trust_roots_from(builder, ca).map_err(|e| e.to_string())?;
+            builder = crate::net::pem::trust_roots_from(builder, ca).map_err(|e| e.to_string())?;
         }
         let http = builder.build().map_err(|e| e.to_string())?;
         let status = FollowStatus {
@@ -110,10 +109,17 @@ impl Follower {
         self.primary.as_str()
     }
 
-    /// Pulls now and then every interval until `shutdown`.
-    pub async fn run(self: Arc<Self>, app: Arc<App>, shutdown: CancellationToken) {
+    /// Pulls into `catalog` now and then every interval until `shutdown`;
+    /// `changed` runs after a pull that brought updates (the node's
+    /// background downloads follow the new catalog).
+    pub async fn run(
+        self: Arc<Self>,
+        catalog: Arc<Catalog>,
+        changed: impl Fn() + Send + Sync + 'static,
+        shutdown: CancellationToken,
+    ) {
         loop {
-            self.pull_once(&app).await;
+            self.pull_once(&catalog, &changed).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
@@ -123,9 +129,9 @@ impl Follower {
 
     /// One pull, recorded in the status; a failure is logged and kept for
     /// status, and the catalog stays as it was.
-    pub async fn pull_once(&self, app: &Arc<App>) {
-        let since = app.catalog.follow_seq().unwrap_or(0);
-        let mut result = self.pull(app, since).await;
+    pub async fn pull_once(&self, catalog: &Arc<Catalog>, changed: &(dyn Fn() + Send + Sync)) {
+        let since = catalog.follow_seq().unwrap_or(0);
+        let mut result = self.pull(catalog, since).await;
         if let Ok((_, seq)) = &result {
             if *seq < since {
                 // The primary's counter went back (a new or restored
@@ -135,7 +141,7 @@ impl Follower {
                     seq,
                     "the primary's change number went back; pulling everything"
                 );
-                result = self.pull(app, 0).await;
+                result = self.pull(catalog, 0).await;
             }
         }
         let mut status = self.status.lock().unwrap();
@@ -152,7 +158,7 @@ impl Follower {
                 status.error = None;
                 drop(status);
                 if updates > 0 {
-                    app.sync_downloads();
+                    changed();
                 }
             }
             Err(e) => {
@@ -163,7 +169,11 @@ impl Follower {
     }
 
     /// Streams the primary's changes since `since` into one import.
-    async fn pull(&self, app: &Arc<App>, since: u64) -> Result<(ImportReport, u64), FollowError> {
+    async fn pull(
+        &self,
+        catalog: &Arc<Catalog>,
+        since: u64,
+    ) -> Result<(ImportReport, u64), FollowError> {
         let mut url = self
             .primary
             .join("/api/v1/catalog")
@@ -186,7 +196,7 @@ impl Follower {
         }
         let body = resp.bytes_stream().map_err(std::io::Error::other);
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
-        let catalog = app.catalog.clone();
+        let catalog = catalog.clone();
         let imported = tokio::task::spawn_blocking(move || {
             catalog.import_from_primary(std::io::BufReader::with_capacity(1 << 18, reader))
         })

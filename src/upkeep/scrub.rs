@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::Catalog;
 use crate::digest::Sha256Digest;
-use crate::metrics::Metrics;
 use crate::store::DiskStore;
+use crate::telemetry::metrics::Metrics;
 
 /// The slowest pace a scrub may be given: below it a large store would take
 /// weeks.

@@ -19,7 +19,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use crate::metrics::{Metrics, Outcome};
+use crate::telemetry::metrics::{Metrics, Outcome};
 
 /// Lines waiting for the writer at most; beyond, lines are dropped.
 const QUEUE: usize = 64 * 1024;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::catalog::Catalog;
-use crate::cleanup::{CleanupError, CleanupReport};
 use crate::config::Config;
 use crate::fetch::Fetcher;
-use crate::metrics::Metrics;
-use crate::quota::Quota;
-use crate::scrub::{ScrubRequest, ScrubStatus};
 use crate::store::DiskStore;
+use crate::telemetry::metrics::Metrics;
+use crate::upkeep::cleanup::{CleanupError, CleanupReport};
+use crate::upkeep::quota::Quota;
+use crate::upkeep::scrub::{ScrubRequest, ScrubStatus};
 
 /// The shared state of a running server.
 pub struct App {
@@ -24,14 +24,14 @@ pub struct App {
     pub quota: Arc<Quota>,
     pub started: Instant,
     /// Set on a follower: pulls the primary's catalog; admin writes are refused.
-    pub follower: Option<Arc<crate::follow::Follower>>,
+    pub follower: Option<Arc<super::follow::Follower>>,
     /// The admin listener's TLS, when it has a certificate.
-    pub admin_tls: Option<Arc<crate::http::tls::Terminator>>,
+    pub admin_tls: Option<Arc<crate::net::tls::Terminator>>,
     /// The HTTPS content listener's TLS, when there is one.
-    pub content_tls: Option<Arc<crate::http::tls::Terminator>>,
+    pub content_tls: Option<Arc<crate::net::tls::Terminator>>,
     /// Held by the cleanup running now: one at a time.
     pub cleaning: tokio::sync::Mutex<()>,
-    pub scrubber: Arc<crate::scrub::Scrubber>,
+    pub scrubber: Arc<crate::upkeep::scrub::Scrubber>,
 }
 
 impl App {
@@ -59,7 +59,7 @@ impl App {
 
     /// Starts re-hashing the store while serving; `None`: one is running.
     pub fn start_scrub(&self, asked: ScrubRequest) -> Option<ScrubStatus> {
-        let parts = crate::scrub::Parts {
+        let parts = crate::upkeep::scrub::Parts {
             store: self.store.clone(),
             catalog: self.catalog.clone(),
             metrics: self.metrics.clone(),
@@ -74,7 +74,12 @@ impl App {
             .cleaning
             .try_lock()
             .map_err(|_| CleanupError::Running)?;
-        let r = crate::cleanup::run(&self.store, &self.catalog, remove, crate::cleanup::SETTLE);
+        let r = crate::upkeep::cleanup::run(
+            &self.store,
+            &self.catalog,
+            remove,
+            crate::upkeep::cleanup::SETTLE,
+        );
         log_cleanup(&r, "local disk");
         Ok(r)
     }
@@ -90,8 +95,8 @@ impl App {
             .cleaning
             .try_lock()
             .map_err(|_| CleanupError::Running)?;
-        let settle = crate::cleanup::SETTLE;
-        let r = crate::cleanup::run_shared(tier, &self.catalog, remove, settle).await?;
+        let settle = crate::upkeep::cleanup::SETTLE;
+        let r = crate::upkeep::cleanup::run_shared(tier, &self.catalog, remove, settle).await?;
         log_cleanup(&r, "shared tier");
         Ok(r)
     }

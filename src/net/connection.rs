@@ -4,6 +4,7 @@
 //! shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,15 +19,15 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use ipnet::IpNet;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::content::ContentService;
 use super::proxy_protocol::{read_start, Start};
+use super::rewind::Rewind;
 use super::tls::Terminator;
 
 /// Largest request head buffered per connection (bounded memory per client).
@@ -98,11 +99,35 @@ impl<B> ResponseBody for B where
 pub enum Front {
     /// Hyper answers everything.
     Plain,
-    /// The HTTP/1.1 fast path ([`super::fast`]) answers what it owns and
-    /// hands the connection to hyper at the first request it does not.
-    Fast(Arc<ContentService>),
+    /// An HTTP/1.1 fast path answers what it owns and hands the connection
+    /// to hyper at the first request it does not.
+    Fast(Arc<dyn FastPath>),
     /// TLS is terminated first ([`super::tls`]).
     Tls(Arc<Terminator>),
+}
+
+/// A server that answers HTTP/1.1 requests straight off the socket before
+/// hyper sees them (the content listener's `sendfile` path): the
+/// connection layer only knows it by this.
+pub trait FastPath: Send + Sync + 'static {
+    /// Serves `stream` until it closes or holds a request this path does
+    /// not answer; `read`: bytes already read from it.
+    fn serve<'a>(
+        &'a self,
+        stream: &'a mut TcpStream,
+        client: std::net::IpAddr,
+        limits: Limits,
+        shutdown: &'a CancellationToken,
+        read: BytesMut,
+    ) -> Pin<Box<dyn Future<Output = Exit> + Send + 'a>>;
+}
+
+/// How a fast path left a connection.
+pub enum Exit {
+    /// Closed (by the client, a timeout, shutdown or `Connection: close`).
+    Closed,
+    /// For hyper to serve from here on, these bytes first.
+    Handoff(Bytes),
 }
 
 /// Who may use a listener, and whose word on a client's address it takes.
@@ -114,7 +139,7 @@ pub struct Gate {
     /// The clients served; empty: all of them.
     pub allow: Vec<IpNet>,
     /// Where refusals are counted.
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    pub metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
 }
 
 impl Gate {
@@ -243,7 +268,8 @@ impl<S> Connection<S> {
                 m.client_refused();
             }
             if !matches!(self.front, Front::Tls(_)) {
-                answer_and_close(&mut self.stream, "403 Forbidden", NOT_ALLOWED).await;
+                super::answer::answer_and_close(&mut self.stream, "403 Forbidden", NOT_ALLOWED)
+                    .await;
             }
             return;
         }
@@ -260,16 +286,9 @@ impl<S> Connection<S> {
                     })
                     .await
             }
-            Front::Fast(content) => {
-                let fast = super::fast::serve(
-                    &mut stream,
-                    client,
-                    &content,
-                    limits,
-                    &hyper.shutdown,
-                    read,
-                );
-                if let super::fast::Exit::Handoff(replay) = fast.await {
+            Front::Fast(fast) => {
+                let served = fast.serve(&mut stream, client, limits, &hyper.shutdown, read);
+                if let Exit::Handoff(replay) = served.await {
                     hyper
                         .drive(Rewind {
                             replay,
@@ -294,36 +313,6 @@ impl<S> Connection<S> {
 
 /// What a client outside `allow_clients` is told.
 const NOT_ALLOWED: &str = "this upcache serves the networks in its allow_clients only\n";
-
-/// Writes a whole HTTP/1.1 answer, then reads what the client sent until it
-/// closes (bounded): closing on unread bytes would reset the connection,
-/// and the client might lose the answer.
-pub(super) async fn answer_and_close(tcp: &mut TcpStream, status: &str, body: &str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let content_type = if body.starts_with('{') {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let answer = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if tcp.write_all(answer.as_bytes()).await.is_err() || tcp.shutdown().await.is_err() {
-        return;
-    }
-    let mut sink = [0u8; 4096];
-    let mut left: usize = 64 * 1024;
-    let draining = async {
-        while left > 0 {
-            match tcp.read(&mut sink).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => left = left.saturating_sub(n),
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(5), draining).await;
-}
 
 /// The client a connection is from, and what was read from it already:
 /// from a trusted balancer, the address its PROXY header names (if it sent
@@ -405,58 +394,6 @@ impl<S> Hyper<S> {
                 _ = &mut give_up => break,
             }
         }
-    }
-}
-
-/// A stream whose first bytes were already read (by the fast path, or
-/// past a PROXY header): they are read again first, then the socket.
-pub struct Rewind {
-    pub(super) replay: Bytes,
-    pub(super) inner: TcpStream,
-}
-
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.replay.is_empty() {
-            let n = self.replay.len().min(buf.remaining());
-            buf.put_slice(&self.replay.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
