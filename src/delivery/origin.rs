@@ -386,9 +386,10 @@ mod tests {
     use super::*;
 
     fn policy(networks: &[&str]) -> OriginPolicy {
-        let mut p = OriginPolicy::default();
-        p.networks = networks.iter().map(|n| n.parse().unwrap()).collect();
-        p
+        OriginPolicy {
+            networks: networks.iter().map(|n| n.parse().unwrap()).collect(),
+            ..OriginPolicy::default()
+        }
     }
 
     fn refused(query: &str) -> OriginError {
