@@ -42,6 +42,8 @@ pub enum StartError {
     ContentTls(#[source] crate::net::tls::TlsError),
     #[error("follow_ca: {0}")]
     FollowCa(String),
+    #[error("Delivery Optimization: {0}")]
+    Delivery(String),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -195,6 +197,15 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         cleaning: tokio::sync::Mutex::new(()),
         scrubber: Arc::default(),
     });
+    let delivery = crate::delivery::Delivery::new(
+        &crate::delivery::DeliverySettings::default(),
+        &app.config.fetch,
+        &app.config.data_dir,
+        data.store.clone(),
+        fetcher.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
     let content = Arc::new(ContentService {
         store: data.store,
         catalog: data.catalog,
@@ -202,6 +213,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics,
         access_log: access_log.clone(),
         validators: crate::http::content::ValidatorCache::new(app.config.open_file_cache),
+        delivery: Some(delivery),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();

@@ -51,12 +51,7 @@ pub enum IndexError {
 }
 
 /// What the origin said the object was, pinned from its first response.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identity {
-    pub len: Option<u64>,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-}
+pub use crate::fetch::Identity;
 
 /// One stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
