@@ -456,3 +456,52 @@ async fn the_mcc_health_probe_is_served_from_the_origin_and_cached() {
     assert!(again.bytes().await.unwrap() == png);
     assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it() {
+    let origin = DoOrigin::start().await;
+    let data = object(8 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.rate.store(8 << 20, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = format!("http://{}", origin.addr);
+    let spawn = |dir: std::path::PathBuf, proxy: String| {
+        tokio::task::spawn_blocking(move || {
+            spawn_server_args(
+                &dir,
+                &["--upstream-proxy", &proxy],
+                std::process::Stdio::null(),
+            )
+        })
+    };
+    let mut server = spawn(dir.path().to_owned(), proxy.clone()).await.unwrap();
+    let url = format!("{}{}", server.content, do_url(4_000_000_000));
+    let download = tokio::spawn(reqwest::get(url));
+    for _ in 0..200 {
+        if origin.body_bytes() > 2 << 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(origin.body_bytes() > 2 << 20, "the download was under way");
+    server.child.kill().unwrap(); // SIGKILL mid-object
+    server.child.wait().unwrap();
+    let _ = download.await;
+    drop(server);
+
+    let server = spawn(dir.path().to_owned(), proxy.clone()).await.unwrap();
+    let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "no partial object survives a restart");
+    assert!(
+        server.body(&do_url(4_000_000_001)).await == data,
+        "byte-exact after the kill"
+    );
+    let requests = origin.state.requests.load(Ordering::SeqCst);
+    drop(server);
+
+    // Stored and indexed: a restart serves it without the origin.
+    let server = spawn(dir.path().to_owned(), proxy).await.unwrap();
+    assert!(server.body(&do_url(4_000_000_002)).await == data);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), requests);
+    drop(server);
+}
