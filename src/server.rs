@@ -183,6 +183,15 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let access_log = start_access_log(&config, &metrics)?;
     let listeners = Listeners::bind(&config).await?;
     let follower = follower_of(&config)?;
+    let delivery = crate::delivery::Delivery::new(
+        &crate::delivery::DeliverySettings::default(),
+        &config.fetch,
+        &config.data_dir,
+        data.store.clone(),
+        fetcher.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
     let app = Arc::new(App {
         config,
         store: data.disk,
@@ -196,16 +205,8 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
         cleaning: tokio::sync::Mutex::new(()),
         scrubber: Arc::default(),
+        delivery: delivery.clone(),
     });
-    let delivery = crate::delivery::Delivery::new(
-        &crate::delivery::DeliverySettings::default(),
-        &app.config.fetch,
-        &app.config.data_dir,
-        data.store.clone(),
-        fetcher.clone(),
-        metrics.clone(),
-    )
-    .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
     let content = Arc::new(ContentService {
         store: data.store,
         catalog: data.catalog,

@@ -32,6 +32,8 @@ pub struct App {
     /// Held by the cleanup running now: one at a time.
     pub cleaning: tokio::sync::Mutex<()>,
     pub scrubber: Arc<crate::upkeep::scrub::Scrubber>,
+    /// Delivery Optimization's objects (their index, status).
+    pub delivery: Arc<crate::delivery::Delivery>,
 }
 
 impl App {
@@ -77,6 +79,7 @@ impl App {
         let r = crate::upkeep::cleanup::run(
             &self.store,
             &self.catalog,
+            &self.delivery.index().sha256s(),
             remove,
             crate::upkeep::cleanup::SETTLE,
         );

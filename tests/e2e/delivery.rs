@@ -505,3 +505,22 @@ async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it(
     assert_eq!(origin.state.requests.load(Ordering::SeqCst), requests);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_do_objects_that_no_catalog_entry_names() {
+    let origin = DoOrigin::start().await;
+    let data = object(100_000);
+    origin.add(&object_path(), data.clone());
+    let mut h = harness(&origin).await;
+    assert!(h.get(&do_url(5_000_000_000)).await.bytes().await.unwrap() == data);
+    h.eventually("the object is stored", |h| !h.stored().is_empty())
+        .await;
+    h.server.take().unwrap().shutdown().await;
+    let dir = h.dir.path().to_str().unwrap().to_owned();
+    let gc = run_cli(&["gc", "--yes", "--data-dir", &dir], &[]).await;
+    assert!(gc.ok, "{}", gc.stderr);
+    h.restart_stopped().await;
+    assert_eq!(h.stored().len(), 1, "gc removed a DO object: {}", gc.stdout);
+    assert!(h.get(&do_url(5_000_000_001)).await.bytes().await.unwrap() == data);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+}
