@@ -59,7 +59,7 @@ pub async fn serve(
     tls: Option<Arc<Terminator>>,
     shutdown: CancellationToken,
 ) {
-    let limits = app.config.admin_limits();
+    let limits = app.config.net.admin_limits();
     let service = hyper_util::service::TowerToHyperService::new(router(app));
     let front = match tls {
         Some(tls) => Front::Tls(tls),
@@ -152,12 +152,14 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 mod browser;
 mod console;
 mod maintenance;
+mod settings;
 
 pub use maintenance::CleanupRequest;
+pub use settings::AdminSettings;
 
 /// Checks `Authorization: Bearer <token>` when a token is configured.
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &app.config.admin_token {
+    if let Some(token) = &app.config.admin.admin_token {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -219,7 +221,7 @@ async fn refuse_writes_on_followers(
             format!(
                 "this node follows the primary at {}: make changes there (they arrive here within {} s)",
                 follower.primary(),
-                app.config.follow_interval.as_secs()
+                app.config.follow.follow_interval.as_secs()
             ),
         )
         .into_response(),
@@ -536,6 +538,9 @@ pub struct Status {
     /// The last scrub since start, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrub: Option<ScrubStatus>,
+    /// Delivery Optimization content: the mode and the objects stored.
+    #[serde(default)]
+    pub delivery: crate::delivery::DeliveryStatus,
 }
 
 /// The certificate a listener presents.
@@ -574,5 +579,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         admin_tls: app.admin_tls.as_deref().map(TlsCertificate::of),
         content_tls: app.content_tls.as_deref().map(TlsCertificate::of),
         scrub: Some(app.scrubber.status()).filter(|s| s.started.is_some()),
+        delivery: app.delivery.status(),
     }))
 }

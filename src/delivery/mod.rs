@@ -74,6 +74,21 @@ pub enum Answer {
     },
 }
 
+/// The wing in `status`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryStatus {
+    /// `delivery_optimization`: cache, pass-through or off.
+    pub mode: String,
+    /// Objects verified against a digest known from elsewhere.
+    pub verified_objects: u64,
+    pub verified_bytes: u64,
+    /// Objects stored with only the SHA-256 computed on the way in.
+    pub unverified_objects: u64,
+    pub unverified_bytes: u64,
+    /// `do_max_bytes`, if set.
+    pub max_unverified_bytes: Option<u64>,
+}
+
 /// The DO wing, as the request path uses it.
 pub struct Delivery {
     mode: Mode,
@@ -102,7 +117,7 @@ impl Delivery {
         fetcher: Arc<Fetcher>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Delivery>> {
-        let policy = Arc::new(settings.origin_policy().map_err(anyhow::Error::msg)?);
+        let policy = Arc::new(settings.origin_policy()?);
         let resolver = PinnedResolver::new(policy.clone(), fetch.connect_timeout);
         let direct = reqwest::Client::builder()
             .connect_timeout(fetch.connect_timeout)
@@ -118,7 +133,7 @@ impl Delivery {
             resolver,
             direct,
             upstream: fetch.upstream.clone(),
-            proxied: fetch.proxy.is_some(),
+            proxied: fetch.proxy()?.is_some(),
             max_unverified: settings.do_max_bytes,
             index,
             fetcher,
@@ -129,6 +144,19 @@ impl Delivery {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    pub fn status(&self) -> DeliveryStatus {
+        let ((verified_objects, verified_bytes), (unverified_objects, unverified_bytes)) =
+            self.index.totals();
+        DeliveryStatus {
+            mode: self.mode.as_str().into(),
+            verified_objects,
+            verified_bytes,
+            unverified_objects,
+            unverified_bytes,
+            max_unverified_bytes: self.max_unverified,
+        }
     }
 
     pub fn index(&self) -> &Arc<Index> {
@@ -165,7 +193,7 @@ impl Delivery {
         }
         let (url, client) = self.source(path, query, &origin).await.map_err(refused)?;
         if self.mode == Mode::PassThrough {
-            let client = client.unwrap_or_else(|| self.direct.clone());
+            let client = client.unwrap_or_else(|| self.fetcher.upstream_client());
             return Ok(Answer::PassThrough { url, client });
         }
         let joined = self.fetcher.join_object(ObjectRequest {

@@ -55,7 +55,12 @@ pub struct DoOrigin {
 
 impl DoOrigin {
     pub async fn start() -> DoOrigin {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// On `addr` (port 80 of a loopback address, for direct fetches).
+    pub async fn start_on(addr: &str) -> DoOrigin {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(OriginState {
             etag: Mutex::new("\"v1\"".into()),
@@ -92,11 +97,9 @@ impl DoOrigin {
             .insert(path.into(), bytes);
     }
 
-    pub fn proxy(&self) -> upcache::fetch::UpstreamProxy {
-        upcache::fetch::UpstreamProxy {
-            url: format!("http://{}", self.addr).parse().unwrap(),
-            no_proxy: None,
-        }
+    /// As `upstream_proxy`.
+    pub fn proxy(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     pub fn connections(&self) -> u64 {
@@ -227,7 +230,7 @@ fn object(len: usize) -> Bytes {
 
 async fn harness(origin: &DoOrigin) -> Harness {
     let proxy = origin.proxy();
-    Harness::with(move |c| c.fetch.proxy = Some(proxy)).await
+    Harness::with(move |c| c.fetch.upstream_proxy = Some(proxy)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -523,4 +526,89 @@ async fn gc_keeps_do_objects_that_no_catalog_entry_names() {
     assert_eq!(h.stored().len(), 1, "gc removed a DO object: {}", gc.stdout);
     assert!(h.get(&do_url(5_000_000_001)).await.bytes().await.unwrap() == data);
     assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_a_name_answering_loopback_is_refused_without_a_proxy() {
+    let origin = DoOrigin::start().await;
+    let h = Harness::with(|c| c.delivery.do_origins = vec!["localhost".into()]).await;
+    let r = h
+        .get(&format!("{}?P1=1&cacheHostOrigin=localhost", object_path()))
+        .await;
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+    let series = "upcache_do_refused_total{reason=\"private_answer\"}";
+    assert_eq!(h.counter(series).await, 1);
+    assert_eq!(origin.connections(), 0);
+}
+
+/// Port 80 of a loopback address of its own: needs root (as DO's real
+/// origins are on port 80, upcache sends no port).
+async fn direct_origin(last: u8) -> Option<DoOrigin> {
+    if std::net::TcpListener::bind(("127.0.0.1", 0)).is_ok()
+        && std::net::TcpListener::bind((format!("127.0.9.{last}").as_str(), 80)).is_err()
+    {
+        eprintln!("SKIPPED: binding port 80 needs root");
+        return None;
+    }
+    Some(DoOrigin::start_on(&format!("127.0.9.{last}:80")).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_inside_do_origin_networks_is_fetched_directly() {
+    let Some(origin) = direct_origin(1).await else {
+        return;
+    };
+    let data = object(300_000);
+    origin.add(&object_path(), data.clone());
+    let h =
+        Harness::with(|c| c.delivery.do_origin_networks = vec!["127.0.9.0/24".parse().unwrap()])
+            .await;
+    let url = format!("{}?P1=7&cacheHostOrigin=127.0.9.1", object_path());
+    let r = h.get_range(&url, "bytes=1000-1999").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == data.slice(1000..2000));
+    let target = origin.state.targets.lock().unwrap()[0].clone();
+    assert_eq!(
+        target,
+        format!("{}?P1=7", object_path()),
+        "origin-form, query kept"
+    );
+    // Outside the networks: refused, no connection.
+    let before = origin.connections();
+    let r = h
+        .get(&format!("{}?P1=7&cacheHostOrigin=127.0.8.1", object_path()))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(origin.connections(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_relays_ranges_and_stores_nothing_and_off_is_404() {
+    let origin = DoOrigin::start().await;
+    let data = object(200_000);
+    origin.add(&object_path(), data.clone());
+    let proxy = origin.proxy();
+    let mut h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.delivery.delivery_optimization = upcache::delivery::Mode::PassThrough;
+    })
+    .await;
+    for _ in 0..2 {
+        let r = h.get_range(&do_url(9_000), "bytes=100-199").await;
+        assert_eq!(r.status(), 206);
+        assert_eq!(r.headers()["content-range"], "bytes 100-199/200000");
+        assert!(r.bytes().await.unwrap() == data.slice(100..200));
+    }
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        2,
+        "relayed each time"
+    );
+    assert!(h.stored().is_empty());
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["mode"], "pass-through", "{status}");
+    h.restart_with(|c| c.delivery.delivery_optimization = upcache::delivery::Mode::Off)
+        .await;
+    assert_eq!(h.get(&do_url(9_000)).await.status(), 404);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 2);
 }
