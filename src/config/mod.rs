@@ -6,7 +6,7 @@
 //! ([`ServeArgs`]); here they are laid over the file's keys, once, and each
 //! section is read from the result. A key nobody owns, or a value its
 //! owner refuses, stops the server at start with a message naming the key.
-//! [`reference`] derives the list of keys and the packaged
+//! [`mod@reference`] derives the list of keys and the packaged
 //! `dist/upcache.toml` from the same structs.
 
 pub mod reference;
