@@ -16,6 +16,7 @@ use crate::store::s3::SharedTierSettings;
 use crate::store::StoreSettings;
 use crate::telemetry::access_log::AccessLogSettings;
 use crate::upkeep::UpkeepSettings;
+use crate::wsus::sync::SyncSettings;
 
 /// One key of the configuration.
 #[derive(Debug, Clone)]
@@ -50,6 +51,7 @@ pub fn sections() -> Vec<Section> {
         section(schemars::schema_for!(AccessLogSettings)),
         section(schemars::schema_for!(UpkeepSettings)),
         section(schemars::schema_for!(DeliverySettings)),
+        section(schemars::schema_for!(SyncSettings)),
     ]
 }
 
