@@ -394,6 +394,7 @@ impl Listeners {
             true => crate::net::Front::Fast(content.clone()),
             false => crate::net::Front::Plain,
         };
+        let access_log = content.access_log.clone();
         let handler = hyper::service::service_fn(move |req| {
             let content = content.clone();
             async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
@@ -402,6 +403,7 @@ impl Listeners {
             proxies: app.config.proxy_protocol_from.clone(),
             allow: app.config.allow_clients.clone(),
             metrics: Some(app.metrics.clone()),
+            access_log,
         });
         let limits = app.config.content_limits();
         if let Some((listener, tls)) = self.content_tls {

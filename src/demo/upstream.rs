@@ -76,6 +76,9 @@ impl Upstream {
             header_timeout: crate::net::DEFAULT_HEADER_TIMEOUT,
             idle_timeout: crate::net::DEFAULT_IDLE_TIMEOUT,
             max_connections: crate::net::DEFAULT_MAX_CONNECTIONS,
+            send_timeout: crate::net::DEFAULT_SEND_TIMEOUT,
+            // Every client of the test upstream is on loopback.
+            max_connections_per_ip: usize::MAX,
         };
         tokio::spawn(crate::net::serve(
             listener,

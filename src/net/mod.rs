@@ -9,9 +9,12 @@ mod connection;
 pub mod pem;
 pub mod proxy_protocol;
 mod rewind;
+mod watch;
 pub mod tls;
 
-pub use connection::{serve, ConnService, Exit, FastPath, Front, Gate, Limits, Peer, ResponseBody};
+pub use connection::{
+    serve, ConnService, Exit, FastPath, Front, Gate, Limits, Peer, ResponseBody, MAX_HEAD_BYTES,
+};
 pub use rewind::Rewind;
 
 use std::time::Duration;
@@ -24,3 +27,7 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections held at once on one listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// A response whose client takes no bytes for this long is cut.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections one address may hold on one listener.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;

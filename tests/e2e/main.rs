@@ -25,6 +25,7 @@ mod quota;
 mod redbot;
 mod service;
 mod shared;
+mod slots;
 mod tls;
 mod waits;
 mod windows;
