@@ -142,10 +142,11 @@ fn host_is_ours(host: &str, config: &Config) -> bool {
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        let listen = config.admin_listen.ip();
+        let listen = config.admin.admin_listen.ip();
         return ip.is_loopback() || ip == listen || listen.is_unspecified();
     }
     config
+        .admin
         .admin_hosts
         .iter()
         .any(|h| h.eq_ignore_ascii_case(name))
@@ -178,8 +179,8 @@ mod tests {
 
     fn config(listen: &str, hosts: &[&str]) -> Config {
         let mut c = Config::ephemeral(std::path::Path::new("/nonexistent"));
-        c.admin_listen = listen.parse().unwrap();
-        c.admin_hosts = hosts.iter().map(|h| h.to_string()).collect();
+        c.admin.admin_listen = listen.parse().unwrap();
+        c.admin.admin_hosts = hosts.iter().map(|h| h.to_string()).collect();
         c
     }
 

@@ -73,12 +73,9 @@ impl Upstream {
             async move { Ok::<_, std::convert::Infallible>(answer(&s, req).await) }
         });
         let limits = crate::net::Limits {
-            header_timeout: crate::net::DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: crate::net::DEFAULT_IDLE_TIMEOUT,
-            max_connections: crate::net::DEFAULT_MAX_CONNECTIONS,
-            send_timeout: crate::net::DEFAULT_SEND_TIMEOUT,
             // Every client of the test upstream is on loopback.
             max_connections_per_ip: usize::MAX,
+            ..crate::net::NetSettings::default().content_limits()
         };
         tokio::spawn(crate::net::serve(
             listener,

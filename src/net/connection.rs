@@ -4,8 +4,8 @@
 //! shutdown.
 
 use std::convert::Infallible;
-use std::os::fd::RawFd;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -392,7 +392,13 @@ impl<S> Connection<S> {
                     inner: stream,
                 };
                 if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
-                    hyper.drive(Watched::new(stream, limits.send_timeout, self.gate.metrics.clone())).await;
+                    hyper
+                        .drive(Watched::new(
+                            stream,
+                            limits.send_timeout,
+                            self.gate.metrics.clone(),
+                        ))
+                        .await;
                 }
             }
         }

@@ -13,8 +13,8 @@
 //!   shut first, then what the client sends is read and dropped until it
 //!   closes, for at most [`LINGER`].
 
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -81,7 +81,11 @@ impl<IO> Watched<IO> {
     }
 
     /// What a write returned, with the stall clock run or stopped.
-    fn watch<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
         match polled {
             Poll::Pending => self.poll_stalled(cx).map(Err),
             ready => {

@@ -58,7 +58,7 @@ async fn a_health_check_without_host_is_answered_by_the_admin_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bearer_scheme_is_case_insensitive() {
     let token = "s3cret-token-0123456789";
-    let h = Harness::with(|c| c.admin_token = Some(token.into())).await;
+    let h = Harness::with(|c| c.admin.admin_token = Some(token.into())).await;
     for scheme in ["bearer", "BEARER", "Bearer"] {
         let r = h
             .http
@@ -113,7 +113,11 @@ async fn a_query_hyper_refuses_is_refused_by_the_fast_path_too() {
     h.settled().await;
     assert_eq!(h.raw_status(&format!("{path}?a=b")).await, 200);
     for query in ["?a=\"b\"", "?<x>", "?a>b"] {
-        assert_eq!(h.raw_status(&format!("{path}{query}")).await, 400, "{query}");
+        assert_eq!(
+            h.raw_status(&format!("{path}{query}")).await,
+            400,
+            "{query}"
+        );
     }
 }
 
@@ -147,8 +151,8 @@ async fn the_admin_guard_reads_the_h2_authority_before_host() {
 async fn ipv4_mapped_clients_are_judged_as_ipv4() {
     // A balancer names its client as ::ffff:10.9.9.9 (TCP6).
     let h = Harness::with(|c| {
-        c.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
-        c.allow_clients = vec!["10.9.9.0/24".parse().unwrap()];
+        c.net.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
+        c.net.allow_clients = vec!["10.9.9.0/24".parse().unwrap()];
     })
     .await;
     let (answer, _) = exchange(
@@ -164,9 +168,9 @@ async fn ipv4_mapped_clients_are_judged_as_ipv4() {
         return;
     }
     let h = Harness::with(|c| {
-        c.listen = "[::]:0".parse().unwrap();
-        c.allow_clients = vec!["127.0.0.0/8".parse().unwrap()];
-        c.proxy_protocol_from = vec!["127.0.0.2/32".parse().unwrap()];
+        c.content.listen = "[::]:0".parse().unwrap();
+        c.net.allow_clients = vec!["127.0.0.0/8".parse().unwrap()];
+        c.net.proxy_protocol_from = vec!["127.0.0.2/32".parse().unwrap()];
     })
     .await;
     let port = h.running().content_addr.port();
@@ -194,7 +198,7 @@ async fn ipv4_mapped_clients_are_judged_as_ipv4() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_admin_connection_is_closed_at_the_header_timeout() {
-    let h = Harness::with(|c| c.header_timeout = Duration::from_millis(500)).await;
+    let h = Harness::with(|c| c.net.header_timeout = Duration::from_millis(500)).await;
     let mut s = TcpStream::connect(h.running().admin_addr).await.unwrap();
     let t = Instant::now();
     let (_, closed) = read_to_close(&mut s, Duration::from_secs(10)).await;
@@ -272,7 +276,11 @@ async fn an_http10_client_never_gets_a_whole_looking_wrong_body() {
         Duration::from_secs(10),
     )
     .await;
-    assert!(answer.starts_with("HTTP/1.0 200"), "{}", &answer[..answer.len().min(200)]);
+    assert!(
+        answer.starts_with("HTTP/1.0 200"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
     let e = end.expect_err("a reset, never a clean end of a wrong body");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
 }
@@ -281,7 +289,7 @@ async fn an_http10_client_never_gets_a_whole_looking_wrong_body() {
 async fn an_early_413_reaches_a_client_that_writes_its_whole_body_first() {
     let h = Harness::new().await;
     let addr = h.running().admin_addr;
-    let body = vec![b'x'; 2 << 20];
+    let body = vec![b'x'; 32 << 20];
     let mut s = TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST /api/v1/approvals HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -367,14 +375,22 @@ async fn heads_hyper_refuses_reach_the_access_log() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let h = Harness::with(|c| {
-        c.access_log = Some(upcache::config::AccessLogDestination::File(log.clone()));
-        c.access_log_format = upcache::config::AccessLogFormat::Json;
+        c.access_log.access_log = log.display().to_string();
+        c.access_log.access_log_format = upcache::config::AccessLogFormat::Json;
     })
     .await;
     let addr = h.running().content_addr;
-    let (answer, _) = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", Duration::from_secs(5)).await;
+    let (answer, _) = exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\n\r\n", "a".repeat(20_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
     let (answer, _) = exchange(addr, big.as_bytes(), Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     let mut lines = Vec::new();
@@ -388,7 +404,11 @@ async fn heads_hyper_refuses_reach_the_access_log() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[0].contains("400") && lines[0].contains("127.0.0.1"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("400") && lines[0].contains("127.0.0.1"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[1].contains("431"), "{}", lines[1]);
 }
 
@@ -401,25 +421,33 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 async fn one_slot_harness(pki: &Pki) -> (Harness, String) {
     let files = pki.files.clone();
     let h = Harness::with(|c| {
-        c.max_connections = 1;
+        c.net.max_connections = 1;
         set_send_timeout(c, SEND_TIMEOUT);
-        c.listen_tls = Some(("127.0.0.1:0".parse().unwrap(), files));
+        c.content.set_https("127.0.0.1:0".parse().unwrap(), files);
     })
     .await;
     let big = upcache::demo::SampleFile::generate("5099999", "cab", 48 << 20);
     h.upstream.add(&big.path, big.bytes.clone());
     let mut catalog = h.catalog();
-    catalog["updates"].as_array_mut().unwrap().push(upcache::demo::update_json(
-        ID_D,
-        "5099999",
-        "A big update",
-        &[&big],
-        &h.upstream,
-    ));
+    catalog["updates"]
+        .as_array_mut()
+        .unwrap()
+        .push(upcache::demo::update_json(
+            ID_D,
+            "5099999",
+            "A big update",
+            &[&big],
+            &h.upstream,
+        ));
     assert_eq!(h.import(&catalog).await.status(), 200);
     h.set_state(ID_D, "approve").await;
     let path = big.content_path();
-    assert_eq!(h.get(&path).await.bytes().await.unwrap().len(), 48 << 20);
+    // Its own client, dropped with its pooled connection: the listener's
+    // only slot is free again.
+    let once = reqwest::Client::new();
+    let r = once.get(h.url(&path)).send().await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 48 << 20);
+    drop(once);
     h.settled().await;
     (h, path)
 }
@@ -432,7 +460,12 @@ async fn cut_and_freed(h: &Harness, before: u64, healthz: &impl AsyncFn() -> boo
         h.counter(series).await > before
     })
     .await;
-    within("the slot is free again", Duration::from_secs(10), async || healthz().await).await;
+    within(
+        "the slot is free again",
+        Duration::from_secs(10),
+        async || healthz().await,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,8 +487,14 @@ async fn a_client_that_stops_reading_is_cut_on_every_path() {
     // HTTP/1.0, and HTTP/1.1 handed to hyper (an Expect header), never read.
     for (what, head) in [
         ("HTTP/1.0", format!("GET {path} HTTP/1.0\r\n\r\n")),
-        ("hyper's HTTP/1.1", format!("GET {path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")),
-        ("the fast path", format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")),
+        (
+            "hyper's HTTP/1.1",
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"),
+        ),
+        (
+            "the fast path",
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ),
     ] {
         let before = h.counter(series).await;
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -524,5 +563,6 @@ async fn an_admin_client_that_stops_reading_an_export_is_cut() {
     drop(s);
 }
 
-/// Until the setting exists (the configuration is being reshaped).
-fn set_send_timeout(_c: &mut upcache::config::Config, _limit: Duration) {}
+fn set_send_timeout(c: &mut upcache::config::Config, limit: Duration) {
+    c.net.send_timeout = limit;
+}
