@@ -18,7 +18,9 @@
 //!   imports catalogs into `catalog` (package.xml, wsusscn2.cab, JSON, or
 //!   another upcache's export); a follower's `node::follow` pulls its
 //!   primary's changes the same way. After each, `node::App` replans the
-//!   background downloads the policy asks for.
+//!   background downloads the policy asks for. `wsus::sync` pulls update
+//!   metadata from an upstream over [MS-WSUSSS] into `metadata` (whole
+//!   documents, stable revision ids) and projects new updates into `catalog`.
 //!
 //! `server` wires it all up; `config` merges file, environment and flags.
 
@@ -30,6 +32,7 @@ pub mod demo;
 pub mod digest;
 pub mod fetch;
 pub mod http;
+pub mod metadata;
 pub mod net;
 pub mod node;
 pub mod policy;
@@ -38,3 +41,4 @@ pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod upkeep;
+pub mod wsus;

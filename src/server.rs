@@ -44,6 +44,8 @@ pub enum StartError {
     ContentTls(#[source] crate::net::tls::TlsError),
     #[error("follow_ca: {0}")]
     FollowCa(String),
+    #[error("server sync: {0}")]
+    ServerSync(Box<crate::wsus::sync::SyncError>),
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -183,6 +185,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let access_log = start_access_log(&config, &metrics)?;
     let listeners = Listeners::bind(&config).await?;
     let follower = follower_of(&config)?;
+    let server_sync = server_sync_of(&config, &data.catalog)?;
     let app = Arc::new(App {
         config,
         store: data.disk,
@@ -196,6 +199,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
         cleaning: tokio::sync::Mutex::new(()),
         scrubber: Arc::default(),
+        server_sync,
     });
     let content = Arc::new(ContentService {
         store: data.store,
@@ -223,6 +227,18 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         let changed = move || app_.sync_downloads();
         tasks.spawn(follower.run(app.catalog.clone(), changed, shutdown.clone()));
     }
+    if app.follower.is_none() {
+        let app_ = app.clone();
+        let changed = move |_: &crate::wsus::sync::SyncReport| app_.sync_downloads();
+        let schedule = app.server_sync.clone().run_schedule(changed);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = schedule => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
     app.sync_downloads();
     tracing::info!(content_addr = %addrs.content, admin_url = %addrs.admin_url, data_dir = %app.config.store.data_dir.display(), "upcache serving");
     Ok(Running {
@@ -236,6 +252,25 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         access_log,
         _lock: data.lock,
     })
+}
+
+/// The sync service over the catalog's metadata tables.
+fn server_sync_of(
+    config: &Config,
+    catalog: &Arc<crate::catalog::Catalog>,
+) -> Result<Arc<crate::wsus::sync::service::SyncService>, StartError> {
+    use crate::wsus::sync::{service::SyncService, SyncError, Tuning};
+    let failed = |e: SyncError| StartError::ServerSync(Box::new(e));
+    let store = crate::metadata::MetaStore::open(&config.store.data_dir)
+        .map_err(|e| failed(SyncError::Meta(e)))?;
+    let service = SyncService::new(
+        Arc::new(store),
+        catalog.clone(),
+        config.server_sync.clone(),
+        Tuning::default(),
+    )
+    .map_err(failed)?;
+    Ok(Arc::new(service))
 }
 
 /// The data directory, opened: its lock, the store and the catalog.

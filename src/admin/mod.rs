@@ -86,7 +86,16 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/updates", get(list_updates))
         .route("/api/v1/updates/{id}", get(get_update))
+        .route("/api/v1/updates/{id}/xml", get(server_sync::document))
         .route("/api/v1/updates/{id}/{action}", post(set_state))
+        .route(
+            "/api/v1/server-sync",
+            get(server_sync::status).post(server_sync::start),
+        )
+        .route(
+            "/api/v1/categories",
+            get(server_sync::categories).put(server_sync::select),
+        )
         .route("/api/v1/approvals", post(set_state_where))
         .route("/api/v1/rules", get(list_rules).post(add_rule))
         .route("/api/v1/rules/{id}", axum::routing::delete(remove_rule))
@@ -157,6 +166,7 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 mod browser;
 mod console;
 mod maintenance;
+mod server_sync;
 mod settings;
 
 pub use maintenance::CleanupRequest;

@@ -301,6 +301,25 @@ impl Catalog {
         Ok(report)
     }
 
+    /// Marks these updates superseded (synced metadata names what each
+    /// update supersedes); returns how many changed.
+    pub fn mark_superseded(&self, ids: &[String]) -> Result<u64, CatalogError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.write(|tx| {
+            let mut changed = 0;
+            for id in ids {
+                changed += tx
+                    .prepare_cached(
+                        "UPDATE updates SET superseded = 1 WHERE id = ?1 AND superseded = 0",
+                    )?
+                    .execute([id.to_ascii_lowercase()])? as u64;
+            }
+            Ok(changed)
+        })
+    }
+
     /// A [`Catalog::write`] that status shows as the running import.
     fn write_import(
         &self,

@@ -335,6 +335,40 @@ impl AdminClient {
             .await
     }
 
+    /// Starts a server sync (from `upstream`, else the configured one).
+    pub async fn start_server_sync(
+        &self,
+        upstream: Option<String>,
+    ) -> anyhow::Result<crate::wsus::sync::service::RunningStatus> {
+        let body = crate::wsus::sync::service::SyncRequest { upstream };
+        self.send(self.http.post(self.url("/api/v1/server-sync")).json(&body))
+            .await
+    }
+
+    pub async fn server_sync_status(
+        &self,
+    ) -> anyhow::Result<crate::wsus::sync::service::SyncStatus> {
+        self.send(self.http.get(self.url("/api/v1/server-sync")))
+            .await
+    }
+
+    pub async fn categories(&self) -> anyhow::Result<crate::wsus::sync::service::Categories> {
+        self.send(self.http.get(self.url("/api/v1/categories")))
+            .await
+    }
+
+    pub async fn select_categories(
+        &self,
+        selection: &crate::wsus::sync::Selection,
+    ) -> anyhow::Result<crate::wsus::sync::service::Categories> {
+        self.send(
+            self.http
+                .put(self.url("/api/v1/categories"))
+                .json(selection),
+        )
+        .await
+    }
+
     pub async fn status(&self) -> anyhow::Result<Status> {
         self.send(self.http.get(self.url("/api/v1/status"))).await
     }

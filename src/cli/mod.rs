@@ -7,6 +7,7 @@ mod maintenance;
 pub mod print;
 mod progress;
 mod scrub;
+mod server_sync;
 
 use std::path::PathBuf;
 
@@ -103,18 +104,35 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Copy another upcache's catalog and approvals into this one (a
-    /// downstream server; point its --upstream at the other's content URL)
+    /// Sync update metadata from an upstream server now (--server: Microsoft
+    /// Update, a WSUS or another upcache over [MS-WSUSSS]), or copy another
+    /// upcache's catalog and approvals into this one (--from: a downstream
+    /// server; point its --upstream at the other's content URL)
     Sync {
+        /// The upstream's URL for this sync [default: the server's upstream_server]
+        #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "from")]
+        server: Option<String>,
         /// The upstream upcache's admin API, e.g. https://upstream-upcache:8531
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "server")]
+        from: Option<String>,
         /// Bearer token for the upstream's admin API
         #[arg(long, env = "UPCACHE_FROM_TOKEN", hide_env_values = true)]
         from_token: Option<String>,
         /// PEM file of the CA of the upstream's admin certificate
         #[arg(long, env = "UPCACHE_FROM_CA")]
         from_ca: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the products and classifications synced from the upstream, the
+    /// selected ones marked; with --select, sync exactly these from now on
+    Categories {
+        /// A product or classification (title or GUID); repeat for more
+        #[arg(long)]
+        select: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -356,13 +374,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rules { action, admin } => rules(&AdminClient::new(&admin)?, action).await,
         Command::Sync {
+            server: Some(server),
+            admin,
+            ..
+        } => {
+            let upstream = Some(server).filter(|s| !s.is_empty());
+            server_sync::run(&AdminClient::new(&admin)?, upstream).await
+        }
+        Command::Categories {
+            select,
+            json,
+            admin,
+        } => server_sync::categories(&AdminClient::new(&admin)?, &select, json).await,
+        Command::Sync {
             from,
             from_token,
             from_ca,
             admin,
+            ..
         } => {
             let from = AdminArgs {
-                url: from,
+                url: from.unwrap_or_default(),
                 token: from_token,
                 ca: from_ca,
             };

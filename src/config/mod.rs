@@ -6,7 +6,7 @@
 //! ([`ServeArgs`]); here they are laid over the file's keys, once, and each
 //! section is read from the result. A key nobody owns, or a value its
 //! owner refuses, stops the server at start with a message naming the key.
-//! [`reference`] derives the list of keys and the packaged
+//! [`mod@reference`] derives the list of keys and the packaged
 //! `dist/upcache.toml` from the same structs.
 
 pub mod reference;
@@ -30,6 +30,7 @@ pub use crate::telemetry::access_log::{
     AccessLogSettings, Destination as AccessLogDestination, Format as AccessLogFormat,
 };
 use crate::upkeep::UpkeepSettings;
+use crate::wsus::sync::SyncSettings;
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
 pub const DEFAULT_CONFIG_FILE: &str = "./upcache.toml";
@@ -141,6 +142,21 @@ pub struct ServeArgs {
     /// Key prefix inside the bucket [default: none]
     #[arg(long, env = "UPCACHE_S3_PREFIX")]
     pub s3_prefix: Option<String>,
+    /// Upstream of server sync [default: https://sws.update.microsoft.com]
+    #[arg(long, env = "UPCACHE_UPSTREAM_SERVER")]
+    pub upstream_server: Option<String>,
+    /// Products to sync, by title or GUID (comma-separated) [default: none: categories only]
+    #[arg(long, env = "UPCACHE_SYNC_PRODUCTS", value_delimiter = ',')]
+    pub sync_products: Option<Vec<String>>,
+    /// Classifications to sync, by title or GUID (comma-separated) [default: none]
+    #[arg(long, env = "UPCACHE_SYNC_CLASSIFICATIONS", value_delimiter = ',')]
+    pub sync_classifications: Option<Vec<String>>,
+    /// Languages of synced metadata (comma-separated) [default: en]
+    #[arg(long, env = "UPCACHE_SYNC_LANGUAGES", value_delimiter = ',')]
+    pub sync_languages: Option<Vec<String>>,
+    /// Server sync schedule: off, a daily HH:MM (UTC), or an interval like 6h [default: off]
+    #[arg(long, env = "UPCACHE_SYNC_SCHEDULE")]
+    pub sync_schedule: Option<String>,
 }
 
 /// The settings of a server: each module's, side by side.
@@ -155,6 +171,7 @@ pub struct Config {
     pub follow: FollowSettings,
     pub access_log: AccessLogSettings,
     pub upkeep: UpkeepSettings,
+    pub server_sync: SyncSettings,
 }
 
 impl Config {
@@ -190,6 +207,7 @@ impl Config {
             follow: section(keys)?,
             access_log: section(keys)?,
             upkeep: section(keys)?,
+            server_sync: section(keys)?,
         })
     }
 
@@ -215,6 +233,7 @@ impl Config {
         self.fetch.validate()?;
         self.shared.tier()?;
         self.access_log.destination()?;
+        self.server_sync.validate()?;
         Ok(())
     }
 }

@@ -7,6 +7,7 @@ use crate::fetch::FetchError;
 use crate::http::route::RouteError;
 use crate::store::StoreError;
 use crate::upkeep::cleanup::CleanupError;
+use crate::wsus::sync::SyncError;
 
 /// An error that knows which status code a client should see for it.
 pub trait HttpStatus {
@@ -58,6 +59,27 @@ impl HttpStatus for CleanupError {
             CleanupError::NoSharedTier => StatusCode::BAD_REQUEST,
             CleanupError::Shared(_) => StatusCode::BAD_GATEWAY,
         }
+    }
+}
+
+impl HttpStatus for SyncError {
+    fn status(&self) -> StatusCode {
+        match self {
+            SyncError::Running => StatusCode::CONFLICT,
+            SyncError::Selection(_) => StatusCode::BAD_REQUEST,
+            SyncError::Transport(_) | SyncError::Fault(_) | SyncError::Soap(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            SyncError::Setup(_) | SyncError::Meta(_) | SyncError::Project(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl HttpStatus for crate::metadata::MetaError {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
     }
 }
 

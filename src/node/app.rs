@@ -32,6 +32,9 @@ pub struct App {
     /// Held by the cleanup running now: one at a time.
     pub cleaning: tokio::sync::Mutex<()>,
     pub scrubber: Arc<crate::upkeep::scrub::Scrubber>,
+    /// Server-to-server sync from an upstream ([MS-WSUSSS]) and the
+    /// synced metadata.
+    pub server_sync: Arc<crate::wsus::sync::service::SyncService>,
 }
 
 impl App {
@@ -55,6 +58,18 @@ impl App {
         }
         // Always: a new plan replaces the running one (an empty plan stops it).
         self.fetcher.prefetch(files);
+    }
+
+    /// Starts a server sync in the background; when it ends, new updates
+    /// are in the catalog and the download plan is recomputed (at-sync
+    /// downloads their files), as after an import.
+    pub fn start_server_sync(
+        self: &Arc<Self>,
+        upstream: Option<String>,
+    ) -> Result<crate::wsus::sync::service::RunningStatus, crate::wsus::sync::SyncError> {
+        let app = self.clone();
+        self.server_sync
+            .start(upstream, move |_| app.sync_downloads())
     }
 
     /// Starts re-hashing the store while serving; `None`: one is running.

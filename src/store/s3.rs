@@ -67,7 +67,7 @@ pub struct S3Settings {
 pub struct SharedTierSettings {
     /// The shared tier: an S3-compatible bucket behind every node's local
     /// disk (SeaweedFS, MinIO, Ceph RGW or AWS; path-style addressing).
-    /// Verified files are uploaded under <prefix>/sha256/ab/cd/<hex>; a
+    /// Verified files are uploaded under `<prefix>/sha256/ab/cd/<hex>`; a
     /// node missing a file locally takes it from there before asking the
     /// origin. Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in
     /// the environment (for the service: `systemctl edit upcache`,

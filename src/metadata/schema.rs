@@ -1,0 +1,80 @@
+//! The metadata tables, in the catalog's SQLite file beside the catalog's
+//! own (one file to back up, one WAL). Versioned in `meta_state` under
+//! `schema_version`, so later releases migrate in place as the catalog does.
+
+use rusqlite::{Connection, OptionalExtension};
+
+const VERSION: i64 = 1;
+
+/// Revisions and their documents.
+///
+/// `rid` is the stable local revision id: `AUTOINCREMENT` never hands out
+/// an id again, and a revision (update id + revision number) keeps its row
+/// across re-syncs and restarts, because clients cache it.
+const V1: &str = "
+CREATE TABLE meta_revisions (
+    rid           INTEGER PRIMARY KEY AUTOINCREMENT,
+    update_id     TEXT NOT NULL,           -- lowercase GUID
+    revision      INTEGER NOT NULL,
+    kind          TEXT NOT NULL CHECK (kind IN ('category', 'detectoid', 'software', 'driver')),
+    category_type TEXT,                    -- Product, UpdateClassification, ... for categories
+    title         TEXT NOT NULL DEFAULT '',
+    description   TEXT NOT NULL DEFAULT '',
+    kb            TEXT,
+    state         TEXT,                    -- PublicationState
+    created       TEXT,                    -- CreationDate
+    doc           BLOB NOT NULL,           -- the whole document, UTF-8, zlib-compressed
+    doc_sha256    BLOB NOT NULL,           -- of the uncompressed document
+    doc_len       INTEGER NOT NULL,
+    projected     INTEGER NOT NULL DEFAULT 0,  -- 1 once written into the catalog
+    UNIQUE (update_id, revision)
+);
+CREATE INDEX meta_revisions_kind ON meta_revisions(kind, update_id);
+CREATE INDEX meta_revisions_unprojected ON meta_revisions(rid) WHERE projected = 0;
+-- Prerequisites (grp 0: required; n: one AtLeastOne), bundles, supersedence.
+CREATE TABLE meta_links (
+    rid             INTEGER NOT NULL REFERENCES meta_revisions(rid) ON DELETE CASCADE,
+    link            TEXT NOT NULL CHECK (link IN ('prerequisite', 'bundles', 'supersedes')),
+    grp             INTEGER NOT NULL DEFAULT 0,
+    target_id       TEXT NOT NULL,
+    target_revision INTEGER,
+    PRIMARY KEY (rid, link, grp, target_id)
+) WITHOUT ROWID;
+CREATE INDEX meta_links_target ON meta_links(target_id, link);
+CREATE TABLE meta_files (
+    rid    INTEGER NOT NULL REFERENCES meta_revisions(rid) ON DELETE CASCADE,
+    sha1   BLOB NOT NULL,
+    sha256 BLOB,
+    name   TEXT NOT NULL,
+    size   INTEGER,
+    PRIMARY KEY (rid, sha1)
+) WITHOUT ROWID;
+-- Where the upstream says a file is (GetUpdateData fileUrls), by SHA-1.
+CREATE TABLE meta_file_urls (
+    sha1    BLOB PRIMARY KEY,
+    mu_url  TEXT NOT NULL DEFAULT '',
+    uss_url TEXT NOT NULL DEFAULT ''
+);
+";
+
+/// Creates or migrates the tables (on the caller's connection).
+pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )?;
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM meta_state WHERE key = 'schema_version'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN; {V1} INSERT OR REPLACE INTO meta_state VALUES ('schema_version', '{VERSION}'); COMMIT;"
+        ))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,561 @@
+//! Where synced update documents live: each revision's whole document,
+//! compressed, with what is derived from it (kind, titles, relationships,
+//! files), in the catalog's SQLite file.
+//!
+//! One transaction per batch: a sync killed at any moment leaves whole
+//! batches or nothing, and a revision already stored is never written
+//! twice (its `(update_id, revision)` is unique), so a resumed sync skips
+//! it.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::Digest as _;
+
+use super::update_xml::{Kind, UpdateInfo};
+use crate::digest::{Sha1Digest, Sha256Digest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("metadata database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("metadata document of {0}: {1}")]
+    Document(String, std::io::Error),
+}
+
+/// One revision to store: what was parsed, and the document's UTF-8 bytes.
+pub struct Incoming {
+    pub info: UpdateInfo,
+    pub doc: Vec<u8>,
+}
+
+/// A file location from `GetUpdateData`'s `fileUrls`.
+#[derive(Debug, Clone)]
+pub struct FileUrl {
+    pub sha1: Sha1Digest,
+    pub mu_url: String,
+    pub uss_url: String,
+}
+
+/// What one batch changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Revisions of update ids not seen before.
+    pub new: u64,
+    /// New revisions of update ids already known.
+    pub changed: u64,
+    /// Revisions already stored (a resumed sync).
+    pub present: u64,
+    /// Documents that say the update is expired.
+    pub expired: u64,
+    pub bytes: u64,
+}
+
+/// A category as listed for selection.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Category {
+    pub id: String,
+    pub title: String,
+    /// `Product`, `UpdateClassification`, `ProductFamily`, `Company`, ...
+    pub category_type: String,
+}
+
+/// An update ready for the catalog (see `project`).
+#[derive(Debug, Clone)]
+pub struct Projected {
+    pub rid: i64,
+    pub update_id: String,
+    pub revision: u32,
+    pub title: String,
+    pub description: String,
+    pub kb: Option<String>,
+    pub created: Option<String>,
+    pub classification: Option<String>,
+    pub products: Vec<String>,
+    pub files: Vec<ProjectedFile>,
+    /// Whether a newer stored update supersedes it.
+    pub superseded: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectedFile {
+    pub name: String,
+    pub sha1: Sha1Digest,
+    pub sha256: Option<Sha256Digest>,
+    pub size: Option<u64>,
+    pub mu_url: String,
+    pub uss_url: String,
+}
+
+/// The metadata store (its own connection to the catalog's file).
+pub struct MetaStore {
+    db: Mutex<Connection>,
+}
+
+impl MetaStore {
+    /// Opens (creating the tables) `DATA/catalog.sqlite3`.
+    pub fn open(data_dir: &Path) -> Result<MetaStore, MetaError> {
+        Self::open_path(&data_dir.join("catalog.sqlite3"))
+    }
+
+    pub fn open_path(path: &Path) -> Result<MetaStore, MetaError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        // The catalog's writer may hold the file for an import's length.
+        conn.busy_timeout(Duration::from_secs(120))?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        super::schema::prepare(&conn)?;
+        Ok(MetaStore {
+            db: Mutex::new(conn),
+        })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A value of the sync's own state (anchors, selection, last result).
+    pub fn state(&self, key: &str) -> Result<Option<String>, MetaError> {
+        Ok(self
+            .db()
+            .query_row("SELECT value FROM meta_state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    pub fn set_state(&self, key: &str, value: &str) -> Result<(), MetaError> {
+        self.db().execute(
+            "INSERT OR REPLACE INTO meta_state(key, value) VALUES (?1, ?2)",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Sets several values in one transaction (anchors move together).
+    pub fn set_states(&self, values: &[(&str, &str)]) -> Result<(), MetaError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for (k, v) in values {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta_state(key, value) VALUES (?1, ?2)",
+                [k, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn remove_states(&self, keys: &[&str]) -> Result<(), MetaError> {
+        let db = self.db();
+        for k in keys {
+            db.execute("DELETE FROM meta_state WHERE key = ?1", [k])?;
+        }
+        Ok(())
+    }
+
+    /// Which of these revisions are stored already.
+    pub fn stored(&self, ids: &[(String, u32)]) -> Result<HashSet<(String, u32)>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare_cached(
+            "SELECT 1 FROM meta_revisions WHERE update_id = ?1 AND revision = ?2",
+        )?;
+        let mut out = HashSet::new();
+        for (id, rev) in ids {
+            if q.exists(params![id, rev])? {
+                out.insert((id.clone(), *rev));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stable local id of a revision.
+    pub fn rid(&self, update_id: &str, revision: u32) -> Result<Option<i64>, MetaError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT rid FROM meta_revisions WHERE update_id = ?1 AND revision = ?2",
+                params![update_id.to_ascii_lowercase(), revision],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Writes one batch (documents and file locations) in one transaction.
+    pub fn write_batch(
+        &self,
+        docs: &[Incoming],
+        urls: &[FileUrl],
+    ) -> Result<BatchCounts, MetaError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let mut counts = BatchCounts::default();
+        for d in docs {
+            write_revision(&tx, d, &mut counts)?;
+        }
+        for u in urls {
+            tx.prepare_cached(
+                "INSERT INTO meta_file_urls(sha1, mu_url, uss_url) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(sha1) DO UPDATE SET mu_url = excluded.mu_url, uss_url = excluded.uss_url",
+            )?
+            .execute(params![u.sha1, u.mu_url, u.uss_url])?;
+        }
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// The latest stored revision's whole document of an update.
+    pub fn document(&self, update_id: &str) -> Result<Option<(u32, Vec<u8>)>, MetaError> {
+        let id = update_id.to_ascii_lowercase();
+        let row: Option<(u32, Vec<u8>)> = self
+            .db()
+            .query_row(
+                "SELECT revision, doc FROM meta_revisions WHERE update_id = ?1
+                 ORDER BY revision DESC LIMIT 1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(rev, z)| {
+            Ok((
+                rev,
+                inflate(&z).map_err(|e| MetaError::Document(id.clone(), e))?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// Every category (latest revision of each), by type then title.
+    pub fn categories(&self) -> Result<Vec<Category>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare(
+            "SELECT update_id, title, coalesce(category_type, '') FROM meta_revisions r
+             WHERE kind = 'category'
+               AND revision = (SELECT max(revision) FROM meta_revisions WHERE update_id = r.update_id)
+             ORDER BY 3, 2",
+        )?;
+        let rows = q.query_map([], |r| {
+            Ok(Category {
+                id: r.get(0)?,
+                title: r.get(1)?,
+                category_type: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Counts by kind (latest revisions), for status.
+    pub fn counts(&self) -> Result<Vec<(String, u64)>, MetaError> {
+        let db = self.db();
+        let mut q =
+            db.prepare("SELECT kind, count(*) FROM meta_revisions GROUP BY kind ORDER BY 1")?;
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The updates whose new revisions have not reached the catalog yet:
+    /// software and drivers (latest revision), not those only bundled by
+    /// another update (their files travel with the bundle, as WSUS shows
+    /// bundles and hides their leaves). Returns them and every unprojected
+    /// `rid` (to mark once the catalog has them).
+    pub fn unprojected(&self) -> Result<(Vec<Projected>, Vec<i64>), MetaError> {
+        let db = self.db();
+        let rids: Vec<i64> = db
+            .prepare("SELECT rid FROM meta_revisions WHERE projected = 0")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut q = db.prepare(
+            "SELECT rid, update_id, revision, title, description, kb, created FROM meta_revisions r
+             WHERE projected = 0 AND kind IN ('software', 'driver')
+               AND revision = (SELECT max(revision) FROM meta_revisions WHERE update_id = r.update_id)
+               AND NOT EXISTS (SELECT 1 FROM meta_links l WHERE l.link = 'bundles'
+                               AND l.target_id = r.update_id)
+             ORDER BY rid",
+        )?;
+        let rows: Vec<Projected> = q
+            .query_map([], |r| {
+                Ok(Projected {
+                    rid: r.get(0)?,
+                    update_id: r.get(1)?,
+                    revision: r.get(2)?,
+                    title: r.get(3)?,
+                    description: r.get(4)?,
+                    kb: r.get(5)?,
+                    created: r.get(6)?,
+                    classification: None,
+                    products: Vec::new(),
+                    files: Vec::new(),
+                    superseded: false,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for mut p in rows {
+            fill_projection(&db, &mut p)?;
+            out.push(p);
+        }
+        Ok((out, rids))
+    }
+
+    pub fn mark_projected(&self, rids: &[i64]) -> Result<(), MetaError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        for rid in rids {
+            tx.prepare_cached("UPDATE meta_revisions SET projected = 1 WHERE rid = ?1")?
+                .execute([rid])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Update ids that a stored update supersedes (for the catalog's mark).
+    pub fn superseded_ids(&self) -> Result<Vec<String>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare(
+            "SELECT DISTINCT target_id FROM meta_links WHERE link = 'supersedes' ORDER BY 1",
+        )?;
+        let rows = q.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Relationships of an update's latest revision: (link, group, target).
+    pub fn links(&self, update_id: &str) -> Result<Vec<(String, u32, String)>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare(
+            "SELECT link, grp, target_id FROM meta_links WHERE rid =
+               (SELECT rid FROM meta_revisions WHERE update_id = ?1 ORDER BY revision DESC LIMIT 1)
+             ORDER BY 1, 2, 3",
+        )?;
+        let rows = q.query_map([update_id.to_ascii_lowercase()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// Inserts one revision unless stored already.
+fn write_revision(
+    tx: &rusqlite::Transaction<'_>,
+    d: &Incoming,
+    counts: &mut BatchCounts,
+) -> Result<(), MetaError> {
+    let u = &d.info;
+    let known_id: bool = tx
+        .prepare_cached("SELECT 1 FROM meta_revisions WHERE update_id = ?1")?
+        .exists([&u.id])?;
+    let compressed = deflate(&d.doc);
+    let sha256 = sha2::Sha256::digest(&d.doc);
+    let rid: Option<i64> = tx
+        .prepare_cached(
+            "INSERT INTO meta_revisions(update_id, revision, kind, category_type, title, description,
+                                        kb, state, created, doc, doc_sha256, doc_len)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT(update_id, revision) DO NOTHING RETURNING rid",
+        )?
+        .query_row(
+            params![
+                u.id,
+                u.revision,
+                u.kind.as_str(),
+                u.category_type,
+                u.title,
+                u.description,
+                u.kb,
+                u.publication_state,
+                u.creation_date,
+                compressed,
+                sha256.as_slice(),
+                d.doc.len() as i64,
+            ],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(rid) = rid else {
+        counts.present += 1;
+        return Ok(());
+    };
+    if known_id {
+        counts.changed += 1;
+    } else {
+        counts.new += 1;
+    }
+    if u.publication_state.as_deref() == Some("Expired") {
+        counts.expired += 1;
+    }
+    counts.bytes += d.doc.len() as u64;
+    write_links(tx, rid, u)?;
+    for f in &u.files {
+        let Some(sha1) = f.sha1 else { continue };
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO meta_files(rid, sha1, sha256, name, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![rid, sha1, f.sha256, f.name, f.size.map(|s| s as i64)])?;
+    }
+    Ok(())
+}
+
+fn write_links(tx: &rusqlite::Transaction<'_>, rid: i64, u: &UpdateInfo) -> Result<(), MetaError> {
+    let mut link = tx.prepare_cached(
+        "INSERT OR IGNORE INTO meta_links(rid, link, grp, target_id, target_revision)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for p in &u.prerequisites {
+        link.execute(params![rid, "prerequisite", p.group, p.id, None::<u32>])?;
+    }
+    for (id, rev) in &u.bundled {
+        link.execute(params![rid, "bundles", 0, id, rev])?;
+    }
+    for id in &u.superseded {
+        link.execute(params![rid, "supersedes", 0, id, None::<u32>])?;
+    }
+    Ok(())
+}
+
+/// Classification, products, files (its own and its bundled updates'),
+/// supersedence of one update headed for the catalog.
+fn fill_projection(db: &Connection, p: &mut Projected) -> Result<(), MetaError> {
+    let mut cats = db.prepare_cached(
+        "SELECT c.category_type, c.title FROM meta_links l
+         JOIN meta_revisions c ON c.update_id = l.target_id AND c.kind = 'category'
+         WHERE l.rid = ?1 AND l.link = 'prerequisite'
+         ORDER BY c.revision",
+    )?;
+    for row in cats.query_map([p.rid], |r| Ok((r.get::<_, Option<String>>(0)?, r.get(1)?)))? {
+        let (kind, title): (Option<String>, String) = row?;
+        match kind.as_deref() {
+            Some("UpdateClassification") => p.classification = Some(title),
+            Some("Product") if !p.products.contains(&title) => p.products.push(title),
+            _ => {}
+        }
+    }
+    let mut files = db.prepare_cached(
+        "SELECT f.name, f.sha1, f.sha256, f.size, coalesce(u.mu_url, ''), coalesce(u.uss_url, '')
+         FROM meta_files f LEFT JOIN meta_file_urls u ON u.sha1 = f.sha1
+         WHERE f.rid = ?1
+            OR f.rid IN (SELECT b.rid FROM meta_links l JOIN meta_revisions b
+                           ON b.update_id = l.target_id
+                          AND b.revision = (SELECT max(revision) FROM meta_revisions
+                                             WHERE update_id = l.target_id)
+                         WHERE l.rid = ?1 AND l.link = 'bundles')",
+    )?;
+    let mut seen = HashSet::new();
+    for row in files.query_map([p.rid], |r| {
+        Ok(ProjectedFile {
+            name: r.get(0)?,
+            sha1: r.get(1)?,
+            sha256: r.get(2)?,
+            size: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+            mu_url: r.get(4)?,
+            uss_url: r.get(5)?,
+        })
+    })? {
+        let f = row?;
+        if seen.insert(f.sha1) {
+            p.files.push(f);
+        }
+    }
+    p.superseded = db
+        .prepare_cached("SELECT 1 FROM meta_links WHERE link = 'supersedes' AND target_id = ?1")?
+        .exists([&p.update_id])?;
+    Ok(())
+}
+
+/// zlib, as every SQLite tool can inflate it.
+pub fn deflate(doc: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(doc).expect("writing to memory");
+    z.finish().expect("writing to memory")
+}
+
+pub fn inflate(z: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(z).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+impl Kind {
+    /// Whether revisions of this kind go to the catalog as updates.
+    pub fn is_update(self) -> bool {
+        matches!(self, Kind::Software | Kind::Driver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::update_xml;
+
+    fn doc(id: &str, rev: u32, extra: &str) -> Incoming {
+        let xml = format!(
+            r#"<upd:Update xmlns:upd="u"><upd:UpdateIdentity UpdateID="{id}" RevisionNumber="{rev}"/>
+            <upd:Properties UpdateType="Software"/><upd:LocalizedPropertiesCollection><upd:LocalizedProperties>
+            <upd:Language>en</upd:Language><upd:Title>T {id}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>
+            {extra}</upd:Update>"#
+        );
+        Incoming {
+            info: update_xml::parse(xml.as_bytes(), "en").unwrap(),
+            doc: xml.into_bytes(),
+        }
+    }
+
+    #[test]
+    fn revision_ids_are_stable_and_writes_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(dir.path()).unwrap();
+        let a = doc("a", 1, "");
+        let c = store.write_batch(&[a, doc("b", 1, "")], &[]).unwrap();
+        assert_eq!((c.new, c.changed, c.present), (2, 0, 0));
+        let rid_a = store.rid("a", 1).unwrap().unwrap();
+        drop(store);
+        let store = MetaStore::open(dir.path()).unwrap();
+        let c = store
+            .write_batch(&[doc("a", 1, ""), doc("a", 2, "")], &[])
+            .unwrap();
+        assert_eq!((c.new, c.changed, c.present), (0, 1, 1));
+        assert_eq!(store.rid("a", 1).unwrap(), Some(rid_a));
+        assert!(store.rid("a", 2).unwrap().unwrap() > rid_a);
+        let (rev, bytes) = store.document("A").unwrap().unwrap();
+        assert_eq!(rev, 2);
+        assert_eq!(bytes, doc("a", 2, "").doc);
+    }
+
+    #[test]
+    fn bundles_carry_their_leaves_files_and_leaves_stay_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(dir.path()).unwrap();
+        let leaf = doc(
+            "leaf",
+            1,
+            r#"<upd:Files><upd:File Digest="h/W9BGlYUAaqXTp30cZi/SiV3c0=" FileName="x.exe" Size="3"/></upd:Files>"#,
+        );
+        let bundle = doc(
+            "bundle",
+            1,
+            r#"<upd:Relationships><upd:BundledUpdates><upd:UpdateIdentity UpdateID="leaf" RevisionNumber="1"/></upd:BundledUpdates>
+               <upd:SupersededUpdates><upd:UpdateIdentity UpdateID="old"/></upd:SupersededUpdates></upd:Relationships>"#,
+        );
+        let sha1 = leaf.info.files[0].sha1.unwrap();
+        let url = FileUrl {
+            sha1,
+            mu_url: "http://dl.example/x.exe".into(),
+            uss_url: String::new(),
+        };
+        store
+            .write_batch(&[bundle, leaf, doc("old", 1, "")], &[url])
+            .unwrap();
+        let (updates, rids) = store.unprojected().unwrap();
+        assert_eq!(rids.len(), 3);
+        let ids: Vec<_> = updates.iter().map(|u| u.update_id.as_str()).collect();
+        assert_eq!(ids, ["bundle", "old"]);
+        assert_eq!(updates[0].files.len(), 1);
+        assert_eq!(updates[0].files[0].mu_url, "http://dl.example/x.exe");
+        assert!(updates[1].superseded);
+        store.mark_projected(&rids).unwrap();
+        assert!(store.unprojected().unwrap().0.is_empty());
+    }
+}

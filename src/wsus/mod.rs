@@ -1,0 +1,6 @@
+//! The WSUS protocols: the SOAP envelope they share, and server-to-server
+//! sync ([MS-WSUSSS]) with an upstream (Microsoft Update, a WSUS, another
+//! upcache).
+
+pub mod soap;
+pub mod sync;
