@@ -562,6 +562,9 @@ pub struct Status {
     /// The last scrub since start, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrub: Option<ScrubStatus>,
+    /// Delivery Optimization content: the mode and the objects stored.
+    #[serde(default)]
+    pub delivery: crate::delivery::DeliveryStatus,
 }
 
 /// The certificate a listener presents.
@@ -600,5 +603,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         admin_tls: app.admin_tls.as_deref().map(TlsCertificate::of),
         content_tls: app.content_tls.as_deref().map(TlsCertificate::of),
         scrub: Some(app.scrubber.status()).filter(|s| s.started.is_some()),
+        delivery: app.delivery.status(),
     }))
 }

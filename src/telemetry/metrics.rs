@@ -69,6 +69,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerificationLabels {
+    verification: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -110,6 +115,10 @@ pub struct Metrics {
     evicted_files: Counter,
     evicted_bytes: Counter,
     admin_refused: Family<ReasonLabels, Counter>,
+    /// Delivery Optimization: origins refused, objects stored, identity changes.
+    do_refused: Family<ReasonLabels, Counter>,
+    do_stored: Family<VerificationLabels, Counter>,
+    do_identity_changed: Counter,
     sendfile_responses: Counter,
     served_bytes: Counter,
     /// One per outcome (resolved once: an observation is one lock, no lookup).
@@ -159,6 +168,9 @@ impl Default for Metrics {
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
         let admin_refused = Family::<ReasonLabels, Counter>::default();
+        let do_refused = Family::<ReasonLabels, Counter>::default();
+        let do_stored = Family::<VerificationLabels, Counter>::default();
+        let do_identity_changed = Counter::default();
         let sendfile_responses = Counter::default();
         let served_bytes = Counter::default();
         let durations = Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -232,6 +244,21 @@ impl Default for Metrics {
             "sendfile_responses",
             "Content responses sent by the HTTP/1.1 fast path (body by sendfile)",
             sendfile_responses.clone(),
+        );
+        registry.register(
+            "do_refused",
+            "Delivery Optimization requests refused before any upstream connection, by reason (missing, duplicate, encoded, userinfo, port, not_a_name, too_long, not_allowed, address, private_answer)",
+            do_refused.clone(),
+        );
+        registry.register(
+            "do_stored",
+            "Delivery Optimization objects stored, verified against a known digest or unverified",
+            do_stored.clone(),
+        );
+        registry.register(
+            "do_identity_changed",
+            "Delivery Optimization downloads discarded because the origin's length, ETag or Last-Modified changed mid-download",
+            do_identity_changed.clone(),
         );
         registry.register(
             "admin_refused",
@@ -313,6 +340,9 @@ impl Default for Metrics {
             evicted_files,
             evicted_bytes,
             admin_refused,
+            do_refused,
+            do_stored,
+            do_identity_changed,
             sendfile_responses,
             served_bytes,
             request_durations,
@@ -410,6 +440,26 @@ impl Metrics {
     }
 
     /// An admin request was refused by the cross-site guard, for `reason`.
+    /// A DO origin refused (see `delivery::origin::OriginError::reason`).
+    pub fn do_refused(&self, reason: &'static str) {
+        self.do_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A DO object stored, unverified or verified.
+    pub fn do_stored(&self, unverified: bool) {
+        let verification = if unverified { "unverified" } else { "verified" };
+        self.do_stored
+            .get_or_create(&VerificationLabels { verification })
+            .inc();
+    }
+
+    /// A DO download discarded: the origin's object changed mid-way.
+    pub fn do_identity_changed(&self) {
+        self.do_identity_changed.inc();
+    }
+
     pub fn admin_refused(&self, reason: &'static str) {
         self.admin_refused
             .get_or_create(&ReasonLabels { reason })

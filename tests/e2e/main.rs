@@ -9,6 +9,7 @@ mod console;
 mod content;
 mod crash;
 mod dashboard;
+mod delivery;
 mod disk;
 mod docs;
 mod fake_wsus;
