@@ -95,6 +95,23 @@ pub const ADMIN_REFUSED_REASONS: [&str; 4] = ["host", "origin", "cross_site", "c
 /// and uploads.
 pub const SHARED_TIER_EVENTS: [&str; 5] = ["found", "absent", "error", "uploaded", "upload_failed"];
 
+/// Why a Delivery Optimization request was refused (`delivery::origin`).
+pub const DO_REFUSED_REASONS: [&str; 10] = [
+    "missing",
+    "duplicate",
+    "encoded",
+    "userinfo",
+    "port",
+    "not_a_name",
+    "too_long",
+    "not_allowed",
+    "address",
+    "private_answer",
+];
+
+/// How a stored Delivery Optimization object was checked.
+const DO_VERIFICATIONS: [&str; 2] = ["verified", "unverified"];
+
 /// How an upstream download ends.
 const FETCH_RESULTS: [&str; 2] = ["stored", "failed"];
 
@@ -137,6 +154,8 @@ pub struct Metrics {
     verify_failures: Counter,
     scrub_bad_files: Counter,
     clients_refused: Counter,
+    send_timeouts: Counter,
+    over_ip_cap: Counter,
     resumes: Counter,
     evicted_files: Counter,
     evicted_bytes: Counter,
@@ -188,6 +207,8 @@ impl Default for Metrics {
         let verify_failures = Counter::default();
         let scrub_bad_files = Counter::default();
         let clients_refused = Counter::default();
+        let send_timeouts = Counter::default();
+        let over_ip_cap = Counter::default();
         let resumes = Counter::default();
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
@@ -339,6 +360,16 @@ impl Default for Metrics {
             "Connections to a content listener from clients outside allow_clients",
             clients_refused.clone(),
         );
+        registry.register(
+            "send_timeouts",
+            "Responses cut because the client took no bytes for send_timeout_secs (both listeners, every protocol)",
+            send_timeouts.clone(),
+        );
+        registry.register(
+            "connections_over_ip_cap",
+            "Connections closed at once because their address already held max_connections_per_ip",
+            over_ip_cap.clone(),
+        );
         zero_series(
             &requests,
             Outcome::ALL.map(|o| OutcomeLabels { outcome: o.label() }),
@@ -360,6 +391,14 @@ impl Default for Metrics {
             &shared_tier,
             SHARED_TIER_EVENTS.map(|event| EventLabels { event }),
         );
+        zero_series(
+            &do_refused,
+            DO_REFUSED_REASONS.map(|reason| ReasonLabels { reason }),
+        );
+        zero_series(
+            &do_stored,
+            DO_VERIFICATIONS.map(|verification| VerificationLabels { verification }),
+        );
         Metrics {
             registry,
             requests,
@@ -369,6 +408,8 @@ impl Default for Metrics {
             verify_failures,
             scrub_bad_files,
             clients_refused,
+            send_timeouts,
+            over_ip_cap,
             resumes,
             evicted_files,
             evicted_bytes,
@@ -445,6 +486,16 @@ impl Metrics {
         self.clients_refused.inc();
     }
 
+    /// A response was cut: its client took nothing for `send_timeout`.
+    pub fn send_timeout(&self) {
+        self.send_timeouts.inc();
+    }
+
+    /// A connection was closed at once: its address held its cap already.
+    pub fn over_ip_cap(&self) {
+        self.over_ip_cap.inc();
+    }
+
     /// A stored file was evicted (max_store_bytes).
     pub fn evicted(&self, bytes: u64) {
         self.evicted_files.inc();
@@ -466,6 +517,7 @@ impl Metrics {
     /// An admin request was refused by the cross-site guard, for `reason`.
     /// A DO origin refused (see `delivery::origin::OriginError::reason`).
     pub fn do_refused(&self, reason: &'static str) {
+        debug_assert!(DO_REFUSED_REASONS.contains(&reason), "{reason}");
         self.do_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();

@@ -312,6 +312,7 @@ async fn a_fresh_server_shows_every_known_labelled_series_at_zero() {
         "upcache_upstream_fetches_total{result=\"failed\"} 0",
         "upcache_upstream_download_duration_seconds_count{result=\"stored\"} 0",
         "upcache_s3_total{event=\"upload_failed\"} 0",
+        "upcache_do_refused_total{reason=\"private_answer\"} 0",
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
