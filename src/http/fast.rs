@@ -303,6 +303,7 @@ pub async fn serve(
         )
         .await;
         let answer = Answer {
+            unverified: false,
             outcome,
             status: plan.status.as_u16(),
             started,
