@@ -438,6 +438,7 @@ impl Listeners {
             true => crate::net::Front::Fast(content.clone()),
             false => crate::net::Front::Plain,
         };
+        let access_log = content.access_log.clone();
         let handler = hyper::service::service_fn(move |req| {
             let content = content.clone();
             async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
@@ -446,6 +447,7 @@ impl Listeners {
             proxies: app.config.net.proxy_protocol_from.clone(),
             allow: app.config.net.allow_clients.clone(),
             metrics: Some(app.metrics.clone()),
+            access_log,
         });
         let limits = app.config.net.content_limits();
         if let Some((listener, tls)) = self.content_tls {

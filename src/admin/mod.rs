@@ -60,13 +60,18 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let limits = app.config.net.admin_limits();
+    let metrics = app.metrics.clone();
     let service = hyper_util::service::TowerToHyperService::new(router(app));
     let front = match tls {
         Some(tls) => Front::Tls(tls),
         None => Front::Plain,
     };
     // Reached directly, never through the balancer; guarded by the token.
-    let gate = Arc::new(crate::net::Gate::default());
+    // Its metrics count send timeouts and connections over the per-address cap.
+    let gate = Arc::new(crate::net::Gate {
+        metrics: Some(metrics),
+        ..crate::net::Gate::default()
+    });
     crate::net::serve(listener, service, limits, front, gate, shutdown).await;
 }
 
@@ -179,7 +184,7 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
             let mut r = ApiError(
                 StatusCode::UNAUTHORIZED,
@@ -242,6 +247,15 @@ async fn refuse_writes_on_followers(
         .into_response(),
         _ => next.run(req).await,
     }
+}
+
+/// The token of `Bearer <token>`: the scheme is case-insensitive (RFC
+/// 9110 §11.1), and may be followed by more than one space.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -109,6 +109,9 @@ pub struct ServeArgs {
     /// HTTP proxy for upstream downloads, e.g. http://user:pass@proxy:3128
     #[arg(long, env = "UPCACHE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<String>,
+    /// Connections one client address may hold on each listener [default: 64]
+    #[arg(long, env = "UPCACHE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// Evict least-recently-served files beyond this store size (e.g. 500GiB)
     #[arg(long, env = "UPCACHE_MAX_STORE_BYTES", value_parser = parse_size)]
     pub max_store_bytes: Option<u64>,

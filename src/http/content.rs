@@ -563,6 +563,7 @@ pub fn plain(status: StatusCode, msg: impl Into<String>) -> Response<ResponseBod
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(body::text(msg))
         .expect("valid response")
 }

@@ -109,6 +109,8 @@ pub struct Metrics {
     verify_failures: Counter,
     scrub_bad_files: Counter,
     clients_refused: Counter,
+    send_timeouts: Counter,
+    over_ip_cap: Counter,
     resumes: Counter,
     evicted_files: Counter,
     evicted_bytes: Counter,
@@ -160,6 +162,8 @@ impl Default for Metrics {
         let verify_failures = Counter::default();
         let scrub_bad_files = Counter::default();
         let clients_refused = Counter::default();
+        let send_timeouts = Counter::default();
+        let over_ip_cap = Counter::default();
         let resumes = Counter::default();
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
@@ -311,6 +315,16 @@ impl Default for Metrics {
             "Connections to a content listener from clients outside allow_clients",
             clients_refused.clone(),
         );
+        registry.register(
+            "send_timeouts",
+            "Responses cut because the client took no bytes for send_timeout_secs (both listeners, every protocol)",
+            send_timeouts.clone(),
+        );
+        registry.register(
+            "connections_over_ip_cap",
+            "Connections closed at once because their address already held max_connections_per_ip",
+            over_ip_cap.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -320,6 +334,8 @@ impl Default for Metrics {
             verify_failures,
             scrub_bad_files,
             clients_refused,
+            send_timeouts,
+            over_ip_cap,
             resumes,
             evicted_files,
             evicted_bytes,
@@ -393,6 +409,16 @@ impl Metrics {
     /// A client outside `allow_clients` was turned away.
     pub fn client_refused(&self) {
         self.clients_refused.inc();
+    }
+
+    /// A response was cut: its client took nothing for `send_timeout`.
+    pub fn send_timeout(&self) {
+        self.send_timeouts.inc();
+    }
+
+    /// A connection was closed at once: its address held its cap already.
+    pub fn over_ip_cap(&self) {
+        self.over_ip_cap.inc();
     }
 
     /// A stored file was evicted (max_store_bytes).

@@ -28,6 +28,7 @@ mod redbot;
 mod server_sync;
 mod service;
 mod shared;
+mod slots;
 mod tls;
 mod waits;
 mod windows;
