@@ -566,3 +566,34 @@ async fn an_admin_client_that_stops_reading_an_export_is_cut() {
 fn set_send_timeout(c: &mut upcache::config::Config, limit: Duration) {
     c.net.send_timeout = limit;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_warns_when_its_token_would_cross_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = spawn_server_args(
+        dir.path(),
+        &[
+            "--follow",
+            "http://127.0.0.1:9/",
+            "--follow-token",
+            "the-primary-token-0123456789",
+        ],
+        std::process::Stdio::piped(),
+    );
+    let stderr = server.child.stderr.take().unwrap();
+    let warned = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .take(200)
+            .any(|l| l.contains("WARN") && l.contains("follow_token") && l.contains("http://"))
+    });
+    let warned = tokio::time::timeout(Duration::from_secs(10), warned).await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert!(
+        matches!(warned, Ok(Ok(true))),
+        "no warning about the token in clear"
+    );
+}
