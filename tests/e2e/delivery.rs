@@ -686,3 +686,49 @@ impl Harness {
         r.await.unwrap().status().as_u16()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_objects_beyond_do_max_bytes_are_evicted_least_recently_served_first() {
+    let origin = DoOrigin::start().await;
+    let paths: Vec<String> = (1..=3)
+        .map(|i| format!("/filestreamingservice/files/00000000-0000-4000-8000-00000000000{i}"))
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        origin.add(p, object(100_000 + i));
+    }
+    let proxy = origin.proxy();
+    let h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.delivery.do_max_bytes = Some(250_000);
+    })
+    .await;
+    let get = |p: &str| {
+        let url = format!("{p}?P1=1&cacheHostOrigin={ORIGIN}");
+        let h = &h;
+        async move {
+            let r = h.get(&url).await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap().len()
+        }
+    };
+    get(&paths[0]).await;
+    get(&paths[1]).await;
+    get(&paths[0]).await; // the first is now the more recently served
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 2);
+    get(&paths[2]).await; // over 250,000: the second goes
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["unverified_objects"], 2, "{status}");
+    assert_eq!(h.stored().len(), 2);
+    get(&paths[0]).await;
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        3,
+        "the first was kept"
+    );
+    get(&paths[1]).await;
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        4,
+        "the second was evicted"
+    );
+}
