@@ -37,6 +37,7 @@ pub mod net;
 pub mod node;
 pub mod policy;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod upkeep;

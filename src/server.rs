@@ -27,6 +27,8 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
+    Setting(#[from] crate::settings::Invalid),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Lock(#[from] crate::store::LockError),
@@ -165,14 +167,14 @@ fn connections_allowed(configured: usize, fd_limit: u64) -> usize {
     configured
 }
 
-/// Opens everything under `config.data_dir` and starts both listeners.
+/// Opens everything under `config.store.data_dir` and starts both listeners.
 pub async fn start(mut config: Config) -> Result<Running, StartError> {
     config.validate()?;
-    config.max_connections = connections_allowed(config.max_connections, raise_fd_limit());
+    config.net.max_connections = connections_allowed(config.net.max_connections, raise_fd_limit());
     let data = Data::open(&config).await?;
     let metrics = Arc::new(Metrics::default());
     let quota = Quota::new(
-        config.max_store_bytes,
+        config.store.max_store_bytes,
         data.catalog.clone(),
         data.store.clone(),
         metrics.clone(),
@@ -205,7 +207,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         fetcher,
         metrics,
         access_log: access_log.clone(),
-        validators: crate::http::content::ValidatorCache::new(app.config.open_file_cache),
+        validators: crate::http::content::ValidatorCache::new(app.config.store.open_file_cache),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -238,7 +240,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         });
     }
     app.sync_downloads();
-    tracing::info!(content_addr = %addrs.content, admin_url = %addrs.admin_url, data_dir = %app.config.data_dir.display(), "upcache serving");
+    tracing::info!(content_addr = %addrs.content, admin_url = %addrs.admin_url, data_dir = %app.config.store.data_dir.display(), "upcache serving");
     Ok(Running {
         content_addr: addrs.content,
         content_tls_addr: addrs.content_tls,
@@ -282,17 +284,17 @@ struct Data {
 
 impl Data {
     async fn open(config: &Config) -> Result<Data, StartError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StoreError::Io {
-            path: config.data_dir.clone(),
+        std::fs::create_dir_all(&config.store.data_dir).map_err(|source| StoreError::Io {
+            path: config.store.data_dir.clone(),
             source,
         })?;
         // Before anything touches tmp/: another server's downloads live there.
-        let lock = DataLock::acquire(&config.data_dir)?;
-        let disk = DiskStore::open(&config.data_dir, config.open_file_cache)?;
-        disk.limit_quarantine(config.quarantine_max_bytes);
+        let lock = DataLock::acquire(&config.store.data_dir)?;
+        let disk = DiskStore::open(&config.store.data_dir, config.store.open_file_cache)?;
+        disk.limit_quarantine(config.store.quarantine_max_bytes);
         let store: Arc<dyn Storage> = disk.clone();
         let catalog = {
-            let (dir, store) = (config.data_dir.clone(), store.clone());
+            let (dir, store) = (config.store.data_dir.clone(), store.clone());
             tokio::task::spawn_blocking(move || Catalog::open(&dir, store))
                 .await
                 .expect("catalog open does not panic")?
@@ -313,25 +315,19 @@ fn start_fetcher(
     quota: &Arc<Quota>,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<Fetcher>, StartError> {
-    let shared = match &config.s3 {
+    let shared = match config.shared.tier()? {
         Some(settings) => {
-            let tier = crate::store::s3::S3Tier::new(settings)?;
+            let tier = crate::store::s3::S3Tier::new(&settings)?;
             tracing::info!(bucket = tier.bucket(), endpoint = ?settings.endpoint, "shared tier (S3) in front of the origin");
             Some(Arc::new(tier))
         }
         None => None,
     };
-    let mut fetch = config.fetch.clone();
-    let s3_endpoint = config.s3.as_ref().and_then(|s| s.endpoint.as_deref());
-    if let (Some(proxy), Some(endpoint)) = (&mut fetch.proxy, s3_endpoint) {
-        // Downloads from the shared tier go to its endpoint, not out.
-        proxy.reach_directly(endpoint);
-    }
     Ok(Fetcher::new(
         data.store.clone(),
         data.catalog.clone(),
         quota.clone(),
-        fetch,
+        config.fetch.clone(),
         metrics.clone(),
         shared,
     )?)
@@ -341,12 +337,12 @@ fn start_access_log(
     config: &Config,
     metrics: &Arc<Metrics>,
 ) -> Result<Option<AccessLog>, StartError> {
-    let Some(destination) = &config.access_log else {
+    let Some(destination) = config.access_log.destination()? else {
         return Ok(None);
     };
     AccessLog::start(
-        destination.clone(),
-        config.access_log_format,
+        destination,
+        config.access_log.access_log_format,
         metrics.clone(),
     )
     .map(Some)
@@ -355,14 +351,14 @@ fn start_access_log(
 
 /// A follower's link to its primary, when `follow` is set.
 fn follower_of(config: &Config) -> Result<Option<Arc<crate::node::follow::Follower>>, StartError> {
-    let Some(primary) = config.follow.clone() else {
+    let Some(primary) = config.follow.follow.clone() else {
         return Ok(None);
     };
     let follower = crate::node::follow::Follower::new(
         primary,
-        config.follow_token.clone(),
-        config.follow_ca.as_deref(),
-        config.follow_interval,
+        config.follow.follow_token.clone(),
+        config.follow.follow_ca.as_deref(),
+        config.follow.follow_interval,
     )
     .map_err(StartError::FollowCa)?;
     Ok(Some(Arc::new(follower)))
@@ -389,17 +385,17 @@ struct Addrs {
 impl Listeners {
     async fn bind(config: &Config) -> Result<Listeners, StartError> {
         let admin_tls = load_admin_tls(config)?;
-        let content_tls = match &config.listen_tls {
+        let content_tls = match config.content.https()? {
             Some((addr, files)) => {
-                let tls = Terminator::load(files.clone()).map_err(StartError::ContentTls)?;
-                Some((bind(*addr).await?, Arc::new(tls)))
+                let tls = Terminator::load(files).map_err(StartError::ContentTls)?;
+                Some((bind(addr).await?, Arc::new(tls)))
             }
             None => None,
         };
         Ok(Listeners {
-            content: bind(config.listen).await?,
+            content: bind(config.content.listen).await?,
             content_tls,
-            admin: bind(config.admin_listen).await?,
+            admin: bind(config.admin.admin_listen).await?,
             admin_tls,
         })
     }
@@ -425,7 +421,7 @@ impl Listeners {
             admin,
             admin_url: format!("{scheme}://{admin}"),
         };
-        let front = match app.config.fast_path {
+        let front = match app.config.content.fast_path {
             true => crate::net::Front::Fast(content.clone()),
             false => crate::net::Front::Plain,
         };
@@ -434,11 +430,11 @@ impl Listeners {
             async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
         });
         let gate = Arc::new(Gate {
-            proxies: app.config.proxy_protocol_from.clone(),
-            allow: app.config.allow_clients.clone(),
+            proxies: app.config.net.proxy_protocol_from.clone(),
+            allow: app.config.net.allow_clients.clone(),
             metrics: Some(app.metrics.clone()),
         });
-        let limits = app.config.content_limits();
+        let limits = app.config.net.content_limits();
         if let Some((listener, tls)) = self.content_tls {
             // Hyper answers (no sendfile under TLS).
             let front = crate::net::Front::Tls(tls);
@@ -474,10 +470,10 @@ impl Listeners {
 /// token crosses the network in clear: allowed (behind a TLS proxy or an
 /// SSH tunnel it does not), but said.
 fn load_admin_tls(config: &Config) -> Result<Option<Arc<Terminator>>, StartError> {
-    let Some(files) = &config.admin_tls else {
-        if !config.admin_listen.ip().is_loopback() {
+    let Some(files) = config.admin.tls()? else {
+        if !config.admin.admin_listen.ip().is_loopback() {
             tracing::warn!(
-                admin_listen = %config.admin_listen,
+                admin_listen = %config.admin.admin_listen,
                 "the admin API is exposed over plain HTTP: its token crosses the network in clear (set admin_tls_cert and admin_tls_key)"
             );
         }

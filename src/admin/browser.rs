@@ -19,8 +19,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 
+use super::AdminSettings;
 use super::ApiError;
-use crate::config::Config;
 use crate::node::App;
 
 /// The media types control bodies may have.
@@ -29,7 +29,7 @@ const XML: &str = "application/xml";
 
 pub async fn refuse_cross_site(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let body_is_empty = req.body().size_hint().exact() == Some(0);
-    if let Err((reason, e)) = check(&app.config, &req, body_is_empty) {
+    if let Err((reason, e)) = check(&app.config.admin, &req, body_is_empty) {
         app.metrics.admin_refused(reason);
         tracing::warn!(reason, error = %e.1, "admin request refused");
         return e.into_response();
@@ -39,7 +39,7 @@ pub async fn refuse_cross_site(State(app): State<Arc<App>>, req: Request, next: 
 
 /// `Err((reason, answer))` for a request a page could have sent.
 fn check(
-    config: &Config,
+    admin: &AdminSettings,
     req: &Request,
     body_is_empty: bool,
 ) -> Result<(), (&'static str, ApiError)> {
@@ -49,7 +49,7 @@ fn check(
         .and_then(|v| v.to_str().ok())
         .or(req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("");
-    if !host_is_ours(host, config) {
+    if !host_is_ours(host, admin) {
         return Err(forbidden(
             "host",
             format!(
@@ -121,7 +121,7 @@ pub fn media_type(headers: &HeaderMap) -> Option<&'static str> {
 /// Loopback names and addresses, the address the API listens on (any IP
 /// literal when it listens on all of them: a rebinding page always has a
 /// name), and the names in `admin_hosts`.
-fn host_is_ours(host: &str, config: &Config) -> bool {
+fn host_is_ours(host: &str, admin: &AdminSettings) -> bool {
     let name = host_name(host);
     if name.eq_ignore_ascii_case("localhost") {
         return true;
@@ -131,10 +131,10 @@ fn host_is_ours(host: &str, config: &Config) -> bool {
         .trim_end_matches(']')
         .parse::<IpAddr>()
     {
-        let listen = config.admin_listen.ip();
+        let listen = admin.admin_listen.ip();
         return ip.is_loopback() || ip == listen || listen.is_unspecified();
     }
-    config
+    admin
         .admin_hosts
         .iter()
         .any(|h| h.eq_ignore_ascii_case(name))
@@ -165,11 +165,12 @@ fn is_same_origin(origin: &str, host: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn config(listen: &str, hosts: &[&str]) -> Config {
-        let mut c = Config::ephemeral(std::path::Path::new("/nonexistent"));
-        c.admin_listen = listen.parse().unwrap();
-        c.admin_hosts = hosts.iter().map(|h| h.to_string()).collect();
-        c
+    fn config(listen: &str, hosts: &[&str]) -> AdminSettings {
+        AdminSettings {
+            admin_listen: listen.parse().unwrap(),
+            admin_hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            ..AdminSettings::default()
+        }
     }
 
     #[test]

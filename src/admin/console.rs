@@ -47,7 +47,7 @@ fn hash_of_element(page: &str, tag: &str) -> String {
 /// `GET /`: the console. Whether the API needs a token is written into
 /// the page, so it asks for one before its first call instead of after a 401.
 pub async fn page(State(app): State<Arc<App>>) -> Response {
-    let body = if app.config.admin_token.is_some() {
+    let body = if app.config.admin.admin_token.is_some() {
         PAGE.replacen(
             "data-token-required=\"false\"",
             "data-token-required=\"true\"",

@@ -59,7 +59,7 @@ pub async fn serve(
     tls: Option<Arc<Terminator>>,
     shutdown: CancellationToken,
 ) {
-    let limits = app.config.admin_limits();
+    let limits = app.config.net.admin_limits();
     let service = hyper_util::service::TowerToHyperService::new(router(app));
     let front = match tls {
         Some(tls) => Front::Tls(tls),
@@ -162,12 +162,14 @@ mod browser;
 mod console;
 mod maintenance;
 mod server_sync;
+mod settings;
 
 pub use maintenance::CleanupRequest;
+pub use settings::AdminSettings;
 
 /// Checks `Authorization: Bearer <token>` when a token is configured.
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &app.config.admin_token {
+    if let Some(token) = &app.config.admin.admin_token {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -229,7 +231,7 @@ async fn refuse_writes_on_followers(
             format!(
                 "this node follows the primary at {}: make changes there (they arrive here within {} s)",
                 follower.primary(),
-                app.config.follow_interval.as_secs()
+                app.config.follow.follow_interval.as_secs()
             ),
         )
         .into_response(),

@@ -72,11 +72,7 @@ impl Upstream {
             let s = s.clone();
             async move { Ok::<_, std::convert::Infallible>(answer(&s, req).await) }
         });
-        let limits = crate::net::Limits {
-            header_timeout: crate::net::DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: crate::net::DEFAULT_IDLE_TIMEOUT,
-            max_connections: crate::net::DEFAULT_MAX_CONNECTIONS,
-        };
+        let limits = crate::net::NetSettings::default().content_limits();
         tokio::spawn(crate::net::serve(
             listener,
             handler,

@@ -10,12 +10,14 @@
 //! client's body with an error so no one receives a well-formed wrong file.
 
 mod download;
+mod settings;
 mod shared;
 mod throttle;
 mod transfer;
 mod upstream;
 
 pub use download::{Download, Follow, Phase, Progress};
+pub use settings::FetchSettings;
 pub use throttle::{Throttle, MIN_RATE};
 pub use upstream::UpstreamProxy;
 
@@ -78,70 +80,6 @@ impl FetchError {
             Self::Store(_) => "store error".into(),
             Self::Setup(_) => "upstream client setup failed".into(),
             other => other.to_string(),
-        }
-    }
-}
-
-/// Upstream client settings.
-#[derive(Debug, Clone)]
-pub struct FetchSettings {
-    /// Replaces scheme, host and port of catalog URLs (a mirror or an upstream upcache).
-    pub upstream: Option<reqwest::Url>,
-    pub connect_timeout: Duration,
-    /// Longest wait for the response head or for the next body chunk.
-    pub read_timeout: Duration,
-    /// At-sync and prefetch downloads running at once.
-    pub background_concurrency: usize,
-    /// Upstream downloads running at once; more wait in a queue (shown in status).
-    pub max_downloads: usize,
-    /// Downloads waiting for a slot; a miss beyond this gets 503 at once.
-    pub max_queued: usize,
-    /// Longest a client waits for its download to get a slot (then 503).
-    pub queue_wait: Duration,
-    /// A download that writes nothing for this long is abandoned, retries
-    /// included (the lock age of pingora's cache lock).
-    pub stall: Duration,
-    /// Resumptions of one interrupted download before it fails.
-    pub max_resumes: u32,
-    /// A range the running download would reach later than this, at its
-    /// current rate, is fetched from the upstream on its own instead.
-    pub far_ahead_wait: Duration,
-    /// Largest file downloaded (a catalog size above it is refused with 507;
-    /// an unknown size is cut there).
-    pub max_file_bytes: Option<u64>,
-    /// Free space every download leaves on the store's filesystem (the
-    /// catalog and logs live there too): a download that would eat into it
-    /// is refused, or cut where it would.
-    pub disk_reserve: u64,
-    /// Extra PEM root certificates for HTTPS upstreams (an internal mirror's CA).
-    pub upstream_ca_file: Option<std::path::PathBuf>,
-    /// The proxy every upstream download goes through (an organisation's
-    /// way out); unset, the `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY` variables
-    /// apply, as they do for curl.
-    pub proxy: Option<UpstreamProxy>,
-    /// Bytes per second taken from the upstream, all downloads together
-    /// (not from the shared tier); `None`: as fast as the link goes.
-    pub rate_limit: Option<u64>,
-}
-
-impl Default for FetchSettings {
-    fn default() -> Self {
-        FetchSettings {
-            upstream: None,
-            connect_timeout: Duration::from_secs(10),
-            read_timeout: Duration::from_secs(30),
-            background_concurrency: 4,
-            max_downloads: 16,
-            max_queued: 256,
-            queue_wait: Duration::from_secs(15),
-            stall: Duration::from_secs(60),
-            max_resumes: 5,
-            far_ahead_wait: Duration::from_secs(1),
-            max_file_bytes: None,
-            disk_reserve: 128 << 20,
-            upstream_ca_file: None,
-            proxy: None,
-            rate_limit: None,
         }
     }
 }
@@ -257,6 +195,8 @@ pub struct Fetcher {
     /// The shared tier (S3): asked before the origin, given every file the
     /// origin sent.
     shared: Shared,
+    /// The proxy upstream downloads go through, as resolved at start.
+    proxy: Option<UpstreamProxy>,
 }
 
 /// A download joined by [`Fetcher::join`].
@@ -275,7 +215,16 @@ impl Fetcher {
         metrics: Arc<Metrics>,
         shared: Option<Arc<S3Tier>>,
     ) -> Result<Arc<Fetcher>, FetchError> {
-        let client = upstream::client(&settings)?;
+        let mut proxy = settings
+            .proxy()
+            .map_err(|e| FetchError::Setup(e.to_string()))?;
+        if let (Some(proxy), Some(endpoint)) =
+            (&mut proxy, shared.as_ref().and_then(|s| s.endpoint()))
+        {
+            // Downloads from the shared tier go to its endpoint, not out.
+            proxy.reach_directly(endpoint);
+        }
+        let client = upstream::client(&settings, proxy.as_ref())?;
         if let Some(bytes_per_sec) = settings.rate_limit {
             tracing::info!(bytes_per_sec, "upstream downloads limited");
         }
@@ -296,6 +245,7 @@ impl Fetcher {
             metrics,
             inflight: Mutex::new(HashMap::new()),
             shared,
+            proxy,
         }))
     }
 
@@ -512,7 +462,7 @@ impl Fetcher {
 
     /// The proxy and rate limit upstream transfers go by.
     pub fn upstream_status(&self) -> UpstreamStatus {
-        let proxy = self.settings.proxy.as_ref();
+        let proxy = self.proxy.as_ref();
         UpstreamStatus {
             proxy: proxy.map(UpstreamProxy::shown),
             no_proxy: proxy.and_then(|p| p.no_proxy.clone()),

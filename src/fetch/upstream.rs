@@ -50,8 +50,11 @@ impl std::fmt::Debug for UpstreamProxy {
     }
 }
 
-/// The upstream client for `settings`.
-pub(super) fn client(settings: &FetchSettings) -> Result<reqwest::Client, FetchError> {
+/// The upstream client for `settings`, through `proxy` if there is one.
+pub(super) fn client(
+    settings: &FetchSettings,
+    proxy: Option<&UpstreamProxy>,
+) -> Result<reqwest::Client, FetchError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(settings.connect_timeout)
         .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")));
@@ -59,7 +62,7 @@ pub(super) fn client(settings: &FetchSettings) -> Result<reqwest::Client, FetchE
         builder = crate::net::pem::trust_roots_from(builder, path)
             .map_err(|e| FetchError::Setup(e.to_string()))?;
     }
-    if let Some(proxy) = &settings.proxy {
+    if let Some(proxy) = proxy {
         let no_proxy = proxy
             .no_proxy
             .as_deref()

@@ -16,6 +16,9 @@ pub mod observe;
 pub mod plan;
 pub mod range;
 pub mod route;
+mod settings;
+
+pub use settings::ContentSettings;
 
 /// Whether a request's `Host` fields are what RFC 9112 §3.2 requires of
 /// it, whose answer otherwise MUST be 400 (as nginx's is): exactly one in an

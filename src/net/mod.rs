@@ -9,18 +9,9 @@ mod connection;
 pub mod pem;
 pub mod proxy_protocol;
 mod rewind;
+mod settings;
 pub mod tls;
 
 pub use connection::{serve, ConnService, Exit, FastPath, Front, Gate, Limits, Peer, ResponseBody};
 pub use rewind::Rewind;
-
-use std::time::Duration;
-
-/// A client that sends no complete request head in this time is dropped
-/// (slow-loris clients; on HTTP/1.1 hyper's timer also runs while a
-/// keep-alive connection waits for its next request).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// A connection with no request in flight for this long is closed.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connections held at once on one listener.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+pub use settings::NetSettings;

@@ -93,7 +93,7 @@ impl App {
             &self.store,
             &self.catalog,
             remove,
-            crate::upkeep::cleanup::SETTLE,
+            self.config.upkeep.cleanup_settle,
         );
         log_cleanup(&r, "local disk");
         Ok(r)
@@ -110,7 +110,7 @@ impl App {
             .cleaning
             .try_lock()
             .map_err(|_| CleanupError::Running)?;
-        let settle = crate::upkeep::cleanup::SETTLE;
+        let settle = self.config.upkeep.cleanup_settle;
         let r = crate::upkeep::cleanup::run_shared(tier, &self.catalog, remove, settle).await?;
         log_cleanup(&r, "shared tier");
         Ok(r)

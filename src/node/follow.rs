@@ -17,6 +17,53 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError, ImportReport};
 
+/// Following a primary.
+#[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct FollowSettings {
+    /// Follow a primary upcache (its admin API): its catalog, approvals,
+    /// rules and policy are pulled every follow_interval_secs (changes
+    /// only), and admin writes here answer 409. Unset: this node is a
+    /// primary.
+    #[serde(with = "crate::settings::opt_http_url")]
+    #[schemars(with = "Option<String>", example = &"https://upcache-primary.corp.example:8531")]
+    pub follow: Option<reqwest::Url>,
+    /// Bearer token for the primary's admin API.
+    #[serde(with = "crate::settings::nonempty")]
+    #[schemars(with = "Option<String>", example = &"the-primary's-admin-token")]
+    pub follow_token: Option<String>,
+    /// An https:// primary's CA (PEM), if it is not publicly trusted.
+    #[schemars(example = &"/etc/upcache/primary-ca.pem")]
+    pub follow_ca: Option<std::path::PathBuf>,
+    /// Seconds between pulls of the primary's changes.
+    #[serde(rename = "follow_interval_secs", with = "crate::settings::secs")]
+    #[schemars(with = "u64")]
+    pub follow_interval: Duration,
+}
+
+impl Default for FollowSettings {
+    fn default() -> Self {
+        FollowSettings {
+            follow: None,
+            follow_token: None,
+            follow_ca: None,
+            follow_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The token is never printed.
+impl std::fmt::Debug for FollowSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FollowSettings")
+            .field("follow", &self.follow.as_ref().map(|u| u.as_str()))
+            .field("follow_token", &self.follow_token.as_ref().map(|_| "<set>"))
+            .field("follow_ca", &self.follow_ca)
+            .field("follow_interval", &self.follow_interval)
+            .finish()
+    }
+}
+
 /// Why a pull failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {

@@ -16,9 +16,11 @@
 mod ingest;
 mod lock;
 pub mod s3;
+mod settings;
 
 pub use ingest::{Expected, Ingest, IngestError, Ingested, Partial};
 pub use lock::{DataLock, LockError};
+pub use settings::StoreSettings;
 
 use std::collections::HashMap;
 use std::fs;

@@ -59,6 +59,85 @@ pub struct S3Settings {
     pub credentials: Option<S3Credentials>,
 }
 
+/// The shared tier's keys (`s3_*`): on when a bucket is named.
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
+pub struct SharedTierSettings {
+    /// The shared tier: an S3-compatible bucket behind every node's local
+    /// disk (SeaweedFS, MinIO, Ceph RGW or AWS; path-style addressing).
+    /// Verified files are uploaded under `<prefix>/sha256/ab/cd/<hex>`; a
+    /// node missing a file locally takes it from there before asking the
+    /// origin. Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in
+    /// the environment (for the service: `systemctl edit upcache`,
+    /// Environment=...). Unset: no shared tier.
+    #[schemars(example = &"upcache")]
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint of the shared tier (unset: AWS).
+    #[schemars(example = &"http://seaweedfs.corp.example:8333")]
+    pub s3_endpoint: Option<String>,
+    /// Region of the bucket.
+    pub s3_region: String,
+    /// Key prefix inside the bucket (unset: none).
+    #[schemars(example = &"site-a")]
+    pub s3_prefix: Option<String>,
+    /// A key pair given by a program (tests); unset, the environment's.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub credentials: Option<S3Credentials>,
+}
+
+impl Default for SharedTierSettings {
+    fn default() -> Self {
+        SharedTierSettings {
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_prefix: None,
+            credentials: None,
+        }
+    }
+}
+
+impl SharedTierSettings {
+    /// The tier these keys describe; `None`: no bucket, no shared tier. An
+    /// endpoint, region or prefix without a bucket is a mistake worth
+    /// stopping for.
+    pub fn tier(&self) -> Result<Option<S3Settings>, crate::settings::Invalid> {
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let (endpoint, prefix) = (nonempty(&self.s3_endpoint), nonempty(&self.s3_prefix));
+        let Some(bucket) = nonempty(&self.s3_bucket) else {
+            if endpoint.is_some() || prefix.is_some() {
+                return Err(crate::settings::Invalid::new(
+                    "s3_bucket",
+                    "s3_endpoint or s3_prefix is set but no bucket: name one (UPCACHE_S3_BUCKET)",
+                ));
+            }
+            return Ok(None);
+        };
+        if let Some(e) = &endpoint {
+            crate::settings::opt_http_url::parse(e)
+                .map_err(|m| crate::settings::Invalid::new("s3_endpoint", m))?;
+        }
+        let env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        let from_env = || match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(key_id), Some(secret)) => Some(S3Credentials { key_id, secret }),
+            _ => None,
+        };
+        Ok(Some(S3Settings {
+            endpoint,
+            bucket,
+            region: match self.s3_region.trim() {
+                "" => "us-east-1".into(),
+                region => region.to_owned(),
+            },
+            prefix: prefix.unwrap_or_default(),
+            credentials: self.credentials.clone().or_else(from_env),
+        }))
+    }
+}
+
 /// A static key pair (never printed).
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Credentials {
@@ -97,6 +176,7 @@ pub struct S3Tier {
     store: Arc<AmazonS3>,
     prefix: String,
     bucket: String,
+    endpoint: Option<String>,
 }
 
 impl S3Tier {
@@ -140,7 +220,13 @@ impl S3Tier {
             store: Arc::new(store),
             prefix: settings.prefix.trim_matches('/').to_owned(),
             bucket: settings.bucket.clone(),
+            endpoint: settings.endpoint.clone(),
         })
+    }
+
+    /// The endpoint (`None`: AWS itself).
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// The bucket, for logs and status.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, Method, Version};
+use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
 
 use tokio::sync::oneshot;
@@ -43,8 +44,54 @@ impl Destination {
     }
 }
 
+/// The access log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct AccessLogSettings {
+    /// One line per content request: a file path, "-" for stdout, or "off".
+    /// SIGHUP (`systemctl reload`) reopens it, for logrotate.
+    pub access_log: String,
+    /// "combined" (nginx/Apache combined + cache status + seconds, for
+    /// GoAccess) or "json" (one object per line).
+    pub access_log_format: Format,
+}
+
+impl Default for AccessLogSettings {
+    fn default() -> Self {
+        AccessLogSettings {
+            access_log: "off".into(),
+            access_log_format: Format::Combined,
+        }
+    }
+}
+
+impl AccessLogSettings {
+    /// Where lines go; `None`: off (also an empty value).
+    pub fn destination(&self) -> Result<Option<Destination>, crate::settings::Invalid> {
+        match self.access_log.trim() {
+            "" | "off" => Ok(None),
+            v if v.ends_with('/') => Err(crate::settings::Invalid::new(
+                "access_log",
+                format!("{v:?} is a directory; name a file (or - for stdout)"),
+            )),
+            v => Ok(Some(Destination::parse(v))),
+        }
+    }
+}
+
 /// How lines look.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `combined`, then the cache status and the duration in seconds.

@@ -21,11 +21,6 @@ use crate::store::{DiskStore, Storage};
 /// Files listed in a report, largest first; the totals count them all.
 pub const LISTED: usize = 1000;
 
-/// A file published this recently online is left for the next cleanup: a
-/// download that has just published its file may not have told the catalog
-/// its SHA-256 yet, and would look unknown.
-pub const SETTLE: Duration = Duration::from_secs(60);
-
 /// Why a cleanup did not run (or not to its end).
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {

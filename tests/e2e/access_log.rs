@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use upcache::config::{AccessLogDestination, AccessLogFormat};
+use upcache::config::AccessLogFormat;
 
 use crate::common::*;
 
@@ -20,8 +20,8 @@ async fn every_request_gets_one_json_line_with_what_the_cache_did() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let h = Harness::with(|c| {
-        c.access_log = Some(AccessLogDestination::File(log.clone()));
-        c.access_log_format = AccessLogFormat::Json;
+        c.access_log.access_log = log.display().to_string();
+        c.access_log.access_log_format = AccessLogFormat::Json;
     })
     .await;
     h.setup(&[ID_B]).await;

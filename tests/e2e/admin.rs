@@ -203,7 +203,7 @@ async fn listing_searches_and_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_token_is_required() {
     let token = "s3cret-token-0123456789";
-    let h = Harness::with(|c| c.admin_token = Some(token.into())).await;
+    let h = Harness::with(|c| c.admin.admin_token = Some(token.into())).await;
     let r = h.call(Method::GET, "/api/v1/status").await;
     assert_eq!(r.status(), 401);
     let r = h
@@ -332,7 +332,7 @@ async fn metrics_count_hits_misses_and_refusals() {
 async fn a_downstream_upcache_syncs_catalog_and_approvals_and_fetches_through_the_upstream_one() {
     // Upstream upcache (U) fetching from the origin, behind a token.
     let token = "upstream-token-0123456789";
-    let u = Harness::with(|c| c.admin_token = Some(token.into())).await;
+    let u = Harness::with(|c| c.admin.admin_token = Some(token.into())).await;
     let r = u
         .http
         .post(u.admin("/api/v1/catalog"))

@@ -11,9 +11,10 @@ use tokio::net::TcpStream;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use upcache::config::{Config, TlsFiles};
+use upcache::config::Config;
 use upcache::demo::upstream::Upstream;
 use upcache::demo::{update_json, SampleFile};
+use upcache::net::tls::TlsFiles;
 use upcache::server::{self, Running};
 
 pub const ID_A: &str = "00000000-0000-4000-8000-00000000000a";
@@ -440,7 +441,7 @@ impl TinyDisk {
         };
         let data = disk.path().to_owned();
         let h = Harness::with(|c| {
-            c.data_dir = data;
+            c.store.data_dir = data;
             c.fetch.disk_reserve = reserve;
         })
         .await;

@@ -101,7 +101,7 @@ async fn the_console_shows_the_api_figures_live_and_approves_in_a_real_browser()
     if !browser_available() {
         return;
     }
-    let mut h = Harness::with(|c| c.admin_token = Some(TOKEN.into())).await;
+    let mut h = Harness::with(|c| c.admin.admin_token = Some(TOKEN.into())).await;
     h.http = with_token(reqwest::Client::builder());
     h.setup(&[ID_A, ID_B]).await;
     // One miss and one hit of B: a hit ratio of 1/2.
@@ -201,8 +201,8 @@ async fn the_console_works_over_https_and_shows_the_certificate_expiry() {
     let pki = private_ca(certs.path(), "console");
     let files = pki.files.clone();
     let mut h = Harness::with(|c| {
-        c.admin_tls = Some(files);
-        c.admin_token = Some(TOKEN.into());
+        c.admin.set_tls(files);
+        c.admin.admin_token = Some(TOKEN.into());
     })
     .await;
     let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();

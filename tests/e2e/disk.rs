@@ -73,7 +73,7 @@ async fn max_file_bytes_refuses_known_sizes_and_cuts_unknown_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quarantine_is_bounded_in_bytes() {
-    let h = Harness::with(|c| c.quarantine_max_bytes = 150_000).await;
+    let h = Harness::with(|c| c.store.quarantine_max_bytes = 150_000).await;
     h.setup(&[ID_A, ID_B, ID_C]).await;
     h.upstream.set_corrupt(true);
     let quarantine_bytes = |h: &Harness| -> (usize, u64) {

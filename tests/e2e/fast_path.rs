@@ -51,7 +51,7 @@ async fn exchange(addr: std::net::SocketAddr, request: &str) -> (String, Vec<Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fast_path_answers_as_the_hyper_path_does() {
     let fast = Harness::new().await;
-    let slow = Harness::with(|c| c.fast_path = false).await;
+    let slow = Harness::with(|c| c.content.fast_path = false).await;
     for h in [&fast, &slow] {
         h.setup(&[ID_A, ID_B]).await;
         for f in [&h.a, &h.b] {
@@ -131,7 +131,7 @@ async fn the_fast_path_answers_as_the_hyper_path_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_one_valid_host_get_400_on_both_paths() {
     let fast = Harness::new().await;
-    let slow = Harness::with(|c| c.fast_path = false).await;
+    let slow = Harness::with(|c| c.content.fast_path = false).await;
     for h in [&fast, &slow] {
         h.setup(&[ID_A]).await;
         assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
@@ -156,7 +156,7 @@ async fn requests_without_one_valid_host_get_400_on_both_paths() {
                 &status[9..12],
                 want,
                 "{request:?} (fast path: {})",
-                h.running().app.config.fast_path
+                h.running().app.config.content.fast_path
             );
             if want == "200" {
                 assert!(body == h.a.bytes, "{request:?}");
@@ -216,7 +216,7 @@ async fn pipelined_requests_and_a_handoff_on_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_of_a_download_get_it_by_sendfile_as_hyper_would_send_it() {
     let fast = Harness::new().await;
-    let slow = Harness::with(|c| c.fast_path = false).await;
+    let slow = Harness::with(|c| c.content.fast_path = false).await;
     let mut first = Vec::new();
     for h in [&fast, &slow] {
         h.setup(&[ID_A]).await;
@@ -275,7 +275,7 @@ async fn followers_of_a_download_get_it_by_sendfile_as_hyper_would_send_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_that_fails_gets_the_same_error_on_both_paths() {
     let fast = Harness::new().await;
-    let slow = Harness::with(|c| c.fast_path = false).await;
+    let slow = Harness::with(|c| c.content.fast_path = false).await;
     // In the catalog and approved, but the upstream does not have it.
     let missing = upcache::demo::SampleFile::generate("5077777", "cab", 10_000);
     for h in [&fast, &slow] {
@@ -303,7 +303,7 @@ async fn a_download_that_fails_gets_the_same_error_on_both_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_of_unknown_length_is_one_miss_on_both_paths() {
     let fast = Harness::new().await;
-    let slow = Harness::with(|c| c.fast_path = false).await;
+    let slow = Harness::with(|c| c.content.fast_path = false).await;
     for h in [&fast, &slow] {
         // No size in the catalog, none from the upstream (chunked): the fast
         // path starts the download, learns nothing of its length and hands

@@ -16,8 +16,8 @@ const INTERVAL: Duration = Duration::from_secs(1);
 async fn follower_of(primary: &Harness) -> Harness {
     let url = reqwest::Url::parse(&primary.admin("/")).unwrap();
     Harness::with(|c| {
-        c.follow = Some(url);
-        c.follow_interval = INTERVAL;
+        c.follow.follow = Some(url);
+        c.follow.follow_interval = INTERVAL;
     })
     .await
 }
@@ -211,7 +211,7 @@ async fn a_follower_without_its_primary_serves_what_it_knows_and_catches_up() {
     assert_eq!(follower.get(&follower.c.content_path()).await.status(), 403);
 
     // The primary comes back (same address) with a change made meanwhile.
-    primary.restart_with(|c| c.admin_listen = admin).await;
+    primary.restart_with(|c| c.admin.admin_listen = admin).await;
     primary.set_state(ID_C, "approve").await;
     within("catching up", Duration::from_secs(5), async || {
         follower.get(&follower.c.content_path()).await.status() == 200

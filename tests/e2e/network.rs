@@ -135,7 +135,7 @@ async fn the_admin_api_refuses_what_a_web_page_can_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_admin_hosts_are_answered() {
-    let h = Harness::with(|c| c.admin_hosts = vec!["upcache.corp.example".into()]).await;
+    let h = Harness::with(|c| c.admin.admin_hosts = vec!["upcache.corp.example".into()]).await;
     let r = h
         .http
         .get(h.admin("/api/v1/status"))
@@ -148,7 +148,7 @@ async fn named_admin_hosts_are_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_on_http1_and_h2() {
-    let h = Harness::with(|c| c.idle_timeout = Duration::from_millis(500)).await;
+    let h = Harness::with(|c| c.net.idle_timeout = Duration::from_millis(500)).await;
     let addr = h.running().content_addr;
     // HTTP/1.1: one request, then silence.
     let t = Instant::now();
@@ -199,7 +199,7 @@ async fn idle_connections_are_closed_on_http1_and_h2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_drops_a_client_that_trickles_its_head() {
-    let h = Harness::with(|c| c.header_timeout = Duration::from_millis(400)).await;
+    let h = Harness::with(|c| c.net.header_timeout = Duration::from_millis(400)).await;
     let mut s = TcpStream::connect(h.running().admin_addr).await.unwrap();
     s.write_all(b"GET /api/v1/status HTTP/1.1\r\n")
         .await
@@ -215,7 +215,7 @@ async fn the_admin_listener_drops_a_client_that_trickles_its_head() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_connections_new_clients_wait_until_one_closes() {
-    let h = Harness::with(|c| c.max_connections = 2).await;
+    let h = Harness::with(|c| c.net.max_connections = 2).await;
     let addr = h.running().content_addr;
     let mut held = Vec::new();
     for _ in 0..2 {

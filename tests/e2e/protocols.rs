@@ -7,7 +7,6 @@ use base64::Engine as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use upcache::fetch::UpstreamProxy;
 
 use crate::common::*;
 
@@ -214,10 +213,7 @@ async fn upstream_downloads_go_through_the_configured_proxy() {
     let url = proxy.url("upcache:p%40ss%3Aword");
     let h = Harness::with(|c| {
         c.fetch.upstream_ca_file = Some(ca.clone());
-        c.fetch.proxy = Some(UpstreamProxy {
-            url,
-            no_proxy: None,
-        });
+        c.fetch.upstream_proxy = Some(url.to_string());
     })
     .await;
     let mut catalog = h.catalog();
@@ -255,10 +251,7 @@ async fn a_refusing_proxy_is_a_502_and_no_proxy_hosts_go_direct() {
     let proxy = ForwardProxy::start("upcache:right").await;
     let url = proxy.url("upcache:wrong");
     let h = Harness::with(|c| {
-        c.fetch.proxy = Some(UpstreamProxy {
-            url: url.clone(),
-            no_proxy: None,
-        })
+        c.fetch.upstream_proxy = Some(url.to_string());
     })
     .await;
     h.setup(&[ID_A]).await;
@@ -271,10 +264,8 @@ async fn a_refusing_proxy_is_a_502_and_no_proxy_hosts_go_direct() {
 
     let direct = Some("upcache-hq.corp.example, 127.0.0.1".to_owned());
     let h = Harness::with(|c| {
-        c.fetch.proxy = Some(UpstreamProxy {
-            url,
-            no_proxy: direct,
-        })
+        c.fetch.upstream_proxy = Some(url.to_string());
+        c.fetch.upstream_no_proxy = direct;
     })
     .await;
     h.setup(&[ID_A]).await;
@@ -347,7 +338,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_dropped_and_huge_heads_refused() {
-    let h = Harness::with(|c| c.header_timeout = std::time::Duration::from_millis(300)).await;
+    let h = Harness::with(|c| c.net.header_timeout = std::time::Duration::from_millis(300)).await;
     let t = std::time::Instant::now();
     let out = raw_exchange(
         h.running().content_addr,

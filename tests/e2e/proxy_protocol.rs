@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use upcache::config::{AccessLogDestination, AccessLogFormat};
+use upcache::config::AccessLogFormat;
 
 use crate::common::*;
 
@@ -18,10 +18,10 @@ use crate::common::*;
 async fn behind_balancer(log: &Path, fast_path: bool) -> Harness {
     let log = log.to_owned();
     let h = Harness::with(|c| {
-        c.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
-        c.access_log = Some(AccessLogDestination::File(log));
-        c.access_log_format = AccessLogFormat::Json;
-        c.fast_path = fast_path;
+        c.net.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
+        c.access_log.access_log = log.display().to_string();
+        c.access_log.access_log_format = AccessLogFormat::Json;
+        c.content.fast_path = fast_path;
     })
     .await;
     h.setup(&[ID_B]).await;
@@ -238,10 +238,10 @@ async fn haproxy_passing_tls_through_names_the_client_on_the_https_listener() {
     let log = dir.path().join("access.log");
     let (files, log_path) = (pki.files.clone(), log.clone());
     let h = Harness::with(|c| {
-        c.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
-        c.listen_tls = Some(("127.0.0.1:0".parse().unwrap(), files));
-        c.access_log = Some(AccessLogDestination::File(log_path));
-        c.access_log_format = AccessLogFormat::Json;
+        c.net.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
+        c.content.set_https("127.0.0.1:0".parse().unwrap(), files);
+        c.access_log.access_log = log_path.display().to_string();
+        c.access_log.access_log_format = AccessLogFormat::Json;
     })
     .await;
     h.setup(&[ID_B]).await;
@@ -265,8 +265,8 @@ async fn haproxy_passing_tls_through_names_the_client_on_the_https_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_allowed_clients_are_served_judged_by_the_address_the_balancer_names() {
     let h = Harness::with(|c| {
-        c.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
-        c.allow_clients = vec![
+        c.net.proxy_protocol_from = vec!["127.0.0.1/32".parse().unwrap()];
+        c.net.allow_clients = vec![
             "127.0.0.1/32".parse().unwrap(),
             "192.0.2.0/24".parse().unwrap(),
         ];

@@ -30,7 +30,7 @@ fn size(f: &SampleFile) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_least_recently_served_files_are_evicted_and_fetched_again() {
     const MAX: u64 = (3 << 20) + 150_000 - 1; // a, b and c do not all fit
-    let h = Harness::with(|c| c.max_store_bytes = Some(MAX)).await;
+    let h = Harness::with(|c| c.store.max_store_bytes = Some(MAX)).await;
     assert_eq!(size(&h.a) + size(&h.b) + size(&h.c), MAX + 1);
     h.setup(&[ID_A, ID_B, ID_C]).await;
     fetch(&h, &h.c).await;
@@ -58,7 +58,7 @@ async fn the_least_recently_served_files_are_evicted_and_fetched_again() {
 async fn a_file_being_served_is_never_evicted() {
     let big = SampleFile::generate("5035001", "msu", 32 << 20);
     let b_and_c = 150_000;
-    let mut h = Harness::with(|c| c.max_store_bytes = Some((32 << 20) + b_and_c - 1)).await;
+    let mut h = Harness::with(|c| c.store.max_store_bytes = Some((32 << 20) + b_and_c - 1)).await;
     h.upstream.add(&big.path, big.bytes.clone());
     let mut catalog = h.catalog();
     catalog["updates"].as_array_mut().unwrap().push(update_json(
@@ -109,13 +109,14 @@ async fn a_file_being_served_is_never_evicted() {
 
     // A lower limit applies at start: c, served before b, goes.
     let b_only = size(&h.b);
-    h.restart_with(|c| c.max_store_bytes = Some(b_only)).await;
+    h.restart_with(|c| c.store.max_store_bytes = Some(b_only))
+        .await;
     assert!(is_stored(&h, &h.b) && !is_stored(&h, &h.c));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_larger_than_the_store_is_refused_before_any_download() {
-    let h = Harness::with(|c| c.max_store_bytes = Some(1 << 20)).await;
+    let h = Harness::with(|c| c.store.max_store_bytes = Some(1 << 20)).await;
     h.setup(&[ID_A, ID_B]).await;
     fetch(&h, &h.b).await;
     let r = h.get(&h.a.content_path()).await;
@@ -136,7 +137,7 @@ async fn a_file_larger_than_the_store_is_refused_before_any_download() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_file_comes_back_verified_by_its_learned_sha256() {
     const MAX: u64 = 150_000 - 1; // b and c do not both fit
-    let h = Harness::with(|c| c.max_store_bytes = Some(MAX)).await;
+    let h = Harness::with(|c| c.store.max_store_bytes = Some(MAX)).await;
     assert_eq!(size(&h.b) + size(&h.c), MAX + 1);
     h.setup(&[ID_B, ID_C]).await;
     let learned = |h: &Harness| {

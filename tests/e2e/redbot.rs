@@ -53,7 +53,7 @@ async fn a_stored_file_has_no_bad_finding_on_either_path() {
         return;
     }
     for fast_path in [true, false] {
-        let h = Harness::with(|c| c.fast_path = fast_path).await;
+        let h = Harness::with(|c| c.content.fast_path = fast_path).await;
         h.setup(&[ID_A]).await;
         let path = h.a.content_path();
         assert!(h.get(&path).await.bytes().await.unwrap() == h.a.bytes);

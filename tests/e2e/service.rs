@@ -122,7 +122,7 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         .parse()
         .unwrap();
     assert!(
-        limit >= upcache::net::DEFAULT_MAX_CONNECTIONS as u64 + 1024,
+        limit >= upcache::net::NetSettings::default().max_connections as u64 + 1024,
         "LimitNOFILE={limit} is below max_connections plus what the server keeps"
     );
     let dir = tempfile::tempdir().unwrap();

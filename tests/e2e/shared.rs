@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use upcache::config::{S3Credentials, S3Settings};
+use upcache::store::s3::{S3Credentials, SharedTierSettings};
 
 use crate::common::*;
 
@@ -110,12 +110,12 @@ fn put(addr: &str, path: &str, body: &[u8]) -> bool {
 
 /// Credentials as the AWS conventions have them (SeaweedFS without an
 /// identity file accepts any), given in the settings, not the environment.
-fn settings(endpoint: &str, prefix: &str) -> S3Settings {
-    S3Settings {
-        endpoint: Some(endpoint.to_owned()),
-        bucket: "upcache".into(),
-        region: "us-east-1".into(),
-        prefix: prefix.into(),
+fn settings(endpoint: &str, prefix: &str) -> SharedTierSettings {
+    SharedTierSettings {
+        s3_endpoint: Some(endpoint.to_owned()),
+        s3_bucket: Some("upcache".into()),
+        s3_region: "us-east-1".into(),
+        s3_prefix: Some(prefix.into()),
         credentials: Some(S3Credentials {
             key_id: "upcache-test".into(),
             secret: "upcache-test-secret".into(),
@@ -126,7 +126,7 @@ fn settings(endpoint: &str, prefix: &str) -> S3Settings {
 /// A node on the shared tier under `prefix`, serving `origin`'s catalog.
 async fn node(endpoint: &str, prefix: &str, origin: &Harness, ids: &[&str]) -> Harness {
     let s3 = settings(endpoint, prefix);
-    let h = Harness::with(|c| c.s3 = Some(s3)).await;
+    let h = Harness::with(|c| c.shared = s3).await;
     let r = h.import(&origin.catalog()).await;
     assert_eq!(r.status(), 200);
     for id in ids {
@@ -170,7 +170,7 @@ async fn nodes_share_what_any_of_them_fetched_ranges_included() {
     // A primary (the origin is its upstream, which every catalog URL names)
     // and a follower of it, both on the bucket: the follower has the
     // primary's catalog and approvals without an import of its own.
-    let a = Harness::with(|c| c.s3 = Some(settings(&s3, "share"))).await;
+    let a = Harness::with(|c| c.shared = settings(&s3, "share")).await;
     a.setup(&[ID_A, ID_B]).await;
     let primary = reqwest::Url::parse(&a.admin("/")).unwrap();
     // B's way out is a proxy that is down: what it takes from the bucket,
@@ -179,13 +179,10 @@ async fn nodes_share_what_any_of_them_fetched_ranges_included() {
     let proxy = format!("http://{}", down.local_addr().unwrap());
     drop(down);
     let b = Harness::with(|c| {
-        c.s3 = Some(settings(&s3, "share"));
-        c.follow = Some(primary);
-        c.follow_interval = Duration::from_secs(1);
-        c.fetch.proxy = Some(upcache::fetch::UpstreamProxy {
-            url: proxy.parse().unwrap(),
-            no_proxy: None,
-        });
+        c.shared = settings(&s3, "share");
+        c.follow.follow = Some(primary);
+        c.follow.follow_interval = Duration::from_secs(1);
+        c.fetch.upstream_proxy = Some(proxy);
     })
     .await;
     for _ in 0..200 {
@@ -241,9 +238,9 @@ async fn the_local_disk_is_a_bounded_tier_and_s3_keeps_what_it_evicts() {
     };
     let settings = settings(&s3, "evict");
     let h = Harness::with(|c| {
-        c.s3 = Some(settings);
+        c.shared = settings;
         // Room for the 3 MiB file or the small ones, not all of them.
-        c.max_store_bytes = Some(3 << 20);
+        c.store.max_store_bytes = Some(3 << 20);
     })
     .await;
     h.setup(&[ID_A, ID_B, ID_C]).await;
@@ -274,7 +271,7 @@ async fn a_bad_shared_copy_is_refused_and_healed_from_the_origin() {
     let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
         return;
     };
-    let a = Harness::with(|c| c.s3 = Some(settings(&s3, "heal"))).await;
+    let a = Harness::with(|c| c.shared = settings(&s3, "heal")).await;
     a.setup(&[ID_B]).await;
     assert_eq!(a.get(&a.b.path).await.bytes().await.unwrap(), a.b.bytes);
     a.settled().await;
@@ -326,7 +323,7 @@ async fn with_s3_down_a_node_serves_from_the_origin_and_its_disk() {
         l.local_addr().unwrap()
     };
     let s3 = settings(&format!("http://{closed}"), "down");
-    let h = Harness::with(|c| c.s3 = Some(s3)).await;
+    let h = Harness::with(|c| c.shared = s3).await;
     h.setup(&[ID_B]).await;
     let started = std::time::Instant::now();
     assert_eq!(h.get(&h.b.path).await.bytes().await.unwrap(), h.b.bytes);
@@ -390,7 +387,7 @@ async fn a_shared_cleanup_trims_the_bucket_by_the_primarys_catalog() {
     let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
         return;
     };
-    let p = Harness::with(|c| c.s3 = Some(settings(&s3, "trim"))).await;
+    let p = Harness::with(|c| c.shared = settings(&s3, "trim")).await;
     p.setup(&[ID_A, ID_B]).await;
     assert_eq!(p.get(&p.b.path).await.bytes().await.unwrap(), p.b.bytes);
     p.settled().await;
@@ -480,8 +477,8 @@ async fn a_shared_cleanup_trims_the_bucket_by_the_primarys_catalog() {
     // the primary's), a node without a shared tier.
     let primary = reqwest::Url::parse(&p.admin("/")).unwrap();
     let follower = Harness::with(|c| {
-        c.s3 = Some(settings(&s3, "trim"));
-        c.follow = Some(primary);
+        c.shared = settings(&s3, "trim");
+        c.follow.follow = Some(primary);
     })
     .await;
     let refused = run_cli(

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use upcache::config::TlsFiles;
+use upcache::net::tls::TlsFiles;
 
 use crate::common::*;
 
@@ -18,7 +18,7 @@ use crate::common::*;
 async fn https_harness(pki: &Pki, tweak: impl FnOnce(&mut upcache::config::Config)) -> Harness {
     let files = pki.files.clone();
     let mut h = Harness::with(|c| {
-        c.admin_tls = Some(files);
+        c.admin.set_tls(files);
         tweak(c);
     })
     .await;
@@ -148,7 +148,7 @@ async fn the_admin_api_speaks_https_and_the_cli_trusts_the_ca_it_is_given() {
 async fn a_silent_or_plain_client_does_not_hold_the_tls_port() {
     let certs = tempfile::tempdir().unwrap();
     let pki = private_ca(certs.path(), "corp");
-    let h = https_harness(&pki, |c| c.header_timeout = Duration::from_secs(1)).await;
+    let h = https_harness(&pki, |c| c.net.header_timeout = Duration::from_secs(1)).await;
     let addr = h.running().admin_addr;
 
     // No handshake at all: dropped once the head timeout is up.
@@ -196,8 +196,8 @@ async fn a_follower_follows_an_https_primary_with_its_ca() {
     let blind = {
         let url = url.clone();
         Harness::with(|c| {
-            c.follow = Some(url);
-            c.follow_interval = Duration::from_secs(1);
+            c.follow.follow = Some(url);
+            c.follow.follow_interval = Duration::from_secs(1);
         })
         .await
     };
@@ -211,9 +211,9 @@ async fn a_follower_follows_an_https_primary_with_its_ca() {
 
     let ca = pki.ca.clone();
     let follower = Harness::with(|c| {
-        c.follow = Some(url);
-        c.follow_ca = Some(ca);
-        c.follow_interval = Duration::from_secs(1);
+        c.follow.follow = Some(url);
+        c.follow.follow_ca = Some(ca);
+        c.follow.follow_interval = Duration::from_secs(1);
     })
     .await;
     within("the first pull", Duration::from_secs(10), async || {
@@ -347,7 +347,7 @@ async fn files_are_served_over_https_on_the_second_content_listener() {
     let pki = private_ca(certs.path(), "corp");
     let files = pki.files.clone();
     let h = Harness::with(|c| {
-        c.listen_tls = Some(("127.0.0.1:0".parse().unwrap(), files));
+        c.content.set_https("127.0.0.1:0".parse().unwrap(), files);
     })
     .await;
     h.setup(&[ID_B]).await;
