@@ -261,7 +261,7 @@ fn server_sync_of(
 ) -> Result<Arc<crate::wsus::sync::service::SyncService>, StartError> {
     use crate::wsus::sync::{service::SyncService, SyncError, SyncSettings, Tuning};
     let failed = |e: SyncError| StartError::ServerSync(Box::new(e));
-    let store = crate::metadata::MetaStore::open(&config.data_dir)
+    let store = crate::metadata::MetaStore::open(&config.store.data_dir)
         .map_err(|e| failed(SyncError::Meta(e)))?;
     let service = SyncService::new(
         Arc::new(store),
