@@ -259,14 +259,14 @@ fn server_sync_of(
     config: &Config,
     catalog: &Arc<crate::catalog::Catalog>,
 ) -> Result<Arc<crate::wsus::sync::service::SyncService>, StartError> {
-    use crate::wsus::sync::{service::SyncService, SyncError, SyncSettings, Tuning};
+    use crate::wsus::sync::{service::SyncService, SyncError, Tuning};
     let failed = |e: SyncError| StartError::ServerSync(Box::new(e));
     let store = crate::metadata::MetaStore::open(&config.store.data_dir)
         .map_err(|e| failed(SyncError::Meta(e)))?;
     let service = SyncService::new(
         Arc::new(store),
         catalog.clone(),
-        SyncSettings::default(),
+        config.server_sync.clone(),
         Tuning::default(),
     )
     .map_err(failed)?;

@@ -30,6 +30,7 @@ pub use crate::telemetry::access_log::{
     AccessLogSettings, Destination as AccessLogDestination, Format as AccessLogFormat,
 };
 use crate::upkeep::UpkeepSettings;
+use crate::wsus::sync::SyncSettings;
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
 pub const DEFAULT_CONFIG_FILE: &str = "./upcache.toml";
@@ -138,6 +139,21 @@ pub struct ServeArgs {
     /// Key prefix inside the bucket [default: none]
     #[arg(long, env = "UPCACHE_S3_PREFIX")]
     pub s3_prefix: Option<String>,
+    /// Upstream of server sync [default: https://sws.update.microsoft.com]
+    #[arg(long, env = "UPCACHE_UPSTREAM_SERVER")]
+    pub upstream_server: Option<String>,
+    /// Products to sync, by title or GUID (comma-separated) [default: none: categories only]
+    #[arg(long, env = "UPCACHE_SYNC_PRODUCTS", value_delimiter = ',')]
+    pub sync_products: Option<Vec<String>>,
+    /// Classifications to sync, by title or GUID (comma-separated) [default: none]
+    #[arg(long, env = "UPCACHE_SYNC_CLASSIFICATIONS", value_delimiter = ',')]
+    pub sync_classifications: Option<Vec<String>>,
+    /// Languages of synced metadata (comma-separated) [default: en]
+    #[arg(long, env = "UPCACHE_SYNC_LANGUAGES", value_delimiter = ',')]
+    pub sync_languages: Option<Vec<String>>,
+    /// Server sync schedule: off, a daily HH:MM (UTC), or an interval like 6h [default: off]
+    #[arg(long, env = "UPCACHE_SYNC_SCHEDULE")]
+    pub sync_schedule: Option<String>,
 }
 
 /// The settings of a server: each module's, side by side.
@@ -152,6 +168,7 @@ pub struct Config {
     pub follow: FollowSettings,
     pub access_log: AccessLogSettings,
     pub upkeep: UpkeepSettings,
+    pub server_sync: SyncSettings,
 }
 
 impl Config {
@@ -187,6 +204,7 @@ impl Config {
             follow: section(keys)?,
             access_log: section(keys)?,
             upkeep: section(keys)?,
+            server_sync: section(keys)?,
         })
     }
 
@@ -212,6 +230,7 @@ impl Config {
         self.fetch.validate()?;
         self.shared.tier()?;
         self.access_log.destination()?;
+        self.server_sync.validate()?;
         Ok(())
     }
 }

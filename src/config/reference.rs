@@ -15,6 +15,7 @@ use crate::store::s3::SharedTierSettings;
 use crate::store::StoreSettings;
 use crate::telemetry::access_log::AccessLogSettings;
 use crate::upkeep::UpkeepSettings;
+use crate::wsus::sync::SyncSettings;
 
 /// One key of the configuration.
 #[derive(Debug, Clone)]
@@ -48,6 +49,7 @@ pub fn sections() -> Vec<Section> {
         section(schemars::schema_for!(FollowSettings)),
         section(schemars::schema_for!(AccessLogSettings)),
         section(schemars::schema_for!(UpkeepSettings)),
+        section(schemars::schema_for!(SyncSettings)),
     ]
 }
 

@@ -80,6 +80,16 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
         .unwrap();
     assert_eq!(unknown.status(), 400);
 
+    // An automatic approval rule runs on newly synced updates, as on imports.
+    let r = h
+        .http
+        .post(h.admin("/api/v1/rules"))
+        .json(&json!({ "action": "approve", "classification": CLASSIFICATION_TITLE, "product": PRODUCT_TITLE }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
     // Second: the updates, in batches of the upstream's maximum (3).
     let second = sync_now(&h, &fake.url).await;
     assert_eq!(second["error"], Value::Null, "{second}");
@@ -124,10 +134,10 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
     let old = h.admin_json(&format!("/api/v1/updates/{OLD}")).await;
     assert_eq!(old["superseded"], true, "{old}");
 
-    // Approved, the file is served through the content port.
+    // Approved by the rule, the file is served through the content port.
+    assert_eq!(bundle["state"], "approved", "{bundle}");
+    assert_eq!(second["catalog"]["changed_by_rules"], 3, "{second}");
     let path = format!("/microsoftupdate/content/{}", fake.file.sha1.to_hex());
-    assert_eq!(h.get(&path).await.status(), 403);
-    h.set_state(BUNDLE, "approve").await;
     let got = h.get(&path).await;
     assert_eq!(got.status(), 200);
     assert!(got.bytes().await.unwrap() == fake.file.bytes);
@@ -227,4 +237,112 @@ async fn faults_are_recovered_or_named_and_the_rest_is_stored() {
     assert_eq!(again.already_stored, 5);
     assert!(again.complete, "{again:?}");
     assert_eq!(store.rid(BUNDLE, 200).unwrap(), rid);
+}
+
+/// The real binary: `upcache sync --server` and `upcache categories
+/// --select` drive it; a sync killed with SIGKILL mid-way (the upstream
+/// stalls on its second batch of updates) resumes after a restart,
+/// fetching only what the killed one had not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_syncs_and_a_sync_killed_mid_way_resumes_without_duplicates() {
+    let files = upcache::demo::upstream::Upstream::start().await.unwrap();
+    let file = SampleFile::generate("2267602", "exe", 1000);
+    files.add(&file.path, file.bytes.clone());
+    let fake = FakeWsus::start(file, &files.url("")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start_binary(dir.path()).await;
+    let admin = server.admin.clone();
+
+    let out = run_cli(&["sync", "--server", &fake.url, "--admin", &admin], &[]).await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("categories: 4"), "{}", out.stdout);
+    let out = run_cli(
+        &[
+            "categories",
+            "--select",
+            PRODUCT_TITLE,
+            "--select",
+            "definition updates",
+            "--admin",
+            &admin,
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&format!("[x] {PRODUCT_TITLE}")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("[ ] Security Updates"),
+        "{}",
+        out.stdout
+    );
+
+    // The updates' second batch never comes: the server is killed waiting.
+    let batches = fake
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GetUpdateData:"))
+        .count();
+    fake.behave(|b| b.hold_after = Some(batches + 1));
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{admin}/api/v1/server-sync"))
+        .json(&json!({ "upstream": fake.url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let busy = http
+        .post(format!("{admin}/api/v1/server-sync"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409);
+    within(
+        "the first batch stored",
+        Duration::from_secs(30),
+        async || {
+            let r = http
+                .get(format!("{admin}/api/v1/updates/{OLD}/xml"))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 200
+        },
+    )
+    .await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let served_before = fake.documents_served();
+    assert_eq!(served_before, 4 + 3);
+
+    fake.behave(|b| b.hold_after = None);
+    let server = start_binary(dir.path()).await;
+    let out = run_cli(
+        &["sync", "--server", &fake.url, "--admin", &server.admin],
+        &[],
+    )
+    .await;
+    assert!(out.ok, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("2 new"), "{}", out.stdout);
+    assert!(out.stdout.contains("3 already here"), "{}", out.stdout);
+    assert_eq!(fake.documents_served(), served_before + 2);
+    let bundle: Value = http
+        .get(format!("{}/api/v1/updates/{BUNDLE}", server.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bundle["files"].as_array().unwrap().len(), 1, "{bundle}");
+    drop(server);
+    // Every revision once, with the ids it was given.
+    let store = MetaStore::open(dir.path()).unwrap();
+    let kinds: u64 = store.counts().unwrap().iter().map(|(_, n)| n).sum();
+    assert_eq!(kinds, 9);
 }

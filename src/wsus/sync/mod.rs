@@ -40,21 +40,44 @@ use crate::wsus::soap::{ErrorCode, Fault, SoapError};
 /// Microsoft Update's server-sync service.
 pub const MICROSOFT_UPDATE: &str = "https://sws.update.microsoft.com";
 
-/// The sync's settings (toml keys, `UPCACHE_*` variables and flags).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Server sync: update metadata from an upstream server over [MS-WSUSSS].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct SyncSettings {
-    /// Base URL of the upstream: Microsoft Update, a WSUS (`http://wsus:8530`)
-    /// or another upcache's content port.
+    /// The upstream that `upcache sync --server`, the admin API and the
+    /// schedule sync update metadata from: Microsoft Update's server-sync
+    /// service, a WSUS (`http://wsus:8530`) or another upcache's content
+    /// listener.
     pub upstream_server: String,
-    /// Products to sync, by title or GUID (empty: categories only).
+    /// Products to sync, by title or GUID. Empty: only categories are
+    /// synced, until `upcache categories --select` (or this) names some.
+    #[schemars(example = &["Microsoft Defender Antivirus"])]
     pub sync_products: Vec<String>,
-    /// Classifications to sync, by title or GUID (empty: categories only).
+    /// Classifications to sync, by title or GUID. Empty: only categories.
+    #[schemars(example = &["Security Updates", "Definition Updates"])]
     pub sync_classifications: Vec<String>,
-    /// Languages of the updates (`ShortLanguage`, e.g. `en`).
+    /// Languages of the updates' metadata (`ShortLanguage`: en, de, fr ...).
     pub sync_languages: Vec<String>,
-    /// `off`, a daily `HH:MM` (UTC), or an interval such as `6h`.
+    /// When to sync by itself: `off`, every day at `HH:MM` (UTC), or every
+    /// interval (`30m`, `6h`, `1d`).
     pub sync_schedule: String,
+}
+
+impl SyncSettings {
+    /// What the types cannot check.
+    pub fn validate(&self) -> Result<(), crate::settings::Invalid> {
+        let invalid =
+            |setting: &'static str, message: String| crate::settings::Invalid { setting, message };
+        let u = &self.upstream_server;
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(invalid(
+                "upstream_server",
+                format!("{u:?} is not an http(s) URL"),
+            ));
+        }
+        Schedule::parse(&self.sync_schedule).map_err(|m| invalid("sync_schedule", m))?;
+        Ok(())
+    }
 }
 
 impl Default for SyncSettings {
