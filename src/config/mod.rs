@@ -30,6 +30,7 @@ pub use crate::telemetry::access_log::{
     AccessLogSettings, Destination as AccessLogDestination, Format as AccessLogFormat,
 };
 use crate::upkeep::UpkeepSettings;
+use crate::wsus::client::ClientSettings;
 use crate::wsus::sync::SyncSettings;
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
@@ -169,6 +170,7 @@ pub struct Config {
     pub access_log: AccessLogSettings,
     pub upkeep: UpkeepSettings,
     pub server_sync: SyncSettings,
+    pub update_server: ClientSettings,
 }
 
 impl Config {
@@ -205,6 +207,7 @@ impl Config {
             access_log: section(keys)?,
             upkeep: section(keys)?,
             server_sync: section(keys)?,
+            update_server: section(keys)?,
         })
     }
 
@@ -231,6 +234,7 @@ impl Config {
         self.shared.tier()?;
         self.access_log.destination()?;
         self.server_sync.validate()?;
+        self.update_server.validate()?;
         Ok(())
     }
 }

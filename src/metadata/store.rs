@@ -391,7 +391,11 @@ impl MetaStore {
         )?;
         for rev in &mut out {
             for row in links.query_map([rev.rid], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })? {
                 let (link, grp, target) = row?;
                 match link.as_str() {
@@ -407,20 +411,22 @@ impl MetaStore {
     /// The largest `rid` stored (0 when empty): a scan index older than it
     /// is stale.
     pub fn last_rid(&self) -> Result<i64, MetaError> {
-        Ok(self
-            .db()
-            .query_row("SELECT coalesce(max(rid), 0) FROM meta_revisions", [], |r| {
-                r.get(0)
-            })?)
+        Ok(self.db().query_row(
+            "SELECT coalesce(max(rid), 0) FROM meta_revisions",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// The whole document of one revision, by its stable local id.
     pub fn document_by_rid(&self, rid: i64) -> Result<Option<Vec<u8>>, MetaError> {
         let z: Option<Vec<u8>> = self
             .db()
-            .query_row("SELECT doc FROM meta_revisions WHERE rid = ?1", [rid], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT doc FROM meta_revisions WHERE rid = ?1",
+                [rid],
+                |r| r.get(0),
+            )
             .optional()?;
         z.map(|z| inflate(&z).map_err(|e| MetaError::Document(rid.to_string(), e)))
             .transpose()
