@@ -28,5 +28,6 @@ mod server_sync;
 mod service;
 mod shared;
 mod tls;
+mod update_server;
 mod waits;
 mod windows;

@@ -245,7 +245,13 @@ impl ClientServices {
             ErrorCode::InvalidParameters,
             format!("request body over {} bytes", self.max_body()),
         );
-        xml(StatusCode::PAYLOAD_TOO_LARGE, fault.to_envelope())
+        let mut response = xml(StatusCode::PAYLOAD_TOO_LARGE, fault.to_envelope());
+        // The rest of the body is never read: the connection cannot be reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response
     }
 
     /// The scan index of the store's current revisions.
