@@ -46,6 +46,8 @@ pub enum StartError {
     FollowCa(String),
     #[error("update server: {0}")]
     UpdateServer(String),
+    #[error("Delivery Optimization: {0}")]
+    Delivery(String),
     #[error("server sync: {0}")]
     ServerSync(Box<crate::wsus::sync::SyncError>),
     #[error("access log: {0}")]
@@ -187,6 +189,15 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let access_log = start_access_log(&config, &metrics)?;
     let listeners = Listeners::bind(&config).await?;
     let follower = follower_of(&config)?;
+    let delivery = crate::delivery::Delivery::new(
+        &config.delivery,
+        &config.fetch,
+        &config.store.data_dir,
+        data.store.clone(),
+        fetcher.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
     let meta = open_metadata(&config)?;
     let server_sync = server_sync_of(&config, &meta, &data.catalog)?;
     let update_server = Arc::new(
@@ -211,6 +222,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
         cleaning: tokio::sync::Mutex::new(()),
         scrubber: Arc::default(),
+        delivery: delivery.clone(),
         server_sync,
         update_server,
     });
@@ -221,6 +233,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics,
         access_log: access_log.clone(),
         validators: crate::http::content::ValidatorCache::new(app.config.store.open_file_cache),
+        delivery: Some(delivery),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -445,6 +458,7 @@ impl Listeners {
             true => crate::net::Front::Fast(content.clone()),
             false => crate::net::Front::Plain,
         };
+        let access_log = content.access_log.clone();
         let handler = |tls: bool| {
             let (content, updates) = (content.clone(), app.update_server.clone());
             hyper::service::service_fn(move |req| {
@@ -462,6 +476,7 @@ impl Listeners {
             proxies: app.config.net.proxy_protocol_from.clone(),
             allow: app.config.net.allow_clients.clone(),
             metrics: Some(app.metrics.clone()),
+            access_log,
         });
         let limits = app.config.net.content_limits();
         if let Some((listener, tls)) = self.content_tls {
