@@ -135,6 +135,10 @@ impl Delivery {
             .dns_resolver(Arc::new(resolve::ForClient(resolver.clone())))
             .build()?;
         let index = Index::open(data_dir, &*store)?;
+        if settings.do_max_bytes.is_some() {
+            // Eviction must see which files responses are sending.
+            store.track_serving();
+        }
         Ok(Arc::new(Delivery {
             mode: settings.delivery_optimization,
             scheme: settings.do_origin_scheme,

@@ -686,3 +686,91 @@ impl Harness {
         r.await.unwrap().status().as_u16()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_objects_beyond_do_max_bytes_are_evicted_least_recently_served_first() {
+    let origin = DoOrigin::start().await;
+    let paths: Vec<String> = (1..=3)
+        .map(|i| format!("/filestreamingservice/files/00000000-0000-4000-8000-00000000000{i}"))
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        origin.add(p, object(100_000 + i));
+    }
+    let proxy = origin.proxy();
+    let h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.delivery.do_max_bytes = Some(250_000);
+    })
+    .await;
+    let get = |p: &str| {
+        let url = format!("{p}?P1=1&cacheHostOrigin={ORIGIN}");
+        let h = &h;
+        async move {
+            let r = h.get(&url).await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap().len()
+        }
+    };
+    get(&paths[0]).await;
+    get(&paths[1]).await;
+    get(&paths[0]).await; // the first is now the more recently served
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 2);
+    get(&paths[2]).await; // over 250,000: the second goes
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["unverified_objects"], 2, "{status}");
+    assert_eq!(h.stored().len(), 2);
+    get(&paths[0]).await;
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        3,
+        "the first was kept"
+    );
+    get(&paths[1]).await;
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        4,
+        "the second was evicted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_below_an_hq_upcache_caches_do_objects_at_both_tiers() {
+    let origin = DoOrigin::start().await;
+    let data = object(500_000);
+    origin.add(&object_path(), data.clone());
+    let hq = harness(&origin).await;
+    let hq_url: reqwest::Url = hq.url("/").parse().unwrap();
+    let branch = Harness::with(move |c| c.fetch.upstream = Some(hq_url)).await;
+    let r = branch.get_range(&do_url(8_000), "bytes=0-99").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == data.slice(..100));
+    branch
+        .eventually("the branch stores it", |h| !h.stored().is_empty())
+        .await;
+    hq.eventually("HQ stores it", |h| !h.stored().is_empty())
+        .await;
+    // HQ got the client's query, cacheHostOrigin included, and checked it.
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+    let target = origin.state.targets.lock().unwrap()[0].clone();
+    assert!(
+        target.contains("P1=8000") && !target.contains("cacheHostOrigin"),
+        "{target}"
+    );
+    assert_eq!(hq.content_requests("miss").await, 1);
+    // Another branch client, another token: the branch's own store.
+    let again = branch.get(&do_url(8_001)).await;
+    assert!(again.bytes().await.unwrap() == data);
+    assert_eq!(
+        hq.content_requests("miss").await + hq.content_requests("hit").await,
+        1
+    );
+    // A refused origin is refused at the branch, before HQ hears of it.
+    let r = branch
+        .get(&format!(
+            "{}?P1=1&cacheHostOrigin=evil.example",
+            object_path()
+        ))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(hq.content_requests("refused").await, 0);
+}
