@@ -37,6 +37,8 @@ pub struct App {
     /// Server-to-server sync from an upstream ([MS-WSUSSS]) and the
     /// synced metadata.
     pub server_sync: Arc<crate::wsus::sync::service::SyncService>,
+    /// The update server Windows clients scan against ([MS-WUSP]).
+    pub update_server: Arc<crate::wsus::client::ClientServices>,
 }
 
 impl App {
