@@ -313,7 +313,7 @@ pub async fn serve(
         buf.advance(len);
         let close = close || shutdown.is_cancelled();
         serialize_head(&plan, close, &mut head_out);
-        let mut sent = 0;
+        let mut written = Written::default();
         let result = send(
             stream,
             &plan,
@@ -321,9 +321,11 @@ pub async fn serve(
             &head_out,
             method == Method::HEAD,
             limits.send_timeout,
-            &mut sent,
+            &mut written,
         )
         .await;
+        let sent = written.bytes.saturating_sub(head_out.len() as u64);
+        let ended = written.last.unwrap_or_else(std::time::Instant::now);
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut) {
             content.metrics.send_timeout();
         }
@@ -341,7 +343,13 @@ pub async fn serve(
             }),
         };
         let failed = result.is_err() && matches!(&source, FastSource::Following(f) if f.failed());
-        answer.finish(&content.metrics, content.access_log.as_ref(), sent, failed);
+        answer.finish(
+            &content.metrics,
+            content.access_log.as_ref(),
+            sent,
+            failed,
+            ended,
+        );
         if result.is_err() || close {
             return Exit::Closed;
         }
@@ -362,19 +370,25 @@ async fn send(
     head: &[u8],
     head_only: bool,
     stall: Duration,
-    body_sent: &mut u64,
+    written: &mut Written,
 ) -> io::Result<()> {
-    let mut written = 0;
-    let result = match source {
+    match source {
         FastSource::Stored(hit) => {
-            send_stored(stream, plan, hit, head, head_only, stall, &mut written).await
+            send_stored(stream, plan, hit, head, head_only, stall, written).await
         }
         FastSource::Following(follow) => {
-            send_following(stream, plan, follow, head, head_only, stall, &mut written).await
+            send_following(stream, plan, follow, head, head_only, stall, written).await
         }
-    };
-    *body_sent = written.saturating_sub(head.len() as u64);
-    result
+    }
+}
+
+/// What a response has written so far.
+#[derive(Default)]
+struct Written {
+    bytes: u64,
+    /// Just before the latest write: after the last, when the response
+    /// ended as a client could see (see `observe`).
+    last: Option<std::time::Instant>,
 }
 
 /// Slices gathered on the stack: a head and one part, or a short multipart.
@@ -389,7 +403,7 @@ async fn send_stored<'p>(
     head: &'p [u8],
     head_only: bool,
     stall: Duration,
-    written: &mut u64,
+    written: &mut Written,
 ) -> io::Result<()> {
     if head_only {
         return write_all(stream, &mut [io::IoSlice::new(head)], false, stall, written).await;
@@ -440,7 +454,7 @@ async fn send_following(
     head: &[u8],
     head_only: bool,
     stall: Duration,
-    written: &mut u64,
+    written: &mut Written,
 ) -> io::Result<()> {
     let parts = plan.parts();
     let more = !head_only && !parts.is_empty();
@@ -545,11 +559,12 @@ async fn write_all(
     slices: &mut [io::IoSlice<'_>],
     more: bool,
     stall: Duration,
-    written: &mut u64,
+    written: &mut Written,
 ) -> io::Result<()> {
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     let mut left: &mut [io::IoSlice<'_>] = slices;
     while !left.is_empty() {
+        written.last = Some(std::time::Instant::now());
         let n = write_some(stream, stall, || {
             // SAFETY: a zeroed msghdr is valid; IoSlice is ABI-compatible
             // with iovec and the buffers outlive the call.
@@ -562,7 +577,7 @@ async fn write_all(
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        *written += n as u64;
+        written.bytes += n as u64;
         io::IoSlice::advance_slices(&mut left, n);
     }
     Ok(())
@@ -581,7 +596,7 @@ async fn send_file(
     offset: u64,
     len: u64,
     stall: Duration,
-    written: &mut u64,
+    written: &mut Written,
 ) -> io::Result<()> {
     let mut offset = offset as libc::off_t;
     let mut left = len as usize;
@@ -590,6 +605,7 @@ async fn send_file(
         if most == SENDFILE_CHUNK {
             tokio::task::yield_now().await;
         }
+        written.last = Some(std::time::Instant::now());
         let n = write_some(stream, stall, || {
             let chunk = left.min(most);
             // SAFETY: valid descriptors; the kernel advances `offset`.
@@ -604,7 +620,7 @@ async fn send_file(
                 "stored file shorter than its plan",
             ));
         }
-        *written += n as u64;
+        written.bytes += n as u64;
         left -= n;
         most = SENDFILE_CHUNK;
     }

@@ -29,14 +29,24 @@ pub struct Answer {
 impl Answer {
     /// Records the request as ended, having sent `sent` body bytes;
     /// `failed` when the body ended in an error of ours.
-    pub fn finish(self, metrics: &Metrics, log: Option<&AccessLog>, sent: u64, failed: bool) {
+    /// `ended`: just before the last bytes went to the socket.
+    pub fn finish(
+        self,
+        metrics: &Metrics,
+        log: Option<&AccessLog>,
+        sent: u64,
+        failed: bool,
+        ended: Instant,
+    ) {
         let duration = self.started.elapsed();
         let file_bytes = match (self.outcome, self.status) {
             (Outcome::Hit | Outcome::Miss | Outcome::Coalesced, 200 | 206) => sent,
             _ => 0,
         };
         metrics.request_finished(self.outcome, duration, file_bytes);
-        if let (Some(log), Some(request)) = (log, self.request) {
+        if let (Some(log), Some(mut request)) = (log, self.request) {
+            // The time of the line is its response's end, as nginx's.
+            request.time = std::time::SystemTime::now();
             log.log(Record {
                 request,
                 status: self.status,
@@ -44,6 +54,7 @@ impl Answer {
                 duration,
                 cache: CacheStatus::of(self.outcome, self.status, failed),
                 unverified: self.unverified,
+                ended,
             });
         }
     }
@@ -54,6 +65,10 @@ impl Answer {
 pub struct Observed {
     inner: ResponseBody,
     sent: u64,
+    /// The body's length, when known: the request ends as its last byte is
+    /// handed to hyper, not when hyper next polls or drops the body (by
+    /// then the client may have it, and have asked again).
+    len: Option<u64>,
     failed: bool,
     end: Option<(Answer, Arc<Metrics>, Option<AccessLog>)>,
 }
@@ -66,6 +81,7 @@ impl Observed {
         log: Option<AccessLog>,
     ) -> Observed {
         Observed {
+            len: inner.size_hint().exact(),
             inner,
             sent: 0,
             failed: false,
@@ -75,7 +91,8 @@ impl Observed {
 
     fn finish(&mut self) {
         if let Some((answer, metrics, log)) = self.end.take() {
-            answer.finish(&metrics, log.as_ref(), self.sent, self.failed);
+            let ended = Instant::now();
+            answer.finish(&metrics, log.as_ref(), self.sent, self.failed, ended);
         }
     }
 }
@@ -92,6 +109,9 @@ impl Body for Observed {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if self.len == Some(self.sent) {
+                    self.finish();
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 self.failed = true;

@@ -552,6 +552,7 @@ fn log_refused_head(
         duration: Duration::ZERO,
         cache: CacheStatus::Answered(crate::telemetry::metrics::Outcome::Refused),
         unverified: false,
+        ended: std::time::Instant::now(),
     });
 }
 

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, Method, Version};
 use serde::{Deserialize, Serialize};
@@ -234,6 +234,10 @@ pub struct Record {
     /// A Delivery Optimization object no digest from elsewhere verified:
     /// ` UNVERIFIED` after the time (combined), `"unverified":true` (JSON).
     pub unverified: bool,
+    /// When the response ended: just before its last bytes were handed to
+    /// the socket, so that a request the client sends after reading them
+    /// ends later. Lines are written in this order.
+    pub ended: Instant,
 }
 
 /// What else the writer is asked, on a channel of its own: sending one
@@ -344,10 +348,12 @@ fn open_append(path: &Path) -> io::Result<std::fs::File> {
 /// thread (a futex call per request, at tens of thousands a second).
 const WRITE_INTERVAL: Duration = Duration::from_millis(50);
 
-/// The writer thread: every [`WRITE_INTERVAL`], formats whatever is queued
+/// The writer thread: every [`WRITE_INTERVAL`], formats what is queued
 /// into one buffer and writes it with one call (or more, past [`BUFFER`]),
-/// then answers the control messages that came before; ends when every
-/// sender is gone.
+/// in the order responses ended, then answers the control messages that
+/// came before; ends when every sender is gone. A line is held back until
+/// its response ended an interval ago: a response that ended earlier but
+/// whose task was slower to send its line still goes first.
 fn write_lines(
     lines: mpsc::Receiver<Record>,
     control: mpsc::Receiver<Control>,
@@ -357,21 +363,30 @@ fn write_lines(
 ) {
     let mut buf = String::with_capacity(BUFFER);
     let mut clock = LineClock::default();
+    let mut held: Vec<Record> = Vec::new();
     loop {
         // Taken first: every line queued before these is in the channel now.
         let asked: Vec<Control> = control.try_iter().collect();
         let closed = loop {
             match lines.try_recv() {
-                Ok(record) => {
-                    format_record(&mut buf, &record, format, &mut clock);
-                    if buf.len() >= BUFFER {
-                        write_out(&mut out, &mut buf);
-                    }
-                }
+                Ok(record) => held.push(record),
                 Err(mpsc::TryRecvError::Empty) => break false,
                 Err(mpsc::TryRecvError::Disconnected) => break true,
             }
         };
+        held.sort_by_key(|r| r.ended);
+        let flushing = closed || asked.iter().any(|c| matches!(c, Control::Flush(_)));
+        let due = match Instant::now().checked_sub(WRITE_INTERVAL) {
+            _ if flushing => held.len(),
+            Some(before) => held.partition_point(|r| r.ended <= before),
+            None => 0,
+        };
+        for record in held.drain(..due) {
+            format_record(&mut buf, &record, format, &mut clock);
+            if buf.len() >= BUFFER {
+                write_out(&mut out, &mut buf);
+            }
+        }
         write_out(&mut out, &mut buf);
         for message in asked {
             match message {
@@ -614,6 +629,7 @@ mod tests {
             duration: Duration::from_micros(1500),
             cache: CacheStatus::Answered(Outcome::Hit),
             unverified: false,
+            ended: Instant::now(),
         }
     }
 
