@@ -68,6 +68,7 @@ fn warm_store() -> Warm {
             metrics,
             access_log: None,
             validators: upcache::http::content::ValidatorCache::new(1024),
+            delivery: None,
         },
     }
 }

@@ -116,7 +116,8 @@ class Node:
 
     def start(self):
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log,
-                                     env={**os.environ, **CREDENTIALS, "RUST_LOG": "upcache=info"})
+                                     env={**os.environ, **CREDENTIALS, "RUST_LOG": "upcache=info",
+                                          "UPCACHE_MAX_CONNECTIONS_PER_IP": "1000000"})
         wait_until(f"{self.name} up", lambda: http("GET", f"http://127.0.0.1:{self.content}/healthz")[0] == 200)
 
     def kill(self):

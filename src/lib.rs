@@ -28,6 +28,7 @@ pub mod admin;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod demo;
 pub mod digest;
 pub mod fetch;

@@ -44,6 +44,8 @@ pub enum StartError {
     ContentTls(#[source] crate::net::tls::TlsError),
     #[error("follow_ca: {0}")]
     FollowCa(String),
+    #[error("Delivery Optimization: {0}")]
+    Delivery(String),
     #[error("server sync: {0}")]
     ServerSync(Box<crate::wsus::sync::SyncError>),
     #[error("access log: {0}")]
@@ -185,6 +187,15 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let access_log = start_access_log(&config, &metrics)?;
     let listeners = Listeners::bind(&config).await?;
     let follower = follower_of(&config)?;
+    let delivery = crate::delivery::Delivery::new(
+        &config.delivery,
+        &config.fetch,
+        &config.store.data_dir,
+        data.store.clone(),
+        fetcher.clone(),
+        metrics.clone(),
+    )
+    .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
     let server_sync = server_sync_of(&config, &data.catalog)?;
     let app = Arc::new(App {
         config,
@@ -199,6 +210,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
         cleaning: tokio::sync::Mutex::new(()),
         scrubber: Arc::default(),
+        delivery: delivery.clone(),
         server_sync,
     });
     let content = Arc::new(ContentService {
@@ -208,6 +220,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics,
         access_log: access_log.clone(),
         validators: crate::http::content::ValidatorCache::new(app.config.store.open_file_cache),
+        delivery: Some(delivery),
     });
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
@@ -425,6 +438,7 @@ impl Listeners {
             true => crate::net::Front::Fast(content.clone()),
             false => crate::net::Front::Plain,
         };
+        let access_log = content.access_log.clone();
         let handler = hyper::service::service_fn(move |req| {
             let content = content.clone();
             async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
@@ -433,6 +447,7 @@ impl Listeners {
             proxies: app.config.net.proxy_protocol_from.clone(),
             allow: app.config.net.allow_clients.clone(),
             metrics: Some(app.metrics.clone()),
+            access_log,
         });
         let limits = app.config.net.content_limits();
         if let Some((listener, tls)) = self.content_tls {

@@ -29,7 +29,9 @@ def start_upcache(work, content_port, admin_port, log_setting):
         [os.path.join(load.ROOT, "target/release/upcache"), "serve", "--config", config,
          "--data-dir", os.path.join(work, "data"),
          "--listen", f"127.0.0.1:{content_port}", "--admin-listen", f"127.0.0.1:{admin_port}"],
-        env={**os.environ, "RUST_LOG": "upcache=warn"}, stdout=subprocess.DEVNULL)
+        env={**os.environ, "RUST_LOG": "upcache=warn",
+             # every load client is on loopback: lift the per-address cap
+             "UPCACHE_MAX_CONNECTIONS_PER_IP": "1000000"}, stdout=subprocess.DEVNULL)
     for _ in range(100):
         try:
             load.http("GET", f"http://127.0.0.1:{admin_port}/healthz")

@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     let mut child = KillOnDrop(Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "ulimit -Sn 1024 && exec {bin} serve --data-dir {} --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0",
+            "ulimit -Sn 1024 && exec {bin} serve --data-dir {} --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --max-connections-per-ip 1000000",
             dir.path().display()
         ))
         .env("RUST_LOG", "upcache=info")

@@ -318,6 +318,8 @@ fn start(bin: &str, config: &std::path::Path) -> anyhow::Result<KillOnDrop> {
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "upcache=error")
+            // Every client of the soak is on loopback.
+            .env("UPCACHE_MAX_CONNECTIONS_PER_IP", "1000000")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;

@@ -44,12 +44,23 @@ fn check(
     body_is_empty: bool,
 ) -> Result<(), (&'static str, ApiError)> {
     let headers = req.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or(req.uri().authority().map(|a| a.as_str()))
+    // The target's authority (h2's `:authority`, an absolute-form target)
+    // names the host before `Host` does (RFC 9113 §8.3.1, RFC 9112 §3.2.2):
+    // judging `Host` alone would let a request name one host and be
+    // checked against another.
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
         .unwrap_or("");
-    if !host_is_ours(host, admin) {
+    // A request that names no host at all cannot come from a browser (an
+    // HTTP/1.0 health checker: HAProxy's `option httpchk GET /healthz`), so
+    // no rebinding page; the probes answer it.
+    let unnamed_probe = host.is_empty()
+        && req.headers().get(header::HOST).is_none()
+        && matches!(req.uri().path(), "/healthz" | "/metrics");
+    if !unnamed_probe && !host_is_ours(host, admin) {
         return Err(forbidden(
             "host",
             format!(

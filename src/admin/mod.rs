@@ -60,13 +60,18 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let limits = app.config.net.admin_limits();
+    let metrics = app.metrics.clone();
     let service = hyper_util::service::TowerToHyperService::new(router(app));
     let front = match tls {
         Some(tls) => Front::Tls(tls),
         None => Front::Plain,
     };
     // Reached directly, never through the balancer; guarded by the token.
-    let gate = Arc::new(crate::net::Gate::default());
+    // Its metrics count send timeouts and connections over the per-address cap.
+    let gate = Arc::new(crate::net::Gate {
+        metrics: Some(metrics),
+        ..crate::net::Gate::default()
+    });
     crate::net::serve(listener, service, limits, front, gate, shutdown).await;
 }
 
@@ -174,7 +179,7 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
             let mut r = ApiError(
                 StatusCode::UNAUTHORIZED,
@@ -237,6 +242,15 @@ async fn refuse_writes_on_followers(
         .into_response(),
         _ => next.run(req).await,
     }
+}
+
+/// The token of `Bearer <token>`: the scheme is case-insensitive (RFC
+/// 9110 §11.1), and may be followed by more than one space.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -548,6 +562,9 @@ pub struct Status {
     /// The last scrub since start, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrub: Option<ScrubStatus>,
+    /// Delivery Optimization content: the mode and the objects stored.
+    #[serde(default)]
+    pub delivery: crate::delivery::DeliveryStatus,
 }
 
 /// The certificate a listener presents.
@@ -586,5 +603,6 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         admin_tls: app.admin_tls.as_deref().map(TlsCertificate::of),
         content_tls: app.content_tls.as_deref().map(TlsCertificate::of),
         scrub: Some(app.scrubber.status()).filter(|s| s.started.is_some()),
+        delivery: app.delivery.status(),
     }))
 }

@@ -1,4 +1,5 @@
-//! The catalog as an upcache JSON document, written one update at a time.
+//! The catalog as an upcache JSON document, written one page of updates at
+//! a time.
 
 use std::io::Write;
 
@@ -8,51 +9,83 @@ use super::json::{FileDoc, UpdateDoc};
 use super::{CatalogError, UpdateState};
 use crate::digest::{Sha1Digest, Sha256Digest};
 
+/// Updates read per page. Each page is read in its own short transaction
+/// and serialised into memory before a byte of it is written, so a client
+/// that stops reading never holds a read snapshot open: a snapshot held
+/// while writers run keeps the WAL from being checkpointed, and it grows
+/// without bound (185 MB in 40 s under approvals, with 20 stalled exports).
+const PAGE: usize = 256;
+
 /// Writes every update with its files and approval state to `out` (with
 /// `since`, only those changed after that change number), then the change
-/// number of this snapshot, the policy and the rules: all read in one
-/// transaction, so a follower that asks `since` this `seq` next misses
-/// nothing and gets nothing twice.
+/// number, the policy and the rules read before the first update.
+///
+/// Pages are separate snapshots, so an update changed during the export may
+/// come in its newer state; its change number is then above the `seq`
+/// written, so a follower that asks `since` this `seq` next gets it again.
+/// It misses nothing: every change after `seq` is stamped above it.
 pub(super) fn write_catalog<W: Write>(
     db: &Connection,
     mut out: W,
     since: Option<u64>,
 ) -> Result<(), CatalogError> {
-    let snapshot = db.unchecked_transaction()?;
-    write_updates(&snapshot, &mut out, since)?;
-    let extras = super::json::DocExtras {
-        seq: Some(super::schema::change_seq(&snapshot)?),
-        policy: Some(super::load_policy(&snapshot)?),
-        rules: Some(super::rules::list(&snapshot)?),
+    let extras = {
+        let snapshot = db.unchecked_transaction()?;
+        let extras = super::json::DocExtras {
+            seq: Some(super::schema::change_seq(&snapshot)?),
+            policy: Some(super::load_policy(&snapshot)?),
+            rules: Some(super::rules::list(&snapshot)?),
+        };
+        snapshot.finish()?;
+        serde_json::to_string(&extras).expect("extras serialise")
     };
-    let extras = serde_json::to_string(&extras).expect("extras serialise");
-    // `{"seq":..,...}` continues the document after the updates array.
     let io = CatalogError::Export;
-    out.write_all(b",").map_err(io)?;
+    out.write_all(b"{\"updates\":[").map_err(io)?;
+    let mut after: Option<String> = None;
+    let mut page = Vec::with_capacity(64 << 10);
+    loop {
+        page.clear();
+        let first = after.is_none();
+        let Some(last) = read_page(db, &mut page, since, after.as_deref(), first)? else {
+            break;
+        };
+        // No transaction is open here: the client may take its time.
+        out.write_all(&page).map_err(io)?;
+        after = Some(last);
+    }
+    // `{"seq":..,...}` continues the document after the updates array.
+    out.write_all(b"],").map_err(io)?;
     out.write_all(&extras.as_bytes()[1..]).map_err(io)?;
     out.write_all(b"\n").map_err(io)?;
     out.flush().map_err(io)?;
-    snapshot.finish()?;
     Ok(())
 }
 
-fn write_updates<W: Write>(
+/// Serialises the next page of updates (ids after `after`) into `page`, in
+/// one read transaction; the id of its last update, or `None` at the end.
+fn read_page(
     db: &Connection,
-    mut out: W,
+    page: &mut Vec<u8>,
     since: Option<u64>,
-) -> Result<(), CatalogError> {
-    let io = CatalogError::Export;
-    let mut files_stmt = db.prepare(
+    after: Option<&str>,
+    mut first: bool,
+) -> Result<Option<String>, CatalogError> {
+    let snapshot = db.unchecked_transaction()?;
+    let mut files_stmt = snapshot.prepare_cached(
         "SELECT f.name, f.sha1, f.sha256, f.size, f.url FROM update_files uf
          JOIN files f ON f.fid = uf.fid WHERE uf.uid = ?1 ORDER BY f.name",
     )?;
-    let mut stmt = db.prepare(
+    let mut stmt = snapshot.prepare_cached(
         "SELECT uid, id, revision, title, description, kb, msrc, classification, products,
-                release_date, state, superseded FROM updates WHERE changed > ?1 ORDER BY id",
+                release_date, state, superseded FROM updates
+         WHERE changed > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
     )?;
-    let mut rows = stmt.query([since.map_or(-1, |s| s as i64)])?;
-    out.write_all(b"{\"updates\":[").map_err(io)?;
-    let mut first = true;
+    let mut rows = stmt.query(rusqlite::params![
+        since.map_or(-1, |s| s as i64),
+        after.unwrap_or(""),
+        PAGE as i64
+    ])?;
+    let mut last = None;
     while let Some(r) = rows.next()? {
         let uid: i64 = r.get(0)?;
         let files = files_stmt
@@ -81,10 +114,15 @@ fn write_updates<W: Write>(
             files,
         };
         if !first {
-            out.write_all(b",\n").map_err(io)?;
+            page.extend_from_slice(b",\n");
         }
         first = false;
-        serde_json::to_writer(&mut out, &update).map_err(|e| io(e.into()))?;
+        serde_json::to_writer(&mut *page, &update).expect("updates serialise");
+        last = Some(update.id.clone());
     }
-    out.write_all(b"]").map_err(io)
+    drop(rows);
+    drop(stmt);
+    drop(files_stmt);
+    snapshot.finish()?;
+    Ok(last)
 }

@@ -51,7 +51,12 @@ pub fn gc(data_dir: &Path, remove: bool) -> anyhow::Result<()> {
     let _lock = crate::store::DataLock::acquire(data_dir)?;
     let catalog = Catalog::open(data_dir, store.clone()).context("opening the catalog")?;
     // Nothing is downloading: no file is too fresh to judge.
-    let report = crate::upkeep::cleanup::run(&store, &catalog, remove, std::time::Duration::ZERO);
+    // DO objects are bounded by do_max_bytes, not by the catalog: kept.
+    let keep = crate::delivery::index::Index::open(data_dir, &*store)
+        .context("opening the Delivery Optimization index")?
+        .sha256s();
+    let report =
+        crate::upkeep::cleanup::run(&store, &catalog, &keep, remove, std::time::Duration::ZERO);
     super::print::print_cleanup(&report, false);
     Ok(())
 }

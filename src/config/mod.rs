@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::admin::AdminSettings;
+use crate::delivery::DeliverySettings;
 use crate::fetch::FetchSettings;
 use crate::http::ContentSettings;
 use crate::net::NetSettings;
@@ -108,6 +109,9 @@ pub struct ServeArgs {
     /// HTTP proxy for upstream downloads, e.g. http://user:pass@proxy:3128
     #[arg(long, env = "UPCACHE_UPSTREAM_PROXY", hide_env_values = true)]
     pub upstream_proxy: Option<String>,
+    /// Connections one client address may hold on each listener [default: 64]
+    #[arg(long, env = "UPCACHE_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// Evict least-recently-served files beyond this store size (e.g. 500GiB)
     #[arg(long, env = "UPCACHE_MAX_STORE_BYTES", value_parser = parse_size)]
     pub max_store_bytes: Option<u64>,
@@ -127,6 +131,22 @@ pub struct ServeArgs {
     /// PEM file of extra root certificates for an HTTPS primary
     #[arg(long, env = "UPCACHE_FOLLOW_CA")]
     pub follow_ca: Option<PathBuf>,
+    /// Delivery Optimization content: cache, pass-through or off [default: cache]
+    #[arg(long, env = "UPCACHE_DELIVERY_OPTIMIZATION")]
+    pub delivery_optimization: Option<String>,
+    /// Host patterns a DO cacheHostOrigin must match, comma-separated
+    /// [default: *.dl.delivery.mp.microsoft.com,*.delivery.mp.microsoft.com,*.windowsupdate.com,*.download.windowsupdate.com]
+    #[arg(long, env = "UPCACHE_DO_ORIGINS", value_delimiter = ',')]
+    pub do_origins: Option<Vec<String>>,
+    /// Networks a DO origin may be in besides public addresses, comma-separated
+    #[arg(long, env = "UPCACHE_DO_ORIGIN_NETWORKS", value_delimiter = ',')]
+    pub do_origin_networks: Option<Vec<String>>,
+    /// Scheme of requests to DO origins: http or https [default: http]
+    #[arg(long, env = "UPCACHE_DO_ORIGIN_SCHEME")]
+    pub do_origin_scheme: Option<String>,
+    /// Bytes of unverified DO objects kept (e.g. 200GiB) [default: no limit]
+    #[arg(long, env = "UPCACHE_DO_MAX_BYTES", value_parser = parse_size)]
+    pub do_max_bytes: Option<u64>,
     /// S3-compatible endpoint of the shared tier, e.g. http://seaweed:8333 (unset: AWS)
     #[arg(long, env = "UPCACHE_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -168,6 +188,7 @@ pub struct Config {
     pub follow: FollowSettings,
     pub access_log: AccessLogSettings,
     pub upkeep: UpkeepSettings,
+    pub delivery: DeliverySettings,
     pub server_sync: SyncSettings,
 }
 
@@ -204,6 +225,7 @@ impl Config {
             follow: section(keys)?,
             access_log: section(keys)?,
             upkeep: section(keys)?,
+            delivery: section(keys)?,
             server_sync: section(keys)?,
         })
     }
@@ -230,6 +252,7 @@ impl Config {
         self.fetch.validate()?;
         self.shared.tier()?;
         self.access_log.destination()?;
+        self.delivery.validate()?;
         self.server_sync.validate()?;
         Ok(())
     }

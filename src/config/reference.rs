@@ -7,6 +7,7 @@ use schemars::Schema;
 use serde_json::Value;
 
 use crate::admin::AdminSettings;
+use crate::delivery::DeliverySettings;
 use crate::fetch::FetchSettings;
 use crate::http::ContentSettings;
 use crate::net::NetSettings;
@@ -49,6 +50,7 @@ pub fn sections() -> Vec<Section> {
         section(schemars::schema_for!(FollowSettings)),
         section(schemars::schema_for!(AccessLogSettings)),
         section(schemars::schema_for!(UpkeepSettings)),
+        section(schemars::schema_for!(DeliverySettings)),
         section(schemars::schema_for!(SyncSettings)),
     ]
 }

@@ -72,7 +72,11 @@ impl Upstream {
             let s = s.clone();
             async move { Ok::<_, std::convert::Infallible>(answer(&s, req).await) }
         });
-        let limits = crate::net::NetSettings::default().content_limits();
+        let limits = crate::net::Limits {
+            // Every client of the test upstream is on loopback.
+            max_connections_per_ip: usize::MAX,
+            ..crate::net::NetSettings::default().content_limits()
+        };
         tokio::spawn(crate::net::serve(
             listener,
             handler,

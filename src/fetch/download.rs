@@ -11,7 +11,6 @@ use tokio::sync::watch;
 
 use super::{FetchError, FetchStatus};
 use crate::catalog::FileEntry;
-use crate::digest::Sha1Digest;
 use crate::store::{Ingest, Partial};
 
 /// Largest piece a follower reads from the temp file at once.
@@ -78,7 +77,8 @@ impl Progress {
 
 /// A download in progress, shared by the task that runs it and its followers.
 pub struct Download {
-    pub sha1: Sha1Digest,
+    /// What status shows: the file's SHA-1 in hex, or an object's key.
+    id: Arc<str>,
     name: Arc<str>,
     /// Our own handle on the temp file, set once the download holds a slot
     /// and has created it; stays valid across the commit's rename.
@@ -97,14 +97,23 @@ pub struct Download {
 impl Download {
     /// A queued download: no temp file yet (see [`Download::attach`]).
     pub(super) fn new(file: &FileEntry, name: &str) -> Download {
+        Download::queued(file.sha1.to_hex().into(), name, file.size)
+    }
+
+    /// A queued download of an object without a catalog entry, by its key.
+    pub(super) fn new_object(key: &str, size: Option<u64>) -> Download {
+        Download::queued(key.into(), key, size)
+    }
+
+    fn queued(id: Arc<str>, name: &str, size: Option<u64>) -> Download {
         Download {
-            sha1: file.sha1,
+            id,
             name: name.into(),
             reader: OnceLock::new(),
             progress: watch::Sender::new(Progress {
                 phase: Phase::Queued,
                 written: 0,
-                total: file.size,
+                total: size,
                 receiving_since: None,
                 resumes: 0,
                 rate: 0,
@@ -237,7 +246,7 @@ impl Download {
         let p = self.progress.borrow();
         let receiving = p.receiving_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
         FetchStatus {
-            sha1: self.sha1.to_hex(),
+            sha1: self.id.to_string(),
             name: self.name.to_string(),
             queued: p.phase == Phase::Queued,
             bytes_done: p.written,

@@ -10,6 +10,7 @@
 //! client's body with an error so no one receives a well-formed wrong file.
 
 mod download;
+mod object;
 mod settings;
 mod shared;
 mod throttle;
@@ -17,6 +18,7 @@ mod transfer;
 mod upstream;
 
 pub use download::{Download, Follow, Phase, Progress};
+pub use object::{Identity, ObjectOutcome, ObjectRequest, ObjectSource, OnDone};
 pub use settings::FetchSettings;
 pub use throttle::{Throttle, MIN_RATE};
 pub use upstream::UpstreamProxy;
@@ -65,6 +67,10 @@ pub enum FetchError {
     Stalled(Duration),
     #[error("{0}; try again later")]
     Busy(&'static str),
+    /// An object without a catalog entry changed identity mid-download
+    /// (another length, `ETag` or `Last-Modified` on a resume).
+    #[error("the origin's object changed mid-download: {0}")]
+    Changed(String),
 }
 
 impl FetchError {
@@ -79,6 +85,7 @@ impl FetchError {
             Self::Transfer(_) => "upstream transfer failed".into(),
             Self::Store(_) => "store error".into(),
             Self::Setup(_) => "upstream client setup failed".into(),
+            Self::Changed(_) => "the origin's object changed mid-download".into(),
             other => other.to_string(),
         }
     }
@@ -184,6 +191,8 @@ pub struct Fetcher {
     settings: FetchSettings,
     metrics: Arc<Metrics>,
     inflight: Mutex<HashMap<Sha1Digest, Arc<Download>>>,
+    /// Downloads of objects without a catalog entry, by their key.
+    objects: object::Objects,
     /// Bounds upstream downloads of any kind.
     slots: Arc<tokio::sync::Semaphore>,
     /// Downloads waiting for a slot (bounded by `max_queued`).
@@ -244,6 +253,7 @@ impl Fetcher {
             settings,
             metrics,
             inflight: Mutex::new(HashMap::new()),
+            objects: Mutex::default(),
             shared,
             proxy,
         }))
@@ -367,20 +377,35 @@ impl Fetcher {
         range: std::ops::Range<u64>,
         len: u64,
     ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
-        use futures_util::StreamExt;
         let url = match dl.source() {
             Some(source) => source.to_owned(),
             None => self.upstream_url(&self.catalog.location(&file.sha1)?.url),
         };
+        self.range_via(&self.client, &url, None, dl, range, len)
+            .await
+    }
+
+    /// [`Fetcher::range_from_upstream`] from `url` through `client`, with
+    /// `If-Range` when given (an object's pinned identity).
+    async fn range_via(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        if_range: Option<&str>,
+        dl: &Download,
+        range: std::ops::Range<u64>,
+        len: u64,
+    ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
+        use futures_util::StreamExt;
         let want = format!("bytes {}-{}/{len}", range.start, range.end - 1);
-        let request = self
-            .client
-            .get(&url)
-            .header(
-                reqwest::header::RANGE,
-                format!("bytes={}-{}", range.start, range.end - 1),
-            )
-            .send();
+        let mut request = client.get(url).header(
+            reqwest::header::RANGE,
+            format!("bytes={}-{}", range.start, range.end - 1),
+        );
+        if let Some(validator) = if_range {
+            request = request.header(reqwest::header::IF_RANGE, validator);
+        }
+        let request = request.send();
         let response = tokio::time::timeout(self.settings.read_timeout, request)
             .await
             .ok()?
@@ -440,6 +465,16 @@ impl Fetcher {
             .is_none_or(|eta| eta > wait)
     }
 
+    /// The upstream client (with `upstream_proxy` and `upstream_ca`).
+    pub fn upstream_client(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+
+    /// The longest wait for an upstream's response head or next chunk.
+    pub fn read_timeout(&self) -> Duration {
+        self.settings.read_timeout
+    }
+
     /// How long a client waits for its download to get a slot.
     pub fn queue_wait(&self) -> Duration {
         self.settings.queue_wait
@@ -449,6 +484,9 @@ impl Fetcher {
     pub fn status(&self) -> Vec<FetchStatus> {
         let inflight = self.inflight.lock().unwrap();
         let mut list: Vec<_> = inflight.values().map(|d| d.status()).collect();
+        drop(inflight);
+        let objects = self.objects.lock().unwrap();
+        list.extend(objects.values().map(|o| o.dl.status()));
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
     }
@@ -510,8 +548,14 @@ impl Fetcher {
                     metrics: &self.metrics,
                     url: &url,
                     max_store: self.quota.max(),
+                    object: None,
                 };
-                transfer.run(&dl, ingest, &file).await
+                let expected = crate::store::Expected {
+                    size: file.size,
+                    sha1: Some(file.sha1),
+                    sha256: file.sha256,
+                };
+                transfer.run(&dl, ingest, &expected).await
             }
             Err(e) => Err(e),
         };

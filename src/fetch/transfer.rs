@@ -19,7 +19,6 @@ use tokio::sync::mpsc;
 
 use super::download::{Download, Phase};
 use super::{FetchError, FetchSettings};
-use crate::catalog::FileEntry;
 use crate::store::{Expected, Ingest, IngestError, Ingested};
 use crate::telemetry::metrics::Metrics;
 
@@ -54,6 +53,9 @@ pub(super) struct Transfer<'a> {
     pub url: &'a str,
     /// A file larger than the store may hold is refused up front.
     pub max_store: Option<u64>,
+    /// An object without a catalog entry: its URL (fresh tokens) and
+    /// pinned identity (see `object.rs`).
+    pub object: Option<&'a super::ObjectSource>,
 }
 
 enum Pumped {
@@ -70,19 +72,23 @@ impl Transfer<'_> {
         &self,
         dl: &Arc<Download>,
         mut ingest: Ingest,
-        file: &FileEntry,
+        expected: &Expected,
     ) -> Result<Ingested, FetchError> {
-        self.check_room(&ingest, file.size)?;
-        if file.sha256.is_some() {
+        self.check_room(&ingest, expected.size)?;
+        if expected.sha256.is_some() || self.unverified(expected) {
             // Declared by the catalog or learned from a verified copy, the
             // SHA-256 binds the bytes as the SHA-1 does: one hash, not two.
+            // An unverified object needs only the SHA-256 it is stored under.
             ingest.without_sha1();
         }
         let response = self.request(None).await?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(self.status_error(&response));
         }
-        let total = expected_total(file.size, response.content_length())?;
+        if let Some(object) = self.object {
+            object.pin(super::Identity::of(&response));
+        }
+        let total = expected_total(expected.size, response.content_length())?;
         self.check_room(&ingest, total)?;
         if let Some(size) = total {
             ingest.limit_size(size);
@@ -111,13 +117,19 @@ impl Transfer<'_> {
         received?;
         let expected = Expected {
             size: total,
-            sha1: Some(file.sha1),
-            sha256: file.sha256,
+            ..expected.clone()
         };
-        tokio::task::spawn_blocking(move || ingest.commit(&expected))
-            .await
-            .map_err(|e| FetchError::Store(e.to_string()))?
-            .map_err(ingest_error)
+        let unverified = self.unverified(&expected);
+        tokio::task::spawn_blocking(move || {
+            if unverified {
+                ingest.commit_unverified(expected.size)
+            } else {
+                ingest.commit(&expected)
+            }
+        })
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?
+        .map_err(ingest_error)
     }
 
     /// Writes the body's first bytes (at most [`INLINE_FIRST`]) from this
@@ -233,6 +245,11 @@ impl Transfer<'_> {
     /// many of its leading bytes to discard (all of `pos` if Range was ignored).
     async fn reopen(&self, pos: u64, total: Option<u64>) -> Result<(Body, u64), FetchError> {
         let response = self.request(Some(pos)).await?;
+        if let Some(object) = self.object {
+            if response.status().is_success() {
+                object.check(&response)?;
+            }
+        }
         match response.status() {
             reqwest::StatusCode::PARTIAL_CONTENT => {
                 let content_range = response
@@ -258,19 +275,55 @@ impl Transfer<'_> {
     }
 
     async fn request(&self, from: Option<u64>) -> Result<reqwest::Response, FetchError> {
-        let mut req = self.client.get(self.url);
+        let Some(object) = self.object else {
+            return self.request_from(self.url, from, None).await;
+        };
+        loop {
+            let url = object.url();
+            let if_range = object
+                .identity()
+                .and_then(|i| i.if_range().map(str::to_owned));
+            let response = self.request_from(&url, from, if_range.as_deref()).await?;
+            // A resume refused for its token (expired since the download
+            // began): the bytes written stay, and the next client's request
+            // brings a fresh token (the stall watchdog bounds the wait).
+            let expired = matches!(response.status().as_u16(), 403 | 410);
+            if from.is_none() || !expired {
+                return Ok(response);
+            }
+            tracing::info!(at = ?from, status = %response.status(), "object token refused on resume; waiting for a fresh one");
+            object.fresher_than(&url).await;
+        }
+    }
+
+    async fn request_from(
+        &self,
+        url: &str,
+        from: Option<u64>,
+        if_range: Option<&str>,
+    ) -> Result<reqwest::Response, FetchError> {
+        let mut req = self.client.get(url);
         if let Some(pos) = from {
             req = req.header(reqwest::header::RANGE, format!("bytes={pos}-"));
+            if let Some(validator) = if_range {
+                req = req.header(reqwest::header::IF_RANGE, validator);
+            }
         }
         tokio::time::timeout(self.settings.read_timeout, req.send())
             .await
             .map_err(|_| {
                 FetchError::Timeout(format!(
-                    "no response from {} in {:?}",
-                    self.url, self.settings.read_timeout
+                    "no response from {url} in {:?}",
+                    self.settings.read_timeout
                 ))
             })?
-            .map_err(|e| classify(&e, self.url))
+            .map_err(|e| classify(&e, url))
+    }
+
+    /// An object with no digest known from elsewhere: stored unverified.
+    /// Never a catalog file, which always has its SHA-1.
+    fn unverified(&self, expected: &Expected) -> bool {
+        self.object.is_some() && expected.sha1.is_none() && expected.sha256.is_none()
     }
 
     fn body(&self, response: reqwest::Response) -> Body {

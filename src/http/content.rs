@@ -22,6 +22,8 @@ use crate::store::{Hit, Storage};
 use crate::telemetry::access_log::{self, AccessLog};
 use crate::telemetry::metrics::{Metrics, Outcome};
 
+mod delivery;
+
 /// What a busy server asks a client to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
 
@@ -33,6 +35,9 @@ pub struct ContentService {
     pub metrics: Arc<Metrics>,
     pub access_log: Option<AccessLog>,
     pub validators: ValidatorCache,
+    /// Delivery Optimization's `/filestreamingservice/` content; `None`:
+    /// those paths are 404, as any unknown path.
+    pub delivery: Option<Arc<crate::delivery::Delivery>>,
 }
 
 /// What the fast path sends a plan's file parts from.
@@ -159,6 +164,15 @@ impl ContentService {
             return refused(r);
         }
         let path = req.uri().path();
+        if let Some(delivery) = self
+            .delivery
+            .as_ref()
+            .filter(|_| crate::delivery::path::is_delivery(path))
+        {
+            return self
+                .delivery_answer(delivery, &method, req.headers(), req.uri())
+                .await;
+        }
         let key = match route::parse(path) {
             Ok(key) => key,
             Err(e) => return refused(plain(e.status(), format!("{e}\n"))),
@@ -544,6 +558,7 @@ pub fn plain(status: StatusCode, msg: impl Into<String>) -> Response<ResponseBod
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::CACHE_CONTROL, "no-store")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(body::text(msg))
         .expect("valid response")
 }

@@ -3,6 +3,9 @@
 use http::StatusCode;
 
 use crate::catalog::CatalogError;
+use crate::delivery::path::PathError;
+use crate::delivery::resolve::ResolveError;
+use crate::delivery::DeliveryError;
 use crate::fetch::FetchError;
 use crate::http::route::RouteError;
 use crate::store::StoreError;
@@ -37,7 +40,35 @@ impl HttpStatus for FetchError {
             FetchError::UpstreamStatus { .. }
             | FetchError::Connect(_)
             | FetchError::Transfer(_)
-            | FetchError::Verification(_) => StatusCode::BAD_GATEWAY,
+            | FetchError::Verification(_)
+            | FetchError::Changed(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl HttpStatus for DeliveryError {
+    /// Refused origins are 4xx on purpose: DO then stops asking this cache
+    /// host for that origin for a while, and the same request would be
+    /// refused again. Everything upstream (a name that does not resolve,
+    /// an origin's 403/404/5xx, a timeout) is 502/504, after which DO falls
+    /// back for that request only and keeps using upcache.
+    fn status(&self) -> StatusCode {
+        match self {
+            DeliveryError::Off => StatusCode::NOT_FOUND,
+            DeliveryError::Path(PathError::NotDelivery) => StatusCode::NOT_FOUND,
+            DeliveryError::Path(PathError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            DeliveryError::Path(PathError::TooLong) => StatusCode::URI_TOO_LONG,
+            DeliveryError::Origin(e) | DeliveryError::Resolve(ResolveError::Refused(e)) => {
+                if e.is_malformed() {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::FORBIDDEN
+                }
+            }
+            DeliveryError::Resolve(ResolveError::Failed(..)) => StatusCode::BAD_GATEWAY,
+            DeliveryError::Resolve(ResolveError::Timeout(_)) => StatusCode::GATEWAY_TIMEOUT,
+            DeliveryError::Fetch(e) => e.status(),
+            DeliveryError::Store(_) | DeliveryError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

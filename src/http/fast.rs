@@ -42,8 +42,8 @@ use crate::store::Hit;
 use crate::telemetry::access_log;
 
 /// Largest head the fast path reads; a larger one goes to hyper (which
-/// answers 431).
-const MAX_HEAD: usize = 64 * 1024;
+/// answers 431 at the same size).
+const MAX_HEAD: usize = crate::net::MAX_HEAD_BYTES;
 /// Headers parsed at most; more go to hyper.
 const MAX_HEADERS: usize = 64;
 /// Largest `sendfile` call before the connection lets others run, as
@@ -150,8 +150,8 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
     let (Some(1), Some(target)) = (req.version, req.path) else {
         return Parsed::Other;
     };
-    if !target.starts_with('/') {
-        return Parsed::Other;
+    if !target.starts_with('/') || !uri_accepts(target.as_bytes()) {
+        return Parsed::Other; // hyper's 400 for the characters it refuses
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
     let hosts = req
@@ -213,6 +213,24 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
     })
 }
 
+/// What the `http` crate's URI parser (hyper's) accepts in an origin-form
+/// target: the same bytes as its tables (WHATWG path and query states),
+/// so that both paths give one answer; httparse is laxer (`"`, `<`, `>` in
+/// a query).
+fn uri_accepts(target: &[u8]) -> bool {
+    let path_byte = |b: u8| matches!(b, 0x21..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7E | 0x80..);
+    let query_byte = |b: u8| matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E | 0x80..);
+    let (before_fragment, _) = match target.iter().position(|&b| b == b'#') {
+        Some(i) => target.split_at(i),
+        None => (target, &[][..]),
+    };
+    let (path, query) = match before_fragment.iter().position(|&b| b == b'?') {
+        Some(i) => (&before_fragment[..i], &before_fragment[i + 1..]),
+        None => (before_fragment, &[][..]),
+    };
+    path.iter().all(|&b| path_byte(b)) && query.iter().all(|&b| query_byte(b))
+}
+
 /// What `HeaderValue::from_bytes` accepts (httparse is laxer).
 fn is_header_value(value: &[u8]) -> bool {
     value
@@ -236,7 +254,7 @@ impl FastPath for ContentService {
 /// Serves `stream` until it closes or holds a request the fast path does
 /// not answer. Waits are bounded as hyper's are: a head must arrive within
 /// the header timeout (and the idle timeout between requests), and a
-/// client that takes no bytes for the idle timeout is dropped.
+/// client that takes no bytes for the send timeout is dropped.
 pub async fn serve(
     stream: &mut TcpStream,
     peer: std::net::IpAddr,
@@ -298,10 +316,13 @@ pub async fn serve(
             &mut source,
             &head_out,
             method == Method::HEAD,
-            limits.idle_timeout,
+            limits.send_timeout,
             &mut sent,
         )
         .await;
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut) {
+            content.metrics.send_timeout();
+        }
         let answer = Answer {
             outcome,
             status: plan.status.as_u16(),
@@ -649,6 +670,12 @@ mod tests {
         other("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n");
         other("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         other("GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
+        // Characters hyper's URI parser refuses (a 400 there).
+        for target in ["/x?a=\"b\"", "/x?<a>", "/x?a>b", "/x<y", "/x`y"] {
+            other(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        }
+        fast("GET /x?a=b&c=%22{}|^ HTTP/1.1\r\nHost: x\r\n\r\n");
+        fast("GET /x\"{}y HTTP/1.1\r\nHost: x\r\n\r\n");
         let many: String = (0..MAX_HEADERS + 1)
             .map(|i| format!("X-{i}: y\r\n"))
             .collect();

@@ -23,6 +23,7 @@ use super::range::{self, RangeRequest};
 /// Content named by its digest never changes.
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 
 /// A file's validators and their header values, computed once per file
 /// (and digest set) and kept in a cache: a warm hit formats no `ETag` or
@@ -219,6 +220,7 @@ impl Plan {
         }
         if let Some(error) = &self.error {
             emit(&header::CACHE_CONTROL, b"no-store");
+            emit(&header::X_CONTENT_TYPE_OPTIONS, b"nosniff");
             if let Some(after) = error.retry_after {
                 emit(&header::RETRY_AFTER, after.as_bytes());
             }
@@ -261,6 +263,9 @@ impl Plan {
 fn file_headers(file: &FileValidators, mut emit: impl FnMut(&HeaderName, &HeaderValue)) {
     emit(&header::ACCEPT_RANGES, &BYTES);
     emit(&header::CACHE_CONTROL, &IMMUTABLE);
+    // A payload is never to be taken for a page or a script, whatever its
+    // bytes look like (a `.txt` or `.xml` file of an update included).
+    emit(&header::X_CONTENT_TYPE_OPTIONS, &NOSNIFF);
     emit(&header::ETAG, &file.etag);
     if let Some(lm) = &file.last_modified {
         emit(&header::LAST_MODIFIED, lm);

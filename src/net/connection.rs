@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,9 +30,13 @@ use tokio_util::task::TaskTracker;
 use super::proxy_protocol::{read_start, Start};
 use super::rewind::Rewind;
 use super::tls::Terminator;
+use super::watch::Watched;
 
-/// Largest request head buffered per connection (bounded memory per client).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest request head buffered per connection: what an unfinished head
+/// may cost, renewable every header timeout. Windows clients' heads are
+/// under 1 KiB; nginx refuses a header line over 8 KiB. At 64 KiB, 1,500
+/// unfinished heads took 100 MB of memory (see benches/README.md).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How long in-flight responses may run on after shutdown is asked for.
 const DRAIN: Duration = Duration::from_secs(10);
 /// How long a connection closed for idleness may take to say goodbye (h2
@@ -55,6 +60,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections held at once; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// A response whose client takes no bytes for this long is cut (on
+    /// h2: a stream whose body is not asked for its next bytes).
+    pub send_timeout: Duration,
+    /// Connections one address may hold at once (trusted balancers are
+    /// exempt); more are closed as they come.
+    pub max_connections_per_ip: usize,
 }
 
 /// A service hyper can run on every connection of a listener.
@@ -140,15 +151,67 @@ pub struct Gate {
     pub allow: Vec<IpNet>,
     /// Where refusals are counted.
     pub metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
+    /// Where requests hyper refuses before any service sees them
+    /// (malformed heads: its own 400 or 431) are logged.
+    pub access_log: Option<crate::telemetry::access_log::AccessLog>,
 }
 
 impl Gate {
     fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
         self.proxies.iter().any(|net| net.contains(&peer))
     }
 
     fn admits(&self, client: std::net::IpAddr) -> bool {
+        let client = client.to_canonical();
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&client))
+    }
+}
+
+/// Connections held per client address on one listener.
+struct PerIp {
+    cap: usize,
+    held: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's share of its address's cap, given back when dropped.
+struct Share {
+    ip: std::net::IpAddr,
+    of: Arc<PerIp>,
+}
+
+impl PerIp {
+    fn new(cap: usize) -> PerIp {
+        PerIp {
+            cap,
+            held: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// A share for one more connection from `ip`, if it holds fewer than the cap.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Share> {
+        let mut held = self.held.lock().unwrap();
+        let n = held.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Share {
+            ip,
+            of: self.clone(),
+        })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut held = self.of.held.lock().unwrap();
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -169,6 +232,7 @@ pub async fn serve<S, B>(
 {
     let builder = Arc::new(hyper_builder(limits));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::new(limits.max_connections_per_ip));
     let connections = TaskTracker::new();
     loop {
         // At the cap, stop accepting: new clients wait in the kernel's
@@ -189,6 +253,23 @@ pub async fn serve<S, B>(
                 }
             },
         };
+        // One address may not take the listener: past its share, a
+        // connection is closed at once (a balancer speaks for many).
+        let ip = peer.ip().to_canonical();
+        let share = if gate.trusts(ip) {
+            None
+        } else {
+            match per_ip.take(ip) {
+                Some(share) => Some(share),
+                None => {
+                    tracing::debug!(%ip, "max_connections_per_ip reached: connection closed");
+                    if let Some(m) = &gate.metrics {
+                        m.over_ip_cap();
+                    }
+                    continue;
+                }
+            }
+        };
         let connection = Connection {
             stream,
             peer,
@@ -197,13 +278,17 @@ pub async fn serve<S, B>(
             hyper: Hyper {
                 builder: builder.clone(),
                 service: service.clone(),
-                peer: Peer(peer.ip()),
+                peer: Peer(ip),
+                socket: -1,
+                metrics: gate.metrics.clone(),
+                access_log: gate.access_log.clone(),
                 limits,
                 shutdown: shutdown.clone(),
             },
         };
         connections.spawn(async move {
             connection.run().await;
+            drop(share);
             drop(slot);
         });
     }
@@ -275,25 +360,28 @@ impl<S> Connection<S> {
         }
         let mut hyper = self.hyper;
         hyper.peer = Peer(client);
+        hyper.socket = std::os::fd::AsRawFd::as_raw_fd(&self.stream);
         let mut stream = self.stream;
+        let metrics = self.gate.metrics.clone();
+        let watched = |io| Watched::new(io, limits.send_timeout, metrics);
         match self.front {
             Front::Plain => {
                 let replay = read.freeze();
                 hyper
-                    .drive(Rewind {
+                    .drive(watched(Rewind {
                         replay,
                         inner: stream,
-                    })
+                    }))
                     .await
             }
             Front::Fast(fast) => {
                 let served = fast.serve(&mut stream, client, limits, &hyper.shutdown, read);
                 if let Exit::Handoff(replay) = served.await {
                     hyper
-                        .drive(Rewind {
+                        .drive(watched(Rewind {
                             replay,
                             inner: stream,
-                        })
+                        }))
                         .await;
                 }
             }
@@ -304,7 +392,13 @@ impl<S> Connection<S> {
                     inner: stream,
                 };
                 if let Some(stream) = tls.accept(stream, limits.header_timeout).await {
-                    hyper.drive(stream).await;
+                    hyper
+                        .drive(Watched::new(
+                            stream,
+                            limits.send_timeout,
+                            self.gate.metrics.clone(),
+                        ))
+                        .await;
                 }
             }
         }
@@ -323,12 +417,16 @@ async fn client_of(
     proxied: bool,
     limits: Limits,
 ) -> Option<(std::net::IpAddr, BytesMut)> {
+    // An IPv4 client of a dual-stack (`[::]`) listener, or one a balancer
+    // names in a TCP6 header, is `::ffff:a.b.c.d`: compared, counted and
+    // logged as the IPv4 address it is.
+    let peer_ip = peer.ip().to_canonical();
     if !proxied {
-        return Some((peer.ip(), BytesMut::new()));
+        return Some((peer_ip, BytesMut::new()));
     }
     match read_start(stream, limits.header_timeout).await {
-        Ok(Start::Proxied(client, rest)) => Some((client, rest)),
-        Ok(Start::Direct(rest)) => Some((peer.ip(), rest)),
+        Ok(Start::Proxied(client, rest)) => Some((client.to_canonical(), rest)),
+        Ok(Start::Direct(rest)) => Some((peer_ip, rest)),
         Err(e) => {
             tracing::debug!(%peer, error = %e, "connection dropped");
             None
@@ -341,6 +439,11 @@ struct Hyper<S> {
     builder: Arc<auto::Builder<TokioExecutor>>,
     service: S,
     peer: Peer,
+    /// The connection's socket, reset (not closed) when an HTTP/1 response
+    /// body fails (see [`Tracked`]).
+    socket: RawFd,
+    metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
+    access_log: Option<crate::telemetry::access_log::AccessLog>,
     limits: Limits,
     shutdown: CancellationToken,
 }
@@ -357,6 +460,9 @@ impl<S> Hyper<S> {
             builder,
             service,
             peer,
+            socket,
+            metrics,
+            access_log,
             limits,
             shutdown,
         } = self;
@@ -366,8 +472,17 @@ impl<S> Hyper<S> {
             service_fn(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(peer);
                 let guard = activity.begin();
+                // HTTP/1 bodies are polled by the connection's own task,
+                // while its socket is open; h2 streams by their own tasks,
+                // and the socket's send timeout cannot see one stream's
+                // window stay shut: each gets a watch of its own.
+                let watch = if req.version() == http::Version::HTTP_2 {
+                    Watch::Stream(limits.send_timeout, metrics.clone(), activity.clone())
+                } else {
+                    Watch::Socket(socket)
+                };
                 let fut = service.call(req);
-                async move { Ok::<_, Infallible>(fut.await?.map(|b| Tracked::new(b, guard))) }
+                async move { Ok::<_, Infallible>(fut.await?.map(|b| Tracked::new(b, guard, watch))) }
             })
         };
         let mut conn = pin!(builder.serve_connection(TokioIo::new(io), tracked));
@@ -379,6 +494,9 @@ impl<S> Hyper<S> {
                 ended = conn.as_mut() => {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
+                        if let Some(log) = &access_log {
+                            log_refused_head(log, peer, &*e);
+                        }
                     }
                     break;
                 }
@@ -386,7 +504,13 @@ impl<S> Hyper<S> {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                _ = activity.idle_for(limits.idle_timeout), if !closing => {
+                _ = activity.cut.notified(), if !closing => {
+                    // An h2 stream's client stopped taking its bytes.
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
+                }
+                _ = activity.idle_for(limits.idle_timeout, limits.header_timeout), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                     give_up.as_mut().reset(Instant::now() + IDLE_CLOSE_GRACE);
@@ -397,34 +521,82 @@ impl<S> Hyper<S> {
     }
 }
 
+/// A head hyper refused itself (malformed, too large): it answered 400
+/// or 431 and closed, and no service saw the request. Only the client and
+/// the status are known; the line says `-` for the request.
+fn log_refused_head(
+    log: &crate::telemetry::access_log::AccessLog,
+    peer: Peer,
+    e: &(dyn std::error::Error + 'static),
+) {
+    use crate::telemetry::access_log::{CacheStatus, Record, Request};
+    let Some(e) = e.downcast_ref::<hyper::Error>() else {
+        return;
+    };
+    let status = match (e.is_parse_too_large(), e.is_parse()) {
+        (true, _) => 431,
+        (false, true) => 400,
+        _ => return,
+    };
+    let request = Request::new(
+        Some(peer.0),
+        http::Method::from_bytes(b"-").expect("a token"),
+        "-",
+        http::Version::HTTP_11,
+        &http::HeaderMap::new(),
+    );
+    log.log(Record {
+        request,
+        status,
+        bytes: 0,
+        duration: Duration::ZERO,
+        cache: CacheStatus::Answered(crate::telemetry::metrics::Outcome::Refused),
+    });
+}
+
 /// Requests in flight on one connection, and when the last one ended.
 struct Activity {
     in_flight: AtomicUsize,
+    /// Whether a request ever began: until then the connection is held
+    /// to the header timeout, not the idle one (hyper's own head timer
+    /// starts only once it knows the protocol, i.e. after the first bytes).
+    begun: std::sync::atomic::AtomicBool,
     idle_since: Mutex<Instant>,
     changed: Notify,
+    /// Notified when an h2 stream was cut for its send timeout.
+    cut: Notify,
 }
 
 impl Activity {
     fn new() -> Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
+            begun: std::sync::atomic::AtomicBool::new(false),
             idle_since: Mutex::new(Instant::now()),
             changed: Notify::new(),
+            cut: Notify::new(),
         }
     }
 
     /// A request has started; it ends when the guard (held by its response
     /// body) is dropped.
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.store(true, Ordering::SeqCst);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.clone())
     }
 
-    /// Resolves once no request has been in flight for `limit`.
-    async fn idle_for(&self, limit: Duration) {
+    /// Resolves once no request has been in flight for `limit` (for
+    /// `first`, before any request began).
+    async fn idle_for(&self, limit: Duration, first: Duration) {
         loop {
             let changed = self.changed.notified();
             if self.in_flight.load(Ordering::SeqCst) == 0 {
+                let limit = if self.begun.load(Ordering::SeqCst) {
+                    limit
+                } else {
+                    first.min(limit)
+                };
                 let deadline = *self.idle_since.lock().unwrap() + limit;
                 if Instant::now() >= deadline {
                     return;
@@ -452,18 +624,112 @@ impl Drop for InFlight {
     }
 }
 
+/// How a response body's delivery is watched.
+enum Watch {
+    /// HTTP/1: the socket's writes are (see [`Watched`]); a body that fails
+    /// resets this socket, so that a client reading to the end of the
+    /// connection (HTTP/1.0, a length not known) never takes a cut body
+    /// for a whole one.
+    Socket(RawFd),
+    /// h2: this stream's own send timeout.
+    Stream(
+        Duration,
+        Option<Arc<crate::telemetry::metrics::Metrics>>,
+        Arc<Activity>,
+    ),
+}
+
 /// A response body that keeps its request counted as in flight until the
 /// last byte is sent (or the body is dropped).
 struct Tracked<B> {
-    inner: B,
-    _in_flight: InFlight,
+    body: Held<B>,
 }
 
-impl<B> Tracked<B> {
-    fn new(inner: B, in_flight: InFlight) -> Self {
-        Tracked {
-            inner,
-            _in_flight: in_flight,
+enum Held<B> {
+    /// Polled by the connection's task; the socket to reset if it fails.
+    Own {
+        inner: B,
+        _in_flight: InFlight,
+        socket: RawFd,
+    },
+    /// An h2 stream's: shared with its watchdog, which drops it (and what
+    /// it pins) when the client stops taking it.
+    Watched(Arc<StreamWatch<B>>),
+}
+
+/// An h2 response body and the time it last handed hyper bytes.
+struct StreamWatch<B> {
+    body: Mutex<Option<(B, InFlight)>>,
+    /// When the body was last polled, and whether it was then waiting for
+    /// the client (it had given bytes) rather than for its own source.
+    polled: Mutex<(Instant, bool)>,
+    done: CancellationToken,
+}
+
+impl<B: Send + 'static> Tracked<B> {
+    fn new(inner: B, in_flight: InFlight, watch: Watch) -> Self {
+        let body = match watch {
+            Watch::Socket(socket) => Held::Own {
+                inner,
+                _in_flight: in_flight,
+                socket,
+            },
+            Watch::Stream(limit, metrics, activity) => {
+                let watch = Arc::new(StreamWatch {
+                    body: Mutex::new(Some((inner, in_flight))),
+                    polled: Mutex::new((Instant::now(), true)),
+                    done: CancellationToken::new(),
+                });
+                tokio::spawn(watch.clone().run(limit, metrics, activity));
+                Held::Watched(watch)
+            }
+        };
+        Tracked { body }
+    }
+}
+
+impl<B: Send + 'static> StreamWatch<B> {
+    /// Cuts the stream once it has waited `limit` for its client to take
+    /// what it gave: the body (and the store map or download it holds) is
+    /// dropped, and the connection is asked to close.
+    async fn run(
+        self: Arc<Self>,
+        limit: Duration,
+        metrics: Option<Arc<crate::telemetry::metrics::Metrics>>,
+        activity: Arc<Activity>,
+    ) {
+        loop {
+            let (at, waiting_on_client) = *self.polled.lock().unwrap();
+            let deadline = if waiting_on_client {
+                at + limit
+            } else {
+                Instant::now() + limit
+            };
+            tokio::select! {
+                _ = self.done.cancelled() => return,
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            let (at, waiting_on_client) = *self.polled.lock().unwrap();
+            if waiting_on_client && at.elapsed() >= limit {
+                let cut = self.body.lock().unwrap().take();
+                if cut.is_some() {
+                    if let Some(m) = &metrics {
+                        m.send_timeout();
+                    }
+                    tracing::debug!(?limit, "h2 stream not read: cut");
+                    drop(cut);
+                    activity.cut.notify_one();
+                }
+                return;
+            }
+        }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        if let Held::Watched(watch) = &self.body {
+            watch.done.cancel();
         }
     }
 }
@@ -476,14 +742,77 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        match &mut self.body {
+            Held::Own { inner, socket, .. } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                if matches!(polled, Poll::Ready(Some(Err(_)))) {
+                    reset_on_close(*socket);
+                }
+                polled
+            }
+            Held::Watched(watch) => {
+                let mut held = watch.body.lock().unwrap();
+                let Some((inner, _)) = held.as_mut() else {
+                    // Cut by the watchdog: never an end that looks whole;
+                    // the connection is closing and resets the stream.
+                    return Poll::Pending;
+                };
+                let polled = Pin::new(inner).poll_frame(cx);
+                let waiting_on_client = matches!(polled, Poll::Ready(Some(Ok(_))));
+                *watch.polled.lock().unwrap() = (Instant::now(), waiting_on_client);
+                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+                    watch.done.cancel();
+                }
+                polled
+            }
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.body {
+            Held::Own { inner, .. } => inner.is_end_stream(),
+            Held::Watched(watch) => watch
+                .body
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_none_or(|(b, _)| b.is_end_stream()),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.body {
+            Held::Own { inner, .. } => inner.size_hint(),
+            Held::Watched(watch) => watch
+                .body
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map_or_else(SizeHint::default, |(b, _)| b.size_hint()),
+        }
+    }
+}
+
+/// Makes the close of `socket` a reset (`SO_LINGER` 0): an HTTP/1 client
+/// whose response has no length reads to the end of the connection, and a
+/// plain close would end a cut body as if it were whole.
+fn reset_on_close(socket: RawFd) {
+    if socket < 0 {
+        return;
+    }
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the socket is open: its connection's task is polling this
+    // body. A failure leaves a plain close, which is all one can do.
+    unsafe {
+        libc::setsockopt(
+            socket,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }

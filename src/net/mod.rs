@@ -11,7 +11,10 @@ pub mod proxy_protocol;
 mod rewind;
 mod settings;
 pub mod tls;
+mod watch;
 
-pub use connection::{serve, ConnService, Exit, FastPath, Front, Gate, Limits, Peer, ResponseBody};
+pub use connection::{
+    serve, ConnService, Exit, FastPath, Front, Gate, Limits, Peer, ResponseBody, MAX_HEAD_BYTES,
+};
 pub use rewind::Rewind;
 pub use settings::NetSettings;

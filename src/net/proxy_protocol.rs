@@ -86,6 +86,13 @@ fn classify(buf: &mut BytesMut) -> Classified {
     if !could_be(V1_SIGNATURE) && !could_be(ppp::v2::PROTOCOL_PREFIX) {
         return Classified::Done(Ok(Start::Direct(std::mem::take(buf))));
     }
+    if let Some(announced) = v2_length(buf) {
+        // The length is known from the 16th byte: a header announced
+        // longer than we take is refused now, not after waiting for it.
+        if announced > MAX_HEADER {
+            return Classified::Done(Err(ProxyHeaderError::TooLong));
+        }
+    }
     let parsed = HeaderResult::parse(buf);
     if !parsed.is_complete() {
         return Classified::NeedMore;
@@ -103,6 +110,15 @@ fn classify(buf: &mut BytesMut) -> Classified {
         Some(ip) => Start::Proxied(ip, rest),
         None => Start::Direct(rest),
     }))
+}
+
+/// A v2 header's whole length, as its fixed 16 bytes announce it.
+fn v2_length(buf: &[u8]) -> Option<usize> {
+    let prefix = ppp::v2::PROTOCOL_PREFIX;
+    if buf.len() < 16 || &buf[..prefix.len()] != prefix {
+        return None;
+    }
+    Some(16 + u16::from_be_bytes([buf[14], buf[15]]) as usize)
 }
 
 fn v1_client(addresses: &ppp::v1::Addresses) -> Option<IpAddr> {
@@ -217,6 +233,11 @@ mod tests {
             Some(Ok(Start::Direct(_)))
         ));
         assert_eq!(start(b"PROX"), None);
+        // A v2 header announcing more than MAX_HEADER is refused at its
+        // 16th byte, not waited for.
+        let mut long = ppp::v2::PROTOCOL_PREFIX.to_vec();
+        long.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        assert_eq!(start(&long), Some(Err(ProxyHeaderError::TooLong)));
         assert_eq!(
             start(b"PROXY TCP4 not-an-address 10.0.0.5 1 2\r\n"),
             Some(Err(ProxyHeaderError::Malformed))

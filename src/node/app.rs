@@ -32,6 +32,8 @@ pub struct App {
     /// Held by the cleanup running now: one at a time.
     pub cleaning: tokio::sync::Mutex<()>,
     pub scrubber: Arc<crate::upkeep::scrub::Scrubber>,
+    /// Delivery Optimization's objects (their index, status).
+    pub delivery: Arc<crate::delivery::Delivery>,
     /// Server-to-server sync from an upstream ([MS-WSUSSS]) and the
     /// synced metadata.
     pub server_sync: Arc<crate::wsus::sync::service::SyncService>,
@@ -92,6 +94,7 @@ impl App {
         let r = crate::upkeep::cleanup::run(
             &self.store,
             &self.catalog,
+            &self.delivery.index().sha256s(),
             remove,
             self.config.upkeep.cleanup_settle,
         );

@@ -134,6 +134,14 @@ impl Follower {
             builder = crate::net::pem::trust_roots_from(builder, ca).map_err(|e| e.to_string())?;
         }
         let http = builder.build().map_err(|e| e.to_string())?;
+        if token.is_some() && primary.scheme() == "http" {
+            // The token rides every pull in clear: anyone on the path can
+            // take it and drive the primary's admin API.
+            tracing::warn!(
+                %primary,
+                "follow_token is sent to the primary over plain http://: use https:// (admin_tls on the primary) so that it cannot be read on the way"
+            );
+        }
         let status = FollowStatus {
             primary: primary.to_string(),
             ..FollowStatus::default()

@@ -368,6 +368,31 @@ impl Ingest {
         Ok(got)
     }
 
+    /// Publishes bytes no digest from elsewhere can check (a Delivery
+    /// Optimization object the catalog knows nothing of) under the SHA-256
+    /// computed on the way in, after checking the size when one is known.
+    /// The caller records them as unverified; [`Ingest::commit`] is for
+    /// everything else.
+    pub fn commit_unverified(mut self, size: Option<u64>) -> Result<Ingested, IngestError> {
+        self.sidecar.take();
+        let got = Ingested {
+            sha1: None,
+            sha256: Sha256Digest::from_slice(&self.sha256.clone().finalize()).expect("32 bytes"),
+            size: self.written,
+        };
+        if let Some(expected) = size.filter(|&s| s != got.size) {
+            self.quarantine(&got);
+            return Err(IngestError::SizeMismatch {
+                expected,
+                got: got.size,
+            });
+        }
+        self.file.sync_all()?;
+        self.store.publish(&self.path, &got.sha256)?;
+        self.path = PathBuf::new();
+        Ok(got)
+    }
+
     fn quarantine(&mut self, got: &Ingested) {
         let label = got.sha1.map_or_else(|| got.sha256.to_hex(), |d| d.to_hex());
         match self.store.quarantine(&self.path, &label) {

@@ -69,6 +69,11 @@ struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerificationLabels {
+    verification: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
     listener: &'static str,
 }
@@ -104,10 +109,16 @@ pub struct Metrics {
     verify_failures: Counter,
     scrub_bad_files: Counter,
     clients_refused: Counter,
+    send_timeouts: Counter,
+    over_ip_cap: Counter,
     resumes: Counter,
     evicted_files: Counter,
     evicted_bytes: Counter,
     admin_refused: Family<ReasonLabels, Counter>,
+    /// Delivery Optimization: origins refused, objects stored, identity changes.
+    do_refused: Family<ReasonLabels, Counter>,
+    do_stored: Family<VerificationLabels, Counter>,
+    do_identity_changed: Counter,
     sendfile_responses: Counter,
     served_bytes: Counter,
     /// One per outcome (resolved once: an observation is one lock, no lookup).
@@ -151,10 +162,15 @@ impl Default for Metrics {
         let verify_failures = Counter::default();
         let scrub_bad_files = Counter::default();
         let clients_refused = Counter::default();
+        let send_timeouts = Counter::default();
+        let over_ip_cap = Counter::default();
         let resumes = Counter::default();
         let evicted_files = Counter::default();
         let evicted_bytes = Counter::default();
         let admin_refused = Family::<ReasonLabels, Counter>::default();
+        let do_refused = Family::<ReasonLabels, Counter>::default();
+        let do_stored = Family::<VerificationLabels, Counter>::default();
+        let do_identity_changed = Counter::default();
         let sendfile_responses = Counter::default();
         let served_bytes = Counter::default();
         let durations = Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -230,6 +246,21 @@ impl Default for Metrics {
             sendfile_responses.clone(),
         );
         registry.register(
+            "do_refused",
+            "Delivery Optimization requests refused before any upstream connection, by reason (missing, duplicate, encoded, userinfo, port, not_a_name, too_long, not_allowed, address, private_answer)",
+            do_refused.clone(),
+        );
+        registry.register(
+            "do_stored",
+            "Delivery Optimization objects stored, verified against a known digest or unverified",
+            do_stored.clone(),
+        );
+        registry.register(
+            "do_identity_changed",
+            "Delivery Optimization downloads discarded because the origin's length, ETag or Last-Modified changed mid-download",
+            do_identity_changed.clone(),
+        );
+        registry.register(
             "admin_refused",
             "Admin API requests refused as what a web page could send (host, origin, cross_site, content_type)",
             admin_refused.clone(),
@@ -284,6 +315,16 @@ impl Default for Metrics {
             "Connections to a content listener from clients outside allow_clients",
             clients_refused.clone(),
         );
+        registry.register(
+            "send_timeouts",
+            "Responses cut because the client took no bytes for send_timeout_secs (both listeners, every protocol)",
+            send_timeouts.clone(),
+        );
+        registry.register(
+            "connections_over_ip_cap",
+            "Connections closed at once because their address already held max_connections_per_ip",
+            over_ip_cap.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -293,10 +334,15 @@ impl Default for Metrics {
             verify_failures,
             scrub_bad_files,
             clients_refused,
+            send_timeouts,
+            over_ip_cap,
             resumes,
             evicted_files,
             evicted_bytes,
             admin_refused,
+            do_refused,
+            do_stored,
+            do_identity_changed,
             sendfile_responses,
             served_bytes,
             request_durations,
@@ -365,6 +411,16 @@ impl Metrics {
         self.clients_refused.inc();
     }
 
+    /// A response was cut: its client took nothing for `send_timeout`.
+    pub fn send_timeout(&self) {
+        self.send_timeouts.inc();
+    }
+
+    /// A connection was closed at once: its address held its cap already.
+    pub fn over_ip_cap(&self) {
+        self.over_ip_cap.inc();
+    }
+
     /// A stored file was evicted (max_store_bytes).
     pub fn evicted(&self, bytes: u64) {
         self.evicted_files.inc();
@@ -384,6 +440,26 @@ impl Metrics {
     }
 
     /// An admin request was refused by the cross-site guard, for `reason`.
+    /// A DO origin refused (see `delivery::origin::OriginError::reason`).
+    pub fn do_refused(&self, reason: &'static str) {
+        self.do_refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A DO object stored, unverified or verified.
+    pub fn do_stored(&self, unverified: bool) {
+        let verification = if unverified { "unverified" } else { "verified" };
+        self.do_stored
+            .get_or_create(&VerificationLabels { verification })
+            .inc();
+    }
+
+    /// A DO download discarded: the origin's object changed mid-way.
+    pub fn do_identity_changed(&self) {
+        self.do_identity_changed.inc();
+    }
+
     pub fn admin_refused(&self, reason: &'static str) {
         self.admin_refused
             .get_or_create(&ReasonLabels { reason })

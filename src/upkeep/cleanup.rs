@@ -74,8 +74,15 @@ pub struct CleanupReport {
 
 /// Finds the stored files the policy no longer needs and, with `remove`,
 /// removes them (telling the catalog). Files published within `settle` are
-/// left alone.
-pub fn run(store: &DiskStore, catalog: &Catalog, remove: bool, settle: Duration) -> CleanupReport {
+/// left alone, and so are those in `keep`: Delivery Optimization objects,
+/// which no catalog entry names and `do_max_bytes` bounds instead.
+pub fn run(
+    store: &DiskStore,
+    catalog: &Catalog,
+    keep: &std::collections::HashSet<Sha256Digest>,
+    remove: bool,
+    settle: Duration,
+) -> CleanupReport {
     let policy = catalog.policy();
     let mut report = CleanupReport {
         removed: remove,
@@ -83,6 +90,9 @@ pub fn run(store: &DiskStore, catalog: &Catalog, remove: bool, settle: Duration)
     };
     let now = SystemTime::now();
     for sha256 in store.published() {
+        if keep.contains(&sha256) {
+            continue;
+        }
         let entry = catalog.lookup_sha256(&sha256);
         let Some(why) = unneeded(entry.as_ref(), &policy) else {
             continue;

@@ -122,15 +122,15 @@ async fn unsatisfiable_ranges_get_416_and_invalid_ones_are_ignored() {
         assert_eq!(r.status(), 200, "{bad}");
         assert_eq!(r.bytes().await.unwrap().len(), len);
     }
-    // Thousands of disjoint ranges are not amplified into a huge multipart
-    // body: served whole, or refused outright when the header is too large.
+    // A thousand disjoint ranges are not amplified into a huge multipart
+    // body: served whole, or refused outright when the head is over 16 KiB.
     let many = |n: usize| {
         (0..n)
             .map(|i| format!("{}-{}", i * 100, i * 100 + 1))
             .collect::<Vec<_>>()
             .join(",")
     };
-    let r = h.get_range(&path, &format!("bytes={}", many(4000))).await;
+    let r = h.get_range(&path, &format!("bytes={}", many(1000))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().len(), len);
     let r = h.get_range(&path, &format!("bytes={}", many(10_000))).await;

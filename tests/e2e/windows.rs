@@ -64,7 +64,7 @@ async fn a_query_string_never_changes_which_file_is_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivery_optimization_file_urls_get_a_404_to_fall_back_from() {
+async fn delivery_optimization_file_urls_without_an_origin_are_refused_and_never_a_file() {
     let h = Harness::new().await;
     h.setup(&[ID_B]).await;
     assert_eq!(h.get(&h.b.path).await.bytes().await.unwrap(), h.b.bytes);
@@ -85,13 +85,15 @@ async fn delivery_optimization_file_urls_get_a_404_to_fall_back_from() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 404, "{path}");
+            // The DO wing answers (tests/e2e/delivery.rs): no cacheHostOrigin,
+            // or no GUID, is a request it refuses; never a stored file.
+            assert_eq!(r.status(), 400, "{path}");
             // A cache in front must not keep the answer.
             assert_eq!(r.headers()["cache-control"], "no-store");
             let r = client.head(h.url(&path)).send().await.unwrap();
-            assert_eq!(r.status(), 404, "{path}");
+            assert_eq!(r.status(), 400, "{path}");
         }
-        assert_eq!(h.raw_status(&path).await, 404);
+        assert_eq!(h.raw_status(&path).await, 400);
     }
 }
 

@@ -1,0 +1,366 @@
+//! The DO object index: object key → the SHA-256 its bytes are stored
+//! under, with the identity the origin gave them and whether they were
+//! verified. A table in the catalog's database (its own connection; its
+//! own schema version in `settings`, so it migrates independently of the
+//! catalog's), mirrored in memory for the request path.
+//!
+//! A key maps to one SHA-256: once stored, a later request for the key can
+//! only get those bytes, whatever the origin does since.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::path::ObjectKey;
+use crate::digest::Sha256Digest;
+use crate::store::Storage;
+
+/// The schema's version, kept in the catalog's `settings` table.
+const VERSION: i64 = 1;
+const VERSION_KEY: &str = "do_schema_version";
+
+/// `do_objects`: one row per stored DO object. `unverified` is 1 when no
+/// digest from elsewhere checked the bytes (their SHA-256 was computed on
+/// the way in); `do_digests`: digests an administrator or synced metadata
+/// binds to an object key, checked like a catalog file's.
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS do_objects (
+    key           TEXT PRIMARY KEY,
+    sha256        BLOB NOT NULL,
+    size          INTEGER NOT NULL,
+    etag          TEXT,
+    last_modified TEXT,
+    unverified    INTEGER NOT NULL,
+    stored_at     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS do_objects_sha256 ON do_objects(sha256);
+CREATE TABLE IF NOT EXISTS do_digests (
+    key    TEXT PRIMARY KEY,
+    sha256 BLOB NOT NULL
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("DO object index: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+/// What the origin said the object was, pinned from its first response.
+pub use crate::fetch::Identity;
+
+/// One stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub unverified: bool,
+    pub identity: Identity,
+}
+
+struct Entry {
+    stored: Stored,
+    /// Milliseconds since the index was opened at the last serve (LRU order).
+    served: AtomicU64,
+}
+
+/// The index, in memory and on disk.
+pub struct Index {
+    db: Mutex<Connection>,
+    entries: RwLock<HashMap<ObjectKey, Entry>>,
+    digests: RwLock<HashMap<ObjectKey, Sha256Digest>>,
+    opened: std::time::Instant,
+}
+
+impl Index {
+    /// Opens the index in `data_dir`'s catalog database, migrating it, and
+    /// loads the objects the store still has (a missing file is forgotten:
+    /// the next request fetches it again).
+    pub fn open(data_dir: &Path, store: &dyn Storage) -> Result<Arc<Index>, IndexError> {
+        let conn = Connection::open(data_dir.join("catalog.sqlite3"))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        migrate(&conn)?;
+        let index = Index {
+            db: Mutex::new(conn),
+            entries: RwLock::default(),
+            digests: RwLock::default(),
+            opened: std::time::Instant::now(),
+        };
+        index.load(store)?;
+        Ok(Arc::new(index))
+    }
+
+    fn load(&self, store: &dyn Storage) -> Result<(), IndexError> {
+        let db = self.db();
+        let mut gone = Vec::new();
+        {
+            let mut stmt = db.prepare(
+                "SELECT key, sha256, size, etag, last_modified, unverified FROM do_objects",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Stored {
+                        sha256: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        identity: Identity {
+                            len: Some(r.get::<_, i64>(2)? as u64),
+                            etag: r.get(3)?,
+                            last_modified: r.get(4)?,
+                        },
+                        unverified: r.get::<_, i64>(5)? != 0,
+                    },
+                ))
+            })?;
+            let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+            for row in rows {
+                let (key, stored) = row?;
+                let Some(key) = ObjectKey::from_stored(&key) else {
+                    continue;
+                };
+                if store.published_at(&stored.sha256).is_none() {
+                    gone.push(key);
+                    continue;
+                }
+                entries.insert(
+                    key,
+                    Entry {
+                        stored,
+                        served: AtomicU64::new(0),
+                    },
+                );
+            }
+        }
+        for key in gone {
+            db.execute("DELETE FROM do_objects WHERE key = ?1", [key.as_str()])?;
+        }
+        let mut stmt = db.prepare("SELECT key, sha256 FROM do_digests")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        let mut digests = self.digests.write().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            let (key, sha256) = row?;
+            if let Some(key) = ObjectKey::from_stored(&key) {
+                digests.insert(key, sha256);
+            }
+        }
+        Ok(())
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stored object of `key`, if any.
+    pub fn get(&self, key: &ObjectKey) -> Option<Stored> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(key).map(|e| e.stored.clone())
+    }
+
+    /// The SHA-256 an administrator or synced metadata binds to `key`.
+    pub fn known_digest(&self, key: &ObjectKey) -> Option<Sha256Digest> {
+        let digests = self.digests.read().unwrap_or_else(|p| p.into_inner());
+        digests.get(key).copied()
+    }
+
+    /// Binds `key` to `sha256`: its next download is verified against it.
+    pub fn set_known_digest(
+        &self,
+        key: &ObjectKey,
+        sha256: Sha256Digest,
+    ) -> Result<(), IndexError> {
+        self.db().execute(
+            "INSERT INTO do_digests(key, sha256) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET sha256 = excluded.sha256",
+            params![key.as_str(), sha256],
+        )?;
+        let mut digests = self.digests.write().unwrap_or_else(|p| p.into_inner());
+        digests.insert(key.clone(), sha256);
+        Ok(())
+    }
+
+    /// Records a stored object (in memory at once; on disk before return).
+    pub fn insert(&self, key: &ObjectKey, stored: Stored) -> Result<(), IndexError> {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
+        self.db().execute(
+            "INSERT INTO do_objects(key, sha256, size, etag, last_modified, unverified, stored_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(key) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,
+                 etag = excluded.etag, last_modified = excluded.last_modified,
+                 unverified = excluded.unverified, stored_at = excluded.stored_at",
+            params![
+                key.as_str(),
+                stored.sha256,
+                stored.size as i64,
+                stored.identity.etag,
+                stored.identity.last_modified,
+                i64::from(stored.unverified),
+                at
+            ],
+        )?;
+        let served = AtomicU64::new(self.now());
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        entries.insert(key.clone(), Entry { stored, served });
+        Ok(())
+    }
+
+    /// Forgets `key` (its bytes were evicted or went missing).
+    pub fn remove(&self, key: &ObjectKey) -> Result<(), IndexError> {
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        self.db()
+            .execute("DELETE FROM do_objects WHERE key = ?1", [key.as_str()])?;
+        Ok(())
+    }
+
+    /// Notes that `key` was just served (for eviction order).
+    pub fn served(&self, key: &ObjectKey) {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = entries.get(key) {
+            e.served.store(self.now(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether some key other than `key` keeps these bytes.
+    pub fn shared_by_other(&self, key: &ObjectKey, sha256: &Sha256Digest) -> bool {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .any(|(k, e)| k != key && e.stored.sha256 == *sha256)
+    }
+
+    /// Unverified objects, least recently served first, with their sizes.
+    pub fn unverified_by_last_served(&self) -> Vec<(ObjectKey, Sha256Digest, u64)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = entries
+            .iter()
+            .filter(|(_, e)| e.stored.unverified)
+            .map(|(k, e)| {
+                let served = e.served.load(Ordering::Relaxed);
+                (served, k.clone(), e.stored.sha256, e.stored.size)
+            })
+            .collect();
+        list.sort();
+        list.into_iter().map(|(_, k, d, s)| (k, d, s)).collect()
+    }
+
+    /// Objects and bytes stored: (verified, unverified).
+    pub fn totals(&self) -> ((u64, u64), (u64, u64)) {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let (mut verified, mut unverified) = ((0, 0), (0, 0));
+        for e in entries.values() {
+            let t = if e.stored.unverified {
+                &mut unverified
+            } else {
+                &mut verified
+            };
+            t.0 += 1;
+            t.1 += e.stored.size;
+        }
+        (verified, unverified)
+    }
+
+    /// Every SHA-256 the index keeps (what a store cleanup must leave).
+    pub fn sha256s(&self) -> std::collections::HashSet<Sha256Digest> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.values().map(|e| e.stored.sha256).collect()
+    }
+
+    fn now(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64 + 1
+    }
+}
+
+/// Creates or migrates the DO tables (versioned like the catalog's schema).
+fn migrate(conn: &Connection) -> Result<(), IndexError> {
+    // The catalog creates `settings`; the index may be opened on its own (tests).
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )?;
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM settings WHERE key = ?1",
+            [VERSION_KEY],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN; {V1} INSERT INTO settings(key, value) VALUES ('{VERSION_KEY}', '{VERSION}')
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DiskStore, Expected};
+    use sha2::Digest as _;
+
+    fn key(s: &str) -> ObjectKey {
+        ObjectKey::from_stored(s).unwrap()
+    }
+
+    #[test]
+    fn objects_survive_a_reopen_unless_their_bytes_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let mut ingest = store.clone().begin_ingest().unwrap();
+        ingest.write(b"object bytes").unwrap();
+        let sha256 = Sha256Digest::from_slice(&sha2::Sha256::digest(b"object bytes")).unwrap();
+        let expected = Expected {
+            sha256: Some(sha256),
+            ..Expected::default()
+        };
+        ingest.commit(&expected).unwrap();
+        let index = Index::open(dir.path(), &*store).unwrap();
+        let a = key("7bc846e0-af9c-49be-a03d-bb04428c9bb5");
+        let b = key("7bc846e0-af9c-49be-a03d-bb04428c9bb5/pieceshash");
+        let stored = Stored {
+            sha256,
+            size: 12,
+            unverified: true,
+            identity: Identity {
+                len: Some(12),
+                etag: Some("\"e1\"".into()),
+                last_modified: None,
+            },
+        };
+        index.insert(&a, stored.clone()).unwrap();
+        index
+            .insert(
+                &b,
+                Stored {
+                    sha256: "ab".repeat(32).parse().unwrap(),
+                    ..stored.clone()
+                },
+            )
+            .unwrap();
+        index.set_known_digest(&a, sha256).unwrap();
+        assert_eq!(index.totals(), ((0, 0), (2, 24)));
+        drop(index);
+
+        let index = Index::open(dir.path(), &*store).unwrap();
+        assert_eq!(index.get(&a), Some(stored));
+        assert_eq!(index.get(&b), None, "its bytes are not in the store");
+        assert_eq!(index.known_digest(&a), Some(sha256));
+        assert_eq!(
+            index.unverified_by_last_served(),
+            vec![(a.clone(), sha256, 12)]
+        );
+        index.remove(&a).unwrap();
+        assert_eq!(index.get(&a), None);
+    }
+}

@@ -1,0 +1,334 @@
+//! Objects no catalog entry describes (Delivery Optimization content),
+//! fetched through the same single-flight download, followers and transfer
+//! as catalog files, keyed by the caller's object key instead of a SHA-1.
+//!
+//! What differs:
+//! - The URL carries a client's short-lived token. Every join offers its
+//!   own ([`ObjectSource::offer`]); a resume the origin refuses with 403 or
+//!   410 (the token expired) waits for a fresher one, which the next
+//!   client's request brings, and goes on from the bytes written.
+//! - The identity (length, `ETag`, `Last-Modified`) is pinned from the first
+//!   response. Resumes send `If-Range`; a response of another identity
+//!   fails the download ([`FetchError::Changed`]): nothing is stored, the
+//!   followers' bodies are cut, and the next request starts afresh.
+//! - With a digest known from elsewhere the bytes are verified as a catalog
+//!   file's; without one they are stored *unverified*, under the SHA-256
+//!   computed on the way in, and the caller is told so.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::watch;
+
+use super::download::{Download, Phase};
+use super::{transfer, FetchError, Fetcher, Joined};
+use crate::store::{Expected, Ingested};
+
+/// What the origin said the object is, from its first response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub len: Option<u64>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Identity {
+    /// The identity a response announces. A 206's length is the total in
+    /// its `Content-Range`.
+    pub(super) fn of(response: &reqwest::Response) -> Identity {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let len = match response.status() {
+            reqwest::StatusCode::PARTIAL_CONTENT => header(reqwest::header::CONTENT_RANGE)
+                .and_then(|cr| cr.rsplit_once('/').and_then(|(_, t)| t.parse().ok())),
+            _ => response.content_length(),
+        };
+        Identity {
+            len,
+            etag: header(reqwest::header::ETAG),
+            last_modified: header(reqwest::header::LAST_MODIFIED),
+        }
+    }
+
+    /// Whether `other` may be the same bytes: every field both know agrees.
+    pub fn agrees(&self, other: &Identity) -> bool {
+        fn same<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
+            a.is_none() || b.is_none() || a == b
+        }
+        same(&self.len, &other.len)
+            && same(&self.etag, &other.etag)
+            && same(&self.last_modified, &other.last_modified)
+    }
+
+    /// The `If-Range` validator: a strong `ETag`, else `Last-Modified`.
+    pub(super) fn if_range(&self) -> Option<&str> {
+        self.etag
+            .as_deref()
+            .filter(|e| !e.starts_with("W/"))
+            .or(self.last_modified.as_deref())
+    }
+}
+
+/// How a download of an object ended, for its caller.
+pub type ObjectOutcome = Result<(Ingested, Identity), FetchError>;
+
+/// Called once when the download ends, before later requests can start
+/// another: record the stored object there and it is found at once.
+pub type OnDone = Box<dyn FnOnce(&ObjectOutcome) + Send>;
+
+/// An object to fetch.
+pub struct ObjectRequest {
+    /// The single-flight key: one download per key.
+    pub key: String,
+    /// This client's URL (its token), offered to a running download too.
+    pub url: String,
+    /// The client to fetch with; `None`: the upstream client (proxy and all).
+    pub client: Option<reqwest::Client>,
+    /// Digests known from elsewhere; none: stored unverified.
+    pub expected: Expected,
+    /// Told the outcome if this request starts the download.
+    pub on_done: OnDone,
+}
+
+/// Where a running object download gets its URL and identity.
+pub struct ObjectSource {
+    url: watch::Sender<String>,
+    identity: OnceLock<Identity>,
+    client: reqwest::Client,
+}
+
+impl ObjectSource {
+    fn new(url: String, client: reqwest::Client) -> ObjectSource {
+        ObjectSource {
+            url: watch::Sender::new(url),
+            identity: OnceLock::new(),
+            client,
+        }
+    }
+
+    /// A client's URL: the freshest token is used from the next request on.
+    pub fn offer(&self, url: &str) {
+        self.url.send_if_modified(|u| {
+            let changed = u != url;
+            if changed {
+                url.clone_into(u);
+            }
+            changed
+        });
+    }
+
+    /// The URL to ask now.
+    pub(super) fn url(&self) -> String {
+        self.url.borrow().clone()
+    }
+
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Waits until a client offers a URL other than `used` (the stall
+    /// watchdog bounds the wait).
+    pub(super) async fn fresher_than(&self, used: &str) {
+        let mut rx = self.url.subscribe();
+        let _ = rx.wait_for(|u| u != used).await;
+    }
+
+    /// Pins the identity of the first response; later ones must agree.
+    pub(super) fn pin(&self, identity: Identity) {
+        let _ = self.identity.set(identity);
+    }
+
+    pub(super) fn identity(&self) -> Option<&Identity> {
+        self.identity.get()
+    }
+
+    /// Checks a later response against the pinned identity.
+    pub(super) fn check(&self, response: &reqwest::Response) -> Result<(), FetchError> {
+        let got = Identity::of(response);
+        match self.identity() {
+            Some(pinned) if !pinned.agrees(&got) => Err(FetchError::Changed(format!(
+                "pinned {pinned:?}, the origin now answers {got:?}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A running object download.
+#[derive(Clone)]
+pub(super) struct RunningObject {
+    pub dl: Arc<Download>,
+    pub source: Arc<ObjectSource>,
+}
+
+/// Object downloads running, by key.
+pub(super) type Objects = Mutex<HashMap<String, RunningObject>>;
+
+impl Fetcher {
+    /// Joins the download of an object, starting it if none runs; a running
+    /// one takes this request's URL (a fresher token) for its next request.
+    pub fn join_object(self: &Arc<Self>, req: ObjectRequest) -> Result<Joined, FetchError> {
+        let mut objects = self.objects.lock().unwrap();
+        if let Some(running) = objects.get(&req.key) {
+            running.source.offer(&req.url);
+            return Ok(Joined {
+                download: running.dl.clone(),
+                started: running.dl.take_start(),
+            });
+        }
+        if self.queued.load(Ordering::SeqCst) >= self.settings.max_queued
+            && self.slots.available_permits() == 0
+        {
+            return Err(FetchError::Busy("the download queue is full"));
+        }
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let client = req.client.unwrap_or_else(|| self.client.clone());
+        let source = Arc::new(ObjectSource::new(req.url, client));
+        let dl = Arc::new(Download::new_object(&req.key, req.expected.size));
+        let running = RunningObject {
+            dl: dl.clone(),
+            source: source.clone(),
+        };
+        objects.insert(req.key.clone(), running);
+        tracing::info!(key = %req.key, "object fetch queued");
+        let job = ObjectJob {
+            key: req.key,
+            expected: req.expected,
+            on_done: req.on_done,
+        };
+        tokio::spawn(self.clone().run_object(dl.clone(), source, job));
+        Ok(Joined {
+            download: dl,
+            started: true,
+        })
+    }
+
+    /// The running download of `key` and its source, if any.
+    pub(super) fn running_object(&self, key: &str) -> Option<RunningObject> {
+        self.objects.lock().unwrap().get(key).cloned()
+    }
+
+    /// The identity pinned by the running download of `key`, if any.
+    pub fn object_identity(&self, key: &str) -> Option<Identity> {
+        self.running_object(key)?.source.identity().cloned()
+    }
+
+    /// Bytes `range` of a running object download straight from its origin
+    /// (the far-ahead case), through the object's own client and its
+    /// freshest URL; `None` when not usable (the caller then waits).
+    pub async fn object_range_from_upstream(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+        len: u64,
+    ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
+        let running = self.running_object(key)?;
+        let url = running.source.url();
+        let if_range = running
+            .source
+            .identity()
+            .and_then(|i| i.if_range().map(str::to_owned));
+        self.range_via(
+            running.source.client(),
+            &url,
+            if_range.as_deref(),
+            &running.dl,
+            range,
+            len,
+        )
+        .await
+    }
+
+    async fn run_object(
+        self: Arc<Self>,
+        dl: Arc<Download>,
+        source: Arc<ObjectSource>,
+        job: ObjectJob,
+    ) {
+        let slot = self.slots.clone().acquire_owned().await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let _slot = slot.expect("never closed");
+        let began = std::time::Instant::now();
+        dl.update(|p| p.phase = Phase::Connecting);
+        dl.set_source(source.url(), false);
+        let outcome = match self.begin(&dl) {
+            Ok(ingest) => {
+                let transfer = transfer::Transfer {
+                    client: source.client(),
+                    throttle: Some(&self.throttle),
+                    settings: &self.settings,
+                    metrics: &self.metrics,
+                    url: &source.url(),
+                    max_store: None,
+                    object: Some(&source),
+                };
+                transfer.run(&dl, ingest, &job.expected).await
+            }
+            Err(e) => Err(e),
+        };
+        let outcome: ObjectOutcome =
+            outcome.map(|got| (got, source.identity().cloned().unwrap_or_default()));
+        self.metrics.fetch_finished(
+            outcome.is_ok(),
+            matches!(outcome, Err(FetchError::Verification(_))),
+            began.elapsed(),
+        );
+        match &outcome {
+            Ok((got, _)) => {
+                tracing::info!(key = %job.key, sha256 = %got.sha256, bytes = got.size, "object fetch stored")
+            }
+            Err(e) => tracing::warn!(key = %job.key, error = %e, "object fetch failed"),
+        }
+        (job.on_done)(&outcome);
+        // Out of the table first: a request arriving after the failure starts afresh.
+        self.objects.lock().unwrap().remove(&job.key);
+        dl.finish(outcome.map(|_| ()));
+    }
+}
+
+/// What a started object download carries to its end.
+struct ObjectJob {
+    key: String,
+    expected: Expected,
+    on_done: OnDone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_agree_on_what_both_know() {
+        let pinned = Identity {
+            len: Some(10),
+            etag: Some("\"a\"".into()),
+            last_modified: None,
+        };
+        assert!(pinned.agrees(&Identity {
+            len: Some(10),
+            etag: None,
+            last_modified: Some("Tue, 14 Nov 2023 22:13:20 GMT".into()),
+        }));
+        assert!(!pinned.agrees(&Identity {
+            etag: Some("\"b\"".into()),
+            ..pinned.clone()
+        }));
+        assert!(!pinned.agrees(&Identity {
+            len: Some(11),
+            ..pinned.clone()
+        }));
+        assert_eq!(pinned.if_range(), Some("\"a\""));
+        let weak = Identity {
+            etag: Some("W/\"a\"".into()),
+            last_modified: Some("date".into()),
+            ..pinned
+        };
+        assert_eq!(weak.if_range(), Some("date"));
+    }
+}

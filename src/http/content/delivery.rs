@@ -1,0 +1,200 @@
+//! Delivery Optimization requests on the content listener: the DO wing
+//! decides (`crate::delivery`), this answers with the same plans, ranges
+//! and followers as update files.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+
+use super::{
+    content_type, error_response, far_ahead_candidate, plain, respond, ContentService,
+    Representation,
+};
+use crate::delivery::{Answer, Delivery, DeliveryError};
+use crate::digest::Sha256Digest;
+use crate::fetch::{FetchError, Identity, Joined};
+use crate::http::body::{ResponseBody, Source, UpstreamRange};
+use crate::http::conditional::Validators;
+use crate::http::error::HttpStatus;
+use crate::http::plan::FileValidators;
+use crate::http::route;
+use crate::telemetry::metrics::Outcome;
+
+/// Headers a pass-through relays from the origin.
+const RELAYED: [header::HeaderName; 6] = [
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::CONTENT_TYPE,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::ACCEPT_RANGES,
+];
+
+impl ContentService {
+    /// Answers a GET or HEAD under `/filestreamingservice/`.
+    pub(super) async fn delivery_answer(
+        &self,
+        delivery: &Arc<Delivery>,
+        method: &Method,
+        headers: &HeaderMap,
+        uri: &Uri,
+    ) -> (Response<ResponseBody>, Outcome) {
+        let content_type = content_type(route::extension(uri.path()));
+        match delivery.answer(uri.path(), uri.query()).await {
+            Err(DeliveryError::Fetch(e)) => (error_response(&e), Outcome::Refused),
+            Err(e) => (plain(e.status(), format!("{e}\n")), Outcome::Refused),
+            Ok(Answer::Stored { hit, stored }) => {
+                let validators = object_validators(&stored.identity, Some(stored.sha256));
+                let rep = Representation {
+                    len: Some(hit.len()),
+                    content_type,
+                    validators,
+                };
+                let source = Source::Stored(hit.into_bytes());
+                (respond(method, headers, rep, source), Outcome::Hit)
+            }
+            Ok(Answer::Fetching { key, joined }) => {
+                self.follow_object(method, headers, key.as_str(), joined, content_type)
+                    .await
+            }
+            Ok(Answer::PassThrough { url, client }) => {
+                pass_through(method, headers, &url, &client, self.fetcher.read_timeout()).await
+            }
+        }
+    }
+
+    /// Streams an object download as it lands (a far-ahead range straight
+    /// from the origin), as `fetch` does for a catalog file.
+    async fn follow_object(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        key: &str,
+        joined: Joined,
+        content_type: &'static str,
+    ) -> (Response<ResponseBody>, Outcome) {
+        let outcome = if joined.started {
+            Outcome::Miss
+        } else {
+            Outcome::Coalesced
+        };
+        let dl = joined.download;
+        if !dl.left_queue(self.fetcher.queue_wait()).await {
+            let busy = FetchError::Busy("all download slots are taken");
+            return (error_response(&busy), Outcome::Refused);
+        }
+        let len = match dl.started().await {
+            Ok(len) => len,
+            Err(e) => return (error_response(&e), outcome),
+        };
+        let identity = self.fetcher.object_identity(key).unwrap_or_default();
+        let rep = Representation {
+            len,
+            content_type,
+            validators: object_validators(&identity, None),
+        };
+        if let Some(range) = far_ahead_candidate(method, headers, &rep) {
+            if self.fetcher.is_far_ahead(&dl, range.start).await {
+                let len = rep.len.expect("ranges need a length");
+                let body = self
+                    .fetcher
+                    .object_range_from_upstream(key, range.clone(), len)
+                    .await;
+                if let Some(body) = body {
+                    let source = Source::Upstream(Arc::new(UpstreamRange::new(range, body)));
+                    return (respond(method, headers, rep, source), Outcome::Passthrough);
+                }
+            }
+        }
+        (
+            respond(method, headers, rep, Source::Downloading(dl)),
+            outcome,
+        )
+    }
+}
+
+/// An object's validators: the origin's strong `ETag` when it gave one
+/// (the same while downloading and once stored, so `If-Range` works
+/// across), else the stored SHA-256, else a weak tag (never a range match).
+fn object_validators(identity: &Identity, sha256: Option<Sha256Digest>) -> Arc<FileValidators> {
+    let strong = identity.etag.clone().filter(|e| !e.starts_with("W/"));
+    let etag = strong
+        .or_else(|| sha256.map(|d| format!("\"sha256:{d}\"")))
+        .unwrap_or_else(|| "W/\"upcache-downloading\"".to_owned());
+    let last_modified = identity
+        .last_modified
+        .as_deref()
+        .and_then(|lm| httpdate::parse_http_date(lm).ok());
+    let value = HeaderValue::from_str(&etag)
+        .unwrap_or_else(|_| HeaderValue::from_static("W/\"upcache-downloading\""));
+    let etags = if etag.starts_with("W/") {
+        Vec::new()
+    } else {
+        vec![etag]
+    };
+    Arc::new(FileValidators {
+        validators: Validators {
+            etags,
+            last_modified,
+        },
+        etag: value,
+        last_modified: last_modified.map(|lm| {
+            HeaderValue::try_from(httpdate::fmt_http_date(lm)).expect("an HTTP date is ASCII")
+        }),
+    })
+}
+
+/// `pass-through`: the client's request (its `Range` only) relayed to the
+/// origin, the answer streamed back, nothing stored. An origin's refusal or
+/// failure is a 502/504 like any upstream failure.
+async fn pass_through(
+    method: &Method,
+    headers: &HeaderMap,
+    url: &str,
+    client: &reqwest::Client,
+    read_timeout: std::time::Duration,
+) -> (Response<ResponseBody>, Outcome) {
+    let mut request = client.request(method.clone(), url);
+    if let Some(range) = headers.get(header::RANGE) {
+        request = request.header(header::RANGE, range);
+    }
+    let response = match tokio::time::timeout(read_timeout, request.send()).await {
+        Err(_) => {
+            let e = FetchError::Timeout(format!("no response in {read_timeout:?}"));
+            return (error_response(&e), Outcome::Refused);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "DO pass-through failed");
+            let e = FetchError::Connect(e.to_string());
+            return (error_response(&e), Outcome::Refused);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if status != StatusCode::OK && status != StatusCode::PARTIAL_CONTENT {
+        let e = FetchError::UpstreamStatus {
+            status: status.as_u16(),
+            url: String::new(),
+        };
+        return (error_response(&e), Outcome::Refused);
+    }
+    let mut r = Response::new(crate::http::body::empty());
+    *r.status_mut() = status;
+    for name in RELAYED {
+        if let Some(v) = response.headers().get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    if method != Method::HEAD {
+        let stream = response.bytes_stream().map(|chunk| {
+            chunk
+                .map(hyper::body::Frame::data)
+                .map_err(std::io::Error::other)
+        });
+        *r.body_mut() = http_body_util::StreamBody::new(stream).boxed_unsync();
+    }
+    (r, Outcome::Passthrough)
+}

@@ -1,0 +1,622 @@
+//! Delivery Optimization content (`/filestreamingservice/files/<guid>`)
+//! against a fake DO origin: a real HTTP server on loopback that wants an
+//! unexpired `P1`, serves ranges and can change its `ETag`, cut
+//! connections and refuse a token mid-file. upcache reaches it as its
+//! `upstream_proxy`, so clients can name Microsoft's real origin hosts (the
+//! proxy resolves names; upcache checks the name alone).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+use crate::common::*;
+
+pub const GUID: &str = "2f7c5a3e-1b2d-4c1e-9f00-0123456789ab";
+pub const ORIGIN: &str = "7.tlu.dl.delivery.mp.microsoft.com";
+const PROBE: &str =
+    "/filestreamingservice/files/7bc846e0-af9c-49be-a03d-bb04428c9bb5/Microsoft.png";
+
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// What the fake origin does.
+#[derive(Default)]
+pub struct OriginState {
+    objects: Mutex<HashMap<String, Bytes>>,
+    etag: Mutex<String>,
+    /// Tokens with `P1` below this are expired (403).
+    min_p1: AtomicU64,
+    /// Cut the next body after this many bytes (0: never), once.
+    cut_after: AtomicU64,
+    /// When cutting, switch to this ETag.
+    etag_after_cut: Mutex<Option<String>>,
+    /// When cutting, expire tokens below this `P1`.
+    min_p1_after_cut: AtomicU64,
+    /// Bytes per second per response (0: unthrottled).
+    rate: AtomicU64,
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub body_bytes: AtomicU64,
+    pub refused_tokens: AtomicU64,
+    /// Request targets seen (absolute form: through a proxy).
+    pub targets: Mutex<Vec<String>>,
+}
+
+pub struct DoOrigin {
+    pub addr: SocketAddr,
+    pub state: Arc<OriginState>,
+}
+
+impl DoOrigin {
+    pub async fn start() -> DoOrigin {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// On `addr` (port 80 of a loopback address, for direct fetches).
+    pub async fn start_on(addr: &str) -> DoOrigin {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState {
+            etag: Mutex::new("\"v1\"".into()),
+            ..OriginState::default()
+        });
+        let s = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                s.connections.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let s = s.clone();
+                        async move { Ok::<_, Infallible>(answer(&s, req)) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(tcp);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        DoOrigin { addr, state }
+    }
+
+    pub fn add(&self, path: &str, bytes: Bytes) {
+        self.state
+            .objects
+            .lock()
+            .unwrap()
+            .insert(path.into(), bytes);
+    }
+
+    /// As `upstream_proxy`.
+    pub fn proxy(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn body_bytes(&self) -> u64 {
+        self.state.body_bytes.load(Ordering::SeqCst)
+    }
+}
+
+fn p1(query: &str) -> Option<u64> {
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("P1="))
+        .and_then(|v| v.parse().ok())
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = code;
+    r
+}
+
+fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    s.targets.lock().unwrap().push(req.uri().to_string());
+    let query = req.uri().query().unwrap_or("");
+    if p1(query).unwrap_or(0) < s.min_p1.load(Ordering::SeqCst) {
+        s.refused_tokens.fetch_add(1, Ordering::SeqCst);
+        return status(StatusCode::FORBIDDEN);
+    }
+    let Some(bytes) = s.objects.lock().unwrap().get(req.uri().path()).cloned() else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let etag = s.etag.lock().unwrap().clone();
+    let len = bytes.len() as u64;
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let if_range_ok = header("if-range").is_none_or(|v| v == etag);
+    let range = header("range")
+        .filter(|_| if_range_ok)
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| {
+            let start: u64 = a.parse().ok()?;
+            let end: u64 = if b.is_empty() {
+                len - 1
+            } else {
+                b.parse().ok()?
+            };
+            (start <= end && end < len).then_some((start, end + 1))
+        });
+    let (code, start, end) = match range {
+        Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
+        None => (StatusCode::OK, 0, len),
+    };
+    let cut = s.cut_after.swap(0, Ordering::SeqCst);
+    let rate = s.rate.load(Ordering::SeqCst);
+    let body = bytes.slice(start as usize..end as usize);
+    let state = s.clone();
+    let stream = futures_util::stream::unfold((body, 0u64), move |(rest, sent)| {
+        let state = state.clone();
+        async move {
+            if rest.is_empty() {
+                return None;
+            }
+            if cut > 0 && sent >= cut {
+                // The cut: what the origin does next takes effect now.
+                if let Some(e) = state.etag_after_cut.lock().unwrap().take() {
+                    *state.etag.lock().unwrap() = e;
+                }
+                let min = state.min_p1_after_cut.swap(0, Ordering::SeqCst);
+                if min > 0 {
+                    state.min_p1.store(min, Ordering::SeqCst);
+                }
+                return Some((Err(std::io::Error::other("cut")), (Bytes::new(), sent)));
+            }
+            let mut n = rest.len().min(64 << 10);
+            if cut > 0 {
+                n = n.min((cut - sent) as usize);
+            }
+            if rate > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / rate as f64))
+                    .await;
+            }
+            state.body_bytes.fetch_add(n as u64, Ordering::SeqCst);
+            let chunk = rest.slice(..n);
+            Some((Ok(Frame::data(chunk)), (rest.slice(n..), sent + n as u64)))
+        }
+    });
+    let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
+    *r.status_mut() = code;
+    let h = r.headers_mut();
+    h.insert("etag", etag.parse().unwrap());
+    h.insert("content-length", (end - start).into());
+    h.insert("accept-ranges", "bytes".parse().unwrap());
+    if code == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            "content-range",
+            format!("bytes {start}-{}/{len}", end - 1).parse().unwrap(),
+        );
+    }
+    r
+}
+
+fn object_path() -> String {
+    format!("/filestreamingservice/files/{GUID}")
+}
+
+/// A DO client's URL: the path, its own token, the origin appended.
+fn do_url(p1: u64) -> String {
+    format!(
+        "{}?P1={p1}&P2=404&P3=2&P4=dG9rZW4{p1}&cacheHostOrigin={ORIGIN}",
+        object_path()
+    )
+}
+
+fn object(len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(7) as u8)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+async fn harness(origin: &DoOrigin) -> Harness {
+    let proxy = origin.proxy();
+    Harness::with(move |c| c.fetch.upstream_proxy = Some(proxy)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_tokens_one_download_and_every_range_byte_exact() {
+    let origin = DoOrigin::start().await;
+    let data = object(64 << 20);
+    origin.add(&object_path(), data.clone());
+    // On a loaded machine the download can fall more than far_ahead_wait_ms
+    // behind a range, which then goes to the origin on its own, by design
+    // (tests/e2e/waits.rs); here only the one download may reach it.
+    let proxy = origin.proxy();
+    let h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.fetch.far_ahead_wait = std::time::Duration::from_secs(60);
+    })
+    .await;
+    // 20 clients, each with its own token, ask for the 64 ranges of 1 MiB
+    // in shuffled order, 16 each, every range asked at least once.
+    let mut tasks = Vec::new();
+    for client in 0..20u64 {
+        let http = h.http.clone();
+        let url = h.url(&do_url(2_000_000_000 + client));
+        let data = data.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..16u64 {
+                let i = (client * 16 + k * 37 + client * client) % 64;
+                let range = format!("bytes={}-{}", i << 20, ((i + 1) << 20) - 1);
+                let r = http.get(&url).header("range", &range).send().await.unwrap();
+                assert_eq!(r.status(), 206, "{range}");
+                let body = r.bytes().await.unwrap();
+                assert!(
+                    body == data.slice((i << 20) as usize..((i + 1) << 20) as usize),
+                    "{range}"
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    h.eventually("the object is stored", |h| !h.stored().is_empty())
+        .await;
+    assert_eq!(
+        origin.body_bytes(),
+        64 << 20,
+        "the origin sent the object once"
+    );
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+    // Warm: from the store, with yet another token; the query is not the key.
+    let r = h.get_range(&do_url(2_100_000_000), "bytes=0-1048575").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == data.slice(..1 << 20));
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        h.counter("upcache_do_stored_total{verification=\"unverified\"}")
+            .await,
+        1
+    );
+    // cacheHostOrigin went nowhere: the origin saw its own name and the token.
+    let target = origin.state.targets.lock().unwrap()[0].clone();
+    assert!(
+        target.starts_with(&format!(
+            "http://{ORIGIN}/filestreamingservice/files/{GUID}?P1="
+        )),
+        "{target}"
+    );
+    assert!(!target.contains("cacheHostOrigin"), "{target}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_mid_download_is_continued_by_the_next_clients() {
+    let origin = DoOrigin::start().await;
+    let data = object(4 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.rate.store(4 << 20, Ordering::SeqCst);
+    // The first token is refused from the cut on.
+    origin.state.cut_after.store(1 << 20, Ordering::SeqCst);
+    origin.state.min_p1_after_cut.store(1_500, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    let first = tokio::spawn({
+        let (http, url) = (h.http.clone(), h.url(&do_url(1_000)));
+        async move { http.get(url).send().await.unwrap().bytes().await }
+    });
+    h.eventually("the old token is refused on resume", |_| {
+        origin.state.refused_tokens.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let second = h.get(&do_url(2_000)).await;
+    assert_eq!(second.status(), 200);
+    assert!(second.bytes().await.unwrap() == data);
+    assert!(
+        first.await.unwrap().unwrap() == data,
+        "the first client got every byte too"
+    );
+    // Resumed from the bytes upcache received (the cut loses what was in
+    // flight), not restarted.
+    assert!(origin.body_bytes() < 5 << 20, "{}", origin.body_bytes());
+    assert!(origin.state.requests.load(Ordering::SeqCst) >= 3);
+    h.eventually("the object is stored", |h| !h.stored().is_empty())
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_with_nothing_stored_and_a_missing_object_are_502() {
+    let origin = DoOrigin::start().await;
+    origin.add(&object_path(), object(1000));
+    origin.state.min_p1.store(5_000, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    assert_eq!(h.get(&do_url(1_000)).await.status(), 502);
+    // A fresh token then works: the refusal stored and banned nothing.
+    let r = h.get(&do_url(6_000)).await;
+    assert_eq!(r.status(), 200);
+    let other = format!(
+        "/filestreamingservice/files/{}?P1=6000&cacheHostOrigin={ORIGIN}",
+        "00000000-0000-4000-8000-000000000000"
+    );
+    assert_eq!(
+        h.get(&other).await.status(),
+        502,
+        "an origin 404 is the client's 502"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etag_change_mid_file_stores_nothing() {
+    let origin = DoOrigin::start().await;
+    let data = object(3 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.cut_after.store(1 << 20, Ordering::SeqCst);
+    *origin.state.etag_after_cut.lock().unwrap() = Some("\"v2\"".into());
+    let h = harness(&origin).await;
+    let r = h.get(&do_url(3_000_000_000)).await;
+    let status = r.status();
+    let body = r.bytes().await;
+    assert!(
+        status != 200 || body.is_err(),
+        "no complete body for a changed object"
+    );
+    assert_eq!(h.counter("upcache_do_identity_changed_total").await, 1);
+    assert!(h.stored().is_empty(), "nothing stored");
+    // The next request starts afresh and stores the object as it now is.
+    let r = h.get(&do_url(3_000_000_001)).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == data);
+}
+
+/// Each refusal: a 4xx, counted by reason, and no connection to the origin.
+async fn refused(query: &str, code: u16, reason: &str) {
+    let origin = DoOrigin::start().await;
+    origin.add(&object_path(), object(1000));
+    let h = harness(&origin).await;
+    let r = h.get(&format!("{}?{query}", object_path())).await;
+    assert_eq!(r.status(), code, "{query}: {}", r.text().await.unwrap());
+    let series = format!("upcache_do_refused_total{{reason=\"{reason}\"}}");
+    assert_eq!(h.counter(&series).await, 1, "{query}");
+    assert_eq!(origin.connections(), 0, "{query}: an upstream connection");
+}
+
+#[tokio::test]
+async fn ssrf_a_missing_origin_is_refused() {
+    refused("P1=9999999999&P2=404", 400, "missing").await;
+}
+
+#[tokio::test]
+async fn ssrf_a_duplicate_origin_is_refused() {
+    refused(
+        &format!("P1=1&cacheHostOrigin={ORIGIN}&cacheHostOrigin=evil.example"),
+        400,
+        "duplicate",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ssrf_a_percent_encoded_origin_is_refused() {
+    refused(
+        "P1=1&cacheHostOrigin=7.tlu.dl.delivery.mp.microsoft%2Ecom",
+        400,
+        "encoded",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ssrf_userinfo_is_refused() {
+    refused(
+        &format!("P1=1&cacheHostOrigin=evil.example@{ORIGIN}"),
+        400,
+        "userinfo",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ssrf_a_port_is_refused() {
+    refused(&format!("P1=1&cacheHostOrigin={ORIGIN}:8080"), 400, "port").await;
+}
+
+#[tokio::test]
+async fn ssrf_an_ip_literal_is_refused() {
+    refused("P1=1&cacheHostOrigin=127.0.0.1", 403, "address").await;
+}
+
+#[tokio::test]
+async fn ssrf_a_loopback_name_is_refused() {
+    refused("P1=1&cacheHostOrigin=localhost", 403, "not_allowed").await;
+}
+
+#[tokio::test]
+async fn ssrf_a_name_outside_the_patterns_is_refused() {
+    refused(
+        "P1=1&cacheHostOrigin=dl.delivery.mp.microsoft.com.evil.example",
+        403,
+        "not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcc_health_probe_is_served_from_the_origin_and_cached() {
+    let origin = DoOrigin::start().await;
+    let png = Bytes::from_static(b"\x89PNG\r\n\x1a\nprobe");
+    origin.add(PROBE, png.clone());
+    let h = harness(&origin).await;
+    let url = format!("{PROBE}?cacheHostOrigin=dl.delivery.mp.microsoft.com");
+    let r = h.get(&url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert!(r.bytes().await.unwrap() == png);
+    h.eventually("the probe is stored", |h| !h.stored().is_empty())
+        .await;
+    let again = h.get(&url).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.bytes().await.unwrap() == png);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it() {
+    let origin = DoOrigin::start().await;
+    let data = object(8 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.rate.store(8 << 20, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = format!("http://{}", origin.addr);
+    let spawn = |dir: std::path::PathBuf, proxy: String| {
+        tokio::task::spawn_blocking(move || {
+            spawn_server_args(
+                &dir,
+                &["--upstream-proxy", &proxy],
+                std::process::Stdio::null(),
+            )
+        })
+    };
+    let mut server = spawn(dir.path().to_owned(), proxy.clone()).await.unwrap();
+    let url = format!("{}{}", server.content, do_url(4_000_000_000));
+    let download = tokio::spawn(reqwest::get(url));
+    for _ in 0..200 {
+        if origin.body_bytes() > 2 << 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(origin.body_bytes() > 2 << 20, "the download was under way");
+    server.child.kill().unwrap(); // SIGKILL mid-object
+    server.child.wait().unwrap();
+    let _ = download.await;
+    drop(server);
+
+    let server = spawn(dir.path().to_owned(), proxy.clone()).await.unwrap();
+    let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+    assert_eq!(leftovers, 0, "no partial object survives a restart");
+    assert!(
+        server.body(&do_url(4_000_000_001)).await == data,
+        "byte-exact after the kill"
+    );
+    let requests = origin.state.requests.load(Ordering::SeqCst);
+    drop(server);
+
+    // Stored and indexed: a restart serves it without the origin.
+    let server = spawn(dir.path().to_owned(), proxy).await.unwrap();
+    assert!(server.body(&do_url(4_000_000_002)).await == data);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), requests);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_keeps_do_objects_that_no_catalog_entry_names() {
+    let origin = DoOrigin::start().await;
+    let data = object(100_000);
+    origin.add(&object_path(), data.clone());
+    let mut h = harness(&origin).await;
+    assert!(h.get(&do_url(5_000_000_000)).await.bytes().await.unwrap() == data);
+    h.eventually("the object is stored", |h| !h.stored().is_empty())
+        .await;
+    h.server.take().unwrap().shutdown().await;
+    let dir = h.dir.path().to_str().unwrap().to_owned();
+    let gc = run_cli(&["gc", "--yes", "--data-dir", &dir], &[]).await;
+    assert!(gc.ok, "{}", gc.stderr);
+    h.restart_stopped().await;
+    assert_eq!(h.stored().len(), 1, "gc removed a DO object: {}", gc.stdout);
+    assert!(h.get(&do_url(5_000_000_001)).await.bytes().await.unwrap() == data);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssrf_a_name_answering_loopback_is_refused_without_a_proxy() {
+    let origin = DoOrigin::start().await;
+    let h = Harness::with(|c| c.delivery.do_origins = vec!["localhost".into()]).await;
+    let r = h
+        .get(&format!("{}?P1=1&cacheHostOrigin=localhost", object_path()))
+        .await;
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+    let series = "upcache_do_refused_total{reason=\"private_answer\"}";
+    assert_eq!(h.counter(series).await, 1);
+    assert_eq!(origin.connections(), 0);
+}
+
+/// Port 80 of a loopback address of its own: needs root (as DO's real
+/// origins are on port 80, upcache sends no port).
+async fn direct_origin(last: u8) -> Option<DoOrigin> {
+    if std::net::TcpListener::bind(("127.0.0.1", 0)).is_ok()
+        && std::net::TcpListener::bind((format!("127.0.9.{last}").as_str(), 80)).is_err()
+    {
+        eprintln!("SKIPPED: binding port 80 needs root");
+        return None;
+    }
+    Some(DoOrigin::start_on(&format!("127.0.9.{last}:80")).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_inside_do_origin_networks_is_fetched_directly() {
+    let Some(origin) = direct_origin(1).await else {
+        return;
+    };
+    let data = object(300_000);
+    origin.add(&object_path(), data.clone());
+    let h =
+        Harness::with(|c| c.delivery.do_origin_networks = vec!["127.0.9.0/24".parse().unwrap()])
+            .await;
+    let url = format!("{}?P1=7&cacheHostOrigin=127.0.9.1", object_path());
+    let r = h.get_range(&url, "bytes=1000-1999").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == data.slice(1000..2000));
+    let target = origin.state.targets.lock().unwrap()[0].clone();
+    assert_eq!(
+        target,
+        format!("{}?P1=7", object_path()),
+        "origin-form, query kept"
+    );
+    // Outside the networks: refused, no connection.
+    let before = origin.connections();
+    let r = h
+        .get(&format!("{}?P1=7&cacheHostOrigin=127.0.8.1", object_path()))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(origin.connections(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_relays_ranges_and_stores_nothing_and_off_is_404() {
+    let origin = DoOrigin::start().await;
+    let data = object(200_000);
+    origin.add(&object_path(), data.clone());
+    let proxy = origin.proxy();
+    let mut h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.delivery.delivery_optimization = upcache::delivery::Mode::PassThrough;
+    })
+    .await;
+    for _ in 0..2 {
+        let r = h.get_range(&do_url(9_000), "bytes=100-199").await;
+        assert_eq!(r.status(), 206);
+        assert_eq!(r.headers()["content-range"], "bytes 100-199/200000");
+        assert!(r.bytes().await.unwrap() == data.slice(100..200));
+    }
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        2,
+        "relayed each time"
+    );
+    assert!(h.stored().is_empty());
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["mode"], "pass-through", "{status}");
+    h.restart_with(|c| c.delivery.delivery_optimization = upcache::delivery::Mode::Off)
+        .await;
+    assert_eq!(h.get(&do_url(9_000)).await.status(), 404);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 2);
+}
