@@ -76,8 +76,11 @@ impl App {
             .start(upstream, move |_| app.sync_downloads())
     }
 
-    /// Starts re-hashing the store while serving; `None`: one is running.
-    pub fn start_scrub(&self, asked: ScrubRequest) -> Option<ScrubStatus> {
+    /// Starts re-hashing the store while serving, unless one is running.
+    pub fn start_scrub(
+        &self,
+        asked: ScrubRequest,
+    ) -> Result<ScrubStatus, crate::upkeep::scrub::ScrubError> {
         let parts = crate::upkeep::scrub::Parts {
             store: self.store.clone(),
             catalog: self.catalog.clone(),
