@@ -64,7 +64,7 @@ pub struct Stored {
 
 struct Entry {
     stored: Stored,
-    /// Milliseconds since the index was opened at the last serve (LRU order).
+    /// Microseconds since the index was opened at the last serve (LRU order).
     served: AtomicU64,
 }
 
@@ -275,7 +275,7 @@ impl Index {
     }
 
     fn now(&self) -> u64 {
-        self.opened.elapsed().as_millis() as u64 + 1
+        self.opened.elapsed().as_micros() as u64 + 1
     }
 }
 

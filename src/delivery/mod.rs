@@ -61,12 +61,21 @@ impl DeliveryError {
     }
 }
 
+/// Marks a response (its extensions) as carrying an unverified object.
+#[derive(Debug, Clone, Copy)]
+pub struct Unverified;
+
 /// What to answer a DO request with.
 pub enum Answer {
     /// Stored: serve it.
     Stored { hit: Hit, stored: Stored },
     /// Being downloaded (started or joined).
-    Fetching { key: ObjectKey, joined: Joined },
+    Fetching {
+        key: ObjectKey,
+        joined: Joined,
+        /// No digest from elsewhere will check these bytes.
+        unverified: bool,
+    },
     /// `pass-through`: relay the request to this URL with this client.
     PassThrough {
         url: String,
@@ -126,6 +135,10 @@ impl Delivery {
             .dns_resolver(Arc::new(resolve::ForClient(resolver.clone())))
             .build()?;
         let index = Index::open(data_dir, &*store)?;
+        if settings.do_max_bytes.is_some() {
+            // Eviction must see which files responses are sending.
+            store.track_serving();
+        }
         Ok(Arc::new(Delivery {
             mode: settings.delivery_optimization,
             scheme: settings.do_origin_scheme,
@@ -196,17 +209,22 @@ impl Delivery {
             let client = client.unwrap_or_else(|| self.fetcher.upstream_client());
             return Ok(Answer::PassThrough { url, client });
         }
+        let known = self.index.known_digest(&key);
         let joined = self.fetcher.join_object(ObjectRequest {
             key: key.as_str().to_owned(),
             url,
             client,
             expected: Expected {
-                sha256: self.index.known_digest(&key),
+                sha256: known,
                 ..Expected::default()
             },
             on_done: self.on_done(key.clone()),
         })?;
-        Ok(Answer::Fetching { key, joined })
+        Ok(Answer::Fetching {
+            key,
+            joined,
+            unverified: known.is_none(),
+        })
     }
 
     /// The stored object of `key`, if its bytes are still there.

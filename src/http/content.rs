@@ -129,7 +129,12 @@ impl ContentService {
         let status = response.status().as_u16();
         self.metrics.request(outcome);
         self.metrics.response(status);
+        let unverified = response
+            .extensions()
+            .get::<crate::delivery::Unverified>()
+            .is_some();
         let answer = Answer {
+            unverified,
             outcome,
             status,
             started,

@@ -324,6 +324,7 @@ pub async fn serve(
             content.metrics.send_timeout();
         }
         let answer = Answer {
+            unverified: false,
             outcome,
             status: plan.status.as_u16(),
             started,

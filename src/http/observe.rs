@@ -22,6 +22,8 @@ pub struct Answer {
     pub started: Instant,
     /// The logged fields of the request, when the access log is on.
     pub request: Option<access_log::Request>,
+    /// An unverified Delivery Optimization object (marked in the log).
+    pub unverified: bool,
 }
 
 impl Answer {
@@ -41,6 +43,7 @@ impl Answer {
                 bytes: sent,
                 duration,
                 cache: CacheStatus::of(self.outcome, self.status, failed),
+                unverified: self.unverified,
             });
         }
     }

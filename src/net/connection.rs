@@ -551,6 +551,7 @@ fn log_refused_head(
         bytes: 0,
         duration: Duration::ZERO,
         cache: CacheStatus::Answered(crate::telemetry::metrics::Outcome::Refused),
+        unverified: false,
     });
 }
 

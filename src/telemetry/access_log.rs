@@ -231,6 +231,9 @@ pub struct Record {
     pub bytes: u64,
     pub duration: Duration,
     pub cache: CacheStatus,
+    /// A Delivery Optimization object no digest from elsewhere verified:
+    /// ` UNVERIFIED` after the time (combined), `"unverified":true` (JSON).
+    pub unverified: bool,
 }
 
 /// What else the writer is asked, on a channel of its own: sending one
@@ -476,6 +479,10 @@ fn combined(buf: &mut String, r: &Record, clock: &mut LineClock) {
         r.cache.as_str(),
         Thousandths(r.duration.as_millis()),
     );
+    if r.unverified {
+        buf.pop();
+        buf.push_str(" UNVERIFIED\n");
+    }
 }
 
 /// Thousandths as a decimal with three places (milliseconds as seconds,
@@ -561,6 +568,9 @@ fn json(buf: &mut String, r: &Record, clock: &mut LineClock) {
     json_string(buf, q.fields.range());
     buf.push_str(",\"ua\":");
     json_string(buf, q.fields.user_agent());
+    if r.unverified {
+        buf.push_str(",\"unverified\":true");
+    }
     buf.push_str("}\n");
 }
 
@@ -603,6 +613,7 @@ mod tests {
             bytes: 100,
             duration: Duration::from_micros(1500),
             cache: CacheStatus::Answered(Outcome::Hit),
+            unverified: false,
         }
     }
 

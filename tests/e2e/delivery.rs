@@ -620,3 +620,157 @@ async fn pass_through_relays_ranges_and_stores_nothing_and_off_is_404() {
     assert_eq!(h.get(&do_url(9_000)).await.status(), 404);
     assert_eq!(origin.state.requests.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_digest_verifies_the_object_and_the_log_marks_unverified_ones() {
+    use sha2::Digest as _;
+    let origin = DoOrigin::start().await;
+    let good = object(2 << 20);
+    let guid2 = "00000000-0000-4000-8000-0000000000b2";
+    let other = format!("/filestreamingservice/files/{guid2}");
+    origin.add(&object_path(), good.clone());
+    origin.add(&other, good.clone());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let (proxy, log_path) = (origin.proxy(), log.path().display().to_string());
+    let h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.access_log.access_log = log_path;
+    })
+    .await;
+    let bind = |path: &str, sha256: String| {
+        let body = serde_json::json!({ "path": path, "sha256": sha256 });
+        h.http
+            .put(h.admin("/api/v1/delivery/digests"))
+            .json(&body)
+            .send()
+    };
+    // The right digest: verified and stored as such.
+    let right = hex::encode(sha2::Sha256::digest(&good));
+    assert_eq!(bind(&object_path(), right).await.unwrap().status(), 200);
+    assert!(h.get(&do_url(7_000)).await.bytes().await.unwrap() == good);
+    // A wrong one: the body never completes and nothing is stored.
+    assert_eq!(bind(&other, "ab".repeat(32)).await.unwrap().status(), 200);
+    let r = h
+        .get(&format!("{other}?P1=7000&cacheHostOrigin={ORIGIN}"))
+        .await;
+    assert!(r.bytes().await.is_err(), "a wrong object's body is cut");
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["verified_objects"], 1, "{status}");
+    assert_eq!(status["delivery"]["unverified_objects"], 0, "{status}");
+    assert_eq!(status["delivery"]["mode"], "cache");
+    assert_eq!(h.stored().len(), 1);
+    // An object with no digest is marked in the access log.
+    let probe = format!("{PROBE}?cacheHostOrigin=dl.delivery.mp.microsoft.com");
+    origin.add(PROBE, Bytes::from_static(b"png"));
+    assert_eq!(h.get(&probe).await.status(), 200);
+    h.running().flush_access_log().await;
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let marked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(" UNVERIFIED"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{text}");
+    assert!(marked[0].contains("Microsoft.png"), "{text}");
+    let bad = h.put_digest_status("/Content/0A/x.cab").await;
+    assert_eq!(bad, 400);
+}
+
+impl Harness {
+    async fn put_digest_status(&self, path: &str) -> u16 {
+        let body = serde_json::json!({ "path": path, "sha256": "ab".repeat(32) });
+        let r = self
+            .http
+            .put(self.admin("/api/v1/delivery/digests"))
+            .json(&body)
+            .send();
+        r.await.unwrap().status().as_u16()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_objects_beyond_do_max_bytes_are_evicted_least_recently_served_first() {
+    let origin = DoOrigin::start().await;
+    let paths: Vec<String> = (1..=3)
+        .map(|i| format!("/filestreamingservice/files/00000000-0000-4000-8000-00000000000{i}"))
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        origin.add(p, object(100_000 + i));
+    }
+    let proxy = origin.proxy();
+    let h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.delivery.do_max_bytes = Some(250_000);
+    })
+    .await;
+    let get = |p: &str| {
+        let url = format!("{p}?P1=1&cacheHostOrigin={ORIGIN}");
+        let h = &h;
+        async move {
+            let r = h.get(&url).await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap().len()
+        }
+    };
+    get(&paths[0]).await;
+    get(&paths[1]).await;
+    get(&paths[0]).await; // the first is now the more recently served
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 2);
+    get(&paths[2]).await; // over 250,000: the second goes
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["unverified_objects"], 2, "{status}");
+    assert_eq!(h.stored().len(), 2);
+    get(&paths[0]).await;
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        3,
+        "the first was kept"
+    );
+    get(&paths[1]).await;
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        4,
+        "the second was evicted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_below_an_hq_upcache_caches_do_objects_at_both_tiers() {
+    let origin = DoOrigin::start().await;
+    let data = object(500_000);
+    origin.add(&object_path(), data.clone());
+    let hq = harness(&origin).await;
+    let hq_url: reqwest::Url = hq.url("/").parse().unwrap();
+    let branch = Harness::with(move |c| c.fetch.upstream = Some(hq_url)).await;
+    let r = branch.get_range(&do_url(8_000), "bytes=0-99").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == data.slice(..100));
+    branch
+        .eventually("the branch stores it", |h| !h.stored().is_empty())
+        .await;
+    hq.eventually("HQ stores it", |h| !h.stored().is_empty())
+        .await;
+    // HQ got the client's query, cacheHostOrigin included, and checked it.
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+    let target = origin.state.targets.lock().unwrap()[0].clone();
+    assert!(
+        target.contains("P1=8000") && !target.contains("cacheHostOrigin"),
+        "{target}"
+    );
+    assert_eq!(hq.content_requests("miss").await, 1);
+    // Another branch client, another token: the branch's own store.
+    let again = branch.get(&do_url(8_001)).await;
+    assert!(again.bytes().await.unwrap() == data);
+    assert_eq!(
+        hq.content_requests("miss").await + hq.content_requests("hit").await,
+        1
+    );
+    // A refused origin is refused at the branch, before HQ hears of it.
+    let r = branch
+        .get(&format!(
+            "{}?P1=1&cacheHostOrigin=evil.example",
+            object_path()
+        ))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(hq.content_requests("refused").await, 0);
+}

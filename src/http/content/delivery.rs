@@ -54,11 +54,18 @@ impl ContentService {
                     validators,
                 };
                 let source = Source::Stored(hit.into_bytes());
-                (respond(method, headers, rep, source), Outcome::Hit)
+                let r = respond(method, headers, rep, source);
+                (mark(r, stored.unverified), Outcome::Hit)
             }
-            Ok(Answer::Fetching { key, joined }) => {
-                self.follow_object(method, headers, key.as_str(), joined, content_type)
-                    .await
+            Ok(Answer::Fetching {
+                key,
+                joined,
+                unverified,
+            }) => {
+                let (r, outcome) = self
+                    .follow_object(method, headers, key.as_str(), joined, content_type)
+                    .await;
+                (mark(r, unverified), outcome)
             }
             Ok(Answer::PassThrough { url, client }) => {
                 pass_through(method, headers, &url, &client, self.fetcher.read_timeout()).await
@@ -114,6 +121,14 @@ impl ContentService {
             outcome,
         )
     }
+}
+
+/// Marks an unverified object's response for the access log.
+fn mark(mut r: Response<ResponseBody>, unverified: bool) -> Response<ResponseBody> {
+    if unverified && r.status().is_success() {
+        r.extensions_mut().insert(crate::delivery::Unverified);
+    }
+    r
 }
 
 /// An object's validators: the origin's strong `ETag` when it gave one
