@@ -94,13 +94,25 @@ pub struct Known {
     pub stored: Option<Sha256Digest>,
 }
 
+/// Why a file is not served; the message is shown to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No catalog entry knows the file.
+    #[error("no update contains this file")]
+    NotFound,
+    /// Known, but every update that contains it is declined.
+    #[error("every update that contains this file is declined")]
+    Declined,
+    /// Known, but no update that contains it is approved.
+    #[error("no approved update contains this file")]
+    NotApproved,
+}
+
 /// What to do with a content request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// No catalog entry knows the file.
-    NotFound,
-    /// Known, but policy forbids serving it; the reason is shown to the client.
-    Forbidden(&'static str),
+    /// Not served: unknown, or not approved.
+    Refused(Refusal),
     /// Metadata-only: send the client to the file's upstream URL.
     Redirect,
     /// Serve the stored bytes, published under this SHA-256.
@@ -116,15 +128,11 @@ pub enum Decision {
 /// download from Microsoft, and that is what WSUS does too.
 pub fn decide(policy: &Policy, file: Option<Known>) -> Decision {
     let Some(file) = file else {
-        return Decision::NotFound;
+        return Decision::Refused(Refusal::NotFound);
     };
     match file.approval {
-        Approval::Declined => {
-            return Decision::Forbidden("every update that contains this file is declined")
-        }
-        Approval::NotApproved => {
-            return Decision::Forbidden("no approved update contains this file")
-        }
+        Approval::Declined => return Decision::Refused(Refusal::Declined),
+        Approval::NotApproved => return Decision::Refused(Refusal::NotApproved),
         Approval::Approved => {}
     }
     match (policy.mode, file.stored) {
@@ -161,22 +169,23 @@ mod tests {
 
     #[test]
     fn unknown_files_are_not_found_in_every_mode() {
-        assert_eq!(decide(&STORE, None), Decision::NotFound);
-        assert_eq!(decide(&META, None), Decision::NotFound);
+        let not_found = Decision::Refused(Refusal::NotFound);
+        assert_eq!(decide(&STORE, None), not_found);
+        assert_eq!(decide(&META, None), not_found);
     }
 
     #[test]
     fn unapproved_or_declined_files_are_forbidden_in_every_mode() {
         for p in [STORE, META] {
             for stored in [false, true] {
-                assert!(matches!(
+                assert_eq!(
                     decide(&p, file(Approval::NotApproved, stored)),
-                    Decision::Forbidden(_)
-                ));
-                assert!(matches!(
+                    Decision::Refused(Refusal::NotApproved)
+                );
+                assert_eq!(
                     decide(&p, file(Approval::Declined, stored)),
-                    Decision::Forbidden(_)
-                ));
+                    Decision::Refused(Refusal::Declined)
+                );
             }
         }
     }

@@ -44,6 +44,8 @@ pub enum StartError {
     ContentTls(#[source] crate::net::tls::TlsError),
     #[error("follow_ca: {0}")]
     FollowCa(String),
+    #[error("update server: {0}")]
+    UpdateServer(String),
     #[error("Delivery Optimization: {0}")]
     Delivery(String),
     #[error("server sync: {0}")]
@@ -196,7 +198,17 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics.clone(),
     )
     .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
-    let server_sync = server_sync_of(&config, &data.catalog)?;
+    let meta = open_metadata(&config)?;
+    let server_sync = server_sync_of(&config, &meta, &data.catalog)?;
+    let update_server = Arc::new(
+        crate::wsus::client::ClientServices::open(
+            &config.store.data_dir,
+            meta,
+            data.catalog.clone(),
+            config.update_server.clone(),
+        )
+        .map_err(StartError::UpdateServer)?,
+    );
     let app = Arc::new(App {
         config,
         store: data.disk,
@@ -212,6 +224,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         scrubber: Arc::default(),
         delivery: delivery.clone(),
         server_sync,
+        update_server,
     });
     let content = Arc::new(ContentService {
         store: data.store,
@@ -267,17 +280,24 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     })
 }
 
+/// The metadata store (the catalog file's metadata tables), shared by the
+/// sync and the update server.
+fn open_metadata(config: &Config) -> Result<Arc<crate::metadata::MetaStore>, StartError> {
+    let store = crate::metadata::MetaStore::open(&config.store.data_dir)
+        .map_err(|e| StartError::ServerSync(Box::new(crate::wsus::sync::SyncError::Meta(e))))?;
+    Ok(Arc::new(store))
+}
+
 /// The sync service over the catalog's metadata tables.
 fn server_sync_of(
     config: &Config,
+    store: &Arc<crate::metadata::MetaStore>,
     catalog: &Arc<crate::catalog::Catalog>,
 ) -> Result<Arc<crate::wsus::sync::service::SyncService>, StartError> {
     use crate::wsus::sync::{service::SyncService, SyncError, Tuning};
     let failed = |e: SyncError| StartError::ServerSync(Box::new(e));
-    let store = crate::metadata::MetaStore::open(&config.store.data_dir)
-        .map_err(|e| failed(SyncError::Meta(e)))?;
     let service = SyncService::new(
-        Arc::new(store),
+        store.clone(),
         catalog.clone(),
         config.server_sync.clone(),
         Tuning::default(),
@@ -439,10 +459,19 @@ impl Listeners {
             false => crate::net::Front::Plain,
         };
         let access_log = content.access_log.clone();
-        let handler = hyper::service::service_fn(move |req| {
-            let content = content.clone();
-            async move { Ok::<_, std::convert::Infallible>(content.handle(req).await) }
-        });
+        let handler = |tls: bool| {
+            let (content, updates) = (content.clone(), app.update_server.clone());
+            hyper::service::service_fn(move |req| {
+                let (content, updates) = (content.clone(), updates.clone());
+                async move {
+                    let response = match crate::wsus::client::service_of(req.uri().path()) {
+                        Some(service) => update_server(&updates, service, req, tls).await,
+                        None => content.handle(req).await,
+                    };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            })
+        };
         let gate = Arc::new(Gate {
             proxies: app.config.net.proxy_protocol_from.clone(),
             allow: app.config.net.allow_clients.clone(),
@@ -455,7 +484,7 @@ impl Listeners {
             let front = crate::net::Front::Tls(tls);
             let serving = crate::net::serve(
                 listener,
-                handler.clone(),
+                handler(true),
                 limits,
                 front,
                 gate.clone(),
@@ -465,7 +494,7 @@ impl Listeners {
         }
         tasks.spawn(crate::net::serve(
             self.content,
-            handler,
+            handler(false),
             limits,
             front,
             gate,
@@ -537,4 +566,56 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A request to the update server ([MS-WUSP]): its body read within the
+/// bound (413 over it), answered, counted as a refusal-free SOAP call.
+async fn update_server<B>(
+    updates: &crate::wsus::client::ClientServices,
+    service: crate::wsus::client::Service,
+    req: hyper::Request<B>,
+    tls: bool,
+) -> hyper::Response<crate::http::body::ResponseBody>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    let limit = updates.max_body();
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match declared {
+        Some(len) if len > limit as u64 => None,
+        _ => http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .ok()
+            .map(|b| b.to_bytes()),
+    };
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_owned();
+    let call = crate::wsus::client::Call {
+        host: &host,
+        tls,
+        peer: parts.extensions.get::<crate::net::Peer>().map(|p| p.0),
+    };
+    let response = match body {
+        Some(body) => updates.answer(service, &parts.method, parts.uri.query(), &body, &call),
+        // Over the bound, or the body broke off.
+        None => updates.too_large(),
+    };
+    response.map(|b| {
+        http_body_util::Full::new(b)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    })
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::{ApiError, ApiResult};
 use crate::node::App;
 use crate::upkeep::cleanup::CleanupReport;
-use crate::upkeep::scrub::{ScrubRequest, ScrubStatus, MIN_SCRUB_RATE};
+use crate::upkeep::scrub::{ScrubRequest, ScrubStatus};
 
 /// What `POST /api/v1/cleanup` is asked: without `remove`, a dry run. The
 /// field is required, so no bodiless POST deletes anything. `shared`: the
@@ -62,19 +62,8 @@ pub(super) async fn start_scrub(
             )
         })?
     };
-    if let Some(rate) = asked.bytes_per_sec.filter(|&r| r < MIN_SCRUB_RATE) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("bytes_per_sec: {rate} is below the least, {MIN_SCRUB_RATE} (1MiB); null for no limit"),
-        ));
-    }
-    match app.start_scrub(asked) {
-        Some(status) => Ok((StatusCode::ACCEPTED, Json(status)).into_response()),
-        None => Err(ApiError(
-            StatusCode::CONFLICT,
-            "a scrub is already running (DELETE /api/v1/scrub stops it)".into(),
-        )),
-    }
+    let status = app.start_scrub(asked)?;
+    Ok((StatusCode::ACCEPTED, Json(status)).into_response())
 }
 
 /// Stops the running scrub after its current MiB.

@@ -87,6 +87,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/updates", get(list_updates))
         .route("/api/v1/updates/{id}", get(get_update))
         .route("/api/v1/updates/{id}/xml", get(server_sync::document))
+        .route("/api/v1/computers", get(computers::list))
+        .route("/api/v1/computers/{id}/events", get(computers::events))
         .route("/api/v1/updates/{id}/{action}", post(set_state))
         .route(
             "/api/v1/server-sync",
@@ -169,6 +171,7 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 }
 
 mod browser;
+mod computers;
 mod console;
 mod maintenance;
 mod server_sync;

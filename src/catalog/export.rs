@@ -6,7 +6,8 @@ use std::io::Write;
 use rusqlite::Connection;
 
 use super::json::{FileDoc, UpdateDoc};
-use super::{CatalogError, UpdateState};
+use super::query::{update_from_row, UPDATE_COLUMNS};
+use super::CatalogError;
 use crate::digest::{Sha1Digest, Sha256Digest};
 
 /// Updates read per page. Each page is read in its own short transaction
@@ -75,11 +76,10 @@ fn read_page(
         "SELECT f.name, f.sha1, f.sha256, f.size, f.url FROM update_files uf
          JOIN files f ON f.fid = uf.fid WHERE uf.uid = ?1 ORDER BY f.name",
     )?;
-    let mut stmt = snapshot.prepare_cached(
-        "SELECT uid, id, revision, title, description, kb, msrc, classification, products,
-                release_date, state, superseded FROM updates
-         WHERE changed > ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-    )?;
+    let mut stmt = snapshot.prepare_cached(&format!(
+        "SELECT {UPDATE_COLUMNS}, uid, description FROM updates
+         WHERE changed > ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+    ))?;
     let mut rows = stmt.query(rusqlite::params![
         since.map_or(-1, |s| s as i64),
         after.unwrap_or(""),
@@ -87,8 +87,8 @@ fn read_page(
     ])?;
     let mut last = None;
     while let Some(r) = rows.next()? {
-        let uid: i64 = r.get(0)?;
-        let files = files_stmt
+        let uid: i64 = r.get(10)?;
+        let files: Vec<FileDoc> = files_stmt
             .query_map([uid], |f| {
                 Ok(FileDoc {
                     name: f.get(0)?,
@@ -99,18 +99,19 @@ fn read_page(
                 })
             })?
             .collect::<Result<_, _>>()?;
+        let update = update_from_row(r, files.len() as u64)?;
         let update = UpdateDoc {
-            id: r.get(1)?,
-            revision: r.get(2)?,
-            title: r.get(3)?,
-            description: r.get(4)?,
-            kb: r.get(5)?,
-            msrc: r.get(6)?,
-            classification: r.get(7)?,
-            products: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
-            release_date: r.get(9)?,
-            state: UpdateState::parse(&r.get::<_, String>(10)?),
-            superseded: r.get(11)?,
+            id: update.id,
+            revision: update.revision,
+            title: update.title,
+            description: r.get(11)?,
+            kb: update.kb,
+            msrc: update.msrc,
+            classification: update.classification,
+            products: update.products,
+            release_date: update.release_date,
+            state: Some(update.state),
+            superseded: update.superseded,
             files,
         };
         if !first {

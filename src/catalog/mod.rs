@@ -22,6 +22,7 @@ pub use index::{FileEntry, Location, StoredFile};
 pub use json::CatalogDoc;
 pub use query::{Counts, Facets, FileDetail, UpdateDetail, UpdateList, UpdateQuery, UpdateSummary};
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
@@ -489,6 +490,21 @@ impl Catalog {
     /// A page of updates, newest release first.
     pub fn list_updates(&self, q: &UpdateQuery) -> Result<UpdateList, CatalogError> {
         query::list(&self.reader(), q)
+    }
+
+    /// The approval states of these updates (ids lowercase); an id the
+    /// catalog does not hold is absent from the answer.
+    pub fn states_of(&self, ids: &[&str]) -> Result<HashMap<String, UpdateState>, CatalogError> {
+        let db = self.reader();
+        let mut q = db.prepare_cached("SELECT state FROM updates WHERE id = ?1")?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for id in ids {
+            let state: Option<String> = q.query_row([id], |r| r.get(0)).optional()?;
+            if let Some(state) = state.as_deref().and_then(UpdateState::parse) {
+                out.insert((*id).to_owned(), state);
+            }
+        }
+        Ok(out)
     }
 
     /// One update with its files.

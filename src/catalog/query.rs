@@ -20,7 +20,7 @@ pub(super) fn list(db: &Connection, q: &UpdateQuery) -> Result<UpdateList, Catal
         |r| r.get(0),
     )?;
     let mut stmt = db.prepare(&format!(
-        "SELECT {SUMMARY_COLUMNS} FROM updates u WHERE {FILTER}
+        "SELECT {UPDATE_COLUMNS}, {FILE_COUNT} FROM updates u WHERE {FILTER}
          ORDER BY release_date DESC, id LIMIT :limit OFFSET :offset"
     ))?;
     let updates = stmt
@@ -40,7 +40,7 @@ pub(super) fn list(db: &Connection, q: &UpdateQuery) -> Result<UpdateList, Catal
 /// One update's summary.
 pub(super) fn summary(db: &Connection, id: &str) -> Result<UpdateSummary, CatalogError> {
     db.query_row(
-        &format!("SELECT {SUMMARY_COLUMNS} FROM updates u WHERE id = ?1"),
+        &format!("SELECT {UPDATE_COLUMNS}, {FILE_COUNT} FROM updates u WHERE id = ?1"),
         [id],
         summary_from_row,
     )
@@ -262,11 +262,23 @@ pub struct Counts {
     pub bytes_stored: u64,
 }
 
-const SUMMARY_COLUMNS: &str = "id, revision, title, kb, msrc, classification, products,
-    release_date, state, (SELECT count(*) FROM update_files uf WHERE uf.uid = u.uid),
-    superseded";
+/// The columns of an update that [`update_from_row`] reads, first in a
+/// row: listings and the export select them alike.
+pub(super) const UPDATE_COLUMNS: &str = "id, revision, title, kb, msrc, classification, products,
+    release_date, state, superseded";
+
+/// A listing's last column, after [`UPDATE_COLUMNS`]: the update's files.
+const FILE_COUNT: &str = "(SELECT count(*) FROM update_files uf WHERE uf.uid = u.uid)";
 
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateSummary> {
+    update_from_row(r, r.get::<_, i64>(10)? as u64)
+}
+
+/// An update from the [`UPDATE_COLUMNS`] that begin `r`, with `file_count` files.
+pub(super) fn update_from_row(
+    r: &rusqlite::Row<'_>,
+    file_count: u64,
+) -> rusqlite::Result<UpdateSummary> {
     Ok(UpdateSummary {
         id: r.get(0)?,
         revision: r.get(1)?,
@@ -277,8 +289,8 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateSummary> {
         products: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
         release_date: r.get(7)?,
         state: UpdateState::parse(&r.get::<_, String>(8)?).ok_or_else(|| bad_column(8))?,
-        file_count: r.get::<_, i64>(9)? as u64,
-        superseded: r.get(10)?,
+        file_count,
+        superseded: r.get(9)?,
     })
 }
 

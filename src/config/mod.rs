@@ -31,6 +31,7 @@ pub use crate::telemetry::access_log::{
     AccessLogSettings, Destination as AccessLogDestination, Format as AccessLogFormat,
 };
 use crate::upkeep::UpkeepSettings;
+use crate::wsus::client::ClientSettings;
 use crate::wsus::sync::SyncSettings;
 
 pub const DEFAULT_DATA_DIR: &str = "./upcache-data";
@@ -190,6 +191,7 @@ pub struct Config {
     pub upkeep: UpkeepSettings,
     pub delivery: DeliverySettings,
     pub server_sync: SyncSettings,
+    pub update_server: ClientSettings,
 }
 
 impl Config {
@@ -227,6 +229,7 @@ impl Config {
             upkeep: section(keys)?,
             delivery: section(keys)?,
             server_sync: section(keys)?,
+            update_server: section(keys)?,
         })
     }
 
@@ -254,6 +257,7 @@ impl Config {
         self.access_log.destination()?;
         self.delivery.validate()?;
         self.server_sync.validate()?;
+        self.update_server.validate()?;
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use crate::store::s3::SharedTierSettings;
 use crate::store::StoreSettings;
 use crate::telemetry::access_log::AccessLogSettings;
 use crate::upkeep::UpkeepSettings;
+use crate::wsus::client::ClientSettings;
 use crate::wsus::sync::SyncSettings;
 
 /// One key of the configuration.
@@ -52,6 +53,7 @@ pub fn sections() -> Vec<Section> {
         section(schemars::schema_for!(UpkeepSettings)),
         section(schemars::schema_for!(DeliverySettings)),
         section(schemars::schema_for!(SyncSettings)),
+        section(schemars::schema_for!(ClientSettings)),
     ]
 }
 

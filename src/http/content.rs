@@ -17,7 +17,7 @@ use super::route::{self, FileKey};
 use crate::catalog::{Catalog, FileEntry};
 use crate::fetch::{Download, FetchError, Fetcher, Follow};
 use crate::net::Peer;
-use crate::policy::{self, Decision};
+use crate::policy::{self, Decision, Refusal};
 use crate::store::{Hit, Storage};
 use crate::telemetry::access_log::{self, AccessLog};
 use crate::telemetry::metrics::{Metrics, Outcome};
@@ -47,6 +47,15 @@ pub enum FastSource {
     /// A download under way: sent from its temp file as it lands, the last
     /// byte once verified (as the full path's followers are).
     Following(Follow),
+}
+
+/// A request the content service does not take, whatever it names.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("an HTTP/1.1 request needs one valid Host header")]
+    Host,
+    #[error("only GET and HEAD are served here")]
+    Method,
 }
 
 /// Why a request could not follow a download, and how it counts.
@@ -153,17 +162,11 @@ impl ContentService {
             req.version() == Version::HTTP_11,
             hosts.map(|v| v.as_bytes()),
         ) {
-            return refused(plain(
-                StatusCode::BAD_REQUEST,
-                "an HTTP/1.1 request needs one valid Host header\n",
-            ));
+            return refused(error_text(&RequestError::Host));
         }
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
-            let mut r = plain(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only GET and HEAD are served here\n",
-            );
+            let mut r = error_text(&RequestError::Method);
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return refused(r);
@@ -180,19 +183,14 @@ impl ContentService {
         }
         let key = match route::parse(path) {
             Ok(key) => key,
-            Err(e) => return refused(plain(e.status(), format!("{e}\n"))),
+            Err(e) => return refused(error_text(&e)),
         };
         let content_type = content_type(route::extension(path));
         let entry = self.lookup(key);
         let headers = req.headers();
         match self.decide(entry) {
-            (Decision::NotFound, _) | (_, None) => refused(plain(
-                StatusCode::NOT_FOUND,
-                "no update contains this file\n",
-            )),
-            (Decision::Forbidden(reason), _) => {
-                refused(plain(StatusCode::FORBIDDEN, format!("{reason}\n")))
-            }
+            (Decision::Refused(refusal), _) => refused(error_text(&refusal)),
+            (_, None) => refused(error_text(&Refusal::NotFound)),
             (Decision::Redirect, Some(entry)) => (self.redirect(&entry), Outcome::Redirect),
             (Decision::Serve(sha256), Some(entry)) => match self.store.lookup(&sha256) {
                 Ok(Some(hit)) => {
@@ -346,7 +344,7 @@ impl ContentService {
 
     fn redirect(&self, entry: &FileEntry) -> Response<ResponseBody> {
         let Some(location) = self.catalog.location(&entry.sha1) else {
-            return plain(StatusCode::NOT_FOUND, "no update contains this file\n");
+            return error_text(&Refusal::NotFound);
         };
         let url = self.fetcher.upstream_url(&location.url);
         let mut r = plain(
@@ -553,6 +551,11 @@ fn open_ended(
 /// A header value we formatted ourselves (digits, hex, ASCII).
 fn header_value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("formatted header values are ASCII")
+}
+
+/// An error as the client sees it: its status, its message on a line.
+fn error_text<E: HttpStatus + std::fmt::Display>(e: &E) -> Response<ResponseBody> {
+    plain(e.status(), format!("{e}\n"))
 }
 
 /// A short text response (errors, redirects). Never stored by a cache in

@@ -7,9 +7,12 @@ use crate::delivery::path::PathError;
 use crate::delivery::resolve::ResolveError;
 use crate::delivery::DeliveryError;
 use crate::fetch::FetchError;
+use crate::http::content::RequestError;
 use crate::http::route::RouteError;
+use crate::policy::Refusal;
 use crate::store::StoreError;
 use crate::upkeep::cleanup::CleanupError;
+use crate::upkeep::scrub::ScrubError;
 use crate::wsus::sync::SyncError;
 
 /// An error that knows which status code a client should see for it.
@@ -23,6 +26,24 @@ impl HttpStatus for RouteError {
             RouteError::NoRoute => StatusCode::NOT_FOUND,
             RouteError::Malformed(_) => StatusCode::BAD_REQUEST,
             RouteError::TooLong => StatusCode::URI_TOO_LONG,
+        }
+    }
+}
+
+impl HttpStatus for RequestError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RequestError::Host => StatusCode::BAD_REQUEST,
+            RequestError::Method => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl HttpStatus for Refusal {
+    fn status(&self) -> StatusCode {
+        match self {
+            Refusal::NotFound => StatusCode::NOT_FOUND,
+            Refusal::Declined | Refusal::NotApproved => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -89,6 +110,15 @@ impl HttpStatus for CleanupError {
             CleanupError::Running | CleanupError::Follower => StatusCode::CONFLICT,
             CleanupError::NoSharedTier => StatusCode::BAD_REQUEST,
             CleanupError::Shared(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl HttpStatus for ScrubError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ScrubError::Running => StatusCode::CONFLICT,
+            ScrubError::BelowLeastRate(_) => StatusCode::BAD_REQUEST,
         }
     }
 }

@@ -279,6 +279,10 @@ pub async fn serve(
         // `buf` is read into or advanced.
         let (started, method, close, len, log, (plan, mut source, outcome)) = loop {
             match parse_head(&buf, content.access_log.is_some()) {
+                // The update server's `?wsdl` GETs are hyper's, as its POSTs are.
+                Parsed::Fast(head) if crate::wsus::client::service_of(head.path).is_some() => {
+                    return Exit::Handoff(buf.freeze());
+                }
                 Parsed::Fast(head) => {
                     let started = std::time::Instant::now();
                     let Some(planned) = content.plan_fast(head.path, &head.headers).await else {

@@ -338,6 +338,143 @@ impl MetaStore {
     }
 }
 
+/// One revision as a scanning client needs it: the latest revision of
+/// each update, with its prerequisites and the updates it bundles.
+#[derive(Debug, Clone)]
+pub struct ScanRevision {
+    pub rid: i64,
+    pub update_id: String,
+    pub revision: u32,
+    pub kind: Kind,
+    /// (group, target update id): group 0 is required, the same non-zero
+    /// group is one `AtLeastOne`.
+    pub prerequisites: Vec<(u32, String)>,
+    pub bundles: Vec<String>,
+    pub supersedes: Vec<String>,
+}
+
+/// A file of a revision, with where the upstream keeps it.
+#[derive(Debug, Clone)]
+pub struct RevisionFile {
+    pub name: String,
+    pub sha1: Sha1Digest,
+    pub sha256: Option<Sha256Digest>,
+    pub size: Option<u64>,
+    pub mu_url: String,
+}
+
+impl MetaStore {
+    /// The latest revision of every update with its links, by `rid`
+    /// (what [MS-WUSP] `SyncUpdates` answers from).
+    pub fn scan_index(&self) -> Result<Vec<ScanRevision>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare_cached(
+            "SELECT rid, update_id, revision, kind FROM meta_revisions r
+             WHERE revision = (SELECT max(revision) FROM meta_revisions WHERE update_id = r.update_id)
+             ORDER BY rid",
+        )?;
+        let mut out: Vec<ScanRevision> = q
+            .query_map([], |r| {
+                Ok(ScanRevision {
+                    rid: r.get(0)?,
+                    update_id: r.get(1)?,
+                    revision: r.get(2)?,
+                    kind: Kind::parse(&r.get::<_, String>(3)?).unwrap_or(Kind::Software),
+                    prerequisites: Vec::new(),
+                    bundles: Vec::new(),
+                    supersedes: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut links = db.prepare_cached(
+            "SELECT link, grp, target_id FROM meta_links WHERE rid = ?1 ORDER BY link, grp, target_id",
+        )?;
+        for rev in &mut out {
+            for row in links.query_map([rev.rid], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })? {
+                let (link, grp, target) = row?;
+                match link.as_str() {
+                    "prerequisite" => rev.prerequisites.push((grp, target)),
+                    "bundles" => rev.bundles.push(target),
+                    _ => rev.supersedes.push(target),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The largest `rid` stored (0 when empty): a scan index older than it
+    /// is stale.
+    pub fn last_rid(&self) -> Result<i64, MetaError> {
+        Ok(self.db().query_row(
+            "SELECT coalesce(max(rid), 0) FROM meta_revisions",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The whole document of one revision, by its stable local id.
+    pub fn document_by_rid(&self, rid: i64) -> Result<Option<Vec<u8>>, MetaError> {
+        let z: Option<Vec<u8>> = self
+            .db()
+            .query_row(
+                "SELECT doc FROM meta_revisions WHERE rid = ?1",
+                [rid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        z.map(|z| inflate(&z).map_err(|e| MetaError::Document(rid.to_string(), e)))
+            .transpose()
+    }
+
+    /// The files of one revision (its own, not its bundled updates').
+    pub fn files_by_rid(&self, rid: i64) -> Result<Vec<RevisionFile>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare_cached(
+            "SELECT f.name, f.sha1, f.sha256, f.size, coalesce(u.mu_url, '')
+             FROM meta_files f LEFT JOIN meta_file_urls u ON u.sha1 = f.sha1
+             WHERE f.rid = ?1 ORDER BY f.name",
+        )?;
+        let rows = q.query_map([rid], |r| {
+            Ok(RevisionFile {
+                name: r.get(0)?,
+                sha1: r.get(1)?,
+                sha256: r.get(2)?,
+                size: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                mu_url: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A file by its SHA-1, with the upstream's URL (for `GetFileLocations`).
+    pub fn file_by_sha1(&self, sha1: &Sha1Digest) -> Result<Option<RevisionFile>, MetaError> {
+        Ok(self
+            .db()
+            .query_row(
+                "SELECT f.name, f.sha1, f.sha256, f.size, coalesce(u.mu_url, '')
+                 FROM meta_files f LEFT JOIN meta_file_urls u ON u.sha1 = f.sha1
+                 WHERE f.sha1 = ?1 LIMIT 1",
+                [sha1],
+                |r| {
+                    Ok(RevisionFile {
+                        name: r.get(0)?,
+                        sha1: r.get(1)?,
+                        sha256: r.get(2)?,
+                        size: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+                        mu_url: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
+
 /// Inserts one revision unless stored already.
 fn write_revision(
     tx: &rusqlite::Transaction<'_>,

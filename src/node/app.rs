@@ -37,6 +37,8 @@ pub struct App {
     /// Server-to-server sync from an upstream ([MS-WSUSSS]) and the
     /// synced metadata.
     pub server_sync: Arc<crate::wsus::sync::service::SyncService>,
+    /// The update server Windows clients scan against ([MS-WUSP]).
+    pub update_server: Arc<crate::wsus::client::ClientServices>,
 }
 
 impl App {
@@ -74,8 +76,11 @@ impl App {
             .start(upstream, move |_| app.sync_downloads())
     }
 
-    /// Starts re-hashing the store while serving; `None`: one is running.
-    pub fn start_scrub(&self, asked: ScrubRequest) -> Option<ScrubStatus> {
+    /// Starts re-hashing the store while serving, unless one is running.
+    pub fn start_scrub(
+        &self,
+        asked: ScrubRequest,
+    ) -> Result<ScrubStatus, crate::upkeep::scrub::ScrubError> {
         let parts = crate::upkeep::scrub::Parts {
             store: self.store.clone(),
             catalog: self.catalog.clone(),

@@ -88,6 +88,51 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// Why the cross-site guard refused an admin request (`admin::browser`).
+pub const ADMIN_REFUSED_REASONS: [&str; 4] = ["host", "origin", "cross_site", "content_type"];
+
+/// What can happen with the shared tier: lookups (found, absent, error)
+/// and uploads.
+pub const SHARED_TIER_EVENTS: [&str; 5] = ["found", "absent", "error", "uploaded", "upload_failed"];
+
+/// Why a Delivery Optimization request was refused (`delivery::origin`).
+pub const DO_REFUSED_REASONS: [&str; 10] = [
+    "missing",
+    "duplicate",
+    "encoded",
+    "userinfo",
+    "port",
+    "not_a_name",
+    "too_long",
+    "not_allowed",
+    "address",
+    "private_answer",
+];
+
+/// How a stored Delivery Optimization object was checked.
+const DO_VERIFICATIONS: [&str; 2] = ["verified", "unverified"];
+
+/// How an upstream download ends.
+const FETCH_RESULTS: [&str; 2] = ["stored", "failed"];
+
+/// The status codes a content response can have: the plans (200, 206, 304,
+/// 412, 416), the redirect, and every error's in `http::error`.
+const RESPONSE_CODES: [u16; 16] = [
+    200, 206, 302, 304, 400, 403, 404, 405, 412, 414, 416, 500, 502, 503, 504, 507,
+];
+
+/// A series at 0 for each known label value: a counter that has not moved
+/// yet still shows on a dashboard (Prometheus's own advice), and `rate()`
+/// sees its first increment.
+fn zero_series<L, M>(family: &Family<L, M, impl Fn() -> M>, labels: impl IntoIterator<Item = L>)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    for l in labels {
+        let _ = family.get_or_create(&l);
+    }
+}
+
 /// Request durations: 0.5 ms to about 2 minutes, ×4 per bucket (a warm
 /// range takes well under a millisecond; a cold multi-GB file, minutes).
 fn request_buckets() -> Histogram {
@@ -325,6 +370,35 @@ impl Default for Metrics {
             "Connections closed at once because their address already held max_connections_per_ip",
             over_ip_cap.clone(),
         );
+        zero_series(
+            &requests,
+            Outcome::ALL.map(|o| OutcomeLabels { outcome: o.label() }),
+        );
+        zero_series(&responses, RESPONSE_CODES.map(|code| CodeLabels { code }));
+        zero_series(
+            &fetches,
+            FETCH_RESULTS.map(|result| ResultLabels { result }),
+        );
+        zero_series(
+            &download_durations,
+            FETCH_RESULTS.map(|result| ResultLabels { result }),
+        );
+        zero_series(
+            &admin_refused,
+            ADMIN_REFUSED_REASONS.map(|reason| ReasonLabels { reason }),
+        );
+        zero_series(
+            &shared_tier,
+            SHARED_TIER_EVENTS.map(|event| EventLabels { event }),
+        );
+        zero_series(
+            &do_refused,
+            DO_REFUSED_REASONS.map(|reason| ReasonLabels { reason }),
+        );
+        zero_series(
+            &do_stored,
+            DO_VERIFICATIONS.map(|verification| VerificationLabels { verification }),
+        );
         Metrics {
             registry,
             requests,
@@ -381,6 +455,7 @@ impl Metrics {
 
     /// Something happened with the shared tier (S3).
     pub fn shared_tier(&self, event: &'static str) {
+        debug_assert!(SHARED_TIER_EVENTS.contains(&event), "{event}");
         self.shared_tier.get_or_create(&EventLabels { event }).inc();
     }
 
@@ -442,6 +517,7 @@ impl Metrics {
     /// An admin request was refused by the cross-site guard, for `reason`.
     /// A DO origin refused (see `delivery::origin::OriginError::reason`).
     pub fn do_refused(&self, reason: &'static str) {
+        debug_assert!(DO_REFUSED_REASONS.contains(&reason), "{reason}");
         self.do_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
@@ -461,6 +537,7 @@ impl Metrics {
     }
 
     pub fn admin_refused(&self, reason: &'static str) {
+        debug_assert!(ADMIN_REFUSED_REASONS.contains(&reason), "{reason}");
         self.admin_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();

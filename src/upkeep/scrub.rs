@@ -50,6 +50,15 @@ pub struct ScrubStatus {
     pub finished: Option<u64>,
 }
 
+/// Why a scrub does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrubError {
+    #[error("a scrub is already running (DELETE /api/v1/scrub stops it)")]
+    Running,
+    #[error("bytes_per_sec: {0} is below the least, {MIN_SCRUB_RATE} (1MiB); null for no limit")]
+    BelowLeastRate(u64),
+}
+
 /// Runs one scrub at a time and keeps the last one's status.
 #[derive(Default)]
 pub struct Scrubber {
@@ -69,12 +78,20 @@ impl Scrubber {
         self.status.lock().unwrap().clone()
     }
 
-    /// Starts a scrub on a blocking thread; `None` if one is running.
-    pub fn start(self: &Arc<Self>, parts: Parts, asked: ScrubRequest) -> Option<ScrubStatus> {
+    /// Starts a scrub on a blocking thread, unless one is running or the
+    /// pace asked is too slow.
+    pub fn start(
+        self: &Arc<Self>,
+        parts: Parts,
+        asked: ScrubRequest,
+    ) -> Result<ScrubStatus, ScrubError> {
+        if let Some(rate) = asked.bytes_per_sec.filter(|&r| r < MIN_SCRUB_RATE) {
+            return Err(ScrubError::BelowLeastRate(rate));
+        }
         let stop = {
             let mut status = self.status.lock().unwrap();
             if status.running {
-                return None;
+                return Err(ScrubError::Running);
             }
             *status = ScrubStatus {
                 running: true,
@@ -88,7 +105,7 @@ impl Scrubber {
         };
         let scrubber = self.clone();
         tokio::task::spawn_blocking(move || scrubber.run(&parts, asked.bytes_per_sec, &stop));
-        Some(self.status())
+        Ok(self.status())
     }
 
     /// Asks the running scrub (if any) to stop after its current MiB.

@@ -2,5 +2,6 @@
 //! sync ([MS-WSUSSS]) with an upstream (Microsoft Update, a WSUS, another
 //! upcache).
 
+pub mod client;
 pub mod soap;
 pub mod sync;

@@ -29,7 +29,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-FIGURES = ["hit-ratio", "bytes-served", "bytes-upstream", "store-bytes", "updates-approved"]
+FIGURES = ["hit-ratio", "bytes-served", "bytes-upstream", "store-bytes", "updates-approved", "do-objects"]
 
 
 def report(step, value):

@@ -83,8 +83,8 @@ async fn a_sha256_claimed_for_two_different_files_is_refused_and_nothing_is_writ
     let c = h.admin_json(&format!("/api/v1/updates/{ID_C}")).await;
     assert_eq!(c["revision"], good["updates"][2]["revision"], "{c}");
     // Each URL still names its own bytes.
-    assert!(h.get(&h.c.content_path()).await.bytes().await.unwrap() == h.c.bytes);
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.assert_serves(&h.c).await;
+    h.assert_serves(&h.a).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,6 +297,27 @@ fn the_demo_runs_offline() {
     }
 }
 
+/// Every labelled counter has a series for each value it knows from the
+/// start, at 0: a dashboard panel shows 0, not "No data", and `rate()`
+/// sees the first increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_shows_every_known_labelled_series_at_zero() {
+    let h = Harness::new().await;
+    let text = h.call(Method::GET, "/metrics").await.text().await.unwrap();
+    for line in [
+        "upcache_admin_refused_total{reason=\"host\"} 0",
+        "upcache_admin_refused_total{reason=\"content_type\"} 0",
+        "upcache_content_requests_total{outcome=\"passthrough\"} 0",
+        "upcache_content_responses_total{code=\"503\"} 0",
+        "upcache_upstream_fetches_total{result=\"failed\"} 0",
+        "upcache_upstream_download_duration_seconds_count{result=\"stored\"} 0",
+        "upcache_s3_total{event=\"upload_failed\"} 0",
+        "upcache_do_refused_total{reason=\"private_answer\"} 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_hits_misses_and_refusals() {
     let h = Harness::new().await;
@@ -387,7 +408,7 @@ async fn a_downstream_upcache_syncs_catalog_and_approvals_and_fetches_through_th
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "B is not approved upstream");
-    assert!(u.get(&u.a.content_path()).await.bytes().await.unwrap() == u.a.bytes);
+    u.assert_serves(&u.a).await;
     assert_eq!(
         u.upstream.requests(&u.a.path),
         1,
@@ -453,15 +474,7 @@ async fn an_export_carries_catalog_and_approvals_to_a_server_that_cannot_reach_t
         out.stderr
     );
     assert_eq!(states(&branch).await, states(&hq).await);
-    assert!(
-        branch
-            .get(&branch.a.content_path())
-            .await
-            .bytes()
-            .await
-            .unwrap()
-            == branch.a.bytes
-    );
+    branch.assert_serves(&branch.a).await;
 
     let plain = Harness::new().await;
     let out = run_cli(
@@ -711,7 +724,7 @@ async fn a_two_gib_garbage_upload_is_refused_cleanly() {
         assert!(msg.contains(expected), "{content_type}: {msg}");
     }
     assert_eq!(h.admin_json("/api/v1/updates").await["total"], 3);
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.assert_serves(&h.a).await;
 
     // An announced length beyond the limit is refused before any byte is read.
     let mut s = tokio::net::TcpStream::connect(h.running().admin_addr)

@@ -149,6 +149,13 @@ impl Harness {
             .unwrap()
     }
 
+    /// Asserts that `file` is served whole (its bytes are not printed:
+    /// they are megabytes).
+    pub async fn assert_serves(&self, file: &SampleFile) {
+        let body = self.get(&file.content_path()).await.bytes().await.unwrap();
+        assert!(body == file.bytes, "{} not served whole", file.path);
+    }
+
     /// Sends a bodiless request to the admin API.
     pub async fn call(&self, method: Method, path: &str) -> reqwest::Response {
         self.http

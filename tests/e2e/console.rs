@@ -132,6 +132,7 @@ async fn the_console_shows_the_api_figures_live_and_approves_in_a_real_browser()
         ("bytes-upstream", &traffic["bytes_upstream"]),
         ("store-bytes", &status["catalog"]["bytes_stored"]),
         ("updates-approved", &status["catalog"]["updates_approved"]),
+        ("do-objects", &status["delivery"]["unverified_objects"]),
     ] {
         assert_eq!(
             number(&page[id]),

@@ -97,7 +97,10 @@ async fn background_downloads_resume_after_a_crash_without_any_client() {
         .await
         .unwrap();
     server.setup(&h, &[ID_A]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.eventually("the background download under way", |h| {
+        h.upstream.requests(&h.a.path) == 1
+    })
+    .await;
     server.child.kill().unwrap(); // mid-download
     server.child.wait().unwrap();
     assert_eq!(check_store(dir.path()), 0);

@@ -70,15 +70,7 @@ async fn a_follower_keeps_in_step_and_refuses_writes() {
     })
     .await;
     assert!(took <= INTERVAL + Duration::from_millis(500), "{took:?}");
-    assert_eq!(
-        follower
-            .get(&follower.b.content_path())
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-        follower.b.bytes
-    );
+    follower.assert_serves(&follower.b).await;
 
     // Pulls carry changes only: nothing since the follower's seq, then the one update.
     let seq = follower.status().await["follow"]["seq"].as_u64().unwrap();

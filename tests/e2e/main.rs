@@ -30,5 +30,6 @@ mod service;
 mod shared;
 mod slots;
 mod tls;
+mod update_server;
 mod waits;
 mod windows;

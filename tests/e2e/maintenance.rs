@@ -39,7 +39,7 @@ async fn gc_removes_only_files_no_approved_update_references() {
     );
     h.restart_stopped().await;
     assert_eq!(h.stored(), vec![h.a.sha256]);
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.assert_serves(&h.a).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +70,7 @@ async fn verify_quarantines_a_corrupted_stored_file_and_it_is_fetched_again() {
     );
     assert!(!path.exists());
     h.restart_stopped().await;
-    assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
+    h.assert_serves(&h.b).await;
     assert_eq!(h.upstream.requests(&h.b.path), 2, "fetched again");
 }
 
@@ -282,7 +282,12 @@ async fn a_paced_scrub_is_one_at_a_time_and_stops_when_asked() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    within(
+        "the scrub under way",
+        std::time::Duration::from_secs(5),
+        async || h.admin_json("/api/v1/scrub").await["bytes_done"].as_u64() > Some(0),
+    )
+    .await;
     let second = h.call(reqwest::Method::POST, "/api/v1/scrub").await;
     assert_eq!(second.status(), 409);
     let status = h.admin_json("/api/v1/scrub").await;

@@ -17,6 +17,20 @@ async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> (
     read_until_closed(&mut s, wait).await
 }
 
+/// Connections waiting in the kernel's accept queue of the listener on
+/// `addr` (the receive queue of a listening socket in `/proc/net/tcp`).
+fn accept_queue(addr: std::net::SocketAddr) -> u64 {
+    let port = format!(":{:04X}", addr.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[1].ends_with(&port) && f[3] == "0A")
+        .and_then(|f| u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok())
+        .unwrap_or(0)
+}
+
 async fn read_until_closed(s: &mut TcpStream, wait: Duration) -> (String, bool) {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -235,7 +249,12 @@ async fn beyond_max_connections_new_clients_wait_until_one_closes() {
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         Duration::from_secs(5),
     ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    within(
+        "the third connection in the accept queue",
+        Duration::from_secs(5),
+        async || accept_queue(addr) == 1,
+    )
+    .await;
     assert!(!third.is_finished(), "a third connection is held off");
     drop(held.pop());
     let (answer, _) = third.await.unwrap();
@@ -251,9 +270,12 @@ async fn a_second_server_on_the_same_data_dir_exits_and_the_first_finishes_its_d
     h.upstream.set_rate(2 << 20); // ~1.5 s: the second server starts mid-download
     let url = format!("{}{}", first.content, h.a.content_path());
     let download = tokio::spawn(async move { reqwest::get(url).await?.bytes().await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let temp_before = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
-    assert_eq!(temp_before, 1, "the download is under way");
+    within(
+        "the download under way",
+        Duration::from_secs(5),
+        async || std::fs::read_dir(dir.path().join("tmp")).is_ok_and(|d| d.count() == 1),
+    )
+    .await;
     let t = Instant::now();
     let args = serve_args(dir.path());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -59,7 +59,7 @@ async fn a_file_shared_by_updates_is_servable_if_any_is_approved() {
     assert_eq!(h.import(&catalog).await.status(), 200);
     assert_eq!(h.get(&h.b.content_path()).await.status(), 403);
     h.set_state(ID_C, "approve").await;
-    assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
+    h.assert_serves(&h.b).await;
     h.set_state(ID_B, "decline").await;
     assert_eq!(
         h.get(&h.b.content_path()).await.status(),
@@ -107,7 +107,7 @@ async fn at_sync_downloads_every_non_declined_file_at_import() {
     // Not approved yet: stored but not served.
     assert_eq!(h.get(&h.a.content_path()).await.status(), 403);
     h.set_state(ID_A, "approve").await;
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.assert_serves(&h.a).await;
     assert_eq!(h.upstream.requests(&h.a.path), 1);
     let _ = c;
 }
@@ -155,7 +155,12 @@ async fn switching_to_metadata_only_stops_the_background_queue_and_back_resumes_
     .await;
     h.set_policy(json!({"mode": "metadata-only"})).await;
     h.settled().await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    within(
+        "the background queue emptied",
+        std::time::Duration::from_secs(5),
+        async || h.status().await["background"]["files_queued"] == 0,
+    )
+    .await;
     assert_eq!(
         h.stored().len(),
         1,

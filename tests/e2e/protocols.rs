@@ -385,13 +385,16 @@ async fn sigterm_lets_running_downloads_finish_then_exits() {
         unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) },
         0
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(
-        reqwest::get(format!("{}/healthz", server.admin))
-            .await
-            .is_err(),
-        "no new connections after SIGTERM"
-    );
+    within(
+        "no new connections after SIGTERM",
+        std::time::Duration::from_secs(5),
+        async || {
+            reqwest::get(format!("{}/healthz", server.admin))
+                .await
+                .is_err()
+        },
+    )
+    .await;
     let body = response.bytes().await.unwrap();
     assert!(body == h.a.bytes, "the in-flight response completed");
     let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())

@@ -68,6 +68,7 @@ fn without_a_notify_socket_nothing_is_sent_and_nothing_fails() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_upcache"))
         .args(serve_args(dir.path()))
         .env_remove("NOTIFY_SOCKET")
+        .env("RUST_LOG", "upcache=info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -77,18 +78,30 @@ fn without_a_notify_socket_nothing_is_sent_and_nothing_fails() {
         .read_line(&mut banner)
         .unwrap();
     assert!(banner.contains("serving content"), "{banner}");
+    let (lines, log_lines) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .try_for_each(|l| lines.send(l))
+    });
+    let mut log = String::new();
     // `systemctl reload` sends SIGHUP: with no access log it changes nothing
-    // and stops nothing.
+    // and stops nothing. Checked once the server has logged it.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    std::thread::sleep(Duration::from_millis(200));
+    while !log.contains("SIGHUP:") {
+        let line = log_lines.recv_timeout(Duration::from_secs(10));
+        log += &line.expect("the SIGHUP logged within 10 s");
+        log.push('\n');
+    }
     assert!(
         child.try_wait().unwrap().is_none(),
         "SIGHUP stopped the server"
     );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(child.wait().unwrap().success());
+    log.extend(log_lines.iter().map(|l| l + "\n"));
     assert!(!log.contains("NOTIFY_SOCKET"), "{log}");
 }
 

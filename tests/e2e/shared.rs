@@ -381,13 +381,19 @@ async fn exists(url: &str) -> bool {
 /// shares by the primary's catalog: declined, not approved, not in the
 /// catalog at all. A file another node fetched is known here by its SHA-1
 /// only (Microsoft's catalogs give no SHA-256): its marker names it, so an
-/// approved one stays. Objects written in the last minute are left.
+/// approved one stays. Objects written within `cleanup_settle_secs` (a
+/// minute by default, 10 s here) are left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_cleanup_trims_the_bucket_by_the_primarys_catalog() {
     let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
         return;
     };
-    let p = Harness::with(|c| c.shared = settings(&s3, "trim")).await;
+    const SETTLE: Duration = Duration::from_secs(10);
+    let p = Harness::with(|c| {
+        c.shared = settings(&s3, "trim");
+        c.upkeep.cleanup_settle = SETTLE;
+    })
+    .await;
     p.setup(&[ID_A, ID_B]).await;
     assert_eq!(p.get(&p.b.path).await.bytes().await.unwrap(), p.b.bytes);
     p.settled().await;
@@ -425,8 +431,10 @@ async fn a_shared_cleanup_trims_the_bucket_by_the_primarys_catalog() {
         fresh.stdout
     );
 
-    // A minute later they are old enough.
-    tokio::time::sleep(Duration::from_secs(61).saturating_sub(written.elapsed())).await;
+    // Once settled, they are old enough: the test is of an age, so it
+    // waits for the clock.
+    let old_enough = SETTLE + Duration::from_secs(1);
+    tokio::time::sleep(old_enough.saturating_sub(written.elapsed())).await;
     let dry = run_cli(&["cleanup", "--shared", "--admin", &admin], &[]).await;
     assert!(dry.ok, "{}", dry.stderr);
     for (sha256, sha1, why) in [

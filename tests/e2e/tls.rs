@@ -220,15 +220,7 @@ async fn a_follower_follows_an_https_primary_with_its_ca() {
         follower.status().await["catalog"]["updates_approved"] == 1
     })
     .await;
-    assert_eq!(
-        follower
-            .get(&follower.b.content_path())
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-        follower.b.bytes
-    );
+    follower.assert_serves(&follower.b).await;
 }
 
 /// Replaces `into`'s files with `from`'s the way a renewal tool does (a
@@ -256,13 +248,15 @@ async fn a_renewed_certificate_is_taken_at_sighup_and_a_bad_one_is_not() {
         old.files.cert.to_str().unwrap().to_owned(),
         old.files.key.to_str().unwrap().to_owned(),
     );
+    let log = certs.path().join("server.log");
     let server = {
         let dir = data.path().to_owned();
+        let log = Stdio::from(std::fs::File::create(&log).unwrap());
         tokio::task::spawn_blocking(move || {
             spawn_server_args(
                 &dir,
                 &["--admin-tls-cert", &cert, "--admin-tls-key", &key],
-                Stdio::null(),
+                log,
             )
         })
         .await
@@ -297,7 +291,14 @@ async fn a_renewed_certificate_is_taken_at_sighup_and_a_bad_one_is_not() {
         unsafe { libc::kill(server.child.id() as i32, libc::SIGHUP) },
         0
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    within(
+        "the refused renewal logged",
+        Duration::from_secs(5),
+        async || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("TLS certificate not re-read"))
+        },
+    )
+    .await;
     assert!(reachable_trusting(&new.ca, &server.admin).await);
 }
 
@@ -370,10 +371,7 @@ async fn files_are_served_over_https_on_the_second_content_listener() {
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.unwrap(), h.b.bytes.slice(100..200));
     // The plain listener serves the same, and refuses what it refuses.
-    assert_eq!(
-        h.get(&h.b.content_path()).await.bytes().await.unwrap(),
-        h.b.bytes
-    );
+    h.assert_serves(&h.b).await;
     let unapproved = format!("https://127.0.0.1:{}{}", addr.port(), h.c.content_path());
     assert_eq!(client.get(&unapproved).send().await.unwrap().status(), 403);
 

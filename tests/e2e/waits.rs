@@ -86,7 +86,7 @@ async fn a_download_that_stalls_is_abandoned_and_the_next_request_starts_afresh(
     h.settled().await;
     assert!(h.stored().is_empty());
     assert!(h.running().app.store.temp_files().is_empty());
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.assert_serves(&h.a).await;
     assert_eq!(h.upstream.requests(&h.a.path), 2);
 }
 
@@ -127,7 +127,7 @@ async fn queued_clients_wait_a_bounded_time_and_the_queue_is_bounded() {
     assert!(a.bytes().await.unwrap() == h.a.bytes);
     h.upstream.set_rate(0);
     h.settled().await;
-    assert!(h.get(&h.b.content_path()).await.bytes().await.unwrap() == h.b.bytes);
+    h.assert_serves(&h.b).await;
 }
 
 /// `upstream_rate_limit` holds for all downloads together, from the first
@@ -154,7 +154,7 @@ async fn the_upstream_rate_limit_holds_for_all_downloads_together() {
     assert!(took < Duration::from_secs(6), "{took:?}");
     h.settled().await;
     let warm = Instant::now();
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.assert_serves(&h.a).await;
     assert!(
         warm.elapsed() < Duration::from_millis(500),
         "a hit is not limited"
@@ -192,7 +192,7 @@ async fn the_rate_limit_is_set_and_lifted_at_run_time() {
     );
     assert_eq!(h.status().await["upstream"]["rate_limit"], 2 << 20);
     let started = Instant::now();
-    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.assert_serves(&h.a).await;
     assert!(
         started.elapsed() >= Duration::from_millis(1400),
         "{:?}",

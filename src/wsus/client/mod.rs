@@ -1,0 +1,333 @@
+//! upcache as the update server Windows clients scan against: the
+//! client-server protocol [MS-WUSP], on the content listener, at the paths
+//! a WSUS serves it.
+//!
+//! - `simple_auth`: `/SimpleAuthWebService/SimpleAuth.asmx`;
+//! - `web_service`: `/ClientWebService/client.asmx`, with `scan` (the
+//!   `SyncUpdates` algorithm) and `fragments` (core, extended and localized
+//!   fragments of a stored update document);
+//! - `reporting`: `/ReportingWebService/ReportingWebService.asmx` (and
+//!   `WebService.asmx`);
+//! - `cookie`: the cookies; `computers`: registered computers and their
+//!   events; `requests`: the typed reading of every request body; `wsdl`.
+//!
+//! The envelope is `wsus::soap`'s (bounded, no DTDs); every error becomes
+//! a SOAP fault through [`SoapFault`], never a 404 or a 500 page.
+
+pub mod computers;
+pub mod cookie;
+pub mod fragments;
+mod reporting;
+pub mod requests;
+pub mod scan;
+mod simple_auth;
+mod web_service;
+mod wsdl;
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, Method, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::metadata::{MetaError, MetaStore};
+use crate::wsus::soap::{self, ErrorCode, Fault, SoapError, SoapFault};
+use computers::{ComputerError, Computers};
+use cookie::{CookieError, Cookies};
+
+/// The services and their paths (case-insensitive, as IIS matches them).
+const CLIENT_PATH: &str = "/clientwebservice/client.asmx";
+const SIMPLE_AUTH_PATH: &str = "/simpleauthwebservice/simpleauth.asmx";
+const REPORTING_PATHS: [&str; 2] = [
+    "/reportingwebservice/reportingwebservice.asmx",
+    "/reportingwebservice/webservice.asmx",
+];
+
+/// The update server for Windows clients: [MS-WUSP] on the content listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default)]
+pub struct ClientSettings {
+    /// Most updates in one `SyncUpdates` answer; more are sent on later
+    /// pages (`Truncated`), as a WSUS sends pages of 30.
+    pub wusp_page_size: usize,
+    /// How long a client cookie stays valid, in seconds; then the client
+    /// gets `CookieExpired` and asks for a new one.
+    pub wusp_cookie_lifetime_secs: u64,
+    /// Largest SOAP request body accepted, in bytes (over it: 413).
+    pub wusp_max_body_bytes: usize,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            wusp_page_size: 30,
+            wusp_cookie_lifetime_secs: 3600,
+            wusp_max_body_bytes: 4 << 20,
+        }
+    }
+}
+
+impl ClientSettings {
+    pub fn validate(&self) -> Result<(), crate::settings::Invalid> {
+        if self.wusp_page_size == 0 {
+            return Err(crate::settings::Invalid {
+                setting: "wusp_page_size",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.wusp_cookie_lifetime_secs == 0 {
+            return Err(crate::settings::Invalid {
+                setting: "wusp_cookie_lifetime_secs",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why an operation failed; each maps to one fault ([`SoapFault`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Soap(#[from] SoapError),
+    #[error("{0}")]
+    Cookie(#[from] CookieError),
+    #[error("the authorization cookie is not one this server issued")]
+    AuthorizationCookie,
+    #[error("{name}: {why}")]
+    Parameter { name: &'static str, why: String },
+    #[error("unknown operation {0}")]
+    UnknownOperation(String),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error(transparent)]
+    Computers(#[from] ComputerError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] crate::catalog::CatalogError),
+}
+
+impl SoapFault for ClientError {
+    fn fault(&self) -> Fault {
+        match self {
+            ClientError::Soap(e) => e.fault(),
+            ClientError::Cookie(CookieError::Expired) => Fault::new(ErrorCode::CookieExpired, ""),
+            ClientError::Cookie(CookieError::Invalid) => Fault::new(ErrorCode::InvalidCookie, ""),
+            ClientError::AuthorizationCookie => {
+                Fault::new(ErrorCode::InvalidAuthorizationCookie, "")
+            }
+            ClientError::Parameter { name, .. } => Fault::new(ErrorCode::InvalidParameters, *name),
+            ClientError::UnknownOperation(op) => {
+                Fault::new(ErrorCode::InvalidParameters, op.as_str())
+            }
+            ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_) => {
+                Fault::new(ErrorCode::InternalServerError, "")
+            }
+        }
+    }
+}
+
+/// What a request is, as the listener saw it.
+pub struct Call<'a> {
+    /// The `Host` the client used (the content URLs are built on it).
+    pub host: &'a str,
+    pub tls: bool,
+    pub peer: Option<std::net::IpAddr>,
+}
+
+impl Call<'_> {
+    /// `http(s)://host` of this listener, as the client named it.
+    fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.host)
+    }
+}
+
+/// The [MS-WUSP] server.
+pub struct ClientServices {
+    pub(crate) meta: Arc<MetaStore>,
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) cookies: Cookies,
+    pub computers: Arc<Computers>,
+    pub(crate) settings: ClientSettings,
+    /// The scan index, rebuilt when the store holds a newer revision.
+    index: Mutex<Option<Arc<scan::ScanIndex>>>,
+}
+
+/// Which service a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Client,
+    SimpleAuth,
+    Reporting,
+}
+
+/// The service at `path`, if it is one of ours.
+pub fn service_of(path: &str) -> Option<Service> {
+    let p = path.to_ascii_lowercase();
+    if p == CLIENT_PATH {
+        Some(Service::Client)
+    } else if p == SIMPLE_AUTH_PATH {
+        Some(Service::SimpleAuth)
+    } else if REPORTING_PATHS.contains(&p.as_str()) {
+        Some(Service::Reporting)
+    } else {
+        None
+    }
+}
+
+impl ClientServices {
+    pub fn open(
+        data_dir: &std::path::Path,
+        meta: Arc<MetaStore>,
+        catalog: Arc<Catalog>,
+        settings: ClientSettings,
+    ) -> Result<ClientServices, String> {
+        let cookies = Cookies::open(data_dir).map_err(|e| e.to_string())?;
+        let computers = Computers::open(data_dir).map_err(|e| e.to_string())?;
+        Ok(ClientServices {
+            meta,
+            catalog,
+            cookies,
+            computers: Arc::new(computers),
+            settings,
+            index: Mutex::new(None),
+        })
+    }
+
+    /// The bound on request bodies.
+    pub fn max_body(&self) -> usize {
+        self.settings.wusp_max_body_bytes
+    }
+
+    /// Answers one request to `service` (its body read, within the bound).
+    pub fn answer(
+        &self,
+        service: Service,
+        method: &Method,
+        query: Option<&str>,
+        body: &[u8],
+        call: &Call<'_>,
+    ) -> Response<Bytes> {
+        if method == Method::GET && query.is_some_and(|q| q.eq_ignore_ascii_case("wsdl")) {
+            return xml(StatusCode::OK, wsdl::of(service).to_owned());
+        }
+        if method != Method::POST {
+            let fault = Fault::new(ErrorCode::InvalidParameters, "a SOAP call is a POST");
+            return xml(StatusCode::INTERNAL_SERVER_ERROR, fault.to_envelope());
+        }
+        let result = soap::parse_envelope(body)
+            .map_err(ClientError::from)
+            .and_then(|op| match service {
+                Service::Client => web_service::call(self, &op, call),
+                Service::SimpleAuth => simple_auth::call(self, &op),
+                Service::Reporting => reporting::call(self, &op),
+            });
+        match result {
+            Ok(inner) => xml(StatusCode::OK, soap::envelope(&inner)),
+            Err(e) => {
+                if matches!(
+                    e,
+                    ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_)
+                ) {
+                    tracing::warn!(error = %e, "update server call failed");
+                }
+                // SOAP 1.1: a fault travels with 500.
+                xml(StatusCode::INTERNAL_SERVER_ERROR, e.fault().to_envelope())
+            }
+        }
+    }
+
+    /// The answer to a body over the bound.
+    pub fn too_large(&self) -> Response<Bytes> {
+        let fault = Fault::new(
+            ErrorCode::InvalidParameters,
+            format!("request body over {} bytes", self.max_body()),
+        );
+        let mut response = xml(StatusCode::PAYLOAD_TOO_LARGE, fault.to_envelope());
+        // The rest of the body is never read: the connection cannot be reused.
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        response
+    }
+
+    /// The scan index of the store's current revisions.
+    pub(crate) fn index(&self) -> Result<Arc<scan::ScanIndex>, ClientError> {
+        let last = self.meta.last_rid()?;
+        let mut held = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = held.as_ref().filter(|i| i.last_rid == last) {
+            return Ok(index.clone());
+        }
+        let index = Arc::new(scan::ScanIndex::new(self.meta.scan_index()?, last));
+        *held = Some(index.clone());
+        Ok(index)
+    }
+
+    /// A client cookie for `claims`, valid for the configured lifetime.
+    pub(crate) fn client_cookie(&self, client_id: &str, target_group: &str) -> (String, String) {
+        let expires = now() + self.settings.wusp_cookie_lifetime_secs;
+        let text = self.cookies.mint(&cookie::Claims {
+            kind: cookie::Kind::Client,
+            expires,
+            client_id: client_id.to_owned(),
+            target_group: target_group.to_owned(),
+        });
+        (rfc3339(expires), text)
+    }
+}
+
+fn xml(status: StatusCode, body: String) -> Response<Bytes> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
+        .body(Bytes::from(body))
+        .expect("static headers")
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `2026-10-04T16:03:35Z`.
+pub(crate) fn rfc3339(unix: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_paths_match_case_insensitively() {
+        assert_eq!(
+            service_of("/ClientWebService/client.asmx"),
+            Some(Service::Client)
+        );
+        assert_eq!(
+            service_of("/SimpleAuthWebService/SimpleAuth.asmx"),
+            Some(Service::SimpleAuth)
+        );
+        assert_eq!(
+            service_of("/ReportingWebService/WebService.asmx"),
+            Some(Service::Reporting)
+        );
+        assert_eq!(
+            service_of("/reportingwebservice/reportingwebservice.asmx"),
+            Some(Service::Reporting)
+        );
+        assert_eq!(service_of("/Content/AB/x.cab"), None);
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,411 @@
+//! `/ClientWebService/client.asmx` ([MS-WUSP] 3.1): configuration, cookies,
+//! registration, the scan (`SyncUpdates`, `RefreshCache`), the extended
+//! fragments and the file locations.
+//!
+//! File locations point at upcache's own content paths
+//! (`/Content/XX/<SHA1>.<ext>` on the host the client used), so files go
+//! through the store with its approvals and verification; with the
+//! metadata-only policy they point at Microsoft's URL, as WSUS does.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+
+use crate::catalog::UpdateState;
+use crate::digest::Sha1Digest;
+use crate::metadata::store::{RevisionFile, ScanRevision};
+use crate::policy::Mode;
+use crate::wsus::soap::{Element, Xml};
+
+use super::cookie::{Claims, Kind};
+use super::scan::{Ask, Offered, ScanIndex};
+use super::{fragments, requests, simple_auth, Call, ClientError, ClientServices};
+
+pub const NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
+/// Most revisions a client asks `GetExtendedUpdateInfo` for at once.
+const MAX_EXTENDED_PER_REQUEST: usize = 50;
+/// Event ids clients may report (all: reports are stored whole).
+const ALLOWED_EVENT_IDS: &[u32] = &[
+    147, 148, 149, 150, 151, 152, 153, 154, 155, 156, 157, 161, 162, 163, 164, 165, 166, 167, 168,
+    169, 170, 171, 172, 173, 174, 175, 176, 177, 178, 179, 180, 181, 182, 183, 184, 185, 186, 187,
+    188, 189, 190, 191, 192, 193, 194, 195, 196, 197, 198, 199, 200, 201, 202, 203, 204, 205,
+];
+
+pub fn call(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, ClientError> {
+    match op.name.as_str() {
+        "GetConfig" | "GetConfig2" => Ok(config(&op.name)),
+        "GetCookie" => cookie(s, op),
+        "RegisterComputer" => register(s, op, c),
+        "StartCategoryScan" => Ok(start_category_scan(op)),
+        "SyncUpdates" => sync_updates(s, op, c),
+        "RefreshCache" => refresh_cache(s, op),
+        "GetExtendedUpdateInfo" => extended_info(s, op, c),
+        "GetFileLocations" => file_locations(s, op, c),
+        other => Err(ClientError::UnknownOperation(other.to_owned())),
+    }
+}
+
+fn response(name: &str) -> (Xml, String) {
+    let mut w = Xml::default();
+    w.open(&format!("{name}Response"), &format!(" xmlns=\"{NS}\""));
+    (w, format!("{name}Response"))
+}
+
+/// The client cookie's claims (or the fault that makes the client get one).
+fn client(s: &ClientServices, op: &Element) -> Result<Claims, ClientError> {
+    let text = requests::cookie(op, "cookie")?;
+    Ok(s.cookies.verify(text, Kind::Client, super::now())?)
+}
+
+fn config(name: &str) -> String {
+    let (mut w, end) = response(name);
+    w.open(&format!("{name}Result"), "")
+        .leaf("LastChange", "2026-01-01T00:00:00Z")
+        .leaf("IsRegistrationRequired", "true")
+        .open("AuthInfo", "")
+        .open("AuthPlugInInfo", "")
+        .leaf("PlugInID", simple_auth::PLUG_IN)
+        .leaf("ServiceUrl", "/SimpleAuthWebService/SimpleAuth.asmx")
+        .leaf("Parameter", "")
+        .close("AuthPlugInInfo")
+        .close("AuthInfo")
+        .open("AllowedEventIds", "");
+    for id in ALLOWED_EVENT_IDS {
+        w.leaf("int", &id.to_string());
+    }
+    w.close("AllowedEventIds").open("Properties", "");
+    for (k, v) in [
+        (
+            "MaxExtendedUpdatesPerRequest",
+            MAX_EXTENDED_PER_REQUEST.to_string(),
+        ),
+        ("ProtocolVersion", "3.2".to_owned()),
+    ] {
+        w.open("ConfigurationProperty", "")
+            .leaf("Name", k)
+            .leaf("Value", &v)
+            .close("ConfigurationProperty");
+    }
+    w.close("Properties")
+        .close(&format!("{name}Result"))
+        .close(&end);
+    w.finish()
+}
+
+/// `GetCookie`: an authorization cookie traded for a client cookie.
+fn cookie(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
+    let data = requests::authorization_cookie(op)?;
+    let auth = s
+        .cookies
+        .verify(data, Kind::Authorization, super::now())
+        .map_err(|_| ClientError::AuthorizationCookie)?;
+    let (expiration, text) = s.client_cookie(&auth.client_id, &auth.target_group);
+    let (mut w, end) = response("GetCookie");
+    w.open("GetCookieResult", "")
+        .leaf("Expiration", &expiration)
+        .leaf("EncryptedData", &text)
+        .close("GetCookieResult")
+        .close(&end);
+    Ok(w.finish())
+}
+
+fn register(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, ClientError> {
+    let claims = client(s, op)?;
+    let info = requests::computer_info(op)?;
+    s.computers.register(
+        &super::computers::Registration {
+            id: &claims.client_id,
+            info: &info,
+            target_group: &claims.target_group,
+            address: c.peer,
+        },
+        super::now() as i64,
+    )?;
+    let (mut w, end) = response("RegisterComputer");
+    w.close(&end);
+    Ok(w.finish())
+}
+
+/// `StartCategoryScan`: every category the client asks for is served here.
+fn start_category_scan(op: &Element) -> String {
+    let (mut w, end) = response("StartCategoryScan");
+    w.open("preferredCategoryIds", "");
+    let asked = op
+        .child("requestedCategories")
+        .map(|r| r.children.as_slice())
+        .unwrap_or_default();
+    for rel in asked.iter().take(1000) {
+        if let Some(id) = rel.child_text("CategoryId") {
+            w.leaf("guid", id.trim());
+        }
+    }
+    w.close("preferredCategoryIds").close(&end);
+    w.finish()
+}
+
+fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, ClientError> {
+    let claims = client(s, op)?;
+    let p = requests::sync_parameters(op)?;
+    let index = s.index()?;
+    let states = approval_states(s, &index)?;
+    let answer = index.answer(
+        &Ask {
+            installed_non_leaf: &p.installed_non_leaf,
+            other_cached: &p.other_cached,
+            drivers: p.skip_software,
+            page: s.settings.wusp_page_size,
+        },
+        &states,
+    );
+    s.computers
+        .scanned(&claims.client_id, c.peer, super::now() as i64)?;
+    let (mut w, end) = response("SyncUpdates");
+    w.open("SyncUpdatesResult", "").open("NewUpdates", "");
+    for o in &answer.new {
+        let core = core_fragment(s, o.revision)?;
+        update_info(&mut w, o, Some(&core));
+    }
+    w.close("NewUpdates");
+    if !answer.changed.is_empty() {
+        w.open("ChangedUpdates", "");
+        for o in &answer.changed {
+            update_info(&mut w, o, None);
+        }
+        w.close("ChangedUpdates");
+    }
+    if !answer.out_of_scope.is_empty() {
+        w.open("OutOfScopeRevisionIDs", "");
+        for rid in &answer.out_of_scope {
+            w.leaf("int", &rid.to_string());
+        }
+        w.close("OutOfScopeRevisionIDs");
+    }
+    w.leaf("Truncated", bool_text(answer.truncated));
+    let (expiration, text) = s.client_cookie(&claims.client_id, &claims.target_group);
+    w.open("NewCookie", "")
+        .leaf("Expiration", &expiration)
+        .leaf("EncryptedData", &text)
+        .close("NewCookie");
+    if !p.skip_software {
+        // No approved-or-not driver at all: the client skips its driver pass.
+        w.leaf("DriverSyncNotNeeded", bool_text(!index.has_drivers()));
+    }
+    w.close("SyncUpdatesResult").close(&end);
+    Ok(w.finish())
+}
+
+fn bool_text(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// The catalog's approvals of every update a scan may offer.
+fn approval_states(
+    s: &ClientServices,
+    index: &ScanIndex,
+) -> Result<HashMap<String, UpdateState>, ClientError> {
+    let ids = index.approvable_ids(index.revisions());
+    Ok(s.catalog.states_of(&ids)?)
+}
+
+fn core_fragment(s: &ClientServices, r: &ScanRevision) -> Result<String, ClientError> {
+    Ok(split(s, r.rid)?.core)
+}
+
+fn split(s: &ClientServices, rid: i64) -> Result<fragments::Fragments, ClientError> {
+    let doc = s.meta.document_by_rid(rid)?.unwrap_or_default();
+    fragments::split(&doc).map_err(|e| ClientError::Parameter {
+        name: "revisionIDs",
+        why: e.to_string(),
+    })
+}
+
+/// `<UpdateInfo>`: the id, the deployment, whether a leaf, the core fragment.
+fn update_info(w: &mut Xml, o: &Offered<'_>, core: Option<&str>) {
+    let r = o.revision;
+    w.open("UpdateInfo", "")
+        .leaf("ID", &r.rid.to_string())
+        .open("Deployment", "")
+        // One deployment per revision and action: a new approval is a new id.
+        .leaf("ID", &deployment_id(r.rid, o.action).to_string())
+        .leaf("Action", o.action.as_str())
+        .leaf("IsAssigned", "true")
+        .leaf("LastChangeTime", "2026-01-01")
+        .leaf("AutoSelect", "0")
+        .leaf("AutoDownload", "0")
+        .leaf("SupersedenceBehavior", "0")
+        .close("Deployment")
+        .leaf("IsLeaf", bool_text(o.is_leaf));
+    if let Some(core) = core {
+        w.leaf("Xml", core);
+    }
+    w.close("UpdateInfo");
+}
+
+fn deployment_id(rid: i64, action: super::scan::Action) -> i64 {
+    rid * 4
+        + match action {
+            super::scan::Action::Evaluate => 0,
+            super::scan::Action::Install => 1,
+            super::scan::Action::Bundle => 2,
+        }
+}
+
+/// `RefreshCache`: the local ids of the revisions a client names.
+fn refresh_cache(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
+    client(s, op)?;
+    let ids = requests::global_ids(op)?;
+    let (mut w, end) = response("RefreshCache");
+    w.open("RefreshCacheResult", "");
+    for (id, rev) in ids {
+        let Some(rid) = s.meta.rid(&id, rev)? else {
+            continue;
+        };
+        w.open("RefreshCacheResult", "")
+            .leaf("RevisionID", &rid.to_string())
+            .open("GlobalID", "")
+            .leaf("UpdateID", &id)
+            .leaf("RevisionNumber", &rev.to_string())
+            .close("GlobalID")
+            .close("RefreshCacheResult");
+    }
+    w.close("RefreshCacheResult").close(&end);
+    Ok(w.finish())
+}
+
+/// `GetExtendedUpdateInfo`: the extended and localized fragments, and
+/// where the revisions' files are.
+fn extended_info(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, ClientError> {
+    client(s, op)?;
+    let req = requests::extended(op)?;
+    let wants = |t: &str| req.info_types.iter().any(|i| i == t);
+    let mut locales = req.locales.clone();
+    if locales.is_empty() {
+        locales.push("en".into());
+    }
+    let metadata_only = s.catalog.policy().mode == Mode::MetadataOnly;
+    let (mut w, end) = response("GetExtendedUpdateInfo");
+    w.open("GetExtendedUpdateInfoResult", "")
+        .open("Updates", "");
+    let mut files: Vec<RevisionFile> = Vec::new();
+    for &rid in &req.revision_ids {
+        if s.meta.document_by_rid(rid)?.is_none() {
+            continue;
+        }
+        let f = split(s, rid)?;
+        if wants("Extended") {
+            w.open("Update", "")
+                .leaf("ID", &rid.to_string())
+                .leaf("Xml", &f.extended)
+                .close("Update");
+            files.extend(s.meta.files_by_rid(rid)?);
+        }
+        if wants("LocalizedProperties") {
+            if let Some(l) = f.localized_for(&locales) {
+                w.open("Update", "")
+                    .leaf("ID", &rid.to_string())
+                    .leaf("Xml", l)
+                    .close("Update");
+            }
+        }
+    }
+    w.close("Updates");
+    if !files.is_empty() {
+        w.open("FileLocations", "");
+        for f in &files {
+            file_location(&mut w, f, c, metadata_only);
+        }
+        w.close("FileLocations");
+    }
+    w.close("GetExtendedUpdateInfoResult").close(&end);
+    Ok(w.finish())
+}
+
+/// `GetFileLocations`: where files are, by digest.
+fn file_locations(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, ClientError> {
+    let claims = client(s, op)?;
+    let digests = requests::file_digests(op)?;
+    let metadata_only = s.catalog.policy().mode == Mode::MetadataOnly;
+    let (mut w, end) = response("GetFileLocations");
+    w.open("GetFileLocationsResult", "")
+        .open("FileLocations", "");
+    for d in digests {
+        let Some(sha1) = Sha1Digest::from_slice(&d) else {
+            continue;
+        };
+        if let Some(f) = s.meta.file_by_sha1(&sha1)? {
+            file_location(&mut w, &f, c, metadata_only);
+        }
+    }
+    let (expiration, text) = s.client_cookie(&claims.client_id, &claims.target_group);
+    w.close("FileLocations")
+        .open("NewCookie", "")
+        .leaf("Expiration", &expiration)
+        .leaf("EncryptedData", &text)
+        .close("NewCookie")
+        .close("GetFileLocationsResult")
+        .close(&end);
+    Ok(w.finish())
+}
+
+fn file_location(w: &mut Xml, f: &RevisionFile, c: &Call<'_>, metadata_only: bool) {
+    let url = if metadata_only && !f.mu_url.is_empty() {
+        f.mu_url.clone()
+    } else {
+        content_url(&c.base_url(), f)
+    };
+    w.open("FileLocation", "")
+        .leaf(
+            "FileDigest",
+            &base64::engine::general_purpose::STANDARD.encode(f.sha1.0),
+        )
+        .leaf("Url", &url)
+        .close("FileLocation");
+}
+
+/// `base/Content/XX/<SHA1>.<ext>`: WSUS's own content path, which upcache
+/// serves (`http::route`).
+pub fn content_url(base: &str, f: &RevisionFile) -> String {
+    let ext = f
+        .name
+        .rsplit_once('.')
+        .map(|(_, e)| e)
+        .filter(|e| !e.is_empty() && e.len() <= 8 && e.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or("bin");
+    format!(
+        "{base}/Content/{:02X}/{}.{}",
+        f.sha1.last_byte(),
+        f.sha1.to_hex().to_ascii_uppercase(),
+        ext.to_ascii_lowercase()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_urls_are_wsus_content_paths_upcache_routes() {
+        let sha1: Sha1Digest = "86542c97261c46d5b379a43ec895f97eaf409ba2".parse().unwrap();
+        let f = RevisionFile {
+            name: "Windows11.0-KB5017029-x64-NDP481.CAB".into(),
+            sha1,
+            sha256: None,
+            size: None,
+            mu_url: String::new(),
+        };
+        let url = content_url("http://upcache:8530", &f);
+        assert_eq!(
+            url,
+            "http://upcache:8530/Content/A2/86542C97261C46D5B379A43EC895F97EAF409BA2.cab"
+        );
+        let path = url.strip_prefix("http://upcache:8530").unwrap();
+        assert_eq!(
+            crate::http::route::parse(path).unwrap(),
+            crate::http::route::FileKey::Sha1(sha1)
+        );
+    }
+}

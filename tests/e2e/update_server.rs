@@ -1,0 +1,629 @@
+//! upcache as the update server of a Windows client ([MS-WUSP]): a client
+//! simulator drives the sequence a Windows 11 client runs (GetConfig →
+//! GetAuthorizationCookie → GetCookie → RegisterComputer →
+//! StartCategoryScan → SyncUpdates pages → the driver pass →
+//! GetExtendedUpdateInfo → the download → ReportEventBatch) against
+//! documents synced from the fake [MS-WSUSSS] upstream.
+//!
+//! Request bodies are written here from the spec's schema (section 2.2 and
+//! the section 4 examples); answers are read with plain string searches,
+//! not with upcache's parser, so a parser bug cannot agree with itself.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sha1::Digest as _;
+
+use crate::common::*;
+use crate::fake_wsus::*;
+use upcache::demo::SampleFile;
+
+const CLIENT_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
+const AUTH_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService";
+const REPORTING_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
+const CLIENT_ID: &str = "e1da06a3-5601-43c9-bac3-52d5db701494";
+
+fn envelope(inner: &str) -> String {
+    format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>{inner}</s:Body></s:Envelope>"
+    )
+}
+
+/// The text between `<tag>` and `</tag>`, every occurrence.
+fn all_between<'a>(body: &'a str, tag: &str) -> Vec<&'a str> {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find(&open) {
+        let from = start + open.len();
+        let Some(len) = rest[from..].find(&close) else {
+            break;
+        };
+        out.push(&rest[from..from + len]);
+        rest = &rest[from + len + close.len()..];
+    }
+    out
+}
+
+fn between<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    all_between(body, tag).into_iter().next()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// One update as `SyncUpdates` offered it.
+#[derive(Debug, Clone)]
+struct Offer {
+    rid: i64,
+    update_id: String,
+    action: String,
+    is_leaf: bool,
+    /// The call (1-based) it came in.
+    call: usize,
+}
+
+/// A Windows client: its cookie, and what it has cached and installed.
+struct Client<'h> {
+    h: &'h Harness,
+    cookie: String,
+    /// Update ids this machine has (categories, detectoids, the servicing stack).
+    machine: HashSet<String>,
+    installed_non_leaf: Vec<i64>,
+    other_cached: Vec<i64>,
+}
+
+/// A SOAP call's status and body.
+async fn soap(h: &Harness, path: &str, action: &str, body: String) -> (u16, String) {
+    let r = h
+        .http
+        .post(h.url(path))
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .header("SOAPAction", format!("\"{action}\""))
+        .header(
+            "User-Agent",
+            "Windows-Update-Agent/1507.2601.30012.0 Client-Protocol/2.90",
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn client_call(h: &Harness, op: &str, inner: &str) -> (u16, String) {
+    soap(
+        h,
+        "/ClientWebService/client.asmx",
+        &format!("{CLIENT_NS}/{op}"),
+        envelope(&format!("<{op} xmlns=\"{CLIENT_NS}\">{inner}</{op}>")),
+    )
+    .await
+}
+
+fn cookie_xml(name: &str, data: &str) -> String {
+    format!("<{name}><Expiration>2026-10-04T16:03:35Z</Expiration><EncryptedData>{data}</EncryptedData></{name}>")
+}
+
+impl<'h> Client<'h> {
+    /// GetConfig → GetAuthorizationCookie → GetCookie, as a client starts.
+    async fn start(h: &'h Harness, group: &str) -> Client<'h> {
+        let (status, config) =
+            client_call(h, "GetConfig", "<protocolVersion>2.90</protocolVersion>").await;
+        assert_eq!(status, 200, "{config}");
+        assert_eq!(
+            between(&config, "PlugInID"),
+            Some("SimpleTargeting"),
+            "{config}"
+        );
+        let service = between(&config, "ServiceUrl").unwrap();
+        let auth = authorization_cookie(h, service, group).await;
+        let cookie = client_cookie(h, &auth).await;
+        Client {
+            h,
+            cookie,
+            machine: HashSet::new(),
+            installed_non_leaf: Vec::new(),
+            other_cached: Vec::new(),
+        }
+    }
+
+    /// A client that kept its cookie (across a server restart).
+    fn resume(h: &'h Harness, cookie: &str) -> Client<'h> {
+        Client {
+            h,
+            cookie: cookie.to_owned(),
+            machine: HashSet::new(),
+            installed_non_leaf: Vec::new(),
+            other_cached: Vec::new(),
+        }
+    }
+
+    async fn call(&self, op: &str, inner: &str) -> (u16, String) {
+        let cookie = cookie_xml("cookie", &self.cookie);
+        client_call(self.h, op, &format!("{cookie}{inner}")).await
+    }
+
+    async fn register(&self) {
+        let (status, body) = self
+            .call(
+                "RegisterComputer",
+                "<computerInfo><DnsName>pc1.example.test</DnsName><OSMajorVersion>10</OSMajorVersion>\
+                 <OSMinorVersion>0</OSMinorVersion><OSBuildNumber>26200</OSBuildNumber>\
+                 <OSServicePackMajorNumber>0</OSServicePackMajorNumber><OSServicePackMinorNumber>0</OSServicePackMinorNumber>\
+                 <OSLocale>en-US</OSLocale><ComputerManufacturer>QEMU</ComputerManufacturer>\
+                 <ComputerModel>Standard PC (Q35 + ICH9, 2009)</ComputerModel><ProcessorArchitecture>AMD64</ProcessorArchitecture>\
+                 <OSDescription>Windows 11 Pro</OSDescription></computerInfo>",
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("RegisterComputerResponse"), "{body}");
+    }
+
+    fn ints(ids: &[i64]) -> String {
+        ids.iter().map(|i| format!("<int>{i}</int>")).collect()
+    }
+
+    /// One `SyncUpdates`; `Err` is the fault's body.
+    async fn sync_once(&self, driver_pass: bool) -> Result<String, String> {
+        let mut p = String::from("<parameters><ExpressQuery>false</ExpressQuery>");
+        if !self.installed_non_leaf.is_empty() {
+            p += &format!(
+                "<InstalledNonLeafUpdateIDs>{}</InstalledNonLeafUpdateIDs>",
+                Self::ints(&self.installed_non_leaf)
+            );
+        }
+        if !self.other_cached.is_empty() {
+            p += &format!(
+                "<OtherCachedUpdateIDs>{}</OtherCachedUpdateIDs>",
+                Self::ints(&self.other_cached)
+            );
+        }
+        p += &format!("<SkipSoftwareSync>{driver_pass}</SkipSoftwareSync>");
+        p += "<NeedTwoGroupOutOfScopeUpdates>true</NeedTwoGroupOutOfScopeUpdates>\
+              <AlsoPerformRegularSync>false</AlsoPerformRegularSync><ComputerSpec/>";
+        if driver_pass {
+            p += "<SystemSpec><Devices><Device><HardwareIDs><HardwareID>PCI\\VEN_8086&amp;DEV_10D3</HardwareID>\
+                  </HardwareIDs></Device></Devices></SystemSpec>";
+        }
+        p += "<ProductsParameters><SyncCurrentVersionOnly>false</SyncCurrentVersionOnly>\
+              <DeviceAttributes>App=WU_OS;OSVersion=10.0.26200.8037;</DeviceAttributes><Products/></ProductsParameters></parameters>";
+        let (status, body) = self.call("SyncUpdates", &p).await;
+        match status {
+            200 => Ok(body),
+            _ => Err(body),
+        }
+    }
+
+    /// SyncUpdates until nothing new comes: each non-leaf update this
+    /// machine has is reported installed on the next call, as a client
+    /// evaluates them. Returns every offer, in order.
+    async fn scan(&mut self) -> Vec<Offer> {
+        let mut offers = Vec::new();
+        for call in 1..=30 {
+            let body = self.sync_once(false).await.expect("SyncUpdates");
+            let new = between(&body, "NewUpdates").unwrap_or_default();
+            let infos = all_between(new, "UpdateInfo");
+            for info in &infos {
+                let offer = parse_offer(info, call);
+                if !offer.is_leaf && self.machine.contains(&offer.update_id) {
+                    self.installed_non_leaf.push(offer.rid);
+                } else {
+                    self.other_cached.push(offer.rid);
+                }
+                offers.push(offer);
+            }
+            let cookie = between(&body, "NewCookie").and_then(|c| between(c, "EncryptedData"));
+            self.cookie = cookie.expect("a new cookie with every page").to_owned();
+            let truncated = between(&body, "Truncated") == Some("true");
+            if infos.is_empty() && !truncated {
+                return offers;
+            }
+        }
+        panic!("the scan did not end in 30 calls: {offers:#?}");
+    }
+
+    async fn extended(&self, rids: &[i64]) -> String {
+        let (status, body) = self
+            .call(
+                "GetExtendedUpdateInfo",
+                &format!(
+                    "<revisionIDs>{}</revisionIDs><infoTypes><XmlUpdateFragmentType>Extended</XmlUpdateFragmentType>\
+                     <XmlUpdateFragmentType>LocalizedProperties</XmlUpdateFragmentType></infoTypes>\
+                     <locales><string>en-US</string><string>en</string></locales>",
+                    Self::ints(rids)
+                ),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+fn parse_offer(info: &str, call: usize) -> Offer {
+    let deployment = between(info, "Deployment").expect("every update has a Deployment");
+    let action = between(deployment, "Action").expect("a deployment action");
+    let core = unescape(between(info, "Xml").expect("the core fragment"));
+    let id_at = core.find("UpdateID=\"").expect("UpdateIdentity") + 10;
+    Offer {
+        rid: info[4..info.find("</ID>").unwrap()].parse().unwrap(),
+        update_id: core[id_at..id_at + 36].to_ascii_lowercase(),
+        action: action.to_owned(),
+        is_leaf: between(info, "IsLeaf") == Some("true"),
+        call,
+    }
+}
+
+async fn authorization_cookie(h: &Harness, service: &str, group: &str) -> String {
+    let (status, body) = soap(
+        h,
+        service,
+        &format!("{AUTH_NS}/GetAuthorizationCookie"),
+        envelope(&format!(
+            "<GetAuthorizationCookie xmlns=\"{AUTH_NS}\"><clientId>{CLIENT_ID}</clientId>\
+             <targetGroupName>{group}</targetGroupName><dnsName>pc1.example.test</dnsName></GetAuthorizationCookie>"
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(between(&body, "PlugInId"), Some("SimpleTargeting"));
+    between(&body, "CookieData").unwrap().to_owned()
+}
+
+async fn client_cookie(h: &Harness, auth: &str) -> String {
+    let (status, body) = client_call(
+        h,
+        "GetCookie",
+        &format!(
+            "<authCookies><AuthorizationCookie><PlugInId>SimpleTargeting</PlugInId><CookieData>{auth}</CookieData>\
+             </AuthorizationCookie></authCookies><oldCookie><Expiration>2026-10-04T15:03:36Z</Expiration></oldCookie>\
+             <lastChange>2026-10-04T13:17:07.59Z</lastChange><currentTime>2026-10-04T15:03:36Z</currentTime>\
+             <protocolVersion>2.90</protocolVersion>"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(between(&body, "Expiration").is_some());
+    between(&body, "EncryptedData").unwrap().to_owned()
+}
+
+/// Starts a server sync through the admin API and waits for its report.
+async fn sync_now(h: &Harness, upstream: &str) -> Value {
+    let before = h.admin_json("/api/v1/server-sync").await["last"]["started"]
+        .as_i64()
+        .unwrap_or(-1);
+    let r = h
+        .http
+        .post(h.admin("/api/v1/server-sync"))
+        .json(&json!({ "upstream": upstream }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let mut report = Value::Null;
+    within("the sync's end", Duration::from_secs(60), async || {
+        let s = h.admin_json("/api/v1/server-sync").await;
+        let done = s["state"] == "idle" && s["last"]["started"].as_i64().unwrap_or(-1) >= before;
+        if done {
+            report = s["last"].clone();
+        }
+        done
+    })
+    .await;
+    assert_eq!(report["error"], Value::Null, "{report}");
+    report
+}
+
+/// A server whose metadata store holds the fake upstream's catalog.
+async fn synced(h: &Harness) -> FakeWsus {
+    let file = SampleFile::generate("2267602", "exe", 200_000);
+    h.upstream.add(&file.path, file.bytes.clone());
+    let fake = FakeWsus::start(file, &h.upstream.url("")).await;
+    sync_now(h, &fake.url).await;
+    let r = h
+        .http
+        .put(h.admin("/api/v1/categories"))
+        .json(&json!({ "products": [PRODUCT_TITLE], "classifications": [CLASSIFICATION] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let report = sync_now(h, &fake.url).await;
+    assert_eq!(report["revisions_new"], 5, "{report}");
+    fake
+}
+
+fn machine() -> HashSet<String> {
+    [PRODUCT, CLASSIFICATION, SECURITY, DETECTOID, MIDDLE]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+fn by_id(offers: &[Offer]) -> HashMap<&str, &Offer> {
+    offers.iter().map(|o| (o.update_id.as_str(), o)).collect()
+}
+
+/// The FileLocation URL of `sha1` in an answer.
+fn location_of(body: &str, sha1: &[u8]) -> String {
+    use base64::Engine as _;
+    let digest = base64::engine::general_purpose::STANDARD.encode(sha1);
+    all_between(body, "FileLocation")
+        .into_iter()
+        .find(|l| between(l, "FileDigest") == Some(digest.as_str()))
+        .and_then(|l| between(l, "Url"))
+        .map(unescape)
+        .unwrap_or_else(|| panic!("no FileLocation for {digest}: {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
+    let h = Harness::with(|c| c.update_server.wusp_page_size = 2).await;
+    let fake = synced(&h).await;
+    h.set_state(OLD, "decline").await;
+
+    let mut pc = Client::start(&h, "Pilot").await;
+    pc.machine = machine();
+    pc.register().await;
+    let (status, body) = pc
+        .call(
+            "StartCategoryScan",
+            "<requestedCategories><CategoryRelationship><IndexOfAndGroup>0</IndexOfAndGroup>\
+             <CategoryId>8c3fcc84-7410-4a95-8b89-a166a0190486</CategoryId></CategoryRelationship></requestedCategories>",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Nothing approved: everything is offered to evaluate, nothing to install.
+    let offers = pc.scan().await;
+    let seen = by_id(&offers);
+    assert!(offers.iter().all(|o| o.action == "Evaluate"), "{offers:#?}");
+    for id in [
+        PRODUCT,
+        CLASSIFICATION,
+        DETECTOID,
+        MIDDLE,
+        TOP,
+        BUNDLE,
+        LEAF,
+    ] {
+        assert!(seen.contains_key(id), "{id} never offered: {offers:#?}");
+    }
+    assert!(!seen.contains_key(OLD), "a declined update is not offered");
+    // Pages of 2 with Truncated; the chain detectoid → middle → top is
+    // walked one step per call.
+    assert!(offers.iter().filter(|o| o.call == 1).count() == 2);
+    assert!(seen[DETECTOID].call < seen[MIDDLE].call);
+    assert!(seen[MIDDLE].call < seen[TOP].call, "{offers:#?}");
+    assert!(!seen[MIDDLE].is_leaf && seen[TOP].is_leaf);
+
+    // The unapproved leaf's file: a location on upcache, refused there,
+    // and never fetched upstream.
+    let ext = pc.extended(&[seen[LEAF].rid]).await;
+    let url = location_of(&ext, &fake.file.sha1.0);
+    assert!(url.starts_with(&h.url("/Content/")), "{url}");
+    let r = h.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(h.upstream.requests(&fake.file.path), 0);
+
+    // Approved: the cached bundle comes back as changed (Install, its
+    // leaf Bundle), and a fresh scan offers it to install.
+    h.set_state(BUNDLE, "approve").await;
+    let body = pc.sync_once(false).await.unwrap();
+    let changed = between(&body, "ChangedUpdates").expect("changed updates");
+    let actions: Vec<_> = all_between(changed, "Action");
+    assert!(
+        actions.contains(&"Install") && actions.contains(&"Bundle"),
+        "{body}"
+    );
+    let mut fresh = Client::start(&h, "Pilot").await;
+    fresh.machine = machine();
+    let offers = fresh.scan().await;
+    let seen = by_id(&offers);
+    assert_eq!(seen[BUNDLE].action, "Install");
+    assert_eq!(seen[LEAF].action, "Bundle");
+    assert_eq!(
+        seen[TOP].action, "Evaluate",
+        "only approved updates install"
+    );
+
+    // The driver pass: no drivers here, and no fault.
+    let body = fresh.sync_once(true).await.unwrap();
+    assert_eq!(between(&body, "Truncated"), Some("false"), "{body}");
+
+    // Extended and localized fragments, and the file through upcache.
+    let ext = fresh.extended(&[seen[LEAF].rid, seen[BUNDLE].rid]).await;
+    let fragments: Vec<String> = all_between(&ext, "Xml").into_iter().map(unescape).collect();
+    assert!(
+        fragments
+            .iter()
+            .any(|f| f.starts_with("<ExtendedProperties")),
+        "{ext}"
+    );
+    assert!(
+        fragments.iter().any(|f| f.contains("<Files><File Digest=")),
+        "{ext}"
+    );
+    assert!(
+        fragments.iter().any(|f| f.contains("<Title>Full Deltas")),
+        "{ext}"
+    );
+    let url = location_of(&ext, &fake.file.sha1.0);
+    let r = h.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(sha1::Sha1::digest(&bytes).as_slice(), fake.file.sha1.0);
+    assert_eq!(h.upstream.requests(&fake.file.path), 1);
+    // GetFileLocations answers the same place by digest.
+    let (status, body) = fresh
+        .call(
+            "GetFileLocations",
+            &format!(
+                "<fileDigests><base64Binary>{}</base64Binary></fileDigests>",
+                {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(fake.file.sha1.0)
+                }
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(location_of(&body, &fake.file.sha1.0), url);
+
+    // Reports: two events of the install.
+    let event = |id: u32| {
+        format!(
+            "<ReportingEvent><BasicData><TargetID><Sid>{CLIENT_ID}</Sid></TargetID><SequenceNumber>{id}</SequenceNumber>\
+             <TimeAtTarget>2026-10-04T15:21:00Z</TimeAtTarget><EventInstanceID>7e6a9a6a-0000-4000-8000-00000000000{id}</EventInstanceID>\
+             <NamespaceID>1</NamespaceID><EventID>{id}</EventID><SourceID>1</SourceID>\
+             <UpdateID><UpdateID>{BUNDLE}</UpdateID><RevisionNumber>200</RevisionNumber></UpdateID>\
+             <Win32HResult>0</Win32HResult><AppName>AutomaticUpdates</AppName></BasicData>\
+             <ExtendedData><ReplacementStrings><string>Security Intelligence Update</string></ReplacementStrings></ExtendedData>\
+             <PrivateData>Provider=Windows Update</PrivateData></ReportingEvent>"
+        )
+    };
+    let (status, body) = soap(
+        &h,
+        "/ReportingWebService/ReportingWebService.asmx",
+        &format!("{REPORTING_NS}/ReportEventBatch"),
+        envelope(&format!(
+            "<ReportEventBatch xmlns=\"{REPORTING_NS}\">{}<clientTime>2026-10-04T15:21:01Z</clientTime>\
+             <eventBatch>{}{}</eventBatch></ReportEventBatch>",
+            cookie_xml("cookie", &fresh.cookie),
+            event(182),
+            event(183)
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(between(&body, "ReportEventBatchResult"), Some("true"));
+
+    // The computer, with its events.
+    let computers = h.admin_json("/api/v1/computers").await;
+    let pc1 = &computers[0];
+    assert_eq!(pc1["id"], CLIENT_ID, "{computers}");
+    assert_eq!(pc1["name"], "pc1.example.test");
+    assert_eq!(pc1["os"], "Windows 11 Pro");
+    assert_eq!(pc1["os_version"], "10.0.26200");
+    assert_eq!(pc1["target_group"], "Pilot");
+    assert_eq!(pc1["address"], "127.0.0.1");
+    assert!(pc1["last_scan"].as_i64().unwrap() > 0);
+    assert_eq!(pc1["events"], 2);
+    let events = h
+        .admin_json(&format!("/api/v1/computers/{CLIENT_ID}/events"))
+        .await;
+    assert_eq!(events[1]["event_id"], "183", "{events}");
+    assert_eq!(events[1]["update_id"], BUNDLE);
+    assert!(events[1]["event"].to_string().contains("AutomaticUpdates"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_or_forged_cookie_is_a_fault_and_the_client_recovers() {
+    let mut h = Harness::new().await;
+    let cookie = Client::start(&h, "").await.cookie;
+    assert!(Client::resume(&h, &cookie).sync_once(false).await.is_ok());
+
+    // A restart keeps the key: the issued cookie still works.
+    h.restart().await;
+    let pc = Client::resume(&h, &cookie);
+    assert!(
+        pc.sync_once(false).await.is_ok(),
+        "a restart keeps cookies valid"
+    );
+
+    // Forged: InvalidCookie.
+    let mut altered = cookie.clone().into_bytes();
+    altered[8] = if altered[8] == b'B' { b'C' } else { b'B' };
+    let forged = Client::resume(&h, std::str::from_utf8(&altered).unwrap());
+    let fault = forged.sync_once(false).await.unwrap_err();
+    assert_eq!(
+        between(&fault, "ErrorCode"),
+        Some("InvalidCookie"),
+        "{fault}"
+    );
+
+    // Short-lived cookies expire: CookieExpired, then a new cookie works.
+    h.restart_with(|c| c.update_server.wusp_cookie_lifetime_secs = 1)
+        .await;
+    let short = Client::start(&h, "").await.cookie;
+    let mut fault = String::new();
+    within(
+        "the cookie's expiry",
+        Duration::from_secs(10),
+        async || match Client::resume(&h, &short).sync_once(false).await {
+            Ok(_) => false,
+            Err(body) => {
+                fault = body;
+                true
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        between(&fault, "ErrorCode"),
+        Some("CookieExpired"),
+        "{fault}"
+    );
+    h.restart_with(|c| c.update_server.wusp_cookie_lifetime_secs = 3600)
+        .await;
+    let expired = Client::resume(&h, &short);
+    assert!(
+        expired.sync_once(false).await.is_err(),
+        "expired stays expired"
+    );
+    let again = Client::start(&h, "").await;
+    assert!(again.sync_once(false).await.is_ok(), "recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_server_answers_an_empty_scan_and_bad_calls_get_faults() {
+    let h = Harness::with(|c| c.update_server.wusp_max_body_bytes = 64 << 10).await;
+    let mut pc = Client::start(&h, "").await;
+    assert!(pc.scan().await.is_empty(), "no documents: an empty set");
+
+    // An unknown operation: the spec's fault, not a 404 or a 500 page.
+    let (status, body) = pc.call("SyncPrinterCatalog", "").await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        between(&body, "ErrorCode"),
+        Some("InvalidParameters"),
+        "{body}"
+    );
+    // Malformed envelopes, a DTD, an oversized body.
+    let (status, body) = soap(&h, "/ClientWebService/client.asmx", "x", "<a>".into()).await;
+    assert_eq!(
+        (status, between(&body, "faultcode")),
+        (500, Some("soap:Client"))
+    );
+    let bomb = "<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY a \"aaaa\">]><a>&a;</a>".to_owned();
+    let (status, _) = soap(&h, "/ClientWebService/client.asmx", "x", bomb).await;
+    assert_eq!(status, 500);
+    let big = envelope(&"<a/>".repeat(20_000));
+    let (status, _) = soap(&h, "/SimpleAuthWebService/SimpleAuth.asmx", "x", big).await;
+    assert_eq!(status, 413);
+    // ?wsdl on each service.
+    for (path, op) in [
+        ("/ClientWebService/client.asmx", "SyncUpdates"),
+        (
+            "/SimpleAuthWebService/SimpleAuth.asmx",
+            "GetAuthorizationCookie",
+        ),
+        (
+            "/ReportingWebService/ReportingWebService.asmx",
+            "ReportEventBatch",
+        ),
+        ("/ReportingWebService/WebService.asmx", "ReportEventBatch"),
+    ] {
+        let r = h.get(&format!("{path}?wsdl")).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(r.text().await.unwrap().contains(op), "{path}");
+    }
+    // The content listener is unchanged beside it.
+    assert_eq!(h.get("/healthz").await.status(), 200);
+}
