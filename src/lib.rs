@@ -21,6 +21,11 @@
 //!   background downloads the policy asks for. `wsus::sync` pulls update
 //!   metadata from an upstream over [MS-WSUSSS] into `metadata` (whole
 //!   documents, stable revision ids) and projects new updates into `catalog`.
+//! - **A scan's way.** A Windows client's [MS-WUSP] calls reach
+//!   `wsus::client` on the content listener (`server` routes its paths
+//!   there): cookies, the `SyncUpdates` pages over `metadata`, approvals
+//!   from `catalog`, file locations that point back at the content paths,
+//!   computers and their reports.
 //!
 //! `server` wires it all up; `config` merges file, environment and flags.
 

@@ -160,7 +160,7 @@ pub struct ServeArgs {
     /// Key prefix inside the bucket [default: none]
     #[arg(long, env = "UPCACHE_S3_PREFIX")]
     pub s3_prefix: Option<String>,
-    /// Upstream of server sync [default: https://sws.update.microsoft.com]
+    /// Upstream of server sync [default: `https://sws.update.microsoft.com`]
     #[arg(long, env = "UPCACHE_UPSTREAM_SERVER")]
     pub upstream_server: Option<String>,
     /// Products to sync, by title or GUID (comma-separated) [default: none: categories only]

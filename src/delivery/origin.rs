@@ -7,7 +7,7 @@
 //! match), exactly once, with no userinfo and no port; a name must match a
 //! `do_origins` pattern, an IP literal must lie inside a `do_origin_networks`
 //! network. Names are then resolved by upcache itself and every answer
-//! checked (see [`check_answers`]); the connection goes to those checked
+//! checked (see [`OriginPolicy::check_answers`]); the connection goes to those checked
 //! addresses (`resolve.rs`), so a second lookup cannot rebind the name.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -48,12 +48,12 @@ impl Scheme {
     }
 }
 
-/// Delivery Optimization content (/filestreamingservice/files/<guid>).
+/// Delivery Optimization content (`/filestreamingservice/files/<guid>`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct DeliverySettings {
     /// What to do with Delivery Optimization's own content requests
-    /// (/filestreamingservice/files/<guid>): "cache" (fetch each object once
+    /// (`/filestreamingservice/files/<guid>`): "cache" (fetch each object once
     /// from its cacheHostOrigin and serve it from the store), "pass-through"
     /// (relay each request, store nothing) or "off" (404; DO falls back).
     pub delivery_optimization: Mode,

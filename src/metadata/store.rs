@@ -602,9 +602,10 @@ fn fill_projection(db: &Connection, p: &mut Projected) -> Result<(), MetaError> 
     Ok(())
 }
 
-/// zlib, as every SQLite tool can inflate it.
+/// zlib, as every SQLite tool can inflate it; level 1: on a full sync of
+/// 840 MB of XML, level 6 cost 28 s more for 10% less disk (sync_bench).
 pub fn deflate(doc: &[u8]) -> Vec<u8> {
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     z.write_all(doc).expect("writing to memory");
     z.finish().expect("writing to memory")
 }

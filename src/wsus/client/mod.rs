@@ -165,12 +165,14 @@ pub enum Service {
 
 /// The service at `path`, if it is one of ours.
 pub fn service_of(path: &str) -> Option<Service> {
-    let p = path.to_ascii_lowercase();
-    if p == CLIENT_PATH {
+    // Compared without a lowercased copy: this runs before every content
+    // request, whose warm hits allocate nothing.
+    let is = |known: &str| path.eq_ignore_ascii_case(known);
+    if is(CLIENT_PATH) {
         Some(Service::Client)
-    } else if p == SIMPLE_AUTH_PATH {
+    } else if is(SIMPLE_AUTH_PATH) {
         Some(Service::SimpleAuth)
-    } else if REPORTING_PATHS.contains(&p.as_str()) {
+    } else if REPORTING_PATHS.iter().any(|r| is(r)) {
         Some(Service::Reporting)
     } else {
         None

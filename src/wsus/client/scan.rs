@@ -166,7 +166,7 @@ impl ScanIndex {
     }
 
     /// Answers one call; `states` must cover [`Self::approvable_ids`] of
-    /// every revision (see [`Self::answer_with`]).
+    /// every revision.
     pub fn answer<'a>(
         &'a self,
         ask: &Ask<'_>,

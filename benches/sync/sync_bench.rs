@@ -1,0 +1,295 @@
+//! A full server sync of a generated upstream, then the incremental one:
+//! wall time, documents, bytes and the syncing process's peak RSS.
+//!
+//! Usage: `sync_bench [REVISIONS]` (default 25000). The upstream runs in a
+//! child process (this binary with `--upstream`), so the RSS is the
+//! syncer's alone. Its documents are generated per request: most of a few
+//! KB, some of hundreds of KB, one in a thousand of 4 MB (applicability
+//! rules padded out), each with one file; documents under 1 MB travel as
+//! `XmlUpdateBlobCompressed` (an MSZIP cabinet), larger ones as
+//! `XmlUpdateBlob`, to keep the generator's own CPU (on the same two
+//! cores) from dominating.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::Router;
+use base64::Engine as _;
+use sha1::Digest as _;
+
+use upcache::catalog::Catalog;
+use upcache::metadata::MetaStore;
+use upcache::store::DiskStore;
+use upcache::wsus::sync::{self, SyncJob, SyncSettings, Tuning};
+
+const NS: &str = "http://www.microsoft.com/SoftwareDistribution";
+const PRODUCT: &str = "8c3fcc84-7410-4a95-8b89-a166a0190486";
+const CLASSIFICATION: &str = "0fa1201d-4330-4fa8-8ae9-b877473b6441";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--upstream") {
+        let n = args[2].parse()?;
+        return upstream(n);
+    }
+    let n: usize = args.get(1).map_or(Ok(25_000), |a| a.parse())?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--upstream", &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut url)?;
+    let url = url.trim().to_owned();
+
+    let dir = tempfile::tempdir()?;
+    let store = DiskStore::open(dir.path(), 64)?;
+    let catalog = Catalog::open(dir.path(), store)?;
+    let meta = Arc::new(MetaStore::open(dir.path())?);
+    let settings = SyncSettings {
+        upstream_server: url,
+        sync_products: vec![PRODUCT.into()],
+        sync_classifications: vec![CLASSIFICATION.into()],
+        ..SyncSettings::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for run in ["first sync", "incremental sync"] {
+        let job = SyncJob {
+            settings: settings.clone(),
+            store: meta.clone(),
+            catalog: Some(catalog.clone()),
+            progress: Arc::new(Mutex::default()),
+            tuning: Tuning::default(),
+        };
+        let started = Instant::now();
+        let report = rt.block_on(sync::run(job));
+        println!(
+            "{run}: {:.1} s; {} documents, {} MB of XML; {} failed; error {:?}",
+            started.elapsed().as_secs_f64(),
+            report.documents,
+            report.bytes >> 20,
+            report.failed.len(),
+            report.error
+        );
+    }
+    println!(
+        "peak RSS of the syncing process: {} MiB",
+        peak_rss_kib() / 1024
+    );
+    let db = std::fs::metadata(dir.path().join("catalog.sqlite3"))?.len();
+    println!("catalog.sqlite3: {} MiB", db >> 20);
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(())
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The generated upstream: serves until killed.
+fn upstream(n: usize) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let app = Router::new()
+            .route(
+                "/ServerSyncWebService/ServerSyncWebService.asmx",
+                post(move |h: HeaderMap, b: String| async move { answer(n, &h, &b) }),
+            )
+            .route(
+                "/DssAuthWebService/DssAuthWebService.asmx",
+                post(|| async {
+                    envelope(
+                        "<GetAuthorizationCookieResponse xmlns=\"http://www.microsoft.com/SoftwareDistribution/Server/DssAuthWebService\">\
+                         <GetAuthorizationCookieResult><PlugInId>DssTargeting</PlugInId><CookieData>QQ==</CookieData>\
+                         </GetAuthorizationCookieResult></GetAuthorizationCookieResponse>",
+                    )
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn envelope(inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+         <soap:Body>{inner}</soap:Body></soap:Envelope>"
+    )
+}
+
+fn between<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))? + start;
+    Some(&body[start..end])
+}
+
+fn answer(n: usize, headers: &HeaderMap, body: &str) -> String {
+    let action = headers
+        .get("SOAPAction")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim_matches('"')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let inner = match action.as_str() {
+        "GetAuthConfig" => format!(
+            "<GetAuthConfigResponse xmlns=\"{NS}\"><GetAuthConfigResult><LastChange>2026-01-01T00:00:00Z</LastChange>\
+             <AuthInfo><AuthPlugInInfo><PlugInID>DssTargeting</PlugInID><ServiceUrl>DssAuthWebService/DssAuthWebService.asmx</ServiceUrl>\
+             </AuthPlugInInfo></AuthInfo></GetAuthConfigResult></GetAuthConfigResponse>"
+        ),
+        "GetCookie" => format!(
+            "<GetCookieResponse xmlns=\"{NS}\"><GetCookieResult><Expiration>2099-01-01T00:00:00Z</Expiration>\
+             <EncryptedData>Qw==</EncryptedData></GetCookieResult></GetCookieResponse>"
+        ),
+        "GetConfigData" => format!(
+            "<GetConfigDataResponse xmlns=\"{NS}\"><GetConfigDataResult><MaxNumberOfUpdatesPerRequest>100</MaxNumberOfUpdatesPerRequest>\
+             <NewConfigAnchor>c</NewConfigAnchor><LanguageUpdateList><ServerSyncLanguageData><LanguageID>1033</LanguageID>\
+             <ShortLanguage>en</ShortLanguage></ServerSyncLanguageData></LanguageUpdateList></GetConfigDataResult></GetConfigDataResponse>"
+        ),
+        "GetRevisionIdList" => {
+            let config = between(body, "GetConfig") == Some("true");
+            let ids: Vec<String> = if between(body, "Anchor").is_some() {
+                Vec::new()
+            } else if config {
+                vec![PRODUCT.to_owned(), CLASSIFICATION.to_owned()]
+            } else {
+                (0..n).map(update_id).collect()
+            };
+            let list: String = ids
+                .iter()
+                .map(|id| {
+                    format!("<UpdateIdentity><UpdateID>{id}</UpdateID><RevisionNumber>1</RevisionNumber></UpdateIdentity>")
+                })
+                .collect();
+            format!(
+                "<GetRevisionIdListResponse xmlns=\"{NS}\"><GetRevisionIdListResult><Anchor>a</Anchor>\
+                 <NewRevisions>{list}</NewRevisions></GetRevisionIdListResult></GetRevisionIdListResponse>"
+            )
+        }
+        "GetUpdateData" => update_data(body),
+        _ => String::new(),
+    };
+    envelope(&inner)
+}
+
+fn update_id(i: usize) -> String {
+    format!("{:08x}-0000-4000-8000-{:012x}", i, i)
+}
+
+fn update_data(body: &str) -> String {
+    let mut items = String::new();
+    let mut urls = String::new();
+    for part in body.split("<UpdateID>").skip(1) {
+        let id = &part[..part.find('<').unwrap_or(0)];
+        let (xml, sha1) = document(id);
+        let blob = if xml.len() < (1 << 20) {
+            let cab = upcache::wsus::sync::blob::pack(&xml);
+            format!(
+                "<XmlUpdateBlobCompressed>{}</XmlUpdateBlobCompressed>",
+                base64::engine::general_purpose::STANDARD.encode(cab)
+            )
+        } else {
+            format!(
+                "<XmlUpdateBlob>{}</XmlUpdateBlob>",
+                xml.replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+            )
+        };
+        items.push_str(&format!(
+            "<ServerSyncUpdateData><Id><UpdateID>{id}</UpdateID><RevisionNumber>1</RevisionNumber></Id>{blob}</ServerSyncUpdateData>"
+        ));
+        if sha1.is_empty() {
+            continue;
+        }
+        urls.push_str(&format!(
+            "<ServerSyncUrlData><FileDigest>{sha1}</FileDigest>\
+             <MUUrl>http://download.windowsupdate.com/c/msdownload/update/software/secu/2026/01/f_{id}.cab</MUUrl>\
+             <UssUrl /></ServerSyncUrlData>"
+        ));
+    }
+    format!(
+        "<GetUpdateDataResponse xmlns=\"{NS}\"><GetUpdateDataResult><updates>{items}</updates>\
+         <fileUrls>{urls}</fileUrls></GetUpdateDataResult></GetUpdateDataResponse>"
+    )
+}
+
+/// Document `id`: a category, or an update whose size is picked from the
+/// id (most small, a few huge).
+fn document(id: &str) -> (String, String) {
+    if id == PRODUCT || id == CLASSIFICATION {
+        let (title, kind) = if id == PRODUCT {
+            ("Windows 11", "Product")
+        } else {
+            ("Security Updates", "UpdateClassification")
+        };
+        let xml = format!(
+            "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\" \
+             xmlns:cat=\"http://schemas.microsoft.com/msus/2002/12/UpdateHandlers/Category\">\
+             <upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"1\" /><upd:Properties UpdateType=\"Category\" />\
+             <upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language>\
+             <upd:Title>{title}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>\
+             <upd:HandlerSpecificData><cat:CategoryInformation CategoryType=\"{kind}\" /></upd:HandlerSpecificData></upd:Update>"
+        );
+        return (xml, String::new());
+    }
+    let i = usize::from_str_radix(&id[..8], 16).unwrap_or(0);
+    let size = match i % 1000 {
+        0 => 4 << 20,
+        1..=49 => 300 << 10,
+        50..=299 => 40 << 10,
+        _ => 6 << 10,
+    };
+    let sha1 = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(id.as_bytes()));
+    let sha256 =
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(id.as_bytes()));
+    let mut rules = String::with_capacity(size);
+    let mut k = 0;
+    while rules.len() < size {
+        k += 1;
+        rules.push_str(&format!(
+            "<bar:RegDword Key=\"HKEY_LOCAL_MACHINE\" Subkey=\"SOFTWARE\\Microsoft\\Updates\\{id}\" Value=\"V{k}\" Comparison=\"EqualTo\" Data=\"{}\" />",
+            (i * 31 + k) % 97
+        ));
+    }
+    let xml = format!(
+        "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\" \
+         xmlns:bar=\"http://schemas.microsoft.com/msus/2002/12/BaseApplicabilityRules\">\
+         <upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"1\" />\
+         <upd:Properties UpdateType=\"Software\" PublicationState=\"Published\" CreationDate=\"2026-01-13T18:00:00Z\">\
+         <upd:KBArticleID>{}</upd:KBArticleID></upd:Properties>\
+         <upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language>\
+         <upd:Title>Generated update {i}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>\
+         <upd:Relationships><upd:Prerequisites><upd:AtLeastOne IsCategory=\"true\"><upd:UpdateIdentity UpdateID=\"{CLASSIFICATION}\" />\
+         </upd:AtLeastOne><upd:AtLeastOne IsCategory=\"true\"><upd:UpdateIdentity UpdateID=\"{PRODUCT}\" /></upd:AtLeastOne>\
+         </upd:Prerequisites></upd:Relationships>\
+         <upd:ApplicabilityRules><upd:IsInstalled>{rules}</upd:IsInstalled></upd:ApplicabilityRules>\
+         <upd:Files><upd:File Digest=\"{sha1}\" DigestAlgorithm=\"SHA1\" FileName=\"f_{id}.cab\" Size=\"{}\">\
+         <upd:AdditionalDigest Algorithm=\"SHA256\">{sha256}</upd:AdditionalDigest></upd:File></upd:Files></upd:Update>",
+        5_000_000 + i,
+        1_000_000 + i
+    );
+    (xml, sha1)
+}
