@@ -14,6 +14,7 @@ use super::observe::{Answer, Observed};
 use super::plan::{self, FileValidators, Plan};
 use super::range::{self, RangeRequest};
 use super::route::{self, FileKey};
+use super::RequestError;
 use crate::catalog::{Catalog, FileEntry};
 use crate::fetch::{Download, FetchError, Fetcher, Follow};
 use crate::net::Peer;
@@ -47,15 +48,6 @@ pub enum FastSource {
     /// A download under way: sent from its temp file as it lands, the last
     /// byte once verified (as the full path's followers are).
     Following(Follow),
-}
-
-/// A request the content service does not take, whatever it names.
-#[derive(Debug, thiserror::Error)]
-pub enum RequestError {
-    #[error("an HTTP/1.1 request needs one valid Host header")]
-    Host,
-    #[error("only GET and HEAD are served here")]
-    Method,
 }
 
 /// Why a request could not follow a download, and how it counts.

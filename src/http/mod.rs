@@ -20,6 +20,15 @@ mod settings;
 
 pub use settings::ContentSettings;
 
+/// A request the content service does not take, whatever it names.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("an HTTP/1.1 request needs one valid Host header")]
+    Host,
+    #[error("only GET and HEAD are served here")]
+    Method,
+}
+
 /// Whether a request's `Host` fields are what RFC 9112 §3.2 requires of
 /// it, whose answer otherwise MUST be 400 (as nginx's is): exactly one in an
 /// HTTP/1.1 request, never two, and none malformed. An empty value is
