@@ -13,5 +13,6 @@ mod schema;
 pub mod store;
 pub mod update_xml;
 
+pub use schema::apply_once;
 pub use store::{Category, MetaError, MetaStore};
 pub use update_xml::{Kind, UpdateInfo};

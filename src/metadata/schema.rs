@@ -59,21 +59,26 @@ CREATE TABLE meta_file_urls (
 
 /// Creates or migrates the tables (on the caller's connection).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    apply_once(conn, "schema_version", VERSION, V1)
+}
+
+/// Runs `ddl` once, in one transaction: `key` in `meta_state` records the
+/// version it brought, so a restart (or a crash before the commit) never
+/// applies it twice or half.
+pub fn apply_once(conn: &Connection, key: &str, version: i64, ddl: &str) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS meta_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
     )?;
-    let version: i64 = conn
-        .query_row(
-            "SELECT value FROM meta_state WHERE key = 'schema_version'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
+    let current: i64 = conn
+        .query_row("SELECT value FROM meta_state WHERE key = ?1", [key], |r| {
+            r.get::<_, String>(0)
+        })
         .optional()?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    if version < 1 {
+    if current < version {
         conn.execute_batch(&format!(
-            "BEGIN; {V1} INSERT OR REPLACE INTO meta_state VALUES ('schema_version', '{VERSION}'); COMMIT;"
+            "BEGIN; {ddl} INSERT OR REPLACE INTO meta_state VALUES ('{key}', '{version}'); COMMIT;"
         ))?;
     }
     Ok(())

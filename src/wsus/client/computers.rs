@@ -242,24 +242,7 @@ fn to_json(e: &Element) -> serde_json::Value {
 }
 
 fn prepare(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS meta_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    )?;
-    let version: i64 = conn
-        .query_row(
-            "SELECT value FROM meta_state WHERE key = 'clients_schema_version'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .optional()?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if version < 1 {
-        conn.execute_batch(&format!(
-            "BEGIN; {V1} INSERT OR REPLACE INTO meta_state VALUES ('clients_schema_version', '{VERSION}'); COMMIT;"
-        ))?;
-    }
-    Ok(())
+    crate::metadata::apply_once(conn, "clients_schema_version", VERSION, V1)
 }
 
 #[cfg(test)]
