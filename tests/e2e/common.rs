@@ -35,6 +35,33 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Starts a server sync through the admin API and waits for its report.
+    pub async fn sync_from_server(&self, upstream: &str) -> Value {
+        let before = self.admin_json("/api/v1/server-sync").await["last"]["started"]
+            .as_i64()
+            .unwrap_or(-1);
+        let r = self
+            .http
+            .post(self.admin("/api/v1/server-sync"))
+            .json(&json!({ "upstream": upstream }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        let mut report = Value::Null;
+        within("the sync's end", Duration::from_secs(60), async || {
+            let s = self.admin_json("/api/v1/server-sync").await;
+            let done =
+                s["state"] == "idle" && s["last"]["started"].as_i64().unwrap_or(-1) >= before;
+            if done {
+                report = s["last"].clone();
+            }
+            done
+        })
+        .await;
+        report
+    }
+
     pub async fn new() -> Harness {
         Self::with(|_| {}).await
     }

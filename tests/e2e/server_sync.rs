@@ -16,32 +16,6 @@ use upcache::demo::SampleFile;
 use upcache::metadata::MetaStore;
 use upcache::wsus::sync::{self, SyncJob, SyncSettings, Tuning};
 
-/// Starts a server sync through the admin API and waits for its report.
-async fn sync_now(h: &Harness, upstream: &str) -> Value {
-    let before = h.admin_json("/api/v1/server-sync").await["last"]["started"]
-        .as_i64()
-        .unwrap_or(-1);
-    let r = h
-        .http
-        .post(h.admin("/api/v1/server-sync"))
-        .json(&json!({ "upstream": upstream }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let mut report = Value::Null;
-    within("the sync's end", Duration::from_secs(60), async || {
-        let s = h.admin_json("/api/v1/server-sync").await;
-        let done = s["state"] == "idle" && s["last"]["started"].as_i64().unwrap_or(-1) >= before;
-        if done {
-            report = s["last"].clone();
-        }
-        done
-    })
-    .await;
-    report
-}
-
 async fn fake_for(h: &Harness) -> FakeWsus {
     let file = SampleFile::generate("2267602", "exe", 200_000);
     h.upstream.add(&file.path, file.bytes.clone());
@@ -54,7 +28,7 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
     let fake = fake_for(&h).await;
 
     // First: categories only, until products and classifications are chosen.
-    let first = sync_now(&h, &fake.url).await;
+    let first = h.sync_from_server(&fake.url).await;
     assert_eq!(first["error"], Value::Null, "{first}");
     assert_eq!(first["categories"], 4, "{first}");
     assert_eq!(first["categories_only"], true);
@@ -91,7 +65,7 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 
     // Second: the updates, in batches of the upstream's maximum (3).
-    let second = sync_now(&h, &fake.url).await;
+    let second = h.sync_from_server(&fake.url).await;
     assert_eq!(second["error"], Value::Null, "{second}");
     assert_eq!(second["failed"], json!([]), "{second}");
     assert_eq!(second["revisions_new"], 5, "{second}");
@@ -144,7 +118,7 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
 
     // Third: nothing changed upstream, so no document is fetched.
     let served = fake.documents_served();
-    let third = sync_now(&h, &fake.url).await;
+    let third = h.sync_from_server(&fake.url).await;
     assert_eq!(third["revisions_listed"], 0, "{third}");
     assert_eq!(third["documents"], 0);
     assert_eq!(fake.documents_served(), served);
@@ -156,7 +130,7 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
         .xml
         .replace("RevisionNumber=\"1\"", "RevisionNumber=\"2\"");
     fake.publish(newer);
-    let fourth = sync_now(&h, &fake.url).await;
+    let fourth = h.sync_from_server(&fake.url).await;
     assert_eq!(fourth["revisions_changed"], 1, "{fourth}");
     assert_eq!(fourth["documents"], 1);
     assert_eq!(fake.documents_served(), served + 1);

@@ -293,29 +293,9 @@ async fn client_cookie(h: &Harness, auth: &str) -> String {
     between(&body, "EncryptedData").unwrap().to_owned()
 }
 
-/// Starts a server sync through the admin API and waits for its report.
+/// A server sync that must end without an error.
 async fn sync_now(h: &Harness, upstream: &str) -> Value {
-    let before = h.admin_json("/api/v1/server-sync").await["last"]["started"]
-        .as_i64()
-        .unwrap_or(-1);
-    let r = h
-        .http
-        .post(h.admin("/api/v1/server-sync"))
-        .json(&json!({ "upstream": upstream }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let mut report = Value::Null;
-    within("the sync's end", Duration::from_secs(60), async || {
-        let s = h.admin_json("/api/v1/server-sync").await;
-        let done = s["state"] == "idle" && s["last"]["started"].as_i64().unwrap_or(-1) >= before;
-        if done {
-            report = s["last"].clone();
-        }
-        done
-    })
-    .await;
+    let report = h.sync_from_server(upstream).await;
     assert_eq!(report["error"], Value::Null, "{report}");
     report
 }
