@@ -11,7 +11,7 @@
 use crate::catalog::json::{CatalogDoc, FileDoc, UpdateDoc};
 use crate::catalog::{Catalog, CatalogError, ImportReport};
 
-use super::store::{MetaError, MetaStore, Projected, ProjectedFile};
+use super::store::{MetaError, MetaStore, Projected, RevisionFile};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
@@ -80,7 +80,7 @@ fn to_doc(u: &Projected, upstream: &str) -> UpdateDoc {
 }
 
 /// A file the catalog can fetch: it needs an absolute URL.
-fn to_file(f: &ProjectedFile, upstream: &str) -> Option<FileDoc> {
+fn to_file(f: &RevisionFile, upstream: &str) -> Option<FileDoc> {
     let url = location(f, upstream)?;
     let plain = !f.name.is_empty() && f.name.len() <= 255 && !f.name.contains(['/', '\\', '\0']);
     let name = if plain {
@@ -104,7 +104,7 @@ fn to_file(f: &ProjectedFile, upstream: &str) -> Option<FileDoc> {
 
 /// The Microsoft Update URL when the upstream gave one, else the
 /// upstream's own copy (`UssUrl`, relative to it).
-fn location(f: &ProjectedFile, upstream: &str) -> Option<String> {
+fn location(f: &RevisionFile, upstream: &str) -> Option<String> {
     let absolute = |u: &str| u.starts_with("http://") || u.starts_with("https://");
     if absolute(&f.mu_url) {
         return Some(f.mu_url.clone());
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn relative_uss_urls_resolve_against_the_upstream() {
-        let f = ProjectedFile {
+        let f = RevisionFile {
             name: "a/b.cab".into(),
             sha1: Sha1Digest([7; 20]),
             sha256: None,
@@ -140,7 +140,7 @@ mod tests {
         let doc = to_file(&f, "http://hq:8530/").unwrap();
         assert_eq!(doc.url, "http://hq:8530/Content/07/0707.cab");
         assert_eq!(doc.name, "0707.cab");
-        let none = ProjectedFile {
+        let none = RevisionFile {
             uss_url: String::new(),
             ..f
         };

@@ -76,19 +76,9 @@ pub struct Projected {
     pub created: Option<String>,
     pub classification: Option<String>,
     pub products: Vec<String>,
-    pub files: Vec<ProjectedFile>,
+    pub files: Vec<RevisionFile>,
     /// Whether a newer stored update supersedes it.
     pub superseded: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProjectedFile {
-    pub name: String,
-    pub sha1: Sha1Digest,
-    pub sha256: Option<Sha256Digest>,
-    pub size: Option<u64>,
-    pub mu_url: String,
-    pub uss_url: String,
 }
 
 /// The metadata store (its own connection to the catalog's file).
@@ -361,6 +351,24 @@ pub struct RevisionFile {
     pub sha256: Option<Sha256Digest>,
     pub size: Option<u64>,
     pub mu_url: String,
+    pub uss_url: String,
+}
+
+/// The columns [`revision_file`] reads, for `meta_files f` joined with
+/// `meta_file_urls u`.
+const FILE_COLUMNS: &str =
+    "f.name, f.sha1, f.sha256, f.size, coalesce(u.mu_url, ''), coalesce(u.uss_url, '')";
+
+/// A row of [`FILE_COLUMNS`].
+fn revision_file(r: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionFile> {
+    Ok(RevisionFile {
+        name: r.get(0)?,
+        sha1: r.get(1)?,
+        sha256: r.get(2)?,
+        size: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
+        mu_url: r.get(4)?,
+        uss_url: r.get(5)?,
+    })
 }
 
 impl MetaStore {
@@ -435,20 +443,12 @@ impl MetaStore {
     /// The files of one revision (its own, not its bundled updates').
     pub fn files_by_rid(&self, rid: i64) -> Result<Vec<RevisionFile>, MetaError> {
         let db = self.db();
-        let mut q = db.prepare_cached(
-            "SELECT f.name, f.sha1, f.sha256, f.size, coalesce(u.mu_url, '')
+        let mut q = db.prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS}
              FROM meta_files f LEFT JOIN meta_file_urls u ON u.sha1 = f.sha1
-             WHERE f.rid = ?1 ORDER BY f.name",
-        )?;
-        let rows = q.query_map([rid], |r| {
-            Ok(RevisionFile {
-                name: r.get(0)?,
-                sha1: r.get(1)?,
-                sha256: r.get(2)?,
-                size: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
-                mu_url: r.get(4)?,
-            })
-        })?;
+             WHERE f.rid = ?1 ORDER BY f.name"
+        ))?;
+        let rows = q.query_map([rid], revision_file)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -457,19 +457,13 @@ impl MetaStore {
         Ok(self
             .db()
             .query_row(
-                "SELECT f.name, f.sha1, f.sha256, f.size, coalesce(u.mu_url, '')
-                 FROM meta_files f LEFT JOIN meta_file_urls u ON u.sha1 = f.sha1
-                 WHERE f.sha1 = ?1 LIMIT 1",
+                &format!(
+                    "SELECT {FILE_COLUMNS}
+                     FROM meta_files f LEFT JOIN meta_file_urls u ON u.sha1 = f.sha1
+                     WHERE f.sha1 = ?1 LIMIT 1"
+                ),
                 [sha1],
-                |r| {
-                    Ok(RevisionFile {
-                        name: r.get(0)?,
-                        sha1: r.get(1)?,
-                        sha256: r.get(2)?,
-                        size: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
-                        mu_url: r.get(4)?,
-                    })
-                },
+                revision_file,
             )
             .optional()?)
     }
@@ -570,27 +564,18 @@ fn fill_projection(db: &Connection, p: &mut Projected) -> Result<(), MetaError> 
             _ => {}
         }
     }
-    let mut files = db.prepare_cached(
-        "SELECT f.name, f.sha1, f.sha256, f.size, coalesce(u.mu_url, ''), coalesce(u.uss_url, '')
+    let mut files = db.prepare_cached(&format!(
+        "SELECT {FILE_COLUMNS}
          FROM meta_files f LEFT JOIN meta_file_urls u ON u.sha1 = f.sha1
          WHERE f.rid = ?1
             OR f.rid IN (SELECT b.rid FROM meta_links l JOIN meta_revisions b
                            ON b.update_id = l.target_id
                           AND b.revision = (SELECT max(revision) FROM meta_revisions
                                              WHERE update_id = l.target_id)
-                         WHERE l.rid = ?1 AND l.link = 'bundles')",
-    )?;
+                         WHERE l.rid = ?1 AND l.link = 'bundles')"
+    ))?;
     let mut seen = HashSet::new();
-    for row in files.query_map([p.rid], |r| {
-        Ok(ProjectedFile {
-            name: r.get(0)?,
-            sha1: r.get(1)?,
-            sha256: r.get(2)?,
-            size: r.get::<_, Option<i64>>(3)?.map(|s| s as u64),
-            mu_url: r.get(4)?,
-            uss_url: r.get(5)?,
-        })
-    })? {
+    for row in files.query_map([p.rid], revision_file)? {
         let f = row?;
         if seen.insert(f.sha1) {
             p.files.push(f);

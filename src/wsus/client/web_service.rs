@@ -396,6 +396,7 @@ mod tests {
             sha256: None,
             size: None,
             mu_url: String::new(),
+            uss_url: String::new(),
         };
         let url = content_url("http://upcache:8530", &f);
         assert_eq!(
