@@ -8,13 +8,13 @@
 //!   fragments of a stored update document);
 //! - `reporting`: `/ReportingWebService/ReportingWebService.asmx` (and
 //!   `WebService.asmx`);
-//! - `cookie`: the cookies; `computers`: registered computers and their
-//!   events; `requests`: the typed reading of every request body; `wsdl`.
+//! - `cookie`: the cookies; `requests`: the typed reading of every
+//!   request body; `wsdl`. Computers, their groups and what they report
+//!   are the `fleet`'s.
 //!
 //! The envelope is `wsus::soap`'s (bounded, no DTDs); every error becomes
 //! a SOAP fault through [`SoapFault`], never a 404 or a 500 page.
 
-pub mod computers;
 pub mod cookie;
 pub mod fragments;
 mod reporting;
@@ -32,9 +32,9 @@ use http::{header, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
+use crate::fleet::{Fleet, FleetError};
 use crate::metadata::{MetaError, MetaStore};
 use crate::wsus::soap::{self, ErrorCode, Fault, SoapError, SoapFault};
-use computers::{ComputerError, Computers};
 use cookie::{CookieError, Cookies};
 
 /// The services and their paths (case-insensitive, as IIS matches them).
@@ -103,7 +103,7 @@ pub enum ClientError {
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
-    Computers(#[from] ComputerError),
+    Fleet(#[from] FleetError),
     #[error("catalog: {0}")]
     Catalog(#[from] crate::catalog::CatalogError),
 }
@@ -121,7 +121,7 @@ impl SoapFault for ClientError {
             ClientError::UnknownOperation(op) => {
                 Fault::new(ErrorCode::InvalidParameters, op.as_str())
             }
-            ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_) => {
+            ClientError::Meta(_) | ClientError::Fleet(_) | ClientError::Catalog(_) => {
                 Fault::new(ErrorCode::InternalServerError, "")
             }
         }
@@ -149,7 +149,7 @@ pub struct ClientServices {
     pub(crate) meta: Arc<MetaStore>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) cookies: Cookies,
-    pub computers: Arc<Computers>,
+    pub fleet: Arc<Fleet>,
     pub(crate) settings: ClientSettings,
     /// The scan index, rebuilt when the store holds a newer revision.
     index: Mutex<Option<Arc<scan::ScanIndex>>>,
@@ -184,15 +184,15 @@ impl ClientServices {
         data_dir: &std::path::Path,
         meta: Arc<MetaStore>,
         catalog: Arc<Catalog>,
+        fleet: Arc<Fleet>,
         settings: ClientSettings,
     ) -> Result<ClientServices, String> {
         let cookies = Cookies::open(data_dir).map_err(|e| e.to_string())?;
-        let computers = Computers::open(data_dir).map_err(|e| e.to_string())?;
         Ok(ClientServices {
             meta,
             catalog,
             cookies,
-            computers: Arc::new(computers),
+            fleet,
             settings,
             index: Mutex::new(None),
         })
@@ -231,7 +231,7 @@ impl ClientServices {
             Err(e) => {
                 if matches!(
                     e,
-                    ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_)
+                    ClientError::Meta(_) | ClientError::Fleet(_) | ClientError::Catalog(_)
                 ) {
                     tracing::warn!(error = %e, "update server call failed");
                 }
