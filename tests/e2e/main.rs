@@ -29,6 +29,7 @@ mod server_sync;
 mod service;
 mod shared;
 mod slots;
+mod sync_upstream;
 mod tls;
 mod update_server;
 mod waits;
