@@ -217,6 +217,13 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         )
         .map_err(StartError::UpdateServer)?,
     );
+    // Before the listeners open: no report is taken without being kept.
+    let forwarder = follower.as_ref().map(|f| {
+        Arc::new(crate::node::forward::Forwarder::new(
+            f.clone(),
+            update_server.outbox.clone(),
+        ))
+    });
     let app = Arc::new(App {
         config,
         store: data.disk,
@@ -226,6 +233,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         quota,
         started: Instant::now(),
         follower,
+        forwarder,
         admin_tls: listeners.admin_tls.clone(),
         content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
         cleaning: tokio::sync::Mutex::new(()),
@@ -261,6 +269,9 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         let app_ = app.clone();
         let changed = move || app_.sync_downloads();
         tasks.spawn(follower.run(app.catalog.clone(), changed, shutdown.clone()));
+    }
+    if let Some(forwarder) = app.forwarder.clone() {
+        tasks.spawn(forwarder.run(shutdown.clone()));
     }
     if app.follower.is_none() {
         let app_ = app.clone();

@@ -227,7 +227,7 @@ impl SoapFault for SoapError {
 }
 
 /// One element: its local name (prefix dropped), its text and children.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Element {
     pub name: String,
     pub text: String,

@@ -25,6 +25,7 @@ mod protocols;
 mod proxy_protocol;
 mod quota;
 mod redbot;
+mod report_forwarding;
 mod server_sync;
 mod service;
 mod shared;

@@ -9,7 +9,8 @@
 //! - `reporting`: `/ReportingWebService/ReportingWebService.asmx` (and
 //!   `WebService.asmx`);
 //! - `cookie`: the cookies; `computers`: registered computers and their
-//!   events; `requests`: the typed reading of every request body; `wsdl`.
+//!   events; `intake`: where every report enters (`outbox`: on a follower,
+//!   kept until the primary has it); `requests`: the typed reading of every request body; `wsdl`.
 //!
 //! The envelope is `wsus::soap`'s (bounded, no DTDs); every error becomes
 //! a SOAP fault through [`SoapFault`], never a 404 or a 500 page.
@@ -17,6 +18,8 @@
 pub mod computers;
 pub mod cookie;
 pub mod fragments;
+mod intake;
+pub mod outbox;
 mod reporting;
 pub mod requests;
 pub mod scan;
@@ -38,6 +41,7 @@ use crate::metadata::{MetaError, MetaStore};
 use crate::wsus::soap::{self, ErrorCode, Fault, SoapError, SoapFault};
 use computers::{ComputerError, Computers};
 use cookie::{CookieError, Cookies};
+use outbox::{Outbox, OutboxError};
 
 /// The services and their paths (case-insensitive, as IIS matches them).
 const CLIENT_PATH: &str = "/clientwebservice/client.asmx";
@@ -106,6 +110,8 @@ pub enum ClientError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Computers(#[from] ComputerError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
     #[error("catalog: {0}")]
     Catalog(#[from] crate::catalog::CatalogError),
 }
@@ -123,9 +129,10 @@ impl SoapFault for ClientError {
             ClientError::UnknownOperation(op) => {
                 Fault::new(ErrorCode::InvalidParameters, op.as_str())
             }
-            ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_) => {
-                Fault::new(ErrorCode::InternalServerError, "")
-            }
+            ClientError::Meta(_)
+            | ClientError::Computers(_)
+            | ClientError::Outbox(_)
+            | ClientError::Catalog(_) => Fault::new(ErrorCode::InternalServerError, ""),
         }
     }
 }
@@ -152,6 +159,9 @@ pub struct ClientServices {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) cookies: Cookies,
     pub computers: Arc<Computers>,
+    /// Reports kept for the primary (a follower's), and what was applied
+    /// of each follower's (a primary's).
+    pub outbox: Arc<Outbox>,
     pub(crate) settings: ClientSettings,
     /// The scan index, rebuilt when the store holds a newer revision.
     index: Mutex<Option<Arc<scan::ScanIndex>>>,
@@ -190,11 +200,13 @@ impl ClientServices {
     ) -> Result<ClientServices, String> {
         let cookies = Cookies::open(data_dir).map_err(|e| e.to_string())?;
         let computers = Computers::open(data_dir).map_err(|e| e.to_string())?;
+        let outbox = Outbox::open(data_dir).map_err(|e| e.to_string())?;
         Ok(ClientServices {
             meta,
             catalog,
             cookies,
             computers: Arc::new(computers),
+            outbox: Arc::new(outbox),
             settings,
             index: Mutex::new(None),
         })
@@ -233,7 +245,10 @@ impl ClientServices {
             Err(e) => {
                 if matches!(
                     e,
-                    ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_)
+                    ClientError::Meta(_)
+                        | ClientError::Computers(_)
+                        | ClientError::Outbox(_)
+                        | ClientError::Catalog(_)
                 ) {
                     tracing::warn!(error = %e, "update server call failed");
                 }
