@@ -18,6 +18,7 @@ use crate::policy::Mode;
 use crate::wsus::soap::{Element, Xml};
 
 use super::cookie::{Claims, Kind};
+use super::outbox::ClientReport;
 use super::scan::{Ask, Offered, ScanIndex};
 use super::{fragments, requests, simple_auth, Call, ClientError, ClientServices};
 
@@ -112,19 +113,13 @@ fn cookie(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
 fn register(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, ClientError> {
     let claims = client(s, op)?;
     let info = requests::computer_info(op)?;
-    s.fleet.register(
-        &crate::fleet::Registration {
-            id: claims.client_id,
-            name: info.dns_name,
-            os: info.os,
-            os_version: info.os_version,
-            manufacturer: info.manufacturer,
-            model: info.model,
-            target_group: claims.target_group,
-            address: c.peer,
-        },
-        super::now() as i64,
-    )?;
+    s.take(ClientReport::Registered {
+        id: claims.client_id,
+        info,
+        target_group: claims.target_group,
+        address: c.peer,
+        at: super::now() as i64,
+    })?;
     let (mut w, end) = response("RegisterComputer");
     w.close(&end);
     Ok(w.finish())
@@ -151,13 +146,15 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
     let claims = client(s, op)?;
     let p = requests::sync_parameters(op)?;
     let index = s.index()?;
-    // The scan is noted first: it also gives the computer's groups.
-    let groups = s.fleet.scanned(
-        &claims.client_id,
-        &claims.target_group,
-        c.peer,
-        super::now() as i64,
-    )?;
+    // The scan is noted first: with client-side targeting it sets the
+    // computer's groups, which decide what it is offered.
+    s.take(ClientReport::Scanned {
+        id: claims.client_id.clone(),
+        target_group: claims.target_group.clone(),
+        address: c.peer,
+        at: super::now() as i64,
+    })?;
+    let groups = s.fleet.groups_of(&claims.client_id)?;
     let (states, deadlines) = approval_states(s, &index, &groups)?;
     let answer = index.answer(
         &Ask {
