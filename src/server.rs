@@ -326,7 +326,10 @@ fn server_sync_of(
         store.clone(),
         catalog.clone(),
         config.server_sync.clone(),
-        Tuning::default(),
+        Tuning {
+            ca_file: config.fetch.upstream_ca_file.clone(),
+            ..Tuning::default()
+        },
     )
     .map_err(failed)?;
     Ok(Arc::new(service))
