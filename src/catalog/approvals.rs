@@ -103,9 +103,13 @@ pub(super) fn approve(
 pub(super) fn withdraw(tx: &Transaction<'_>, uid: i64, gid: i64) -> Result<(), CatalogError> {
     tx.prepare_cached("DELETE FROM update_approvals WHERE uid = ?1 AND gid = ?2")?
         .execute(params![uid, gid])?;
+    // The state follows; the row is written either way, so followers
+    // (which take changed rows) see the approval go.
     tx.prepare_cached(
-        "UPDATE updates SET state = 'not-approved' WHERE uid = ?1 AND state = 'approved'
-           AND NOT EXISTS (SELECT 1 FROM update_approvals WHERE uid = ?1)",
+        "UPDATE updates SET state = CASE WHEN EXISTS
+           (SELECT 1 FROM update_approvals WHERE uid = ?1) THEN state
+           WHEN state = 'approved' THEN 'not-approved' ELSE state END
+         WHERE uid = ?1",
     )?
     .execute([uid])?;
     super::import::touch_files_of(tx, uid)

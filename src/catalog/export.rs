@@ -5,7 +5,7 @@ use std::io::Write;
 
 use rusqlite::Connection;
 
-use super::json::{FileDoc, UpdateDoc};
+use super::json::{ApprovalDoc, FileDoc, UpdateDoc};
 use super::query::{update_from_row, UPDATE_COLUMNS};
 use super::CatalogError;
 use crate::digest::{Sha1Digest, Sha256Digest};
@@ -113,6 +113,7 @@ fn read_page(
             state: Some(update.state),
             superseded: update.superseded,
             files,
+            approvals: exported_approvals(&snapshot, uid)?,
         };
         if !first {
             page.extend_from_slice(b",\n");
@@ -126,4 +127,24 @@ fn read_page(
     drop(files_stmt);
     snapshot.finish()?;
     Ok(last)
+}
+
+/// An approved update's group approvals, by group name; none when it is
+/// approved for `All Computers` alone with no deadline (what an importer
+/// assumes of an approval that lists none, as releases before groups did).
+fn exported_approvals(db: &Connection, uid: i64) -> Result<Vec<ApprovalDoc>, CatalogError> {
+    let approvals = super::approvals::of_update(db, uid)?;
+    let plain = approvals.len() == 1
+        && approvals[0].group_id == super::groups::ALL_COMPUTERS
+        && approvals[0].deadline.is_none();
+    if plain {
+        return Ok(Vec::new());
+    }
+    Ok(approvals
+        .into_iter()
+        .map(|a| ApprovalDoc {
+            group: a.group,
+            deadline: a.deadline,
+        })
+        .collect())
 }

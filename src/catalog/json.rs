@@ -47,6 +47,19 @@ pub struct UpdateDoc {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub superseded: bool,
     pub files: Vec<FileDoc>,
+    /// With an `approved` state: the computer groups it is approved for,
+    /// honoured with `state` (none listed: `All Computers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalDoc>,
+}
+
+/// One group's approval, by the group's name (ids differ between servers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDoc {
+    pub group: String,
+    #[serde(default, with = "super::approvals::deadline_text")]
+    pub deadline: Option<i64>,
 }
 
 /// One file of an update.

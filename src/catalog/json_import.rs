@@ -36,6 +36,9 @@ pub(super) fn import_update(
         Row::Write(known) => known,
     };
     let uid = write_update(tx, u, trust, known)?;
+    if imported_state(u, trust).is_some() {
+        import_approvals(tx, uid, u)?;
+    }
     if trust != Trust::Primary {
         rules::mark_new(tx, uid)?;
     }
@@ -85,12 +88,39 @@ fn row_to_write(
                 if changed > 0 {
                     touch_files_of(tx, uid)?;
                 }
+                import_approvals(tx, uid, u)?;
             }
             Ok(Row::Leave)
         }
         Revision::Newer(uid) => rewrite(uid),
         Revision::New => Ok(Row::Write(None)),
     }
+}
+
+/// The group approvals the document lists for an approved update, in place
+/// of the update's (groups missing here are made, by name); none listed
+/// leaves the `All Computers` approval the state brought.
+fn import_approvals(
+    tx: &rusqlite::Transaction<'_>,
+    uid: i64,
+    u: &ValidUpdate,
+) -> Result<(), CatalogError> {
+    if u.doc.state != Some(UpdateState::Approved) || u.doc.approvals.is_empty() {
+        return Ok(());
+    }
+    tx.prepare_cached("DELETE FROM update_approvals WHERE uid = ?1")?
+        .execute([uid])?;
+    for a in &u.doc.approvals {
+        let name = super::groups::check_name(&a.group)?;
+        tx.prepare_cached("INSERT OR IGNORE INTO computer_groups(name) VALUES (?1)")?
+            .execute([name])?;
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO update_approvals(uid, gid, deadline)
+             SELECT ?1, gid, ?3 FROM computer_groups WHERE name = ?2",
+        )?
+        .execute(params![uid, name, a.deadline])?;
+    }
+    touch_files_of(tx, uid)
 }
 
 /// The approval state the document sets, when the import takes states.

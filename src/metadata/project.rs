@@ -76,6 +76,7 @@ fn to_doc(u: &Projected, upstream: &str) -> UpdateDoc {
             .iter()
             .filter_map(|f| to_file(f, upstream))
             .collect(),
+        approvals: Vec::new(),
     }
 }
 

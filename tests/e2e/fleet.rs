@@ -808,3 +808,46 @@ async fn a_data_directory_of_release_0_1_0_keeps_its_approvals_as_all_computers_
     let body = server.body(&h.c.content_path()).await;
     assert!(body == h.c.bytes, "C served once approved for a group");
 }
+
+async fn approvals(h: &Harness, id: &str) -> Value {
+    h.admin_json(&format!("/api/v1/updates/{id}")).await["approvals"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_takes_the_primarys_group_approvals_and_their_changes() {
+    let primary = Harness::new().await;
+    primary.setup(&[ID_A]).await;
+    admin_post(&primary, "/api/v1/groups", json!({ "name": "Pilot" })).await;
+    admin_post(
+        &primary,
+        &format!("/api/v1/updates/{ID_B}/approve"),
+        json!({ "group": "Pilot", "deadline": "2026-12-10" }),
+    )
+    .await;
+    let url = reqwest::Url::parse(&primary.admin("/")).unwrap();
+    let follower = Harness::with(|c| {
+        c.follow.follow = Some(url);
+        c.follow.follow_interval = Duration::from_secs(1);
+    })
+    .await;
+    let pilot_b = json!([{ "group": "Pilot", "group_id": 3, "deadline": "2026-12-10T00:00:00Z" }]);
+    within("the first pull", Duration::from_secs(10), async || {
+        approvals(&follower, ID_B).await == pilot_b
+    })
+    .await;
+    assert_eq!(
+        approvals(&follower, ID_A).await[0]["group"],
+        "All Computers"
+    );
+    // Taken back for Pilot on the primary: the follower follows.
+    admin_post(
+        &primary,
+        &format!("/api/v1/updates/{ID_B}/unapprove"),
+        json!({ "group": "Pilot" }),
+    )
+    .await;
+    within("the next pull", Duration::from_secs(10), async || {
+        approvals(&follower, ID_B).await == json!([])
+    })
+    .await;
+}

@@ -20,7 +20,7 @@ pub mod cookie;
 pub mod fragments;
 mod intake;
 pub mod outbox;
-mod reporting;
+pub mod reporting;
 pub mod requests;
 pub mod scan;
 mod simple_auth;

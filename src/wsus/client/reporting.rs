@@ -72,6 +72,16 @@ pub fn event(e: &Element) -> Event {
     }
 }
 
+/// What a whole `ReportEventBatch` body would do to the states, read the
+/// way the service reads it: the fuzz target's entry point.
+pub fn effects_of(body: &[u8]) -> Result<Vec<crate::fleet::status::Effect>, ClientError> {
+    let op = crate::wsus::soap::parse_envelope(body)?;
+    Ok(requests::events(&op)?
+        .iter()
+        .map(|e| crate::fleet::status::effect(&event(e)))
+        .collect())
+}
+
 /// `Win32HResult` is an `int` (`-2145124329`); `0x80240017` is read too.
 fn parse_hresult(text: &str) -> i32 {
     match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
