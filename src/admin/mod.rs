@@ -315,7 +315,7 @@ async fn import_catalog(
     })
     .await?;
     tracing::info!(?report, "catalog imported");
-    app.sync_downloads();
+    app.catalog_changed();
     Ok(Json(report))
 }
 
