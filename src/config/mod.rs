@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::admin::AdminSettings;
 use crate::delivery::DeliverySettings;
 use crate::fetch::FetchSettings;
+use crate::fleet::FleetSettings;
 use crate::http::ContentSettings;
 use crate::net::NetSettings;
 use crate::node::follow::FollowSettings;
@@ -175,6 +176,9 @@ pub struct ServeArgs {
     /// Server sync schedule: off, a daily HH:MM (UTC), or an interval like 6h [default: off]
     #[arg(long, env = "UPCACHE_SYNC_SCHEDULE")]
     pub sync_schedule: Option<String>,
+    /// Replica mode: take the upstream server's approvals at each sync (true/false) [default: false]
+    #[arg(long, env = "UPCACHE_SYNC_REPLICA")]
+    pub sync_replica: Option<bool>,
 }
 
 /// The settings of a server: each module's, side by side.
@@ -192,6 +196,7 @@ pub struct Config {
     pub delivery: DeliverySettings,
     pub server_sync: SyncSettings,
     pub update_server: ClientSettings,
+    pub fleet: FleetSettings,
 }
 
 impl Config {
@@ -230,6 +235,7 @@ impl Config {
             delivery: section(keys)?,
             server_sync: section(keys)?,
             update_server: section(keys)?,
+            fleet: section(keys)?,
         })
     }
 
@@ -258,6 +264,7 @@ impl Config {
         self.delivery.validate()?;
         self.server_sync.validate()?;
         self.update_server.validate()?;
+        self.fleet.validate()?;
         Ok(())
     }
 }

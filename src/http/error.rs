@@ -7,12 +7,15 @@ use crate::delivery::path::PathError;
 use crate::delivery::resolve::ResolveError;
 use crate::delivery::DeliveryError;
 use crate::fetch::FetchError;
+use crate::fleet::FleetError;
 use crate::http::route::RouteError;
 use crate::http::RequestError;
 use crate::policy::Refusal;
 use crate::store::StoreError;
 use crate::upkeep::cleanup::CleanupError;
 use crate::upkeep::scrub::ScrubError;
+use crate::wsus::client::outbox::OutboxError;
+use crate::wsus::client::ClientError;
 use crate::wsus::sync::SyncError;
 
 /// An error that knows which status code a client should see for it.
@@ -98,8 +101,20 @@ impl HttpStatus for CatalogError {
     fn status(&self) -> StatusCode {
         match self {
             CatalogError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            CatalogError::UnknownUpdate(_) => StatusCode::NOT_FOUND,
+            CatalogError::UnknownUpdate(_) | CatalogError::UnknownGroup(_) => StatusCode::NOT_FOUND,
+            CatalogError::GroupExists(_) | CatalogError::BuiltinGroup(_) => StatusCode::CONFLICT,
             CatalogError::Db(_) | CatalogError::Export(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for FleetError {
+    fn status(&self) -> StatusCode {
+        match self {
+            FleetError::UnknownComputer(_) | FleetError::UnknownGroup(_) => StatusCode::NOT_FOUND,
+            FleetError::Invalid(_) => StatusCode::BAD_REQUEST,
+            FleetError::ClientTargeting => StatusCode::CONFLICT,
+            FleetError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -147,6 +162,26 @@ impl HttpStatus for crate::metadata::MetaError {
 impl HttpStatus for StoreError {
     fn status(&self) -> StatusCode {
         StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl HttpStatus for OutboxError {
+    fn status(&self) -> StatusCode {
+        match self {
+            OutboxError::OutOfOrder { .. } => StatusCode::BAD_REQUEST,
+            OutboxError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A follower's reports applied on a primary (Windows clients themselves
+/// get SOAP faults, `wsus::soap`).
+impl HttpStatus for ClientError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ClientError::Outbox(e) => e.status(),
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 
