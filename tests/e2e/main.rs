@@ -34,3 +34,4 @@ mod tls;
 mod update_server;
 mod waits;
 mod windows;
+mod wusp_client;
