@@ -126,7 +126,10 @@ fn generate(
     for g in 0..GROUPS {
         catalog.create_group(&format!("Ring {g}"))?;
     }
-    println!("catalog: {updates} updates, {GROUPS} groups in {:.1?}", t.elapsed());
+    println!(
+        "catalog: {updates} updates, {GROUPS} groups in {:.1?}",
+        t.elapsed()
+    );
 
     let t = Instant::now();
     let at = now();
@@ -137,8 +140,11 @@ fn generate(
             &Registration {
                 id: id.clone(),
                 name: format!("pc{c:05}.corp.example"),
-                os: ["Windows 10 Enterprise", "Windows 11 Enterprise", "Windows Server 2022"]
-                    [c % FAMILIES]
+                os: [
+                    "Windows 10 Enterprise",
+                    "Windows 11 Enterprise",
+                    "Windows Server 2022",
+                ][c % FAMILIES]
                     .into(),
                 os_version: "10.0.26200".into(),
                 target_group: String::new(),
@@ -186,7 +192,10 @@ fn status_event(needed: &[String], installed: &[String]) -> Event {
         event_id: event_ids::STATUS,
         event_id_text: event_ids::STATUS.to_string(),
         hresult_text: "0".into(),
-        misc: vec![format!("U={}", needed.join(";")), format!("V={}", installed.join(";"))],
+        misc: vec![
+            format!("U={}", needed.join(";")),
+            format!("V={}", installed.join(";")),
+        ],
         raw: serde_json::json!({"ReportingEvent": "status"}),
         ..Event::default()
     }
@@ -212,21 +221,33 @@ fn checkpoint(dir: &Path) -> anyhow::Result<()> {
 
 fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
     let mut total = 0;
-    for name in ["catalog.sqlite3", "catalog.sqlite3-wal", "catalog.sqlite3-shm"] {
+    for name in [
+        "catalog.sqlite3",
+        "catalog.sqlite3-wal",
+        "catalog.sqlite3-shm",
+    ] {
         total += std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
     }
     Ok(total)
 }
 
 /// Min, median and max of `rounds` timings of `f`.
-fn timed(what: &str, target: Duration, rounds: usize, mut f: impl FnMut(usize) -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn timed(
+    what: &str,
+    target: Duration,
+    rounds: usize,
+    mut f: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut all = Vec::with_capacity(rounds);
     for r in 0..rounds {
         let t = Instant::now();
         f(r)?;
         all.push(t.elapsed());
     }
-    let shown: Vec<String> = all.iter().map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).collect();
+    let shown: Vec<String> = all
+        .iter()
+        .map(|d| format!("{:.1}", d.as_secs_f64() * 1e3))
+        .collect();
     all.sort();
     let median = all[all.len() / 2];
     println!(
@@ -235,7 +256,13 @@ fn timed(what: &str, target: Duration, rounds: usize, mut f: impl FnMut(usize) -
         median.as_secs_f64() * 1e3,
         all[all.len() - 1].as_secs_f64() * 1e3,
         target.as_millis(),
-        if all[all.len() - 1] < target { "met" } else if median < target { "median met, max missed" } else { "MISSED" },
+        if all[all.len() - 1] < target {
+            "met"
+        } else if median < target {
+            "median met, max missed"
+        } else {
+            "MISSED"
+        },
         shown.join(" ")
     );
     Ok(())
@@ -244,27 +271,54 @@ fn timed(what: &str, target: Duration, rounds: usize, mut f: impl FnMut(usize) -
 fn measure(fleet: &Fleet, computers: usize, updates: usize, rounds: usize) -> anyhow::Result<()> {
     // Spread over the fleet, the same picks every run.
     let pick = |r: usize, n: usize| (r * 7_919 + 13) % n;
-    timed("one update's summary by group (GET /api/v1/updates/{id}/status)", Duration::from_millis(100), rounds, |r| {
-        let s = fleet.update_status(&update_id(pick(r, updates)))?;
-        assert!(s.total.computers as usize == computers);
-        Ok(())
-    })?;
-    timed("one computer's page (GET /api/v1/computers/{id})", Duration::from_millis(50), rounds, |r| {
-        let d = fleet.computer(&computer_id(pick(r, computers)), now())?;
-        assert!(!d.updates.is_empty());
-        Ok(())
-    })?;
-    timed("a batch of 200 events stored (ReportEventBatch)", Duration::from_millis(5), rounds, |r| {
-        let c = pick(r + 1000, computers);
-        let batch: Vec<Event> = (0..200)
-            .map(|i| {
-                let u = pick(i + r * 200, updates);
-                let e = [event_ids::DOWNLOADED, event_ids::INSTALLED, event_ids::INSTALL_FAILED][i % 3];
-                one_event(u, e, if e == event_ids::INSTALL_FAILED { 0x8024_2016u32 as i32 } else { 0 })
-            })
-            .collect();
-        fleet.report(&computer_id(c), &batch, now())?;
-        Ok(())
-    })?;
+    timed(
+        "one update's summary by group (GET /api/v1/updates/{id}/status)",
+        Duration::from_millis(100),
+        rounds,
+        |r| {
+            let s = fleet.update_status(&update_id(pick(r, updates)))?;
+            assert!(s.total.computers as usize == computers);
+            Ok(())
+        },
+    )?;
+    timed(
+        "one computer's page (GET /api/v1/computers/{id})",
+        Duration::from_millis(50),
+        rounds,
+        |r| {
+            let d = fleet.computer(&computer_id(pick(r, computers)), now())?;
+            assert!(!d.updates.is_empty());
+            Ok(())
+        },
+    )?;
+    timed(
+        "a batch of 200 events stored (ReportEventBatch)",
+        Duration::from_millis(5),
+        rounds,
+        |r| {
+            let c = pick(r + 1000, computers);
+            let batch: Vec<Event> = (0..200)
+                .map(|i| {
+                    let u = pick(i + r * 200, updates);
+                    let e = [
+                        event_ids::DOWNLOADED,
+                        event_ids::INSTALLED,
+                        event_ids::INSTALL_FAILED,
+                    ][i % 3];
+                    one_event(
+                        u,
+                        e,
+                        if e == event_ids::INSTALL_FAILED {
+                            0x8024_2016u32 as i32
+                        } else {
+                            0
+                        },
+                    )
+                })
+                .collect();
+            fleet.report(&computer_id(c), &batch, now())?;
+            Ok(())
+        },
+    )?;
     Ok(())
 }

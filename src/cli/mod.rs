@@ -267,6 +267,9 @@ pub enum RulesAction {
         /// Updates whose title contains this (case-insensitive)
         #[arg(long)]
         title: Option<String>,
+        /// Approve for this computer group only [default: All Computers]
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Remove a rule by its id
     Remove { id: i64 },
@@ -561,6 +564,7 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
             classification,
             product,
             title,
+            group,
         }) => {
             let rule = client
                 .add_rule(&Rule {
@@ -569,6 +573,7 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
                     classification,
                     product,
                     title,
+                    group,
                 })
                 .await?;
             println!("added {}", print::describe_rule(&rule));

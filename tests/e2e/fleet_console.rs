@@ -106,7 +106,13 @@ async fn the_fleet_pages_show_the_api_and_approve_for_a_group_in_a_real_browser(
     let h = Harness::new().await;
     h.setup(&[]).await;
     for group in ["Pilot", "Ring 2"] {
-        send(&h, reqwest::Method::POST, "/api/v1/groups", json!({ "name": group })).await;
+        send(
+            &h,
+            reqwest::Method::POST,
+            "/api/v1/groups",
+            json!({ "name": group }),
+        )
+        .await;
     }
     // Ten computers: A needed by all, installed on three, failed on two.
     let (a, b) = (ID_A, ID_B);
@@ -159,15 +165,24 @@ async fn the_fleet_pages_show_the_api_and_approve_for_a_group_in_a_real_browser(
     let page = browser.next("computers").await;
     assert_eq!(ids(&page), ids(&all), "{page}");
     assert_eq!(all["total"], 11);
-    let stale: Vec<_> = page.as_array().unwrap().iter().filter(|c| c["stale"] == true).collect();
+    let stale: Vec<_> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["stale"] == true)
+        .collect();
     assert_eq!(stale.len(), 1, "{page}");
     assert_eq!(stale[0]["id"], "pc-old");
-    let pilot = h.admin_json("/api/v1/computers?group=Pilot&limit=200").await;
+    let pilot = h
+        .admin_json("/api/v1/computers?group=Pilot&limit=200")
+        .await;
     assert_eq!(ids(&browser.next("in_group").await), ids(&pilot));
     assert_eq!(ids(&pilot).len(), 4);
     let searched = browser.next("searched").await;
     assert_eq!(ids(&searched).len(), 10, "pc-00 … pc-09: {searched}");
-    let failed = h.admin_json("/api/v1/computers?status=failed&limit=200").await;
+    let failed = h
+        .admin_json("/api/v1/computers?status=failed&limit=200")
+        .await;
     assert_eq!(ids(&browser.next("failed").await), ids(&failed));
     assert_eq!(ids(&failed), ["pc-03", "pc-04"]);
 
@@ -188,17 +203,29 @@ async fn the_fleet_pages_show_the_api_and_approve_for_a_group_in_a_real_browser(
         .map(|(k, n)| (k.to_owned(), json!(n)))
         .collect();
         let group = g["group"].as_str().unwrap();
-        assert_eq!(bars[group], Value::Object(want), "{group}: {bars} against {status}");
+        assert_eq!(
+            bars[group],
+            Value::Object(want),
+            "{group}: {bars} against {status}"
+        );
     }
     assert_eq!(bars["Pilot"], json!({"installed": 3, "failed": 1}));
-    assert_eq!(bars["All Computers"]["unknown"], 1, "pc-old never sent a status");
+    assert_eq!(
+        bars["All Computers"]["unknown"], 1,
+        "pc-old never sent a status"
+    );
 
     // Approved for Pilot alone, from the bar.
     let approved = browser.next("approved").await;
     assert_eq!(approved["Pilot"], true, "{approved}");
     assert_eq!(approved["Ring 2"], false, "{approved}");
     let update = h.admin_json(&format!("/api/v1/updates/{a}")).await;
-    let groups: Vec<_> = update["approvals"].as_array().unwrap().iter().map(|g| g["group"].clone()).collect();
+    let groups: Vec<_> = update["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].clone())
+        .collect();
     assert_eq!(groups, [json!("Pilot")], "{update}");
 
     // Needs attention: the failures, the silent one, and B (needed by all

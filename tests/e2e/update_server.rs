@@ -486,7 +486,7 @@ async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
 
     // The computer, with its events.
     let computers = h.admin_json("/api/v1/computers").await;
-    let pc1 = &computers[0];
+    let pc1 = &computers["computers"][0];
     assert_eq!(pc1["id"], CLIENT_ID, "{computers}");
     assert_eq!(pc1["name"], "pc1.example.test");
     assert_eq!(pc1["os"], "Windows 11 Pro");

@@ -1,15 +1,21 @@
 //! Where every client report enters the node: kept for the primary first
-//! (on a follower, `outbox`), then stored here. A follower's reports,
-//! forwarded, are stored on the primary by the same [`ClientServices::apply`]
-//! as its own clients' reports.
+//! (on a follower, `outbox`), then stored here by the `fleet`. A
+//! follower's reports, forwarded, are stored on the primary by the same
+//! [`ClientServices::apply`] as its own clients' reports.
 
-use super::computers::Registration;
 use super::outbox::{ClientReport, ForwardBatch};
-use super::{ClientError, ClientServices};
+use super::{reporting, ClientError, ClientServices};
+
+/// What storing a report gives back.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    /// A scan's: the groups the computer is in (its approvals).
+    pub groups: Vec<i64>,
+}
 
 impl ClientServices {
-    /// Takes one report of a client of this node; how many events it held.
-    pub(crate) fn take(&self, report: ClientReport) -> Result<usize, ClientError> {
+    /// Takes one report of a client of this node.
+    pub(crate) fn take(&self, report: ClientReport) -> Result<Taken, ClientError> {
         self.outbox.keep(&report)?;
         self.apply(&report)
     }
@@ -26,7 +32,7 @@ impl ClientServices {
     }
 
     /// Stores one report.
-    fn apply(&self, report: &ClientReport) -> Result<usize, ClientError> {
+    fn apply(&self, report: &ClientReport) -> Result<Taken, ClientError> {
         match report {
             ClientReport::Registered {
                 id,
@@ -35,23 +41,32 @@ impl ClientServices {
                 address,
                 at,
             } => {
-                let r = Registration {
-                    id,
-                    info,
-                    target_group,
+                let r = crate::fleet::Registration {
+                    id: id.clone(),
+                    name: info.dns_name.clone(),
+                    os: info.os.clone(),
+                    os_version: info.os_version.clone(),
+                    manufacturer: info.manufacturer.clone(),
+                    model: info.model.clone(),
+                    target_group: target_group.clone(),
                     address: *address,
                 };
-                self.computers.register(&r, *at)?;
-                Ok(0)
+                self.fleet.register(&r, *at)?;
+                Ok(Taken::default())
             }
             ClientReport::Scanned {
-                id, address, at, ..
+                id,
+                target_group,
+                address,
+                at,
             } => {
-                self.computers.scanned(id, *address, *at)?;
-                Ok(0)
+                let groups = self.fleet.scanned(id, target_group, *address, *at)?;
+                Ok(Taken { groups })
             }
             ClientReport::Events { id, events, at } => {
-                Ok(self.computers.report(id, events, *at)?)
+                let events: Vec<_> = events.iter().map(reporting::event).collect();
+                self.fleet.report(id, &events, *at)?;
+                Ok(Taken::default())
             }
         }
     }
