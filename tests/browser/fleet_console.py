@@ -18,7 +18,7 @@ Steps, each reported on stdout as one line "<step> <json>":
   4. prints "console [...]" with every console message of level SEVERE.
 
 With SHOTS_DIR other than "-", a screenshot of each page goes there:
-computers.png, update-status.png, attention.png.
+computers.png, update-status.png (after the approval), attention.png.
 """
 import json
 import os
@@ -27,6 +27,7 @@ import sys
 from urllib.parse import urlencode
 
 import chromium
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -108,14 +109,17 @@ def main():
             By.CSS_SELECTOR, 'tr.status-row[data-status-of="%s"][data-loaded]' % update_id))
         states, _ = bars(driver, update_id)
         report("bars", states)
-        shot(driver, shots, "update-status.png")
         status_row = driver.find_element(By.CSS_SELECTOR, 'tr.status-row[data-status-of="%s"]' % update_id)
         loaded = status_row.get_attribute("data-loaded")
         status_row.find_element(By.CSS_SELECTOR, 'button[name=approve-group][data-group="%s"]' % group).click()
-        WebDriverWait(driver, 15).until(lambda d: d.find_element(
-            By.CSS_SELECTOR, 'tr.status-row[data-status-of="%s"]' % update_id).get_attribute("data-loaded") != loaded)
+        WebDriverWait(driver, 15, ignored_exceptions=[StaleElementReferenceException]).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, 'tr.status-row[data-status-of="%s"]' % update_id)
+            .get_attribute("data-loaded") != loaded)
         _, approved = bars(driver, update_id)
         report("approved", approved)
+        status_row = driver.find_element(By.CSS_SELECTOR, 'tr.status-row[data-status-of="%s"]' % update_id)
+        driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", status_row)
+        shot(driver, shots, "update-status.png")
 
         driver.get(admin + "/#attention")
         WebDriverWait(driver, 15).until(lambda d: body(d, "data-attention-loaded") != "")
