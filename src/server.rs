@@ -207,10 +207,18 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let update_server = Arc::new(
         crate::wsus::client::ClientServices::open(
             &config.store.data_dir,
-            meta,
+            meta.clone(),
             data.catalog.clone(),
             fleet.clone(),
             config.update_server.clone(),
+        )
+        .map_err(StartError::UpdateServer)?,
+    );
+    let sync_upstream = Arc::new(
+        crate::wsus::upstream::UpstreamService::open(
+            &config.store.data_dir,
+            meta,
+            data.catalog.clone(),
         )
         .map_err(StartError::UpdateServer)?,
     );
@@ -239,6 +247,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         server_sync,
         update_server,
         fleet,
+        sync_upstream,
     });
     let content = Arc::new(ContentService {
         store: data.store,
@@ -317,7 +326,10 @@ fn server_sync_of(
         store.clone(),
         catalog.clone(),
         config.server_sync.clone(),
-        Tuning::default(),
+        Tuning {
+            ca_file: config.fetch.upstream_ca_file.clone(),
+            ..Tuning::default()
+        },
     )
     .map_err(failed)?;
     Ok(Arc::new(service))
@@ -478,12 +490,18 @@ impl Listeners {
         let access_log = content.access_log.clone();
         let handler = |tls: bool| {
             let (content, updates) = (content.clone(), app.update_server.clone());
+            let sync_upstream = app.sync_upstream.clone();
             hyper::service::service_fn(move |req| {
                 let (content, updates) = (content.clone(), updates.clone());
+                let sync_upstream = sync_upstream.clone();
                 async move {
-                    let response = match crate::wsus::client::service_of(req.uri().path()) {
-                        Some(service) => update_server(&updates, service, req, tls).await,
-                        None => content.handle(req).await,
+                    let path = req.uri().path();
+                    let response = if let Some(service) = crate::wsus::client::service_of(path) {
+                        update_server(&updates, service, req, tls).await
+                    } else if let Some(service) = crate::wsus::upstream::service_of(path) {
+                        server_sync_upstream(&sync_upstream, service, req, tls).await
+                    } else {
+                        content.handle(req).await
                     };
                     Ok::<_, std::convert::Infallible>(response)
                 }
@@ -598,28 +616,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt as _;
-    let limit = updates.max_body();
-    let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let body = match declared {
-        Some(len) if len > limit as u64 => None,
-        _ => http_body_util::Limited::new(body, limit)
-            .collect()
-            .await
-            .ok()
-            .map(|b| b.to_bytes()),
-    };
-    let host = parts
-        .headers
-        .get(hyper::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or(parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost")
-        .to_owned();
+    let (parts, body) = read_soap_body(req, updates.max_body()).await;
+    let host = host_of(&parts);
     let call = crate::wsus::client::Call {
         host: &host,
         tls,
@@ -634,5 +632,79 @@ where
         http_body_util::Full::new(b)
             .map_err(|never| match never {})
             .boxed_unsync()
+    })
+}
+
+/// A SOAP request's head and its body read within `limit` (`None` over it,
+/// or when the body broke off).
+async fn read_soap_body<B>(
+    req: hyper::Request<B>,
+    limit: usize,
+) -> (http::request::Parts, Option<bytes::Bytes>)
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match declared {
+        Some(len) if len > limit as u64 => None,
+        _ => http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .ok()
+            .map(|b| b.to_bytes()),
+    };
+    (parts, body)
+}
+
+/// The `Host` the caller named this listener by.
+fn host_of(parts: &http::request::Parts) -> String {
+    parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_owned()
+}
+
+/// A downstream server's [MS-WSUSSS] call: its body read within the
+/// bound, answered whole or, for `GetUpdateData`, document by document.
+async fn server_sync_upstream<B>(
+    upstream: &Arc<crate::wsus::upstream::UpstreamService>,
+    service: crate::wsus::upstream::Service,
+    req: hyper::Request<B>,
+    tls: bool,
+) -> hyper::Response<crate::http::body::ResponseBody>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use crate::wsus::upstream::{Answer, UpstreamService, MAX_REQUEST};
+    use http_body_util::BodyExt as _;
+    let (parts, body) = read_soap_body(req, MAX_REQUEST).await;
+    let scheme = if tls { "https" } else { "http" };
+    let base = format!("{scheme}://{}", host_of(&parts));
+    let response = match body {
+        Some(body) => upstream.answer(service, &parts.method, body, base).await,
+        None => UpstreamService::too_large(),
+    };
+    response.map(|answer| match answer {
+        Answer::Whole(b) => http_body_util::Full::new(b)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        Answer::Streamed(rx) => {
+            let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                let piece = rx.recv().await?;
+                Some((piece.map(hyper::body::Frame::data), rx))
+            });
+            http_body_util::StreamBody::new(frames).boxed_unsync()
+        }
     })
 }

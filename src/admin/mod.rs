@@ -16,6 +16,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use fleet::GroupInfo;
+
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
 use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;

@@ -115,34 +115,6 @@ impl Fleet {
         Ok(())
     }
 
-    /// Adds computers to group `name` (and removes them with `remove`).
-    pub fn move_computers(
-        &self,
-        ids: &[String],
-        name: &str,
-        remove: bool,
-    ) -> Result<u64, FleetError> {
-        if self.settings.targeting == Targeting::Client {
-            return Err(FleetError::ClientTargeting);
-        }
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        let gid = gids_named(&tx, &[name.to_owned()])?[0];
-        let mut changed = 0;
-        for id in ids {
-            let cid = super::find_cid(&tx, id)?;
-            changed += if remove {
-                tx.prepare_cached("DELETE FROM group_members WHERE cid = ?1 AND gid = ?2")?
-                    .execute(params![cid, gid])?
-            } else {
-                tx.prepare_cached("INSERT OR IGNORE INTO group_members(cid, gid) VALUES (?1, ?2)")?
-                    .execute(params![cid, gid])?
-            } as u64;
-        }
-        tx.commit()?;
-        Ok(changed)
-    }
-
     /// The groups computer `id` is in, `All Computers` first (what a scan
     /// offers it is approved for one of these).
     pub fn groups_of(&self, id: &str) -> Result<Vec<i64>, FleetError> {

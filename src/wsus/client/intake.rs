@@ -1,21 +1,14 @@
 //! Where every client report enters the node: kept for the primary first
-//! (on a follower, `outbox`), then stored here by the `fleet`. A
-//! follower's reports, forwarded, are stored on the primary by the same
-//! [`ClientServices::apply`] as its own clients' reports.
+//! (on a follower, `outbox`), then stored here. A follower's reports,
+//! forwarded, are stored on the primary by the same [`ClientServices::apply`]
+//! as its own clients' reports.
 
 use super::outbox::{ClientReport, ForwardBatch};
-use super::{reporting, ClientError, ClientServices};
-
-/// What storing a report gives back.
-#[derive(Debug, Default)]
-pub(crate) struct Taken {
-    /// A scan's: the groups the computer is in (its approvals).
-    pub groups: Vec<i64>,
-}
+use super::{ClientError, ClientServices};
 
 impl ClientServices {
-    /// Takes one report of a client of this node.
-    pub(crate) fn take(&self, report: ClientReport) -> Result<Taken, ClientError> {
+    /// Takes one report of a client of this node; how many events it held.
+    pub(crate) fn take(&self, report: ClientReport) -> Result<usize, ClientError> {
         self.outbox.keep(&report)?;
         self.apply(&report)
     }
@@ -32,7 +25,7 @@ impl ClientServices {
     }
 
     /// Stores one report.
-    fn apply(&self, report: &ClientReport) -> Result<Taken, ClientError> {
+    fn apply(&self, report: &ClientReport) -> Result<usize, ClientError> {
         match report {
             ClientReport::Registered {
                 id,
@@ -52,7 +45,7 @@ impl ClientServices {
                     address: *address,
                 };
                 self.fleet.register(&r, *at)?;
-                Ok(Taken::default())
+                Ok(0)
             }
             ClientReport::Scanned {
                 id,
@@ -60,13 +53,12 @@ impl ClientServices {
                 address,
                 at,
             } => {
-                let groups = self.fleet.scanned(id, target_group, *address, *at)?;
-                Ok(Taken { groups })
+                self.fleet.scanned(id, target_group, *address, *at)?;
+                Ok(0)
             }
             ClientReport::Events { id, events, at } => {
-                let events: Vec<_> = events.iter().map(reporting::event).collect();
-                self.fleet.report(id, &events, *at)?;
-                Ok(Taken::default())
+                let events: Vec<_> = events.iter().map(super::reporting::event).collect();
+                Ok(self.fleet.report(id, &events, *at)?)
             }
         }
     }

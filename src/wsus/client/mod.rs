@@ -27,6 +27,8 @@ mod simple_auth;
 mod web_service;
 mod wsdl;
 
+pub use web_service::content_url;
+
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,8 +1,9 @@
 //! `/ReportingWebService/ReportingWebService.asmx` (and `WebService.asmx`,
 //! the name older clients use): `ReportEventBatch` ([MS-WUSP] 2.2.2.3.1),
-//! read into the fleet's events and stored with their effect before the
-//! client is told `true`; the computer is the one the cookie names, so no
-//! client writes another's events.
+//! taken whole (`intake`: kept for the primary on a follower), read into
+//! the fleet's events and stored with their effect before the client is
+//! told `true`; the computer is the one the cookie names, so no client
+//! writes another's events.
 
 use crate::fleet::Event;
 use crate::wsus::soap::{Element, Xml};
@@ -24,9 +25,10 @@ pub fn call(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
 fn report(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
     let cookie = requests::cookie(op, "cookie")?;
     let claims = s.cookies.verify(cookie, Kind::Client, super::now())?;
+    let events = requests::events(op)?;
     s.take(super::outbox::ClientReport::Events {
         id: claims.client_id,
-        events: requests::events(op)?.to_vec(),
+        events: events.to_vec(),
         at: super::now() as i64,
     })?;
     let mut w = Xml::default();

@@ -146,15 +146,15 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
     let claims = client(s, op)?;
     let p = requests::sync_parameters(op)?;
     let index = s.index()?;
-    // The scan is noted first: it also gives the computer's groups.
-    let groups = s
-        .take(ClientReport::Scanned {
-            id: claims.client_id.clone(),
-            target_group: claims.target_group.clone(),
-            address: c.peer,
-            at: super::now() as i64,
-        })?
-        .groups;
+    // The scan is noted first: with client-side targeting it sets the
+    // computer's groups, which decide what it is offered.
+    s.take(ClientReport::Scanned {
+        id: claims.client_id.clone(),
+        target_group: claims.target_group.clone(),
+        address: c.peer,
+        at: super::now() as i64,
+    })?;
+    let groups = s.fleet.groups_of(&claims.client_id)?;
     let (states, deadlines) = approval_states(s, &index, &groups)?;
     let answer = index.answer(
         &Ask {
