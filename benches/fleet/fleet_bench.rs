@@ -83,7 +83,7 @@ fn computer_id(c: usize) -> String {
 
 /// Whether update `u` applies to computer `c`.
 fn applies(c: usize, u: usize) -> bool {
-    u % 10 == 0 || u % FAMILIES == c % FAMILIES
+    u.is_multiple_of(10) || u % FAMILIES == c % FAMILIES
 }
 
 /// A cheap deterministic hash of a pair, 0..1000.
