@@ -8,6 +8,7 @@
 //!   fragments of a stored update document);
 //! - `reporting`: `/ReportingWebService/ReportingWebService.asmx` (and
 //!   `WebService.asmx`);
+//! - `self_update`: the self-update content directory, `/SelfUpdate/...`;
 //! - `cookie`: the cookies; `computers`: registered computers and their
 //!   events; `requests`: the typed reading of every request body; `wsdl`.
 //!
@@ -16,14 +17,17 @@
 
 pub mod computers;
 pub mod cookie;
+mod fragment_cache;
 pub mod fragments;
 mod reporting;
 pub mod requests;
 pub mod scan;
+pub mod self_update;
 mod simple_auth;
 mod web_service;
 mod wsdl;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -151,8 +155,23 @@ pub struct ClientServices {
     pub(crate) cookies: Cookies,
     pub computers: Arc<Computers>,
     pub(crate) settings: ClientSettings,
+    /// `DATA/selfupdate`: the files of the self-update directory.
+    self_update_dir: std::path::PathBuf,
     /// The scan index, rebuilt when the store holds a newer revision.
     index: Mutex<Option<Arc<scan::ScanIndex>>>,
+    /// The approvals of the index's updates, read again when the catalog
+    /// or the index changed (not once per call: a scan storm reads them
+    /// hundreds of times a second).
+    approvals: Mutex<Option<Approvals>>,
+    /// Fragments split from stored documents, escaped for the SOAP body.
+    pub(crate) fragments: fragment_cache::FragmentCache,
+}
+
+/// Approval states as of a catalog change number and an index.
+struct Approvals {
+    seq: u64,
+    last_rid: i64,
+    states: Arc<HashMap<String, crate::catalog::UpdateState>>,
 }
 
 /// Which service a path names.
@@ -161,6 +180,8 @@ pub enum Service {
     Client,
     SimpleAuth,
     Reporting,
+    /// The self-update content directory: files, not SOAP.
+    SelfUpdate,
 }
 
 /// The service at `path`, if it is one of ours.
@@ -174,6 +195,8 @@ pub fn service_of(path: &str) -> Option<Service> {
         Some(Service::SimpleAuth)
     } else if REPORTING_PATHS.iter().any(|r| is(r)) {
         Some(Service::Reporting)
+    } else if self_update::is_self_update(path) {
+        Some(Service::SelfUpdate)
     } else {
         None
     }
@@ -194,7 +217,10 @@ impl ClientServices {
             cookies,
             computers: Arc::new(computers),
             settings,
+            self_update_dir: data_dir.join(self_update::FOLDER),
             index: Mutex::new(None),
+            approvals: Mutex::new(None),
+            fragments: fragment_cache::FragmentCache::new(fragment_cache::CAPACITY),
         })
     }
 
@@ -225,6 +251,8 @@ impl ClientServices {
                 Service::Client => web_service::call(self, &op, call),
                 Service::SimpleAuth => simple_auth::call(self, &op),
                 Service::Reporting => reporting::call(self, &op),
+                // Files, answered by `self_update_file`, never a SOAP call.
+                Service::SelfUpdate => Err(ClientError::UnknownOperation(op.name.clone())),
             });
         match result {
             Ok(inner) => xml(StatusCode::OK, soap::envelope(&inner)),
@@ -239,6 +267,15 @@ impl ClientServices {
                 xml(StatusCode::INTERNAL_SERVER_ERROR, e.fault().to_envelope())
             }
         }
+    }
+
+    /// A file of the self-update directory. Blocking (it reads the file).
+    pub fn self_update_file(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<self_update::SelfUpdateFile, self_update::SelfUpdateError> {
+        self_update::read(&self.self_update_dir, method, path)
     }
 
     /// The answer to a body over the bound.
@@ -266,6 +303,30 @@ impl ClientServices {
         let index = Arc::new(scan::ScanIndex::new(self.meta.scan_index()?, last));
         *held = Some(index.clone());
         Ok(index)
+    }
+
+    /// The catalog's approvals of every update `index` may offer, as of
+    /// the catalog's last change.
+    pub(crate) fn approvals(
+        &self,
+        index: &scan::ScanIndex,
+    ) -> Result<Arc<HashMap<String, crate::catalog::UpdateState>>, ClientError> {
+        let seq = self.catalog.change_seq()?;
+        let mut held = self.approvals.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = held
+            .as_ref()
+            .filter(|a| a.seq == seq && a.last_rid == index.last_rid)
+        {
+            return Ok(a.states.clone());
+        }
+        let ids = index.approvable_ids(index.revisions());
+        let states = Arc::new(self.catalog.states_of(&ids)?);
+        *held = Some(Approvals {
+            seq,
+            last_rid: index.last_rid,
+            states: states.clone(),
+        });
+        Ok(states)
     }
 
     /// A client cookie for `claims`, valid for the configured lifetime.
@@ -326,6 +387,10 @@ mod tests {
             Some(Service::Reporting)
         );
         assert_eq!(service_of("/Content/AB/x.cab"), None);
+        assert_eq!(
+            service_of("/selfupdate/wuident.cab"),
+            Some(Service::SelfUpdate)
+        );
     }
 
     #[test]

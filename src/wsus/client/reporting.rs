@@ -1,5 +1,5 @@
 //! `/ReportingWebService/ReportingWebService.asmx` (and `WebService.asmx`,
-//! the name older clients use): `ReportEventBatch` ([MS-WUSP] 3.3), stored
+//! the name older clients use): `ReportEventBatch` ([MS-WUSP] 2.2.2.3.1), stored
 //! per computer without loss; the computer is the one the cookie names, so
 //! no client writes another's events.
 

@@ -1,4 +1,5 @@
-//! `/ClientWebService/client.asmx` ([MS-WUSP] 3.1): configuration, cookies,
+//! `/ClientWebService/client.asmx` ([MS-WUSP] 2.2.2.2, processed as 3.1.5
+//! says): configuration, cookies,
 //! registration, the scan (`SyncUpdates`, `RefreshCache`), the extended
 //! fragments and the file locations.
 //!
@@ -13,7 +14,7 @@ use base64::Engine as _;
 
 use crate::catalog::UpdateState;
 use crate::digest::Sha1Digest;
-use crate::metadata::store::{RevisionFile, ScanRevision};
+use crate::metadata::store::RevisionFile;
 use crate::policy::Mode;
 use crate::wsus::soap::{Element, Xml};
 
@@ -41,6 +42,7 @@ pub fn call(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, Cl
         "RefreshCache" => refresh_cache(s, op),
         "GetExtendedUpdateInfo" => extended_info(s, op, c),
         "GetFileLocations" => file_locations(s, op, c),
+        "SyncPrinterCatalog" => sync_printer_catalog(s, op),
         other => Err(ClientError::UnknownOperation(other.to_owned())),
     }
 }
@@ -153,6 +155,7 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
             installed_non_leaf: &p.installed_non_leaf,
             other_cached: &p.other_cached,
             drivers: p.skip_software,
+            hardware_ids: &p.hardware_ids,
             page: s.settings.wusp_page_size,
         },
         &states,
@@ -162,8 +165,8 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
     let (mut w, end) = response("SyncUpdates");
     w.open("SyncUpdatesResult", "").open("NewUpdates", "");
     for o in &answer.new {
-        let core = core_fragment(s, o.revision)?;
-        update_info(&mut w, o, Some(&core));
+        let f = split(s, o.revision.rid)?;
+        update_info(&mut w, o, Some(f.as_deref().map_or("", |f| &f.core)));
     }
     w.close("NewUpdates");
     if !answer.changed.is_empty() {
@@ -187,10 +190,33 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
         .leaf("EncryptedData", &text)
         .close("NewCookie");
     if !p.skip_software {
-        // No approved-or-not driver at all: the client skips its driver pass.
-        w.leaf("DriverSyncNotNeeded", bool_text(!index.has_drivers()));
+        // No approved driver at all: the client skips its driver pass.
+        w.leaf(
+            "DriverSyncNotNeeded",
+            bool_text(!index.has_approved_drivers(&states)),
+        );
     }
     w.close("SyncUpdatesResult").close(&end);
+    Ok(w.finish())
+}
+
+/// `SyncPrinterCatalog` ([MS-WUSP] 3.1.5.12): the printer drivers the Add
+/// Printer Wizard may list. upcache keeps no printer catalog, so the
+/// answer is the empty set (with a fresh cookie), never a fault.
+fn sync_printer_catalog(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
+    let claims = client(s, op)?;
+    let (mut w, end) = response("SyncPrinterCatalog");
+    w.open("SyncPrinterCatalogResult", "")
+        .open("NewUpdates", "")
+        .close("NewUpdates")
+        .leaf("Truncated", "false");
+    let (expiration, text) = s.client_cookie(&claims.client_id, &claims.target_group);
+    w.open("NewCookie", "")
+        .leaf("Expiration", &expiration)
+        .leaf("EncryptedData", &text)
+        .close("NewCookie")
+        .close("SyncPrinterCatalogResult")
+        .close(&end);
     Ok(w.finish())
 }
 
@@ -206,24 +232,20 @@ fn bool_text(b: bool) -> &'static str {
 fn approval_states(
     s: &ClientServices,
     index: &ScanIndex,
-) -> Result<HashMap<String, UpdateState>, ClientError> {
-    let ids = index.approvable_ids(index.revisions());
-    Ok(s.catalog.states_of(&ids)?)
+) -> Result<std::sync::Arc<HashMap<String, UpdateState>>, ClientError> {
+    s.approvals(index)
 }
 
-fn core_fragment(s: &ClientServices, r: &ScanRevision) -> Result<String, ClientError> {
-    Ok(split(s, r.rid)?.core)
+/// The fragments of a stored revision, escaped (`None`: no such revision).
+fn split(
+    s: &ClientServices,
+    rid: i64,
+) -> Result<Option<std::sync::Arc<fragments::Fragments>>, ClientError> {
+    s.fragments.get(&s.meta, rid)
 }
 
-fn split(s: &ClientServices, rid: i64) -> Result<fragments::Fragments, ClientError> {
-    let doc = s.meta.document_by_rid(rid)?.unwrap_or_default();
-    fragments::split(&doc).map_err(|e| ClientError::Parameter {
-        name: "revisionIDs",
-        why: e.to_string(),
-    })
-}
-
-/// `<UpdateInfo>`: the id, the deployment, whether a leaf, the core fragment.
+/// `<UpdateInfo>`: the id, the deployment, whether a leaf, the core
+/// fragment (escaped already).
 fn update_info(w: &mut Xml, o: &Offered<'_>, core: Option<&str>) {
     let r = o.revision;
     w.open("UpdateInfo", "")
@@ -240,7 +262,7 @@ fn update_info(w: &mut Xml, o: &Offered<'_>, core: Option<&str>) {
         .close("Deployment")
         .leaf("IsLeaf", bool_text(o.is_leaf));
     if let Some(core) = core {
-        w.leaf("Xml", core);
+        w.leaf_escaped("Xml", core);
     }
     w.close("UpdateInfo");
 }
@@ -292,14 +314,13 @@ fn extended_info(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<Strin
         .open("Updates", "");
     let mut files: Vec<RevisionFile> = Vec::new();
     for &rid in &req.revision_ids {
-        if s.meta.document_by_rid(rid)?.is_none() {
+        let Some(f) = split(s, rid)? else {
             continue;
-        }
-        let f = split(s, rid)?;
+        };
         if wants("Extended") {
             w.open("Update", "")
                 .leaf("ID", &rid.to_string())
-                .leaf("Xml", &f.extended)
+                .leaf_escaped("Xml", &f.extended)
                 .close("Update");
             files.extend(s.meta.files_by_rid(rid)?);
         }
@@ -307,7 +328,7 @@ fn extended_info(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<Strin
             if let Some(l) = f.localized_for(&locales) {
                 w.open("Update", "")
                     .leaf("ID", &rid.to_string())
-                    .leaf("Xml", l)
+                    .leaf_escaped("Xml", l)
                     .close("Update");
             }
         }
