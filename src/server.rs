@@ -203,12 +203,27 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     let update_server = Arc::new(
         crate::wsus::client::ClientServices::open(
             &config.store.data_dir,
-            meta,
+            meta.clone(),
             data.catalog.clone(),
             config.update_server.clone(),
         )
         .map_err(StartError::UpdateServer)?,
     );
+    let sync_upstream = Arc::new(
+        crate::wsus::upstream::UpstreamService::open(
+            &config.store.data_dir,
+            meta,
+            data.catalog.clone(),
+        )
+        .map_err(StartError::UpdateServer)?,
+    );
+    // Before the listeners open: no report is taken without being kept.
+    let forwarder = follower.as_ref().map(|f| {
+        Arc::new(crate::node::forward::Forwarder::new(
+            f.clone(),
+            update_server.outbox.clone(),
+        ))
+    });
     let app = Arc::new(App {
         config,
         store: data.disk,
@@ -218,6 +233,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         quota,
         started: Instant::now(),
         follower,
+        forwarder,
         admin_tls: listeners.admin_tls.clone(),
         content_tls: listeners.content_tls.as_ref().map(|(_, tls)| tls.clone()),
         cleaning: tokio::sync::Mutex::new(()),
@@ -225,6 +241,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         delivery: delivery.clone(),
         server_sync,
         update_server,
+        sync_upstream,
     });
     let content = Arc::new(ContentService {
         store: data.store,
@@ -252,6 +269,9 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         let app_ = app.clone();
         let changed = move || app_.sync_downloads();
         tasks.spawn(follower.run(app.catalog.clone(), changed, shutdown.clone()));
+    }
+    if let Some(forwarder) = app.forwarder.clone() {
+        tasks.spawn(forwarder.run(shutdown.clone()));
     }
     if app.follower.is_none() {
         let app_ = app.clone();
@@ -461,14 +481,22 @@ impl Listeners {
         let access_log = content.access_log.clone();
         let handler = |tls: bool| {
             let (content, updates) = (content.clone(), app.update_server.clone());
+            let sync_upstream = app.sync_upstream.clone();
             hyper::service::service_fn(move |req| {
                 let (content, updates) = (content.clone(), updates.clone());
+                let sync_upstream = sync_upstream.clone();
                 async move {
                     use crate::wsus::client::Service;
-                    let response = match crate::wsus::client::service_of(req.uri().path()) {
-                        Some(Service::SelfUpdate) => self_update(updates, req).await,
-                        Some(service) => update_server(&updates, service, req, tls).await,
-                        None => content.handle(req).await,
+                    let path = req.uri().path();
+                    let response = if let Some(service) = crate::wsus::client::service_of(path) {
+                        match service {
+                            Service::SelfUpdate => self_update(updates, req).await,
+                            service => update_server(&updates, service, req, tls).await,
+                        }
+                    } else if let Some(service) = crate::wsus::upstream::service_of(path) {
+                        server_sync_upstream(&sync_upstream, service, req, tls).await
+                    } else {
+                        content.handle(req).await
                     };
                     Ok::<_, std::convert::Infallible>(response)
                 }
@@ -626,28 +654,8 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use http_body_util::BodyExt as _;
-    let limit = updates.max_body();
-    let (parts, body) = req.into_parts();
-    let declared = parts
-        .headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let body = match declared {
-        Some(len) if len > limit as u64 => None,
-        _ => http_body_util::Limited::new(body, limit)
-            .collect()
-            .await
-            .ok()
-            .map(|b| b.to_bytes()),
-    };
-    let host = parts
-        .headers
-        .get(hyper::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or(parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost")
-        .to_owned();
+    let (parts, body) = read_soap_body(req, updates.max_body()).await;
+    let host = host_of(&parts);
     let call = crate::wsus::client::Call {
         host: &host,
         tls,
@@ -662,5 +670,79 @@ where
         http_body_util::Full::new(b)
             .map_err(|never| match never {})
             .boxed_unsync()
+    })
+}
+
+/// A SOAP request's head and its body read within `limit` (`None` over it,
+/// or when the body broke off).
+async fn read_soap_body<B>(
+    req: hyper::Request<B>,
+    limit: usize,
+) -> (http::request::Parts, Option<bytes::Bytes>)
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match declared {
+        Some(len) if len > limit as u64 => None,
+        _ => http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .ok()
+            .map(|b| b.to_bytes()),
+    };
+    (parts, body)
+}
+
+/// The `Host` the caller named this listener by.
+fn host_of(parts: &http::request::Parts) -> String {
+    parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or(parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost")
+        .to_owned()
+}
+
+/// A downstream server's [MS-WSUSSS] call: its body read within the
+/// bound, answered whole or, for `GetUpdateData`, document by document.
+async fn server_sync_upstream<B>(
+    upstream: &Arc<crate::wsus::upstream::UpstreamService>,
+    service: crate::wsus::upstream::Service,
+    req: hyper::Request<B>,
+    tls: bool,
+) -> hyper::Response<crate::http::body::ResponseBody>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use crate::wsus::upstream::{Answer, UpstreamService, MAX_REQUEST};
+    use http_body_util::BodyExt as _;
+    let (parts, body) = read_soap_body(req, MAX_REQUEST).await;
+    let scheme = if tls { "https" } else { "http" };
+    let base = format!("{scheme}://{}", host_of(&parts));
+    let response = match body {
+        Some(body) => upstream.answer(service, &parts.method, body, base).await,
+        None => UpstreamService::too_large(),
+    };
+    response.map(|answer| match answer {
+        Answer::Whole(b) => http_body_util::Full::new(b)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        Answer::Streamed(rx) => {
+            let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+                let piece = rx.recv().await?;
+                Some((piece.map(hyper::body::Frame::data), rx))
+            });
+            http_body_util::StreamBody::new(frames).boxed_unsync()
+        }
     })
 }

@@ -32,6 +32,12 @@ const MAX_CATALOG_BYTES: usize = 4 << 30;
 /// The largest JSON control body (approvals, rules, policy): they are small.
 const MAX_CONTROL_BYTES: usize = 1 << 20;
 
+/// The largest batch of forwarded client reports: a follower sends up to
+/// 4 MiB of reports, or one larger report alone (a `ReportEventBatch` is at
+/// most `wusp_max_body_bytes`, its JSON about as long).
+const MAX_FORWARD_BYTES: usize = 64 << 20;
+const FORWARD_PATH: &str = "/api/v1/reports/forwarded";
+
 /// An API error: a status and a message, sent as `{"error": "..."}`.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
@@ -109,6 +115,12 @@ pub fn router(app: Arc<App>) -> Router {
             app.clone(),
             refuse_writes_on_followers,
         ))
+        // A follower's clients' reports: a follower of a follower passes
+        // them on, so a follower takes them too.
+        .route(
+            FORWARD_PATH,
+            post(forwarded::take).layer(DefaultBodyLimit::max(MAX_FORWARD_BYTES)),
+        )
         // This node's own, not the catalog's: a follower sets it too.
         .route(
             "/api/v1/upstream/rate-limit",
@@ -173,6 +185,7 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 mod browser;
 mod computers;
 mod console;
+mod forwarded;
 mod maintenance;
 mod server_sync;
 mod settings;
@@ -216,6 +229,8 @@ async fn refuse_announced_oversize(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let (limit, what) = if req.uri().path() == "/api/v1/catalog" {
         (MAX_CATALOG_BYTES, "a catalog upload")
+    } else if req.uri().path() == FORWARD_PATH {
+        (MAX_FORWARD_BYTES, "a batch of forwarded reports")
     } else {
         (MAX_CONTROL_BYTES, "a request body here")
     };
@@ -584,6 +599,10 @@ pub struct Status {
     /// On a follower: the primary, its change number here, the last pull.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow: Option<crate::node::follow::FollowStatus>,
+    /// On a follower: its clients' reports waiting for the primary, and
+    /// the last forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_forwarding: Option<crate::node::forward::ForwardStatus>,
     /// The proxy and rate limit of upstream downloads, when set.
     #[serde(default)]
     pub upstream: crate::fetch::UpstreamStatus,
@@ -633,6 +652,7 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult<Status> {
         import: app.catalog.import_status(),
         traffic: app.metrics.traffic(),
         follow: app.follower.as_ref().map(|f| f.status()),
+        report_forwarding: app.forwarder.as_ref().map(|f| f.status()),
         upstream: app.fetcher.upstream_status(),
         admin_tls: app.admin_tls.as_deref().map(TlsCertificate::of),
         content_tls: app.content_tls.as_deref().map(TlsCertificate::of),

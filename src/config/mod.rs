@@ -175,6 +175,9 @@ pub struct ServeArgs {
     /// Server sync schedule: off, a daily HH:MM (UTC), or an interval like 6h [default: off]
     #[arg(long, env = "UPCACHE_SYNC_SCHEDULE")]
     pub sync_schedule: Option<String>,
+    /// Replica mode: take the upstream server's approvals at each sync (true/false) [default: false]
+    #[arg(long, env = "UPCACHE_SYNC_REPLICA")]
+    pub sync_replica: Option<bool>,
 }
 
 /// The settings of a server: each module's, side by side.

@@ -13,7 +13,9 @@ use crate::policy::Refusal;
 use crate::store::StoreError;
 use crate::upkeep::cleanup::CleanupError;
 use crate::upkeep::scrub::ScrubError;
+use crate::wsus::client::outbox::OutboxError;
 use crate::wsus::client::self_update::SelfUpdateError;
+use crate::wsus::client::ClientError;
 use crate::wsus::sync::SyncError;
 
 /// An error that knows which status code a client should see for it.
@@ -159,6 +161,26 @@ impl HttpStatus for crate::metadata::MetaError {
 impl HttpStatus for StoreError {
     fn status(&self) -> StatusCode {
         StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+impl HttpStatus for OutboxError {
+    fn status(&self) -> StatusCode {
+        match self {
+            OutboxError::OutOfOrder { .. } => StatusCode::BAD_REQUEST,
+            OutboxError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A follower's reports applied on a primary (Windows clients themselves
+/// get SOAP faults, `wsus::soap`).
+impl HttpStatus for ClientError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ClientError::Outbox(e) => e.status(),
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 

@@ -279,8 +279,12 @@ pub async fn serve(
         // `buf` is read into or advanced.
         let (started, method, close, len, log, (plan, mut source, outcome)) = loop {
             match parse_head(&buf, content.access_log.is_some()) {
-                // The update server's `?wsdl` GETs are hyper's, as its POSTs are.
-                Parsed::Fast(head) if crate::wsus::client::service_of(head.path).is_some() => {
+                // The update server's `?wsdl` GETs are hyper's, as its POSTs
+                // are, and so are the server-sync services'.
+                Parsed::Fast(head)
+                    if crate::wsus::client::service_of(head.path).is_some()
+                        || crate::wsus::upstream::service_of(head.path).is_some() =>
+                {
                     return Exit::Handoff(buf.freeze());
                 }
                 Parsed::Fast(head) => {

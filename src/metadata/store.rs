@@ -33,6 +33,32 @@ pub struct Incoming {
     pub doc: Vec<u8>,
 }
 
+/// One revision ready to write: its document compressed at once, so a
+/// batch waiting for its transaction holds compressed documents only.
+pub struct Packed {
+    pub info: UpdateInfo,
+    z: Vec<u8>,
+    sha256: [u8; 32],
+    len: usize,
+}
+
+impl Packed {
+    pub fn new(info: UpdateInfo, doc: &[u8]) -> Packed {
+        Packed {
+            info,
+            z: deflate(doc),
+            sha256: sha2::Sha256::digest(doc).into(),
+            len: doc.len(),
+        }
+    }
+}
+
+impl From<&Incoming> for Packed {
+    fn from(d: &Incoming) -> Packed {
+        Packed::new(d.info.clone(), &d.doc)
+    }
+}
+
 /// A file location from `GetUpdateData`'s `fileUrls`.
 #[derive(Debug, Clone)]
 pub struct FileUrl {
@@ -180,6 +206,16 @@ impl MetaStore {
     pub fn write_batch(
         &self,
         docs: &[Incoming],
+        urls: &[FileUrl],
+    ) -> Result<BatchCounts, MetaError> {
+        let packed: Vec<Packed> = docs.iter().map(Packed::from).collect();
+        self.write_packed(&packed, urls)
+    }
+
+    /// [`MetaStore::write_batch`] of documents compressed already.
+    pub fn write_packed(
+        &self,
+        docs: &[Packed],
         urls: &[FileUrl],
     ) -> Result<BatchCounts, MetaError> {
         let mut db = self.db();
@@ -475,6 +511,91 @@ impl MetaStore {
     }
 }
 
+/// One stored revision with the links an upstream filters on (see
+/// `wsus::upstream`): every revision, not only the latest.
+#[derive(Debug, Clone)]
+pub struct GraphRevision {
+    pub rid: i64,
+    pub update_id: String,
+    pub revision: u32,
+    pub kind: Kind,
+    /// Prerequisite targets (categories and updates), any group.
+    pub prerequisites: Vec<String>,
+    pub bundles: Vec<String>,
+}
+
+impl MetaStore {
+    /// Every stored revision with its prerequisites and bundled updates,
+    /// by `rid` (two queries, whatever the count).
+    pub fn revision_graph(&self) -> Result<Vec<GraphRevision>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare_cached(
+            "SELECT rid, update_id, revision, kind FROM meta_revisions ORDER BY rid",
+        )?;
+        let mut out: Vec<GraphRevision> = q
+            .query_map([], |r| {
+                Ok(GraphRevision {
+                    rid: r.get(0)?,
+                    update_id: r.get(1)?,
+                    revision: r.get(2)?,
+                    kind: Kind::parse(&r.get::<_, String>(3)?).unwrap_or(Kind::Software),
+                    prerequisites: Vec::new(),
+                    bundles: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let at: std::collections::HashMap<i64, usize> =
+            out.iter().enumerate().map(|(i, r)| (r.rid, i)).collect();
+        let mut links = db.prepare_cached(
+            "SELECT rid, link, target_id FROM meta_links WHERE link IN ('prerequisite', 'bundles')",
+        )?;
+        let rows = links.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (rid, link, target) = row?;
+            let Some(&i) = at.get(&rid) else { continue };
+            match link.as_str() {
+                "prerequisite" => out[i].prerequisites.push(target),
+                _ => out[i].bundles.push(target),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The document of one revision with its `rid`, if stored.
+    pub fn revision_document(
+        &self,
+        update_id: &str,
+        revision: u32,
+    ) -> Result<Option<(i64, Vec<u8>)>, MetaError> {
+        let Some(rid) = self.rid(update_id, revision)? else {
+            return Ok(None);
+        };
+        Ok(self.document_by_rid(rid)?.map(|d| (rid, d)))
+    }
+
+    /// The latest revision number of each update of these kinds.
+    pub fn latest_revisions(&self, kinds: &[Kind]) -> Result<Vec<(String, u32)>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare_cached(
+            "SELECT update_id, max(revision) FROM meta_revisions WHERE kind = ?1
+             GROUP BY update_id ORDER BY update_id",
+        )?;
+        let mut out = Vec::new();
+        for k in kinds {
+            for row in q.query_map([k.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The hardware ids a stored driver document names. They are read from
 /// the document (not kept in a table), so drivers synced before this was
 /// read get them too; a document that no longer parses has none.
@@ -491,15 +612,14 @@ fn driver_hardware_ids(db: &Connection, rid: i64) -> Result<Vec<String>, MetaErr
 /// Inserts one revision unless stored already.
 fn write_revision(
     tx: &rusqlite::Transaction<'_>,
-    d: &Incoming,
+    d: &Packed,
     counts: &mut BatchCounts,
 ) -> Result<(), MetaError> {
     let u = &d.info;
     let known_id: bool = tx
         .prepare_cached("SELECT 1 FROM meta_revisions WHERE update_id = ?1")?
         .exists([&u.id])?;
-    let compressed = deflate(&d.doc);
-    let sha256 = sha2::Sha256::digest(&d.doc);
+    let (compressed, sha256) = (&d.z, &d.sha256);
     let rid: Option<i64> = tx
         .prepare_cached(
             "INSERT INTO meta_revisions(update_id, revision, kind, category_type, title, description,
@@ -520,7 +640,7 @@ fn write_revision(
                 u.creation_date,
                 compressed,
                 sha256.as_slice(),
-                d.doc.len() as i64,
+                d.len as i64,
             ],
             |r| r.get(0),
         )
@@ -537,7 +657,7 @@ fn write_revision(
     if u.publication_state.as_deref() == Some("Expired") {
         counts.expired += 1;
     }
-    counts.bytes += d.doc.len() as u64;
+    counts.bytes += d.len as u64;
     write_links(tx, rid, u)?;
     for f in &u.files {
         let Some(sha1) = f.sha1 else { continue };

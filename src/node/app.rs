@@ -25,6 +25,8 @@ pub struct App {
     pub started: Instant,
     /// Set on a follower: pulls the primary's catalog; admin writes are refused.
     pub follower: Option<Arc<super::follow::Follower>>,
+    /// Set on a follower: sends its clients' reports to the primary.
+    pub forwarder: Option<Arc<super::forward::Forwarder>>,
     /// The admin listener's TLS, when it has a certificate.
     pub admin_tls: Option<Arc<crate::net::tls::Terminator>>,
     /// The HTTPS content listener's TLS, when there is one.
@@ -39,6 +41,8 @@ pub struct App {
     pub server_sync: Arc<crate::wsus::sync::service::SyncService>,
     /// The update server Windows clients scan against ([MS-WUSP]).
     pub update_server: Arc<crate::wsus::client::ClientServices>,
+    /// The server side of [MS-WSUSSS], for downstream servers.
+    pub sync_upstream: Arc<crate::wsus::upstream::UpstreamService>,
 }
 
 impl App {

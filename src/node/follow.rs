@@ -164,6 +164,26 @@ impl Follower {
         self.primary.as_str()
     }
 
+    /// Seconds between pulls (and the longest wait before another try of
+    /// a report forward that failed).
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// A `POST` of JSON to `path` on the primary's admin API, with the token.
+    pub(crate) fn post_json(&self, path: &str, body: String) -> reqwest::RequestBuilder {
+        let url = self.primary.join(path).expect("a fixed path joins");
+        let mut req = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
     /// Pulls into `catalog` now and then every interval until `shutdown`;
     /// `changed` runs after a pull that brought updates (the node's
     /// background downloads follow the new catalog).

@@ -227,7 +227,7 @@ impl SoapFault for SoapError {
 }
 
 /// One element: its local name (prefix dropped), its text and children.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Element {
     pub name: String,
     pub text: String,
@@ -363,6 +363,113 @@ pub fn parse_tree(body: &[u8]) -> Result<Element, SoapError> {
     root.ok_or_else(|| SoapError::Malformed("empty document".into()))
 }
 
+/// Reads an envelope without building it whole: each element named in
+/// `items` (at any depth in the body) is built alone, within the same
+/// bounds as [`parse_tree`], handed to `each` and dropped before the next
+/// is read, so memory holds one item whatever the answer's size. Other
+/// elements are only walked through. A `Fault` in the body is returned as
+/// `SoapError::Fault`; a DOCTYPE is refused as in [`parse_tree`]. Returns
+/// the operation element's name.
+pub fn stream_items<R: std::io::BufRead, E: From<SoapError>>(
+    input: R,
+    items: &[&str],
+    mut each: impl FnMut(Element) -> Result<(), E>,
+) -> Result<String, E> {
+    let mut reader = Reader::from_reader(input);
+    reader.config_mut().trim_text(false);
+    let malformed = |e: &dyn std::fmt::Display| SoapError::Malformed(e.to_string());
+    let mut buf = Vec::new();
+    // The names outside an item, and the item being built.
+    let mut path: Vec<String> = Vec::new();
+    let mut item: Vec<Element> = Vec::new();
+    let mut count = 0usize;
+    let mut op = None;
+    let mut seen_root = false;
+    loop {
+        buf.clear();
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| malformed(&e))?;
+        let (start, empty) = match &event {
+            Event::Start(s) => (Some(s), false),
+            Event::Empty(s) => (Some(s), true),
+            _ => (None, false),
+        };
+        if let Some(start) = start {
+            count_element(&mut count, path.len() + item.len())?;
+            let name = local_name(start.local_name().as_ref());
+            if path.is_empty() && item.is_empty() {
+                if seen_root {
+                    return Err(malformed(&"content after the root element").into());
+                }
+                seen_root = true;
+            }
+            if path.len() == 2 && item.is_empty() && op.is_none() {
+                op = Some(name.clone());
+            }
+            let fault = path.len() == 2 && name == "Fault";
+            let e = Element {
+                name,
+                ..Element::default()
+            };
+            if !item.is_empty() || fault || items.contains(&e.name.as_str()) {
+                if empty {
+                    match item.last_mut() {
+                        Some(parent) => parent.children.push(e),
+                        None => finish_item(e, &mut each)?,
+                    }
+                } else {
+                    item.push(e);
+                }
+            } else if !empty {
+                path.push(e.name);
+            }
+            continue;
+        }
+        match event {
+            Event::DocType(_) => return Err(SoapError::Dtd.into()),
+            Event::End(_) => {
+                if let Some(done) = item.pop() {
+                    match item.last_mut() {
+                        Some(parent) => parent.children.push(done),
+                        None => finish_item(done, &mut each)?,
+                    }
+                } else if path.pop().is_none() {
+                    return Err(malformed(&"unbalanced end tag").into());
+                }
+            }
+            Event::Text(t) => {
+                if let Some(e) = item.last_mut() {
+                    e.text.push_str(&t.unescape().map_err(|e| malformed(&e))?);
+                }
+            }
+            Event::CData(c) => {
+                if let Some(e) = item.last_mut() {
+                    e.text
+                        .push_str(std::str::from_utf8(&c).map_err(|e| malformed(&e))?);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !path.is_empty() || !item.is_empty() {
+        return Err(malformed(&"unclosed element at the end").into());
+    }
+    op.ok_or_else(|| SoapError::NoOperation.into())
+}
+
+/// An item read whole: a fault ends the read, anything else goes to `each`.
+fn finish_item<E: From<SoapError>>(
+    e: Element,
+    each: &mut impl FnMut(Element) -> Result<(), E>,
+) -> Result<(), E> {
+    if e.name == "Fault" {
+        return Err(SoapError::Fault(Fault::from_element(&e)).into());
+    }
+    each(e)
+}
+
 /// Counts one more element at `depth`, within the bounds.
 fn count_element(count: &mut usize, depth: usize) -> Result<(), SoapError> {
     *count += 1;
@@ -381,12 +488,23 @@ fn local_name(raw: &[u8]) -> String {
 
 /// Wraps an operation's XML in a SOAP 1.1 envelope.
 pub fn envelope(inner: &str) -> String {
+    let mut out = envelope_open();
+    out.push_str(inner);
+    out.push_str(ENVELOPE_CLOSE);
+    out
+}
+
+/// An envelope's start, up to the operation (for answers sent in pieces).
+pub fn envelope_open() -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope xmlns:soap=\"{ENVELOPE_NS}\" \
          xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" \
-         xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\"><soap:Body>{inner}</soap:Body></soap:Envelope>"
+         xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\"><soap:Body>"
     )
 }
+
+/// An envelope's end, after the operation.
+pub const ENVELOPE_CLOSE: &str = "</soap:Body></soap:Envelope>";
 
 /// A small writer of escaped XML (requests and responses are built, never
 /// templated from untrusted text).
@@ -534,6 +652,50 @@ mod tests {
                 parse_envelope(bad).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn items_are_read_one_at_a_time_and_faults_and_doctypes_still_end_it() {
+        let body = envelope(
+            "<GetUpdateDataResponse><GetUpdateDataResult><updates>\
+             <Item><Id>1</Id><Blob>&lt;a/&gt;</Blob></Item><Item><Id>2</Id><Blob/></Item>\
+             </updates><fileUrls><Url><D>x</D></Url></fileUrls></GetUpdateDataResult></GetUpdateDataResponse>",
+        );
+        let mut got = Vec::new();
+        let op = stream_items::<_, SoapError>(body.as_bytes(), &["Item", "Url"], |e| {
+            got.push(e);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(op, "GetUpdateDataResponse");
+        let names: Vec<_> = got.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["Item", "Item", "Url"]);
+        assert_eq!(got[0].child_text("Blob"), Some("<a/>"));
+        assert_eq!(got[1].child_text("Id"), Some("2"));
+        // The callback's error stops the read at once.
+        let mut calls = 0;
+        let err = stream_items(body.as_bytes(), &["Item"], |_| {
+            calls += 1;
+            Err(SoapError::NoOperation)
+        });
+        assert!(err.is_err());
+        assert_eq!(calls, 1);
+
+        let fault = Fault::new(ErrorCode::InvalidCookie, "");
+        let err =
+            stream_items::<_, SoapError>(fault.to_envelope().as_bytes(), &["Item"], |_| Ok(()));
+        assert!(
+            matches!(err, Err(SoapError::Fault(f)) if f.error_code == Some(ErrorCode::InvalidCookie))
+        );
+        let bomb = "<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY b \"c\">]><a>&b;</a>";
+        let err = stream_items::<_, SoapError>(bomb.as_bytes(), &["a"], |_| Ok(()));
+        assert!(matches!(err, Err(SoapError::Dtd)));
+        for bad in ["<a><b></a>", "<a/><b/>", ""] {
+            assert!(
+                stream_items::<_, SoapError>(bad.as_bytes(), &["b"], |_| Ok(())).is_err(),
+                "{bad}"
             );
         }
     }

@@ -258,3 +258,59 @@ async fn the_console_is_one_page_that_only_runs_its_own_script() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+/// The Synchronization card in a real browser: the last sync's figures,
+/// the products and classifications as checkboxes (each tick saved with
+/// `PUT /api/v1/categories`), and "Sync now", whose end the card shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_chooses_categories_and_syncs_now_in_a_real_browser() {
+    use crate::fake_wsus::*;
+    if !browser_available() {
+        return;
+    }
+    let file = upcache::demo::SampleFile::generate("2267602", "exe", 1000);
+    // The files are never fetched here: any base will do.
+    let fake = FakeWsus::start(file, "http://127.0.0.1:9").await;
+    let url = fake.url.clone();
+    let h = Harness::with(|c| c.server_sync.upstream_server = url).await;
+    let first = h.sync_from_server(&fake.url).await;
+    assert_eq!(first["categories_only"], true, "{first}");
+
+    let admin = h.admin("");
+    let mut script = Script::start_file("sync_console.py", &[&admin, PRODUCT, CLASSIFICATION]);
+    let last = script.next("last").await;
+    assert_eq!(last["complete"], "true", "{last}");
+    assert_eq!(last["documents"], "4", "{last}");
+    assert_eq!(last["state"], "idle", "{last}");
+    let choices = script.next("choices").await;
+    assert_eq!(
+        choices["products"],
+        serde_json::json!([PRODUCT_TITLE]),
+        "{choices}"
+    );
+    assert_eq!(
+        choices["classifications"].as_array().unwrap().len(),
+        2,
+        "{choices}"
+    );
+    assert_eq!(script.next("saved").await, 2);
+    let synced = script.next("synced").await;
+    assert_eq!(synced["complete"], "true", "{synced}");
+    assert_eq!(synced["documents"], "5", "{synced}");
+    assert_eq!(synced["errors"], "0", "{synced}");
+    assert_eq!(script.next("console").await, serde_json::json!([]));
+
+    // What the browser chose is the server's selection, and was synced.
+    let cats = h.admin_json("/api/v1/categories").await;
+    assert_eq!(cats["products"][0]["selected"], true, "{cats}");
+    let chosen: Vec<_> = cats["classifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["selected"] == true)
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(chosen, [CLASSIFICATION]);
+    let status = h.admin_json("/api/v1/server-sync").await;
+    assert_eq!(status["last"]["revisions_new"], 5, "{status}");
+}

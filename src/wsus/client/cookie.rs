@@ -27,6 +27,10 @@ const MAX_TEXT: usize = 2048;
 pub enum Kind {
     Authorization = 1,
     Client = 2,
+    /// [MS-WSUSSS]: the DSS authorization service's cookie.
+    ServerAuthorization = 3,
+    /// [MS-WSUSSS]: the cookie a downstream server's calls carry.
+    Server = 4,
 }
 
 /// What a cookie says once verified.
@@ -154,6 +158,8 @@ fn decode(payload: &[u8]) -> Option<Claims> {
     let kind = match kind {
         1 => Kind::Authorization,
         2 => Kind::Client,
+        3 => Kind::ServerAuthorization,
+        4 => Kind::Server,
         _ => return None,
     };
     let expires = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);

@@ -10,7 +10,8 @@
 //!   `WebService.asmx`);
 //! - `self_update`: the self-update content directory, `/SelfUpdate/...`;
 //! - `cookie`: the cookies; `computers`: registered computers and their
-//!   events; `requests`: the typed reading of every request body; `wsdl`.
+//!   events; `intake`: where every report enters (`outbox`: on a follower,
+//!   kept until the primary has it); `requests`: the typed reading of every request body; `wsdl`.
 //!
 //! The envelope is `wsus::soap`'s (bounded, no DTDs); every error becomes
 //! a SOAP fault through [`SoapFault`], never a 404 or a 500 page.
@@ -19,6 +20,8 @@ pub mod computers;
 pub mod cookie;
 mod fragment_cache;
 pub mod fragments;
+mod intake;
+pub mod outbox;
 mod reporting;
 pub mod requests;
 pub mod scan;
@@ -26,6 +29,8 @@ pub mod self_update;
 mod simple_auth;
 mod web_service;
 mod wsdl;
+
+pub use web_service::content_url;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +45,7 @@ use crate::metadata::{MetaError, MetaStore};
 use crate::wsus::soap::{self, ErrorCode, Fault, SoapError, SoapFault};
 use computers::{ComputerError, Computers};
 use cookie::{CookieError, Cookies};
+use outbox::{Outbox, OutboxError};
 
 /// The services and their paths (case-insensitive, as IIS matches them).
 const CLIENT_PATH: &str = "/clientwebservice/client.asmx";
@@ -108,6 +114,8 @@ pub enum ClientError {
     Meta(#[from] MetaError),
     #[error(transparent)]
     Computers(#[from] ComputerError),
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
     #[error("catalog: {0}")]
     Catalog(#[from] crate::catalog::CatalogError),
 }
@@ -125,9 +133,10 @@ impl SoapFault for ClientError {
             ClientError::UnknownOperation(op) => {
                 Fault::new(ErrorCode::InvalidParameters, op.as_str())
             }
-            ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_) => {
-                Fault::new(ErrorCode::InternalServerError, "")
-            }
+            ClientError::Meta(_)
+            | ClientError::Computers(_)
+            | ClientError::Outbox(_)
+            | ClientError::Catalog(_) => Fault::new(ErrorCode::InternalServerError, ""),
         }
     }
 }
@@ -154,6 +163,9 @@ pub struct ClientServices {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) cookies: Cookies,
     pub computers: Arc<Computers>,
+    /// Reports kept for the primary (a follower's), and what was applied
+    /// of each follower's (a primary's).
+    pub outbox: Arc<Outbox>,
     pub(crate) settings: ClientSettings,
     /// `DATA/selfupdate`: the files of the self-update directory.
     self_update_dir: std::path::PathBuf,
@@ -211,11 +223,13 @@ impl ClientServices {
     ) -> Result<ClientServices, String> {
         let cookies = Cookies::open(data_dir).map_err(|e| e.to_string())?;
         let computers = Computers::open(data_dir).map_err(|e| e.to_string())?;
+        let outbox = Outbox::open(data_dir).map_err(|e| e.to_string())?;
         Ok(ClientServices {
             meta,
             catalog,
             cookies,
             computers: Arc::new(computers),
+            outbox: Arc::new(outbox),
             settings,
             self_update_dir: data_dir.join(self_update::FOLDER),
             index: Mutex::new(None),
@@ -259,7 +273,10 @@ impl ClientServices {
             Err(e) => {
                 if matches!(
                     e,
-                    ClientError::Meta(_) | ClientError::Computers(_) | ClientError::Catalog(_)
+                    ClientError::Meta(_)
+                        | ClientError::Computers(_)
+                        | ClientError::Outbox(_)
+                        | ClientError::Catalog(_)
                 ) {
                     tracing::warn!(error = %e, "update server call failed");
                 }

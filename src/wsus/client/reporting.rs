@@ -21,8 +21,11 @@ fn report(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
     let cookie = requests::cookie(op, "cookie")?;
     let claims = s.cookies.verify(cookie, Kind::Client, super::now())?;
     let events = requests::events(op)?;
-    s.computers
-        .report(&claims.client_id, events, super::now() as i64)?;
+    s.take(super::outbox::ClientReport::Events {
+        id: claims.client_id,
+        events: events.to_vec(),
+        at: super::now() as i64,
+    })?;
     let mut w = Xml::default();
     w.open("ReportEventBatchResponse", &format!(" xmlns=\"{NS}\""))
         .leaf("ReportEventBatchResult", "true")

@@ -74,7 +74,7 @@ pub fn authorization_cookie(op: &Element) -> Result<&str, ClientError> {
 }
 
 /// `RegisterComputer`'s `computerInfo`.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ComputerInfo {
     pub dns_name: String,
     pub os: String,

@@ -19,6 +19,7 @@ use crate::policy::Mode;
 use crate::wsus::soap::{Element, Xml};
 
 use super::cookie::{Claims, Kind};
+use super::outbox::ClientReport;
 use super::scan::{Ask, Offered, ScanIndex};
 use super::{fragments, requests, simple_auth, Call, ClientError, ClientServices};
 
@@ -114,15 +115,13 @@ fn cookie(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
 fn register(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, ClientError> {
     let claims = client(s, op)?;
     let info = requests::computer_info(op)?;
-    s.computers.register(
-        &super::computers::Registration {
-            id: &claims.client_id,
-            info: &info,
-            target_group: &claims.target_group,
-            address: c.peer,
-        },
-        super::now() as i64,
-    )?;
+    s.take(ClientReport::Registered {
+        id: claims.client_id,
+        info,
+        target_group: claims.target_group,
+        address: c.peer,
+        at: super::now() as i64,
+    })?;
     let (mut w, end) = response("RegisterComputer");
     w.close(&end);
     Ok(w.finish())
@@ -160,8 +159,12 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
         },
         &states,
     );
-    s.computers
-        .scanned(&claims.client_id, c.peer, super::now() as i64)?;
+    s.take(ClientReport::Scanned {
+        id: claims.client_id.clone(),
+        target_group: claims.target_group.clone(),
+        address: c.peer,
+        at: super::now() as i64,
+    })?;
     let (mut w, end) = response("SyncUpdates");
     w.open("SyncUpdatesResult", "").open("NewUpdates", "");
     for o in &answer.new {

@@ -61,8 +61,16 @@ impl Session {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }
 
-    /// Posts one envelope and parses the answer (a fault becomes an error).
-    async fn post(&self, path: &str, action: &str, body: String) -> Result<Element, SyncError> {
+    /// Posts one envelope and returns the answer: parsed whole, or
+    /// spooled to a temporary file for a read piece by piece (a fault
+    /// becomes an error either way).
+    async fn post(
+        &self,
+        path: &str,
+        action: &str,
+        body: String,
+        want: Want,
+    ) -> Result<Got, SyncError> {
         let url = self.url(path);
         let resp = self
             .http
@@ -74,11 +82,14 @@ impl Session {
             .await
             .map_err(|e| SyncError::Transport(format!("{url}: {e}")))?;
         let status = resp.status();
+        if status.is_success() && want == Want::Spooled {
+            return Ok(Got::Spooled(spool(resp, MAX_RESPONSE).await?));
+        }
         let bytes = read_limited(resp, MAX_RESPONSE).await?;
         match parse_envelope(&bytes) {
             Err(SoapError::Fault(f)) => Err(SyncError::Fault(f)),
             _ if !status.is_success() => Err(SyncError::Transport(format!("{url}: HTTP {status}"))),
-            Ok(op) => Ok(op),
+            Ok(op) => Ok(Got::Tree(op)),
             Err(e) => Err(SyncError::Soap(e)),
         }
     }
@@ -90,10 +101,26 @@ impl Session {
         action: &str,
         body: &str,
     ) -> Result<Element, SyncError> {
+        match self
+            .post_retrying_as(path, action, body, Want::Tree)
+            .await?
+        {
+            Got::Tree(op) => Ok(op),
+            Got::Spooled(_) => unreachable!("asked for a tree"),
+        }
+    }
+
+    async fn post_retrying_as(
+        &mut self,
+        path: &str,
+        action: &str,
+        body: &str,
+        want: Want,
+    ) -> Result<Got, SyncError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.post(path, action, body.to_owned()).await {
+            match self.post(path, action, body.to_owned(), want).await {
                 Err(e) if e.is_transient() && attempt < ATTEMPTS => {
                     self.note(&e);
                     tokio::time::sleep(self.retry_delay * attempt).await;
@@ -156,6 +183,32 @@ impl Session {
         op: &str,
         build: impl Fn(&Cookie) -> String,
     ) -> Result<Element, SyncError> {
+        match self.call_as(op, build, Want::Tree).await? {
+            Got::Tree(op) => Ok(op),
+            Got::Spooled(_) => unreachable!("asked for a tree"),
+        }
+    }
+
+    /// [`Session::call`] whose answer is left in a temporary file, to be
+    /// read item by item (`soap::stream_items`): a `GetUpdateData` page is
+    /// never held whole in memory.
+    pub async fn call_spooled(
+        &mut self,
+        op: &str,
+        build: impl Fn(&Cookie) -> String,
+    ) -> Result<std::io::BufReader<std::fs::File>, SyncError> {
+        match self.call_as(op, build, Want::Spooled).await? {
+            Got::Spooled(f) => Ok(std::io::BufReader::with_capacity(256 << 10, f)),
+            Got::Tree(_) => unreachable!("asked for a file"),
+        }
+    }
+
+    async fn call_as(
+        &mut self,
+        op: &str,
+        build: impl Fn(&Cookie) -> String,
+        want: Want,
+    ) -> Result<Got, SyncError> {
         let mut renewals = 0;
         loop {
             let cookie = match &self.cookie {
@@ -168,7 +221,7 @@ impl Session {
             };
             let body = build(&cookie);
             match self
-                .post_retrying(messages::SYNC_PATH, &messages::action(op), &body)
+                .post_retrying_as(messages::SYNC_PATH, &messages::action(op), &body, want)
                 .await
             {
                 Err(SyncError::Fault(f))
@@ -185,6 +238,60 @@ impl Session {
             }
         }
     }
+}
+
+/// How an answer is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Tree,
+    Spooled,
+}
+
+enum Got {
+    Tree(Element),
+    Spooled(std::fs::File),
+}
+
+/// Writes a response body to a temporary file (gone when closed),
+/// refusing one larger than `limit`; the file is rewound.
+async fn spool(resp: reqwest::Response, limit: usize) -> Result<std::fs::File, SyncError> {
+    use std::io::{Seek as _, Write as _};
+    let url = resp.url().to_string();
+    if resp.content_length().is_some_and(|n| n as usize > limit) {
+        return Err(SyncError::Soap(SoapError::TooLarge { limit }));
+    }
+    let local = |e: std::io::Error| SyncError::Setup(format!("spooling an answer: {e}"));
+    let mut file = scratch_file().map_err(local)?;
+    let mut written = 0usize;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| SyncError::Transport(format!("{url}: {e}")))?;
+        written += chunk.len();
+        if written > limit {
+            return Err(SyncError::Soap(SoapError::TooLarge { limit }));
+        }
+        file.write_all(&chunk).map_err(local)?;
+    }
+    file.rewind().map_err(local)?;
+    Ok(file)
+}
+
+/// A temporary file that disappears when closed.
+fn scratch_file() -> std::io::Result<std::fs::File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "upcache-sync-{}-{}.xml",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
 /// Reads a response body, refusing one larger than `limit`.

@@ -15,6 +15,7 @@
 pub mod blob;
 pub mod client;
 pub mod messages;
+pub mod replica;
 mod schedule;
 pub mod service;
 
@@ -32,8 +33,8 @@ use self::messages::{Filter, IdAndDelta, RawFileUrl, RawUpdate, RevisionKey};
 use crate::catalog::{Catalog, ImportReport};
 use crate::digest::Sha1Digest;
 use crate::metadata::project::{self, ProjectError};
-use crate::metadata::store::{FileUrl, Incoming};
-use crate::metadata::update_xml::{self, Kind};
+use crate::metadata::store::{FileUrl, Packed};
+use crate::metadata::update_xml::{self, Kind, UpdateInfo};
 use crate::metadata::{Category, MetaError, MetaStore};
 use crate::wsus::soap::{ErrorCode, Fault, SoapError};
 
@@ -61,6 +62,10 @@ pub struct SyncSettings {
     /// When to sync by itself: `off`, every day at `HH:MM` (UTC), or every
     /// interval (`30m`, `6h`, `1d`).
     pub sync_schedule: String,
+    /// Replica mode, as a WSUS replica server: after each sync, the
+    /// upstream's approvals (`GetDeployments`) replace this server's for
+    /// the synced updates. Off: approvals stay this server's own.
+    pub sync_replica: bool,
 }
 
 impl SyncSettings {
@@ -88,6 +93,7 @@ impl Default for SyncSettings {
             sync_classifications: Vec::new(),
             sync_languages: vec!["en".into()],
             sync_schedule: "off".into(),
+            sync_replica: false,
         }
     }
 }
@@ -181,6 +187,9 @@ pub struct SyncReport {
     pub failed: Vec<String>,
     /// What reached the catalog.
     pub catalog: Option<ImportReport>,
+    /// Replica mode: updates whose approval changed to the upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_changed: Option<u64>,
     /// Whether every listed revision is stored and the anchors moved on.
     pub complete: bool,
     /// No product or classification selected: only categories synced.
@@ -250,6 +259,7 @@ mod key {
     pub const UPDATES_ANCHOR: &str = "sync.anchor.updates";
     /// The filter (JSON) the updates anchor was taken with.
     pub const UPDATES_FILTER: &str = "sync.anchor.filter";
+    pub const DEPLOYMENTS_ANCHOR: &str = "sync.anchor.deployments";
     pub const ACCOUNT_GUID: &str = "sync.account_guid";
     pub const PRODUCTS: &str = "selection.products";
     pub const CLASSIFICATIONS: &str = "selection.classifications";
@@ -455,12 +465,16 @@ impl Run {
 
         if let Some(catalog) = &job.catalog {
             self.phase("catalog");
-            let (store, catalog) = (self.store.clone(), catalog.clone());
+            let (store, into) = (self.store.clone(), catalog.clone());
             let up = upstream.clone();
-            let r = tokio::task::spawn_blocking(move || project::project(&store, &catalog, &up))
+            let r = tokio::task::spawn_blocking(move || project::project(&store, &into, &up))
                 .await
                 .map_err(|e| SyncError::Setup(format!("catalog task: {e}")))??;
             self.report.catalog = Some(r);
+            if job.settings.sync_replica {
+                self.phase("approvals");
+                self.replicate(catalog, &updates_anchor).await?;
+            }
         }
 
         if self.report.failed.is_empty() {
@@ -475,6 +489,37 @@ impl Run {
         Ok(())
     }
 
+    /// Replica mode: the upstream's approvals (`GetDeployments`) applied.
+    async fn replicate(
+        &mut self,
+        catalog: &Arc<Catalog>,
+        updates: &Option<(Option<String>, Filter)>,
+    ) -> Result<(), SyncError> {
+        let sync_anchor = updates
+            .as_ref()
+            .and_then(|(a, _)| a.clone())
+            .unwrap_or_default();
+        let anchor = self.store.state(key::DEPLOYMENTS_ANCHOR)?;
+        let op = self
+            .session()
+            .call("GetDeployments", |c| {
+                messages::get_deployments(c, anchor.as_deref(), &sync_anchor)
+            })
+            .await?;
+        let d = messages::decode_deployments(&op)?;
+        let (store, catalog) = (self.store.clone(), catalog.clone());
+        let answer = d.clone();
+        let changed =
+            tokio::task::spawn_blocking(move || replica::apply(&answer, &store, &catalog))
+                .await
+                .map_err(|e| SyncError::Setup(format!("catalog task: {e}")))??;
+        self.report.approvals_changed = Some(changed);
+        if let Some(a) = &d.anchor {
+            self.store.set_state(key::DEPLOYMENTS_ANCHOR, a)?;
+        }
+        Ok(())
+    }
+
     fn forget_anchors_of_another_upstream(&self, upstream: &str) -> Result<(), SyncError> {
         if self.store.state(key::UPSTREAM)?.as_deref() != Some(upstream) {
             self.store.remove_states(&[
@@ -482,6 +527,7 @@ impl Run {
                 key::CATEGORIES_ANCHOR,
                 key::UPDATES_ANCHOR,
                 key::UPDATES_FILTER,
+                key::DEPLOYMENTS_ANCHOR,
             ])?;
             self.store.set_state(key::UPSTREAM, upstream)?;
         }
@@ -641,27 +687,53 @@ impl Run {
 
     /// One `GetUpdateData`: stores what came back (one transaction) and
     /// returns the revisions it answered for. Answering none is an error.
+    ///
+    /// The answer is spooled to a temporary file and read one document at
+    /// a time: each is decoded, parsed, compressed and dropped before the
+    /// next is read, so memory holds one document uncompressed and the
+    /// batch compressed, never the answer.
     async fn batch_once(
         &mut self,
         batch: &[RevisionKey],
     ) -> Result<HashSet<RevisionKey>, SyncError> {
-        let op = self
+        let answer = self
             .session()
-            .call("GetUpdateData", |c| messages::get_update_data(c, batch))
+            .call_spooled("GetUpdateData", |c| messages::get_update_data(c, batch))
             .await?;
-        let (raw, urls) = messages::decode_update_data(&op)?;
         let asked: HashSet<&RevisionKey> = batch.iter().collect();
         let mut got = HashSet::new();
-        let mut incoming = Vec::with_capacity(raw.len());
-        for r in raw {
-            if !asked.contains(&r.key) {
-                continue;
-            }
-            got.insert(r.key.clone());
-            match self.read_document(&r) {
-                Ok(doc) => incoming.push(doc),
-                Err(why) => self.fail(&r.key, &why),
-            }
+        let mut packed = Vec::new();
+        let mut urls = Vec::new();
+        let mut unreadable = Vec::new();
+        let language = self.language.clone();
+        let op = crate::wsus::soap::stream_items(
+            answer,
+            &[messages::UPDATE_ITEM, messages::URL_ITEM],
+            |item| -> Result<(), SyncError> {
+                if item.name == messages::URL_ITEM {
+                    urls.extend(file_url(&messages::decode_url_item(&item)));
+                    return Ok(());
+                }
+                let raw = messages::decode_update_item(&item)?;
+                drop(item);
+                if asked.contains(&raw.key) {
+                    got.insert(raw.key.clone());
+                    match read_document(&raw, &language) {
+                        Ok((info, doc)) => packed.push(Packed::new(info, &doc)),
+                        Err(why) => unreadable.push((raw.key, why)),
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        if op != "GetUpdateDataResponse" {
+            return Err(SyncError::Soap(crate::wsus::soap::SoapError::Unexpected {
+                expected: "<GetUpdateDataResponse>".into(),
+                got: format!("<{op}>"),
+            }));
+        }
+        for (key, why) in unreadable {
+            self.fail(&key, &why);
         }
         if got.is_empty() {
             return Err(SyncError::Transport(format!(
@@ -669,8 +741,8 @@ impl Run {
                 batch.len()
             )));
         }
-        let urls: Vec<FileUrl> = urls.iter().filter_map(file_url).collect();
-        let counts = self.store.write_batch(&incoming, &urls)?;
+        let incoming = packed;
+        let counts = self.store.write_packed(&incoming, &urls)?;
         let r = &mut self.report;
         r.revisions_new += counts.new;
         r.revisions_changed += counts.changed;
@@ -687,19 +759,19 @@ impl Run {
         p.bytes += counts.bytes;
         Ok(got)
     }
+}
 
-    /// A document out of its blob, parsed and checked against its identity.
-    fn read_document(&self, r: &RawUpdate) -> Result<Incoming, String> {
-        let doc = blob::decode(&r.blob).map_err(|e| e.to_string())?;
-        let info = update_xml::parse(&doc, &self.language).map_err(|e| e.to_string())?;
-        if (info.id.as_str(), info.revision) != (r.key.0.as_str(), r.key.1) {
-            return Err(format!(
-                "the document is {} revision {}, not what was asked",
-                info.id, info.revision
-            ));
-        }
-        Ok(Incoming { info, doc })
+/// A document out of its blob, parsed and checked against its identity.
+fn read_document(r: &RawUpdate, language: &str) -> Result<(UpdateInfo, Vec<u8>), String> {
+    let doc = blob::decode(&r.blob).map_err(|e| e.to_string())?;
+    let info = update_xml::parse(&doc, language).map_err(|e| e.to_string())?;
+    if (info.id.as_str(), info.revision) != (r.key.0.as_str(), r.key.1) {
+        return Err(format!(
+            "the document is {} revision {}, not what was asked",
+            info.id, info.revision
+        ));
     }
+    Ok((info, doc))
 }
 
 /// The ids a filter was taken with (to set `Delta` next time).
@@ -745,7 +817,7 @@ fn account_name() -> String {
 }
 
 /// A random GUID (from the clock, the process and a hash: no RNG crate).
-fn new_guid() -> String {
+pub(crate) fn new_guid() -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
     h.update(format!("{:?}", std::time::SystemTime::now()));
