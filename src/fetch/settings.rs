@@ -20,7 +20,8 @@ pub struct FetchSettings {
     #[schemars(with = "Option<String>", example = &"http://upcache-hq.corp.example:8530")]
     pub upstream: Option<reqwest::Url>,
     /// PEM file of extra root certificates for an HTTPS upstream (an
-    /// internal mirror's CA).
+    /// internal mirror's CA); server sync trusts it too, for an HTTPS
+    /// `upstream_server` (a WSUS or an upcache) with a private CA.
     #[serde(rename = "upstream_ca")]
     #[schemars(example = &"/etc/upcache/upstream-ca.pem")]
     pub upstream_ca_file: Option<PathBuf>,

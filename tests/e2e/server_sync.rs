@@ -164,6 +164,7 @@ async fn faults_are_recovered_or_named_and_the_rest_is_stored() {
         tuning: Tuning {
             max_batch: 100,
             retry_delay: Duration::from_millis(5),
+            ..Tuning::default()
         },
     };
     let report = sync::run(job()).await;

@@ -265,3 +265,34 @@ fn between(body: &str, tag: &str) -> String {
     let end = body[start..].find(&format!("</{tag}>")).unwrap() + start;
     body[start..end].to_owned()
 }
+
+/// Over HTTPS: the upstream upcache's HTTPS content listener, a private
+/// CA the downstream trusts through `upstream_ca`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_syncs_over_https_trusting_the_upstreams_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = private_ca(certs.path(), "hq");
+    let files = pki.files.clone();
+    let a = Harness::with(|c| c.content.set_https("127.0.0.1:0".parse().unwrap(), files)).await;
+    let file = SampleFile::generate("2267602", "exe", 1000);
+    let fake = FakeWsus::start(file, &a.upstream.url("")).await;
+    sync_all(&a, &fake.url).await;
+
+    let port = a
+        .running()
+        .content_tls_addr
+        .expect("an HTTPS listener")
+        .port();
+    let upstream = format!("https://127.0.0.1:{port}");
+    // Without the CA: refused, and said.
+    let untrusting = Harness::new().await;
+    let refused = untrusting.sync_from_server(&upstream).await;
+    assert!(refused["error"].as_str().is_some(), "{refused}");
+    drop(untrusting);
+
+    let ca = pki.ca.clone();
+    let b = Harness::with(|c| c.fetch.upstream_ca_file = Some(ca)).await;
+    let both = sync_all(&b, &upstream).await;
+    assert_eq!(both["second"]["documents"], 5, "{both}");
+    assert_eq!(document(&b, BUNDLE).await, fake.doc(BUNDLE).xml);
+}

@@ -9,14 +9,14 @@
 //! - `reporting`: `/ReportingWebService/ReportingWebService.asmx` (and
 //!   `WebService.asmx`);
 //! - `self_update`: the self-update content directory, `/SelfUpdate/...`;
-//! - `cookie`: the cookies; `computers`: registered computers and their
-//!   events; `intake`: where every report enters (`outbox`: on a follower,
-//!   kept until the primary has it); `requests`: the typed reading of every request body; `wsdl`.
+//! - `cookie`: the cookies; `intake`: where every report enters
+//!   (`outbox`: on a follower, kept until the primary has it); `requests`:
+//!   the typed reading of every request body; `wsdl`. Computers, their
+//!   groups and what they report are the `fleet`'s.
 //!
 //! The envelope is `wsus::soap`'s (bounded, no DTDs); every error becomes
 //! a SOAP fault through [`SoapFault`], never a 404 or a 500 page.
 
-pub mod computers;
 pub mod cookie;
 mod fragment_cache;
 pub mod fragments;
@@ -41,9 +41,9 @@ use http::{header, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
+use crate::fleet::{Fleet, FleetError};
 use crate::metadata::{MetaError, MetaStore};
 use crate::wsus::soap::{self, ErrorCode, Fault, SoapError, SoapFault};
-use computers::{ComputerError, Computers};
 use cookie::{CookieError, Cookies};
 use outbox::{Outbox, OutboxError};
 
@@ -113,7 +113,7 @@ pub enum ClientError {
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
-    Computers(#[from] ComputerError),
+    Fleet(#[from] FleetError),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
     #[error("catalog: {0}")]
@@ -134,7 +134,7 @@ impl SoapFault for ClientError {
                 Fault::new(ErrorCode::InvalidParameters, op.as_str())
             }
             ClientError::Meta(_)
-            | ClientError::Computers(_)
+            | ClientError::Fleet(_)
             | ClientError::Outbox(_)
             | ClientError::Catalog(_) => Fault::new(ErrorCode::InternalServerError, ""),
         }
@@ -162,7 +162,7 @@ pub struct ClientServices {
     pub(crate) meta: Arc<MetaStore>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) cookies: Cookies,
-    pub computers: Arc<Computers>,
+    pub fleet: Arc<Fleet>,
     /// Reports kept for the primary (a follower's), and what was applied
     /// of each follower's (a primary's).
     pub outbox: Arc<Outbox>,
@@ -179,12 +179,22 @@ pub struct ClientServices {
     pub(crate) fragments: fragment_cache::FragmentCache,
 }
 
-/// Approval states as of a catalog change number and an index.
+/// What a computer's groups make of the catalog's approvals: the state of
+/// each update for it, and its deadlines.
+pub(crate) type Approved = (
+    HashMap<String, crate::catalog::UpdateState>,
+    web_service::Deadlines,
+);
+
+/// Approvals as of a catalog change number and an index, per group set.
 struct Approvals {
     seq: u64,
     last_rid: i64,
-    states: Arc<HashMap<String, crate::catalog::UpdateState>>,
+    by_groups: HashMap<Vec<i64>, Arc<Approved>>,
 }
+
+/// Group sets kept per catalog change (computers share a few).
+const MAX_GROUP_SETS: usize = 1024;
 
 /// Which service a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,16 +229,16 @@ impl ClientServices {
         data_dir: &std::path::Path,
         meta: Arc<MetaStore>,
         catalog: Arc<Catalog>,
+        fleet: Arc<Fleet>,
         settings: ClientSettings,
     ) -> Result<ClientServices, String> {
         let cookies = Cookies::open(data_dir).map_err(|e| e.to_string())?;
-        let computers = Computers::open(data_dir).map_err(|e| e.to_string())?;
         let outbox = Outbox::open(data_dir).map_err(|e| e.to_string())?;
         Ok(ClientServices {
             meta,
             catalog,
             cookies,
-            computers: Arc::new(computers),
+            fleet,
             outbox: Arc::new(outbox),
             settings,
             self_update_dir: data_dir.join(self_update::FOLDER),
@@ -274,7 +284,7 @@ impl ClientServices {
                 if matches!(
                     e,
                     ClientError::Meta(_)
-                        | ClientError::Computers(_)
+                        | ClientError::Fleet(_)
                         | ClientError::Outbox(_)
                         | ClientError::Catalog(_)
                 ) {
@@ -322,28 +332,39 @@ impl ClientServices {
         Ok(index)
     }
 
-    /// The catalog's approvals of every update `index` may offer, as of
-    /// the catalog's last change.
+    /// The approvals a computer in `groups` is offered under, from
+    /// `read` (see `web_service`), read again only when the catalog (any
+    /// approval, group or import moves its change number) or the index
+    /// changed.
     pub(crate) fn approvals(
         &self,
         index: &scan::ScanIndex,
-    ) -> Result<Arc<HashMap<String, crate::catalog::UpdateState>>, ClientError> {
+        groups: &[i64],
+        read: impl FnOnce() -> Result<Approved, ClientError>,
+    ) -> Result<Arc<Approved>, ClientError> {
         let seq = self.catalog.change_seq()?;
         let mut held = self.approvals.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(a) = held
+        let current = held
             .as_ref()
-            .filter(|a| a.seq == seq && a.last_rid == index.last_rid)
+            .is_some_and(|a| a.seq == seq && a.last_rid == index.last_rid);
+        if !current
+            || held
+                .as_ref()
+                .is_some_and(|a| a.by_groups.len() >= MAX_GROUP_SETS)
         {
-            return Ok(a.states.clone());
+            *held = Some(Approvals {
+                seq,
+                last_rid: index.last_rid,
+                by_groups: HashMap::new(),
+            });
         }
-        let ids = index.approvable_ids(index.revisions());
-        let states = Arc::new(self.catalog.states_of(&ids)?);
-        *held = Some(Approvals {
-            seq,
-            last_rid: index.last_rid,
-            states: states.clone(),
-        });
-        Ok(states)
+        let cache = held.as_mut().expect("set above");
+        if let Some(a) = cache.by_groups.get(groups) {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(read()?);
+        cache.by_groups.insert(groups.to_vec(), a.clone());
+        Ok(a)
     }
 
     /// A client cookie for `claims`, valid for the configured lifetime.

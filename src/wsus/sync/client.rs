@@ -36,11 +36,17 @@ impl Session {
         account_name: &str,
         account_guid: &str,
         retry_delay: Duration,
+        ca: Option<&std::path::Path>,
     ) -> Result<Session, SyncError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .timeout(Duration::from_secs(600))
-            .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca {
+            builder = crate::net::pem::trust_roots_from(builder, ca)
+                .map_err(|e| SyncError::Setup(e.to_string()))?;
+        }
+        let http = builder
             .build()
             .map_err(|e| SyncError::Setup(e.to_string()))?;
         Ok(Session {

@@ -227,13 +227,17 @@ impl std::fmt::Display for SyncReport {
     }
 }
 
-/// Tuning that is not a setting (tests shorten the pauses).
+/// Tuning that is not a setting of its own (tests shorten the pauses).
 #[derive(Debug, Clone)]
 pub struct Tuning {
     /// The most revisions asked per `GetUpdateData` (the upstream's own
     /// `MaxNumberOfUpdatesPerRequest` caps it further).
     pub max_batch: usize,
     pub retry_delay: Duration,
+    /// Extra trust roots (PEM) for an HTTPS upstream with a private CA: the
+    /// content upstream's `upstream_ca`, which every client of the
+    /// corporate CA shares.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Tuning {
@@ -241,6 +245,7 @@ impl Default for Tuning {
         Tuning {
             max_batch: 100,
             retry_delay: Duration::from_secs(2),
+            ca_file: None,
         }
     }
 }
@@ -422,6 +427,7 @@ impl Run {
             &account_name(),
             &self.account_guid()?,
             job.tuning.retry_delay,
+            job.tuning.ca_file.as_deref(),
         )?);
         let config_anchor = self.store.state(key::CONFIG_ANCHOR)?;
         let op = self
