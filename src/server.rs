@@ -198,6 +198,9 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics.clone(),
     )
     .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
+    // DO objects share max_store_bytes with catalog files.
+    quota.admit(delivery.clone());
+    quota.enforce();
     let meta = open_metadata(&config)?;
     let server_sync = server_sync_of(&config, &meta, &data.catalog)?;
     let fleet = Arc::new(
@@ -273,7 +276,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
             "following the primary's catalog"
         );
         let app_ = app.clone();
-        let changed = move || app_.sync_downloads();
+        let changed = move || app_.catalog_changed();
         tasks.spawn(follower.run(app.catalog.clone(), changed, shutdown.clone()));
     }
     if let Some(forwarder) = app.forwarder.clone() {
@@ -281,7 +284,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     }
     if app.follower.is_none() {
         let app_ = app.clone();
-        let changed = move |_: &crate::wsus::sync::SyncReport| app_.sync_downloads();
+        let changed = move |_: &crate::wsus::sync::SyncReport| app_.catalog_changed();
         let schedule = app.server_sync.clone().run_schedule(changed);
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -495,9 +498,13 @@ impl Listeners {
                 let (content, updates) = (content.clone(), updates.clone());
                 let sync_upstream = sync_upstream.clone();
                 async move {
+                    use crate::wsus::client::Service;
                     let path = req.uri().path();
                     let response = if let Some(service) = crate::wsus::client::service_of(path) {
-                        update_server(&updates, service, req, tls).await
+                        match service {
+                            Service::SelfUpdate => self_update(updates, req).await,
+                            service => update_server(&updates, service, req, tls).await,
+                        }
                     } else if let Some(service) = crate::wsus::upstream::service_of(path) {
                         server_sync_upstream(&sync_upstream, service, req, tls).await
                     } else {
@@ -601,6 +608,49 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A GET of the self-update directory ([MS-WUSP] 3.1.5.1): the file read
+/// off the async threads, whole (they are small), no ranges.
+async fn self_update<B>(
+    updates: Arc<crate::wsus::client::ClientServices>,
+    req: hyper::Request<B>,
+) -> hyper::Response<crate::http::body::ResponseBody> {
+    use crate::http::error::HttpStatus as _;
+    use http_body_util::BodyExt as _;
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let found = tokio::task::spawn_blocking(move || updates.self_update_file(&method, &path))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()));
+    let mut response = hyper::Response::builder();
+    let body = match found {
+        Ok(file) => {
+            response = response
+                .header(hyper::header::CONTENT_TYPE, file.content_type)
+                .header(hyper::header::CACHE_CONTROL, "no-cache");
+            if let Some(at) = file.modified {
+                response =
+                    response.header(hyper::header::LAST_MODIFIED, httpdate::fmt_http_date(at));
+            }
+            file.bytes
+        }
+        Err(e) => {
+            response = response
+                .status(e.status())
+                .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            if e.status() == hyper::StatusCode::METHOD_NOT_ALLOWED {
+                response = response.header(hyper::header::ALLOW, "GET, HEAD");
+            }
+            bytes::Bytes::from(format!("{e}\n"))
+        }
+    };
+    response
+        .body(
+            http_body_util::Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("static headers")
 }
 
 /// A request to the update server ([MS-WUSP]): its body read within the
