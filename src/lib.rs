@@ -26,6 +26,10 @@
 //!   there): cookies, the `SyncUpdates` pages over `metadata`, approvals
 //!   from `catalog`, file locations that point back at the content paths,
 //!   computers and their reports.
+//! - **Who needs what.** `fleet` keeps the computers, the groups they are
+//!   in (the groups and approvals per group are the `catalog`'s), and the
+//!   state of every update on each, moved by their reports; `admin` shows
+//!   it and exports the compliance report.
 //!
 //! `server` wires it all up; `config` merges file, environment and flags.
 
@@ -37,6 +41,7 @@ pub mod delivery;
 pub mod demo;
 pub mod digest;
 pub mod fetch;
+pub mod fleet;
 pub mod http;
 pub mod metadata;
 pub mod net;

@@ -200,11 +200,16 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
     let meta = open_metadata(&config)?;
     let server_sync = server_sync_of(&config, &meta, &data.catalog)?;
+    let fleet = Arc::new(
+        crate::fleet::Fleet::open(&config.store.data_dir, config.fleet.clone())
+            .map_err(|e| StartError::UpdateServer(e.to_string()))?,
+    );
     let update_server = Arc::new(
         crate::wsus::client::ClientServices::open(
             &config.store.data_dir,
             meta.clone(),
             data.catalog.clone(),
+            fleet.clone(),
             config.update_server.clone(),
         )
         .map_err(StartError::UpdateServer)?,
@@ -241,6 +246,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         delivery: delivery.clone(),
         server_sync,
         update_server,
+        fleet,
         sync_upstream,
     });
     let content = Arc::new(ContentService {

@@ -16,6 +16,8 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use fleet::GroupInfo;
+
 use crate::catalog::{CatalogError, Counts, UpdateQuery, UpdateState};
 use crate::fetch::{FetchStatus, RateLimit, MIN_RATE};
 use crate::http::error::HttpStatus;
@@ -93,8 +95,23 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/updates", get(list_updates))
         .route("/api/v1/updates/{id}", get(get_update))
         .route("/api/v1/updates/{id}/xml", get(server_sync::document))
-        .route("/api/v1/computers", get(computers::list))
-        .route("/api/v1/computers/{id}/events", get(computers::events))
+        .route("/api/v1/updates/{id}/status", get(fleet::update_status))
+        .route("/api/v1/computers", get(fleet::list))
+        .route("/api/v1/computers/{id}", get(fleet::computer))
+        .route("/api/v1/computers/{id}/events", get(fleet::events))
+        .route(
+            "/api/v1/computers/{id}/groups",
+            axum::routing::put(fleet::set_groups),
+        )
+        .route(
+            "/api/v1/groups",
+            get(fleet::groups).post(fleet::create_group),
+        )
+        .route(
+            "/api/v1/groups/{name}",
+            axum::routing::put(fleet::rename_group).delete(fleet::delete_group),
+        )
+        .route("/api/v1/reports/compliance.csv", get(fleet::compliance_csv))
         .route("/api/v1/updates/{id}/{action}", post(set_state))
         .route(
             "/api/v1/server-sync",
@@ -183,8 +200,8 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 }
 
 mod browser;
-mod computers;
 mod console;
+mod fleet;
 mod forwarded;
 mod maintenance;
 mod server_sync;
@@ -393,15 +410,65 @@ async fn get_update(
     Ok(Json(detail))
 }
 
+/// For which group an approval is, and by when (an optional body of
+/// `POST /api/v1/updates/{id}/{action}`; none: `All Computers`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForGroup {
+    group: Option<String>,
+    #[serde(default, with = "crate::catalog::approvals::deadline_text")]
+    deadline: Option<i64>,
+}
+
+impl ForGroup {
+    fn read(body: &Bytes) -> Result<ForGroup, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ForGroup::default());
+        }
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid approval: {e} (send {{\"group\": \"...\", \"deadline\": \"YYYY-MM-DD\"}})"),
+            )
+        })
+    }
+
+    /// Refuses what a state cannot take: a decline is for everyone, a
+    /// deadline goes with an approval.
+    fn check(&self, state: UpdateState) -> Result<(), ApiError> {
+        let bad = |m: &str| Err(ApiError(StatusCode::BAD_REQUEST, m.into()));
+        match state {
+            UpdateState::Declined if self.group.is_some() || self.deadline.is_some() => {
+                bad("a decline is for every group: it takes no group or deadline")
+            }
+            UpdateState::NotApproved if self.deadline.is_some() => {
+                bad("a deadline goes with an approval")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 async fn set_state(
     State(app): State<Arc<App>>,
     Path((id, action)): Path<(String, String)>,
+    body: Bytes,
 ) -> ApiResult<crate::catalog::UpdateSummary> {
     let state = action_state(&action)?;
+    let asked = ForGroup::read(&body)?;
+    asked.check(state)?;
     let catalog = app.catalog.clone();
     let id2 = id.clone();
-    let summary = blocking(move || catalog.set_state(&id2, state)).await?;
-    tracing::info!(update = %id, state = state.as_str(), "approval changed");
+    let group = asked.group.clone();
+    let summary = blocking(move || match (state, group) {
+        (UpdateState::Approved, group) => {
+            catalog.approve_for(&id2, group.as_deref(), asked.deadline)
+        }
+        (UpdateState::NotApproved, Some(group)) => catalog.unapprove_for(&id2, &group),
+        (state, _) => catalog.set_state(&id2, state),
+    })
+    .await?;
+    tracing::info!(update = %id, state = state.as_str(), group = ?asked.group, "approval changed");
     if state == UpdateState::Approved && app.catalog.policy().downloads_on_approve() {
         app.sync_downloads();
     }
@@ -422,6 +489,11 @@ struct BulkApproval {
     product: Option<String>,
     superseded: Option<bool>,
     title: Option<String>,
+    /// Approve for this group only (none: `All Computers`).
+    group: Option<String>,
+    /// With an approval: install by then (RFC 3339 or `YYYY-MM-DD`).
+    #[serde(default, with = "crate::catalog::approvals::deadline_text")]
+    deadline: Option<i64>,
 }
 
 async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<serde_json::Value> {
@@ -432,6 +504,17 @@ async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<
         )
     })?;
     let state = action_state(&req.action)?;
+    let for_group = ForGroup {
+        group: req.group.clone(),
+        deadline: req.deadline,
+    };
+    for_group.check(state)?;
+    if state == UpdateState::NotApproved && req.group.is_some() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a bulk unapproval is for every group: take one group's back update by update".into(),
+        ));
+    }
     let query = UpdateQuery {
         state: req.state,
         q: req.q,
@@ -444,7 +527,13 @@ async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<
         offset: None,
     };
     let catalog = app.catalog.clone();
-    let changed = blocking(move || catalog.set_state_where(&query, state)).await?;
+    let changed = blocking(move || match state {
+        UpdateState::Approved => {
+            catalog.approve_where_for(&query, for_group.group.as_deref(), for_group.deadline)
+        }
+        _ => catalog.set_state_where(&query, state),
+    })
+    .await?;
     tracing::info!(changed, state = state.as_str(), "bulk approval change");
     if changed > 0 && state == UpdateState::Approved && app.catalog.policy().downloads_on_approve()
     {

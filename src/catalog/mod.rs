@@ -5,8 +5,10 @@
 //! the old or the new catalog. Reads on the request path go to the
 //! in-memory `index::Index` instead of the database.
 
+pub mod approvals;
 pub mod cabinet;
 mod export;
+pub mod groups;
 mod import;
 mod index;
 pub mod json;
@@ -68,6 +70,12 @@ pub enum CatalogError {
     Invalid { at: String, reason: String },
     #[error("no update with id {0:?}")]
     UnknownUpdate(String),
+    #[error("no computer group {0:?}")]
+    UnknownGroup(String),
+    #[error("a computer group {0:?} exists already")]
+    GroupExists(String),
+    #[error("{0:?} is a built-in group: it is never renamed or deleted")]
+    BuiltinGroup(String),
     #[error("catalog database: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("writing the catalog out: {0}")]
@@ -354,6 +362,98 @@ impl Catalog {
         self.summary(&id)
     }
 
+    /// Approves an update for a group (`None`: `All Computers`), with an
+    /// optional deadline (unix seconds); other groups' approvals stay.
+    pub fn approve_for(
+        &self,
+        id: &str,
+        group: Option<&str>,
+        deadline: Option<i64>,
+    ) -> Result<UpdateSummary, CatalogError> {
+        let id = id.to_ascii_lowercase();
+        self.write(|tx| {
+            let uid = uid_of(tx, &id)?;
+            let gid = group_id(tx, group)?;
+            approvals::approve(tx, uid, gid, deadline).map(drop)
+        })?;
+        self.summary(&id)
+    }
+
+    /// Takes one group's approval of an update back (the last one leaves
+    /// it not approved).
+    pub fn unapprove_for(&self, id: &str, group: &str) -> Result<UpdateSummary, CatalogError> {
+        let id = id.to_ascii_lowercase();
+        self.write(|tx| {
+            let uid = uid_of(tx, &id)?;
+            let gid = groups::by_name(tx, group)?.id;
+            approvals::withdraw(tx, uid, gid)
+        })?;
+        self.summary(&id)
+    }
+
+    /// Approves for a group every update a query selects; returns how many.
+    pub fn approve_where_for(
+        &self,
+        q: &UpdateQuery,
+        group: Option<&str>,
+        deadline: Option<i64>,
+    ) -> Result<u64, CatalogError> {
+        self.write(|tx| {
+            let gid = group_id(tx, group)?;
+            let mut changed = 0;
+            for uid in query::select_uids(tx, q)? {
+                changed += u64::from(approvals::approve(tx, uid, gid, deadline)?);
+            }
+            Ok(changed)
+        })
+    }
+
+    /// The groups an update is approved for, with their deadlines.
+    pub fn approvals_of(&self, id: &str) -> Result<Vec<approvals::GroupApproval>, CatalogError> {
+        let db = self.reader();
+        let uid = uid_of(&db, &id.to_ascii_lowercase())?;
+        approvals::of_update(&db, uid)
+    }
+
+    /// The group approvals (group id, deadline) of these updates (ids
+    /// lowercase), for a scan; an update approved for none is absent.
+    pub fn group_approvals_of(&self, ids: &[&str]) -> Result<approvals::ByUpdate, CatalogError> {
+        approvals::for_updates(&self.reader(), ids)
+    }
+
+    /// Every computer group, `All Computers` and `Unassigned Computers` first.
+    pub fn groups(&self) -> Result<Vec<groups::Group>, CatalogError> {
+        groups::list(&self.reader())
+    }
+
+    /// The group of this name (case-insensitive).
+    pub fn group(&self, name: &str) -> Result<groups::Group, CatalogError> {
+        groups::by_name(&self.reader(), name)
+    }
+
+    pub fn create_group(&self, name: &str) -> Result<groups::Group, CatalogError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.write(|tx| groups::create(tx, name, now))
+    }
+
+    pub fn rename_group(&self, from: &str, to: &str) -> Result<groups::Group, CatalogError> {
+        self.write(|tx| groups::rename(tx, from, to))
+    }
+
+    /// Deletes a group with its approvals (an update approved for it alone
+    /// is not approved any more), memberships and rules.
+    pub fn delete_group(&self, name: &str) -> Result<groups::Group, CatalogError> {
+        self.write(|tx| {
+            let group = groups::own(tx, name)?;
+            for uid in approvals::of_group(tx, group.id)? {
+                approvals::withdraw(tx, uid, group.id)?;
+            }
+            groups::delete(tx, name)
+        })
+    }
+
     /// Sets the approval state of every update a query selects (by KB,
     /// classification, product, title, supersedence...). Returns how many changed.
     pub fn set_state_where(
@@ -532,6 +632,7 @@ impl Catalog {
             summary,
             description,
             files,
+            approvals: self.approvals_of(&id)?,
         })
     }
 
@@ -736,4 +837,20 @@ fn load_policy(conn: &Connection) -> Result<Policy, CatalogError> {
     Ok(json
         .and_then(|j| serde_json::from_str(&j).ok())
         .unwrap_or_default())
+}
+
+/// The row id of update `id` (lowercase).
+fn uid_of(db: &Connection, id: &str) -> Result<i64, CatalogError> {
+    db.prepare_cached("SELECT uid FROM updates WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| CatalogError::UnknownUpdate(id.to_owned()))
+}
+
+/// The id of group `name` (`None`: `All Computers`).
+fn group_id(db: &Connection, name: Option<&str>) -> Result<i64, CatalogError> {
+    match name {
+        None => Ok(groups::ALL_COMPUTERS),
+        Some(name) => Ok(groups::by_name(db, name)?.id),
+    }
 }

@@ -80,6 +80,25 @@ pub(super) fn set_state(
     Ok(changed as u64)
 }
 
+/// The row ids of every update `q` selects (refusing an empty selection).
+pub(super) fn select_uids(tx: &Transaction<'_>, q: &UpdateQuery) -> Result<Vec<i64>, CatalogError> {
+    if !q.selects_something() {
+        return Err(CatalogError::Invalid {
+            at: "selection".into(),
+            reason: "select updates by kb, classification, product, title, q, superseded or state"
+                .into(),
+        });
+    }
+    let filter = q.filter_params();
+    let mut stmt = tx.prepare(&format!(
+        "SELECT uid FROM updates WHERE {FILTER} ORDER BY uid"
+    ))?;
+    let uids = stmt
+        .query_map(filter.with(&[]).as_slice(), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(uids)
+}
+
 /// One update in a listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateSummary {
@@ -110,13 +129,15 @@ pub struct FileDetail {
     pub local_state: String,
 }
 
-/// One update with its files.
+/// One update with its files and the groups it is approved for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateDetail {
     #[serde(flatten)]
     pub summary: UpdateSummary,
     pub description: String,
     pub files: Vec<FileDetail>,
+    #[serde(default)]
+    pub approvals: Vec<super::approvals::GroupApproval>,
 }
 
 /// Filters of `GET /api/v1/updates` and of bulk approvals.

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 5;
+const VERSION: i64 = 6;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -145,6 +145,41 @@ CREATE TRIGGER files_learned AFTER UPDATE OF sha256, size ON files
 END;
 ";
 
+/// Computer groups and approvals per group (see `approvals`): every
+/// approved update of an older catalog becomes an `All Computers`
+/// approval, and triggers keep `updates.state` and the group approvals
+/// together whatever writes the state.
+const V6: &str = "
+CREATE TABLE computer_groups (
+    gid     INTEGER PRIMARY KEY,
+    name    TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    created INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO computer_groups(gid, name) VALUES (1, 'All Computers'), (2, 'Unassigned Computers');
+CREATE TABLE update_approvals (
+    uid      INTEGER NOT NULL REFERENCES updates(uid) ON DELETE CASCADE,
+    gid      INTEGER NOT NULL REFERENCES computer_groups(gid) ON DELETE CASCADE,
+    deadline INTEGER,                   -- unix seconds
+    PRIMARY KEY (uid, gid)
+) WITHOUT ROWID;
+CREATE INDEX update_approvals_gid ON update_approvals(gid);
+INSERT INTO update_approvals(uid, gid) SELECT uid, 1 FROM updates WHERE state = 'approved';
+ALTER TABLE rules ADD COLUMN gid INTEGER REFERENCES computer_groups(gid) ON DELETE CASCADE;
+CREATE TRIGGER approvals_follow_state AFTER UPDATE OF state ON updates
+    WHEN NEW.state != 'approved' BEGIN
+    DELETE FROM update_approvals WHERE uid = NEW.uid;
+END;
+CREATE TRIGGER approved_for_all AFTER UPDATE OF state ON updates
+    WHEN NEW.state = 'approved' BEGIN
+    INSERT INTO update_approvals(uid, gid) SELECT NEW.uid, 1
+     WHERE NOT EXISTS (SELECT 1 FROM update_approvals WHERE uid = NEW.uid);
+END;
+CREATE TRIGGER approved_on_insert AFTER INSERT ON updates
+    WHEN NEW.state = 'approved' BEGIN
+    INSERT OR IGNORE INTO update_approvals(uid, gid) VALUES (NEW.uid, 1);
+END;
+";
+
 /// Starts a write transaction's change number (see `V5`).
 pub fn bump_change_seq(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute("UPDATE change_seq SET seq = seq + 1", [])?;
@@ -192,8 +227,11 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("BEGIN; {V4} PRAGMA user_version = 4; COMMIT;"))?;
     }
     if version < 5 {
+        conn.execute_batch(&format!("BEGIN; {V5} PRAGMA user_version = 5; COMMIT;"))?;
+    }
+    if version < 6 {
         conn.execute_batch(&format!(
-            "BEGIN; {V5} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V6} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -232,6 +270,39 @@ digest_column!(crate::digest::Sha256Digest);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Version 5 approvals become `All Computers` approvals, and the
+    /// triggers keep state and group approvals together from then on.
+    #[test]
+    fn version_5_approvals_become_all_computers_approvals() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!("{V1} {V2} {V3} PRAGMA user_version = 3;"))
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO updates(id, revision, title, state) VALUES
+               ('a', 1, 'A', 'approved'), ('b', 1, 'B', 'declined'), ('c', 1, 'C', 'not-approved');",
+        )
+        .unwrap();
+        prepare(&conn).unwrap();
+        let approvals = |conn: &Connection| -> Vec<(String, i64)> {
+            conn.prepare(
+                "SELECT u.id, a.gid FROM update_approvals a JOIN updates u USING (uid) ORDER BY 1, 2",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        assert_eq!(approvals(&conn), [("a".to_owned(), 1)]);
+        conn.execute_batch(
+            "UPDATE updates SET state = 'declined' WHERE id = 'a';
+             UPDATE updates SET state = 'approved' WHERE id = 'c';
+             INSERT INTO updates(id, revision, title, state) VALUES ('d', 1, 'D', 'approved');",
+        )
+        .unwrap();
+        assert_eq!(approvals(&conn), [("c".to_owned(), 1), ("d".to_owned(), 1)]);
+    }
 
     /// A catalog written by version 3 (hex text keys) keeps its updates,
     /// files, digests and links after the move to integer keys.

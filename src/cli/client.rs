@@ -5,10 +5,13 @@ use serde::de::DeserializeOwned;
 
 use std::path::PathBuf;
 
+use crate::admin::GroupInfo;
 use crate::admin::{CleanupRequest, Status};
+use crate::catalog::groups::Group;
 use crate::catalog::rules::Rule;
 use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
 use crate::fetch::RateLimit;
+use crate::fleet::views::{ComputerDetail, ComputerList, ComputerQuery, UpdateStatus};
 use crate::policy::Policy;
 use crate::upkeep::cleanup::CleanupReport;
 use crate::upkeep::scrub::{ScrubRequest, ScrubStatus};
@@ -47,6 +50,20 @@ fn certificate_refused(e: &reqwest::Error) -> bool {
         };
     }
     false
+}
+
+/// For which computer group an approval is, and by when (as the admin API
+/// takes them; none: `All Computers`, no deadline).
+#[derive(Debug, Clone, Default, serde::Serialize, clap::Args)]
+pub struct ForGroup {
+    /// For this computer group only [default: All Computers]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// With an approval: install by then (YYYY-MM-DD or RFC 3339, UTC)
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
 }
 
 /// Where the admin API is and how to authenticate to it.
@@ -269,8 +286,22 @@ impl AdminClient {
     }
 
     pub async fn set_state(&self, id: &str, action: &str) -> anyhow::Result<UpdateSummary> {
+        self.set_state_for(id, action, &ForGroup::default()).await
+    }
+
+    /// [`Self::set_state`] for one computer group, with a deadline.
+    pub async fn set_state_for(
+        &self,
+        id: &str,
+        action: &str,
+        group: &ForGroup,
+    ) -> anyhow::Result<UpdateSummary> {
         let path = format!("/api/v1/updates/{}/{action}", urlencode(id));
-        self.send(self.http.post(self.url(&path))).await
+        let mut req = self.http.post(self.url(&path));
+        if group.group.is_some() || group.deadline.is_some() {
+            req = req.json(group);
+        }
+        self.send(req).await
     }
 
     /// Changes every update a selector picks; returns how many changed.
@@ -278,9 +309,16 @@ impl AdminClient {
         &self,
         select: &super::Selector,
         action: &str,
+        group: &ForGroup,
     ) -> anyhow::Result<u64> {
         let mut body = serde_json::to_value(select.query())?;
         body["action"] = action.into();
+        if let Some(g) = &group.group {
+            body["group"] = g.as_str().into();
+        }
+        if let Some(d) = &group.deadline {
+            body["deadline"] = d.as_str().into();
+        }
         let answer: serde_json::Value = self
             .send(self.http.post(self.url("/api/v1/approvals")).json(&body))
             .await?;
@@ -385,6 +423,50 @@ impl AdminClient {
     pub async fn add_rule(&self, rule: &Rule) -> anyhow::Result<Rule> {
         self.send(self.http.post(self.url("/api/v1/rules")).json(rule))
             .await
+    }
+
+    pub async fn computers(&self, q: &ComputerQuery) -> anyhow::Result<ComputerList> {
+        self.send(self.http.get(self.url("/api/v1/computers")).query(q))
+            .await
+    }
+
+    pub async fn computer(&self, id: &str) -> anyhow::Result<ComputerDetail> {
+        let path = format!("/api/v1/computers/{}", urlencode(id));
+        self.send(self.http.get(self.url(&path))).await
+    }
+
+    pub async fn set_groups(&self, id: &str, groups: &[String]) -> anyhow::Result<ComputerDetail> {
+        let path = format!("/api/v1/computers/{}/groups", urlencode(id));
+        let body = serde_json::json!({ "groups": groups });
+        self.send(self.http.put(self.url(&path)).json(&body)).await
+    }
+
+    pub async fn groups(&self) -> anyhow::Result<Vec<GroupInfo>> {
+        self.send(self.http.get(self.url("/api/v1/groups"))).await
+    }
+
+    pub async fn create_group(&self, name: &str) -> anyhow::Result<Group> {
+        let body = serde_json::json!({ "name": name });
+        self.send(self.http.post(self.url("/api/v1/groups")).json(&body))
+            .await
+    }
+
+    pub async fn rename_group(&self, from: &str, to: &str) -> anyhow::Result<Group> {
+        let path = format!("/api/v1/groups/{}", urlencode(from));
+        let body = serde_json::json!({ "name": to });
+        self.send(self.http.put(self.url(&path)).json(&body)).await
+    }
+
+    pub async fn delete_group(&self, name: &str) -> anyhow::Result<()> {
+        let path = format!("/api/v1/groups/{}", urlencode(name));
+        self.execute(self.http.delete(self.url(&path)))
+            .await
+            .map(drop)
+    }
+
+    pub async fn update_status(&self, id: &str) -> anyhow::Result<UpdateStatus> {
+        let path = format!("/api/v1/updates/{}/status", urlencode(id));
+        self.send(self.http.get(self.url(&path))).await
     }
 
     pub async fn remove_rule(&self, id: i64) -> anyhow::Result<()> {

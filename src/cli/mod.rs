@@ -3,6 +3,7 @@
 
 pub mod client;
 mod export;
+mod fleet;
 mod maintenance;
 pub mod print;
 mod progress;
@@ -18,7 +19,7 @@ use crate::catalog::rules::Rule;
 use crate::catalog::{UpdateQuery, UpdateState};
 use crate::config::{Config, ServeArgs};
 use crate::policy::{Download, Mode};
-pub use client::{AdminArgs, AdminClient};
+pub use client::{AdminArgs, AdminClient, ForGroup};
 
 /// upcache: a caching proxy for Windows update files.
 #[derive(Debug, Parser)]
@@ -66,8 +67,12 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
-    /// Show server status: catalog counts, storage, downloads in progress
+    /// Show server status: catalog counts, storage, downloads in progress;
+    /// or, given an update, its state on computers, by group
     Status {
+        /// An update id: how many computers have it installed, need it,
+        /// failed...
+        update: Option<String>,
         /// Print the raw JSON
         #[arg(long)]
         json: bool,
@@ -91,6 +96,33 @@ pub enum Command {
         limit: u32,
         #[arg(long, default_value_t = 0)]
         offset: u32,
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List the computers that scan against this server (filter by group,
+    /// state, staleness), or show one with its updates and events
+    Computers {
+        /// A computer's id: show it
+        id: Option<String>,
+        #[command(flatten)]
+        filter: fleet::ComputerFilter,
+        /// With an id: put it in exactly these groups (comma-separated;
+        /// empty: Unassigned Computers)
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        set_groups: Option<Vec<String>>,
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List computer groups, or create, rename and delete them
+    Groups {
+        #[command(subcommand)]
+        action: Option<fleet::GroupsAction>,
         /// Print the raw JSON
         #[arg(long)]
         json: bool,
@@ -210,6 +242,8 @@ pub struct StateChange {
     #[command(flatten)]
     select: Selector,
     #[command(flatten)]
+    group: ForGroup,
+    #[command(flatten)]
     admin: AdminArgs,
 }
 
@@ -267,6 +301,9 @@ pub enum RulesAction {
         /// Updates whose title contains this (case-insensitive)
         #[arg(long)]
         title: Option<String>,
+        /// Approve for this computer group only [default: All Computers]
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Remove a rule by its id
     Remove { id: i64 },
@@ -345,7 +382,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::RateLimit { rate, admin } => {
             rate_limit(&AdminClient::new(&admin)?, rate.as_deref()).await
         }
-        Command::Status { json, watch, admin } => {
+        Command::Status {
+            update: Some(update),
+            json,
+            admin,
+            ..
+        } => fleet::update_status(&AdminClient::new(&admin)?, &update, json).await,
+        Command::Status {
+            json, watch, admin, ..
+        } => {
             let client = AdminClient::new(&admin)?;
             if watch {
                 return progress::watch(&client).await;
@@ -373,6 +418,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print_json_or(json, &list, print::print_updates)
         }
         Command::Rules { action, admin } => rules(&AdminClient::new(&admin)?, action).await,
+        Command::Computers {
+            id,
+            filter,
+            set_groups,
+            json,
+            admin,
+        } => {
+            let client = AdminClient::new(&admin)?;
+            fleet::computers(&client, id.as_deref(), &filter, set_groups.as_deref(), json).await
+        }
+        Command::Groups {
+            action,
+            json,
+            admin,
+        } => fleet::groups(&AdminClient::new(&admin)?, action, json).await,
         Command::Sync {
             server: Some(server),
             admin,
@@ -561,6 +621,7 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
             classification,
             product,
             title,
+            group,
         }) => {
             let rule = client
                 .add_rule(&Rule {
@@ -569,6 +630,7 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
                     classification,
                     product,
                     title,
+                    group,
                 })
                 .await?;
             println!("added {}", print::describe_rule(&rule));
@@ -582,24 +644,34 @@ async fn rules(client: &AdminClient, action: Option<RulesAction>) -> anyhow::Res
 }
 
 async fn change(args: &StateChange, action: &str) -> anyhow::Result<()> {
-    let StateChange { ids, select, admin } = args;
+    let StateChange {
+        ids,
+        select,
+        group,
+        admin,
+    } = args;
     if select.is_set() {
         let changed = AdminClient::new(admin)?
-            .set_state_where(select, action)
+            .set_state_where(select, action, group)
             .await?;
         println!("{action}: {changed} updates changed");
     }
     if ids.is_empty() {
         return Ok(());
     }
-    set_states(admin, ids, action).await
+    set_states(admin, ids, action, group).await
 }
 
-async fn set_states(admin: &AdminArgs, ids: &[String], action: &str) -> anyhow::Result<()> {
+async fn set_states(
+    admin: &AdminArgs,
+    ids: &[String],
+    action: &str,
+    group: &ForGroup,
+) -> anyhow::Result<()> {
     let client = AdminClient::new(admin)?;
     let mut failed = 0;
     for id in ids {
-        match client.set_state(id, action).await {
+        match client.set_state_for(id, action, group).await {
             Ok(s) => println!("{}  {}  {}", s.id, s.state.as_str(), s.title),
             Err(e) => {
                 eprintln!("{id}: {e:#}");

@@ -14,6 +14,7 @@ pub fn describe_rule(r: &Rule) -> String {
         ("classification", &r.classification),
         ("product", &r.product),
         ("title contains", &r.title),
+        ("for group", &r.group),
     ] {
         if let Some(v) = value {
             out.push_str(&format!("  {name}={v}"));

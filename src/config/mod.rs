@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::admin::AdminSettings;
 use crate::delivery::DeliverySettings;
 use crate::fetch::FetchSettings;
+use crate::fleet::FleetSettings;
 use crate::http::ContentSettings;
 use crate::net::NetSettings;
 use crate::node::follow::FollowSettings;
@@ -195,6 +196,7 @@ pub struct Config {
     pub delivery: DeliverySettings,
     pub server_sync: SyncSettings,
     pub update_server: ClientSettings,
+    pub fleet: FleetSettings,
 }
 
 impl Config {
@@ -233,6 +235,7 @@ impl Config {
             delivery: section(keys)?,
             server_sync: section(keys)?,
             update_server: section(keys)?,
+            fleet: section(keys)?,
         })
     }
 
@@ -261,6 +264,7 @@ impl Config {
         self.delivery.validate()?;
         self.server_sync.validate()?;
         self.update_server.validate()?;
+        self.fleet.validate()?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::admin::AdminSettings;
 use crate::delivery::DeliverySettings;
 use crate::fetch::FetchSettings;
+use crate::fleet::FleetSettings;
 use crate::http::ContentSettings;
 use crate::net::NetSettings;
 use crate::node::follow::FollowSettings;
@@ -54,6 +55,7 @@ pub fn sections() -> Vec<Section> {
         section(schemars::schema_for!(DeliverySettings)),
         section(schemars::schema_for!(SyncSettings)),
         section(schemars::schema_for!(ClientSettings)),
+        section(schemars::schema_for!(FleetSettings)),
     ]
 }
 

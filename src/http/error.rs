@@ -7,6 +7,7 @@ use crate::delivery::path::PathError;
 use crate::delivery::resolve::ResolveError;
 use crate::delivery::DeliveryError;
 use crate::fetch::FetchError;
+use crate::fleet::FleetError;
 use crate::http::route::RouteError;
 use crate::http::RequestError;
 use crate::policy::Refusal;
@@ -100,8 +101,20 @@ impl HttpStatus for CatalogError {
     fn status(&self) -> StatusCode {
         match self {
             CatalogError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            CatalogError::UnknownUpdate(_) => StatusCode::NOT_FOUND,
+            CatalogError::UnknownUpdate(_) | CatalogError::UnknownGroup(_) => StatusCode::NOT_FOUND,
+            CatalogError::GroupExists(_) | CatalogError::BuiltinGroup(_) => StatusCode::CONFLICT,
             CatalogError::Db(_) | CatalogError::Export(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl HttpStatus for FleetError {
+    fn status(&self) -> StatusCode {
+        match self {
+            FleetError::UnknownComputer(_) | FleetError::UnknownGroup(_) => StatusCode::NOT_FOUND,
+            FleetError::Invalid(_) => StatusCode::BAD_REQUEST,
+            FleetError::ClientTargeting => StatusCode::CONFLICT,
+            FleetError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

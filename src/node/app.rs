@@ -41,6 +41,8 @@ pub struct App {
     pub server_sync: Arc<crate::wsus::sync::service::SyncService>,
     /// The update server Windows clients scan against ([MS-WUSP]).
     pub update_server: Arc<crate::wsus::client::ClientServices>,
+    /// Computers, their groups and the state of updates on each.
+    pub fleet: Arc<crate::fleet::Fleet>,
     /// The server side of [MS-WSUSSS], for downstream servers.
     pub sync_upstream: Arc<crate::wsus::upstream::UpstreamService>,
 }

@@ -16,6 +16,7 @@ mod fake_wsus;
 mod fast_path;
 mod faults;
 mod fetch;
+mod fleet;
 mod follow;
 mod maintenance;
 mod network;

@@ -147,7 +147,7 @@ async fn json_of(http: &reqwest::Client, url: &str) -> Value {
 /// The computers an admin API lists, by id: (name, group, events, address).
 async fn fleet(http: &reqwest::Client, admin: &str) -> Vec<(String, String, u64, String)> {
     let list = json_of(http, &format!("{admin}/api/v1/computers")).await;
-    let mut out: Vec<_> = list
+    let mut out: Vec<_> = list["computers"]
         .as_array()
         .unwrap()
         .iter()
@@ -215,7 +215,7 @@ async fn a_follower_forwards_its_clients_reports_to_the_primary() {
         s["report_forwarding"]["waiting"] == 0 && s["report_forwarding"]["forwarded"] == 3
     })
     .await;
-    let computer = &json_of(http, &format!("{admin}/api/v1/computers")).await[0];
+    let computer = &json_of(http, &format!("{admin}/api/v1/computers")).await["computers"][0];
     assert_eq!(
         computer["address"], "127.0.0.1",
         "the client's, not the follower's"
@@ -270,7 +270,7 @@ async fn a_forwarded_batch_sent_twice_counts_once() {
         .map(|e| e["event_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["182", "183", "161"]);
-    let pc = &h.admin_json("/api/v1/computers").await[0];
+    let pc = &h.admin_json("/api/v1/computers").await["computers"][0];
     assert_eq!(pc["last_report"], 1_790_000_000, "the time it was taken");
 }
 

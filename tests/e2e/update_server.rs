@@ -19,19 +19,21 @@ use crate::common::*;
 use crate::fake_wsus::*;
 use upcache::demo::SampleFile;
 
-const CLIENT_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
-const AUTH_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService";
-const REPORTING_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
+pub(crate) const CLIENT_NS: &str =
+    "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
+pub(crate) const AUTH_NS: &str =
+    "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService";
+pub(crate) const REPORTING_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
 const CLIENT_ID: &str = "e1da06a3-5601-43c9-bac3-52d5db701494";
 
-fn envelope(inner: &str) -> String {
+pub(crate) fn envelope(inner: &str) -> String {
     format!(
         "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>{inner}</s:Body></s:Envelope>"
     )
 }
 
 /// The text between `<tag>` and `</tag>`, every occurrence.
-fn all_between<'a>(body: &'a str, tag: &str) -> Vec<&'a str> {
+pub(crate) fn all_between<'a>(body: &'a str, tag: &str) -> Vec<&'a str> {
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = body;
@@ -46,11 +48,11 @@ fn all_between<'a>(body: &'a str, tag: &str) -> Vec<&'a str> {
     out
 }
 
-fn between<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
+pub(crate) fn between<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     all_between(body, tag).into_iter().next()
 }
 
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
@@ -294,14 +296,14 @@ async fn client_cookie(h: &Harness, auth: &str) -> String {
 }
 
 /// A server sync that must end without an error.
-async fn sync_now(h: &Harness, upstream: &str) -> Value {
+pub(crate) async fn sync_now(h: &Harness, upstream: &str) -> Value {
     let report = h.sync_from_server(upstream).await;
     assert_eq!(report["error"], Value::Null, "{report}");
     report
 }
 
 /// A server whose metadata store holds the fake upstream's catalog.
-async fn synced(h: &Harness) -> FakeWsus {
+pub(crate) async fn synced(h: &Harness) -> FakeWsus {
     let file = SampleFile::generate("2267602", "exe", 200_000);
     h.upstream.add(&file.path, file.bytes.clone());
     let fake = FakeWsus::start(file, &h.upstream.url("")).await;
@@ -319,7 +321,7 @@ async fn synced(h: &Harness) -> FakeWsus {
     fake
 }
 
-fn machine() -> HashSet<String> {
+pub(crate) fn machine() -> HashSet<String> {
     [PRODUCT, CLASSIFICATION, SECURITY, DETECTOID, MIDDLE]
         .into_iter()
         .map(String::from)
@@ -486,7 +488,7 @@ async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
 
     // The computer, with its events.
     let computers = h.admin_json("/api/v1/computers").await;
-    let pc1 = &computers[0];
+    let pc1 = &computers["computers"][0];
     assert_eq!(pc1["id"], CLIENT_ID, "{computers}");
     assert_eq!(pc1["name"], "pc1.example.test");
     assert_eq!(pc1["os"], "Windows 11 Pro");

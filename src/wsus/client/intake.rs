@@ -3,7 +3,6 @@
 //! forwarded, are stored on the primary by the same [`ClientServices::apply`]
 //! as its own clients' reports.
 
-use super::computers::Registration;
 use super::outbox::{ClientReport, ForwardBatch};
 use super::{ClientError, ClientServices};
 
@@ -35,23 +34,31 @@ impl ClientServices {
                 address,
                 at,
             } => {
-                let r = Registration {
-                    id,
-                    info,
-                    target_group,
+                let r = crate::fleet::Registration {
+                    id: id.clone(),
+                    name: info.dns_name.clone(),
+                    os: info.os.clone(),
+                    os_version: info.os_version.clone(),
+                    manufacturer: info.manufacturer.clone(),
+                    model: info.model.clone(),
+                    target_group: target_group.clone(),
                     address: *address,
                 };
-                self.computers.register(&r, *at)?;
+                self.fleet.register(&r, *at)?;
                 Ok(0)
             }
             ClientReport::Scanned {
-                id, address, at, ..
+                id,
+                target_group,
+                address,
+                at,
             } => {
-                self.computers.scanned(id, *address, *at)?;
+                self.fleet.scanned(id, target_group, *address, *at)?;
                 Ok(0)
             }
             ClientReport::Events { id, events, at } => {
-                Ok(self.computers.report(id, events, *at)?)
+                let events: Vec<_> = events.iter().map(super::reporting::event).collect();
+                Ok(self.fleet.report(id, &events, *at)?)
             }
         }
     }

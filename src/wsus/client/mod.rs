@@ -8,14 +8,14 @@
 //!   fragments of a stored update document);
 //! - `reporting`: `/ReportingWebService/ReportingWebService.asmx` (and
 //!   `WebService.asmx`);
-//! - `cookie`: the cookies; `computers`: registered computers and their
-//!   events; `intake`: where every report enters (`outbox`: on a follower,
-//!   kept until the primary has it); `requests`: the typed reading of every request body; `wsdl`.
+//! - `cookie`: the cookies; `intake`: where every report enters
+//!   (`outbox`: on a follower, kept until the primary has it); `requests`:
+//!   the typed reading of every request body; `wsdl`. Computers, their
+//!   groups and what they report are the `fleet`'s.
 //!
 //! The envelope is `wsus::soap`'s (bounded, no DTDs); every error becomes
 //! a SOAP fault through [`SoapFault`], never a 404 or a 500 page.
 
-pub mod computers;
 pub mod cookie;
 pub mod fragments;
 mod intake;
@@ -37,9 +37,9 @@ use http::{header, Method, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
+use crate::fleet::{Fleet, FleetError};
 use crate::metadata::{MetaError, MetaStore};
 use crate::wsus::soap::{self, ErrorCode, Fault, SoapError, SoapFault};
-use computers::{ComputerError, Computers};
 use cookie::{CookieError, Cookies};
 use outbox::{Outbox, OutboxError};
 
@@ -109,7 +109,7 @@ pub enum ClientError {
     #[error(transparent)]
     Meta(#[from] MetaError),
     #[error(transparent)]
-    Computers(#[from] ComputerError),
+    Fleet(#[from] FleetError),
     #[error(transparent)]
     Outbox(#[from] OutboxError),
     #[error("catalog: {0}")]
@@ -130,7 +130,7 @@ impl SoapFault for ClientError {
                 Fault::new(ErrorCode::InvalidParameters, op.as_str())
             }
             ClientError::Meta(_)
-            | ClientError::Computers(_)
+            | ClientError::Fleet(_)
             | ClientError::Outbox(_)
             | ClientError::Catalog(_) => Fault::new(ErrorCode::InternalServerError, ""),
         }
@@ -158,7 +158,7 @@ pub struct ClientServices {
     pub(crate) meta: Arc<MetaStore>,
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) cookies: Cookies,
-    pub computers: Arc<Computers>,
+    pub fleet: Arc<Fleet>,
     /// Reports kept for the primary (a follower's), and what was applied
     /// of each follower's (a primary's).
     pub outbox: Arc<Outbox>,
@@ -196,16 +196,16 @@ impl ClientServices {
         data_dir: &std::path::Path,
         meta: Arc<MetaStore>,
         catalog: Arc<Catalog>,
+        fleet: Arc<Fleet>,
         settings: ClientSettings,
     ) -> Result<ClientServices, String> {
         let cookies = Cookies::open(data_dir).map_err(|e| e.to_string())?;
-        let computers = Computers::open(data_dir).map_err(|e| e.to_string())?;
         let outbox = Outbox::open(data_dir).map_err(|e| e.to_string())?;
         Ok(ClientServices {
             meta,
             catalog,
             cookies,
-            computers: Arc::new(computers),
+            fleet,
             outbox: Arc::new(outbox),
             settings,
             index: Mutex::new(None),
@@ -246,7 +246,7 @@ impl ClientServices {
                 if matches!(
                     e,
                     ClientError::Meta(_)
-                        | ClientError::Computers(_)
+                        | ClientError::Fleet(_)
                         | ClientError::Outbox(_)
                         | ClientError::Catalog(_)
                 ) {

@@ -146,7 +146,16 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
     let claims = client(s, op)?;
     let p = requests::sync_parameters(op)?;
     let index = s.index()?;
-    let states = approval_states(s, &index)?;
+    // The scan is noted first: with client-side targeting it sets the
+    // computer's groups, which decide what it is offered.
+    s.take(ClientReport::Scanned {
+        id: claims.client_id.clone(),
+        target_group: claims.target_group.clone(),
+        address: c.peer,
+        at: super::now() as i64,
+    })?;
+    let groups = s.fleet.groups_of(&claims.client_id)?;
+    let (states, deadlines) = approval_states(s, &index, &groups)?;
     let answer = index.answer(
         &Ask {
             installed_non_leaf: &p.installed_non_leaf,
@@ -156,23 +165,17 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
         },
         &states,
     );
-    s.take(ClientReport::Scanned {
-        id: claims.client_id.clone(),
-        target_group: claims.target_group.clone(),
-        address: c.peer,
-        at: super::now() as i64,
-    })?;
     let (mut w, end) = response("SyncUpdates");
     w.open("SyncUpdatesResult", "").open("NewUpdates", "");
     for o in &answer.new {
         let core = core_fragment(s, o.revision)?;
-        update_info(&mut w, o, Some(&core));
+        update_info(&mut w, o, deadline(&deadlines, o), Some(&core));
     }
     w.close("NewUpdates");
     if !answer.changed.is_empty() {
         w.open("ChangedUpdates", "");
         for o in &answer.changed {
-            update_info(&mut w, o, None);
+            update_info(&mut w, o, deadline(&deadlines, o), None);
         }
         w.close("ChangedUpdates");
     }
@@ -205,13 +208,45 @@ fn bool_text(b: bool) -> &'static str {
     }
 }
 
-/// The catalog's approvals of every update a scan may offer.
+/// Deadlines of the updates approved for the computer, by update id.
+type Deadlines = HashMap<String, i64>;
+
+/// The catalog's approvals of every update a scan may offer, as they are
+/// for a computer in `groups`: approved for one of them (with the earliest
+/// of their deadlines), not approved when only other groups have it, and
+/// declined for everyone.
 fn approval_states(
     s: &ClientServices,
     index: &ScanIndex,
-) -> Result<HashMap<String, UpdateState>, ClientError> {
+    groups: &[i64],
+) -> Result<(HashMap<String, UpdateState>, Deadlines), ClientError> {
     let ids = index.approvable_ids(index.revisions());
-    Ok(s.catalog.states_of(&ids)?)
+    let mut states = s.catalog.states_of(&ids)?;
+    let approvals = s.catalog.group_approvals_of(&ids)?;
+    let mut deadlines = Deadlines::new();
+    for (id, state) in states.iter_mut() {
+        if *state != UpdateState::Approved {
+            continue;
+        }
+        let by_group = approvals.get(id).map(Vec::as_slice).unwrap_or_default();
+        match crate::catalog::approvals::effective(by_group, groups) {
+            Some(Some(deadline)) => {
+                deadlines.insert(id.clone(), deadline);
+            }
+            Some(None) => {}
+            None => *state = UpdateState::NotApproved,
+        }
+    }
+    Ok((states, deadlines))
+}
+
+/// The deadline of an offered `Install` (a bundle's leaf installs with
+/// its bundle, and has none of its own).
+fn deadline(deadlines: &Deadlines, o: &Offered<'_>) -> Option<i64> {
+    match o.action {
+        super::scan::Action::Install => deadlines.get(&o.revision.update_id).copied(),
+        _ => None,
+    }
 }
 
 fn core_fragment(s: &ClientServices, r: &ScanRevision) -> Result<String, ClientError> {
@@ -226,16 +261,20 @@ fn split(s: &ClientServices, rid: i64) -> Result<fragments::Fragments, ClientErr
     })
 }
 
-/// `<UpdateInfo>`: the id, the deployment, whether a leaf, the core fragment.
-fn update_info(w: &mut Xml, o: &Offered<'_>, core: Option<&str>) {
+/// `<UpdateInfo>`: the id, the deployment (with its deadline, which comes
+/// after `Action` in WSUS's `Deployment`), whether a leaf, the core fragment.
+fn update_info(w: &mut Xml, o: &Offered<'_>, deadline: Option<i64>, core: Option<&str>) {
     let r = o.revision;
     w.open("UpdateInfo", "")
         .leaf("ID", &r.rid.to_string())
         .open("Deployment", "")
         // One deployment per revision and action: a new approval is a new id.
         .leaf("ID", &deployment_id(r.rid, o.action).to_string())
-        .leaf("Action", o.action.as_str())
-        .leaf("IsAssigned", "true")
+        .leaf("Action", o.action.as_str());
+    if let Some(d) = deadline {
+        w.leaf("Deadline", &super::rfc3339(d.max(0) as u64));
+    }
+    w.leaf("IsAssigned", "true")
         .leaf("LastChangeTime", "2026-01-01")
         .leaf("AutoSelect", "0")
         .leaf("AutoDownload", "0")

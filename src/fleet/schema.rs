@@ -1,0 +1,112 @@
+//! The fleet's tables, in the catalog's SQLite file beside the catalog's
+//! (the groups they name are the catalog's `computer_groups`). Versioned
+//! under `clients_schema_version` in `meta_state`, the line the update
+//! server's first computers table started, so a data directory of any
+//! earlier release migrates in place.
+//!
+//! Sized for 50,000 computers × 2,000 updates: the state of each update on
+//! each computer is one row of `update_status`, written when a report
+//! changes it and never recomputed from the raw events on a read. Its
+//! primary key serves one computer's page; the `(n, state, cid)` index
+//! serves one update's counts without touching the table.
+
+use rusqlite::Connection;
+
+/// Release 0.1.0: computers by their client id, events whole.
+pub(super) const V1: &str = "
+CREATE TABLE computers (
+    id           TEXT PRIMARY KEY,
+    name         TEXT NOT NULL DEFAULT '',
+    os           TEXT NOT NULL DEFAULT '',
+    os_version   TEXT NOT NULL DEFAULT '',
+    manufacturer TEXT NOT NULL DEFAULT '',
+    model        TEXT NOT NULL DEFAULT '',
+    target_group TEXT NOT NULL DEFAULT '',
+    address      TEXT NOT NULL DEFAULT '',
+    registered   INTEGER NOT NULL,
+    last_scan    INTEGER,
+    last_report  INTEGER
+);
+CREATE TABLE computer_events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    computer_id TEXT NOT NULL,
+    received    INTEGER NOT NULL,
+    event_id    TEXT NOT NULL DEFAULT '',
+    update_id   TEXT NOT NULL DEFAULT '',
+    hresult     TEXT NOT NULL DEFAULT '',
+    event       TEXT NOT NULL
+);
+CREATE INDEX computer_events_by_computer ON computer_events(computer_id, seq);
+";
+
+/// Integer keys (a computer's `cid`, an update's `n`), group memberships,
+/// and the state of every update on every computer.
+const V2: &str = "
+CREATE TABLE computers_v2 (
+    cid          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,   -- the client's id (SimpleAuth clientId)
+    name         TEXT NOT NULL DEFAULT '',
+    os           TEXT NOT NULL DEFAULT '',
+    os_version   TEXT NOT NULL DEFAULT '',
+    manufacturer TEXT NOT NULL DEFAULT '',
+    model        TEXT NOT NULL DEFAULT '',
+    target_group TEXT NOT NULL DEFAULT '', -- what the client asks for (client-side targeting)
+    address      TEXT NOT NULL DEFAULT '',
+    registered   INTEGER NOT NULL,       -- unix seconds
+    last_scan    INTEGER,                -- the last SyncUpdates
+    last_report  INTEGER,                -- the last ReportEventBatch
+    last_status  INTEGER                 -- the last status report (what is installed, what is needed)
+);
+INSERT INTO computers_v2(id, name, os, os_version, manufacturer, model, target_group, address,
+                         registered, last_scan, last_report)
+    SELECT id, name, os, os_version, manufacturer, model, target_group, address,
+           registered, last_scan, last_report FROM computers ORDER BY registered, id;
+CREATE TABLE computer_events_v2 (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    cid       INTEGER NOT NULL REFERENCES computers_v2(cid) ON DELETE CASCADE,
+    received  INTEGER NOT NULL,
+    event_id  TEXT NOT NULL DEFAULT '',
+    update_id TEXT NOT NULL DEFAULT '',
+    hresult   TEXT NOT NULL DEFAULT '',
+    event     TEXT NOT NULL              -- the whole ReportingEvent, as JSON
+);
+INSERT INTO computer_events_v2(seq, cid, received, event_id, update_id, hresult, event)
+    SELECT e.seq, c.cid, e.received, e.event_id, e.update_id, e.hresult, e.event
+    FROM computer_events e JOIN computers_v2 c ON c.id = e.computer_id ORDER BY e.seq;
+DROP TABLE computer_events;
+DROP TABLE computers;
+ALTER TABLE computers_v2 RENAME TO computers;
+ALTER TABLE computer_events_v2 RENAME TO computer_events;
+CREATE INDEX computer_events_by_computer ON computer_events(cid, seq);
+CREATE TABLE group_members (
+    cid INTEGER NOT NULL REFERENCES computers(cid) ON DELETE CASCADE,
+    gid INTEGER NOT NULL REFERENCES computer_groups(gid) ON DELETE CASCADE,
+    PRIMARY KEY (cid, gid)
+) WITHOUT ROWID;
+CREATE INDEX group_members_by_group ON group_members(gid, cid);
+CREATE TABLE status_updates (
+    n         INTEGER PRIMARY KEY,
+    update_id TEXT NOT NULL UNIQUE       -- lowercase
+);
+CREATE TABLE update_status (
+    cid   INTEGER NOT NULL REFERENCES computers(cid) ON DELETE CASCADE,
+    n     INTEGER NOT NULL REFERENCES status_updates(n),
+    state INTEGER NOT NULL,              -- status::State
+    error INTEGER,                       -- the HRESULT of a failure
+    at    INTEGER NOT NULL,              -- unix seconds the state was reported
+    PRIMARY KEY (cid, n)
+) WITHOUT ROWID;
+CREATE INDEX update_status_by_update ON update_status(n, state, cid);
+CREATE INDEX computers_unreported ON computers(cid) WHERE last_status IS NULL;
+";
+
+/// Creates or migrates the tables (the catalog's must exist: the groups).
+pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+    let key = "clients_schema_version";
+    crate::metadata::apply_once(conn, key, 1, V1)?;
+    // Foreign keys off while the tables are rebuilt and renamed.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    crate::metadata::apply_once(conn, key, 2, V2)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}

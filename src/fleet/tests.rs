@@ -1,0 +1,373 @@
+//! The fleet over a real catalog file: reports move states, counts add up
+//! per group, filters find the computers, and an old computers table
+//! migrates.
+
+use std::sync::Arc;
+
+use super::status::{Event, State};
+use super::views::ComputerQuery;
+use super::*;
+use crate::catalog::Catalog;
+
+const U1: &str = "11111111-0000-4000-8000-000000000001";
+const U2: &str = "11111111-0000-4000-8000-000000000002";
+const U3: &str = "11111111-0000-4000-8000-000000000003";
+
+struct World {
+    _dir: tempfile::TempDir,
+    catalog: Arc<Catalog>,
+    fleet: Fleet,
+}
+
+fn world(targeting: Targeting) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::DiskStore::open(dir.path(), 16).unwrap();
+    let catalog = Catalog::open(dir.path(), store).unwrap();
+    let fleet = Fleet::open(
+        dir.path(),
+        FleetSettings {
+            targeting,
+            ..FleetSettings::default()
+        },
+    )
+    .unwrap();
+    World {
+        _dir: dir,
+        catalog,
+        fleet,
+    }
+}
+
+fn register(f: &Fleet, id: &str, group: &str) {
+    f.register(
+        &Registration {
+            id: id.into(),
+            name: format!("{id}.example.test"),
+            target_group: group.into(),
+            ..Registration::default()
+        },
+        100,
+    )
+    .unwrap();
+}
+
+fn status_event(needed: &[&str], installed: &[&str]) -> Event {
+    Event {
+        event_id: 156,
+        misc: vec![
+            format!("U={}", needed.join(";")),
+            format!("V={}", installed.join(";")),
+        ],
+        ..Event::default()
+    }
+}
+
+fn install_event(id: u32, update: &str, hresult: i32) -> Event {
+    Event {
+        event_id: id,
+        update_id: update.into(),
+        hresult,
+        ..Event::default()
+    }
+}
+
+#[test]
+fn reports_move_states_and_counts_add_up_per_group() {
+    let w = world(Targeting::Server);
+    let f = &w.fleet;
+    w.catalog.create_group("Pilot").unwrap();
+    w.catalog.create_group("Ring 2").unwrap();
+    for id in ["a", "b", "c", "d"] {
+        register(f, id, "");
+    }
+    f.set_groups("a", &["Pilot".into()]).unwrap();
+    f.set_groups("b", &["pilot".into(), "Ring 2".into()])
+        .unwrap();
+    assert!(matches!(
+        f.set_groups("c", &["Nope".into()]),
+        Err(FleetError::UnknownGroup(_))
+    ));
+
+    let failed = 0x8024_0017_u32 as i32;
+    f.report("a", &[status_event(&[U1, U2], &[U3])], 200)
+        .unwrap();
+    f.report("a", &[install_event(182, U1, failed)], 210)
+        .unwrap();
+    f.report(
+        "b",
+        &[
+            status_event(&[U1], &[]),
+            install_event(201, U1, 0x0024_0005),
+        ],
+        220,
+    )
+    .unwrap();
+    f.report("d", &[status_event(&[], &[U3])], 230).unwrap();
+    // c never reports: unknown everywhere.
+
+    let s = f.update_status(U1).unwrap();
+    let total = &s.total;
+    assert_eq!(
+        (total.computers, total.unknown, total.not_applicable),
+        (4, 1, 1)
+    );
+    assert_eq!((total.failed, total.installed_pending_reboot), (1, 1));
+    let group = |name: &str| {
+        s.groups
+            .iter()
+            .find(|g| g.group == name)
+            .unwrap_or_else(|| panic!("{name}: {s:?}"))
+            .counts
+            .clone()
+    };
+    let pilot = group("Pilot");
+    assert_eq!(
+        (
+            pilot.computers,
+            pilot.failed,
+            pilot.installed_pending_reboot
+        ),
+        (2, 1, 1)
+    );
+    let ring = group("Ring 2");
+    assert_eq!(
+        (ring.computers, ring.installed_pending_reboot, ring.failed),
+        (1, 1, 0)
+    );
+    let unassigned = group("Unassigned Computers");
+    assert_eq!(
+        (
+            unassigned.computers,
+            unassigned.unknown,
+            unassigned.not_applicable
+        ),
+        (2, 1, 1)
+    );
+
+    // A later scan: U1 installed on a, U3 not applicable any more; the
+    // failure's error is shown until then.
+    let page = f.computer("a", 300).unwrap();
+    let u1 = page.updates.iter().find(|u| u.update_id == U1).unwrap();
+    assert_eq!(
+        (u1.state, u1.error.as_deref()),
+        (State::Failed, Some("0x80240017"))
+    );
+    f.report("a", &[status_event(&[U2], &[U1])], 300).unwrap();
+    let page = f.computer("a", 300).unwrap();
+    let states: Vec<_> = page
+        .updates
+        .iter()
+        .map(|u| (u.update_id.as_str(), u.state))
+        .collect();
+    assert_eq!(states, [(U2, State::Needed), (U1, State::Installed)]);
+    assert_eq!(page.computer.groups, ["Pilot"]);
+    assert_eq!(page.recent_events.len(), 3);
+
+    // Filters: by group, by state (any update or one), by staleness.
+    let ids = |q: ComputerQuery| -> Vec<String> {
+        f.computers(&q, 400)
+            .unwrap()
+            .computers
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    };
+    assert_eq!(
+        ids(ComputerQuery {
+            group: Some("Pilot".into()),
+            ..Default::default()
+        }),
+        ["a", "b"]
+    );
+    assert_eq!(
+        ids(ComputerQuery {
+            group: Some("Unassigned Computers".into()),
+            ..Default::default()
+        }),
+        ["c", "d"]
+    );
+    assert_eq!(
+        ids(ComputerQuery {
+            status: Some("installed-pending-reboot".into()),
+            update: Some(U1.into()),
+            ..Default::default()
+        }),
+        ["b"]
+    );
+    assert_eq!(
+        ids(ComputerQuery {
+            status: Some("unknown".into()),
+            ..Default::default()
+        }),
+        ["c"]
+    );
+    assert_eq!(
+        ids(ComputerQuery {
+            status: Some("not-applicable".into()),
+            update: Some(U1.into()),
+            ..Default::default()
+        }),
+        ["d"]
+    );
+    let later = 300 + 31 * 86_400;
+    let stale = f
+        .computers(
+            &ComputerQuery {
+                stale: Some(true),
+                ..Default::default()
+            },
+            later,
+        )
+        .unwrap();
+    assert_eq!(stale.total, 4);
+    assert!(stale.computers.iter().all(|c| c.stale));
+
+    // Deleting a group drops its memberships: b stays in Ring 2 only.
+    w.catalog.delete_group("Pilot").unwrap();
+    assert_eq!(f.computer("b", 400).unwrap().computer.groups, ["Ring 2"]);
+    assert_eq!(
+        f.computer("a", 400).unwrap().computer.groups,
+        ["Unassigned Computers"]
+    );
+}
+
+#[test]
+fn client_side_targeting_follows_the_names_the_client_sends() {
+    let w = world(Targeting::Client);
+    let f = &w.fleet;
+    let pilot = w.catalog.create_group("Pilot").unwrap();
+    register(f, "a", "Pilot;Unknown group");
+    assert_eq!(f.groups_of("a").unwrap(), [1, pilot.id]);
+    // A scan asking for nothing leaves it unassigned.
+    assert_eq!(f.scanned("a", "", None, 200).unwrap(), [1, 2]);
+    assert!(matches!(
+        f.set_groups("a", &["Pilot".into()]),
+        Err(FleetError::ClientTargeting)
+    ));
+}
+
+#[test]
+fn computers_and_events_of_release_0_1_0_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("catalog.sqlite3")).unwrap();
+        crate::metadata::apply_once(&conn, "clients_schema_version", 1, schema::V1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO computers(id, name, target_group, registered, last_report)
+               VALUES ('pc1', 'pc1.example.test', 'Pilot', 10, 20);
+             INSERT INTO computer_events(computer_id, received, event_id, update_id, hresult, event)
+               VALUES ('pc1', 20, '182', 'u', '-2145124329', '{}');",
+        )
+        .unwrap();
+    }
+    let store = crate::store::DiskStore::open(dir.path(), 16).unwrap();
+    let _catalog = Catalog::open(dir.path(), store).unwrap();
+    let f = Fleet::open(dir.path(), FleetSettings::default()).unwrap();
+    let page = f.computer("pc1", 30).unwrap();
+    assert_eq!(page.computer.name, "pc1.example.test");
+    assert_eq!(page.computer.last_report, Some(20));
+    assert_eq!(page.recent_events[0].event_id, "182");
+    assert_eq!(page.computer.groups, ["Unassigned Computers"]);
+}
+
+/// The figures of issue #26 on a generated fleet: `cargo test --release
+/// --lib fleet::tests::scale -- --ignored --nocapture` (sizes:
+/// `UPCACHE_FLEET_COMPUTERS`, `UPCACHE_FLEET_UPDATES`; each update is
+/// applicable to a tenth of the computers).
+#[test]
+#[ignore]
+fn scale() {
+    use std::time::Instant;
+    let env = |k: &str, d: i64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (computers, updates) = (
+        env("UPCACHE_FLEET_COMPUTERS", 50_000),
+        env("UPCACHE_FLEET_UPDATES", 2_000),
+    );
+    let w = world(Targeting::Server);
+    for g in ["Pilot", "Ring 1", "Broad"] {
+        w.catalog.create_group(g).unwrap();
+    }
+    let started = Instant::now();
+    {
+        let mut db = w.fleet.db();
+        let tx = db.transaction().unwrap();
+        tx.execute_batch(&format!(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < {computers})
+             INSERT INTO computers(cid, id, name, registered, last_scan, last_report, last_status)
+               SELECT i, printf('%08x-0000-4000-8000-000000000000', i), printf('pc%06d', i), 1, 2, 2, 2 FROM c;
+             INSERT INTO group_members(cid, gid) SELECT cid, 3 + cid % 3 FROM computers;
+             WITH RECURSIVE u(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM u WHERE n < {updates})
+             INSERT INTO status_updates(n, update_id)
+               SELECT n, printf('%08x-1111-4000-8000-000000000000', n) FROM u;
+             INSERT INTO update_status(cid, n, state, error, at)
+               SELECT c.cid, u.n, 2 + (c.cid / 10 + u.n) % 5, NULL, 2
+               FROM computers c JOIN status_updates u ON c.cid % 10 = u.n % 10
+               ORDER BY c.cid, u.n;"
+        ))
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let rows: i64 = w
+        .fleet
+        .reader()
+        .query_row("SELECT count(*) FROM update_status", [], |r| r.get(0))
+        .unwrap();
+    eprintln!(
+        "generated {computers} computers, {updates} updates, {rows} rows in {:?}",
+        started.elapsed()
+    );
+    let time = |what: &str, f: &mut dyn FnMut()| {
+        f();
+        let started = Instant::now();
+        for _ in 0..5 {
+            f();
+        }
+        eprintln!("{what}: {:?} each", started.elapsed() / 5);
+    };
+    let update = "00000007-1111-4000-8000-000000000000";
+    time("one update's counts per group", &mut || {
+        let s = w.fleet.update_status(update).unwrap();
+        assert_eq!(s.total.computers, computers as u64);
+    });
+    let pc = "00000007-0000-4000-8000-000000000000";
+    time("one computer's page", &mut || {
+        w.fleet.computer(pc, 3).unwrap();
+    });
+    time("a page of 100 computers that need an update", &mut || {
+        let page = w
+            .fleet
+            .computers(
+                &ComputerQuery {
+                    status: Some("needed".into()),
+                    update: Some(update.into()),
+                    ..Default::default()
+                },
+                3,
+            )
+            .unwrap();
+        assert!(page.total > 0 && !page.computers.is_empty());
+    });
+    let batch: Vec<Event> = (0..200)
+        .map(|i| {
+            install_event(
+                183,
+                &format!("{:08x}-1111-4000-8000-000000000000", i + 1),
+                0,
+            )
+        })
+        .collect();
+    let mut at = 10;
+    time("a batch of 200 events stored", &mut || {
+        at += 1;
+        w.fleet.report(pc, &batch, at).unwrap();
+    });
+    let db_bytes = std::fs::metadata(w._dir.path().join("catalog.sqlite3"))
+        .unwrap()
+        .len();
+    eprintln!("database: {} MiB", db_bytes >> 20);
+}
