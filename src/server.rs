@@ -495,9 +495,13 @@ impl Listeners {
                 let (content, updates) = (content.clone(), updates.clone());
                 let sync_upstream = sync_upstream.clone();
                 async move {
+                    use crate::wsus::client::Service;
                     let path = req.uri().path();
                     let response = if let Some(service) = crate::wsus::client::service_of(path) {
-                        update_server(&updates, service, req, tls).await
+                        match service {
+                            Service::SelfUpdate => self_update(updates, req).await,
+                            service => update_server(&updates, service, req, tls).await,
+                        }
                     } else if let Some(service) = crate::wsus::upstream::service_of(path) {
                         server_sync_upstream(&sync_upstream, service, req, tls).await
                     } else {
@@ -601,6 +605,49 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A GET of the self-update directory ([MS-WUSP] 3.1.5.1): the file read
+/// off the async threads, whole (they are small), no ranges.
+async fn self_update<B>(
+    updates: Arc<crate::wsus::client::ClientServices>,
+    req: hyper::Request<B>,
+) -> hyper::Response<crate::http::body::ResponseBody> {
+    use crate::http::error::HttpStatus as _;
+    use http_body_util::BodyExt as _;
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let found = tokio::task::spawn_blocking(move || updates.self_update_file(&method, &path))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()));
+    let mut response = hyper::Response::builder();
+    let body = match found {
+        Ok(file) => {
+            response = response
+                .header(hyper::header::CONTENT_TYPE, file.content_type)
+                .header(hyper::header::CACHE_CONTROL, "no-cache");
+            if let Some(at) = file.modified {
+                response =
+                    response.header(hyper::header::LAST_MODIFIED, httpdate::fmt_http_date(at));
+            }
+            file.bytes
+        }
+        Err(e) => {
+            response = response
+                .status(e.status())
+                .header(hyper::header::CONTENT_TYPE, "text/plain; charset=utf-8");
+            if e.status() == hyper::StatusCode::METHOD_NOT_ALLOWED {
+                response = response.header(hyper::header::ALLOW, "GET, HEAD");
+            }
+            bytes::Bytes::from(format!("{e}\n"))
+        }
+    };
+    response
+        .body(
+            http_body_util::Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .expect("static headers")
 }
 
 /// A request to the update server ([MS-WUSP]): its body read within the

@@ -24,16 +24,17 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::Router;
 use base64::Engine as _;
-use sha1::Digest as _;
 
 use upcache::catalog::Catalog;
 use upcache::metadata::MetaStore;
 use upcache::store::DiskStore;
 use upcache::wsus::sync::{self, SyncJob, SyncSettings, Tuning};
 
+mod generator;
+
+use generator::{document, update_id, CLASSIFICATION, PRODUCT};
+
 const NS: &str = "http://www.microsoft.com/SoftwareDistribution";
-const PRODUCT: &str = "8c3fcc84-7410-4a95-8b89-a166a0190486";
-const CLASSIFICATION: &str = "0fa1201d-4330-4fa8-8ae9-b877473b6441";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -257,10 +258,6 @@ fn answer(n: usize, headers: &HeaderMap, body: &str) -> String {
     envelope(&inner)
 }
 
-fn update_id(i: usize) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", i, i)
-}
-
 fn update_data(body: &str) -> String {
     let mut items = String::new();
     let mut urls = String::new();
@@ -297,62 +294,4 @@ fn update_data(body: &str) -> String {
         "<GetUpdateDataResponse xmlns=\"{NS}\"><GetUpdateDataResult><updates>{items}</updates>\
          <fileUrls>{urls}</fileUrls></GetUpdateDataResult></GetUpdateDataResponse>"
     )
-}
-
-/// Document `id`: a category, or an update whose size is picked from the
-/// id (most small, a few huge).
-fn document(id: &str) -> (String, String) {
-    if id == PRODUCT || id == CLASSIFICATION {
-        let (title, kind) = if id == PRODUCT {
-            ("Windows 11", "Product")
-        } else {
-            ("Security Updates", "UpdateClassification")
-        };
-        let xml = format!(
-            "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\" \
-             xmlns:cat=\"http://schemas.microsoft.com/msus/2002/12/UpdateHandlers/Category\">\
-             <upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"1\" /><upd:Properties UpdateType=\"Category\" />\
-             <upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language>\
-             <upd:Title>{title}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>\
-             <upd:HandlerSpecificData><cat:CategoryInformation CategoryType=\"{kind}\" /></upd:HandlerSpecificData></upd:Update>"
-        );
-        return (xml, String::new());
-    }
-    let i = usize::from_str_radix(&id[..8], 16).unwrap_or(0);
-    let size = match i % 1000 {
-        0 => 4 << 20,
-        1..=49 => 300 << 10,
-        50..=299 => 40 << 10,
-        _ => 6 << 10,
-    };
-    let sha1 = base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(id.as_bytes()));
-    let sha256 =
-        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(id.as_bytes()));
-    let mut rules = String::with_capacity(size);
-    let mut k = 0;
-    while rules.len() < size {
-        k += 1;
-        rules.push_str(&format!(
-            "<bar:RegDword Key=\"HKEY_LOCAL_MACHINE\" Subkey=\"SOFTWARE\\Microsoft\\Updates\\{id}\" Value=\"V{k}\" Comparison=\"EqualTo\" Data=\"{}\" />",
-            (i * 31 + k) % 97
-        ));
-    }
-    let xml = format!(
-        "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\" \
-         xmlns:bar=\"http://schemas.microsoft.com/msus/2002/12/BaseApplicabilityRules\">\
-         <upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"1\" />\
-         <upd:Properties UpdateType=\"Software\" PublicationState=\"Published\" CreationDate=\"2026-01-13T18:00:00Z\">\
-         <upd:KBArticleID>{}</upd:KBArticleID></upd:Properties>\
-         <upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language>\
-         <upd:Title>Generated update {i}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>\
-         <upd:Relationships><upd:Prerequisites><upd:AtLeastOne IsCategory=\"true\"><upd:UpdateIdentity UpdateID=\"{CLASSIFICATION}\" />\
-         </upd:AtLeastOne><upd:AtLeastOne IsCategory=\"true\"><upd:UpdateIdentity UpdateID=\"{PRODUCT}\" /></upd:AtLeastOne>\
-         </upd:Prerequisites></upd:Relationships>\
-         <upd:ApplicabilityRules><upd:IsInstalled>{rules}</upd:IsInstalled></upd:ApplicabilityRules>\
-         <upd:Files><upd:File Digest=\"{sha1}\" DigestAlgorithm=\"SHA1\" FileName=\"f_{id}.cab\" Size=\"{}\">\
-         <upd:AdditionalDigest Algorithm=\"SHA256\">{sha256}</upd:AdditionalDigest></upd:File></upd:Files></upd:Update>",
-        5_000_000 + i,
-        1_000_000 + i
-    );
-    (xml, sha1)
 }

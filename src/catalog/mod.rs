@@ -607,6 +607,12 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The change number of the last write: any approval, import or
+    /// policy change moves it (what caches of approvals are keyed on).
+    pub fn change_seq(&self) -> Result<u64, CatalogError> {
+        Ok(schema::change_seq(&self.reader())?)
+    }
+
     /// One update with its files.
     pub fn update(&self, id: &str) -> Result<UpdateDetail, CatalogError> {
         let id = id.to_ascii_lowercase();

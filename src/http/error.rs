@@ -15,6 +15,7 @@ use crate::store::StoreError;
 use crate::upkeep::cleanup::CleanupError;
 use crate::upkeep::scrub::ScrubError;
 use crate::wsus::client::outbox::OutboxError;
+use crate::wsus::client::self_update::SelfUpdateError;
 use crate::wsus::client::ClientError;
 use crate::wsus::sync::SyncError;
 
@@ -149,6 +150,17 @@ impl HttpStatus for SyncError {
             SyncError::Setup(_) | SyncError::Meta(_) | SyncError::Project(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+        }
+    }
+}
+
+impl HttpStatus for SelfUpdateError {
+    fn status(&self) -> StatusCode {
+        match self {
+            SelfUpdateError::NotFound => StatusCode::NOT_FOUND,
+            SelfUpdateError::Method => StatusCode::METHOD_NOT_ALLOWED,
+            SelfUpdateError::BadPath => StatusCode::BAD_REQUEST,
+            SelfUpdateError::TooLarge | SelfUpdateError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

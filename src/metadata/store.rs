@@ -377,6 +377,8 @@ pub struct ScanRevision {
     pub prerequisites: Vec<(u32, String)>,
     pub bundles: Vec<String>,
     pub supersedes: Vec<String>,
+    /// A driver's hardware ids, lowercase (empty for anything else).
+    pub hardware_ids: Vec<String>,
 }
 
 /// A file of a revision, with where the upstream keeps it.
@@ -427,6 +429,7 @@ impl MetaStore {
                     prerequisites: Vec::new(),
                     bundles: Vec::new(),
                     supersedes: Vec::new(),
+                    hardware_ids: Vec::new(),
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -447,6 +450,9 @@ impl MetaStore {
                     "bundles" => rev.bundles.push(target),
                     _ => rev.supersedes.push(target),
                 }
+            }
+            if rev.kind == Kind::Driver {
+                rev.hardware_ids = driver_hardware_ids(&db, rev.rid)?;
             }
         }
         Ok(out)
@@ -588,6 +594,19 @@ impl MetaStore {
         }
         Ok(out)
     }
+}
+
+/// The hardware ids a stored driver document names. They are read from
+/// the document (not kept in a table), so drivers synced before this was
+/// read get them too; a document that no longer parses has none.
+fn driver_hardware_ids(db: &Connection, rid: i64) -> Result<Vec<String>, MetaError> {
+    let z: Vec<u8> = db
+        .prepare_cached("SELECT doc FROM meta_revisions WHERE rid = ?1")?
+        .query_row([rid], |r| r.get(0))?;
+    let doc = inflate(&z).map_err(|e| MetaError::Document(rid.to_string(), e))?;
+    Ok(super::update_xml::parse(&doc, "en")
+        .map(|u| u.hardware_ids)
+        .unwrap_or_default())
 }
 
 /// Inserts one revision unless stored already.

@@ -18,6 +18,8 @@
 //!   <upd:Files><upd:File Digest="base64 SHA-1" DigestAlgorithm="SHA1" FileName= Size= Modified=>
 //!     <upd:AdditionalDigest Algorithm="SHA256">base64</…></upd:File></upd:Files>
 //!   <upd:HandlerSpecificData><cat:CategoryInformation CategoryType="Product|UpdateClassification|…"/>
+//!   (a driver: <upd:ApplicabilityRules><upd:Metadata>
+//!     <drv:WindowsDriverMetaData HardwareID= WhqlDriverID= Class= DriverVerDate= …/> per hardware id)
 //! </upd:Update>
 //! ```
 //!
@@ -34,6 +36,8 @@ use crate::digest::{Sha1Digest, Sha256Digest};
 pub const MAX_DOCUMENT: usize = 128 << 20;
 /// The deepest nesting accepted (applicability rules nest `And`/`Or`/`Not`).
 pub const MAX_DEPTH: usize = 256;
+/// Most hardware ids kept of one driver document (a real one lists tens).
+pub const MAX_HARDWARE_IDS: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UpdateXmlError {
@@ -128,6 +132,9 @@ pub struct UpdateInfo {
     pub bundled: Vec<(String, Option<u32>)>,
     pub superseded: Vec<String>,
     pub files: Vec<UpdateFile>,
+    /// A driver's hardware ids (`WindowsDriverMetaData/@HardwareID`),
+    /// lowercase: the devices it is for.
+    pub hardware_ids: Vec<String>,
 }
 
 /// Where in the document the reader is.
@@ -194,6 +201,7 @@ pub fn parse(doc: &[u8], language: &str) -> Result<UpdateInfo, UpdateXmlError> {
             bundled: Vec::new(),
             superseded: Vec::new(),
             files: Vec::new(),
+            hardware_ids: Vec::new(),
         },
         identity_seen: false,
     };
@@ -308,6 +316,11 @@ impl State<'_> {
                     attr(e, "Algorithm")?.is_some_and(|a| a.eq_ignore_ascii_case("SHA256"));
             }
             "CategoryInformation" => self.info.category_type = attr(e, "CategoryType")?,
+            "WindowsDriverMetaData" if self.info.hardware_ids.len() < MAX_HARDWARE_IDS => {
+                if let Some(id) = attr(e, "HardwareID")?.filter(|i| !i.trim().is_empty()) {
+                    self.info.hardware_ids.push(id.trim().to_ascii_lowercase());
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -496,6 +509,26 @@ mod tests {
         assert_eq!(u.kind, Kind::Category);
         assert_eq!(u.category_type.as_deref(), Some("UpdateClassification"));
         assert_eq!(u.id, "0fa1201d-4330-4fa8-8ae9-b877473b6441");
+    }
+
+    #[test]
+    fn reads_a_drivers_hardware_ids() {
+        let doc = r#"<upd:Update xmlns:upd="u" xmlns:drv="d"><upd:UpdateIdentity UpdateID="b2a1b2c3-0000-4000-8000-000000000001" RevisionNumber="101"/>
+          <upd:Properties UpdateType="Driver"/>
+          <upd:ApplicabilityRules><upd:Metadata>
+            <drv:WindowsDriverMetaData HardwareID="PCI\VEN_8086&amp;DEV_10D3" WhqlDriverID="1" Class="Net" DriverVerDate="2024-01-01" DriverVerVersion="12.19.1.37"/>
+            <drv:WindowsDriverMetaData HardwareID="PCI\VEN_8086&amp;DEV_10D4" Class="Net"><drv:TargetComputerHardwareId>{x}</drv:TargetComputerHardwareId></drv:WindowsDriverMetaData>
+          </upd:Metadata></upd:ApplicabilityRules></upd:Update>"#;
+        let u = parse(doc.as_bytes(), "en").unwrap();
+        assert_eq!(u.kind, Kind::Driver);
+        assert_eq!(
+            u.hardware_ids,
+            ["pci\\ven_8086&dev_10d3", "pci\\ven_8086&dev_10d4"]
+        );
+        assert!(parse(LEAF.as_bytes(), "en")
+            .unwrap()
+            .hardware_ids
+            .is_empty());
     }
 
     #[test]

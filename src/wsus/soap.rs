@@ -535,6 +535,14 @@ impl Xml {
         self.close(name)
     }
 
+    /// `<name>escaped</name>`: `escaped` is text escaped already (kept
+    /// so by a cache, so a large fragment is not escaped on every answer).
+    pub fn leaf_escaped(&mut self, name: &str, escaped: &str) -> &mut Self {
+        self.open(name, "");
+        self.0.push_str(escaped);
+        self.close(name)
+    }
+
     pub fn finish(self) -> String {
         self.0
     }

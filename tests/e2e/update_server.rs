@@ -71,9 +71,42 @@ struct Offer {
     call: usize,
 }
 
+/// Where a client talks: a listener's base URL and an HTTP client for it.
+#[derive(Clone)]
+struct Endpoint {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Endpoint {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// What can be reached: the harness's plain HTTP listener, or an endpoint.
+trait Reach {
+    fn endpoint(&self) -> Endpoint;
+}
+
+impl Reach for Harness {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            http: self.http.clone(),
+            base: self.url(""),
+        }
+    }
+}
+
+impl Reach for Endpoint {
+    fn endpoint(&self) -> Endpoint {
+        self.clone()
+    }
+}
+
 /// A Windows client: its cookie, and what it has cached and installed.
-struct Client<'h> {
-    h: &'h Harness,
+struct Client {
+    to: Endpoint,
     cookie: String,
     /// Update ids this machine has (categories, detectoids, the servicing stack).
     machine: HashSet<String>,
@@ -82,10 +115,11 @@ struct Client<'h> {
 }
 
 /// A SOAP call's status and body.
-async fn soap(h: &Harness, path: &str, action: &str, body: String) -> (u16, String) {
-    let r = h
+async fn soap(to: &impl Reach, path: &str, action: &str, body: String) -> (u16, String) {
+    let to = to.endpoint();
+    let r = to
         .http
-        .post(h.url(path))
+        .post(to.url(path))
         .header("Content-Type", "text/xml; charset=utf-8")
         .header("SOAPAction", format!("\"{action}\""))
         .header(
@@ -99,7 +133,7 @@ async fn soap(h: &Harness, path: &str, action: &str, body: String) -> (u16, Stri
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
-async fn client_call(h: &Harness, op: &str, inner: &str) -> (u16, String) {
+async fn client_call(h: &impl Reach, op: &str, inner: &str) -> (u16, String) {
     soap(
         h,
         "/ClientWebService/client.asmx",
@@ -113,9 +147,9 @@ fn cookie_xml(name: &str, data: &str) -> String {
     format!("<{name}><Expiration>2026-10-04T16:03:35Z</Expiration><EncryptedData>{data}</EncryptedData></{name}>")
 }
 
-impl<'h> Client<'h> {
+impl Client {
     /// GetConfig → GetAuthorizationCookie → GetCookie, as a client starts.
-    async fn start(h: &'h Harness, group: &str) -> Client<'h> {
+    async fn start(h: &impl Reach, group: &str) -> Client {
         let (status, config) =
             client_call(h, "GetConfig", "<protocolVersion>2.90</protocolVersion>").await;
         assert_eq!(status, 200, "{config}");
@@ -128,7 +162,7 @@ impl<'h> Client<'h> {
         let auth = authorization_cookie(h, service, group).await;
         let cookie = client_cookie(h, &auth).await;
         Client {
-            h,
+            to: h.endpoint(),
             cookie,
             machine: HashSet::new(),
             installed_non_leaf: Vec::new(),
@@ -137,9 +171,9 @@ impl<'h> Client<'h> {
     }
 
     /// A client that kept its cookie (across a server restart).
-    fn resume(h: &'h Harness, cookie: &str) -> Client<'h> {
+    fn resume(h: &impl Reach, cookie: &str) -> Client {
         Client {
-            h,
+            to: h.endpoint(),
             cookie: cookie.to_owned(),
             machine: HashSet::new(),
             installed_non_leaf: Vec::new(),
@@ -149,7 +183,7 @@ impl<'h> Client<'h> {
 
     async fn call(&self, op: &str, inner: &str) -> (u16, String) {
         let cookie = cookie_xml("cookie", &self.cookie);
-        client_call(self.h, op, &format!("{cookie}{inner}")).await
+        client_call(&self.to, op, &format!("{cookie}{inner}")).await
     }
 
     async fn register(&self) {
@@ -191,8 +225,14 @@ impl<'h> Client<'h> {
         p += "<NeedTwoGroupOutOfScopeUpdates>true</NeedTwoGroupOutOfScopeUpdates>\
               <AlsoPerformRegularSync>false</AlsoPerformRegularSync><ComputerSpec/>";
         if driver_pass {
-            p += "<SystemSpec><Devices><Device><HardwareIDs><HardwareID>PCI\\VEN_8086&amp;DEV_10D3</HardwareID>\
-                  </HardwareIDs></Device></Devices></SystemSpec>";
+            // As a Windows 11 client sends it: per device its hardware and
+            // compatible ids (`ArrayOfString`) and its installed driver.
+            p += "<SystemSpec><Device><HardwareIDs><string>PCI\\VEN_8086&amp;DEV_10D3&amp;SUBSYS_11001AF4&amp;REV_00</string>\
+                  <string>PCI\\VEN_8086&amp;DEV_10D3&amp;SUBSYS_11001AF4</string><string>PCI\\VEN_8086&amp;DEV_10D3</string></HardwareIDs>\
+                  <CompatibleIDs><string>PCI\\VEN_8086&amp;CC_020000</string><string>PCI\\VEN_8086&amp;CC_0200</string></CompatibleIDs>\
+                  <installedDriver><MatchingID>PCI\\VEN_8086&amp;DEV_10D3</MatchingID><DriverVerDate>2006-06-21T00:00:00Z</DriverVerDate>\
+                  <DriverVerVersion>2814751477604196</DriverVerVersion><Class>Net</Class><DriverRank>16719873</DriverRank></installedDriver></Device>\
+                  <Device><HardwareIDs><string>ROOT\\BasicDisplay</string></HardwareIDs></Device></SystemSpec>";
         }
         p += "<ProductsParameters><SyncCurrentVersionOnly>false</SyncCurrentVersionOnly>\
               <DeviceAttributes>App=WU_OS;OSVersion=10.0.26200.8037;</DeviceAttributes><Products/></ProductsParameters></parameters>";
@@ -262,7 +302,7 @@ fn parse_offer(info: &str, call: usize) -> Offer {
     }
 }
 
-async fn authorization_cookie(h: &Harness, service: &str, group: &str) -> String {
+async fn authorization_cookie(h: &impl Reach, service: &str, group: &str) -> String {
     let (status, body) = soap(
         h,
         service,
@@ -278,7 +318,7 @@ async fn authorization_cookie(h: &Harness, service: &str, group: &str) -> String
     between(&body, "CookieData").unwrap().to_owned()
 }
 
-async fn client_cookie(h: &Harness, auth: &str) -> String {
+async fn client_cookie(h: &impl Reach, auth: &str) -> String {
     let (status, body) = client_call(
         h,
         "GetCookie",
@@ -347,10 +387,37 @@ fn location_of(body: &str, sha1: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
     let h = Harness::with(|c| c.update_server.wusp_page_size = 2).await;
-    let fake = synced(&h).await;
+    the_whole_sequence(&h, &h.endpoint()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_sequence_runs_over_the_https_listener() {
+    let certs = tempfile::tempdir().unwrap();
+    let pki = private_ca(certs.path(), "corp");
+    let files = pki.files.clone();
+    let h = Harness::with(|c| {
+        c.update_server.wusp_page_size = 2;
+        c.content.set_https("127.0.0.1:0".parse().unwrap(), files);
+    })
+    .await;
+    let tls = h.running().content_tls_addr.expect("an HTTPS listener");
+    // The name the certificate carries, as a client's WUServer would.
+    let to = Endpoint {
+        http: trusting(&pki.ca),
+        base: format!("https://localhost:{}", tls.port()),
+    };
+    the_whole_sequence(&h, &to).await;
+}
+
+/// GetConfig → GetAuthorizationCookie → GetCookie → RegisterComputer →
+/// StartCategoryScan → SyncUpdates pages → the driver pass →
+/// GetExtendedUpdateInfo → the download → ReportEventBatch, against `to`
+/// (the plain or the HTTPS listener of `h`).
+async fn the_whole_sequence(h: &Harness, to: &Endpoint) {
+    let fake = synced(h).await;
     h.set_state(OLD, "decline").await;
 
-    let mut pc = Client::start(&h, "Pilot").await;
+    let mut pc = Client::start(to, "Pilot").await;
     pc.machine = machine();
     pc.register().await;
     let (status, body) = pc
@@ -389,8 +456,8 @@ async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
     // and never fetched upstream.
     let ext = pc.extended(&[seen[LEAF].rid]).await;
     let url = location_of(&ext, &fake.file.sha1.0);
-    assert!(url.starts_with(&h.url("/Content/")), "{url}");
-    let r = h.http.get(&url).send().await.unwrap();
+    assert!(url.starts_with(&to.url("/Content/")), "{url}");
+    let r = to.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(h.upstream.requests(&fake.file.path), 0);
 
@@ -404,7 +471,7 @@ async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
         actions.contains(&"Install") && actions.contains(&"Bundle"),
         "{body}"
     );
-    let mut fresh = Client::start(&h, "Pilot").await;
+    let mut fresh = Client::start(to, "Pilot").await;
     fresh.machine = machine();
     let offers = fresh.scan().await;
     let seen = by_id(&offers);
@@ -437,7 +504,7 @@ async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
         "{ext}"
     );
     let url = location_of(&ext, &fake.file.sha1.0);
-    let r = h.http.get(&url).send().await.unwrap();
+    let r = to.http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let bytes = r.bytes().await.unwrap();
     assert_eq!(sha1::Sha1::digest(&bytes).as_slice(), fake.file.sha1.0);
@@ -471,7 +538,7 @@ async fn a_windows_client_scans_downloads_and_reports_through_upcache() {
         )
     };
     let (status, body) = soap(
-        &h,
+        to,
         "/ReportingWebService/ReportingWebService.asmx",
         &format!("{REPORTING_NS}/ReportEventBatch"),
         envelope(&format!(
@@ -570,13 +637,25 @@ async fn an_empty_server_answers_an_empty_scan_and_bad_calls_get_faults() {
     assert!(pc.scan().await.is_empty(), "no documents: an empty set");
 
     // An unknown operation: the spec's fault, not a 404 or a 500 page.
-    let (status, body) = pc.call("SyncPrinterCatalog", "").await;
+    let (status, body) = pc.call("NoSuchOperation", "").await;
     assert_eq!(status, 500);
     assert_eq!(
         between(&body, "ErrorCode"),
         Some("InvalidParameters"),
         "{body}"
     );
+    // SyncPrinterCatalog (3.1.5.12) is an operation: no printer catalog
+    // here, so an empty set and a fresh cookie.
+    let (status, body) = pc
+        .call(
+            "SyncPrinterCatalog",
+            "<installedNonLeafUpdateIDs/><printerUpdateIDs/><deviceAttributes>App=WU_OS</deviceAttributes>",
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(between(&body, "NewUpdates"), Some(""), "{body}");
+    assert_eq!(between(&body, "Truncated"), Some("false"), "{body}");
+    assert!(between(&body, "NewCookie").is_some(), "{body}");
     // Malformed envelopes, a DTD, an oversized body.
     let (status, body) = soap(&h, "/ClientWebService/client.asmx", "x", "<a>".into()).await;
     assert_eq!(
@@ -608,4 +687,207 @@ async fn an_empty_server_answers_an_empty_scan_and_bad_calls_get_faults() {
     }
     // The content listener is unchanged beside it.
     assert_eq!(h.get("/healthz").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_update_directory_serves_the_files_put_there_and_nothing_else() {
+    let h = Harness::new().await;
+    // Before anything is put there: the directory exists, its files do not.
+    assert_eq!(h.get("/selfupdate/wuident.cab").await.status(), 404);
+    let root = h.dir.path().join("selfupdate");
+    std::fs::create_dir_all(root.join("WSUS3").join("x64")).unwrap();
+    let ident = b"MSCF\0\0\0\0 a signed wuident.cab".to_vec();
+    std::fs::write(root.join("wuident.cab"), &ident).unwrap();
+    std::fs::write(
+        root.join("WSUS3/x64/WUClient-SelfUpdate-Core.cab"),
+        b"MSCF core",
+    )
+    .unwrap();
+
+    // As Windows Update Agent asks: any case, a cache-busting query.
+    for path in [
+        "/selfupdate/wuident.cab?0805191547",
+        "/SelfUpdate/WUIDENT.CAB",
+        "/SELFUPDATE/wuident.cab",
+    ] {
+        let r = h.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/vnd.ms-cab-compressed"
+        );
+        assert_eq!(
+            r.bytes().await.unwrap().as_ref(),
+            ident.as_slice(),
+            "{path}"
+        );
+    }
+    let r = h
+        .get("/selfupdate/wsus3/X64/wuclient-selfupdate-core.cab")
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"MSCF core");
+    let head = h
+        .http
+        .head(h.url("/selfupdate/wuident.cab"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()["content-length"],
+        ident.len().to_string().as_str()
+    );
+
+    // Nothing else: missing names, the directory itself, other methods,
+    // and no way out of the folder (the data directory's files stay there).
+    assert_eq!(h.get("/selfupdate/missing.cab").await.status(), 404);
+    assert_eq!(h.get("/selfupdate/").await.status(), 404);
+    let post = h
+        .http
+        .post(h.url("/selfupdate/wuident.cab"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    assert_eq!(h.raw_status("/selfupdate/../catalog.sqlite3").await, 400);
+    assert_eq!(
+        h.raw_status("/selfupdate/%2e%2e/catalog.sqlite3").await,
+        400
+    );
+    assert_eq!(h.raw_status("/SelfUpdate/../../etc/passwd").await, 400);
+    // The content paths beside it are unchanged.
+    assert_eq!(h.get("/healthz").await.status(), 200);
+}
+
+/// A driver update as [MS-WUSP] 2.2 describes one: `UpdateType="Driver"`,
+/// in the synced product and classification, and per hardware id a
+/// `WindowsDriverMetaData` in its applicability metadata.
+fn driver(id: &str, title: &str, hardware_ids: &[&str]) -> Doc {
+    let metadata: String = hardware_ids
+        .iter()
+        .map(|hw| {
+            format!(
+                "<drv:WindowsDriverMetaData HardwareID=\"{}\" WhqlDriverID=\"1337\" Manufacturer=\"Intel\" \
+                 Company=\"Intel\" Provider=\"Intel\" DriverVerDate=\"2025-03-01\" DriverVerVersion=\"12.19.2.62\" \
+                 Class=\"Net\" />",
+                hw.replace('&', "&amp;")
+            )
+        })
+        .collect();
+    let xml = format!(
+        "<upd:Update xmlns:upd=\"http://schemas.microsoft.com/msus/2002/12/Update\" \
+         xmlns:drv=\"http://schemas.microsoft.com/msus/2002/12/UpdateHandlers/WindowsDriver\">\
+         <upd:UpdateIdentity UpdateID=\"{id}\" RevisionNumber=\"101\" />\
+         <upd:Properties UpdateType=\"Driver\" DefaultPropertiesLanguage=\"en\" PublicationState=\"Published\" \
+         CreationDate=\"2026-10-04T12:00:58.381Z\" />\
+         <upd:LocalizedPropertiesCollection><upd:LocalizedProperties><upd:Language>en</upd:Language>\
+         <upd:Title>{title}</upd:Title></upd:LocalizedProperties></upd:LocalizedPropertiesCollection>\
+         <upd:Relationships><upd:Prerequisites>\
+         <upd:AtLeastOne IsCategory=\"true\"><upd:UpdateIdentity UpdateID=\"{CLASSIFICATION}\" /></upd:AtLeastOne>\
+         <upd:AtLeastOne IsCategory=\"true\"><upd:UpdateIdentity UpdateID=\"{PRODUCT}\" /></upd:AtLeastOne>\
+         </upd:Prerequisites></upd:Relationships>\
+         <upd:ApplicabilityRules><upd:Metadata>{metadata}</upd:Metadata></upd:ApplicabilityRules>\
+         <upd:HandlerSpecificData xsi:type=\"drv:WindowsDriver\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\
+         <drv:WindowsDriver /></upd:HandlerSpecificData></upd:Update>"
+    );
+    Doc {
+        id: id.into(),
+        rev: 101,
+        xml,
+        config: false,
+        compressed: true,
+        since: 0,
+    }
+}
+
+const NIC: &str = "d0000000-0000-4000-8000-00000000000a";
+const NIC_OTHER: &str = "d0000000-0000-4000-8000-00000000000b";
+const GPU: &str = "d0000000-0000-4000-8000-00000000000c";
+const BY_CLASS: &str = "d0000000-0000-4000-8000-00000000000d";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_pass_offers_approved_drivers_for_the_computers_devices() {
+    let h = Harness::new().await;
+    let fake = synced(&h).await;
+    // Drivers for this computer's network card (by hardware id, and one
+    // more by compatible id), and one for a device it does not have.
+    fake.publish(driver(
+        NIC,
+        "Intel Ethernet driver",
+        &["PCI\\VEN_8086&DEV_10D3"],
+    ));
+    fake.publish(driver(
+        NIC_OTHER,
+        "Intel Ethernet driver (beta)",
+        &["PCI\\VEN_8086&DEV_10D3"],
+    ));
+    fake.publish(driver(
+        GPU,
+        "NVIDIA display driver",
+        &["PCI\\VEN_10DE&DEV_2204"],
+    ));
+    fake.publish(driver(
+        BY_CLASS,
+        "Intel network class driver",
+        &["pci\\ven_8086&cc_0200"],
+    ));
+    let report = sync_now(&h, &fake.url).await;
+    assert_eq!(report["revisions_new"], 4, "{report}");
+
+    let mut pc = Client::start(&h, "").await;
+    pc.machine = machine();
+    let offers = pc.scan().await;
+    let seen = by_id(&offers);
+    for d in [NIC, NIC_OTHER, GPU, BY_CLASS] {
+        assert!(!seen.contains_key(d), "the software pass offers no driver");
+    }
+    // Nothing approved: nothing for the driver pass, and the client is
+    // told so on its software pages.
+    let body = pc.sync_once(false).await.unwrap();
+    assert_eq!(
+        between(&body, "DriverSyncNotNeeded"),
+        Some("true"),
+        "{body}"
+    );
+    let body = pc.sync_once(true).await.unwrap();
+    assert!(all_between(&body, "UpdateInfo").is_empty(), "{body}");
+
+    for d in [NIC, GPU, BY_CLASS] {
+        h.set_state(d, "approve").await;
+    }
+    let body = pc.sync_once(false).await.unwrap();
+    assert_eq!(
+        between(&body, "DriverSyncNotNeeded"),
+        Some("false"),
+        "{body}"
+    );
+    let body = pc.sync_once(true).await.unwrap();
+    let new = between(&body, "NewUpdates").unwrap_or_default();
+    let drivers: Vec<Offer> = all_between(new, "UpdateInfo")
+        .iter()
+        .map(|i| parse_offer(i, 1))
+        .collect();
+    let ids: HashSet<&str> = drivers.iter().map(|o| o.update_id.as_str()).collect();
+    assert_eq!(ids, HashSet::from([NIC, BY_CLASS]), "{drivers:#?}");
+    assert!(
+        drivers.iter().all(|o| o.action == "Install"),
+        "{drivers:#?}"
+    );
+    // Its extended fragment carries the driver's metadata to the client.
+    let ext = pc
+        .extended(&drivers.iter().map(|o| o.rid).collect::<Vec<_>>())
+        .await;
+    assert!(
+        unescape(&ext).contains("<Title>Intel Ethernet driver</Title>"),
+        "{ext}"
+    );
+
+    // Cached, it is not offered again.
+    pc.other_cached.extend(drivers.iter().map(|o| o.rid));
+    let body = pc.sync_once(true).await.unwrap();
+    let new = between(&body, "NewUpdates").unwrap_or_default();
+    assert!(all_between(new, "UpdateInfo").is_empty(), "{body}");
 }

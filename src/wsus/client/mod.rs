@@ -8,6 +8,7 @@
 //!   fragments of a stored update document);
 //! - `reporting`: `/ReportingWebService/ReportingWebService.asmx` (and
 //!   `WebService.asmx`);
+//! - `self_update`: the self-update content directory, `/SelfUpdate/...`;
 //! - `cookie`: the cookies; `intake`: where every report enters
 //!   (`outbox`: on a follower, kept until the primary has it); `requests`:
 //!   the typed reading of every request body; `wsdl`. Computers, their
@@ -17,18 +18,21 @@
 //! a SOAP fault through [`SoapFault`], never a 404 or a 500 page.
 
 pub mod cookie;
+mod fragment_cache;
 pub mod fragments;
 mod intake;
 pub mod outbox;
 mod reporting;
 pub mod requests;
 pub mod scan;
+pub mod self_update;
 mod simple_auth;
 mod web_service;
 mod wsdl;
 
 pub use web_service::content_url;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -163,9 +167,34 @@ pub struct ClientServices {
     /// of each follower's (a primary's).
     pub outbox: Arc<Outbox>,
     pub(crate) settings: ClientSettings,
+    /// `DATA/selfupdate`: the files of the self-update directory.
+    self_update_dir: std::path::PathBuf,
     /// The scan index, rebuilt when the store holds a newer revision.
     index: Mutex<Option<Arc<scan::ScanIndex>>>,
+    /// The approvals of the index's updates, read again when the catalog
+    /// or the index changed (not once per call: a scan storm reads them
+    /// hundreds of times a second).
+    approvals: Mutex<Option<Approvals>>,
+    /// Fragments split from stored documents, escaped for the SOAP body.
+    pub(crate) fragments: fragment_cache::FragmentCache,
 }
+
+/// What a computer's groups make of the catalog's approvals: the state of
+/// each update for it, and its deadlines.
+pub(crate) type Approved = (
+    HashMap<String, crate::catalog::UpdateState>,
+    web_service::Deadlines,
+);
+
+/// Approvals as of a catalog change number and an index, per group set.
+struct Approvals {
+    seq: u64,
+    last_rid: i64,
+    by_groups: HashMap<Vec<i64>, Arc<Approved>>,
+}
+
+/// Group sets kept per catalog change (computers share a few).
+const MAX_GROUP_SETS: usize = 1024;
 
 /// Which service a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +202,8 @@ pub enum Service {
     Client,
     SimpleAuth,
     Reporting,
+    /// The self-update content directory: files, not SOAP.
+    SelfUpdate,
 }
 
 /// The service at `path`, if it is one of ours.
@@ -186,6 +217,8 @@ pub fn service_of(path: &str) -> Option<Service> {
         Some(Service::SimpleAuth)
     } else if REPORTING_PATHS.iter().any(|r| is(r)) {
         Some(Service::Reporting)
+    } else if self_update::is_self_update(path) {
+        Some(Service::SelfUpdate)
     } else {
         None
     }
@@ -208,7 +241,10 @@ impl ClientServices {
             fleet,
             outbox: Arc::new(outbox),
             settings,
+            self_update_dir: data_dir.join(self_update::FOLDER),
             index: Mutex::new(None),
+            approvals: Mutex::new(None),
+            fragments: fragment_cache::FragmentCache::new(fragment_cache::CAPACITY),
         })
     }
 
@@ -239,6 +275,8 @@ impl ClientServices {
                 Service::Client => web_service::call(self, &op, call),
                 Service::SimpleAuth => simple_auth::call(self, &op),
                 Service::Reporting => reporting::call(self, &op),
+                // Files, answered by `self_update_file`, never a SOAP call.
+                Service::SelfUpdate => Err(ClientError::UnknownOperation(op.name.clone())),
             });
         match result {
             Ok(inner) => xml(StatusCode::OK, soap::envelope(&inner)),
@@ -256,6 +294,15 @@ impl ClientServices {
                 xml(StatusCode::INTERNAL_SERVER_ERROR, e.fault().to_envelope())
             }
         }
+    }
+
+    /// A file of the self-update directory. Blocking (it reads the file).
+    pub fn self_update_file(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<self_update::SelfUpdateFile, self_update::SelfUpdateError> {
+        self_update::read(&self.self_update_dir, method, path)
     }
 
     /// The answer to a body over the bound.
@@ -283,6 +330,41 @@ impl ClientServices {
         let index = Arc::new(scan::ScanIndex::new(self.meta.scan_index()?, last));
         *held = Some(index.clone());
         Ok(index)
+    }
+
+    /// The approvals a computer in `groups` is offered under, from
+    /// `read` (see `web_service`), read again only when the catalog (any
+    /// approval, group or import moves its change number) or the index
+    /// changed.
+    pub(crate) fn approvals(
+        &self,
+        index: &scan::ScanIndex,
+        groups: &[i64],
+        read: impl FnOnce() -> Result<Approved, ClientError>,
+    ) -> Result<Arc<Approved>, ClientError> {
+        let seq = self.catalog.change_seq()?;
+        let mut held = self.approvals.lock().unwrap_or_else(|p| p.into_inner());
+        let current = held
+            .as_ref()
+            .is_some_and(|a| a.seq == seq && a.last_rid == index.last_rid);
+        if !current
+            || held
+                .as_ref()
+                .is_some_and(|a| a.by_groups.len() >= MAX_GROUP_SETS)
+        {
+            *held = Some(Approvals {
+                seq,
+                last_rid: index.last_rid,
+                by_groups: HashMap::new(),
+            });
+        }
+        let cache = held.as_mut().expect("set above");
+        if let Some(a) = cache.by_groups.get(groups) {
+            return Ok(a.clone());
+        }
+        let a = Arc::new(read()?);
+        cache.by_groups.insert(groups.to_vec(), a.clone());
+        Ok(a)
     }
 
     /// A client cookie for `claims`, valid for the configured lifetime.
@@ -343,6 +425,10 @@ mod tests {
             Some(Service::Reporting)
         );
         assert_eq!(service_of("/Content/AB/x.cab"), None);
+        assert_eq!(
+            service_of("/selfupdate/wuident.cab"),
+            Some(Service::SelfUpdate)
+        );
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub struct SyncParameters {
     pub other_cached: Vec<i64>,
     /// The driver pass.
     pub skip_software: bool,
-    /// Hardware ids of `SystemSpec` (the driver pass), lowercase.
+    /// Hardware and compatible ids of `SystemSpec`'s devices (the driver
+    /// pass), lowercase.
     pub hardware_ids: Vec<String>,
 }
 
@@ -147,16 +148,29 @@ pub fn sync_parameters(op: &Element) -> Result<SyncParameters, ClientError> {
     })
 }
 
-/// Every `HardwareID` text under a `SystemSpec`, bounded.
+/// Every device id under a `SystemSpec`, bounded: each `Device`'s
+/// `HardwareIDs` and `CompatibleIDs` are arrays of `string` (the WSDL's
+/// `ArrayOfString`, as a Windows 11 client sends them); a bare `HardwareID`
+/// element is read too.
 fn collect_hardware_ids(e: &Element, out: &mut Vec<String>) {
     for c in &e.children {
         if out.len() >= MAX_IDS {
             return;
         }
-        if c.name == "HardwareID" || c.name == "HardwareIDs" && c.children.is_empty() {
-            out.push(c.text.trim().to_ascii_lowercase());
-        } else {
-            collect_hardware_ids(c, out);
+        match c.name.as_str() {
+            "HardwareIDs" | "CompatibleIDs" if !c.children.is_empty() => {
+                let ids =
+                    (c.children.iter()).filter(|s| s.name == "string" || s.name == "HardwareID");
+                for id in ids.take(MAX_IDS - out.len()) {
+                    out.push(id.text.trim().to_ascii_lowercase());
+                }
+            }
+            "HardwareID" | "HardwareIDs" | "CompatibleIDs" => {
+                out.push(c.text.trim().to_ascii_lowercase())
+            }
+            // What a device's installed driver matched: not one of its ids.
+            "installedDriver" | "extensionDrivers" => {}
+            _ => collect_hardware_ids(c, out),
         }
     }
 }
@@ -321,13 +335,30 @@ mod tests {
     }
 
     #[test]
-    fn the_driver_pass_carries_hardware_ids() {
-        let o = op("<SyncUpdates><parameters><SkipSoftwareSync>true</SkipSoftwareSync><SystemSpec><Devices><Device>\
-                    <HardwareIDs><HardwareID>PCI\\VEN_8086&amp;DEV_10D3</HardwareID></HardwareIDs></Device></Devices></SystemSpec>\
+    fn the_driver_pass_carries_hardware_and_compatible_ids() {
+        // As a Windows 11 client sends them: SystemSpec > Device >
+        // HardwareIDs/CompatibleIDs > string, beside the installed driver.
+        let o = op("<SyncUpdates><parameters><SkipSoftwareSync>true</SkipSoftwareSync><SystemSpec><Device>\
+                    <HardwareIDs><string>PCI\\VEN_8086&amp;DEV_10D3&amp;SUBSYS_11001AF4</string><string>PCI\\VEN_8086&amp;DEV_10D3</string></HardwareIDs>\
+                    <CompatibleIDs><string>PCI\\VEN_8086&amp;CC_0200</string></CompatibleIDs>\
+                    <installedDriver><MatchingID>PCI\\VEN_8086&amp;DEV_10D3</MatchingID><DriverVerDate>2006-06-21T00:00:00Z</DriverVerDate></installedDriver>\
+                    </Device><Device><HardwareIDs><string>ROOT\\BasicDisplay</string></HardwareIDs></Device></SystemSpec>\
                     </parameters></SyncUpdates>");
         let p = sync_parameters(&o).unwrap();
         assert!(p.skip_software);
-        assert_eq!(p.hardware_ids, ["pci\\ven_8086&dev_10d3"]);
+        assert_eq!(
+            p.hardware_ids,
+            [
+                "pci\\ven_8086&dev_10d3&subsys_11001af4",
+                "pci\\ven_8086&dev_10d3",
+                "pci\\ven_8086&cc_0200",
+                "root\\basicdisplay"
+            ]
+        );
+        // The older shape, a HardwareID element per id.
+        let o = op("<SyncUpdates><parameters><SystemSpec><Devices><Device><HardwareIDs>\
+                    <HardwareID>PCI\\VEN_1</HardwareID></HardwareIDs></Device></Devices></SystemSpec></parameters></SyncUpdates>");
+        assert_eq!(sync_parameters(&o).unwrap().hardware_ids, ["pci\\ven_1"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! What `SyncUpdates` answers ([MS-WUSP] 3.1.4.6): the revisions whose
+//! What `SyncUpdates` answers ([MS-WUSP] 3.1.5.7, the message in
+//! 2.2.2.2.4): the revisions whose
 //! prerequisites the client has reported installed, not already in its
 //! cache, each with a deployment; the non-leaf ones (categories,
 //! detectoids, anything another update requires) before any leaf, so the
@@ -14,20 +15,29 @@ use crate::catalog::UpdateState;
 use crate::metadata::store::ScanRevision;
 use crate::metadata::Kind;
 
-/// The revisions the store holds, indexed for scans.
+/// The revisions the store holds, indexed for scans: built once per new
+/// revision in the store, read by every `SyncUpdates`. A call walks every
+/// revision, so the walk touches only positions and flags: prerequisites
+/// are positions in `revisions`, the client's lists become flags.
 pub struct ScanIndex {
     /// The store's largest `rid` when built (newer: rebuild).
     pub last_rid: i64,
     revisions: Vec<ScanRevision>,
     by_rid: HashMap<i64, usize>,
     by_id: HashMap<String, usize>,
-    /// Update ids some revision requires (they are not leaves).
-    required: HashSet<String>,
+    /// Per revision, its prerequisites as (group, position of the required
+    /// update), sorted by group; `NONE` when the store lacks the update.
+    prerequisites: Vec<Vec<(u32, u32)>>,
+    /// Per revision: whether some revision requires it (not a leaf).
+    required: Vec<bool>,
     /// Leaf id → the bundles that carry it.
     bundled_by: HashMap<String, Vec<String>>,
 }
 
-/// The deployment action of [MS-WUSP] 2.2.2.2.5 (`Deployment/Action`).
+/// A prerequisite the store does not hold: never installed.
+const NONE: u32 = u32::MAX;
+
+/// The deployment action of [MS-WUSP] 2.2.2.2.4 (`UpdateInfo/Deployment/Action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Install,
@@ -59,6 +69,9 @@ pub struct Ask<'a> {
     pub other_cached: &'a [i64],
     /// The driver pass: drivers only (else: everything but drivers).
     pub drivers: bool,
+    /// The driver pass's `SystemSpec`: the hardware and compatible ids of
+    /// the computer's devices, lowercase.
+    pub hardware_ids: &'a [String],
     pub page: usize,
 }
 
@@ -76,12 +89,10 @@ impl ScanIndex {
     pub fn new(revisions: Vec<ScanRevision>, last_rid: i64) -> ScanIndex {
         let mut by_rid = HashMap::with_capacity(revisions.len());
         let mut by_id = HashMap::with_capacity(revisions.len());
-        let mut required = HashSet::new();
         let mut bundled_by: HashMap<String, Vec<String>> = HashMap::new();
         for (i, r) in revisions.iter().enumerate() {
             by_rid.insert(r.rid, i);
             by_id.insert(r.update_id.clone(), i);
-            required.extend(r.prerequisites.iter().map(|(_, id)| id.clone()));
             for leaf in &r.bundles {
                 bundled_by
                     .entry(leaf.clone())
@@ -89,11 +100,31 @@ impl ScanIndex {
                     .push(r.update_id.clone());
             }
         }
+        let mut required = vec![false; revisions.len()];
+        let prerequisites = revisions
+            .iter()
+            .map(|r| {
+                let mut p: Vec<(u32, u32)> = r
+                    .prerequisites
+                    .iter()
+                    .map(|(group, id)| match by_id.get(id) {
+                        Some(&at) => {
+                            required[at] = true;
+                            (*group, at as u32)
+                        }
+                        None => (*group, NONE),
+                    })
+                    .collect();
+                p.sort_unstable();
+                p
+            })
+            .collect();
         ScanIndex {
             last_rid,
             revisions,
             by_rid,
             by_id,
+            prerequisites,
             required,
             bundled_by,
         }
@@ -111,12 +142,18 @@ impl ScanIndex {
         self.revisions.iter()
     }
 
-    pub fn has_drivers(&self) -> bool {
-        self.revisions.iter().any(|r| r.kind == Kind::Driver)
+    /// Whether any driver is approved: without one, the client's driver
+    /// pass has nothing to find (`DriverSyncNotNeeded`).
+    pub fn has_approved_drivers(&self, states: &HashMap<String, UpdateState>) -> bool {
+        self.revisions
+            .iter()
+            .any(|r| r.kind == Kind::Driver && self.action(r, states) == Some(Action::Install))
     }
 
     pub fn is_leaf(&self, r: &ScanRevision) -> bool {
-        !self.required.contains(&r.update_id)
+        self.by_id
+            .get(&r.update_id)
+            .is_none_or(|&at| !self.required[at])
     }
 
     /// The updates (software and drivers, bundles not their leaves) whose
@@ -172,37 +209,47 @@ impl ScanIndex {
         ask: &Ask<'_>,
         states: &HashMap<String, UpdateState>,
     ) -> Answer<'a> {
-        let installed: HashSet<&str> = ask
-            .installed_non_leaf
-            .iter()
-            .filter_map(|rid| self.by_rid(*rid))
-            .map(|r| r.update_id.as_str())
-            .collect();
-        let cached: HashSet<i64> = ask
-            .installed_non_leaf
-            .iter()
-            .chain(ask.other_cached)
-            .copied()
-            .collect();
+        let n = self.revisions.len();
+        // The client's lists as flags by position; cached ids this store
+        // does not hold are out of scope.
+        let mut installed = vec![false; n];
+        let mut cached = vec![false; n];
+        let mut out_of_scope = Vec::new();
+        for &rid in ask.installed_non_leaf {
+            match self.by_rid.get(&rid) {
+                Some(&at) => (installed[at], cached[at]) = (true, true),
+                None => out_of_scope.push(rid),
+            }
+        }
+        for &rid in ask.other_cached {
+            match self.by_rid.get(&rid) {
+                Some(&at) => cached[at] = true,
+                None => out_of_scope.push(rid),
+            }
+        }
+        let devices: HashSet<&str> = ask.hardware_ids.iter().map(String::as_str).collect();
         let mut non_leaf = Vec::new();
         let mut leaf = Vec::new();
-        for r in &self.revisions {
-            if cached.contains(&r.rid) || (r.kind == Kind::Driver) != ask.drivers {
+        for (at, r) in self.revisions.iter().enumerate() {
+            if cached[at] || (r.kind == Kind::Driver) != ask.drivers {
                 continue;
             }
-            if !satisfied(r, &installed) {
+            if !satisfied(&self.prerequisites[at], &installed) {
                 continue;
             }
             let Some(action) = self.action(r, states) else {
                 continue;
             };
-            let is_leaf = self.is_leaf(r);
+            // The driver pass: approved drivers for this computer's devices.
+            if ask.drivers && !(action == Action::Install && fits(r, &devices)) {
+                continue;
+            }
             let offered = Offered {
                 revision: r,
                 action,
-                is_leaf,
+                is_leaf: !self.required[at],
             };
-            if is_leaf {
+            if offered.is_leaf {
                 leaf.push(offered);
             } else {
                 non_leaf.push(offered);
@@ -214,23 +261,22 @@ impl ScanIndex {
         let truncated = new.len() > ask.page;
         new.truncate(ask.page);
         let mut changed = Vec::new();
-        let mut out_of_scope = Vec::new();
-        for &rid in &cached {
-            let Some(r) = self.by_rid(rid) else {
-                out_of_scope.push(rid);
+        for (at, r) in self.revisions.iter().enumerate() {
+            if !cached[at] {
                 continue;
-            };
+            }
             match self.action(r, states) {
-                None => out_of_scope.push(rid),
+                None => out_of_scope.push(r.rid),
                 Some(Action::Evaluate) => {}
                 Some(action) => changed.push(Offered {
                     revision: r,
                     action,
-                    is_leaf: self.is_leaf(r),
+                    is_leaf: !self.required[at],
                 }),
             }
         }
         out_of_scope.sort_unstable();
+        out_of_scope.dedup();
         changed.sort_by_key(|o| o.revision.rid);
         Answer {
             new,
@@ -241,24 +287,37 @@ impl ScanIndex {
     }
 }
 
+/// Whether a driver is for one of the computer's devices.
+fn fits(r: &ScanRevision, devices: &HashSet<&str>) -> bool {
+    r.hardware_ids
+        .iter()
+        .any(|id| devices.contains(id.as_str()))
+}
+
 fn is_update(kind: Kind) -> bool {
     matches!(kind, Kind::Software | Kind::Driver)
 }
 
-/// Every required prerequisite installed, and one of each `AtLeastOne`.
-fn satisfied(r: &ScanRevision, installed: &HashSet<&str>) -> bool {
-    let mut groups: HashMap<u32, bool> = HashMap::new();
-    for (group, id) in &r.prerequisites {
-        let have = installed.contains(id.as_str());
-        if *group == 0 {
+/// Every required prerequisite installed (group 0), and one of each
+/// `AtLeastOne` group; `prerequisites` sorted by group.
+fn satisfied(prerequisites: &[(u32, u32)], installed: &[bool]) -> bool {
+    let (mut group, mut any) = (0, true);
+    for &(g, at) in prerequisites {
+        let have = at != NONE && installed[at as usize];
+        if g == 0 {
             if !have {
                 return false;
             }
+        } else if g != group {
+            if !any {
+                return false;
+            }
+            (group, any) = (g, have);
         } else {
-            *groups.entry(*group).or_default() |= have;
+            any |= have;
         }
     }
-    groups.values().all(|&any| any)
+    any
 }
 
 #[cfg(test)]
@@ -280,6 +339,7 @@ mod tests {
             prerequisites: prereqs.iter().map(|(g, i)| (*g, (*i).to_owned())).collect(),
             bundles: bundles.iter().map(|s| (*s).to_owned()).collect(),
             supersedes: Vec::new(),
+            hardware_ids: Vec::new(),
         }
     }
 
@@ -310,6 +370,7 @@ mod tests {
             installed_non_leaf: installed,
             other_cached: other,
             drivers: false,
+            hardware_ids: &[],
             page,
         }
     }
@@ -355,12 +416,57 @@ mod tests {
     }
 
     #[test]
-    fn the_driver_pass_offers_drivers_only_and_an_empty_store_nothing() {
-        let i = index();
-        let mut a = ask(&[], &[], 30);
+    fn the_driver_pass_offers_approved_drivers_for_the_computers_devices() {
+        let driver = |rid, id: &str, hwids: &[&str]| {
+            let mut r = rev(rid, id, Kind::Driver, &[(1, "product")], &[]);
+            r.hardware_ids = hwids.iter().map(|h| (*h).to_owned()).collect();
+            r
+        };
+        let i = ScanIndex::new(
+            vec![
+                rev(1, "product", Kind::Category, &[], &[]),
+                driver(2, "nic", &["pci\\ven_8086&dev_10d3"]),
+                driver(3, "gpu", &["pci\\ven_10de&dev_2204"]),
+                driver(4, "nic-unapproved", &["pci\\ven_8086&dev_10d3"]),
+                driver(5, "compatible", &["pci\\ven_8086&cc_0200"]),
+                rev(6, "software", Kind::Software, &[(1, "product")], &[]),
+            ],
+            6,
+        );
+        let states = HashMap::from([
+            ("nic".to_owned(), UpdateState::Approved),
+            ("gpu".to_owned(), UpdateState::Approved),
+            ("compatible".to_owned(), UpdateState::Approved),
+            ("software".to_owned(), UpdateState::Approved),
+        ]);
+        let devices = [
+            "pci\\ven_8086&dev_10d3&subsys_11001af4".to_owned(),
+            "pci\\ven_8086&dev_10d3".to_owned(),
+            "pci\\ven_8086&cc_0200".to_owned(),
+        ];
+        let mut a = ask(&[1], &[], 30);
         a.drivers = true;
-        let answer = i.answer(&a, &HashMap::new());
-        assert_eq!(ids(&answer), ["driver"]);
+        a.hardware_ids = &devices;
+        let answer = i.answer(&a, &states);
+        // By hardware id and by compatible id; not another device's driver,
+        // not an unapproved one, no software.
+        assert_eq!(ids(&answer), ["nic", "compatible"]);
+        assert!(answer.new.iter().all(|o| o.action == Action::Install));
+        // No devices, or the product not reported installed: nothing.
+        a.hardware_ids = &[];
+        assert!(i.answer(&a, &states).new.is_empty());
+        a.hardware_ids = &devices;
+        a.installed_non_leaf = &[];
+        assert!(i.answer(&a, &states).new.is_empty());
+        // The software pass never offers a driver.
+        let soft = i.answer(&ask(&[1], &[], 30), &states);
+        assert_eq!(ids(&soft), ["software"]);
+        assert!(i.has_approved_drivers(&states));
+        assert!(!i.has_approved_drivers(&HashMap::new()));
+    }
+
+    #[test]
+    fn an_empty_store_offers_nothing() {
         let empty = ScanIndex::new(Vec::new(), 0);
         let answer = empty.answer(&ask(&[], &[], 30), &HashMap::new());
         assert!(answer.new.is_empty() && !answer.truncated);

@@ -1,4 +1,5 @@
-//! `/SimpleAuthWebService/SimpleAuth.asmx` ([MS-WUSP] 3.2): the
+//! `/SimpleAuthWebService/SimpleAuth.asmx` ([MS-WUSP] 2.2.2.1, processed as
+//! 3.1.5.3 says): the
 //! authorization cookie, carrying the client's id and the target group it
 //! asks for (client-side targeting).
 

@@ -1,4 +1,5 @@
-//! `/ClientWebService/client.asmx` ([MS-WUSP] 3.1): configuration, cookies,
+//! `/ClientWebService/client.asmx` ([MS-WUSP] 2.2.2.2, processed as 3.1.5
+//! says): configuration, cookies,
 //! registration, the scan (`SyncUpdates`, `RefreshCache`), the extended
 //! fragments and the file locations.
 //!
@@ -13,7 +14,7 @@ use base64::Engine as _;
 
 use crate::catalog::UpdateState;
 use crate::digest::Sha1Digest;
-use crate::metadata::store::{RevisionFile, ScanRevision};
+use crate::metadata::store::RevisionFile;
 use crate::policy::Mode;
 use crate::wsus::soap::{Element, Xml};
 
@@ -42,6 +43,7 @@ pub fn call(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String, Cl
         "RefreshCache" => refresh_cache(s, op),
         "GetExtendedUpdateInfo" => extended_info(s, op, c),
         "GetFileLocations" => file_locations(s, op, c),
+        "SyncPrinterCatalog" => sync_printer_catalog(s, op),
         other => Err(ClientError::UnknownOperation(other.to_owned())),
     }
 }
@@ -155,27 +157,30 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
         at: super::now() as i64,
     })?;
     let groups = s.fleet.groups_of(&claims.client_id)?;
-    let (states, deadlines) = approval_states(s, &index, &groups)?;
+    let approved = approval_states(s, &index, &groups)?;
+    let (states, deadlines) = (&approved.0, &approved.1);
     let answer = index.answer(
         &Ask {
             installed_non_leaf: &p.installed_non_leaf,
             other_cached: &p.other_cached,
             drivers: p.skip_software,
+            hardware_ids: &p.hardware_ids,
             page: s.settings.wusp_page_size,
         },
-        &states,
+        states,
     );
     let (mut w, end) = response("SyncUpdates");
     w.open("SyncUpdatesResult", "").open("NewUpdates", "");
     for o in &answer.new {
-        let core = core_fragment(s, o.revision)?;
-        update_info(&mut w, o, deadline(&deadlines, o), Some(&core));
+        let f = split(s, o.revision.rid)?;
+        let core = f.as_deref().map_or("", |f| &f.core);
+        update_info(&mut w, o, deadline(deadlines, o), Some(core));
     }
     w.close("NewUpdates");
     if !answer.changed.is_empty() {
         w.open("ChangedUpdates", "");
         for o in &answer.changed {
-            update_info(&mut w, o, deadline(&deadlines, o), None);
+            update_info(&mut w, o, deadline(deadlines, o), None);
         }
         w.close("ChangedUpdates");
     }
@@ -193,10 +198,33 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
         .leaf("EncryptedData", &text)
         .close("NewCookie");
     if !p.skip_software {
-        // No approved-or-not driver at all: the client skips its driver pass.
-        w.leaf("DriverSyncNotNeeded", bool_text(!index.has_drivers()));
+        // No approved driver at all: the client skips its driver pass.
+        w.leaf(
+            "DriverSyncNotNeeded",
+            bool_text(!index.has_approved_drivers(states)),
+        );
     }
     w.close("SyncUpdatesResult").close(&end);
+    Ok(w.finish())
+}
+
+/// `SyncPrinterCatalog` ([MS-WUSP] 3.1.5.12): the printer drivers the Add
+/// Printer Wizard may list. upcache keeps no printer catalog, so the
+/// answer is the empty set (with a fresh cookie), never a fault.
+fn sync_printer_catalog(s: &ClientServices, op: &Element) -> Result<String, ClientError> {
+    let claims = client(s, op)?;
+    let (mut w, end) = response("SyncPrinterCatalog");
+    w.open("SyncPrinterCatalogResult", "")
+        .open("NewUpdates", "")
+        .close("NewUpdates")
+        .leaf("Truncated", "false");
+    let (expiration, text) = s.client_cookie(&claims.client_id, &claims.target_group);
+    w.open("NewCookie", "")
+        .leaf("Expiration", &expiration)
+        .leaf("EncryptedData", &text)
+        .close("NewCookie")
+        .close("SyncPrinterCatalogResult")
+        .close(&end);
     Ok(w.finish())
 }
 
@@ -209,13 +237,23 @@ fn bool_text(b: bool) -> &'static str {
 }
 
 /// Deadlines of the updates approved for the computer, by update id.
-type Deadlines = HashMap<String, i64>;
+pub(crate) type Deadlines = HashMap<String, i64>;
+
+/// [`read_approvals`], kept until the catalog or the index changes (a
+/// scan storm asks it hundreds of times a second, for a few group sets).
+fn approval_states(
+    s: &ClientServices,
+    index: &ScanIndex,
+    groups: &[i64],
+) -> Result<std::sync::Arc<super::Approved>, ClientError> {
+    s.approvals(index, groups, || read_approvals(s, index, groups))
+}
 
 /// The catalog's approvals of every update a scan may offer, as they are
 /// for a computer in `groups`: approved for one of them (with the earliest
 /// of their deadlines), not approved when only other groups have it, and
 /// declined for everyone.
-fn approval_states(
+fn read_approvals(
     s: &ClientServices,
     index: &ScanIndex,
     groups: &[i64],
@@ -249,20 +287,17 @@ fn deadline(deadlines: &Deadlines, o: &Offered<'_>) -> Option<i64> {
     }
 }
 
-fn core_fragment(s: &ClientServices, r: &ScanRevision) -> Result<String, ClientError> {
-    Ok(split(s, r.rid)?.core)
-}
-
-fn split(s: &ClientServices, rid: i64) -> Result<fragments::Fragments, ClientError> {
-    let doc = s.meta.document_by_rid(rid)?.unwrap_or_default();
-    fragments::split(&doc).map_err(|e| ClientError::Parameter {
-        name: "revisionIDs",
-        why: e.to_string(),
-    })
+/// The fragments of a stored revision, escaped (`None`: no such revision).
+fn split(
+    s: &ClientServices,
+    rid: i64,
+) -> Result<Option<std::sync::Arc<fragments::Fragments>>, ClientError> {
+    s.fragments.get(&s.meta, rid)
 }
 
 /// `<UpdateInfo>`: the id, the deployment (with its deadline, which comes
-/// after `Action` in WSUS's `Deployment`), whether a leaf, the core fragment.
+/// after `Action` in WSUS's `Deployment`), whether a leaf, the core
+/// fragment (escaped already).
 fn update_info(w: &mut Xml, o: &Offered<'_>, deadline: Option<i64>, core: Option<&str>) {
     let r = o.revision;
     w.open("UpdateInfo", "")
@@ -282,7 +317,7 @@ fn update_info(w: &mut Xml, o: &Offered<'_>, deadline: Option<i64>, core: Option
         .close("Deployment")
         .leaf("IsLeaf", bool_text(o.is_leaf));
     if let Some(core) = core {
-        w.leaf("Xml", core);
+        w.leaf_escaped("Xml", core);
     }
     w.close("UpdateInfo");
 }
@@ -334,14 +369,13 @@ fn extended_info(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<Strin
         .open("Updates", "");
     let mut files: Vec<RevisionFile> = Vec::new();
     for &rid in &req.revision_ids {
-        if s.meta.document_by_rid(rid)?.is_none() {
+        let Some(f) = split(s, rid)? else {
             continue;
-        }
-        let f = split(s, rid)?;
+        };
         if wants("Extended") {
             w.open("Update", "")
                 .leaf("ID", &rid.to_string())
-                .leaf("Xml", &f.extended)
+                .leaf_escaped("Xml", &f.extended)
                 .close("Update");
             files.extend(s.meta.files_by_rid(rid)?);
         }
@@ -349,7 +383,7 @@ fn extended_info(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<Strin
             if let Some(l) = f.localized_for(&locales) {
                 w.open("Update", "")
                     .leaf("ID", &rid.to_string())
-                    .leaf("Xml", l)
+                    .leaf_escaped("Xml", l)
                     .close("Update");
             }
         }

@@ -9,6 +9,8 @@ pub fn of(service: Service) -> &'static str {
         Service::Client => CLIENT,
         Service::SimpleAuth => SIMPLE_AUTH,
         Service::Reporting => REPORTING,
+        // A directory of files: no WSDL (never reached, see `answer`).
+        Service::SelfUpdate => "",
     }
 }
 
@@ -43,7 +45,8 @@ const CLIENT: &str = wsdl!(
         "SyncUpdates",
         "RefreshCache",
         "GetExtendedUpdateInfo",
-        "GetFileLocations"
+        "GetFileLocations",
+        "SyncPrinterCatalog"
     ]
 );
 const SIMPLE_AUTH: &str = wsdl!(
