@@ -112,6 +112,7 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::put(fleet::rename_group).delete(fleet::delete_group),
         )
         .route("/api/v1/reports/compliance.csv", get(fleet::compliance_csv))
+        .route("/api/v1/attention/updates", get(attention::updates))
         .route("/api/v1/updates/{id}/{action}", post(set_state))
         .route(
             "/api/v1/server-sync",
@@ -199,6 +200,7 @@ async fn audit_writes(req: Request, next: Next) -> Response {
     response
 }
 
+mod attention;
 mod browser;
 mod console;
 mod fleet;

@@ -11,12 +11,14 @@
 //! - `status`: the states of an update on a computer and how an event
 //!   moves them (pure);
 //! - `report`: a batch of events stored with its effect, in one transaction;
+//! - `attention`: the updates computers need that no group approved;
 //! - `views`: what the admin API reads (listings, one computer, one
 //!   update's counts per group, the compliance rows).
 //!
 //! One writer connection and one reader: a burst of reports never holds
 //! up the console, and the reads see the last committed state (WAL).
 
+pub mod attention;
 pub mod computers;
 pub mod groups;
 mod report;
