@@ -198,6 +198,9 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         metrics.clone(),
     )
     .map_err(|e| StartError::Delivery(format!("{e:#}")))?;
+    // DO objects share max_store_bytes with catalog files.
+    quota.admit(delivery.clone());
+    quota.enforce();
     let meta = open_metadata(&config)?;
     let server_sync = server_sync_of(&config, &meta, &data.catalog)?;
     let fleet = Arc::new(
@@ -273,7 +276,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
             "following the primary's catalog"
         );
         let app_ = app.clone();
-        let changed = move || app_.sync_downloads();
+        let changed = move || app_.catalog_changed();
         tasks.spawn(follower.run(app.catalog.clone(), changed, shutdown.clone()));
     }
     if let Some(forwarder) = app.forwarder.clone() {
@@ -281,7 +284,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     }
     if app.follower.is_none() {
         let app_ = app.clone();
-        let changed = move |_: &crate::wsus::sync::SyncReport| app_.sync_downloads();
+        let changed = move |_: &crate::wsus::sync::SyncReport| app_.catalog_changed();
         let schedule = app.server_sync.clone().run_schedule(changed);
         let stop = shutdown.clone();
         tasks.spawn(async move {

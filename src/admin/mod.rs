@@ -349,7 +349,7 @@ async fn import_catalog(
     })
     .await?;
     tracing::info!(?report, "catalog imported");
-    app.sync_downloads();
+    app.catalog_changed();
     Ok(Json(report))
 }
 

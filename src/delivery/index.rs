@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::path::ObjectKey;
-use crate::digest::Sha256Digest;
-use crate::store::Storage;
+use super::path::{self, ObjectKey};
+use crate::digest::{Sha1Digest, Sha256Digest};
+use crate::store::{Expected, Storage};
 
 /// The schema's version, kept in the catalog's `settings` table.
 const VERSION: i64 = 1;
@@ -72,9 +72,34 @@ struct Entry {
 pub struct Index {
     db: Mutex<Connection>,
     entries: RwLock<HashMap<ObjectKey, Entry>>,
+    /// An administrator's bindings (`do_digests`).
     digests: RwLock<HashMap<ObjectKey, Sha256Digest>>,
+    /// Learned from the files updates name: a catalog file or a synced
+    /// update's file whose location is a DO content URL.
+    learned: RwLock<HashMap<ObjectKey, Expected>>,
     opened: std::time::Instant,
+    /// `opened` as Unix milliseconds (serve times in the catalog's unit).
+    opened_unix_ms: u64,
 }
+
+/// The catalog's files (imports and synced updates projected into it),
+/// then the synced metadata's own file locations (every synced file, also
+/// of updates not projected): a location that is a DO content URL binds
+/// its object to the file's digests. Either table may be absent (an index
+/// opened on its own).
+const LEARN_FROM: [(&str, &str); 2] = [
+    (
+        "files",
+        "SELECT url, sha1, sha256, size FROM files
+         WHERE url LIKE '%/filestreamingservice/files/%'",
+    ),
+    (
+        "meta_file_urls",
+        "SELECT u.mu_url, f.sha1, f.sha256, f.size
+         FROM meta_file_urls u JOIN meta_files f ON f.sha1 = u.sha1
+         WHERE u.mu_url LIKE '%/filestreamingservice/files/%'",
+    ),
+];
 
 impl Index {
     /// Opens the index in `data_dir`'s catalog database, migrating it, and
@@ -88,9 +113,15 @@ impl Index {
             db: Mutex::new(conn),
             entries: RwLock::default(),
             digests: RwLock::default(),
+            learned: RwLock::default(),
             opened: std::time::Instant::now(),
+            opened_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
         };
         index.load(store)?;
+        index.learn()?;
         Ok(Arc::new(index))
     }
 
@@ -160,10 +191,71 @@ impl Index {
         entries.get(key).map(|e| e.stored.clone())
     }
 
-    /// The SHA-256 an administrator or synced metadata binds to `key`.
-    pub fn known_digest(&self, key: &ObjectKey) -> Option<Sha256Digest> {
+    /// The digests `key`'s bytes must have, if known from elsewhere: an
+    /// administrator's binding first, else the file an update names at a
+    /// DO URL (synced metadata, an import). `None`: stored unverified.
+    pub fn known(&self, key: &ObjectKey) -> Option<Expected> {
         let digests = self.digests.read().unwrap_or_else(|p| p.into_inner());
-        digests.get(key).copied()
+        if let Some(sha256) = digests.get(key) {
+            return Some(Expected {
+                sha256: Some(*sha256),
+                ..Expected::default()
+            });
+        }
+        drop(digests);
+        let learned = self.learned.read().unwrap_or_else(|p| p.into_inner());
+        learned.get(key).cloned()
+    }
+
+    /// How many objects have digests known from elsewhere.
+    pub fn known_count(&self) -> u64 {
+        let digests = self.digests.read().unwrap_or_else(|p| p.into_inner());
+        let learned = self.learned.read().unwrap_or_else(|p| p.into_inner());
+        let extra = learned.keys().filter(|k| !digests.contains_key(*k)).count();
+        (digests.len() + extra) as u64
+    }
+
+    /// Reads again which DO objects the catalog's files and the synced
+    /// metadata's file locations name (after an import or a sync); how many.
+    pub fn learn(&self) -> Result<usize, IndexError> {
+        let mut learned = HashMap::new();
+        {
+            let db = self.db();
+            for (table, query) in LEARN_FROM {
+                let exists: bool = db.query_row(
+                    "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )?;
+                if !exists {
+                    continue;
+                }
+                let mut stmt = db.prepare(query)?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Sha1Digest>(1)?,
+                        r.get::<_, Option<Sha256Digest>>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (url, sha1, sha256, size) = row?;
+                    let Some(key) = path::key_of_url(&url) else {
+                        continue;
+                    };
+                    // The catalog's row first: it may have learned the SHA-256.
+                    learned.entry(key).or_insert(Expected {
+                        size: size.map(|s| s as u64),
+                        sha1: Some(sha1),
+                        sha256,
+                    });
+                }
+            }
+        }
+        let n = learned.len();
+        *self.learned.write().unwrap_or_else(|p| p.into_inner()) = learned;
+        Ok(n)
     }
 
     /// Binds `key` to `sha256`: its next download is verified against it.
@@ -235,6 +327,28 @@ impl Index {
         entries
             .iter()
             .any(|(k, e)| k != key && e.stored.sha256 == *sha256)
+    }
+
+    /// Every stored object, least recently served first: its key, SHA-256,
+    /// size and when it was last served (Unix milliseconds; 0: not since
+    /// start).
+    pub fn by_last_served(&self) -> Vec<(ObjectKey, Sha256Digest, u64, u64)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<_> = entries
+            .iter()
+            .map(|(k, e)| {
+                let served = e.served.load(Ordering::Relaxed);
+                (served, k.clone(), e.stored.sha256, e.stored.size)
+            })
+            .collect();
+        list.sort();
+        let unix_ms = |served: u64| match served {
+            0 => 0,
+            micros => self.opened_unix_ms + micros / 1000,
+        };
+        list.into_iter()
+            .map(|(served, k, d, s)| (k, d, s, unix_ms(served)))
+            .collect()
     }
 
     /// Unverified objects, least recently served first, with their sizes.
@@ -355,12 +469,54 @@ mod tests {
         let index = Index::open(dir.path(), &*store).unwrap();
         assert_eq!(index.get(&a), Some(stored));
         assert_eq!(index.get(&b), None, "its bytes are not in the store");
-        assert_eq!(index.known_digest(&a), Some(sha256));
+        assert_eq!(index.known(&a).and_then(|e| e.sha256), Some(sha256));
         assert_eq!(
             index.unverified_by_last_served(),
             vec![(a.clone(), sha256, 12)]
         );
         index.remove(&a).unwrap();
         assert_eq!(index.get(&a), None);
+    }
+
+    #[test]
+    fn synced_file_locations_at_do_urls_bind_their_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        drop(crate::metadata::store::MetaStore::open(dir.path()).unwrap());
+        let sha1: Sha1Digest = "cd".repeat(20).parse().unwrap();
+        let conn = Connection::open(dir.path().join("catalog.sqlite3")).unwrap();
+        // The file's revision is beside the point here.
+        conn.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+        conn.execute(
+            "INSERT INTO meta_files(rid, sha1, sha256, name, size) VALUES (1, ?1, NULL, 'a.esd', 42)",
+            [&sha1],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO meta_file_urls(sha1, mu_url) VALUES (?1, ?2)",
+            params![
+                sha1,
+                "http://7.tlu.dl.delivery.mp.microsoft.com/filestreamingservice/files/2F7C5A3E-1b2d-4c1e-9f00-0123456789ab?P1=1"
+            ],
+        )
+        .unwrap();
+        let index = Index::open(dir.path(), &*store).unwrap();
+        let expected = index.known(&key("2f7c5a3e-1b2d-4c1e-9f00-0123456789ab"));
+        assert_eq!(
+            expected,
+            Some(Expected {
+                size: Some(42),
+                sha1: Some(sha1),
+                sha256: None
+            })
+        );
+        assert_eq!(index.known_count(), 1);
+        // An administrator's binding comes first.
+        let sha256: Sha256Digest = "ab".repeat(32).parse().unwrap();
+        let k = key("2f7c5a3e-1b2d-4c1e-9f00-0123456789ab");
+        index.set_known_digest(&k, sha256).unwrap();
+        assert_eq!(index.known(&k).unwrap().sha256, Some(sha256));
+        assert_eq!(index.known(&k).unwrap().sha1, None);
+        assert_eq!(index.known_count(), 1);
     }
 }

@@ -22,7 +22,7 @@ pub mod settings;
 use std::sync::Arc;
 
 use crate::fetch::{FetchError, FetchSettings, Fetcher, Joined, ObjectOutcome, ObjectRequest};
-use crate::store::{Expected, Hit, Storage, StoreError};
+use crate::store::{Hit, Storage, StoreError};
 use crate::telemetry::metrics::Metrics;
 use index::{Index, Stored};
 use origin::{Host, OriginError, OriginPolicy, OriginQuery};
@@ -96,6 +96,11 @@ pub struct DeliveryStatus {
     pub unverified_bytes: u64,
     /// `do_max_bytes`, if set.
     pub max_unverified_bytes: Option<u64>,
+    /// Objects whose digests are known from elsewhere (an administrator's
+    /// binding, or a file an update names at its DO URL): their downloads
+    /// are verified.
+    #[serde(default)]
+    pub known_objects: u64,
 }
 
 /// The DO wing, as the request path uses it.
@@ -169,6 +174,7 @@ impl Delivery {
             unverified_objects,
             unverified_bytes,
             max_unverified_bytes: self.max_unverified,
+            known_objects: self.index.known_count(),
         }
     }
 
@@ -209,21 +215,57 @@ impl Delivery {
             let client = client.unwrap_or_else(|| self.fetcher.upstream_client());
             return Ok(Answer::PassThrough { url, client });
         }
-        let known = self.index.known_digest(&key);
+        let known = self.index.known(&key);
+        let unverified = known.is_none();
         let joined = self.fetcher.join_object(ObjectRequest {
             key: key.as_str().to_owned(),
             url,
             client,
-            expected: Expected {
-                sha256: known,
-                ..Expected::default()
-            },
+            expected: known.unwrap_or_default(),
             on_done: self.on_done(key.clone()),
         })?;
         Ok(Answer::Fetching {
             key,
             joined,
-            unverified: known.is_none(),
+            unverified,
+        })
+    }
+
+    /// [`Delivery::answer`] for the HTTP/1.1 fast path: only what it can
+    /// answer without a side effect that must be counted once. A stored
+    /// object, or a download of it already running (this request joins it
+    /// and offers its token); `None` for everything else (a refusal, a new
+    /// download, pass-through), which the full path then answers.
+    pub async fn answer_fast(self: &Arc<Self>, path: &str, query: Option<&str>) -> Option<Answer> {
+        if self.mode != Mode::Cache {
+            return None;
+        }
+        let key = path::parse(path).ok()?;
+        let origin = origin::split_query(query).ok()?;
+        self.policy.check_host(&origin.host).ok()?;
+        if let Some(answer) = self.stored(&key).ok()? {
+            return Some(answer);
+        }
+        if !self.fetcher.is_fetching_object(key.as_str()) {
+            return None;
+        }
+        let (url, client) = self.source(path, query, &origin).await.ok()?;
+        let known = self.index.known(&key);
+        let unverified = known.is_none();
+        let joined = self
+            .fetcher
+            .join_object(ObjectRequest {
+                key: key.as_str().to_owned(),
+                url,
+                client,
+                expected: known.unwrap_or_default(),
+                on_done: self.on_done(key.clone()),
+            })
+            .ok()?;
+        Some(Answer::Fetching {
+            key,
+            joined,
+            unverified,
         })
     }
 
@@ -285,7 +327,7 @@ impl Delivery {
         let this = self.clone();
         Box::new(move |outcome: &ObjectOutcome| match outcome {
             Ok((got, identity)) => {
-                let unverified = this.index.known_digest(&key).is_none();
+                let unverified = this.index.known(&key).is_none();
                 let stored = Stored {
                     sha256: got.sha256,
                     size: got.size,
@@ -321,22 +363,59 @@ impl Delivery {
             if bytes <= max {
                 break;
             }
-            if self.store.is_serving(&sha256) {
-                continue;
+            if self.remove_object(&key, &sha256) {
+                bytes = bytes.saturating_sub(size);
+                self.metrics.evicted(size);
+                tracing::info!(%key, bytes = size, "evicted (do_max_bytes)");
             }
-            let keep_file = self.index.shared_by_other(&key, &sha256);
-            if !keep_file {
-                if let Err(e) = self.store.remove(&sha256) {
-                    tracing::warn!(%key, error = %e, "DO eviction failed");
-                    continue;
-                }
-            }
-            if let Err(e) = self.index.remove(&key) {
-                tracing::warn!(%key, error = %e, "DO eviction failed");
-            }
-            bytes = bytes.saturating_sub(size);
-            self.metrics.evicted(size);
-            tracing::info!(%key, bytes = size, "evicted (do_max_bytes)");
         }
+    }
+
+    /// Removes one object's bytes (unless being sent; kept if another key
+    /// names the same bytes) and forgets it; whether it did.
+    fn remove_object(&self, key: &ObjectKey, sha256: &crate::digest::Sha256Digest) -> bool {
+        if self.store.is_serving(sha256) {
+            return false;
+        }
+        if !self.index.shared_by_other(key, sha256) {
+            if let Err(e) = self.store.remove(sha256) {
+                tracing::warn!(%key, error = %e, "DO eviction failed");
+                return false;
+            }
+        }
+        if let Err(e) = self.index.remove(key) {
+            tracing::warn!(%key, error = %e, "DO eviction failed");
+            return false;
+        }
+        true
+    }
+}
+
+/// DO objects count toward `max_store_bytes` and are evicted in the same
+/// least-recently-served order as catalog files.
+impl crate::upkeep::quota::Tenant for Delivery {
+    fn stored_bytes(&self) -> u64 {
+        let ((_, verified), (_, unverified)) = self.index.totals();
+        verified + unverified
+    }
+
+    fn by_last_served(&self) -> Vec<crate::upkeep::quota::TenantObject> {
+        self.index
+            .by_last_served()
+            .into_iter()
+            .map(
+                |(key, sha256, size, last_served)| crate::upkeep::quota::TenantObject {
+                    key: key.as_str().to_owned(),
+                    sha256,
+                    size,
+                    last_served,
+                },
+            )
+            .collect()
+    }
+
+    fn evict(&self, object: &crate::upkeep::quota::TenantObject) -> bool {
+        ObjectKey::from_stored(&object.key)
+            .is_some_and(|key| self.remove_object(&key, &object.sha256))
     }
 }

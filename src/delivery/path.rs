@@ -106,6 +106,17 @@ pub fn parse(path: &str) -> Result<ObjectKey, PathError> {
     Ok(ObjectKey(key))
 }
 
+/// The object an absolute `http(s)://` URL names (a catalog file's or a
+/// synced update file's location), if it is a DO content URL.
+pub fn key_of_url(url: &str) -> Option<ObjectKey> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let path = &rest[rest.find('/')?..];
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    parse(path).ok()
+}
+
 fn is_guid(s: &str) -> bool {
     s.len() == GUID_LEN
         && s.bytes().enumerate().all(|(i, b)| match i {
@@ -184,5 +195,28 @@ mod tests {
         }
         let long = format!("/filestreamingservice/files/{GUID}/{}", "a".repeat(600));
         assert_eq!(parse(&long), Err(PathError::TooLong));
+    }
+
+    #[test]
+    fn urls_of_do_content_name_their_object() {
+        let key = key_of_url(
+            "http://tlu.dl.delivery.mp.microsoft.com/filestreamingservice/files/2F7C5A3E-1b2d-4c1e-9f00-0123456789ab?P1=1&P2=2",
+        );
+        assert_eq!(
+            key.unwrap().as_str(),
+            "2f7c5a3e-1b2d-4c1e-9f00-0123456789ab"
+        );
+        let named = key_of_url(
+            "https://x.delivery.mp.microsoft.com/filestreamingservice/files/2f7c5a3e-1b2d-4c1e-9f00-0123456789ab/pieceshash#f",
+        );
+        assert_eq!(named.unwrap().name(), Some("pieceshash"));
+        for not in [
+            "http://download.windowsupdate.com/c/msdownload/update/x.cab",
+            "/filestreamingservice/files/2f7c5a3e-1b2d-4c1e-9f00-0123456789ab",
+            "ftp://h/filestreamingservice/files/2f7c5a3e-1b2d-4c1e-9f00-0123456789ab",
+            "http://host-without-path",
+        ] {
+            assert_eq!(key_of_url(not), None, "{not}");
+        }
     }
 }

@@ -72,7 +72,8 @@ pub struct DeliverySettings {
     pub do_origin_scheme: Scheme,
     /// Bytes of unverified DO objects (no digest known from elsewhere) kept
     /// in the store; beyond it the least recently served are evicted.
-    /// Unset: no limit of their own.
+    /// Unset: no limit of their own (every DO object also counts under
+    /// max_store_bytes).
     #[serde(with = "opt_size")]
     #[schemars(with = "Option<String>", example = &"200GiB")]
     pub do_max_bytes: Option<u64>,

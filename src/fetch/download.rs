@@ -190,6 +190,19 @@ impl Download {
         progress
     }
 
+    /// Waits until the download has been receiving for `window` (its rate
+    /// is then measured over a whole window), has written `pos`, or is
+    /// over; at most `limit`.
+    pub async fn received_for(&self, pos: u64, window: Duration, limit: Duration) {
+        let mut rx = self.progress.subscribe();
+        let known = |p: &Progress| {
+            p.receiving_since.is_some_and(|t| t.elapsed() >= window)
+                || p.written >= pos
+                || matches!(p.phase, Phase::Done | Phase::Failed(_))
+        };
+        let _ = tokio::time::timeout(limit, rx.wait_for(known)).await;
+    }
+
     /// Waits while the download is queued for a slot, at most `limit`:
     /// `false` if it is still queued then.
     pub async fn left_queue(&self, limit: Duration) -> bool {

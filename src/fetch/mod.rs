@@ -465,6 +465,22 @@ impl Fetcher {
             .is_none_or(|eta| eta > wait)
     }
 
+    /// [`Fetcher::is_far_ahead`] for an object's range. Delivery
+    /// Optimization's clients ask for shuffled ranges from the first
+    /// moment, so nearly every early range is ahead of the download, and a
+    /// rate judged on the first tens of milliseconds (slow start, a burst
+    /// of clients on the same cores) would send most of them to the origin
+    /// on their own, each byte fetched twice. The rate is judged once the
+    /// download has been measured over a whole window.
+    pub async fn is_far_ahead_object(&self, dl: &Download, start: u64) -> bool {
+        let wait = self.settings.far_ahead_wait;
+        // The first estimate comes after a fifth of a window, the next
+        // after a whole one more.
+        let measured = transfer::RATE_WINDOW + transfer::RATE_WINDOW / 5;
+        dl.received_for(start, measured, wait).await;
+        self.is_far_ahead(dl, start).await
+    }
+
     /// The upstream client (with `upstream_proxy` and `upstream_ca`).
     pub fn upstream_client(&self) -> reqwest::Client {
         self.client.clone()

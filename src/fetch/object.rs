@@ -19,10 +19,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use futures_util::StreamExt;
 use tokio::sync::watch;
 
 use super::download::{Download, Phase};
 use super::{transfer, FetchError, Fetcher, Joined};
+use crate::store::s3::{Located, ObjectMarker};
 use crate::store::{Expected, Ingested};
 
 /// What the origin said the object is, from its first response.
@@ -160,11 +162,20 @@ impl ObjectSource {
     }
 }
 
+/// Far-ahead ranges of one object fetched from its origin at once. DO's
+/// clients ask for shuffled ranges, so while a download is slow nearly
+/// every range is far ahead of it; unbounded, each would be fetched twice
+/// (on its own and by the download), and on a busy host the copies slow
+/// the download further. Beyond this, a client follows the download.
+const FAR_AHEAD_PER_OBJECT: usize = 2;
+
 /// A running object download.
 #[derive(Clone)]
 pub(super) struct RunningObject {
     pub dl: Arc<Download>,
     pub source: Arc<ObjectSource>,
+    /// Far-ahead ranges sent from the origin now (see [`FAR_AHEAD_PER_OBJECT`]).
+    far_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 /// Object downloads running, by key.
@@ -194,6 +205,7 @@ impl Fetcher {
         let running = RunningObject {
             dl: dl.clone(),
             source: source.clone(),
+            far_ahead: Arc::new(tokio::sync::Semaphore::new(FAR_AHEAD_PER_OBJECT)),
         };
         objects.insert(req.key.clone(), running);
         tracing::info!(key = %req.key, "object fetch queued");
@@ -214,14 +226,28 @@ impl Fetcher {
         self.objects.lock().unwrap().get(key).cloned()
     }
 
+    /// Whether an object download of `key` is running.
+    pub fn is_fetching_object(&self, key: &str) -> bool {
+        self.objects.lock().unwrap().contains_key(key)
+    }
+
     /// The identity pinned by the running download of `key`, if any.
     pub fn object_identity(&self, key: &str) -> Option<Identity> {
         self.running_object(key)?.source.identity().cloned()
     }
 
+    /// Whether a far-ahead range of `key` may go to its origin now (fewer
+    /// than `FAR_AHEAD_PER_OBJECT` do).
+    pub fn far_ahead_room(&self, key: &str) -> bool {
+        self.running_object(key)
+            .is_some_and(|r| r.far_ahead.available_permits() > 0)
+    }
+
     /// Bytes `range` of a running object download straight from its origin
     /// (the far-ahead case), through the object's own client and its
-    /// freshest URL; `None` when not usable (the caller then waits).
+    /// freshest URL; `None` when not usable, or when
+    /// `FAR_AHEAD_PER_OBJECT` ranges are on their way already (the
+    /// caller then follows the download).
     pub async fn object_range_from_upstream(
         &self,
         key: &str,
@@ -229,20 +255,30 @@ impl Fetcher {
         len: u64,
     ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
         let running = self.running_object(key)?;
+        let permit = running.far_ahead.clone().try_acquire_owned().ok()?;
         let url = running.source.url();
         let if_range = running
             .source
             .identity()
             .and_then(|i| i.if_range().map(str::to_owned));
-        self.range_via(
-            running.source.client(),
-            &url,
-            if_range.as_deref(),
-            &running.dl,
-            range,
-            len,
+        let body = self
+            .range_via(
+                running.source.client(),
+                &url,
+                if_range.as_deref(),
+                &running.dl,
+                range,
+                len,
+            )
+            .await?;
+        // The permit is the body's: released when it ends or is dropped.
+        Some(
+            body.map(move |chunk| {
+                let _held = &permit;
+                chunk
+            })
+            .boxed(),
         )
-        .await
     }
 
     async fn run_object(
@@ -256,24 +292,51 @@ impl Fetcher {
         let _slot = slot.expect("never closed");
         let began = std::time::Instant::now();
         dl.update(|p| p.phase = Phase::Connecting);
-        dl.set_source(source.url(), false);
-        let outcome = match self.begin(&dl) {
-            Ok(ingest) => {
-                let transfer = transfer::Transfer {
-                    client: source.client(),
-                    throttle: Some(&self.throttle),
-                    settings: &self.settings,
-                    metrics: &self.metrics,
-                    url: &source.url(),
-                    max_store: None,
-                    object: Some(&source),
-                };
-                transfer.run(&dl, ingest, &job.expected).await
+        let shared = self.shared.object_source(&job.key).await;
+        // Objects count toward max_store_bytes as catalog files do.
+        let size = shared.as_ref().map(|(found, _)| found.size);
+        let reservation = self.quota.reserve(size.or(job.expected.size).unwrap_or(0));
+        let outcome = match &shared {
+            Some((found, marker)) => {
+                self.object_from_shared(&dl, &source, &job.expected, found, marker)
+                    .await
             }
-            Err(e) => Err(e),
+            None => {
+                dl.set_source(source.url(), false);
+                match self.begin(&dl) {
+                    Ok(ingest) => {
+                        let transfer = transfer::Transfer {
+                            client: source.client(),
+                            throttle: Some(&self.throttle),
+                            settings: &self.settings,
+                            metrics: &self.metrics,
+                            url: &source.url(),
+                            max_store: self.quota.max(),
+                            object: Some(&source),
+                        };
+                        transfer.run(&dl, ingest, &job.expected).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         let outcome: ObjectOutcome =
             outcome.map(|got| (got, source.identity().cloned().unwrap_or_default()));
+        match (&outcome, &shared) {
+            (Ok((got, identity)), None) => self.shared.share_object(
+                job.key.clone(),
+                ObjectMarker {
+                    sha256: got.sha256,
+                    size: got.size,
+                    etag: identity.etag.clone(),
+                    last_modified: identity.last_modified.clone(),
+                },
+            ),
+            (Err(FetchError::Verification(_)), Some((_, marker))) => {
+                self.shared.forget_object(&job.key, &marker.sha256).await
+            }
+            _ => {}
+        }
         self.metrics.fetch_finished(
             outcome.is_ok(),
             matches!(outcome, Err(FetchError::Verification(_))),
@@ -286,9 +349,70 @@ impl Fetcher {
             Err(e) => tracing::warn!(key = %job.key, error = %e, "object fetch failed"),
         }
         (job.on_done)(&outcome);
+        drop(reservation);
+        if outcome.is_ok() {
+            self.quota.enforce();
+        }
         // Out of the table first: a request arriving after the failure starts afresh.
         self.objects.lock().unwrap().remove(&job.key);
         dl.finish(outcome.map(|_| ()));
+    }
+}
+
+impl Fetcher {
+    /// Downloads an object from the shared tier's copy, another node's:
+    /// checked against the SHA-256 its marker names (and a digest known
+    /// from elsewhere, if any), not rate-limited. The origin's validators
+    /// from the marker are pinned on `source`, so that followers and a
+    /// far-ahead range sent to the origin use the origin's.
+    async fn object_from_shared(
+        &self,
+        dl: &Arc<Download>,
+        source: &ObjectSource,
+        known: &Expected,
+        found: &Located,
+        marker: &ObjectMarker,
+    ) -> Result<Ingested, FetchError> {
+        source.pin(Identity {
+            len: Some(marker.size),
+            etag: marker.etag.clone(),
+            last_modified: marker.last_modified.clone(),
+        });
+        if known.sha256.is_some_and(|d| d != found.sha256) {
+            return Err(FetchError::Verification(format!(
+                "the shared tier's copy is {}, the known digest another",
+                found.sha256
+            )));
+        }
+        // Checked against the marker's SHA-256, unless a SHA-1 known from
+        // elsewhere is what verifies it (the node that uploaded it may not
+        // have known it: its copy was stored unverified).
+        let expected = match known.sha1 {
+            Some(_) if known.sha256.is_none() => Expected {
+                size: Some(found.size),
+                ..known.clone()
+            },
+            _ => Expected {
+                size: Some(found.size),
+                sha256: Some(found.sha256),
+                ..known.clone()
+            },
+        };
+        dl.set_source(found.url.clone(), true);
+        let ingest = self.begin(dl)?;
+        // The bucket's own identity (its ETag) is pinned on a source of its
+        // own: a resume from the bucket is checked against it.
+        let bucket = ObjectSource::new(found.url.clone(), self.client.clone());
+        let transfer = transfer::Transfer {
+            client: &self.client,
+            throttle: None,
+            settings: &self.settings,
+            metrics: &self.metrics,
+            url: &found.url,
+            max_store: self.quota.max(),
+            object: Some(&bucket),
+        };
+        transfer.run(dl, ingest, &expected).await
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::catalog::FileEntry;
 use crate::digest::{Sha1Digest, Sha256Digest};
-use crate::store::s3::S3Tier;
+use crate::store::s3::{Located, ObjectMarker, S3Tier};
 use crate::store::Storage;
 use crate::telemetry::metrics::Metrics;
 
@@ -90,6 +90,65 @@ impl Shared {
                 }
             }
         });
+    }
+
+    /// The Delivery Optimization object of `key`, if a node uploaded it:
+    /// where to download it and its marker. The shared tier failing is a miss.
+    pub(super) async fn object_source(&self, key: &str) -> Option<(Located, ObjectMarker)> {
+        let shared = self.tier.as_ref()?;
+        match shared.locate_object(key).await {
+            Ok(Some(found)) => {
+                self.metrics.shared_tier("found");
+                tracing::info!(key, sha256 = %found.1.sha256, "fetching a DO object from the shared tier");
+                Some(found)
+            }
+            Ok(None) => {
+                self.metrics.shared_tier("absent");
+                None
+            }
+            Err(e) => {
+                self.metrics.shared_tier("error");
+                tracing::warn!(key, error = %e, "shared tier unavailable; fetching from the origin");
+                None
+            }
+        }
+    }
+
+    /// Uploads a Delivery Optimization object its origin sent, in the
+    /// background, as [`Shared::share`] does a catalog file.
+    pub(super) fn share_object(&self, key: String, marker: ObjectMarker) {
+        let Some(shared) = self.tier.clone() else {
+            return;
+        };
+        let (store, metrics, uploads) = (
+            self.store.clone(),
+            self.metrics.clone(),
+            self.uploads.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = uploads.acquire_owned().await;
+            let bytes = match store.lookup(&marker.sha256) {
+                Ok(Some(hit)) => hit.into_bytes(),
+                _ => return,
+            };
+            match shared.upload_object(&key, &marker, bytes).await {
+                Ok(_) => metrics.shared_tier("uploaded"),
+                Err(e) => {
+                    metrics.shared_tier("upload_failed");
+                    tracing::warn!(key, error = %e, "upload to the shared tier failed; the object stays local only");
+                }
+            }
+        });
+    }
+
+    /// A shared copy of a DO object that failed its check is removed with
+    /// its marker: the next request fetches it from its origin.
+    pub(super) async fn forget_object(&self, key: &str, sha256: &Sha256Digest) {
+        let Some(shared) = &self.tier else { return };
+        tracing::warn!(key, %sha256, "the shared tier's copy of a DO object is bad; removed");
+        if let Err(e) = shared.delete_object(key, sha256).await {
+            tracing::warn!(error = %e, "removing the bad shared copy failed");
+        }
     }
 
     /// A shared copy that failed verification is removed (with its marker),

@@ -431,7 +431,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// How long the transfer rate is measured over.
-const RATE_WINDOW: Duration = Duration::from_millis(250);
+pub(super) const RATE_WINDOW: Duration = Duration::from_millis(250);
 
 /// The download's current rate: bytes over the last [`RATE_WINDOW`].
 struct RateMeter {

@@ -226,11 +226,18 @@ impl ContentService {
     /// `None` for anything else, which the full path answers: ranges of a
     /// file not stored (they may be far ahead of its download), redirects,
     /// refusals, a download of unknown length.
+    /// The last field: the response carries an unverified DO object.
     pub async fn plan_fast(
         &self,
         path: &str,
+        query: Option<&str>,
         req: &impl RequestHeaders,
-    ) -> Option<(Plan, FastSource, Outcome)> {
+    ) -> Option<(Plan, FastSource, Outcome, bool)> {
+        if let Some(delivery) =
+            (self.delivery.as_ref()).filter(|_| crate::delivery::path::is_delivery(path))
+        {
+            return self.plan_fast_delivery(delivery, path, query, req).await;
+        }
         let key = route::parse(path).ok()?;
         let (entry, len, source, outcome) = match self.decide(self.lookup(key)) {
             (Decision::Serve(sha256), Some(entry)) => {
@@ -247,7 +254,7 @@ impl ContentService {
                     }
                     Following::Failed(plan, follow, outcome) => {
                         self.count_fast(&plan, outcome);
-                        return Some((plan, FastSource::Following(follow), outcome));
+                        return Some((plan, FastSource::Following(follow), outcome, false));
                     }
                 }
             }
@@ -257,7 +264,7 @@ impl ContentService {
         let rep = self.representation(&entry, key, content_type, Some(len));
         let plan = Plan::new(req, &rep.validators, rep.content_type, len);
         self.count_fast(&plan, outcome);
-        Some((plan, source, outcome))
+        Some((plan, source, outcome, false))
     }
 
     /// Starts or joins the download of `entry` and waits for the upstream's

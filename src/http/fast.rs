@@ -64,6 +64,8 @@ pub struct Head<'a> {
     pub method: Method,
     /// The path, without the query.
     pub path: &'a str,
+    /// The query, if any (Delivery Optimization's `cacheHostOrigin`).
+    pub query: Option<&'a str>,
     /// The headers a response plan reads (ranges and preconditions).
     pub headers: PlanHeaders<'a>,
     /// `Connection: close`.
@@ -153,7 +155,10 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
     if !target.starts_with('/') || !uri_accepts(target.as_bytes()) {
         return Parsed::Other; // hyper's 400 for the characters it refuses
     }
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q.split_once('#').map_or(q, |(q, _)| q))),
+        None => (target, None),
+    };
     let hosts = req
         .headers
         .iter()
@@ -193,6 +198,7 @@ pub fn parse_head(buf: &[u8], for_log: bool) -> Parsed<'_> {
     Parsed::Fast(Head {
         method,
         path,
+        query,
         headers: plan_headers,
         close,
         len,
@@ -277,7 +283,7 @@ pub async fn serve(
         let deadline = Instant::now() + wait;
         // Plans are owned: the head borrowed from `buf` is done with before
         // `buf` is read into or advanced.
-        let (started, method, close, len, log, (plan, mut source, outcome)) = loop {
+        let (started, method, close, len, log, (plan, mut source, outcome, unverified)) = loop {
             match parse_head(&buf, content.access_log.is_some()) {
                 // The update server's `?wsdl` GETs are hyper's, as its POSTs
                 // are, and so are the server-sync services'.
@@ -289,7 +295,8 @@ pub async fn serve(
                 }
                 Parsed::Fast(head) => {
                     let started = std::time::Instant::now();
-                    let Some(planned) = content.plan_fast(head.path, &head.headers).await else {
+                    let planned = content.plan_fast(head.path, head.query, &head.headers);
+                    let Some(planned) = planned.await else {
                         return Exit::Handoff(buf.freeze());
                     };
                     break (
@@ -334,7 +341,7 @@ pub async fn serve(
             content.metrics.send_timeout();
         }
         let answer = Answer {
-            unverified: false,
+            unverified,
             outcome,
             status: plan.status.as_u16(),
             started,

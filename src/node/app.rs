@@ -70,6 +70,19 @@ impl App {
         self.fetcher.prefetch(files);
     }
 
+    /// After an import, a server sync or a follower's pull: the DO objects
+    /// the catalog's files and the synced file locations now name are
+    /// learned (their downloads are verified against those digests), and
+    /// the background downloads are replanned.
+    pub fn catalog_changed(self: &Arc<Self>) {
+        let index = self.delivery.index().clone();
+        tokio::task::spawn_blocking(move || match index.learn() {
+            Ok(n) => tracing::debug!(objects = n, "DO digests learned from the catalog"),
+            Err(e) => tracing::warn!(error = %e, "learning DO digests from the catalog"),
+        });
+        self.sync_downloads();
+    }
+
     /// Starts a server sync in the background; when it ends, new updates
     /// are in the catalog and the download plan is recomputed (at-sync
     /// downloads their files), as after an import.
@@ -79,7 +92,7 @@ impl App {
     ) -> Result<crate::wsus::sync::service::RunningStatus, crate::wsus::sync::SyncError> {
         let app = self.clone();
         self.server_sync
-            .start(upstream, move |_| app.sync_downloads())
+            .start(upstream, move |_| app.catalog_changed())
     }
 
     /// Starts re-hashing the store while serving, unless one is running.

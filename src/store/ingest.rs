@@ -19,7 +19,7 @@ use crate::digest::{Sha1Digest, Sha256Digest};
 
 /// What the catalog says the bytes must be. Unknown fields are not checked,
 /// but at least one digest must be known for a commit to succeed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Expected {
     pub size: Option<u64>,
     pub sha1: Option<Sha1Digest>,

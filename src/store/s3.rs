@@ -15,6 +15,11 @@
 //!   serves), a failed upload leaves the file local only; both are logged
 //!   and counted, and every call is bounded by short timeouts and few retries.
 //!
+//! - A Delivery Optimization object (no catalog names it) is uploaded the
+//!   same way under its SHA-256, with a marker `<prefix>/do/<key>` naming
+//!   its SHA-256, size and its origin's validators, so that a node asked
+//!   for the key finds it by one GET ([`S3Tier::locate_object`]).
+//!
 //! Credentials follow the AWS conventions (`AWS_ACCESS_KEY_ID`,
 //! `AWS_SECRET_ACCESS_KEY`, ...); addressing is path-style.
 
@@ -171,6 +176,69 @@ pub struct Located {
     pub url: String,
 }
 
+/// What the bucket keeps beside a Delivery Optimization object, under
+/// `<prefix>/do/<key>`: the SHA-256 its bytes are stored under, their size,
+/// and the validators its origin gave, so that every node answers
+/// `If-Range` with the origin's, whichever node fetched it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMarker {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// Longest object marker read (a few lines; anything longer is no marker).
+const MAX_OBJECT_MARKER: usize = 4096;
+
+impl ObjectMarker {
+    /// `<sha256 hex> <size>`, then `etag: <value>` and
+    /// `last-modified: <value>` lines when known.
+    fn to_text(&self) -> String {
+        let mut text = format!("{} {}\n", self.sha256.to_hex(), self.size);
+        if let Some(etag) = &self.etag {
+            text.push_str(&format!("etag: {etag}\n"));
+        }
+        if let Some(lm) = &self.last_modified {
+            text.push_str(&format!("last-modified: {lm}\n"));
+        }
+        text
+    }
+
+    /// Reads [`ObjectMarker::to_text`]'s form; `None` for anything else
+    /// (the object is then fetched from its origin and the marker
+    /// rewritten). Values are kept only if they could be header values.
+    fn parse(text: &[u8]) -> Option<ObjectMarker> {
+        if text.len() > MAX_OBJECT_MARKER {
+            return None;
+        }
+        let text = std::str::from_utf8(text).ok()?;
+        let mut lines = text.lines();
+        let (hex, size) = lines.next()?.split_once(' ')?;
+        let mut marker = ObjectMarker {
+            sha256: hex.parse().ok()?,
+            size: size.trim().parse().ok()?,
+            etag: None,
+            last_modified: None,
+        };
+        let visible = |v: &str| !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+        for line in lines {
+            let Some((name, value)) = line.split_once(": ") else {
+                continue;
+            };
+            if !visible(value) {
+                continue;
+            }
+            match name {
+                "etag" => marker.etag = Some(value.to_owned()),
+                "last-modified" => marker.last_modified = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        Some(marker)
+    }
+}
+
 /// The shared tier's client.
 pub struct S3Tier {
     store: Arc<AmazonS3>,
@@ -253,6 +321,11 @@ impl S3Tier {
         self.key(format!("sha1/{}", sha1.to_hex()))
     }
 
+    /// `<prefix>/do/<key>`: the marker of a Delivery Optimization object.
+    pub fn object_marker_key(&self, key: &str) -> Path {
+        self.key(format!("do/{key}"))
+    }
+
     /// The file with this SHA-1 (and SHA-256, when the catalog knows it),
     /// if the shared tier has it; a presigned URL to download it from.
     pub async fn locate(
@@ -267,6 +340,31 @@ impl S3Tier {
                 None => return Ok(None),
             },
         };
+        self.locate_sha256(sha256).await
+    }
+
+    /// The Delivery Optimization object of `key` (an object key of the DO
+    /// wing), if a node uploaded it: where to download it, and its marker.
+    pub async fn locate_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Located, ObjectMarker)>, S3Error> {
+        let Some(marker) = self.read_object_marker(key).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .locate_sha256(marker.sha256)
+            .await?
+            .filter(|found| found.size == marker.size)
+            .map(|found| (found, marker)))
+    }
+
+    async fn read_object_marker(&self, key: &str) -> Result<Option<ObjectMarker>, S3Error> {
+        read_object_marker(&self.store, &self.object_marker_key(key)).await
+    }
+
+    /// The object stored under `sha256`, if any, with a presigned URL.
+    async fn locate_sha256(&self, sha256: Sha256Digest) -> Result<Option<Located>, S3Error> {
         let key = self.object_key(&sha256);
         let meta = match self.store.head(&key).await {
             Ok(meta) => meta,
@@ -298,6 +396,71 @@ impl S3Tier {
         sha256: &Sha256Digest,
         bytes: Bytes,
     ) -> Result<bool, S3Error> {
+        let marker = format!("{} {}\n", sha256.to_hex(), bytes.len());
+        let uploaded = self.put_unless_present(sha256, bytes).await?;
+        self.put_marker(&self.marker_key(sha1), marker).await?;
+        Ok(uploaded)
+    }
+
+    /// Uploads a Delivery Optimization object (its whole content, stored
+    /// under `marker.sha256`) unless there already, then its marker.
+    pub async fn upload_object(
+        &self,
+        key: &str,
+        marker: &ObjectMarker,
+        bytes: Bytes,
+    ) -> Result<bool, S3Error> {
+        let uploaded = self.put_unless_present(&marker.sha256, bytes).await?;
+        self.put_marker(&self.object_marker_key(key), marker.to_text())
+            .await?;
+        Ok(uploaded)
+    }
+
+    /// Removes a Delivery Optimization object's marker (and the object it
+    /// named, which failed verification): the next node asked fetches it
+    /// from its origin.
+    pub async fn delete_object(&self, key: &str, sha256: &Sha256Digest) -> Result<(), S3Error> {
+        for key in [self.object_marker_key(key), self.object_key(sha256)] {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(S3Error {
+                        op: "delete",
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The SHA-256s the Delivery Optimization markers name: objects a
+    /// cleanup of the bucket must keep (no catalog names them).
+    pub async fn object_sha256s(&self) -> Result<std::collections::HashSet<Sha256Digest>, S3Error> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.key("do".into())))
+            .try_collect()
+            .await
+            .map_err(|source| S3Error { op: "list", source })?;
+        let store = self.store.clone();
+        let read = futures_util::stream::iter(listed)
+            .map(move |meta| {
+                let store = store.clone();
+                async move { read_object_marker(&store, &meta.location).await }
+            })
+            .buffer_unordered(MARKER_READS);
+        let markers: Vec<_> = read.try_collect().await?;
+        Ok(markers.into_iter().flatten().map(|m| m.sha256).collect())
+    }
+
+    /// Uploads `bytes` as the object of `sha256` unless it is there with
+    /// that size; whether it uploaded.
+    async fn put_unless_present(
+        &self,
+        sha256: &Sha256Digest,
+        bytes: Bytes,
+    ) -> Result<bool, S3Error> {
         let key = self.object_key(sha256);
         let present = match self.store.head(&key).await {
             Ok(meta) => meta.size == bytes.len() as u64,
@@ -305,17 +468,20 @@ impl S3Tier {
             Err(source) => return Err(S3Error { op: "head", source }),
         };
         if !present {
-            self.put(&key, bytes.clone()).await?;
+            self.put(&key, bytes).await?;
         }
-        let marker = format!("{} {}\n", sha256.to_hex(), bytes.len());
+        Ok(!present)
+    }
+
+    async fn put_marker(&self, key: &Path, text: String) -> Result<(), S3Error> {
         self.store
-            .put(&self.marker_key(sha1), PutPayload::from(marker))
+            .put(key, PutPayload::from(text))
             .await
+            .map(|_| ())
             .map_err(|source| S3Error {
                 op: "put marker",
                 source,
-            })?;
-        Ok(!present)
+            })
     }
 
     /// One PUT for a small file; a multipart upload of [`PART`]-sized
@@ -454,9 +620,66 @@ async fn read_marker(store: &AmazonS3, key: &Path) -> Result<Option<Sha256Digest
         .and_then(|hex| hex.parse().ok()))
 }
 
+/// The marker of a Delivery Optimization object; `None` when there is none
+/// or it is not one.
+async fn read_object_marker(store: &AmazonS3, key: &Path) -> Result<Option<ObjectMarker>, S3Error> {
+    let got = match store.get(key).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(source) => {
+            return Err(S3Error {
+                op: "get marker",
+                source,
+            })
+        }
+    };
+    if got.meta.size > MAX_OBJECT_MARKER as u64 {
+        return Ok(None);
+    }
+    let text = got.bytes().await.map_err(|source| S3Error {
+        op: "get marker",
+        source,
+    })?;
+    Ok(ObjectMarker::parse(&text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_markers_round_trip_and_refuse_what_is_not_one() {
+        let marker = ObjectMarker {
+            sha256: "ab".repeat(32).parse().unwrap(),
+            size: 12,
+            etag: Some("\"v1\"".into()),
+            last_modified: Some("Tue, 14 Nov 2023 22:13:20 GMT".into()),
+        };
+        assert_eq!(
+            ObjectMarker::parse(marker.to_text().as_bytes()),
+            Some(marker.clone())
+        );
+        let bare = ObjectMarker {
+            etag: None,
+            last_modified: None,
+            ..marker
+        };
+        assert_eq!(
+            ObjectMarker::parse(bare.to_text().as_bytes()),
+            Some(bare.clone())
+        );
+        let text = format!("{} 12\netag: \"a\u{7f}\"\n", "ab".repeat(32));
+        assert_eq!(
+            ObjectMarker::parse(text.as_bytes()),
+            Some(bare),
+            "not a header value"
+        );
+        assert_eq!(ObjectMarker::parse(b"zz 12\n"), None);
+        assert_eq!(
+            ObjectMarker::parse(&vec![b'a'; MAX_OBJECT_MARKER + 1]),
+            None
+        );
+    }
 
     #[test]
     fn keys_are_content_addressed_under_the_prefix() {

@@ -156,8 +156,9 @@ impl CleanupReport {
 /// follower's may lag). An object the catalog does not know by SHA-256
 /// (a catalog with SHA-1s only, and another node downloaded the file) is
 /// looked up through its SHA-1 marker before it counts as not in the
-/// catalog. Objects written within `settle` are left: a marker is written
-/// after its object.
+/// catalog. Objects a Delivery Optimization marker names are kept (no
+/// catalog knows them; the bucket keeps every node's). Objects written
+/// within `settle` are left: a marker is written after its object.
 pub async fn run_shared(
     tier: &S3Tier,
     catalog: &Catalog,
@@ -168,6 +169,11 @@ pub async fn run_shared(
     let unknown = (objects.iter()).any(|o| catalog.lookup_sha256(&o.sha256).is_none());
     let markers = match unknown {
         true => tier.marker_index().await?,
+        false => Default::default(),
+    };
+    // Delivery Optimization objects: no catalog names them, their markers do.
+    let objects_kept = match unknown {
+        true => tier.object_sha256s().await?,
         false => Default::default(),
     };
     let policy = catalog.policy();
@@ -181,6 +187,9 @@ pub async fn run_shared(
             let sha1 = markers.get(&object.sha256)?;
             catalog.lookup_sha1(sha1)
         });
+        if entry.is_none() && objects_kept.contains(&object.sha256) {
+            continue;
+        }
         let Some(why) = unneeded(entry.as_ref(), &policy) else {
             continue;
         };

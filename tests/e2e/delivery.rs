@@ -209,19 +209,19 @@ fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response
     r
 }
 
-fn object_path() -> String {
+pub fn object_path() -> String {
     format!("/filestreamingservice/files/{GUID}")
 }
 
 /// A DO client's URL: the path, its own token, the origin appended.
-fn do_url(p1: u64) -> String {
+pub fn do_url(p1: u64) -> String {
     format!(
         "{}?P1={p1}&P2=404&P3=2&P4=dG9rZW4{p1}&cacheHostOrigin={ORIGIN}",
         object_path()
     )
 }
 
-fn object(len: usize) -> Bytes {
+pub fn object(len: usize) -> Bytes {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2654435761).rotate_left(7) as u8)
         .collect::<Vec<_>>()
@@ -773,4 +773,225 @@ async fn a_branch_below_an_hq_upcache_caches_do_objects_at_both_tiers() {
         .await;
     assert_eq!(r.status(), 403);
     assert_eq!(hq.content_requests("refused").await, 0);
+}
+
+/// A file an update names at a DO URL (its location in an imported
+/// catalog, as in synced update metadata) binds the object to the file's
+/// SHA-1: the download is verified against it, and a wrong SHA-1 cuts the
+/// body and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_file_at_a_do_url_verifies_its_object() {
+    use sha1::Digest as _;
+    let origin = DoOrigin::start().await;
+    let good = object(1 << 20);
+    let guid2 = "00000000-0000-4000-8000-0000000000c2";
+    let other = format!("/filestreamingservice/files/{guid2}");
+    origin.add(&object_path(), good.clone());
+    origin.add(&other, good.clone());
+    let h = harness(&origin).await;
+    let file = |path: &str, sha1: String| {
+        serde_json::json!({
+            "name": "windows11.0-kb5099999-x64.esd",
+            "sha1": sha1,
+            "size": good.len(),
+            "url": format!("http://{ORIGIN}{path}?P1=1&P2=2"),
+        })
+    };
+    let catalog = serde_json::json!({"updates": [
+        {"id": "do-right", "title": "right", "files": [file(&object_path(), hex::encode(sha1::Sha1::digest(&good)))]},
+        {"id": "do-wrong", "title": "wrong", "files": [file(&other, "ab".repeat(20))]},
+    ]});
+    assert_eq!(h.import(&catalog).await.status(), 200);
+    // The import's learning runs beside it.
+    for _ in 0..200 {
+        if h.status().await["delivery"]["known_objects"] == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.status().await["delivery"]["known_objects"], 2);
+    assert!(h.get(&do_url(8_000)).await.bytes().await.unwrap() == good);
+    h.eventually("stored", |h| !h.stored().is_empty()).await;
+    let r = h
+        .get(&format!("{other}?P1=8000&cacheHostOrigin={ORIGIN}"))
+        .await;
+    assert!(r.bytes().await.is_err(), "a wrong object's body is cut");
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["verified_objects"], 1, "{status}");
+    assert_eq!(status["delivery"]["unverified_objects"], 0, "{status}");
+}
+
+/// DO objects count toward `max_store_bytes` and are evicted in one
+/// least-recently-served order with catalog files: a DO object pushes out
+/// a catalog file served before it, and later the DO object served longest
+/// ago.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_objects_count_toward_max_store_bytes_in_one_eviction_order() {
+    const MAX: u64 = (3 << 20) + (1 << 19); // 3.5 MiB
+    const OBJECT: usize = 3 << 19; // 1.5 MiB
+    let origin = DoOrigin::start().await;
+    let paths: Vec<String> = (1..=3)
+        .map(|i| format!("/filestreamingservice/files/00000000-0000-4000-8000-00000000001{i}"))
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        origin.add(p, object(OBJECT + i));
+    }
+    let proxy = origin.proxy();
+    let h = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        // The catalog's upstream is on loopback: not through the DO origin.
+        c.fetch.upstream_no_proxy = Some("127.0.0.1".into());
+        c.store.max_store_bytes = Some(MAX);
+    })
+    .await;
+    assert_eq!(h.a.bytes.len(), 3 << 20);
+    h.setup(&[ID_A]).await;
+    assert!(h.get(&h.a.content_path()).await.bytes().await.unwrap() == h.a.bytes);
+    h.settled().await;
+    let get = |i: usize, p1: u64| {
+        let url = format!("{}?P1={p1}&cacheHostOrigin={ORIGIN}", paths[i]);
+        let h = &h;
+        async move {
+            let body = h.get(&url).await.bytes().await.unwrap();
+            assert_eq!(body.len(), OBJECT + i);
+            h.eventually("nothing downloading", |h| {
+                h.running().app.fetcher.status().is_empty()
+            })
+            .await;
+            // Serve times are in milliseconds: keep successive requests apart.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    get(0, 10).await;
+    assert!(
+        !h.stored().contains(&h.a.sha256),
+        "the catalog file, served longest ago, made room for the DO object"
+    );
+    get(1, 11).await;
+    assert_eq!(h.stored().len(), 2, "two DO objects fit");
+    get(0, 12).await; // the second is now the one served longest ago
+    get(2, 13).await;
+    let status = h.status().await;
+    assert_eq!(status["delivery"]["unverified_objects"], 2, "{status}");
+    assert_eq!(h.counter("upcache_evicted_files_total").await, 2);
+    assert_eq!(
+        origin.state.requests.load(Ordering::SeqCst),
+        3,
+        "the first object was served from the store the second time"
+    );
+    let keys = h.running().app.delivery.index().by_last_served();
+    let names: Vec<&str> = keys.iter().map(|(k, ..)| k.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "00000000-0000-4000-8000-000000000011",
+            "00000000-0000-4000-8000-000000000013"
+        ]
+    );
+}
+
+/// Warm DO objects are sent by the HTTP/1.1 fast path (`sendfile`), with
+/// the same answers as the hyper path: ranges, `HEAD`, validators and
+/// conditionals, and a refused origin still refused (by the full path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_sends_stored_do_objects_as_the_hyper_path_does() {
+    use crate::fast_path::exchange;
+    let origin = DoOrigin::start().await;
+    let data = object(3 << 20);
+    origin.add(&object_path(), data.clone());
+    let proxy = origin.proxy();
+    let fast = harness(&origin).await;
+    let slow = Harness::with(move |c| {
+        c.fetch.upstream_proxy = Some(proxy);
+        c.content.fast_path = false;
+    })
+    .await;
+    for h in [&fast, &slow] {
+        assert!(h.get(&do_url(9_000)).await.bytes().await.unwrap() == data);
+        h.eventually("stored", |h| !h.stored().is_empty()).await;
+    }
+    let sendfile = "upcache_sendfile_responses_total";
+    let before = fast.counter(sendfile).await;
+    let url = do_url(9_100);
+    let requests = [
+        ("GET", url.clone(), String::new()),
+        ("HEAD", url.clone(), String::new()),
+        (
+            "GET",
+            url.clone(),
+            "Range: bytes=1048576-2097151\r\n".into(),
+        ),
+        ("GET", url.clone(), "Range: bytes=-100\r\n".into()),
+        ("GET", url.clone(), "Range: bytes=0-0,10-20\r\n".into()),
+        ("GET", url.clone(), "Range: bytes=99999999-\r\n".into()),
+        ("GET", url.clone(), "If-None-Match: \"v1\"\r\n".into()),
+        (
+            "GET",
+            url.clone(),
+            "If-Range: \"v1\"\r\nRange: bytes=10-19\r\n".into(),
+        ),
+        (
+            "GET",
+            url.clone(),
+            "If-Range: \"v0\"\r\nRange: bytes=10-19\r\n".into(),
+        ),
+    ];
+    for (method, target, extra) in &requests {
+        let request =
+            format!("{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n");
+        let got = exchange(fast.running().content_addr, &request).await;
+        let want = exchange(slow.running().content_addr, &request).await;
+        assert_eq!(got.0, want.0, "status of {request:?}");
+        assert_eq!(got.1, want.1, "headers of {request:?}");
+        assert!(got.2 == want.2, "body of {request:?}");
+    }
+    assert_eq!(fast.counter(sendfile).await - before, requests.len() as u64);
+    assert_eq!(slow.counter(sendfile).await, 0);
+    // Refusals are the full path's, counted once.
+    let refused = format!("{}?P1=1&cacheHostOrigin=evil.example", object_path());
+    let request = format!("GET {refused} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let got = exchange(fast.running().content_addr, &request).await;
+    assert!(got.0.starts_with("HTTP/1.1 403"), "{}", got.0);
+    assert_eq!(
+        fast.counter("upcache_do_refused_total{reason=\"not_allowed\"}")
+            .await,
+        1
+    );
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 2);
+}
+
+/// While an object's download is slow, DO's shuffled ranges are nearly all
+/// far ahead of it: at most two at a time go to the origin on their own,
+/// and the other clients follow the download (each byte is fetched twice
+/// at most for those two, not for every client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_ahead_ranges_of_a_slow_object_go_to_the_origin_two_at_a_time() {
+    let origin = DoOrigin::start().await;
+    let data = object(6 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.rate.store(1 << 20, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    let first = h.get_range(&do_url(5_000), "bytes=0-1023").await;
+    assert_eq!(first.status(), 206);
+    let mut tasks = Vec::new();
+    for i in 0..4u64 {
+        let (http, url) = (h.http.clone(), h.url(&do_url(5_001 + i)));
+        let start = (2 + i) << 20;
+        let want = data.slice(start as usize..(start + (1 << 20)) as usize);
+        tasks.push(tokio::spawn(async move {
+            let range = format!("bytes={start}-{}", start + (1 << 20) - 1);
+            let r = http.get(&url).header("range", range).send().await.unwrap();
+            assert_eq!(r.status(), 206);
+            assert!(r.bytes().await.unwrap() == want);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(first.bytes().await.unwrap() == data.slice(..1024));
+    let requests = origin.state.requests.load(Ordering::SeqCst);
+    assert!(
+        requests <= 3,
+        "the download and at most two far-ahead ranges: {requests}"
+    );
 }

@@ -10,7 +10,7 @@ use crate::common::*;
 /// One raw exchange on a fresh connection: the response's status line,
 /// its headers (lower-case, sorted, without `date`; the multipart boundary
 /// replaced) and its body.
-async fn exchange(addr: std::net::SocketAddr, request: &str) -> (String, Vec<String>, Vec<u8>) {
+pub async fn exchange(addr: std::net::SocketAddr, request: &str) -> (String, Vec<String>, Vec<u8>) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();

@@ -509,3 +509,95 @@ async fn a_shared_cleanup_trims_the_bucket_by_the_primarys_catalog() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("no shared tier"));
 }
+
+/// Delivery Optimization objects go through the shared tier as catalog
+/// files do: the node that fetched one from its origin uploads it with a
+/// `do/<key>` marker (its SHA-256, size and the origin's validators);
+/// another node, asked for the same key with another token, takes it from
+/// the bucket (its own way to the origin is down), checked against the
+/// marker's SHA-256 and answering with the origin's `ETag`. A shared
+/// cleanup keeps it: no catalog names it, its marker does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn do_objects_are_shared_through_the_bucket_and_kept_by_its_cleanup() {
+    use crate::delivery::{do_url, object, DoOrigin};
+    use sha2::Digest as _;
+    let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
+        return;
+    };
+    let origin = DoOrigin::start().await;
+    let data = object(3 << 20);
+    origin.add(&crate::delivery::object_path(), data.clone());
+    let proxy = origin.proxy();
+    let a = Harness::with(|c| {
+        c.shared = settings(&s3, "do");
+        c.fetch.upstream_proxy = Some(proxy);
+        c.upkeep.cleanup_settle = Duration::ZERO;
+    })
+    .await;
+    assert!(a.get(&do_url(3_000_000_000)).await.bytes().await.unwrap() == data);
+    a.eventually("the object is stored", |h| !h.stored().is_empty())
+        .await;
+    uploaded(&a, 1).await;
+    let sha256: upcache::digest::Sha256Digest =
+        hex::encode(sha2::Sha256::digest(&data)).parse().unwrap();
+    let marker = format!(
+        "{s3}/upcache/do/do/{}",
+        crate::delivery::object_path().rsplit('/').next().unwrap()
+    );
+    assert!(exists(&marker).await, "{marker}");
+
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", down.local_addr().unwrap());
+    drop(down);
+    let b = Harness::with(|c| {
+        c.shared = settings(&s3, "do");
+        c.fetch.upstream_proxy = Some(proxy);
+    })
+    .await;
+    let r = b
+        .get_range(&do_url(3_100_000_000), "bytes=1048576-2097151")
+        .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["etag"], "\"v1\"", "the origin's validator");
+    assert!(r.bytes().await.unwrap() == data.slice(1 << 20..2 << 20));
+    b.eventually("B stored it", |h| !h.stored().is_empty())
+        .await;
+    assert_eq!(b.stored(), vec![sha256]);
+    let r = b.get(&do_url(3_200_000_000)).await;
+    assert_eq!(r.headers()["etag"], "\"v1\"");
+    assert!(r.bytes().await.unwrap() == data);
+    assert_eq!(
+        origin
+            .state
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the origin sent it once, to A"
+    );
+    assert_eq!(s3_events(&b, "found").await, 1);
+    assert_eq!(s3_events(&b, "uploaded").await, 0, "nothing uploaded twice");
+    let status = b.status().await;
+    assert_eq!(status["delivery"]["unverified_objects"], 1, "{status}");
+
+    // A stray object goes; the DO object stays.
+    let stray: upcache::digest::Sha256Digest = "5b".repeat(32).parse().unwrap();
+    let put = reqwest::Client::new()
+        .put(object_url(&s3, "do", &stray))
+        .body("stray")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
+    let r = (a.http.post(a.admin("/api/v1/cleanup")))
+        .json(&serde_json::json!({"remove": true, "shared": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(!exists(&object_url(&s3, "do", &stray)).await, "the stray");
+    assert!(
+        exists(&object_url(&s3, "do", &sha256)).await,
+        "the DO object"
+    );
+    assert!(exists(&marker).await);
+}

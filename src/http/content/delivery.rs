@@ -10,16 +10,16 @@ use http::{Method, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use super::{
-    content_type, error_response, far_ahead_candidate, plain, respond, ContentService,
+    content_type, error_response, far_ahead_candidate, plain, respond, ContentService, FastSource,
     Representation,
 };
 use crate::delivery::{Answer, Delivery, DeliveryError};
 use crate::digest::Sha256Digest;
 use crate::fetch::{FetchError, Identity, Joined};
-use crate::http::body::{ResponseBody, Source, UpstreamRange};
-use crate::http::conditional::Validators;
+use crate::http::body::{Part, ResponseBody, Source, UpstreamRange};
+use crate::http::conditional::{RequestHeaders, Validators};
 use crate::http::error::HttpStatus;
-use crate::http::plan::FileValidators;
+use crate::http::plan::{FileValidators, Plan};
 use crate::http::route;
 use crate::telemetry::metrics::Outcome;
 
@@ -73,6 +73,83 @@ impl ContentService {
         }
     }
 
+    /// The fast path's answer to a DO request (see
+    /// [`Delivery::answer_fast`]): a stored object sent from the store, or
+    /// a running download followed from its temp file, ranges included,
+    /// each by `sendfile`. `None` hands the request to the full path: a
+    /// refusal, a new download, an unknown length, a far-ahead range.
+    pub(super) async fn plan_fast_delivery(
+        &self,
+        delivery: &Arc<Delivery>,
+        path: &str,
+        query: Option<&str>,
+        req: &impl RequestHeaders,
+    ) -> Option<(Plan, FastSource, Outcome, bool)> {
+        let content_type = content_type(route::extension(path));
+        match delivery.answer_fast(path, query).await? {
+            Answer::Stored { hit, stored } => {
+                let validators = object_validators(&stored.identity, Some(stored.sha256));
+                let plan = Plan::new(req, &validators, content_type, hit.len());
+                self.count_fast(&plan, Outcome::Hit);
+                Some((
+                    plan,
+                    FastSource::Stored(hit),
+                    Outcome::Hit,
+                    stored.unverified,
+                ))
+            }
+            Answer::Fetching {
+                key,
+                joined,
+                unverified,
+            } => {
+                let dl = joined.download;
+                // A download that ended just before the join started anew:
+                // the full path, if it answers, counts its miss.
+                let hand_over = |dl: &crate::fetch::Download| {
+                    if joined.started {
+                        dl.hand_over_start();
+                    }
+                };
+                // Only a running download is joined here: it has left the
+                // queue, or the full path waits for it.
+                if dl.progress().phase == crate::fetch::Phase::Queued {
+                    hand_over(&dl);
+                    return None;
+                }
+                let Some(len) = dl.started().await.ok().flatten() else {
+                    hand_over(&dl);
+                    return None;
+                };
+                let identity = self
+                    .fetcher
+                    .object_identity(key.as_str())
+                    .unwrap_or_default();
+                let validators = object_validators(&identity, None);
+                let plan = Plan::new(req, &validators, content_type, len);
+                if let [Part::File(r)] = plan.parts() {
+                    let partial = plan.status == StatusCode::PARTIAL_CONTENT;
+                    if partial
+                        && self.fetcher.far_ahead_room(key.as_str())
+                        && self.fetcher.is_far_ahead_object(&dl, r.start).await
+                    {
+                        hand_over(&dl);
+                        return None; // the full path sends it from the origin
+                    }
+                }
+                self.count_fast(&plan, Outcome::Coalesced);
+                let follow = dl.follow();
+                Some((
+                    plan,
+                    FastSource::Following(follow),
+                    Outcome::Coalesced,
+                    unverified,
+                ))
+            }
+            Answer::PassThrough { .. } => None,
+        }
+    }
+
     /// Streams an object download as it lands (a far-ahead range straight
     /// from the origin), as `fetch` does for a catalog file.
     async fn follow_object(
@@ -104,7 +181,8 @@ impl ContentService {
             validators: object_validators(&identity, None),
         };
         if let Some(range) = far_ahead_candidate(method, headers, &rep) {
-            if self.fetcher.is_far_ahead(&dl, range.start).await {
+            let room = self.fetcher.far_ahead_room(key);
+            if room && self.fetcher.is_far_ahead_object(&dl, range.start).await {
                 let len = rep.len.expect("ranges need a length");
                 let body = self
                     .fetcher
