@@ -20,6 +20,9 @@
 //! GetExtendedUpdateInfo (the 30) → GetFileLocations → the download of a
 //! 64 KiB file through upcache → ReportEventBatch (3 events).
 //!
+//! With `SCAN_STORM_PAGE=FILE`, the first `SyncUpdates` page (30 updates)
+//! is written to FILE.
+//!
 //! Printed: complete scans per second, each SOAP call's p50/p99/max (as the
 //! clients saw them, queueing included), the server's CPU seconds per scan
 //! (`/proc/PID/stat`, so other load on the machine does not count) and its
@@ -240,6 +243,9 @@ fn spawn_server(dir: &Path, upstream: &str) -> anyhow::Result<(Child, String)> {
         .arg(dir)
         .args(["--upstream", upstream])
         .env("RUST_LOG", "upcache=warn")
+        // Every simulated computer comes from 127.0.0.1: the per-address
+        // cap (64) is for real networks, where each has its own.
+        .env("UPCACHE_MAX_CONNECTIONS_PER_IP", "4096")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -450,9 +456,16 @@ impl Machine<'_> {
                 format!("{}{}", Self::cookie(&cookie), self.sync_parameters(false)),
             )
             .await?;
-        self.stats
+        let before = self
+            .stats
             .sync_page_bytes
             .fetch_max(page.len() as u64, Ordering::Relaxed);
+        // The first page, for measuring compression on it (docs/windows.md).
+        if before == 0 {
+            if let Ok(to) = std::env::var("SCAN_STORM_PAGE") {
+                std::fs::write(to, &page)?;
+            }
+        }
         let offered = page.matches("<UpdateInfo>").count();
         let installs = page.matches("<Action>Install</Action>").count();
         anyhow::ensure!(
@@ -602,6 +615,7 @@ async fn storm(a: &Args, layout: Arc<Layout>, base: String, pid: u32) -> anyhow:
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let cpu_before = cpu_seconds(pid);
+    let clients_cpu_before = cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..a.clients {
@@ -638,6 +652,7 @@ async fn storm(a: &Args, layout: Arc<Layout>, base: String, pid: u32) -> anyhow:
     while tasks.join_next().await.is_some() {}
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu_before;
+    let clients_cpu = cpu_seconds(std::process::id()) - clients_cpu_before;
     let scans = stats.scans.load(Ordering::Relaxed);
     println!(
         "{} clients, {:.1} s: {scans} complete scans, {:.1} scans/s; {} failed{}",
@@ -660,6 +675,11 @@ async fn storm(a: &Args, layout: Arc<Layout>, base: String, pid: u32) -> anyhow:
         rss_before / 1024,
         status_kib(pid, "VmRSS:") / 1024,
         status_kib(pid, "VmHWM:") / 1024
+    );
+    println!(
+        "clients (this process): {:.2} CPU s, {:.2} CPU ms per scan",
+        clients_cpu,
+        clients_cpu * 1000.0 / scans.max(1) as f64
     );
     println!(
         "largest SyncUpdates page: {} KiB",

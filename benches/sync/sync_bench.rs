@@ -1,6 +1,11 @@
 //! A full server sync of a generated upstream, then the incremental one:
 //! wall time, documents, bytes and the syncing process's peak RSS.
 //!
+//! Then the same from upcache itself as the upstream: a server started
+//! on the synced data directory, and a downstream (a child process, this
+//! binary with `--downstream URL`) that syncs everything from it over
+//! [MS-WSUSSS], then again.
+//!
 //! Usage: `sync_bench [REVISIONS]` (default 25000). The upstream runs in a
 //! child process (this binary with `--upstream`), so the RSS is the
 //! syncer's alone. Its documents are generated per request: most of a few
@@ -36,6 +41,9 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("--upstream") {
         let n = args[2].parse()?;
         return upstream(n);
+    }
+    if args.get(1).map(String::as_str) == Some("--downstream") {
+        return downstream(&args[2]);
     }
     let n: usize = args.get(1).map_or(Ok(25_000), |a| a.parse())?;
     let mut child = Command::new(std::env::current_exe()?)
@@ -87,6 +95,61 @@ fn main() -> anyhow::Result<()> {
     println!("catalog.sqlite3: {} MiB", db >> 20);
     let _ = child.kill();
     let _ = child.wait();
+
+    // upcache as the upstream: a server on what was just synced.
+    drop((catalog, meta));
+    let server = rt.block_on(upcache::server::start(upcache::config::Config::ephemeral(
+        dir.path(),
+    )))?;
+    let url = format!("http://{}", server.content_addr);
+    let status = Command::new(std::env::current_exe()?)
+        .args(["--downstream", &url])
+        .status()?;
+    rt.block_on(server.shutdown());
+    anyhow::ensure!(status.success(), "the downstream failed");
+    Ok(())
+}
+
+/// A downstream upcache's syncs from an upcache upstream at `url`, in
+/// this (child) process so its RSS is its own.
+fn downstream(url: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = DiskStore::open(dir.path(), 64)?;
+    let catalog = Catalog::open(dir.path(), store)?;
+    let meta = Arc::new(MetaStore::open(dir.path())?);
+    let settings = SyncSettings {
+        upstream_server: url.to_owned(),
+        sync_products: vec![PRODUCT.into()],
+        sync_classifications: vec![CLASSIFICATION.into()],
+        ..SyncSettings::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for run in ["from upcache: first sync", "from upcache: incremental sync"] {
+        let job = SyncJob {
+            settings: settings.clone(),
+            store: meta.clone(),
+            catalog: Some(catalog.clone()),
+            progress: Arc::new(Mutex::default()),
+            tuning: Tuning::default(),
+        };
+        let started = Instant::now();
+        let report = rt.block_on(sync::run(job));
+        println!(
+            "{run}: {:.1} s; {} documents, {} MB of XML; {} failed; error {:?}",
+            started.elapsed().as_secs_f64(),
+            report.documents,
+            report.bytes >> 20,
+            report.failed.len(),
+            report.error
+        );
+    }
+    println!(
+        "peak RSS of the downstream syncing process: {} MiB",
+        peak_rss_kib() / 1024
+    );
     Ok(())
 }
 

@@ -158,6 +158,44 @@ async fn a_downstream_upcache_syncs_from_an_upstream_upcache_byte_for_byte() {
     assert_eq!(old["state"], "declined", "{old}");
     let top = b.admin_json(&format!("/api/v1/updates/{TOP}")).await;
     assert_eq!(top["state"], "not-approved", "{top}");
+    // A group's approval with its deadline: the replica gets the group too.
+    let r = a
+        .http
+        .post(a.admin("/api/v1/groups"))
+        .json(&json!({ "name": "Pilot" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = a
+        .http
+        .post(a.admin(&format!("/api/v1/updates/{TOP}/approve")))
+        .json(&json!({ "group": "Pilot", "deadline": "2031-01-02T03:04:05Z" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let pilot = b.sync_from_server(&upstream).await;
+    assert_eq!(pilot["approvals_changed"], 1, "{pilot}");
+    let approvals = |v: Value| -> Vec<(Value, Value)> {
+        v["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["group"].clone(), x["deadline"].clone()))
+            .collect()
+    };
+    let on_b = approvals(b.admin_json(&format!("/api/v1/updates/{TOP}")).await);
+    assert_eq!(on_b, [(json!("Pilot"), json!("2031-01-02T03:04:05Z"))]);
+    assert_eq!(
+        on_b,
+        approvals(a.admin_json(&format!("/api/v1/updates/{TOP}")).await)
+    );
+    let groups = b.admin_json("/api/v1/groups").await;
+    assert!(groups.to_string().contains("\"Pilot\""), "{groups}");
+    // Unchanged upstream: nothing changes.
+    let same = b.sync_from_server(&upstream).await;
+    assert_eq!(same["approvals_changed"], 0, "{same}");
     // Unapproved on A: unapproved on B at the next sync.
     a.set_state(BUNDLE, "unapprove").await;
     let again = b.sync_from_server(&upstream).await;

@@ -1,14 +1,19 @@
 //! `GetDeployments` for a replica downstream: this server's approvals as
-//! [MS-WSUSSS] deployments. upcache approves per update, for every
-//! computer, so each approved update is one `Install` deployment to the
-//! built-in "All Computers" group (and its bundled updates a `Bundle`
-//! deployment each, as WSUS sends them); a declined update is a hidden
-//! one. The answer is always whole: a replica that applies it as a whole
-//! (as upcache does) ends with exactly these approvals.
+//! [MS-WSUSSS] deployments. Each computer group is a target group (`All
+//! Computers` and `Unassigned Computers` with WSUS's own GUIDs, the others
+//! with a GUID derived from their name); each group approval of an update
+//! is one `Install` deployment to that group, with its deadline, and the
+//! updates it bundles a `Bundle` deployment each, as WSUS sends them; a
+//! declined update is a hidden one. The answer is always whole: a replica
+//! that applies it as a whole (as upcache does) ends with exactly these
+//! approvals.
+
+use std::collections::HashMap;
 
 use sha2::Digest as _;
 
 use super::UpstreamError;
+use crate::catalog::groups::{Group, ALL_COMPUTERS as ALL_ID, UNASSIGNED as UNASSIGNED_ID};
 use crate::catalog::{Catalog, UpdateState};
 use crate::metadata::{Kind, MetaStore};
 use crate::wsus::sync::messages::{
@@ -17,9 +22,20 @@ use crate::wsus::sync::messages::{
 
 /// WSUS's built-in "All Computers" target group.
 pub const ALL_COMPUTERS: &str = "a0a08746-4dbe-4a37-9adf-9e7652c0b421";
+/// WSUS's built-in "Unassigned Computers" target group.
+pub const UNASSIGNED: &str = "b73ca6ed-5727-47f3-84de-015e03f6a88a";
 const NO_GROUP: &str = "00000000-0000-0000-0000-000000000000";
 /// "No deadline".
-const NO_DEADLINE: &str = "9999-12-31T23:59:59Z";
+pub const NO_DEADLINE: &str = "9999-12-31T23:59:59Z";
+
+/// The target group GUID of a computer group.
+pub fn group_guid(g: &Group) -> String {
+    match g.id {
+        ALL_ID => ALL_COMPUTERS.into(),
+        UNASSIGNED_ID => UNASSIGNED.into(),
+        _ => stable_guid(&format!("group/{}", g.name.to_lowercase())),
+    }
+}
 
 /// The approvals of every synced update, as deployments.
 pub fn current(
@@ -30,28 +46,52 @@ pub fn current(
     let latest = meta.latest_revisions(&[Kind::Software, Kind::Driver])?;
     let ids: Vec<&str> = latest.iter().map(|(id, _)| id.as_str()).collect();
     let states = catalog.states_of(&ids)?;
+    let approvals = catalog.group_approvals_of(&ids)?;
+    let groups = catalog.groups()?;
+    let guids: HashMap<i64, String> = groups.iter().map(|g| (g.id, group_guid(g))).collect();
     let mut out = Deployments {
         anchor: Some(format!("upcache-deployments:{now}")),
-        groups: vec![TargetGroup {
-            id: ALL_COMPUTERS.into(),
-            parent_id: NO_GROUP.into(),
-            name: "All Computers".into(),
-            builtin: true,
-        }],
+        groups: groups
+            .iter()
+            .map(|g| TargetGroup {
+                id: guids[&g.id].clone(),
+                parent_id: if g.id == ALL_ID {
+                    NO_GROUP
+                } else {
+                    ALL_COMPUTERS
+                }
+                .into(),
+                name: g.name.clone(),
+                builtin: g.builtin,
+            })
+            .collect(),
         ..Deployments::default()
     };
+    let revision_of: HashMap<&str, u32> = latest.iter().map(|(id, r)| (id.as_str(), *r)).collect();
     for (id, revision) in &latest {
         match states.get(id) {
             Some(UpdateState::Approved) => {
-                out.deployments
-                    .push(deployment(id, *revision, ACTION_INSTALL, now));
-                for (link, _, leaf) in meta.links(id)? {
-                    if link != "bundles" {
+                let leaves: Vec<String> = meta
+                    .links(id)?
+                    .into_iter()
+                    .filter(|(link, _, _)| link == "bundles")
+                    .map(|(_, _, leaf)| leaf)
+                    .collect();
+                for (gid, deadline) in approvals.get(id).into_iter().flatten() {
+                    let Some(group) = guids.get(gid) else {
                         continue;
-                    }
-                    if let Some((_, rev)) = latest.iter().find(|(l, _)| *l == leaf) {
-                        out.deployments
-                            .push(deployment(&leaf, *rev, ACTION_BUNDLE, now));
+                    };
+                    let deadline = deadline
+                        .map(crate::catalog::approvals::deadline_text::format)
+                        .unwrap_or_else(|| NO_DEADLINE.into());
+                    let at = |id: &str, rev: u32, action: i32| {
+                        deployment(id, rev, action, group, &deadline, now)
+                    };
+                    out.deployments.push(at(id, *revision, ACTION_INSTALL));
+                    for leaf in &leaves {
+                        if let Some(rev) = revision_of.get(leaf.as_str()) {
+                            out.deployments.push(at(leaf, *rev, ACTION_BUNDLE));
+                        }
                     }
                 }
             }
@@ -62,17 +102,24 @@ pub fn current(
     Ok(out)
 }
 
-fn deployment(update_id: &str, revision: u32, action: i32, now: &str) -> Deployment {
+fn deployment(
+    update_id: &str,
+    revision: u32,
+    action: i32,
+    group: &str,
+    deadline: &str,
+    now: &str,
+) -> Deployment {
     Deployment {
         update_id: update_id.to_owned(),
         revision,
         action,
         admin_name: "upcache".into(),
-        deadline: NO_DEADLINE.into(),
+        deadline: deadline.to_owned(),
         is_assigned: true,
         go_live_time: now.to_owned(),
-        guid: stable_guid(&format!("{update_id}/{revision}/{action}")),
-        target_group_id: ALL_COMPUTERS.into(),
+        guid: stable_guid(&format!("{update_id}/{revision}/{action}/{group}")),
+        target_group_id: group.to_owned(),
         download_priority: 1,
     }
 }
