@@ -420,18 +420,8 @@ impl S3Tier {
     /// named, which failed verification): the next node asked fetches it
     /// from its origin.
     pub async fn delete_object(&self, key: &str, sha256: &Sha256Digest) -> Result<(), S3Error> {
-        for key in [self.object_marker_key(key), self.object_key(sha256)] {
-            match self.store.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(S3Error {
-                        op: "delete",
-                        source,
-                    })
-                }
-            }
-        }
-        Ok(())
+        self.delete_keys([self.object_marker_key(key), self.object_key(sha256)])
+            .await
     }
 
     /// The SHA-256s the Delivery Optimization markers name: objects a
@@ -581,7 +571,13 @@ impl S3Tier {
         sha256: &Sha256Digest,
     ) -> Result<(), S3Error> {
         let marker = sha1.map(|sha1| self.marker_key(sha1));
-        for key in std::iter::once(self.object_key(sha256)).chain(marker) {
+        self.delete_keys(std::iter::once(self.object_key(sha256)).chain(marker))
+            .await
+    }
+
+    /// Deletes keys in order; one already gone counts as deleted.
+    async fn delete_keys(&self, keys: impl IntoIterator<Item = Path>) -> Result<(), S3Error> {
+        for key in keys {
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(source) => {
