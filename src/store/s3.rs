@@ -594,20 +594,9 @@ impl S3Tier {
 
 /// The SHA-256 a SHA-1 marker names; `None` when there is no marker.
 async fn read_marker(store: &AmazonS3, key: &Path) -> Result<Option<Sha256Digest>, S3Error> {
-    let got = match store.get(key).await {
-        Ok(got) => got,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(source) => {
-            return Err(S3Error {
-                op: "get marker",
-                source,
-            })
-        }
+    let Some(text) = get_marker(store, key).await? else {
+        return Ok(None);
     };
-    let text = got.bytes().await.map_err(|source| S3Error {
-        op: "get marker",
-        source,
-    })?;
     // "<sha256 hex> <size>"; anything else is no marker (and the file
     // is fetched, verified and uploaded again, rewriting it).
     Ok(std::str::from_utf8(&text)
@@ -619,6 +608,14 @@ async fn read_marker(store: &AmazonS3, key: &Path) -> Result<Option<Sha256Digest
 /// The marker of a Delivery Optimization object; `None` when there is none
 /// or it is not one.
 async fn read_object_marker(store: &AmazonS3, key: &Path) -> Result<Option<ObjectMarker>, S3Error> {
+    Ok(get_marker(store, key)
+        .await?
+        .and_then(|text| ObjectMarker::parse(&text)))
+}
+
+/// A marker's bytes; `None` when there is none, or when it is larger than
+/// any marker we write (a bucket is not trusted to bound it).
+async fn get_marker(store: &AmazonS3, key: &Path) -> Result<Option<Bytes>, S3Error> {
     let got = match store.get(key).await {
         Ok(got) => got,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -636,7 +633,7 @@ async fn read_object_marker(store: &AmazonS3, key: &Path) -> Result<Option<Objec
         op: "get marker",
         source,
     })?;
-    Ok(ObjectMarker::parse(&text))
+    Ok(Some(text))
 }
 
 #[cfg(test)]
