@@ -55,38 +55,8 @@ fn main() -> anyhow::Result<()> {
     let url = url.trim().to_owned();
 
     let dir = tempfile::tempdir()?;
-    let store = DiskStore::open(dir.path(), 64)?;
-    let catalog = Catalog::open(dir.path(), store)?;
-    let meta = Arc::new(MetaStore::open(dir.path())?);
-    let settings = SyncSettings {
-        upstream_server: url,
-        sync_products: vec![PRODUCT.into()],
-        sync_classifications: vec![CLASSIFICATION.into()],
-        ..SyncSettings::default()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    for run in ["first sync", "incremental sync"] {
-        let job = SyncJob {
-            settings: settings.clone(),
-            store: meta.clone(),
-            catalog: Some(catalog.clone()),
-            progress: Arc::new(Mutex::default()),
-            tuning: Tuning::default(),
-        };
-        let started = Instant::now();
-        let report = rt.block_on(sync::run(job));
-        println!(
-            "{run}: {:.1} s; {} documents, {} MB of XML; {} failed; error {:?}",
-            started.elapsed().as_secs_f64(),
-            report.documents,
-            report.bytes >> 20,
-            report.failed.len(),
-            report.error
-        );
-    }
+    let rt = runtime()?;
+    sync_twice(&rt, dir.path(), &url, "")?;
     println!(
         "peak RSS of the syncing process: {} MiB",
         peak_rss_kib() / 1024
@@ -97,7 +67,6 @@ fn main() -> anyhow::Result<()> {
     let _ = child.wait();
 
     // upcache as the upstream: a server on what was just synced.
-    drop((catalog, meta));
     let server = rt.block_on(upcache::server::start(upcache::config::Config::ephemeral(
         dir.path(),
     )))?;
@@ -114,20 +83,39 @@ fn main() -> anyhow::Result<()> {
 /// this (child) process so its RSS is its own.
 fn downstream(url: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = DiskStore::open(dir.path(), 64)?;
-    let catalog = Catalog::open(dir.path(), store)?;
-    let meta = Arc::new(MetaStore::open(dir.path())?);
+    sync_twice(&runtime()?, dir.path(), url, "from upcache: ")?;
+    println!(
+        "peak RSS of the downstream syncing process: {} MiB",
+        peak_rss_kib() / 1024
+    );
+    Ok(())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}
+
+/// A first and an incremental sync from `url` into a catalog in `dir`,
+/// each timed and printed (`label` names which side syncs).
+fn sync_twice(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    url: &str,
+    label: &str,
+) -> anyhow::Result<()> {
+    let store = DiskStore::open(dir, 64)?;
+    let catalog = Catalog::open(dir, store)?;
+    let meta = Arc::new(MetaStore::open(dir)?);
     let settings = SyncSettings {
         upstream_server: url.to_owned(),
         sync_products: vec![PRODUCT.into()],
         sync_classifications: vec![CLASSIFICATION.into()],
         ..SyncSettings::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    for run in ["from upcache: first sync", "from upcache: incremental sync"] {
+    for run in ["first sync", "incremental sync"] {
         let job = SyncJob {
             settings: settings.clone(),
             store: meta.clone(),
@@ -138,7 +126,7 @@ fn downstream(url: &str) -> anyhow::Result<()> {
         let started = Instant::now();
         let report = rt.block_on(sync::run(job));
         println!(
-            "{run}: {:.1} s; {} documents, {} MB of XML; {} failed; error {:?}",
+            "{label}{run}: {:.1} s; {} documents, {} MB of XML; {} failed; error {:?}",
             started.elapsed().as_secs_f64(),
             report.documents,
             report.bytes >> 20,
@@ -146,10 +134,6 @@ fn downstream(url: &str) -> anyhow::Result<()> {
             report.error
         );
     }
-    println!(
-        "peak RSS of the downstream syncing process: {} MiB",
-        peak_rss_kib() / 1024
-    );
     Ok(())
 }
 
