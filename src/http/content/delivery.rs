@@ -282,12 +282,32 @@ async fn pass_through(
         }
     }
     if method != Method::HEAD {
-        let stream = response.bytes_stream().map(|chunk| {
-            chunk
-                .map(hyper::body::Frame::data)
-                .map_err(std::io::Error::other)
-        });
+        let stream = relayed(response.bytes_stream().boxed(), read_timeout)
+            .map(|chunk| chunk.map(hyper::body::Frame::data));
         *r.body_mut() = http_body_util::StreamBody::new(stream).boxed_unsync();
     }
     (r, Outcome::Passthrough)
+}
+
+/// A relayed body that ends with an error when the origin sends nothing
+/// for `read_timeout` (stalled mid-body) or fails: the client's body is
+/// cut, as a download's is, instead of waiting for as long as the origin
+/// keeps the connection open.
+fn relayed(
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    read_timeout: std::time::Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(read_timeout, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Err(_) => {
+                tracing::warn!(?read_timeout, "DO pass-through stalled; cutting the body");
+                let stalled = format!("the origin sent nothing for {read_timeout:?}");
+                Some((Err(std::io::Error::other(stalled)), None))
+            }
+        }
+    })
 }
