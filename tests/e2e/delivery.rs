@@ -1214,13 +1214,17 @@ async fn nothing_left(h: &Harness) {
     assert_eq!(status["delivery"]["unverified_objects"], 0, "{status}");
 }
 
-/// A harness whose origin waits are short (half a second for a head or the
-/// next bytes) and whose downloads resume once.
-async fn impatient(origin: &DoOrigin, mode: upcache::delivery::Mode) -> Harness {
+/// A harness whose origin waits are short (`read_timeout` for a head or
+/// the next bytes) and whose downloads resume once.
+async fn impatient(
+    origin: &DoOrigin,
+    mode: upcache::delivery::Mode,
+    read_timeout: std::time::Duration,
+) -> Harness {
     let proxy = origin.proxy();
     Harness::with(move |c| {
         c.fetch.upstream_proxy = Some(proxy);
-        c.fetch.read_timeout = std::time::Duration::from_millis(500);
+        c.fetch.read_timeout = read_timeout;
         c.fetch.max_resumes = 1;
         c.delivery.delivery_optimization = mode;
     })
@@ -1236,12 +1240,28 @@ async fn an_origin_that_times_out_is_a_504_or_a_cut_body_and_leaves_nothing() {
     let origin = DoOrigin::start().await;
     let data = object(4 << 20);
     origin.add(&object_path(), data.clone());
-    let h = impatient(&origin, upcache::delivery::Mode::Cache).await;
+    let h = impatient(
+        &origin,
+        upcache::delivery::Mode::Cache,
+        std::time::Duration::from_millis(2000),
+    )
+    .await;
 
+    // A second client joins the download while it waits for the head:
+    // the same 504 at the same time, and no second request to the origin.
     origin.state.hang.store(true, Ordering::SeqCst);
-    let r = h.get(&do_url(11_000)).await;
-    assert_eq!(r.status(), 504, "{}", r.text().await.unwrap());
+    let first = tokio::spawn({
+        let (http, url) = (h.http.clone(), h.url(&do_url(11_000)));
+        async move { http.get(url).send().await.unwrap() }
+    });
+    h.eventually("the download asked the origin", |_| origin.requests() == 1)
+        .await;
+    let second = h.get(&do_url(10_999)).await;
+    assert_eq!(second.status(), 504, "{}", second.text().await.unwrap());
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 504, "{}", first.text().await.unwrap());
     nothing_left(&h).await;
+    assert_eq!(origin.requests(), 1, "the joined client started no other");
     origin.state.hang.store(false, Ordering::SeqCst);
 
     origin.state.stall_after.store(1 << 20, Ordering::SeqCst);
@@ -1278,7 +1298,12 @@ async fn an_origin_that_resets_is_a_502_or_a_cut_body_and_leaves_nothing() {
     let origin = DoOrigin::start().await;
     let data = object(4 << 20);
     origin.add(&object_path(), data.clone());
-    let h = impatient(&origin, upcache::delivery::Mode::Cache).await;
+    let h = impatient(
+        &origin,
+        upcache::delivery::Mode::Cache,
+        std::time::Duration::from_millis(500),
+    )
+    .await;
 
     origin.state.reset_connections.store(true, Ordering::SeqCst);
     let r = h.get(&do_url(12_000)).await;
@@ -1317,7 +1342,12 @@ async fn pass_through_answers_failures_with_5xx_and_cuts_a_stalled_body() {
     let origin = DoOrigin::start().await;
     let data = object(2 << 20);
     origin.add(&object_path(), data.clone());
-    let h = impatient(&origin, upcache::delivery::Mode::PassThrough).await;
+    let h = impatient(
+        &origin,
+        upcache::delivery::Mode::PassThrough,
+        std::time::Duration::from_millis(500),
+    )
+    .await;
 
     origin.state.hang.store(true, Ordering::SeqCst);
     assert_eq!(h.get(&do_url(14_000)).await.status(), 504);

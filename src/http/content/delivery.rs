@@ -10,8 +10,8 @@ use http::{Method, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use super::{
-    content_type, error_response, far_ahead_candidate, plain, respond, ContentService, FastSource,
-    Representation,
+    content_type, error_plan, error_response, far_ahead_candidate, plain, respond, ContentService,
+    FastSource, Representation,
 };
 use crate::delivery::{Answer, Delivery, DeliveryError};
 use crate::digest::Sha256Digest;
@@ -117,9 +117,28 @@ impl ContentService {
                     hand_over(&dl);
                     return None;
                 }
-                let Some(len) = dl.started().await.ok().flatten() else {
-                    hand_over(&dl);
-                    return None;
+                let len = match dl.started().await {
+                    Ok(Some(len)) => len,
+                    // Unknown length: the full path joins the same download.
+                    Ok(None) => {
+                        hand_over(&dl);
+                        return None;
+                    }
+                    // Failed before its first byte: its 502/504 answered
+                    // here, as the full path answers it, and as a catalog
+                    // file's is. Handed over, the request found no download
+                    // running and started another: the origin asked again,
+                    // the client waiting twice as long for the same answer.
+                    Err(e) => {
+                        let plan = error_plan(&e);
+                        let outcome = if joined.started {
+                            Outcome::Miss
+                        } else {
+                            Outcome::Coalesced
+                        };
+                        self.count_fast(&plan, outcome);
+                        return Some((plan, FastSource::Following(dl.follow()), outcome, false));
+                    }
                 };
                 let identity = self
                     .fetcher
