@@ -62,18 +62,18 @@ pub(crate) fn unescape(s: &str) -> String {
 
 /// One update as `SyncUpdates` offered it.
 #[derive(Debug, Clone)]
-struct Offer {
-    rid: i64,
-    update_id: String,
-    action: String,
-    is_leaf: bool,
+pub(crate) struct Offer {
+    pub(crate) rid: i64,
+    pub(crate) update_id: String,
+    pub(crate) action: String,
+    pub(crate) is_leaf: bool,
     /// The call (1-based) it came in.
-    call: usize,
+    pub(crate) call: usize,
 }
 
 /// Where a client talks: a listener's base URL and an HTTP client for it.
 #[derive(Clone)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     http: reqwest::Client,
     base: String,
 }
@@ -85,7 +85,7 @@ impl Endpoint {
 }
 
 /// What can be reached: the harness's plain HTTP listener, or an endpoint.
-trait Reach {
+pub(crate) trait Reach {
     fn endpoint(&self) -> Endpoint;
 }
 
@@ -105,11 +105,11 @@ impl Reach for Endpoint {
 }
 
 /// A Windows client: its cookie, and what it has cached and installed.
-struct Client {
+pub(crate) struct Client {
     to: Endpoint,
     cookie: String,
     /// Update ids this machine has (categories, detectoids, the servicing stack).
-    machine: HashSet<String>,
+    pub(crate) machine: HashSet<String>,
     installed_non_leaf: Vec<i64>,
     other_cached: Vec<i64>,
 }
@@ -149,7 +149,7 @@ fn cookie_xml(name: &str, data: &str) -> String {
 
 impl Client {
     /// GetConfig → GetAuthorizationCookie → GetCookie, as a client starts.
-    async fn start(h: &impl Reach, group: &str) -> Client {
+    pub(crate) async fn start(h: &impl Reach, group: &str) -> Client {
         let (status, config) =
             client_call(h, "GetConfig", "<protocolVersion>2.90</protocolVersion>").await;
         assert_eq!(status, 200, "{config}");
@@ -186,7 +186,7 @@ impl Client {
         client_call(&self.to, op, &format!("{cookie}{inner}")).await
     }
 
-    async fn register(&self) {
+    pub(crate) async fn register(&self) {
         let (status, body) = self
             .call(
                 "RegisterComputer",
@@ -246,7 +246,7 @@ impl Client {
     /// SyncUpdates until nothing new comes: each non-leaf update this
     /// machine has is reported installed on the next call, as a client
     /// evaluates them. Returns every offer, in order.
-    async fn scan(&mut self) -> Vec<Offer> {
+    pub(crate) async fn scan(&mut self) -> Vec<Offer> {
         let mut offers = Vec::new();
         for call in 1..=30 {
             let body = self.sync_once(false).await.expect("SyncUpdates");
@@ -271,7 +271,7 @@ impl Client {
         panic!("the scan did not end in 30 calls: {offers:#?}");
     }
 
-    async fn extended(&self, rids: &[i64]) -> String {
+    pub(crate) async fn extended(&self, rids: &[i64]) -> String {
         let (status, body) = self
             .call(
                 "GetExtendedUpdateInfo",
@@ -368,7 +368,7 @@ pub(crate) fn machine() -> HashSet<String> {
         .collect()
 }
 
-fn by_id(offers: &[Offer]) -> HashMap<&str, &Offer> {
+pub(crate) fn by_id(offers: &[Offer]) -> HashMap<&str, &Offer> {
     offers.iter().map(|o| (o.update_id.as_str(), o)).collect()
 }
 
