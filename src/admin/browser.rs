@@ -26,6 +26,7 @@ use crate::node::App;
 /// The media types control bodies may have.
 const JSON: &str = "application/json";
 const XML: &str = "application/xml";
+const NDJSON: &str = "application/x-ndjson";
 
 pub async fn refuse_cross_site(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let body_is_empty = req.body().size_hint().exact() == Some(0);
@@ -101,10 +102,10 @@ fn check_content_type(
     headers: &HeaderMap,
     body_is_empty: bool,
 ) -> Result<(), ApiError> {
-    let allowed: &[&str] = if path == "/api/v1/catalog" {
-        &[JSON, XML]
-    } else {
-        &[JSON]
+    let allowed: &[&str] = match path {
+        "/api/v1/catalog" => &[JSON, XML],
+        "/api/v1/documents" => &[NDJSON],
+        _ => &[JSON],
     };
     match (headers.get(header::CONTENT_TYPE), media_type(headers)) {
         (None, _) if body_is_empty => Ok(()),
@@ -120,11 +121,12 @@ fn check_content_type(
     }
 }
 
-/// `application/json` or `application/xml`, whatever the parameters and case.
+/// `application/json`, `application/xml` or `application/x-ndjson`,
+/// whatever the parameters and case.
 pub fn media_type(headers: &HeaderMap) -> Option<&'static str> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let essence = value.split(';').next()?.trim();
-    [JSON, XML]
+    [JSON, XML, NDJSON]
         .into_iter()
         .find(|t| essence.eq_ignore_ascii_case(t))
 }

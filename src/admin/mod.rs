@@ -92,6 +92,12 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_CATALOG_BYTES))
                 .get(export_catalog),
         )
+        .route(
+            "/api/v1/documents",
+            post(documents::import)
+                .layer(DefaultBodyLimit::max(MAX_CATALOG_BYTES))
+                .get(documents::info),
+        )
         .route("/api/v1/updates", get(list_updates))
         .route("/api/v1/updates/{id}", get(get_update))
         .route("/api/v1/updates/{id}/xml", get(server_sync::document))
@@ -203,6 +209,7 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 mod attention;
 mod browser;
 mod console;
+pub mod documents;
 mod fleet;
 mod forwarded;
 mod maintenance;
@@ -246,7 +253,7 @@ async fn refuse_announced_oversize(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let (limit, what) = if req.uri().path() == "/api/v1/catalog" {
+    let (limit, what) = if matches!(req.uri().path(), "/api/v1/catalog" | "/api/v1/documents") {
         (MAX_CATALOG_BYTES, "a catalog upload")
     } else if req.uri().path() == FORWARD_PATH {
         (MAX_FORWARD_BYTES, "a batch of forwarded reports")

@@ -16,6 +16,7 @@ mod json_import;
 pub mod package_xml;
 mod query;
 pub mod rules;
+pub mod scancab;
 mod schema;
 mod xml_import;
 

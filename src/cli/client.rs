@@ -5,8 +5,10 @@ use serde::de::DeserializeOwned;
 
 use std::path::PathBuf;
 
+use crate::admin::documents::{CabinetReport, DocumentsInfo, SkippedDocument};
 use crate::admin::GroupInfo;
 use crate::admin::{CleanupRequest, Status};
+use crate::catalog::cabinet::DetailRead;
 use crate::catalog::groups::Group;
 use crate::catalog::rules::Rule;
 use crate::catalog::{ImportReport, UpdateList, UpdateQuery, UpdateSummary};
@@ -240,6 +242,65 @@ impl AdminClient {
         let sent = self.follow_import(self.send(req), &progress).await;
         reader.await?.context("expanding the cabinet")?;
         sent
+    }
+
+    /// Assembles the per-revision documents out of `wsusscn2.cab`'s detail
+    /// cabinets (on a blocking thread, one cabinet at a time, spooled to
+    /// temp files) and sends each cabinet's documents in one request,
+    /// the next cabinet read while one is sent. `None`: the cabinet has
+    /// no `index.xml` (no detail cabinets). `done` hears of each cabinet
+    /// as the server answers for it.
+    pub async fn import_cab_documents(
+        &self,
+        path: PathBuf,
+        done: &mut dyn FnMut(&CabinetReport),
+    ) -> anyhow::Result<Option<Vec<CabinetReport>>> {
+        let info: DocumentsInfo = self
+            .send(self.http.get(self.url("/api/v1/documents")))
+            .await?;
+        let languages = info.languages;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, std::fs::File, DetailRead)>(1);
+        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+            let Some(details) = crate::catalog::cabinet::read_index(&path)? else {
+                return Ok(false);
+            };
+            crate::catalog::cabinet::read_details(
+                &path,
+                &details,
+                &languages,
+                &mut |name, lines, read| {
+                    tx.blocking_send((name.to_owned(), lines, read))
+                        .map_err(|_| std::io::Error::other("upload ended"))
+                },
+            )?;
+            Ok(true)
+        });
+        let mut reports = Vec::new();
+        while let Some((name, lines, read)) = rx.recv().await {
+            let body = tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(lines),
+                256 << 10,
+            );
+            let req = self
+                .http
+                .post(self.url(&format!("/api/v1/documents?cabinet={}", urlencode(&name))))
+                .header("content-type", "application/x-ndjson")
+                .body(reqwest::Body::wrap_stream(body));
+            let mut report: CabinetReport = self
+                .send(req)
+                .await
+                .with_context(|| format!("sending the documents of {name}"))?;
+            report.skipped.extend(
+                read.skipped
+                    .into_iter()
+                    .map(|(rid, reason)| SkippedDocument { rid, reason }),
+            );
+            report.skipped.sort_by_key(|s| s.rid);
+            done(&report);
+            reports.push(report);
+        }
+        let had_index = reader.await?.context("reading the detail cabinets")?;
+        Ok(had_index.then_some(reports))
     }
 
     /// The whole catalog with approval states, policy and rules (for a

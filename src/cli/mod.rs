@@ -524,9 +524,15 @@ async fn import(
     }
     let client = AdminClient::new(admin)?;
     let report = if ext == "cab" {
-        client
+        let report = client
             .import_cab(file.to_path_buf(), progress::import_bar("importing"))
-            .await?
+            .await?;
+        println!("imported {}: {report}", file.display());
+        let documents = client
+            .import_cab_documents(file.to_path_buf(), &mut print_cabinet)
+            .await?;
+        print_cabinet_documents(documents.as_deref());
+        return Ok(());
     } else {
         let body = tokio::fs::File::open(file)
             .await
@@ -542,6 +548,54 @@ async fn import(
     };
     println!("imported {}: {report}", file.display());
     Ok(())
+}
+
+/// What one detail cabinet of `wsusscn2.cab` gave, and each revision
+/// skipped, as the server answers for it.
+fn print_cabinet(r: &crate::admin::documents::CabinetReport) {
+    let c = &r.counts;
+    println!(
+        "{}: {} documents added, {} replaced, {} unchanged, {} kept (synced), {} skipped",
+        r.cabinet,
+        c.added,
+        c.replaced,
+        c.unchanged,
+        c.kept_synced,
+        r.skipped.len()
+    );
+    for s in &r.skipped {
+        println!(
+            "  skipped revision {} of {}: {}",
+            s.rid, r.cabinet, s.reason
+        );
+    }
+}
+
+/// The totals of the detail cabinets.
+fn print_cabinet_documents(reports: Option<&[crate::admin::documents::CabinetReport]>) {
+    let Some(reports) = reports else {
+        println!("no index.xml: no detail cabinets, no update documents");
+        return;
+    };
+    let mut total = crate::metadata::store::CabinetCounts::default();
+    let mut skipped = 0;
+    for r in reports {
+        let c = &r.counts;
+        total.added += c.added;
+        total.replaced += c.replaced;
+        total.unchanged += c.unchanged;
+        total.kept_synced += c.kept_synced;
+        skipped += r.skipped.len();
+    }
+    println!(
+        "update documents from {} detail cabinets: {} added, {} replaced, {} unchanged, {} kept (synced), {} skipped",
+        reports.len(),
+        total.added,
+        total.replaced,
+        total.unchanged,
+        total.kept_synced,
+        skipped
+    );
 }
 
 /// Shows the policy, after changing what `set` names.

@@ -133,12 +133,17 @@ impl Delivery {
     ) -> anyhow::Result<Arc<Delivery>> {
         let policy = Arc::new(settings.origin_policy()?);
         let resolver = PinnedResolver::new(policy.clone(), fetch.connect_timeout);
-        let direct = reqwest::Client::builder()
+        let mut direct = reqwest::Client::builder()
             .connect_timeout(fetch.connect_timeout)
             .user_agent(concat!("upcache/", env!("CARGO_PKG_VERSION")))
             .no_proxy()
-            .dns_resolver(Arc::new(resolve::ForClient(resolver.clone())))
-            .build()?;
+            .dns_resolver(Arc::new(resolve::ForClient(resolver.clone())));
+        // `do_origin_scheme = "https"` to an origin reached directly trusts
+        // `upstream_ca` as every other upstream connection does.
+        if let Some(ca) = &fetch.upstream_ca_file {
+            direct = crate::net::pem::trust_roots_from(direct, ca)?;
+        }
+        let direct = direct.build()?;
         let index = Index::open(data_dir, &*store)?;
         if settings.do_max_bytes.is_some() {
             // Eviction must see which files responses are sending.

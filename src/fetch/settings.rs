@@ -21,7 +21,9 @@ pub struct FetchSettings {
     pub upstream: Option<reqwest::Url>,
     /// PEM file of extra root certificates for an HTTPS upstream (an
     /// internal mirror's CA); server sync trusts it too, for an HTTPS
-    /// `upstream_server` (a WSUS or an upcache) with a private CA.
+    /// `upstream_server` (a WSUS or an upcache) with a private CA, and so
+    /// do Delivery Optimization origins with do_origin_scheme = "https",
+    /// through the proxy or reached directly.
     #[serde(rename = "upstream_ca")]
     #[schemars(example = &"/etc/upcache/upstream-ca.pem")]
     pub upstream_ca_file: Option<PathBuf>,

@@ -4,8 +4,6 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-const VERSION: i64 = 1;
-
 /// Revisions and their documents.
 ///
 /// `rid` is the stable local revision id: `AUTOINCREMENT` never hands out
@@ -57,9 +55,18 @@ CREATE TABLE meta_file_urls (
 );
 ";
 
+/// Where a document came from: `sync` (an upstream's `GetUpdateData`, the
+/// reference) or `cabinet` (assembled from `wsusscn2.cab`'s fragments,
+/// replaced by a sync of the same revision, never replacing one).
+const V2: &str = "
+ALTER TABLE meta_revisions ADD COLUMN origin TEXT NOT NULL DEFAULT 'sync'
+    CHECK (origin IN ('sync', 'cabinet'));
+";
+
 /// Creates or migrates the tables (on the caller's connection).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
-    apply_once(conn, "schema_version", VERSION, V1)
+    apply_once(conn, "schema_version", 1, V1)?;
+    apply_once(conn, "schema_version", 2, V2)
 }
 
 /// Runs `ddl` once, in one transaction: `key` in `meta_state` records the

@@ -110,6 +110,7 @@ pub struct Projected {
 /// The metadata store (its own connection to the catalog's file).
 pub struct MetaStore {
     db: Mutex<Connection>,
+    path: std::path::PathBuf,
 }
 
 impl MetaStore {
@@ -119,16 +120,43 @@ impl MetaStore {
     }
 
     pub fn open_path(path: &Path) -> Result<MetaStore, MetaError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        // The catalog's writer may hold the file for an import's length.
-        conn.busy_timeout(Duration::from_secs(120))?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let conn = connect(path)?;
         super::schema::prepare(&conn)?;
         Ok(MetaStore {
             db: Mutex::new(conn),
+            path: path.to_owned(),
         })
+    }
+
+    /// Writes the documents of one `wsusscn2.cab` detail cabinet in one
+    /// transaction, on a connection of its own: scans keep reading the
+    /// store meanwhile, and an import cut short (an error in `fill`, a
+    /// killed process) leaves nothing of it.
+    pub fn write_cabinet<E: From<MetaError>>(
+        &self,
+        fill: impl FnOnce(&mut CabinetWriter<'_>) -> Result<(), E>,
+    ) -> Result<CabinetCounts, E> {
+        let mut conn = connect(&self.path)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(MetaError::from)?;
+        let mut writer = CabinetWriter {
+            tx: &tx,
+            counts: CabinetCounts::default(),
+        };
+        fill(&mut writer)?;
+        let counts = writer.counts;
+        tx.commit().map_err(MetaError::from)?;
+        Ok(counts)
+    }
+
+    /// Documents stored, by origin (`sync`, `cabinet`).
+    pub fn origins(&self) -> Result<Vec<(String, u64)>, MetaError> {
+        let db = self.db();
+        let mut q =
+            db.prepare("SELECT origin, count(*) FROM meta_revisions GROUP BY origin ORDER BY 1")?;
+        let rows = q.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -175,11 +203,12 @@ impl MetaStore {
         Ok(())
     }
 
-    /// Which of these revisions are stored already.
+    /// Which of these revisions are stored already from a sync (a
+    /// cabinet's document of one is fetched again, to replace it).
     pub fn stored(&self, ids: &[(String, u32)]) -> Result<HashSet<(String, u32)>, MetaError> {
         let db = self.db();
         let mut q = db.prepare_cached(
-            "SELECT 1 FROM meta_revisions WHERE update_id = ?1 AND revision = ?2",
+            "SELECT 1 FROM meta_revisions WHERE update_id = ?1 AND revision = ?2 AND origin = 'sync'",
         )?;
         let mut out = HashSet::new();
         for (id, rev) in ids {
@@ -609,7 +638,8 @@ fn driver_hardware_ids(db: &Connection, rid: i64) -> Result<Vec<String>, MetaErr
         .unwrap_or_default())
 }
 
-/// Inserts one revision unless stored already.
+/// Inserts one revision unless a sync stored it already; a cabinet's
+/// document of it is replaced (under a new `rid`: see [`replace_revision`]).
 fn write_revision(
     tx: &rusqlite::Transaction<'_>,
     d: &Packed,
@@ -619,12 +649,53 @@ fn write_revision(
     let known_id: bool = tx
         .prepare_cached("SELECT 1 FROM meta_revisions WHERE update_id = ?1")?
         .exists([&u.id])?;
-    let (compressed, sha256) = (&d.z, &d.sha256);
+    let rid = match stored_origin(tx, &u.id, u.revision)? {
+        Some((_, origin)) if origin == "sync" => None,
+        Some((old, _)) => Some(replace_revision(tx, old, d, "sync")?),
+        None => insert_revision(tx, d, "sync")?,
+    };
+    if rid.is_none() {
+        counts.present += 1;
+        return Ok(());
+    }
+    if known_id {
+        counts.changed += 1;
+    } else {
+        counts.new += 1;
+    }
+    if u.publication_state.as_deref() == Some("Expired") {
+        counts.expired += 1;
+    }
+    counts.bytes += d.len as u64;
+    Ok(())
+}
+
+/// The stored revision's `rid` and origin, if any.
+fn stored_origin(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    revision: u32,
+) -> Result<Option<(i64, String)>, MetaError> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT rid, origin FROM meta_revisions WHERE update_id = ?1 AND revision = ?2",
+        )?
+        .query_row(params![id, revision], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Inserts a revision with its links and files; `None` when stored already.
+fn insert_revision(
+    tx: &rusqlite::Transaction<'_>,
+    d: &Packed,
+    origin: &str,
+) -> Result<Option<i64>, MetaError> {
+    let u = &d.info;
     let rid: Option<i64> = tx
         .prepare_cached(
             "INSERT INTO meta_revisions(update_id, revision, kind, category_type, title, description,
-                                        kb, state, created, doc, doc_sha256, doc_len)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                        kb, state, created, doc, doc_sha256, doc_len, origin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT(update_id, revision) DO NOTHING RETURNING rid",
         )?
         .query_row(
@@ -638,26 +709,15 @@ fn write_revision(
                 u.kb,
                 u.publication_state,
                 u.creation_date,
-                compressed,
-                sha256.as_slice(),
+                &d.z,
+                d.sha256.as_slice(),
                 d.len as i64,
+                origin,
             ],
             |r| r.get(0),
         )
         .optional()?;
-    let Some(rid) = rid else {
-        counts.present += 1;
-        return Ok(());
-    };
-    if known_id {
-        counts.changed += 1;
-    } else {
-        counts.new += 1;
-    }
-    if u.publication_state.as_deref() == Some("Expired") {
-        counts.expired += 1;
-    }
-    counts.bytes += d.len as u64;
+    let Some(rid) = rid else { return Ok(None) };
     write_links(tx, rid, u)?;
     for f in &u.files {
         let Some(sha1) = f.sha1 else { continue };
@@ -666,7 +726,81 @@ fn write_revision(
         )?
         .execute(params![rid, sha1, f.sha256, f.name, f.size.map(|s| s as i64)])?;
     }
-    Ok(())
+    Ok(Some(rid))
+}
+
+/// Replaces the stored row `old` of the same revision. The new document
+/// takes a new `rid`: a `rid` names one document for good (clients and
+/// the fragment cache keep what they got by it), and the scan index sees
+/// a larger `rid` and is rebuilt.
+fn replace_revision(
+    tx: &rusqlite::Transaction<'_>,
+    old: i64,
+    d: &Packed,
+    origin: &str,
+) -> Result<i64, MetaError> {
+    tx.prepare_cached("DELETE FROM meta_revisions WHERE rid = ?1")?
+        .execute([old])?;
+    Ok(insert_revision(tx, d, origin)?.expect("the revision's row was just deleted"))
+}
+
+/// What a cabinet's documents did to the store.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CabinetCounts {
+    /// Revisions not stored before.
+    pub added: u64,
+    /// Documents of an earlier cabinet, replaced by this one's.
+    pub replaced: u64,
+    /// The same document, stored already from a cabinet.
+    pub unchanged: u64,
+    /// Revisions a sync stored: its document is kept.
+    pub kept_synced: u64,
+}
+
+/// Writes one cabinet's documents inside [`MetaStore::write_cabinet`].
+pub struct CabinetWriter<'t> {
+    tx: &'t rusqlite::Transaction<'t>,
+    counts: CabinetCounts,
+}
+
+impl CabinetWriter<'_> {
+    /// Stores one document assembled from a cabinet: a new revision is
+    /// added, another cabinet's different document of it replaced, a
+    /// synced one never touched.
+    pub fn write(&mut self, d: &Packed) -> Result<(), MetaError> {
+        let u = &d.info;
+        match stored_origin(self.tx, &u.id, u.revision)? {
+            Some((_, origin)) if origin == "sync" => self.counts.kept_synced += 1,
+            Some((old, _)) => {
+                let same: bool = self
+                    .tx
+                    .prepare_cached("SELECT doc_sha256 = ?2 FROM meta_revisions WHERE rid = ?1")?
+                    .query_row(params![old, d.sha256.as_slice()], |r| r.get(0))?;
+                if same {
+                    self.counts.unchanged += 1;
+                } else {
+                    replace_revision(self.tx, old, d, "cabinet")?;
+                    self.counts.replaced += 1;
+                }
+            }
+            None => {
+                insert_revision(self.tx, d, "cabinet")?;
+                self.counts.added += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection to the catalog's file as the store uses it.
+fn connect(path: &Path) -> Result<Connection, MetaError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // The catalog's writer may hold the file for an import's length.
+    conn.busy_timeout(Duration::from_secs(120))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
 }
 
 fn write_links(tx: &rusqlite::Transaction<'_>, rid: i64, u: &UpdateInfo) -> Result<(), MetaError> {
@@ -784,6 +918,48 @@ mod tests {
         let (rev, bytes) = store.document("A").unwrap().unwrap();
         assert_eq!(rev, 2);
         assert_eq!(bytes, doc("a", 2, "").doc);
+    }
+
+    #[test]
+    fn a_sync_replaces_a_cabinets_document_and_a_cabinet_never_a_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetaStore::open(dir.path()).unwrap();
+        let from_cabinet =
+            |d: &Incoming| store.write_cabinet(|w| w.write(&Packed::from(d))).unwrap();
+        let cab = doc("a", 1, "<!-- cabinet -->");
+        let c = from_cabinet(&cab);
+        assert_eq!(c.added, 1);
+        assert_eq!(from_cabinet(&cab).unchanged, 1);
+        // A newer cabinet's different document replaces it, under a new rid.
+        let rid = store.rid("a", 1).unwrap().unwrap();
+        assert_eq!(from_cabinet(&doc("a", 1, "<!-- newer -->")).replaced, 1);
+        let rid2 = store.rid("a", 1).unwrap().unwrap();
+        assert!(rid2 > rid);
+        // A sync does not count it stored, and replaces it.
+        let key = vec![("a".to_owned(), 1)];
+        assert!(store.stored(&key).unwrap().is_empty());
+        let synced = doc("a", 1, "");
+        let c = store
+            .write_batch(std::slice::from_ref(&synced), &[])
+            .unwrap();
+        assert_eq!((c.changed, c.present), (1, 0));
+        assert_eq!(store.document("a").unwrap().unwrap().1, synced.doc);
+        assert!(store.rid("a", 1).unwrap().unwrap() > rid2);
+        assert_eq!(store.stored(&key).unwrap().len(), 1);
+        // From now on the cabinet leaves it alone.
+        assert_eq!(from_cabinet(&cab).kept_synced, 1);
+        assert_eq!(store.document("a").unwrap().unwrap().1, synced.doc);
+        assert_eq!(store.origins().unwrap(), vec![("sync".to_owned(), 1)]);
+        // An error inside the cabinet's transaction leaves nothing of it.
+        let failed: Result<_, MetaError> = store.write_cabinet(|w| {
+            w.write(&Packed::from(&doc("b", 1, "")))?;
+            Err(MetaError::Document(
+                "b".into(),
+                std::io::Error::other("cut"),
+            ))
+        });
+        assert!(failed.is_err());
+        assert_eq!(store.rid("b", 1).unwrap(), None);
     }
 
     #[test]

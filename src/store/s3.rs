@@ -188,13 +188,14 @@ pub struct ObjectMarker {
     pub last_modified: Option<String>,
 }
 
-/// Longest object marker read (a few lines; anything longer is no marker).
-const MAX_OBJECT_MARKER: usize = 4096;
+/// Longest marker read, of either kind (a few lines; anything longer is no
+/// marker).
+const MAX_MARKER: usize = 4096;
 
 impl ObjectMarker {
     /// `<sha256 hex> <size>`, then `etag: <value>` and
     /// `last-modified: <value>` lines when known.
-    fn to_text(&self) -> String {
+    pub fn to_text(&self) -> String {
         let mut text = format!("{} {}\n", self.sha256.to_hex(), self.size);
         if let Some(etag) = &self.etag {
             text.push_str(&format!("etag: {etag}\n"));
@@ -208,8 +209,10 @@ impl ObjectMarker {
     /// Reads [`ObjectMarker::to_text`]'s form; `None` for anything else
     /// (the object is then fetched from its origin and the marker
     /// rewritten). Values are kept only if they could be header values.
-    fn parse(text: &[u8]) -> Option<ObjectMarker> {
-        if text.len() > MAX_OBJECT_MARKER {
+    /// Pure and bounded (a bucket's bytes are not trusted): the fuzz
+    /// target `s3_markers` calls it.
+    pub fn parse(text: &[u8]) -> Option<ObjectMarker> {
+        if text.len() > MAX_MARKER {
             return None;
         }
         let text = std::str::from_utf8(text).ok()?;
@@ -594,15 +597,25 @@ impl S3Tier {
 
 /// The SHA-256 a SHA-1 marker names; `None` when there is no marker.
 async fn read_marker(store: &AmazonS3, key: &Path) -> Result<Option<Sha256Digest>, S3Error> {
-    let Some(text) = get_marker(store, key).await? else {
-        return Ok(None);
-    };
-    // "<sha256 hex> <size>"; anything else is no marker (and the file
-    // is fetched, verified and uploaded again, rewriting it).
-    Ok(std::str::from_utf8(&text)
+    Ok(get_marker(store, key)
+        .await?
+        .and_then(|text| parse_sha1_marker(&text)))
+}
+
+/// A SHA-1 marker's bytes, `<sha256 hex> <size>`: the SHA-256 they name.
+/// `None` for anything else, or more than a marker's bound (the file is
+/// then fetched, verified and uploaded again, rewriting it). Pure and
+/// bounded: the fuzz target `s3_markers` calls it.
+pub fn parse_sha1_marker(text: &[u8]) -> Option<Sha256Digest> {
+    if text.len() > MAX_MARKER {
+        return None;
+    }
+    std::str::from_utf8(text)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
         .ok()
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|hex| hex.parse().ok()))
 }
 
 /// The marker of a Delivery Optimization object; `None` when there is none
@@ -626,7 +639,7 @@ async fn get_marker(store: &AmazonS3, key: &Path) -> Result<Option<Bytes>, S3Err
             })
         }
     };
-    if got.meta.size > MAX_OBJECT_MARKER as u64 {
+    if got.meta.size > MAX_MARKER as u64 {
         return Ok(None);
     }
     let text = got.bytes().await.map_err(|source| S3Error {
@@ -668,10 +681,20 @@ mod tests {
             "not a header value"
         );
         assert_eq!(ObjectMarker::parse(b"zz 12\n"), None);
-        assert_eq!(
-            ObjectMarker::parse(&vec![b'a'; MAX_OBJECT_MARKER + 1]),
-            None
-        );
+        assert_eq!(ObjectMarker::parse(&vec![b'a'; MAX_MARKER + 1]), None);
+    }
+
+    #[test]
+    fn sha1_markers_name_a_sha256_or_are_no_marker() {
+        let sha256: Sha256Digest = "ab".repeat(32).parse().unwrap();
+        let text = format!("{} 12\n", sha256.to_hex());
+        assert_eq!(parse_sha1_marker(text.as_bytes()), Some(sha256));
+        assert_eq!(parse_sha1_marker(b"zz 12\n"), None);
+        assert_eq!(parse_sha1_marker(b""), None);
+        assert_eq!(parse_sha1_marker(&[0xff, 0xfe]), None);
+        let mut long = text.into_bytes();
+        long.resize(MAX_MARKER + 1, b' ');
+        assert_eq!(parse_sha1_marker(&long), None, "longer than any marker");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod proxy_protocol;
 mod quota;
 mod redbot;
 mod report_forwarding;
+mod scancab;
 mod server_sync;
 mod service;
 mod shared;

@@ -62,18 +62,18 @@ pub(crate) fn unescape(s: &str) -> String {
 
 /// One update as `SyncUpdates` offered it.
 #[derive(Debug, Clone)]
-struct Offer {
-    rid: i64,
-    update_id: String,
-    action: String,
-    is_leaf: bool,
+pub(crate) struct Offer {
+    pub(crate) rid: i64,
+    pub(crate) update_id: String,
+    pub(crate) action: String,
+    pub(crate) is_leaf: bool,
     /// The call (1-based) it came in.
-    call: usize,
+    pub(crate) call: usize,
 }
 
 /// Where a client talks: a listener's base URL and an HTTP client for it.
 #[derive(Clone)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     http: reqwest::Client,
     base: String,
 }
@@ -85,7 +85,7 @@ impl Endpoint {
 }
 
 /// What can be reached: the harness's plain HTTP listener, or an endpoint.
-trait Reach {
+pub(crate) trait Reach {
     fn endpoint(&self) -> Endpoint;
 }
 
@@ -105,11 +105,11 @@ impl Reach for Endpoint {
 }
 
 /// A Windows client: its cookie, and what it has cached and installed.
-struct Client {
+pub(crate) struct Client {
     to: Endpoint,
     cookie: String,
     /// Update ids this machine has (categories, detectoids, the servicing stack).
-    machine: HashSet<String>,
+    pub(crate) machine: HashSet<String>,
     installed_non_leaf: Vec<i64>,
     other_cached: Vec<i64>,
 }
@@ -149,7 +149,7 @@ fn cookie_xml(name: &str, data: &str) -> String {
 
 impl Client {
     /// GetConfig → GetAuthorizationCookie → GetCookie, as a client starts.
-    async fn start(h: &impl Reach, group: &str) -> Client {
+    pub(crate) async fn start(h: &impl Reach, group: &str) -> Client {
         let (status, config) =
             client_call(h, "GetConfig", "<protocolVersion>2.90</protocolVersion>").await;
         assert_eq!(status, 200, "{config}");
@@ -186,7 +186,7 @@ impl Client {
         client_call(&self.to, op, &format!("{cookie}{inner}")).await
     }
 
-    async fn register(&self) {
+    pub(crate) async fn register(&self) {
         let (status, body) = self
             .call(
                 "RegisterComputer",
@@ -246,7 +246,7 @@ impl Client {
     /// SyncUpdates until nothing new comes: each non-leaf update this
     /// machine has is reported installed on the next call, as a client
     /// evaluates them. Returns every offer, in order.
-    async fn scan(&mut self) -> Vec<Offer> {
+    pub(crate) async fn scan(&mut self) -> Vec<Offer> {
         let mut offers = Vec::new();
         for call in 1..=30 {
             let body = self.sync_once(false).await.expect("SyncUpdates");
@@ -271,7 +271,7 @@ impl Client {
         panic!("the scan did not end in 30 calls: {offers:#?}");
     }
 
-    async fn extended(&self, rids: &[i64]) -> String {
+    pub(crate) async fn extended(&self, rids: &[i64]) -> String {
         let (status, body) = self
             .call(
                 "GetExtendedUpdateInfo",
@@ -368,7 +368,7 @@ pub(crate) fn machine() -> HashSet<String> {
         .collect()
 }
 
-fn by_id(offers: &[Offer]) -> HashMap<&str, &Offer> {
+pub(crate) fn by_id(offers: &[Offer]) -> HashMap<&str, &Offer> {
     offers.iter().map(|o| (o.update_id.as_str(), o)).collect()
 }
 
@@ -890,4 +890,136 @@ async fn the_driver_pass_offers_approved_drivers_for_the_computers_devices() {
     let body = pc.sync_once(true).await.unwrap();
     let new = between(&body, "NewUpdates").unwrap_or_default();
     assert!(all_between(new, "UpdateInfo").is_empty(), "{body}");
+}
+
+/// One call's status, headers and body bytes, `Accept-Encoding: xpress`
+/// or not (as a Windows client sends it to a WSUS).
+async fn raw_call(
+    h: &Harness,
+    path: &str,
+    action: &str,
+    body: &str,
+    xpress: bool,
+) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
+    let mut r = h
+        .http
+        .post(h.url(path))
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .header("SOAPAction", format!("\"{action}\""));
+    if xpress {
+        r = r.header("Accept-Encoding", "xpress");
+    }
+    let r = r.body(body.to_owned()).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.unwrap())
+}
+
+/// [MS-WUSP] 2.1: a client that asks for `xpress` gets its answers so
+/// encoded (`Content-Encoding: xpress`), in fewer bytes, and they decode
+/// to exactly what the same call answers a client that did not ask;
+/// `Vary: Accept-Encoding` either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asking_for_xpress_gets_answers_that_decode_to_the_plain_ones() {
+    let h = Harness::new().await;
+    let _fake = synced(&h).await;
+    let pc = Client::start(&h, "Pilot").await;
+    pc.register().await;
+    let page = pc.sync_once(false).await.expect("SyncUpdates");
+    let rids: Vec<i64> = all_between(
+        between(&page, "NewUpdates").unwrap_or_default(),
+        "UpdateInfo",
+    )
+    .iter()
+    .map(|info| parse_offer(info, 1).rid)
+    .collect();
+    assert!(rids.len() >= 2, "{page}");
+    let extended = envelope(&format!(
+        "<GetExtendedUpdateInfo xmlns=\"{CLIENT_NS}\">{}<revisionIDs>{}</revisionIDs>\
+         <infoTypes><XmlUpdateFragmentType>Extended</XmlUpdateFragmentType>\
+         <XmlUpdateFragmentType>LocalizedProperties</XmlUpdateFragmentType></infoTypes>\
+         <locales><string>en-US</string></locales></GetExtendedUpdateInfo>",
+        cookie_xml("cookie", &pc.cookie),
+        Client::ints(&rids)
+    ));
+    let config = envelope(&format!(
+        "<GetConfig xmlns=\"{CLIENT_NS}\"><protocolVersion>2.90</protocolVersion></GetConfig>"
+    ));
+    let calls = [
+        ("GetExtendedUpdateInfo", extended),
+        ("GetConfig", config),
+        // A fault travels compressed too.
+        (
+            "SyncUpdates",
+            envelope(&format!("<SyncUpdates xmlns=\"{CLIENT_NS}\"/>")),
+        ),
+    ];
+    for (op, body) in calls {
+        let action = format!("{CLIENT_NS}/{op}");
+        let path = "/ClientWebService/client.asmx";
+        let (status, headers, plain) = raw_call(&h, path, &action, &body, false).await;
+        assert_eq!(headers.get("content-encoding"), None, "{op}");
+        assert_eq!(headers["vary"], "Accept-Encoding", "{op}");
+        let (packed_status, packed_headers, packed) =
+            raw_call(&h, path, &action, &body, true).await;
+        assert_eq!(packed_status, status, "{op}");
+        assert_eq!(packed_headers["content-encoding"], "xpress", "{op}");
+        assert_eq!(packed_headers["vary"], "Accept-Encoding", "{op}");
+        assert_eq!(
+            packed_headers["content-length"],
+            packed.len().to_string().as_str()
+        );
+        let decoded = upcache::wsus::client::xpress::decode(&packed, 1 << 24)
+            .unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert!(
+            decoded == plain,
+            "{op}: the decoded answer differs from the plain one"
+        );
+        if op == "GetExtendedUpdateInfo" {
+            assert!(
+                String::from_utf8_lossy(&plain).contains("<Xml>"),
+                "{}",
+                String::from_utf8_lossy(&plain)
+            );
+            assert!(
+                packed.len() * 2 < plain.len(),
+                "{op}: {} bytes with xpress, {} without",
+                packed.len(),
+                plain.len()
+            );
+        }
+    }
+    // The reporting service too (a WSUS compresses its answers as well).
+    let report = envelope(&format!(
+        "<ReportEventBatch xmlns=\"{REPORTING_NS}\">{}<clientTime>2026-10-04T15:20:00Z</clientTime>\
+         <eventBatch/></ReportEventBatch>",
+        cookie_xml("cookie", &pc.cookie)
+    ));
+    let action = format!("{REPORTING_NS}/ReportEventBatch");
+    let path = "/ReportingWebService/ReportingWebService.asmx";
+    let (_, _, plain) = raw_call(&h, path, &action, &report, false).await;
+    let (_, headers, packed) = raw_call(&h, path, &action, &report, true).await;
+    assert_eq!(headers["content-encoding"], "xpress");
+    let decoded = upcache::wsus::client::xpress::decode(&packed, 1 << 20).unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        String::from_utf8(plain.to_vec()).unwrap()
+    );
+}
+
+/// `wusp_xpress = false`: a client that asks for `xpress` gets the plain
+/// XML (the way back if a client cannot read upcache's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wusp_xpress_off_every_answer_goes_plain() {
+    let h = Harness::with(|c| c.update_server.wusp_xpress = false).await;
+    let config = envelope(&format!(
+        "<GetConfig xmlns=\"{CLIENT_NS}\"><protocolVersion>2.90</protocolVersion></GetConfig>"
+    ));
+    let action = format!("{CLIENT_NS}/GetConfig");
+    let path = "/ClientWebService/client.asmx";
+    let (status, headers, body) = raw_call(&h, path, &action, &config, true).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("content-encoding"), None);
+    assert_eq!(headers["vary"], "Accept-Encoding");
+    assert!(String::from_utf8_lossy(&body).contains("<PlugInID>SimpleTargeting</PlugInID>"));
 }

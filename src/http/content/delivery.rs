@@ -10,8 +10,8 @@ use http::{Method, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 
 use super::{
-    content_type, error_response, far_ahead_candidate, plain, respond, ContentService, FastSource,
-    Representation,
+    content_type, error_plan, error_response, far_ahead_candidate, plain, respond, ContentService,
+    FastSource, Representation,
 };
 use crate::delivery::{Answer, Delivery, DeliveryError};
 use crate::digest::Sha256Digest;
@@ -117,9 +117,28 @@ impl ContentService {
                     hand_over(&dl);
                     return None;
                 }
-                let Some(len) = dl.started().await.ok().flatten() else {
-                    hand_over(&dl);
-                    return None;
+                let len = match dl.started().await {
+                    Ok(Some(len)) => len,
+                    // Unknown length: the full path joins the same download.
+                    Ok(None) => {
+                        hand_over(&dl);
+                        return None;
+                    }
+                    // Failed before its first byte: its 502/504 answered
+                    // here, as the full path answers it, and as a catalog
+                    // file's is. Handed over, the request found no download
+                    // running and started another: the origin asked again,
+                    // the client waiting twice as long for the same answer.
+                    Err(e) => {
+                        let plan = error_plan(&e);
+                        let outcome = if joined.started {
+                            Outcome::Miss
+                        } else {
+                            Outcome::Coalesced
+                        };
+                        self.count_fast(&plan, outcome);
+                        return Some((plan, FastSource::Following(dl.follow()), outcome, false));
+                    }
                 };
                 let identity = self
                     .fetcher
@@ -282,12 +301,32 @@ async fn pass_through(
         }
     }
     if method != Method::HEAD {
-        let stream = response.bytes_stream().map(|chunk| {
-            chunk
-                .map(hyper::body::Frame::data)
-                .map_err(std::io::Error::other)
-        });
+        let stream = relayed(response.bytes_stream().boxed(), read_timeout)
+            .map(|chunk| chunk.map(hyper::body::Frame::data));
         *r.body_mut() = http_body_util::StreamBody::new(stream).boxed_unsync();
     }
     (r, Outcome::Passthrough)
+}
+
+/// A relayed body that ends with an error when the origin sends nothing
+/// for `read_timeout` (stalled mid-body) or fails: the client's body is
+/// cut, as a download's is, instead of waiting for as long as the origin
+/// keeps the connection open.
+fn relayed(
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    read_timeout: std::time::Duration,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures_util::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(read_timeout, body.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(body))),
+            Ok(None) => None,
+            Ok(Some(Err(e))) => Some((Err(std::io::Error::other(e)), None)),
+            Err(_) => {
+                tracing::warn!(?read_timeout, "DO pass-through stalled; cutting the body");
+                let stalled = format!("the origin sent nothing for {read_timeout:?}");
+                Some((Err(std::io::Error::other(stalled)), None))
+            }
+        }
+    })
 }

@@ -100,6 +100,11 @@ impl SyncService {
         &self.store
     }
 
+    /// The languages documents keep (`sync_languages`).
+    pub fn languages(&self) -> &[String] {
+        &self.settings.sync_languages
+    }
+
     pub fn schedule(&self) -> Schedule {
         self.schedule
     }
