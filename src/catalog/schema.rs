@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 6;
+const VERSION: i64 = 7;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -180,6 +180,13 @@ CREATE TRIGGER approved_on_insert AFTER INSERT ON updates
 END;
 ";
 
+/// When each update came into the catalog (unix seconds): a computer's
+/// status report older than that says nothing of it (its state is
+/// unknown, not "not applicable"). Updates of an older catalog have none.
+const V7: &str = "
+ALTER TABLE updates ADD COLUMN added INTEGER;
+";
+
 /// Starts a write transaction's change number (see `V5`).
 pub fn bump_change_seq(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute("UPDATE change_seq SET seq = seq + 1", [])?;
@@ -230,8 +237,11 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("BEGIN; {V5} PRAGMA user_version = 5; COMMIT;"))?;
     }
     if version < 6 {
+        conn.execute_batch(&format!("BEGIN; {V6} PRAGMA user_version = 6; COMMIT;"))?;
+    }
+    if version < 7 {
         conn.execute_batch(&format!(
-            "BEGIN; {V6} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V7} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;

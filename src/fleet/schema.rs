@@ -100,6 +100,14 @@ CREATE INDEX update_status_by_update ON update_status(n, state, cid);
 CREATE INDEX computers_unreported ON computers(cid) WHERE last_status IS NULL;
 ";
 
+/// Computers by the time of their last status report: the ones that have
+/// not reported since an update arrived are a range of it (their state of
+/// that update is unknown).
+const V3: &str = "
+DROP INDEX computers_unreported;
+CREATE INDEX computers_by_last_status ON computers(last_status);
+";
+
 /// Creates or migrates the tables (the catalog's must exist: the groups).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     let key = "clients_schema_version";
@@ -108,5 +116,6 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     crate::metadata::apply_once(conn, key, 2, V2)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    crate::metadata::apply_once(conn, key, 3, V3)?;
     Ok(())
 }
