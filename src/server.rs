@@ -282,6 +282,10 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
     if let Some(forwarder) = app.forwarder.clone() {
         tasks.spawn(forwarder.run(shutdown.clone()));
     }
+    tasks.spawn(crate::fleet::retention::run(
+        app.fleet.clone(),
+        shutdown.clone(),
+    ));
     if app.follower.is_none() {
         let app_ = app.clone();
         let changed = move |_: &crate::wsus::sync::SyncReport| app_.catalog_changed();

@@ -4,8 +4,11 @@
 //! update's summary by group, one computer's page, a batch of 200 events
 //! stored, and the data on disk.
 //!
-//! Usage: `fleet_bench [COMPUTERS] [UPDATES] [--dir DIR] [--rounds N] [--bulk]`
-//! (defaults 50000, 2000, a temp dir, 20). With `--dir` an existing
+//! Usage: `fleet_bench [COMPUTERS] [UPDATES] [--dir DIR] [--rounds N] [--bulk]
+//! [--only summary|page|batch] [--no-instances]` (defaults 50000, 2000, a
+//! temp dir, 20). The batch's events carry `EventInstanceID`s, as a
+//! client's do, so their duplicate check is timed; `--no-instances` leaves
+//! them out (the cost of that check, by difference). With `--dir` an existing
 //! generated directory is measured again without generating (after a
 //! schema change, generate again). `--bulk` writes the same fleet with
 //! set-based SQL into the fleet's own tables (computers, memberships,
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut computers, mut updates, mut dir, mut rounds) = (50_000usize, 2_000usize, None, 20);
     let mut bulk = false;
+    let mut instances = true;
     let mut only: Option<String> = None;
     let mut positional = 0;
     while let Some(a) = args.next() {
@@ -48,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             "--rounds" => rounds = args.next().unwrap_or_default().parse()?,
             "--bulk" => bulk = true,
             "--only" => only = args.next(),
+            "--no-instances" => instances = false,
             n => {
                 match positional {
                     0 => computers = n.parse()?,
@@ -74,7 +79,14 @@ fn main() -> anyhow::Result<()> {
         "data on disk: {:.2} GiB ({bytes} bytes: catalog.sqlite3 and its WAL after a checkpoint)",
         bytes as f64 / (1u64 << 30) as f64
     );
-    measure(&fleet, computers, updates, rounds, only.as_deref())?;
+    measure(
+        &fleet,
+        computers,
+        updates,
+        rounds,
+        only.as_deref(),
+        instances,
+    )?;
     Ok(())
 }
 
@@ -346,13 +358,15 @@ fn timed(
     Ok(())
 }
 
-/// Times each figure (`only`: one of `summary`, `page`, `batch`).
+/// Times each figure (`only`: one of `summary`, `page`, `batch`;
+/// `instances`: the batch's events carry `EventInstanceID`s).
 fn measure(
     fleet: &Fleet,
     computers: usize,
     updates: usize,
     rounds: usize,
     only: Option<&str>,
+    instances: bool,
 ) -> anyhow::Result<()> {
     // Spread over the fleet, the same picks every run.
     let pick = |r: usize, n: usize| (r * 7_919 + 13) % n;
@@ -382,6 +396,11 @@ fn measure(
         )?;
     }
     if wanted("batch") {
+        // Each event has its own EventInstanceID, as a client's do (new in
+        // every run: the same ids again would be duplicates, not stored).
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64;
         timed(
             "a batch of 200 events stored (ReportEventBatch)",
             Duration::from_millis(5),
@@ -396,15 +415,21 @@ fn measure(
                             event_ids::INSTALLED,
                             event_ids::INSTALL_FAILED,
                         ][i % 3];
-                        one_event(
-                            u,
-                            e,
-                            if e == event_ids::INSTALL_FAILED {
-                                0x8024_2016u32 as i32
-                            } else {
-                                0
-                            },
-                        )
+                        let mut instance = [0u8; 16];
+                        instance[..8].copy_from_slice(&run.to_be_bytes());
+                        instance[8..].copy_from_slice(&((r << 32 | i) as u64).to_be_bytes());
+                        Event {
+                            instance: instances.then_some(instance),
+                            ..one_event(
+                                u,
+                                e,
+                                if e == event_ids::INSTALL_FAILED {
+                                    0x8024_2016u32 as i32
+                                } else {
+                                    0
+                                },
+                            )
+                        }
                     })
                     .collect();
                 fleet.report(&computer_id(c), &batch, now())?;

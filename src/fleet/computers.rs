@@ -44,7 +44,8 @@ pub struct Computer {
     pub stale: bool,
     /// The groups it is in (`Unassigned Computers` when none of its own).
     pub groups: Vec<String>,
-    /// How many events it reported.
+    /// How many of its events are kept (each once; `event_retention_days`
+    /// deletes old ones).
     pub events: u64,
 }
 

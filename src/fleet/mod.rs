@@ -12,6 +12,8 @@
 //!   moves them (pure);
 //! - `report`: a batch of events stored with its effect, in one transaction;
 //! - `checkpoint`: the WAL copied back to the database off the report path;
+//! - `retention`: events older than `event_retention_days` deleted, in
+//!   batches, hourly;
 //! - `attention`: the updates computers need that no group approved;
 //! - `views`: what the admin API reads (listings, one computer, one
 //!   update's counts per group, the compliance rows).
@@ -24,6 +26,7 @@ mod checkpoint;
 pub mod computers;
 pub mod groups;
 mod report;
+pub mod retention;
 mod schema;
 pub mod status;
 pub mod views;
@@ -65,6 +68,10 @@ pub struct FleetSettings {
     pub targeting: Targeting,
     /// A computer silent this many days (no scan, no report) is stale.
     pub stale_after_days: u64,
+    /// Events received more than this many days ago are deleted (checked
+    /// hourly, in batches); the states they set are kept. `0` keeps every
+    /// event forever.
+    pub event_retention_days: u64,
 }
 
 impl Default for FleetSettings {
@@ -72,6 +79,7 @@ impl Default for FleetSettings {
         FleetSettings {
             targeting: Targeting::Server,
             stale_after_days: 30,
+            event_retention_days: 90,
         }
     }
 }

@@ -4,6 +4,10 @@
 //! report it saw acknowledged is on disk, and one it did not see is sent
 //! again (its effect is the same twice).
 //!
+//! An event the computer sent before (the same `EventInstanceID`: a
+//! batch whose acknowledgement was lost, sent again) is neither stored
+//! again nor applied again: a stale copy cannot move a state back.
+//!
 //! A batch's effects are worked out in memory first and each row is
 //! written once at the end: a client that reports downloaded, then
 //! installed, for the same update in one batch moves its index entry once,
@@ -17,8 +21,10 @@ use super::status::{self, Effect, Event, State};
 use super::{Fleet, FleetError};
 
 impl Fleet {
-    /// Stores a batch of client `id`'s events; returns how many.
+    /// Stores a batch of client `id`'s events; returns how many were new
+    /// (an event it sent before is not stored again).
     pub fn report(&self, id: &str, events: &[Event], now: i64) -> Result<usize, FleetError> {
+        let mut stored = 0;
         {
             let mut db = self.db();
             let tx = db.transaction()?;
@@ -27,7 +33,11 @@ impl Fleet {
                 .execute(params![cid, now])?;
             let mut batch = Batch::new(&tx, cid, now);
             for e in events {
-                store_event(&tx, cid, now, e)?;
+                if !store_event(&tx, cid, now, e)? {
+                    // Stored before, with its effect: a batch sent again.
+                    continue;
+                }
+                stored += 1;
                 match status::effect(e) {
                     Effect::One {
                         update_id,
@@ -42,24 +52,28 @@ impl Fleet {
             tx.commit()?;
         }
         self.checkpointer.nudge();
-        Ok(events.len())
+        Ok(stored)
     }
 }
 
-fn store_event(tx: &Transaction<'_>, cid: i64, now: i64, e: &Event) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO computer_events(cid, received, event_id, update_id, hresult, event)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        cid,
-        now,
-        e.event_id_text,
-        e.update_id,
-        e.hresult_text,
-        e.raw.to_string()
-    ])?;
-    Ok(())
+/// Stores an event; `false`: the computer sent it before (its instance
+/// id is stored), and nothing was written.
+fn store_event(tx: &Transaction<'_>, cid: i64, now: i64, e: &Event) -> rusqlite::Result<bool> {
+    let stored = tx
+        .prepare_cached(
+            "INSERT INTO computer_events(cid, received, event_id, update_id, hresult, event, instance)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            cid,
+            now,
+            e.event_id_text,
+            e.update_id,
+            e.hresult_text,
+            e.raw.to_string(),
+            e.instance.as_ref().map(|i| &i[..])
+        ])?;
+    Ok(stored == 1)
 }
 
 /// A row as the batch leaves it: its state and failure code, or gone.

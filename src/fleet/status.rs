@@ -114,6 +114,11 @@ pub struct Event {
     pub event_id_text: String,
     pub hresult_text: String,
     pub raw: serde_json::Value,
+    /// `BasicData/EventInstanceID`, the GUID the client gives each event
+    /// (its 16 bytes as written): an event sent again (a batch whose
+    /// acknowledgement was lost) is stored once. `None`: not sent, or not
+    /// a GUID, or the zero GUID; such events are stored every time.
+    pub instance: Option<[u8; 16]>,
 }
 
 /// What an event does to the states of the computer's updates.

@@ -454,3 +454,168 @@ fn scale() {
         .len();
     eprintln!("database: {} MiB", db_bytes >> 20);
 }
+
+/// An event with its `EventInstanceID`.
+fn instance_event(id: u32, update: &str, instance: u8) -> Event {
+    Event {
+        instance: Some([instance; 16]),
+        ..install_event(id, update, 0)
+    }
+}
+
+fn events_kept(f: &Fleet, id: &str) -> u64 {
+    f.computer(id, 1_000).unwrap().computer.events
+}
+
+#[test]
+fn an_event_sent_again_is_stored_once_and_applied_once() {
+    let w = world(Targeting::Server);
+    let f = &w.fleet;
+    register(f, "a", "");
+    // The same instance twice in one batch: once.
+    let batch = [
+        instance_event(162, U1, 1),
+        instance_event(162, U1, 1),
+        instance_event(183, U2, 2),
+    ];
+    assert_eq!(f.report("a", &batch, 200).unwrap(), 2);
+    assert_eq!(events_kept(f, "a"), 2);
+    // The whole batch again (its acknowledgement was lost): nothing new.
+    assert_eq!(f.report("a", &batch, 210).unwrap(), 0);
+    assert_eq!(events_kept(f, "a"), 2);
+    // A later failure, then the stale batch once more: the copy of the
+    // install event moves nothing back.
+    f.report("a", &[instance_event(182, U2, 3)], 220).unwrap();
+    f.report("a", &batch, 230).unwrap();
+    let page = f.computer("a", 240).unwrap();
+    let state = |u: &str| {
+        page.updates
+            .iter()
+            .find(|x| x.update_id == u)
+            .map(|x| x.state)
+    };
+    assert_eq!(state(U2), Some(State::Failed));
+    assert_eq!(state(U1), Some(State::Downloaded));
+    assert_eq!(page.computer.events, 3);
+    // Instance ids are per computer: another computer's same ids are its own.
+    register(f, "b", "");
+    assert_eq!(f.report("b", &batch, 250).unwrap(), 2);
+    assert_eq!(events_kept(f, "b"), 2);
+}
+
+#[test]
+fn events_without_an_instance_id_are_stored_every_time() {
+    let w = world(Targeting::Server);
+    let f = &w.fleet;
+    register(f, "a", "");
+    let batch = [install_event(183, U1, 0), install_event(183, U1, 0)];
+    assert_eq!(f.report("a", &batch, 200).unwrap(), 2);
+    assert_eq!(f.report("a", &batch, 210).unwrap(), 2);
+    assert_eq!(events_kept(f, "a"), 4);
+}
+
+#[test]
+fn retention_deletes_only_old_events_in_batches_and_keeps_states() {
+    let w = world(Targeting::Server);
+    let f = &w.fleet;
+    register(f, "a", "");
+    register(f, "b", "");
+    let day = 86_400;
+    let now = 1_000 * day;
+    // 5 events 91 days old, 2 of them 89 days old.
+    for i in 0..5 {
+        f.report(
+            "a",
+            &[instance_event(183, U1, i)],
+            now - 91 * day + i64::from(i),
+        )
+        .unwrap();
+    }
+    f.report("b", &[install_event(182, U2, 5)], now - 89 * day)
+        .unwrap();
+    f.report("a", &[instance_event(162, U3, 9)], now - 89 * day)
+        .unwrap();
+    assert_eq!(
+        f.expire_before(now - 90 * day, 2, || true).unwrap(),
+        retention::Expired {
+            events: 5,
+            batches: 3
+        }
+    );
+    assert_eq!(events_kept(f, "a"), 1);
+    assert_eq!(events_kept(f, "b"), 1);
+    let page = f.computer("a", now).unwrap();
+    let states: Vec<_> = page
+        .updates
+        .iter()
+        .map(|u| (u.update_id.as_str(), u.state))
+        .collect();
+    assert!(states.contains(&(U1, State::Installed)), "{states:?}");
+    // Through the setting (90 days): nothing more is that old.
+    assert_eq!(f.expire_events(now, || true).unwrap().events, 0);
+    assert_eq!(f.expire_events(now + 2 * day, || true).unwrap().events, 2);
+    assert_eq!(events_kept(f, "a"), 0);
+    assert_eq!(f.computer("a", now).unwrap().updates.len(), 2);
+    // Events go in the order they were stored: one a follower forwarded
+    // late (its client's older time) waits for the ones stored before it.
+    f.report("a", &[instance_event(183, U1, 20)], now).unwrap();
+    f.report("a", &[instance_event(183, U1, 21)], now - 200 * day)
+        .unwrap();
+    assert_eq!(f.expire_events(now + 2 * day, || true).unwrap().events, 0);
+    assert_eq!(f.expire_events(now + 91 * day, || true).unwrap().events, 2);
+    // A pass stops when told to (shutdown), before its next batch.
+    f.report("a", &[instance_event(183, U1, 22)], now).unwrap();
+    assert_eq!(f.expire_events(now + 91 * day, || false).unwrap().events, 0);
+    assert_eq!(events_kept(f, "a"), 1);
+}
+
+#[test]
+fn retention_0_keeps_events_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::DiskStore::open(dir.path(), 16).unwrap();
+    let _catalog = Catalog::open(dir.path(), store).unwrap();
+    let settings = FleetSettings {
+        event_retention_days: 0,
+        ..FleetSettings::default()
+    };
+    let f = Fleet::open(dir.path(), settings).unwrap();
+    register(&f, "a", "");
+    f.report("a", &[instance_event(183, U1, 1)], 100).unwrap();
+    let in_ten_years = 100 + 3650 * 86_400;
+    assert_eq!(
+        f.expire_events(in_ten_years, || true).unwrap(),
+        retention::Expired::default()
+    );
+    assert_eq!(events_kept(&f, "a"), 1);
+}
+
+#[test]
+fn duplicates_stored_before_instance_ids_do_not_stop_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::DiskStore::open(dir.path(), 16).unwrap();
+    let _catalog = Catalog::open(dir.path(), store).unwrap();
+    {
+        // Version 3: the same batch stored twice.
+        let conn = rusqlite::Connection::open(dir.path().join("catalog.sqlite3")).unwrap();
+        schema::prepare_to(&conn, 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO computers(cid, id, registered) VALUES (1, 'pc1', 10);
+             INSERT INTO computer_events(cid, received, event_id, update_id, hresult, event)
+               VALUES (1, 20, '183', 'u', '0', '{\"ReportingEvent\":[]}'),
+                      (1, 20, '183', 'u', '0', '{\"ReportingEvent\":[]}'),
+                      (1, 30, '183', 'u', '0', '{\"ReportingEvent\":[]}'),
+                      (1, 30, '183', 'u', '0', '{\"ReportingEvent\":[]}');",
+        )
+        .unwrap();
+    }
+    let f = Fleet::open(dir.path(), FleetSettings::default()).unwrap();
+    // Kept as they were (they carry no instance id); new events are once.
+    assert_eq!(events_kept(&f, "pc1"), 4);
+    let batch = [instance_event(183, U1, 7), instance_event(183, U1, 7)];
+    f.report("pc1", &batch, 40).unwrap();
+    f.report("pc1", &batch, 50).unwrap();
+    assert_eq!(events_kept(&f, "pc1"), 5);
+    drop(f);
+    let f = Fleet::open(dir.path(), FleetSettings::default()).unwrap();
+    assert_eq!(events_kept(&f, "pc1"), 5);
+}

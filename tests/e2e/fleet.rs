@@ -721,6 +721,41 @@ async fn kill_9_in_a_burst_of_reports_loses_no_acknowledged_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_is_acknowledged_and_its_events_are_listed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let server = start_binary(dir.path()).await;
+    let pc = Pc::start(&http, &server.content, "resender", "").await;
+    pc.register().await;
+    let batch = [
+        event(1, 147, NO_UPDATE, 0, &[]),
+        event(2, 183, BUNDLE, 0, &[]),
+        event(3, 182, TOP, FAILED, &[]),
+    ];
+    // The client did not see the first acknowledgement and sends the
+    // same events (same EventInstanceIDs) again.
+    assert!(pc.report(&batch).await.unwrap());
+    assert!(pc.report(&batch).await.unwrap());
+    let url = format!("{}/api/v1/computers/resender", server.admin);
+    let got: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["events"], 3, "{got}");
+    let ids: Vec<&str> = got["recent_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["147", "183", "182"], "{got}");
+    let failed = got["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["update_id"] == TOP)
+        .unwrap();
+    assert_eq!(failed["state"], "failed", "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_directory_of_release_0_1_0_keeps_its_approvals_as_all_computers_approvals() {
     let h = Harness::new().await; // the upstream and the sample files
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use super::outbox::{ClientReport, ForwardBatch};
 use super::{ClientError, ClientServices};
 
 impl ClientServices {
-    /// Takes one report of a client of this node; how many events it held.
+    /// Takes one report of a client of this node; how many new events it held.
     pub(crate) fn take(&self, report: ClientReport) -> Result<usize, ClientError> {
         self.outbox.keep(&report)?;
         self.apply(&report)

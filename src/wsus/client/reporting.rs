@@ -69,7 +69,30 @@ pub fn event(e: &Element) -> Event {
         event_id_text,
         hresult_text,
         raw: to_json(e),
+        instance: parse_guid(&text(&["EventInstanceID"])),
     }
+}
+
+/// A GUID as text (`8-4-4-4-12` hex digits, braces allowed) as its 16
+/// bytes in the order written; the zero GUID names nothing.
+fn parse_guid(text: &str) -> Option<[u8; 16]> {
+    let text = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let groups: Vec<&str> = text.split('-').collect();
+    if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+        return None;
+    }
+    let hex = groups.concat();
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    (bytes != [0; 16]).then_some(bytes)
 }
 
 /// What a whole `ReportEventBatch` body would do to the states, read the
@@ -126,9 +149,38 @@ mod tests {
         assert_eq!(ev.update_id, "a2fef9b0-7951-4c2c-a42b-9e351dd1c1fe");
         assert_eq!(ev.hresult, 0x8024_0017_u32 as i32);
         assert_eq!(ev.misc, ["U=x;y", "AppName=AU"]);
+        assert_eq!(ev.instance, None, "no EventInstanceID");
         assert!(ev.raw.to_string().contains("RevisionNumber"));
         assert_eq!(parse_hresult("0x80240017"), 0x8024_0017_u32 as i32);
         assert_eq!(parse_hresult("2149842967"), 0x8024_0017_u32 as i32);
         assert_eq!(parse_hresult("junk"), 0);
+    }
+
+    #[test]
+    fn an_events_instance_id_is_read_as_its_guid() {
+        let e = crate::wsus::soap::parse_tree(
+            b"<ReportingEvent><BasicData><TimeAtTarget>2026-10-04T15:21:00Z</TimeAtTarget>\
+              <EventInstanceID>7E6A9A6A-0000-4000-8000-0000000000A1</EventInstanceID>\
+              <EventID>183</EventID></BasicData></ReportingEvent>",
+        )
+        .unwrap();
+        let want = [
+            0x7e, 0x6a, 0x9a, 0x6a, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0, 0xa1,
+        ];
+        assert_eq!(event(&e).instance, Some(want));
+        assert_eq!(
+            parse_guid("{7e6a9a6a-0000-4000-8000-0000000000a1}"),
+            Some(want)
+        );
+        for not_one in [
+            "",
+            "00000000-0000-0000-0000-000000000000",
+            "7e6a9a6a00004000800000000000000a1",
+            "7e6a9a6a-0000-4000-8000-0000000000g1",
+            "7e6a9a6a-0000-4000-8000-0000000000a1-00",
+            "+e6a9a6a-0000-4000-8000-0000000000a1",
+        ] {
+            assert_eq!(parse_guid(not_one), None, "{not_one:?}");
+        }
     }
 }
