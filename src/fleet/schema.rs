@@ -100,6 +100,32 @@ CREATE INDEX update_status_by_update ON update_status(n, state, cid);
 CREATE INDEX computers_unreported ON computers(cid) WHERE last_status IS NULL;
 ";
 
+/// Memberships for followers. On a primary, `groups_changed` is the
+/// catalog's change number (`change_seq`) of the last change to a
+/// computer's groups, so that a follower asks for the computers whose
+/// groups moved since its last pull (those in groups now are stamped here,
+/// so a follower's first pull brings them). On a follower,
+/// `primary_members` holds the primary's memberships by client id, for
+/// computers this node has not seen too: one that registers or scans here
+/// later is put in its groups as its row is made.
+const V3: &str = "
+ALTER TABLE computers ADD COLUMN groups_changed INTEGER;
+CREATE INDEX computers_groups_changed ON computers(groups_changed, cid)
+    WHERE groups_changed IS NOT NULL;
+UPDATE computers SET groups_changed = (SELECT seq FROM change_seq)
+    WHERE cid IN (SELECT cid FROM group_members);
+CREATE TABLE primary_members (
+    id  TEXT NOT NULL,                   -- the client's id
+    gid INTEGER NOT NULL REFERENCES computer_groups(gid) ON DELETE CASCADE,
+    PRIMARY KEY (id, gid)
+) WITHOUT ROWID;
+CREATE INDEX primary_members_by_group ON primary_members(gid);
+CREATE TRIGGER computers_from_primary AFTER INSERT ON computers BEGIN
+    INSERT OR IGNORE INTO group_members(cid, gid)
+        SELECT NEW.cid, gid FROM primary_members WHERE id = NEW.id;
+END;
+";
+
 /// Creates or migrates the tables (the catalog's must exist: the groups).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     let key = "clients_schema_version";
@@ -108,5 +134,6 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     crate::metadata::apply_once(conn, key, 2, V2)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    crate::metadata::apply_once(conn, key, 3, V3)?;
     Ok(())
 }
