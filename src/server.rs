@@ -677,6 +677,7 @@ where
         host: &host,
         tls,
         peer: parts.extensions.get::<crate::net::Peer>().map(|p| p.0),
+        xpress: crate::wsus::client::xpress::accepted(&parts.headers),
     };
     let response = match body {
         Some(body) => updates.answer(service, &parts.method, parts.uri.query(), &body, &call),

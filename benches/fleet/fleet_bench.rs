@@ -40,12 +40,14 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut computers, mut updates, mut dir, mut rounds) = (50_000usize, 2_000usize, None, 20);
     let mut bulk = false;
+    let mut only: Option<String> = None;
     let mut positional = 0;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = args.next().map(PathBuf::from),
             "--rounds" => rounds = args.next().unwrap_or_default().parse()?,
             "--bulk" => bulk = true,
+            "--only" => only = args.next(),
             n => {
                 match positional {
                     0 => computers = n.parse()?,
@@ -72,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         "data on disk: {:.2} GiB ({bytes} bytes: catalog.sqlite3 and its WAL after a checkpoint)",
         bytes as f64 / (1u64 << 30) as f64
     );
-    measure(&fleet, computers, updates, rounds)?;
+    measure(&fleet, computers, updates, rounds, only.as_deref())?;
     Ok(())
 }
 
@@ -344,57 +346,71 @@ fn timed(
     Ok(())
 }
 
-fn measure(fleet: &Fleet, computers: usize, updates: usize, rounds: usize) -> anyhow::Result<()> {
+/// Times each figure (`only`: one of `summary`, `page`, `batch`).
+fn measure(
+    fleet: &Fleet,
+    computers: usize,
+    updates: usize,
+    rounds: usize,
+    only: Option<&str>,
+) -> anyhow::Result<()> {
     // Spread over the fleet, the same picks every run.
     let pick = |r: usize, n: usize| (r * 7_919 + 13) % n;
-    timed(
-        "one update's summary by group (GET /api/v1/updates/{id}/status)",
-        Duration::from_millis(100),
-        rounds,
-        |r| {
-            let s = fleet.update_status(&update_id(pick(r, updates)))?;
-            assert!(s.total.computers as usize == computers);
-            Ok(())
-        },
-    )?;
-    timed(
-        "one computer's page (GET /api/v1/computers/{id})",
-        Duration::from_millis(50),
-        rounds,
-        |r| {
-            let d = fleet.computer(&computer_id(pick(r, computers)), now())?;
-            assert!(!d.updates.is_empty());
-            Ok(())
-        },
-    )?;
-    timed(
-        "a batch of 200 events stored (ReportEventBatch)",
-        Duration::from_millis(5),
-        rounds,
-        |r| {
-            let c = pick(r + 1000, computers);
-            let batch: Vec<Event> = (0..200)
-                .map(|i| {
-                    let u = pick(i + r * 200, updates);
-                    let e = [
-                        event_ids::DOWNLOADED,
-                        event_ids::INSTALLED,
-                        event_ids::INSTALL_FAILED,
-                    ][i % 3];
-                    one_event(
-                        u,
-                        e,
-                        if e == event_ids::INSTALL_FAILED {
-                            0x8024_2016u32 as i32
-                        } else {
-                            0
-                        },
-                    )
-                })
-                .collect();
-            fleet.report(&computer_id(c), &batch, now())?;
-            Ok(())
-        },
-    )?;
+    let wanted = |figure: &str| only.is_none_or(|o| o == figure);
+    if wanted("summary") {
+        timed(
+            "one update's summary by group (GET /api/v1/updates/{id}/status)",
+            Duration::from_millis(100),
+            rounds,
+            |r| {
+                let s = fleet.update_status(&update_id(pick(r, updates)))?;
+                assert!(s.total.computers as usize == computers);
+                Ok(())
+            },
+        )?;
+    }
+    if wanted("page") {
+        timed(
+            "one computer's page (GET /api/v1/computers/{id})",
+            Duration::from_millis(50),
+            rounds,
+            |r| {
+                let d = fleet.computer(&computer_id(pick(r, computers)), now())?;
+                assert!(!d.updates.is_empty());
+                Ok(())
+            },
+        )?;
+    }
+    if wanted("batch") {
+        timed(
+            "a batch of 200 events stored (ReportEventBatch)",
+            Duration::from_millis(5),
+            rounds,
+            |r| {
+                let c = pick(r + 1000, computers);
+                let batch: Vec<Event> = (0..200)
+                    .map(|i| {
+                        let u = pick(i + r * 200, updates);
+                        let e = [
+                            event_ids::DOWNLOADED,
+                            event_ids::INSTALLED,
+                            event_ids::INSTALL_FAILED,
+                        ][i % 3];
+                        one_event(
+                            u,
+                            e,
+                            if e == event_ids::INSTALL_FAILED {
+                                0x8024_2016u32 as i32
+                            } else {
+                                0
+                            },
+                        )
+                    })
+                    .collect();
+                fleet.report(&computer_id(c), &batch, now())?;
+                Ok(())
+            },
+        )?;
+    }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! sequence at once against the real `upcache` binary holding a catalog
 //! of 25,000 revisions, as on a Patch Tuesday morning.
 //!
-//! Usage: `scan_storm [--clients N] [--seconds S] [--revisions R]`
-//! (defaults 64, 20, 25000), after
+//! Usage: `scan_storm [--clients N] [--seconds S] [--revisions R]
+//! [--xpress true]` (defaults 64, 20, 25000, false), after
 //! `cargo build --release --bin upcache --example scan_storm`.
 //!
 //! The catalog is `sync_bench`'s generated upstream (`benches/sync/generator.rs`),
@@ -21,7 +21,10 @@
 //! 64 KiB file through upcache → ReportEventBatch (3 events).
 //!
 //! With `SCAN_STORM_PAGE=FILE`, the first `SyncUpdates` page (30 updates)
-//! is written to FILE.
+//! is written to FILE. With `--xpress true` every SOAP call sends
+//! `Accept-Encoding: xpress`, as a Windows client does, and each answer is
+//! decoded with upcache's decoder; the bytes on the wire and decoded are
+//! printed.
 //!
 //! Printed: complete scans per second, each SOAP call's p50/p99/max (as the
 //! clients saw them, queueing included), the server's CPU seconds per scan
@@ -62,6 +65,7 @@ struct Args {
     clients: usize,
     seconds: u64,
     revisions: usize,
+    xpress: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -69,6 +73,7 @@ fn args() -> anyhow::Result<Args> {
         clients: 64,
         seconds: 20,
         revisions: 25_000,
+        xpress: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -79,6 +84,7 @@ fn args() -> anyhow::Result<Args> {
             "--clients" => a.clients = value.parse()?,
             "--seconds" => a.seconds = value.parse()?,
             "--revisions" => a.revisions = value.parse()?,
+            "--xpress" => a.xpress = value.parse()?,
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -289,6 +295,10 @@ struct Stats {
     failures: AtomicU64,
     first_failure: Mutex<Option<String>>,
     sync_page_bytes: AtomicU64,
+    sync_page_wire_bytes: AtomicU64,
+    /// SOAP answers' bytes as sent, and decoded.
+    wire_bytes: AtomicU64,
+    xml_bytes: AtomicU64,
 }
 
 impl Stats {
@@ -323,6 +333,7 @@ struct Machine<'a> {
     plan: &'a ProductPlan,
     layout: &'a Layout,
     n: u64,
+    xpress: bool,
 }
 
 impl Machine<'_> {
@@ -334,7 +345,7 @@ impl Machine<'_> {
         inner: String,
     ) -> anyhow::Result<String> {
         let started = Instant::now();
-        let r = self
+        let mut r = self
             .http
             .post(format!("{}{path}", self.base))
             .header("Content-Type", "text/xml; charset=utf-8")
@@ -342,13 +353,35 @@ impl Machine<'_> {
             .header(
                 "User-Agent",
                 "Windows-Update-Agent/1507.2601.30012.0 Client-Protocol/2.90",
-            )
-            .body(envelope(&inner))
-            .send()
-            .await?;
+            );
+        if self.xpress {
+            r = r.header("Accept-Encoding", "xpress");
+        }
+        let r = r.body(envelope(&inner)).send().await?;
         let status = r.status();
-        let body = r.text().await?;
+        let packed = r
+            .headers()
+            .get("content-encoding")
+            .is_some_and(|v| v == "xpress");
+        let wire = r.bytes().await?;
+        let body = match packed {
+            true => upcache::wsus::client::xpress::decode(&wire, 64 << 20)?,
+            false => wire.to_vec(),
+        };
         self.stats.record(op, started.elapsed());
+        let stats = self.stats;
+        stats
+            .wire_bytes
+            .fetch_add(wire.len() as u64, Ordering::Relaxed);
+        stats
+            .xml_bytes
+            .fetch_add(body.len() as u64, Ordering::Relaxed);
+        if op == "SyncUpdates" {
+            stats
+                .sync_page_wire_bytes
+                .fetch_max(wire.len() as u64, Ordering::Relaxed);
+        }
+        let body = String::from_utf8(body)?;
         anyhow::ensure!(
             status == 200,
             "{op}: {status}: {}",
@@ -607,6 +640,7 @@ async fn storm(a: &Args, layout: Arc<Layout>, base: String, pid: u32) -> anyhow:
             plan,
             layout: &layout,
             n: 1_000_000 + p as u64,
+            xpress: a.xpress,
         };
         m.scan().await?;
     }
@@ -618,6 +652,7 @@ async fn storm(a: &Args, layout: Arc<Layout>, base: String, pid: u32) -> anyhow:
     let clients_cpu_before = cpu_seconds(std::process::id());
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let xpress = a.xpress;
     for c in 0..a.clients {
         let (http, base, stats, stop, counter, layout) = (
             http.clone(),
@@ -637,6 +672,7 @@ async fn storm(a: &Args, layout: Arc<Layout>, base: String, pid: u32) -> anyhow:
                     plan,
                     layout: &layout,
                     n: counter.fetch_add(1, Ordering::Relaxed),
+                    xpress,
                 };
                 match m.scan().await {
                     Ok(()) => {
@@ -682,8 +718,15 @@ async fn storm(a: &Args, layout: Arc<Layout>, base: String, pid: u32) -> anyhow:
         clients_cpu * 1000.0 / scans.max(1) as f64
     );
     println!(
-        "largest SyncUpdates page: {} KiB",
-        stats.sync_page_bytes.load(Ordering::Relaxed) >> 10
+        "largest SyncUpdates page: {} KiB, {} KiB on the wire",
+        stats.sync_page_bytes.load(Ordering::Relaxed) >> 10,
+        stats.sync_page_wire_bytes.load(Ordering::Relaxed) >> 10
+    );
+    println!(
+        "SOAP answers: {:.1} MiB on the wire, {:.1} MiB of XML (xpress {})",
+        stats.wire_bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        stats.xml_bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        if a.xpress { "asked" } else { "not asked" }
     );
     let mut calls = std::mem::take(&mut *stats.calls.lock().unwrap());
     let mut all: Vec<u32> = Vec::new();

@@ -481,6 +481,7 @@ async fn set_state(
     let state = action_state(&action)?;
     let asked = ForGroup::read(&body)?;
     asked.check(state)?;
+    refuse_on_replica(&app, vec![id.clone()]).await?;
     let catalog = app.catalog.clone();
     let id2 = id.clone();
     let group = asked.group.clone();
@@ -497,6 +498,39 @@ async fn set_state(
         app.sync_downloads();
     }
     Ok(Json(summary))
+}
+
+/// On a replica (`sync_replica`), the approvals of synced updates are the
+/// upstream's, and each sync makes them so again: changing one here is
+/// refused (`409`) rather than silently undone later. Updates imported by
+/// other means keep local approvals.
+async fn refuse_on_replica(app: &App, ids: Vec<String>) -> Result<(), ApiError> {
+    let Some(upstream) = app.server_sync.replica_of().map(str::to_owned) else {
+        return Ok(());
+    };
+    let upstream = if upstream.is_empty() {
+        "its upstream".to_owned()
+    } else {
+        upstream
+    };
+    let store = app.server_sync.store().clone();
+    let synced = tokio::task::spawn_blocking(move || store.synced_updates(&ids))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let Some(first) = synced.first() else {
+        return Ok(());
+    };
+    let which = match synced.len() {
+        1 => format!("{first} is a synced update"),
+        n => format!("{n} of the updates selected are synced updates ({first}, ...)"),
+    };
+    Err(ApiError(
+        StatusCode::CONFLICT,
+        format!(
+            "this server is a replica of {upstream} (sync_replica): {which}, whose approvals are \
+             the upstream's and would be undone at the next sync; change them there"
+        ),
+    ))
 }
 
 /// `POST /api/v1/approvals`: `{"action": "decline", "superseded": true}`,
@@ -550,6 +584,10 @@ async fn set_state_where(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<
         limit: None,
         offset: None,
     };
+    let catalog = app.catalog.clone();
+    let q = query.clone();
+    let selected = blocking(move || catalog.ids_where(&q)).await?;
+    refuse_on_replica(&app, selected).await?;
     let catalog = app.catalog.clone();
     let changed = blocking(move || match state {
         UpdateState::Approved => {

@@ -144,9 +144,9 @@ fn write_update(
     let products = serde_json::to_string(&d.products).expect("strings serialise");
     let uid = tx.query_row(
         "INSERT INTO updates(uid, id, revision, title, description, kb, msrc, classification,
-                             products, release_date, state, superseded, changed)
+                             products, release_date, state, superseded, changed, added)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, coalesce(?11, 'not-approved'),
-                 coalesce(?12, 0), (SELECT seq FROM change_seq))
+                 coalesce(?12, 0), (SELECT seq FROM change_seq), unixepoch())
          ON CONFLICT(uid) DO UPDATE SET revision = excluded.revision, title = excluded.title,
             description = excluded.description, kb = excluded.kb, msrc = excluded.msrc,
             classification = excluded.classification, products = excluded.products,

@@ -533,6 +533,11 @@ impl Catalog {
 
     /// Sets the approval state of every update a query selects (by KB,
     /// classification, product, title, supersedence...). Returns how many changed.
+    /// The ids of the updates a bulk change with `q` would touch.
+    pub fn ids_where(&self, q: &UpdateQuery) -> Result<Vec<String>, CatalogError> {
+        query::select_ids(&self.reader(), q)
+    }
+
     pub fn set_state_where(
         &self,
         q: &UpdateQuery,

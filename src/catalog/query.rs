@@ -99,6 +99,21 @@ pub(super) fn select_uids(tx: &Transaction<'_>, q: &UpdateQuery) -> Result<Vec<i
     Ok(uids)
 }
 
+/// The ids of the updates `q` selects (as [`select_uids`] does).
+pub(super) fn select_ids(conn: &Connection, q: &UpdateQuery) -> Result<Vec<String>, CatalogError> {
+    if !q.selects_something() {
+        return Ok(Vec::new());
+    }
+    let filter = q.filter_params();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id FROM updates WHERE {FILTER} ORDER BY uid"
+    ))?;
+    let ids = stmt
+        .query_map(filter.with(&[]).as_slice(), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
 /// One update in a listing.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateSummary {

@@ -182,9 +182,9 @@ impl<'t> Writer<'t> {
                     .prepare_cached(
                         "INSERT INTO updates(uid, id, revision, title, classification, products,
                                              release_date, revision_id, is_bundle, superseded,
-                                             changed)
+                                             changed, added)
                          VALUES (?1, ?2, ?3, ?2, ?4, ?5, ?6, ?7, ?8, ?9,
-                                 (SELECT seq FROM change_seq))",
+                                 (SELECT seq FROM change_seq), unixepoch())",
                     )?
                     .execute(values)?;
                 self.tx.last_insert_rowid()

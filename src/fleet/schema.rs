@@ -100,6 +100,14 @@ CREATE INDEX update_status_by_update ON update_status(n, state, cid);
 CREATE INDEX computers_unreported ON computers(cid) WHERE last_status IS NULL;
 ";
 
+/// Computers by the time of their last status report: the ones that have
+/// not reported since an update arrived are a range of it (their state of
+/// that update is unknown).
+const V3: &str = "
+DROP INDEX computers_unreported;
+CREATE INDEX computers_by_last_status ON computers(last_status);
+";
+
 /// Memberships for followers. On a primary, `groups_changed` is the
 /// catalog's change number (`change_seq`) of the last change to a
 /// computer's groups, so that a follower asks for the computers whose
@@ -108,7 +116,7 @@ CREATE INDEX computers_unreported ON computers(cid) WHERE last_status IS NULL;
 /// `primary_members` holds the primary's memberships by client id, for
 /// computers this node has not seen too: one that registers or scans here
 /// later is put in its groups as its row is made.
-const V3: &str = "
+const V4: &str = "
 ALTER TABLE computers ADD COLUMN groups_changed INTEGER;
 CREATE INDEX computers_groups_changed ON computers(groups_changed, cid)
     WHERE groups_changed IS NOT NULL;
@@ -135,5 +143,6 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     crate::metadata::apply_once(conn, key, 2, V2)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     crate::metadata::apply_once(conn, key, 3, V3)?;
+    crate::metadata::apply_once(conn, key, 4, V4)?;
     Ok(())
 }

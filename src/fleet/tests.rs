@@ -233,6 +233,89 @@ fn reports_move_states_and_counts_add_up_per_group() {
 }
 
 #[test]
+fn an_update_that_arrived_after_the_last_status_report_is_unknown_not_inapplicable() {
+    let w = world(Targeting::Server);
+    let f = &w.fleet;
+    register(f, "a", "");
+    register(f, "b", "");
+    let before = super::now() - 60;
+    f.report("a", &[status_event(&[], &[])], before).unwrap();
+    f.report("b", &[status_event(&[], &[])], before).unwrap();
+    let catalog =
+        serde_json::json!({"updates": [{"id": U1, "revision": 1, "title": "New", "files": []}]});
+    w.catalog
+        .import_json(catalog.to_string().as_bytes(), false)
+        .unwrap();
+
+    // Neither has scanned since U1 came: what each would say is unknown.
+    let s = f.update_status(U1).unwrap();
+    assert_eq!((s.total.unknown, s.total.not_applicable), (2, 0), "{s:?}");
+    let unknown = ComputerQuery {
+        status: Some("unknown".into()),
+        update: Some(U1.into()),
+        ..ComputerQuery::default()
+    };
+    assert_eq!(f.computers(&unknown, super::now()).unwrap().total, 2);
+
+    // a scans again and does not list it: not applicable to a.
+    f.report("a", &[status_event(&[], &[])], super::now() + 1)
+        .unwrap();
+    let s = f.update_status(U1).unwrap();
+    assert_eq!((s.total.unknown, s.total.not_applicable), (1, 1), "{s:?}");
+    let inapplicable = ComputerQuery {
+        status: Some("not-applicable".into()),
+        update: Some(U1.into()),
+        ..ComputerQuery::default()
+    };
+    let listed = f.computers(&inapplicable, super::now()).unwrap();
+    assert_eq!(
+        listed
+            .computers
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
+        ["a"]
+    );
+    assert_eq!(f.computers(&unknown, super::now()).unwrap().total, 1);
+}
+
+#[test]
+fn a_batch_that_moves_one_update_twice_leaves_its_last_state() {
+    let w = world(Targeting::Server);
+    let f = &w.fleet;
+    register(f, "a", "");
+    let failed = 0x8024_0017_u32 as i32;
+    f.report(
+        "a",
+        &[
+            status_event(&[U1, U2], &[]),
+            install_event(162, U1, 0),
+            install_event(183, U1, 0),
+            install_event(182, U2, failed),
+            status_event(&[U2], &[U1]),
+            install_event(182, U3, failed),
+        ],
+        300,
+    )
+    .unwrap();
+    let d = f.computer("a", 300).unwrap();
+    let states: Vec<(String, State, Option<String>)> = d
+        .updates
+        .iter()
+        .map(|u| (u.update_id.clone(), u.state, u.error.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (U2.to_owned(), State::Failed, Some("0x80240017".to_owned())),
+            (U3.to_owned(), State::Failed, Some("0x80240017".to_owned())),
+            (U1.to_owned(), State::Installed, None),
+        ],
+        "{d:?}"
+    );
+}
+
+#[test]
 fn client_side_targeting_follows_the_names_the_client_sends() {
     let w = world(Targeting::Client);
     let f = &w.fleet;

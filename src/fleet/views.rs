@@ -280,20 +280,20 @@ impl Fleet {
     pub fn update_status(&self, update_id: &str) -> Result<UpdateStatus, FleetError> {
         let update_id = update_id.to_ascii_lowercase();
         let db = self.reader();
-        let (title, kb) = db
+        let (title, kb, since) = db
             .query_row(
-                "SELECT title, kb FROM updates WHERE id = ?1",
+                "SELECT title, kb, coalesce(added, 0) FROM updates WHERE id = ?1",
                 [&update_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?
-            .unwrap_or((None, None));
+            .unwrap_or((None, None, 0));
         let n: Option<i64> = db
             .prepare_cached("SELECT n FROM status_updates WHERE update_id = ?1")?
             .query_row([&update_id], |r| r.get(0))
             .optional()?;
         let n = n.unwrap_or(-1);
-        let groups = group_counts(&db, n)?;
+        let groups = group_counts(&db, n, since)?;
         let total = groups
             .iter()
             .find(|g| g.group_id == ALL_COMPUTERS)
@@ -380,13 +380,25 @@ fn state_clause(
         ),
         None => None,
     };
+    let since = match update {
+        Some(id) => arrived(db, id)?,
+        None => 0,
+    };
     Ok(match (state, n) {
-        (State::Unknown, _) => ("c.last_status IS NULL".into(), vec![]),
+        (State::Unknown, Some(n)) => (
+            format!(
+                "{} AND NOT EXISTS
+                   (SELECT 1 FROM update_status s WHERE s.cid = c.cid AND s.n = ?)",
+                unreported_since("?")
+            ),
+            vec![Value::Integer(since), Value::Integer(n)],
+        ),
+        (State::Unknown, None) => ("c.last_status IS NULL".into(), vec![]),
         (State::NotApplicable, Some(n)) => (
-            "c.last_status IS NOT NULL AND NOT EXISTS
+            "c.last_status >= ? AND NOT EXISTS
                (SELECT 1 FROM update_status s WHERE s.cid = c.cid AND s.n = ?)"
                 .into(),
-            vec![Value::Integer(n)],
+            vec![Value::Integer(since), Value::Integer(n)],
         ),
         (State::NotApplicable, None) => (
             "c.last_status IS NOT NULL AND NOT EXISTS (SELECT 1 FROM update_status s WHERE s.cid = c.cid)"
@@ -408,9 +420,28 @@ fn state_clause(
     })
 }
 
+/// A computer that has not sent a status report since an update arrived
+/// (bound to that time): what it would say of the update is unknown. One
+/// whose last report came after has it not applicable, unless it listed it.
+/// `param`: the time's placeholder (`?`, `?1`).
+fn unreported_since(param: &str) -> String {
+    format!("(c.last_status IS NULL OR c.last_status < {param})")
+}
+
+/// When update `id` came into the catalog (0: before this was recorded,
+/// or not in the catalog).
+fn arrived(db: &Connection, id: &str) -> Result<i64, FleetError> {
+    Ok(db
+        .prepare_cached("SELECT coalesce(added, 0) FROM updates WHERE id = ?1")?
+        .query_row([id.to_ascii_lowercase()], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// Counts of update `n` for every group: stored states by group, then the
-/// group's size and how many of it have reported.
-fn group_counts(db: &Connection, n: i64) -> Result<Vec<GroupCounts>, FleetError> {
+/// group's size and how many of it have reported since the update arrived
+/// (`since`, unix seconds).
+fn group_counts(db: &Connection, n: i64, since: i64) -> Result<Vec<GroupCounts>, FleetError> {
     let mut by_group: BTreeMap<i64, StateCounts> = BTreeMap::new();
     let mut all =
         db.prepare_cached("SELECT state, count(*) FROM update_status WHERE n = ?1 GROUP BY state")?;
@@ -438,29 +469,31 @@ fn group_counts(db: &Connection, n: i64) -> Result<Vec<GroupCounts>, FleetError>
             .or_default()
             .add(State::from_i64(state), count as u64);
     }
-    // Rows of computers that never sent a status report: few, by the
-    // partial index.
+    // Rows of computers that have not reported since: few, by the
+    // `last_status` index, unless the update is new.
     let mut unreported_rows: BTreeMap<i64, u64> = BTreeMap::new();
-    let mut q = db.prepare_cached(
+    let mut q = db.prepare_cached(&format!(
         "SELECT coalesce(m.gid, 2), count(*) FROM computers c
-         JOIN update_status s ON s.cid = c.cid AND s.n = ?1
+         JOIN update_status s ON s.cid = c.cid AND s.n = ?2
          LEFT JOIN group_members m ON m.cid = c.cid
-         WHERE c.last_status IS NULL GROUP BY 1",
-    )?;
-    for row in q.query_map([n], |r| {
+         WHERE {} GROUP BY 1",
+        unreported_since("?1")
+    ))?;
+    for row in q.query_map([since, n], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
     })? {
         let (gid, count) = row?;
         *unreported_rows.entry(gid).or_default() += count;
     }
     let all_unreported_rows: u64 = db
-        .prepare_cached(
-            "SELECT count(*) FROM computers c JOIN update_status s ON s.cid = c.cid AND s.n = ?1
-             WHERE c.last_status IS NULL",
-        )?
-        .query_row([n], |r| r.get::<_, i64>(0))? as u64;
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM computers c JOIN update_status s ON s.cid = c.cid AND s.n = ?2
+             WHERE {}",
+            unreported_since("?1")
+        ))?
+        .query_row([since, n], |r| r.get::<_, i64>(0))? as u64;
     unreported_rows.insert(ALL_COMPUTERS, all_unreported_rows);
-    let sizes = group_sizes(db)?;
+    let sizes = group_sizes(db, since)?;
     let mut groups = db.prepare_cached("SELECT gid, name FROM computer_groups ORDER BY gid")?;
     let rows = groups.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
@@ -482,16 +515,19 @@ fn group_counts(db: &Connection, n: i64) -> Result<Vec<GroupCounts>, FleetError>
     Ok(out)
 }
 
-/// A group's size, and how many of it never sent a status report.
+/// A group's size, and how many of it sent no status report since a time.
 #[derive(Debug, Clone, Copy, Default)]
 struct Size {
     computers: u64,
     unreported: u64,
 }
 
-/// Every group's [`Size`], from the membership index and the partial index
-/// of unreported computers: no pass over the computers table.
-fn group_sizes(db: &Connection) -> Result<std::collections::HashMap<i64, Size>, FleetError> {
+/// Every group's [`Size`] (unreported since `since`), from the membership
+/// index and the `last_status` index: no pass over the computers table.
+fn group_sizes(
+    db: &Connection,
+    since: i64,
+) -> Result<std::collections::HashMap<i64, Size>, FleetError> {
     let mut sizes: std::collections::HashMap<i64, Size> = std::collections::HashMap::new();
     let mut q = db.prepare_cached("SELECT gid, count(*) FROM group_members GROUP BY gid")?;
     for row in q.query_map([], |r| {
@@ -508,19 +544,23 @@ fn group_sizes(db: &Connection) -> Result<std::collections::HashMap<i64, Size>, 
     )?;
     sizes.entry(ALL_COMPUTERS).or_default().computers = all as u64;
     sizes.entry(UNASSIGNED).or_default().computers = (all - in_groups) as u64;
-    let mut q = db.prepare_cached(
+    let mut q = db.prepare_cached(&format!(
         "SELECT coalesce(m.gid, 2), count(*) FROM computers c
-         LEFT JOIN group_members m ON m.cid = c.cid WHERE c.last_status IS NULL GROUP BY 1",
-    )?;
-    for row in q.query_map([], |r| {
+         LEFT JOIN group_members m ON m.cid = c.cid WHERE {} GROUP BY 1",
+        unreported_since("?1")
+    ))?;
+    for row in q.query_map([since], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64))
     })? {
         let (gid, n) = row?;
         sizes.entry(gid).or_default().unreported = n;
     }
     let unreported: i64 = db.query_row(
-        "SELECT count(*) FROM computers WHERE last_status IS NULL",
-        [],
+        &format!(
+            "SELECT count(*) FROM computers c WHERE {}",
+            unreported_since("?1")
+        ),
+        [since],
         |r| r.get(0),
     )?;
     sizes.entry(ALL_COMPUTERS).or_default().unreported = unreported as u64;
@@ -531,7 +571,7 @@ impl Fleet {
     /// How many computers each group has (`All Computers` and `Unassigned
     /// Computers` too).
     pub fn group_sizes(&self) -> Result<std::collections::HashMap<i64, u64>, FleetError> {
-        Ok(group_sizes(&self.reader())?
+        Ok(group_sizes(&self.reader(), 0)?
             .into_iter()
             .map(|(gid, s)| (gid, s.computers))
             .collect())

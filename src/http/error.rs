@@ -115,7 +115,7 @@ impl HttpStatus for FleetError {
             FleetError::UnknownComputer(_) | FleetError::UnknownGroup(_) => StatusCode::NOT_FOUND,
             FleetError::Invalid(_) => StatusCode::BAD_REQUEST,
             FleetError::ClientTargeting => StatusCode::CONFLICT,
-            FleetError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            FleetError::Db(_) | FleetError::Thread(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

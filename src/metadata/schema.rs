@@ -63,10 +63,25 @@ ALTER TABLE meta_revisions ADD COLUMN origin TEXT NOT NULL DEFAULT 'sync'
     CHECK (origin IN ('sync', 'cabinet'));
 ";
 
+/// The deployments this server has sent as an upstream ([MS-WSUSSS]
+/// `GetDeployments`), by what they deploy (`update/revision/action/group`):
+/// `generation` counts the times one was withdrawn and given again (each
+/// time under a new `DeploymentGuid`), `dead_call` is the call that first
+/// found it withdrawn (`NULL`: in force).
+const V3: &str = "
+CREATE TABLE meta_sent_deployments (
+    key        TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL DEFAULT 0,
+    dead_call  INTEGER
+) WITHOUT ROWID;
+CREATE INDEX meta_sent_deployments_dead ON meta_sent_deployments(dead_call) WHERE dead_call IS NOT NULL;
+";
+
 /// Creates or migrates the tables (on the caller's connection).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     apply_once(conn, "schema_version", 1, V1)?;
-    apply_once(conn, "schema_version", 2, V2)
+    apply_once(conn, "schema_version", 2, V2)?;
+    apply_once(conn, "schema_version", 3, V3)
 }
 
 /// Runs `ddl` once, in one transaction: `key` in `meta_state` records the

@@ -150,6 +150,87 @@ impl MetaStore {
         Ok(counts)
     }
 
+    /// Records a `GetDeployments` answer: `live` are the keys of the
+    /// deployments in force now. Returns this call's number, the
+    /// generation of each live key, and the (key, generation) of every
+    /// deployment found withdrawn after call `since` (all of them without
+    /// `since`), in one transaction.
+    pub fn deployments_in_force(
+        &self,
+        live: &[String],
+        since: Option<u64>,
+    ) -> Result<DeploymentsInForce, MetaError> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let call: u64 = tx
+            .query_row(
+                "SELECT value FROM meta_state WHERE key = 'deployments_call'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            + 1;
+        let wanted: HashSet<&str> = live.iter().map(String::as_str).collect();
+        let in_force: Vec<String> = tx
+            .prepare("SELECT key FROM meta_sent_deployments WHERE dead_call IS NULL")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for key in in_force.iter().filter(|k| !wanted.contains(k.as_str())) {
+            tx.prepare_cached("UPDATE meta_sent_deployments SET dead_call = ?2 WHERE key = ?1")?
+                .execute(params![key, call as i64])?;
+        }
+        let mut generations = Vec::with_capacity(live.len());
+        for key in live {
+            // In force again after being withdrawn: a new generation.
+            let generation: u32 = tx
+                .prepare_cached(
+                    "INSERT INTO meta_sent_deployments(key) VALUES (?1)
+                     ON CONFLICT(key) DO UPDATE SET
+                        generation = generation + (dead_call IS NOT NULL), dead_call = NULL
+                     RETURNING generation",
+                )?
+                .query_row([key], |r| r.get(0))?;
+            generations.push(generation);
+        }
+        let dead: Vec<(String, u32)> = tx
+            .prepare(
+                "SELECT key, generation FROM meta_sent_deployments
+                 WHERE dead_call IS NOT NULL AND dead_call > ?1 ORDER BY key",
+            )?
+            .query_map([since.unwrap_or(0) as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta_state(key, value) VALUES ('deployments_call', ?1)",
+            [call.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(DeploymentsInForce {
+            call,
+            generations,
+            dead,
+        })
+    }
+
+    /// Which of these update ids are software or drivers with a stored
+    /// document (the updates a replica's sync gives the upstream's
+    /// approvals), lowercase.
+    pub fn synced_updates(&self, ids: &[String]) -> Result<Vec<String>, MetaError> {
+        let db = self.db();
+        let mut q = db.prepare_cached(
+            "SELECT 1 FROM meta_revisions WHERE update_id = ?1 AND kind IN ('software', 'driver')",
+        )?;
+        let mut out = Vec::new();
+        for id in ids {
+            let id = id.to_ascii_lowercase();
+            if q.exists([&id])? {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Documents stored, by origin (`sync`, `cabinet`).
     pub fn origins(&self) -> Result<Vec<(String, u64)>, MetaError> {
         let db = self.db();
@@ -742,6 +823,17 @@ fn replace_revision(
     tx.prepare_cached("DELETE FROM meta_revisions WHERE rid = ?1")?
         .execute([old])?;
     Ok(insert_revision(tx, d, origin)?.expect("the revision's row was just deleted"))
+}
+
+/// What [`MetaStore::deployments_in_force`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentsInForce {
+    /// This call's number (the anchor a replica sends back next time).
+    pub call: u64,
+    /// The generation of each live key, in order.
+    pub generations: Vec<u32>,
+    /// (key, generation) of the deployments withdrawn since.
+    pub dead: Vec<(String, u32)>,
 }
 
 /// What a cabinet's documents did to the store.

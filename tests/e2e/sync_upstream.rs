@@ -334,3 +334,142 @@ async fn a_downstream_syncs_over_https_trusting_the_upstreams_private_ca() {
     assert_eq!(both["second"]["documents"], 5, "{both}");
     assert_eq!(document(&b, BUNDLE).await, fake.doc(BUNDLE).xml);
 }
+
+/// A WSUS replica forgets a deployment only when told it is dead
+/// ([MS-WSUSSS] 3.2.4.3): a withdrawn approval is listed in
+/// `DeadDeployments` to a replica whose anchor predates it, once; given
+/// again, it comes under a new `DeploymentGuid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_approval_is_a_dead_deployment_for_a_wsus_replica() {
+    let a = Harness::new().await;
+    let file = SampleFile::generate("2267602", "exe", 200_000);
+    a.upstream.add(&file.path, file.bytes.clone());
+    let fake = FakeWsus::start(file, &a.upstream.url("")).await;
+    sync_all(&a, &fake.url).await;
+    a.set_state(BUNDLE, "approve").await;
+
+    // A replica's handshake, by hand, as WSUS makes it.
+    let sync = "/ServerSyncWebService/ServerSyncWebService.asmx";
+    let ns = "xmlns=\"http://www.microsoft.com/SoftwareDistribution\"";
+    let (_, body) = soap_post(
+        &a,
+        "/DssAuthWebService/DssAuthWebService.asmx",
+        "GetAuthorizationCookie",
+        "<GetAuthorizationCookie xmlns=\"http://www.microsoft.com/SoftwareDistribution/Server/DssAuthWebService\">\
+         <accountName>wsus.corp</accountName><accountGuid>5e1c9d1a-0000-4000-8000-000000000002</accountGuid></GetAuthorizationCookie>",
+    )
+    .await;
+    let data = between(&body, "CookieData");
+    let (_, body) = soap_post(
+        &a,
+        sync,
+        "GetCookie",
+        &format!(
+            "<GetCookie {ns}><authCookies><AuthorizationCookie><PlugInId>DssTargeting</PlugInId>\
+             <CookieData>{data}</CookieData></AuthorizationCookie></authCookies><protocolVersion>1.20</protocolVersion></GetCookie>"
+        ),
+    )
+    .await;
+    let cookie = between(&body, "EncryptedData");
+    let deployments = async |anchor: &str| {
+        let anchor = if anchor.is_empty() {
+            String::new()
+        } else {
+            format!("<deploymentAnchor>{anchor}</deploymentAnchor>")
+        };
+        let (status, body) = soap_post(
+            &a,
+            sync,
+            "GetDeployments",
+            &format!(
+                "<GetDeployments {ns}><cookie><Expiration /><EncryptedData>{cookie}</EncryptedData></cookie>\
+                 {anchor}<syncAnchor></syncAnchor></GetDeployments>"
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    // The GUID of the bundle's Install deployment in an answer, if any.
+    let install_of = |body: &str| {
+        body.split("<ServerSyncDeployment>")
+            .skip(1)
+            .find(|d| d.contains(&format!("<UpdateId>{BUNDLE}</UpdateId>")))
+            .map(|d| between(d, "DeploymentGuid"))
+    };
+    let dead_of = |body: &str| between(body, "DeadDeployments");
+
+    let first = deployments("").await;
+    let approved = install_of(&first).expect("the approval as a deployment");
+    assert!(!dead_of(&first).contains("<guid>"), "{first}");
+    let anchor1 = between(&first, "Anchor");
+
+    // Withdrawn: dead for the replica that had it, the leaf's Bundle too.
+    a.set_state(BUNDLE, "unapprove").await;
+    let second = deployments(&anchor1).await;
+    assert_eq!(install_of(&second), None, "{second}");
+    let dead = dead_of(&second);
+    assert!(
+        dead.contains(&format!("<guid>{approved}</guid>")),
+        "{second}"
+    );
+    assert_eq!(dead.matches("<guid>").count(), 2, "{second}");
+    // Told once: the next answer to that replica lists it no more.
+    let anchor2 = between(&second, "Anchor");
+    let third = deployments(&anchor2).await;
+    assert!(!dead_of(&third).contains("<guid>"), "{third}");
+
+    // Approved again: a new GUID, which no later answer calls dead.
+    a.set_state(BUNDLE, "approve").await;
+    let fourth = deployments(&between(&third, "Anchor")).await;
+    let again = install_of(&fourth).expect("the new approval");
+    assert_ne!(again, approved);
+    assert!(!dead_of(&fourth).contains(&again), "{fourth}");
+}
+
+/// On a replica, a synced update's approval is the upstream's: changing
+/// it here is refused with a 409 that says so (the next sync would undo
+/// it), through the API and the CLI; updates imported otherwise, and a
+/// server that is no replica, keep local approvals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_local_approvals_of_synced_updates() {
+    let mut b = Harness::new().await;
+    let file = SampleFile::generate("2267602", "exe", 200_000);
+    b.upstream.add(&file.path, file.bytes.clone());
+    let fake = FakeWsus::start(file, &b.upstream.url("")).await;
+    sync_all(&b, &fake.url).await;
+    b.setup(&[]).await;
+    let imported = b.catalog()["updates"][0]["id"].as_str().unwrap().to_owned();
+    // Not a replica: local approvals are the only ones.
+    b.set_state(TOP, "approve").await;
+    b.set_state(TOP, "unapprove").await;
+
+    b.restart_with(|c| c.server_sync.sync_replica = true).await;
+    for action in ["approve", "decline", "unapprove"] {
+        let r = b
+            .http
+            .post(b.admin(&format!("/api/v1/updates/{BUNDLE}/{action}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409, "{action}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("replica") && body.contains(BUNDLE), "{body}");
+    }
+    let bulk = b
+        .http
+        .post(b.admin("/api/v1/approvals"))
+        .json(&json!({ "action": "approve", "kb": "2267602" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bulk.status(), 409);
+    let bundle = b.admin_json(&format!("/api/v1/updates/{BUNDLE}")).await;
+    assert_eq!(bundle["state"], "not-approved", "{bundle}");
+    // The CLI says why.
+    let out = run_cli(&["approve", BUNDLE, "--admin", &b.admin("")], &[]).await;
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(out.stderr.contains("sync_replica"), "{}", out.stderr);
+    // An update imported otherwise keeps local approvals.
+    b.set_state(&imported, "approve").await;
+}

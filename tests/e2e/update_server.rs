@@ -891,3 +891,135 @@ async fn the_driver_pass_offers_approved_drivers_for_the_computers_devices() {
     let new = between(&body, "NewUpdates").unwrap_or_default();
     assert!(all_between(new, "UpdateInfo").is_empty(), "{body}");
 }
+
+/// One call's status, headers and body bytes, `Accept-Encoding: xpress`
+/// or not (as a Windows client sends it to a WSUS).
+async fn raw_call(
+    h: &Harness,
+    path: &str,
+    action: &str,
+    body: &str,
+    xpress: bool,
+) -> (u16, reqwest::header::HeaderMap, bytes::Bytes) {
+    let mut r = h
+        .http
+        .post(h.url(path))
+        .header("Content-Type", "text/xml; charset=utf-8")
+        .header("SOAPAction", format!("\"{action}\""));
+    if xpress {
+        r = r.header("Accept-Encoding", "xpress");
+    }
+    let r = r.body(body.to_owned()).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.bytes().await.unwrap())
+}
+
+/// [MS-WUSP] 2.1: a client that asks for `xpress` gets its answers so
+/// encoded (`Content-Encoding: xpress`), in fewer bytes, and they decode
+/// to exactly what the same call answers a client that did not ask;
+/// `Vary: Accept-Encoding` either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asking_for_xpress_gets_answers_that_decode_to_the_plain_ones() {
+    let h = Harness::new().await;
+    let _fake = synced(&h).await;
+    let pc = Client::start(&h, "Pilot").await;
+    pc.register().await;
+    let page = pc.sync_once(false).await.expect("SyncUpdates");
+    let rids: Vec<i64> = all_between(
+        between(&page, "NewUpdates").unwrap_or_default(),
+        "UpdateInfo",
+    )
+    .iter()
+    .map(|info| parse_offer(info, 1).rid)
+    .collect();
+    assert!(rids.len() >= 2, "{page}");
+    let extended = envelope(&format!(
+        "<GetExtendedUpdateInfo xmlns=\"{CLIENT_NS}\">{}<revisionIDs>{}</revisionIDs>\
+         <infoTypes><XmlUpdateFragmentType>Extended</XmlUpdateFragmentType>\
+         <XmlUpdateFragmentType>LocalizedProperties</XmlUpdateFragmentType></infoTypes>\
+         <locales><string>en-US</string></locales></GetExtendedUpdateInfo>",
+        cookie_xml("cookie", &pc.cookie),
+        Client::ints(&rids)
+    ));
+    let config = envelope(&format!(
+        "<GetConfig xmlns=\"{CLIENT_NS}\"><protocolVersion>2.90</protocolVersion></GetConfig>"
+    ));
+    let calls = [
+        ("GetExtendedUpdateInfo", extended),
+        ("GetConfig", config),
+        // A fault travels compressed too.
+        (
+            "SyncUpdates",
+            envelope(&format!("<SyncUpdates xmlns=\"{CLIENT_NS}\"/>")),
+        ),
+    ];
+    for (op, body) in calls {
+        let action = format!("{CLIENT_NS}/{op}");
+        let path = "/ClientWebService/client.asmx";
+        let (status, headers, plain) = raw_call(&h, path, &action, &body, false).await;
+        assert_eq!(headers.get("content-encoding"), None, "{op}");
+        assert_eq!(headers["vary"], "Accept-Encoding", "{op}");
+        let (packed_status, packed_headers, packed) =
+            raw_call(&h, path, &action, &body, true).await;
+        assert_eq!(packed_status, status, "{op}");
+        assert_eq!(packed_headers["content-encoding"], "xpress", "{op}");
+        assert_eq!(packed_headers["vary"], "Accept-Encoding", "{op}");
+        assert_eq!(
+            packed_headers["content-length"],
+            packed.len().to_string().as_str()
+        );
+        let decoded = upcache::wsus::client::xpress::decode(&packed, 1 << 24)
+            .unwrap_or_else(|e| panic!("{op}: {e}"));
+        assert!(
+            decoded == plain,
+            "{op}: the decoded answer differs from the plain one"
+        );
+        if op == "GetExtendedUpdateInfo" {
+            assert!(
+                String::from_utf8_lossy(&plain).contains("<Xml>"),
+                "{}",
+                String::from_utf8_lossy(&plain)
+            );
+            assert!(
+                packed.len() * 2 < plain.len(),
+                "{op}: {} bytes with xpress, {} without",
+                packed.len(),
+                plain.len()
+            );
+        }
+    }
+    // The reporting service too (a WSUS compresses its answers as well).
+    let report = envelope(&format!(
+        "<ReportEventBatch xmlns=\"{REPORTING_NS}\">{}<clientTime>2026-10-04T15:20:00Z</clientTime>\
+         <eventBatch/></ReportEventBatch>",
+        cookie_xml("cookie", &pc.cookie)
+    ));
+    let action = format!("{REPORTING_NS}/ReportEventBatch");
+    let path = "/ReportingWebService/ReportingWebService.asmx";
+    let (_, _, plain) = raw_call(&h, path, &action, &report, false).await;
+    let (_, headers, packed) = raw_call(&h, path, &action, &report, true).await;
+    assert_eq!(headers["content-encoding"], "xpress");
+    let decoded = upcache::wsus::client::xpress::decode(&packed, 1 << 20).unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        String::from_utf8(plain.to_vec()).unwrap()
+    );
+}
+
+/// `wusp_xpress = false`: a client that asks for `xpress` gets the plain
+/// XML (the way back if a client cannot read upcache's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wusp_xpress_off_every_answer_goes_plain() {
+    let h = Harness::with(|c| c.update_server.wusp_xpress = false).await;
+    let config = envelope(&format!(
+        "<GetConfig xmlns=\"{CLIENT_NS}\"><protocolVersion>2.90</protocolVersion></GetConfig>"
+    ));
+    let action = format!("{CLIENT_NS}/GetConfig");
+    let path = "/ClientWebService/client.asmx";
+    let (status, headers, body) = raw_call(&h, path, &action, &config, true).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers.get("content-encoding"), None);
+    assert_eq!(headers["vary"], "Accept-Encoding");
+    assert!(String::from_utf8_lossy(&body).contains("<PlugInID>SimpleTargeting</PlugInID>"));
+}

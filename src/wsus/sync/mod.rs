@@ -57,14 +57,16 @@ pub struct SyncSettings {
     /// Classifications to sync, by title or GUID. Empty: only categories.
     #[schemars(example = &["Security Updates", "Definition Updates"])]
     pub sync_classifications: Vec<String>,
-    /// Languages of the updates' metadata (`ShortLanguage`: en, de, fr ...).
+    /// Languages of the updates' metadata (`ShortLanguage`: en, de, fr ...),
+    /// synced or imported from wsusscn2.cab.
     pub sync_languages: Vec<String>,
     /// When to sync by itself: `off`, every day at `HH:MM` (UTC), or every
     /// interval (`30m`, `6h`, `1d`).
     pub sync_schedule: String,
     /// Replica mode, as a WSUS replica server: after each sync, the
     /// upstream's approvals (`GetDeployments`) replace this server's for
-    /// the synced updates. Off: approvals stay this server's own.
+    /// the synced updates, and changing theirs here is refused. Off:
+    /// approvals stay this server's own.
     pub sync_replica: bool,
 }
 

@@ -100,6 +100,14 @@ impl SyncService {
         &self.store
     }
 
+    /// The upstream whose approvals this server takes, in replica mode
+    /// (`sync_replica`).
+    pub fn replica_of(&self) -> Option<&str> {
+        self.settings
+            .sync_replica
+            .then_some(self.settings.upstream_server.as_str())
+    }
+
     /// The languages documents keep (`sync_languages`).
     pub fn languages(&self) -> &[String] {
         &self.settings.sync_languages

@@ -7,6 +7,13 @@
 //! declined update is a hidden one. The answer is always whole: a replica
 //! that applies it as a whole (as upcache does) ends with exactly these
 //! approvals.
+//!
+//! A WSUS replica applies deployments as changes and forgets one only
+//! when told it is dead (3.2.4.3), so every deployment sent is recorded:
+//! one no longer in force is listed in `DeadDeployments` to every replica
+//! whose anchor is older than the call that found it withdrawn (the
+//! anchor carries the call's number). Given again later, it comes under a
+//! new `DeploymentGuid`, as a replica may keep a dead one dead.
 
 use std::collections::HashMap;
 
@@ -37,11 +44,24 @@ pub fn group_guid(g: &Group) -> String {
     }
 }
 
-/// The approvals of every synced update, as deployments.
+/// The call number in a deployment anchor this server gave
+/// (`upcache-deployments:<call>:<time>`); `None` for any other anchor.
+pub fn anchor_call(anchor: Option<&str>) -> Option<u64> {
+    anchor?
+        .strip_prefix("upcache-deployments:")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The approvals of every synced update, as deployments; `DeadDeployments`
+/// are those withdrawn since the replica's `anchor`.
 pub fn current(
     meta: &MetaStore,
     catalog: &Catalog,
     now: &str,
+    anchor: Option<&str>,
 ) -> Result<Deployments, UpstreamError> {
     let latest = meta.latest_revisions(&[Kind::Software, Kind::Driver])?;
     let ids: Vec<&str> = latest.iter().map(|(id, _)| id.as_str()).collect();
@@ -50,7 +70,6 @@ pub fn current(
     let groups = catalog.groups()?;
     let guids: HashMap<i64, String> = groups.iter().map(|g| (g.id, group_guid(g))).collect();
     let mut out = Deployments {
-        anchor: Some(format!("upcache-deployments:{now}")),
         groups: groups
             .iter()
             .map(|g| TargetGroup {
@@ -99,7 +118,28 @@ pub fn current(
             _ => {}
         }
     }
+    // `guid` holds each deployment's key until its generation is known.
+    let keys: Vec<String> = out.deployments.iter().map(|d| d.guid.clone()).collect();
+    let sent = meta.deployments_in_force(&keys, anchor_call(anchor))?;
+    for (d, generation) in out.deployments.iter_mut().zip(&sent.generations) {
+        d.guid = guid_of(&d.guid, *generation);
+    }
+    out.dead = sent
+        .dead
+        .iter()
+        .map(|(key, generation)| guid_of(key, *generation))
+        .collect();
+    out.anchor = Some(format!("upcache-deployments:{}:{now}", sent.call));
     Ok(out)
+}
+
+/// The `DeploymentGuid` of a deployment's generation (the first keeps
+/// the GUID earlier releases gave).
+fn guid_of(key: &str, generation: u32) -> String {
+    match generation {
+        0 => stable_guid(key),
+        g => stable_guid(&format!("{key}/{g}")),
+    }
 }
 
 fn deployment(
@@ -118,7 +158,8 @@ fn deployment(
         deadline: deadline.to_owned(),
         is_assigned: true,
         go_live_time: now.to_owned(),
-        guid: stable_guid(&format!("{update_id}/{revision}/{action}/{group}")),
+        // The key, made a GUID by `current` once its generation is known.
+        guid: format!("{update_id}/{revision}/{action}/{group}"),
         target_group_id: group.to_owned(),
         download_priority: 1,
     }
@@ -140,6 +181,44 @@ fn stable_guid(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anchors_carry_the_call_number() {
+        assert_eq!(
+            anchor_call(Some("upcache-deployments:7:2026-12-02T10:00:00Z")),
+            Some(7)
+        );
+        assert_eq!(
+            anchor_call(Some("upcache-deployments:2026-12-02T10:00:00Z")),
+            None
+        );
+        assert_eq!(anchor_call(Some("wsus")), None);
+        assert_eq!(anchor_call(None), None);
+    }
+
+    #[test]
+    fn withdrawn_deployments_are_dead_for_older_anchors_and_come_back_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(dir.path()).unwrap();
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let first = meta.deployments_in_force(&keys(&["a", "b"]), None).unwrap();
+        assert_eq!((first.call, first.generations.clone()), (1, vec![0, 0]));
+        let second = meta.deployments_in_force(&keys(&["a"]), Some(1)).unwrap();
+        assert_eq!(second.dead, vec![("b".to_owned(), 0)]);
+        // A replica whose anchor is the second call's was told already.
+        let third = meta.deployments_in_force(&keys(&["a"]), Some(2)).unwrap();
+        assert!(third.dead.is_empty());
+        // A replica without an anchor hears of every dead one.
+        let fresh = meta.deployments_in_force(&keys(&["a"]), None).unwrap();
+        assert_eq!(fresh.dead.len(), 1);
+        // Given again: a new generation, so a new GUID.
+        let again = meta
+            .deployments_in_force(&keys(&["a", "b"]), Some(4))
+            .unwrap();
+        assert_eq!(again.generations, vec![0, 1]);
+        assert_ne!(guid_of("b", 0), guid_of("b", 1));
+        assert_eq!(guid_of("b", 0), stable_guid("b"));
+    }
 
     #[test]
     fn deployment_guids_are_stable_and_distinct() {

@@ -269,9 +269,14 @@ impl UpstreamService {
                     "GetRevisionIdList" => self.revision_ids(op).map(Reply::Whole),
                     "GetUpdateData" => self.update_data(op).map(Reply::Documents),
                     "GetDeployments" => {
-                        messages::decode_deployments_request(op)?;
+                        let (anchor, _) = messages::decode_deployments_request(op)?;
                         let now = crate::wsus::client::rfc3339(now());
-                        let d = deployments::current(&self.meta, &self.catalog, &now)?;
+                        let d = deployments::current(
+                            &self.meta,
+                            &self.catalog,
+                            &now,
+                            anchor.as_deref(),
+                        )?;
                         Ok(Reply::Whole(messages::deployments_response(&d)))
                     }
                     other => Err(UpstreamError::UnknownOperation(other.to_owned())),
