@@ -277,7 +277,12 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         );
         let app_ = app.clone();
         let changed = move || app_.catalog_changed();
-        tasks.spawn(follower.run(app.catalog.clone(), changed, shutdown.clone()));
+        tasks.spawn(follower.run(
+            app.catalog.clone(),
+            app.fleet.clone(),
+            changed,
+            shutdown.clone(),
+        ));
     }
     if let Some(forwarder) = app.forwarder.clone() {
         tasks.spawn(forwarder.run(shutdown.clone()));

@@ -365,10 +365,16 @@ async fn import_catalog(
 struct ExportParams {
     /// Only updates changed after this change number (a follower's pull).
     since: Option<u64>,
+    /// A follower's pull asks for the groups (when changed) and, with
+    /// `targeting = "server"` here, the computers whose groups changed
+    /// after this change number (0: all).
+    members_since: Option<u64>,
 }
 
-/// `GET /api/v1/catalog[?since=N]`: streamed as it is read, ending with the
-/// change number (`seq`), policy and rules of the snapshot. A failure
+/// `GET /api/v1/catalog[?since=N[&members_since=M]]`: streamed as it is
+/// read, ending with the change number (`seq`), policy and rules of the
+/// snapshot; with `members_since`, the groups first and the computers'
+/// memberships after the updates (`catalog::export`). A failure
 /// half-way cuts the stream, which the importing side rejects as truncated JSON.
 async fn export_catalog(
     State(app): State<Arc<App>>,
@@ -376,10 +382,19 @@ async fn export_catalog(
 ) -> Response {
     let (writer, reader) = tokio::io::duplex(256 << 10);
     let catalog = app.catalog.clone();
+    let fleet = params
+        .members_since
+        .map(|since| crate::catalog::FleetExport {
+            since,
+            // A follower's memberships are its primary's, and partly held
+            // by client id only: it does not pass them on.
+            members: app.fleet.settings().targeting == crate::fleet::Targeting::Server
+                && app.follower.is_none(),
+        });
     tokio::task::spawn_blocking(move || {
         let out =
             std::io::BufWriter::with_capacity(256 << 10, tokio_util::io::SyncIoBridge::new(writer));
-        if let Err(e) = catalog.export_to(out, params.since) {
+        if let Err(e) = catalog.export_to(out, params.since, fleet) {
             tracing::warn!(error = %e, "catalog export cut short");
         }
     });

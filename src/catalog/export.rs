@@ -1,11 +1,13 @@
 //! The catalog as an upcache JSON document, written one page of updates at
-//! a time.
+//! a time; for a follower that asks (`members_since`), with the primary's
+//! groups before the updates and the computers' memberships after them,
+//! paged the same way.
 
 use std::io::Write;
 
 use rusqlite::Connection;
 
-use super::json::{ApprovalDoc, FileDoc, UpdateDoc};
+use super::json::{ApprovalDoc, FileDoc, GroupDoc, MemberDoc, UpdateDoc};
 use super::query::{update_from_row, UPDATE_COLUMNS};
 use super::CatalogError;
 use crate::digest::{Sha1Digest, Sha256Digest};
@@ -17,9 +19,30 @@ use crate::digest::{Sha1Digest, Sha256Digest};
 /// without bound (185 MB in 40 s under approvals, with 20 stalled exports).
 const PAGE: usize = 256;
 
+/// Computers whose groups are read per page (a page of 1,024 is ~100 KB).
+const MEMBERS_PAGE: usize = 1024;
+
+/// What a follower asks of the fleet with its pull.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetExport {
+    /// The change number of the last memberships it applied (0: none yet,
+    /// send them all).
+    pub since: u64,
+    /// Whether memberships are this node's to give (`targeting =
+    /// "server"`); the group list goes either way.
+    pub members: bool,
+}
+
 /// Writes every update with its files and approval state to `out` (with
 /// `since`, only those changed after that change number), then the change
 /// number, the policy and the rules read before the first update.
+///
+/// With `fleet`: first the own groups (all of them, when one changed after
+/// `fleet.since` or that is 0), and after the updates the groups of every
+/// computer whose groups changed after `fleet.since` (with `members`).
+/// Groups are read with the change number; memberships page by page, as
+/// updates are, with the same guarantee: one that moves meanwhile is
+/// stamped above the `seq` written and comes again next time.
 ///
 /// Pages are separate snapshots, so an update changed during the export may
 /// come in its newer state; its change number is then above the `seq`
@@ -29,19 +52,33 @@ pub(super) fn write_catalog<W: Write>(
     db: &Connection,
     mut out: W,
     since: Option<u64>,
+    fleet: Option<FleetExport>,
 ) -> Result<(), CatalogError> {
-    let extras = {
+    let (extras, groups) = {
         let snapshot = db.unchecked_transaction()?;
         let extras = super::json::DocExtras {
             seq: Some(super::schema::change_seq(&snapshot)?),
             policy: Some(super::load_policy(&snapshot)?),
             rules: Some(super::rules::list(&snapshot)?),
         };
+        let groups = match fleet {
+            Some(f) if f.since == 0 || super::schema::groups_changed(&snapshot)? > f.since => {
+                Some(own_groups(&snapshot)?)
+            }
+            _ => None,
+        };
         snapshot.finish()?;
-        serde_json::to_string(&extras).expect("extras serialise")
+        let extras = serde_json::to_string(&extras).expect("extras serialise");
+        (extras, groups)
     };
     let io = CatalogError::Export;
-    out.write_all(b"{\"updates\":[").map_err(io)?;
+    out.write_all(b"{").map_err(io)?;
+    if let Some(groups) = groups {
+        out.write_all(b"\"groups\":").map_err(io)?;
+        serde_json::to_writer(&mut out, &groups).map_err(|e| io(e.into()))?;
+        out.write_all(b",\n").map_err(io)?;
+    }
+    out.write_all(b"\"updates\":[").map_err(io)?;
     let mut after: Option<String> = None;
     let mut page = Vec::with_capacity(64 << 10);
     loop {
@@ -54,8 +91,23 @@ pub(super) fn write_catalog<W: Write>(
         out.write_all(&page).map_err(io)?;
         after = Some(last);
     }
-    // `{"seq":..,...}` continues the document after the updates array.
     out.write_all(b"],").map_err(io)?;
+    if let Some(f) = fleet.filter(|f| f.members) {
+        out.write_all(b"\n\"members\":[").map_err(io)?;
+        let mut after = (0, 0);
+        let mut first = true;
+        loop {
+            page.clear();
+            let Some(last) = read_members(db, &mut page, f.since, after, first)? else {
+                break;
+            };
+            out.write_all(&page).map_err(io)?;
+            after = last;
+            first = false;
+        }
+        out.write_all(b"],").map_err(io)?;
+    }
+    // `{"seq":..,...}` continues the document after the updates array.
     out.write_all(&extras.as_bytes()[1..]).map_err(io)?;
     out.write_all(b"\n").map_err(io)?;
     out.flush().map_err(io)?;
@@ -125,6 +177,67 @@ fn read_page(
     drop(rows);
     drop(stmt);
     drop(files_stmt);
+    snapshot.finish()?;
+    Ok(last)
+}
+
+/// The administrators' groups, by their ids here.
+fn own_groups(db: &Connection) -> Result<Vec<GroupDoc>, CatalogError> {
+    let groups = db
+        .prepare_cached("SELECT gid, name FROM computer_groups WHERE gid > ?1 ORDER BY gid")?
+        .query_map([super::groups::UNASSIGNED], |r| {
+            Ok(GroupDoc {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(groups)
+}
+
+/// Serialises the next page of computers whose groups changed after
+/// `since` (in `(stamp, cid)` order, after `after`) into `page`, in one
+/// read transaction; the key of its last one, or `None` at the end.
+fn read_members(
+    db: &Connection,
+    page: &mut Vec<u8>,
+    since: u64,
+    after: (i64, i64),
+    mut first: bool,
+) -> Result<Option<(i64, i64)>, CatalogError> {
+    let snapshot = db.unchecked_transaction()?;
+    let mut groups = snapshot
+        .prepare_cached("SELECT gid FROM group_members WHERE cid = ?1 AND gid > 2 ORDER BY gid")?;
+    let mut stmt = snapshot.prepare_cached(
+        "SELECT groups_changed, cid, id FROM computers
+         WHERE groups_changed > ?1 AND (groups_changed, cid) > (?2, ?3)
+         ORDER BY groups_changed, cid LIMIT ?4",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![
+        since as i64,
+        after.0,
+        after.1,
+        MEMBERS_PAGE as i64
+    ])?;
+    let mut last = None;
+    while let Some(r) = rows.next()? {
+        let key: (i64, i64) = (r.get(0)?, r.get(1)?);
+        let member = MemberDoc {
+            id: r.get(2)?,
+            groups: groups
+                .query_map([key.1], |g| g.get(0))?
+                .collect::<Result<_, _>>()?,
+        };
+        if !first {
+            page.extend_from_slice(b",\n");
+        }
+        first = false;
+        serde_json::to_writer(&mut *page, &member).expect("memberships serialise");
+        last = Some(key);
+    }
+    drop(rows);
+    drop(stmt);
+    drop(groups);
     snapshot.finish()?;
     Ok(last)
 }

@@ -121,12 +121,64 @@ pub struct DocExtras {
 /// Errors name the line (syntax) or the field path (`updates[3].files[0].sha1`).
 pub fn parse_stream<R: std::io::Read>(
     input: R,
+    sink: impl FnMut(ValidUpdate) -> Result<(), CatalogError>,
+) -> Result<DocExtras, CatalogError> {
+    parse_stream_with(input, sink, None)
+}
+
+/// Most groups a primary's export may list.
+pub const MAX_GROUPS: usize = 10_000;
+/// Most groups one computer may be in, in a primary's export.
+pub const MAX_MEMBER_GROUPS: usize = 1_000;
+/// Longest client id in a primary's export (they are GUIDs).
+pub const MAX_CLIENT_ID: usize = 256;
+
+/// One of the primary's own groups (never a built-in one), by the
+/// primary's id: a follower follows a rename by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDoc {
+    pub id: i64,
+    pub name: String,
+}
+
+/// One computer's groups on the primary (`[]`: in none of its own), by
+/// the client's id and the primary's group ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberDoc {
+    pub id: String,
+    #[serde(deserialize_with = "bounded_ids")]
+    pub groups: Vec<i64>,
+}
+
+/// What a primary's export carries for a follower's fleet, besides the
+/// updates (asked with `members_since`), in the order it comes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetItem {
+    /// The primary's own groups, the whole list (sent when one changed).
+    Groups(Vec<GroupDoc>),
+    /// The memberships start (with `members_since=0`: all of them).
+    MembersBegin,
+    /// One computer's groups.
+    Member(MemberDoc),
+}
+
+/// Handles a [`FleetItem`] as it is parsed.
+pub type FleetSink<'a> = &'a mut dyn FnMut(FleetItem) -> Result<(), CatalogError>;
+
+/// [`parse_stream`], and with `fleet`, a primary's `groups` and `members`
+/// (refused as unknown fields without).
+pub fn parse_stream_with<R: std::io::Read>(
+    input: R,
     mut sink: impl FnMut(ValidUpdate) -> Result<(), CatalogError>,
+    fleet: Option<FleetSink<'_>>,
 ) -> Result<DocExtras, CatalogError> {
     let mut de = serde_json::Deserializer::from_reader(input);
     let mut failure = None;
     let parsed = DocSeed {
         sink: &mut sink,
+        fleet,
         failure: &mut failure,
     }
     .deserialize(&mut de)
@@ -140,14 +192,33 @@ pub fn parse_stream<R: std::io::Read>(
     })
 }
 
+/// Parses a whole primary's export with its fleet part (fuzzing, tests).
+pub fn parse_follow(body: &[u8]) -> Result<(Vec<ValidUpdate>, Vec<FleetItem>), CatalogError> {
+    let mut updates = Vec::new();
+    let mut items = Vec::new();
+    parse_stream_with(
+        body,
+        |u| {
+            updates.push(u);
+            Ok(())
+        },
+        Some(&mut |i| {
+            items.push(i);
+            Ok(())
+        }),
+    )?;
+    Ok((updates, items))
+}
+
 /// `{"updates": [...]}`, visited without collecting the array.
-struct DocSeed<'a, F> {
+struct DocSeed<'a, 'f, F> {
     sink: &'a mut F,
+    fleet: Option<FleetSink<'f>>,
     /// Why the sink stopped the parse (serde's error cannot carry it).
     failure: &'a mut Option<CatalogError>,
 }
 
-impl<'de, F> DeserializeSeed<'de> for DocSeed<'_, F>
+impl<'de, F> DeserializeSeed<'de> for DocSeed<'_, '_, F>
 where
     F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
 {
@@ -158,7 +229,7 @@ where
     }
 }
 
-impl<'de, F> Visitor<'de> for DocSeed<'_, F>
+impl<'de, F> Visitor<'de> for DocSeed<'_, '_, F>
 where
     F: FnMut(ValidUpdate) -> Result<(), CatalogError>,
 {
@@ -168,9 +239,11 @@ where
         f.write_str(r#"a catalog object {"updates": [...]}"#)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DocExtras, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<DocExtras, A::Error> {
         const FIELDS: &[&str] = &["updates", "seq", "policy", "rules"];
         let mut updates_seen = false;
+        let mut groups_seen = false;
+        let mut members_seen = false;
         let mut extras = DocExtras::default();
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -185,6 +258,24 @@ where
                 "seq" => extras.seq = Some(map.next_value()?),
                 "policy" => extras.policy = Some(map.next_value()?),
                 "rules" => extras.rules = Some(map.next_value()?),
+                "groups" if self.fleet.is_some() => {
+                    if std::mem::replace(&mut groups_seen, true) {
+                        return Err(de::Error::duplicate_field("groups"));
+                    }
+                    let groups = map.next_value_seed(GroupsSeed)?;
+                    self.hand_on(FleetItem::Groups(groups))?;
+                }
+                "members" if self.fleet.is_some() => {
+                    if std::mem::replace(&mut members_seen, true) {
+                        return Err(de::Error::duplicate_field("members"));
+                    }
+                    self.hand_on(FleetItem::MembersBegin)?;
+                    let fleet = self.fleet.as_mut().expect("checked");
+                    map.next_value_seed(MembersSeed {
+                        sink: &mut **fleet,
+                        failure: &mut *self.failure,
+                    })?;
+                }
                 other => return Err(de::Error::unknown_field(other, FIELDS)),
             }
         }
@@ -192,6 +283,133 @@ where
             return Err(de::Error::missing_field("updates"));
         }
         Ok(extras)
+    }
+}
+
+impl<F> DocSeed<'_, '_, F> {
+    /// Gives `item` to the fleet sink; its error stops the parse.
+    fn hand_on<E: de::Error>(&mut self, item: FleetItem) -> Result<(), E> {
+        let fleet = self.fleet.as_mut().expect("only called with a fleet sink");
+        (fleet)(item).map_err(|e| {
+            *self.failure = Some(e);
+            de::Error::custom("the import stopped")
+        })
+    }
+}
+
+/// A group id list of at most [`MAX_MEMBER_GROUPS`], refused as soon as it
+/// is longer (never allocated whole).
+fn bounded_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+    struct Ids;
+    impl<'de> Visitor<'de> for Ids {
+        type Value = Vec<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "at most {MAX_MEMBER_GROUPS} group ids")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<i64>, A::Error> {
+            let mut ids = Vec::new();
+            while let Some(id) = seq.next_element::<i64>()? {
+                if ids.len() == MAX_MEMBER_GROUPS {
+                    return Err(de::Error::invalid_length(ids.len() + 1, &self));
+                }
+                ids.push(id);
+            }
+            Ok(ids)
+        }
+    }
+    d.deserialize_seq(Ids)
+}
+
+/// The `groups` list: at most [`MAX_GROUPS`], each id an own group's
+/// (above the built-in ones), each name usable, no id or name twice.
+struct GroupsSeed;
+
+impl<'de> DeserializeSeed<'de> for GroupsSeed {
+    type Value = Vec<GroupDoc>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<GroupDoc>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for GroupsSeed {
+    type Value = Vec<GroupDoc>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "at most {MAX_GROUPS} groups")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<GroupDoc>, A::Error> {
+        let mut groups = Vec::new();
+        let mut ids = HashSet::new();
+        let mut names = HashSet::new();
+        while let Some(mut g) = seq.next_element::<GroupDoc>()? {
+            if groups.len() == MAX_GROUPS {
+                return Err(de::Error::invalid_length(groups.len() + 1, &self));
+            }
+            let at = groups.len();
+            g.name = super::groups::check_name(&g.name)
+                .map_err(|e| de::Error::custom(format!("groups[{at}].name: {e}")))?
+                .to_owned();
+            if g.id <= super::groups::UNASSIGNED {
+                return Err(de::Error::custom(format!(
+                    "groups[{at}].id: {} is not an own group's id",
+                    g.id
+                )));
+            }
+            // Names compare as SQLite's NOCASE does (ASCII letters).
+            if !ids.insert(g.id) || !names.insert(g.name.to_ascii_lowercase()) {
+                return Err(de::Error::custom(format!("groups[{at}]: listed twice")));
+            }
+            groups.push(g);
+        }
+        Ok(groups)
+    }
+}
+
+/// The `members` array: each computer handed on as it ends.
+struct MembersSeed<'a, 'f> {
+    sink: &'a mut (dyn FnMut(FleetItem) -> Result<(), CatalogError> + 'f),
+    failure: &'a mut Option<CatalogError>,
+}
+
+impl<'de> DeserializeSeed<'de> for MembersSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MembersSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of computers' groups")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        while let Some(m) = seq.next_element::<MemberDoc>()? {
+            let handled = if m.id.is_empty()
+                || m.id.len() > MAX_CLIENT_ID
+                || m.id.chars().any(char::is_control)
+            {
+                Err(invalid(
+                    &format!("members[{i}]"),
+                    "id",
+                    format!("a client id of 1 to {MAX_CLIENT_ID} bytes, no control characters"),
+                ))
+            } else {
+                (self.sink)(FleetItem::Member(m))
+            };
+            if let Err(e) = handled {
+                *self.failure = Some(e);
+                return Err(de::Error::custom("the import stopped"));
+            }
+            i += 1;
+        }
+        Ok(())
     }
 }
 

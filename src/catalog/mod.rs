@@ -20,10 +20,12 @@ pub mod scancab;
 mod schema;
 mod xml_import;
 
+pub use export::FleetExport;
 pub use import::{ImportReport, ImportStatus};
 pub use index::{FileEntry, Location, StoredFile};
 pub use json::CatalogDoc;
 pub use query::{Counts, Facets, FileDetail, UpdateDetail, UpdateList, UpdateQuery, UpdateSummary};
+pub use schema::bump_change_seq;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -102,6 +104,25 @@ pub struct Catalog {
 const POLICY_KEY: &str = "policy";
 /// Where a follower keeps the primary's change number it has applied.
 const FOLLOW_SEQ_KEY: &str = "follow_seq";
+/// ... and the one its memberships are at.
+const FOLLOW_MEMBERS_KEY: &str = "follow_members_seq";
+
+/// Where a follower keeps the primary's memberships (the fleet's tables,
+/// in the same transaction as the rest of a pull).
+pub trait PrimaryMembers {
+    /// Forgets every membership (a pull of all of them follows).
+    fn clear(&mut self, db: &Connection) -> rusqlite::Result<()>;
+    /// Client `id` is in exactly the groups `gids` (ids here; none: in
+    /// none of the own groups), whether or not it is known here yet.
+    fn set(&mut self, db: &Connection, id: &str, gids: &[i64]) -> rusqlite::Result<()>;
+}
+
+/// A follower's pull of memberships: the change number it asked them
+/// `since` (0: all of them, replacing what it holds), and where they go.
+pub struct FollowMembers<'a> {
+    pub since: u64,
+    pub sink: &'a mut dyn PrimaryMembers,
+}
 /// Index entries loaded per write-lock: requests wait at most one batch.
 const REFRESH_BATCH: usize = 8192;
 
@@ -245,19 +266,61 @@ impl Catalog {
     /// learned digests), its policy, and its rules in place of ours; and
     /// records the change number to ask `since` next time. Rules are not
     /// run here: the primary's states already carry them.
+    ///
+    /// With `members` (asked with `members_since`): the primary's groups
+    /// (renames and deletions follow) and its computers' memberships, which
+    /// `members.sink` keeps (the fleet's tables); the change number they
+    /// reached is recorded too ([`Catalog::follow_members_seq`]). Without,
+    /// that number is forgotten, so that asking again starts from all.
     pub fn import_from_primary<R: std::io::Read>(
         &self,
         input: R,
+        mut members: Option<FollowMembers<'_>>,
     ) -> Result<(ImportReport, u64), CatalogError> {
         let mut policy = None;
         let mut seq = 0;
         let stored = |sha1: &Sha1Digest| self.is_stored(sha1);
         let report = self.write_import(|tx| {
             let mut report = ImportReport::default();
-            let extras = json::parse_stream(input, |u| {
-                let trust = json_import::Trust::Primary;
-                json_import::import_update(tx, &u, trust, &stored, &mut report)
-            })?;
+            let mut members_seen = false;
+            let asked = members.is_some();
+            let mut fleet = |item: json::FleetItem| -> Result<(), CatalogError> {
+                let Some(m) = members.as_mut() else {
+                    unreachable!("the parser hands on fleet items only with a sink")
+                };
+                match item {
+                    json::FleetItem::Groups(list) => groups::follow_primary(tx, &list)?,
+                    json::FleetItem::MembersBegin => {
+                        members_seen = true;
+                        if m.since == 0 {
+                            m.sink.clear(tx)?;
+                        }
+                    }
+                    json::FleetItem::Member(doc) => {
+                        // A group made after the export's `seq` is not
+                        // known yet; the membership is stamped above that
+                        // `seq` too, so it comes again with the group.
+                        let mut gids = Vec::with_capacity(doc.groups.len());
+                        for pid in doc.groups {
+                            if let Some(gid) = groups::of_primary(tx, pid)? {
+                                gids.push(gid);
+                            }
+                        }
+                        gids.sort_unstable();
+                        gids.dedup();
+                        m.sink.set(tx, &doc.id, &gids)?;
+                    }
+                }
+                Ok(())
+            };
+            let extras = json::parse_stream_with(
+                input,
+                |u| {
+                    let trust = json_import::Trust::Primary;
+                    json_import::import_update(tx, &u, trust, &stored, &mut report)
+                },
+                if asked { Some(&mut fleet) } else { None },
+            )?;
             let (Some(primary_seq), Some(p), Some(primary_rules)) =
                 (extras.seq, extras.policy, extras.rules)
             else {
@@ -268,11 +331,16 @@ impl Catalog {
             };
             write_policy(tx, &p)?;
             rules::replace_all(tx, &primary_rules)?;
-            tx.execute(
+            let mut put = tx.prepare_cached(
                 "INSERT INTO settings(key, value) VALUES (?1, ?2)
                  ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![FOLLOW_SEQ_KEY, primary_seq.to_string()],
             )?;
+            put.execute(params![FOLLOW_SEQ_KEY, primary_seq.to_string()])?;
+            if members_seen {
+                put.execute(params![FOLLOW_MEMBERS_KEY, primary_seq.to_string()])?;
+            } else if !asked {
+                tx.execute("DELETE FROM settings WHERE key = ?1", [FOLLOW_MEMBERS_KEY])?;
+            }
             policy = Some(p);
             seq = primary_seq;
             Ok(report)
@@ -285,15 +353,23 @@ impl Catalog {
 
     /// The primary's change number this follower's catalog is at (0: none yet).
     pub fn follow_seq(&self) -> Result<u64, CatalogError> {
+        Ok(self.setting_u64(FOLLOW_SEQ_KEY)?.unwrap_or(0))
+    }
+
+    /// The primary's change number this follower's memberships are at
+    /// (`None`: none taken yet).
+    pub fn follow_members_seq(&self) -> Result<Option<u64>, CatalogError> {
+        self.setting_u64(FOLLOW_MEMBERS_KEY)
+    }
+
+    fn setting_u64(&self, key: &str) -> Result<Option<u64>, CatalogError> {
         let value: Option<String> = self
             .reader()
-            .query_row(
-                "SELECT value FROM settings WHERE key = ?1",
-                [FOLLOW_SEQ_KEY],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?;
-        Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
+        Ok(value.and_then(|v| v.parse().ok()))
     }
 
     /// Imports Microsoft's `package.xml`, streamed, in one transaction.
@@ -656,12 +732,13 @@ impl Catalog {
         &self,
         out: W,
         since: Option<u64>,
+        fleet: Option<export::FleetExport>,
     ) -> Result<(), CatalogError> {
         let db = Connection::open_with_flags(
             &self.path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        export::write_catalog(&db, out, since)
+        export::write_catalog(&db, out, since, fleet)
     }
 
     /// Files stored and their bytes (from the in-memory index).

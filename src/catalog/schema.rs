@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 7;
+const VERSION: i64 = 8;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -187,10 +187,39 @@ const V7: &str = "
 ALTER TABLE updates ADD COLUMN added INTEGER;
 ";
 
+/// Followers take the primary's groups by the primary's id (names change):
+/// `primary_gid` is that id on a follower. `groups_changed` is the change
+/// number of the last write to any group (created, renamed, deleted): a
+/// follower asks for the list again only after it moved.
+const V8: &str = "
+ALTER TABLE computer_groups ADD COLUMN primary_gid INTEGER;
+CREATE UNIQUE INDEX computer_groups_primary ON computer_groups(primary_gid)
+    WHERE primary_gid IS NOT NULL;
+ALTER TABLE change_seq ADD COLUMN groups_changed INTEGER NOT NULL DEFAULT 0;
+UPDATE change_seq SET groups_changed = seq;
+CREATE TRIGGER groups_inserted AFTER INSERT ON computer_groups BEGIN
+    UPDATE change_seq SET groups_changed = seq;
+END;
+CREATE TRIGGER groups_renamed AFTER UPDATE OF name ON computer_groups BEGIN
+    UPDATE change_seq SET groups_changed = seq;
+END;
+CREATE TRIGGER groups_deleted AFTER DELETE ON computer_groups BEGIN
+    UPDATE change_seq SET groups_changed = seq;
+END;
+";
+
 /// Starts a write transaction's change number (see `V5`).
 pub fn bump_change_seq(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute("UPDATE change_seq SET seq = seq + 1", [])?;
     Ok(())
+}
+
+/// The change number of the last write to a computer group (see `V8`).
+pub fn groups_changed(db: &Connection) -> rusqlite::Result<u64> {
+    db.query_row("SELECT groups_changed FROM change_seq", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|s| s as u64)
 }
 
 /// The change number of the last write transaction.
@@ -240,8 +269,11 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("BEGIN; {V6} PRAGMA user_version = 6; COMMIT;"))?;
     }
     if version < 7 {
+        conn.execute_batch(&format!("BEGIN; {V7} PRAGMA user_version = 7; COMMIT;"))?;
+    }
+    if version < 8 {
         conn.execute_batch(&format!(
-            "BEGIN; {V7} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V8} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -5,7 +5,7 @@
 //! client sends (its `TargetGroup` policy, `;` between names) do, at every
 //! registration and scan, and administrators cannot.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Fleet, FleetError, Targeting};
 use crate::catalog::groups::{ALL_COMPUTERS, UNASSIGNED};
@@ -46,14 +46,15 @@ fn gids_named(db: &Connection, names: &[String]) -> Result<Vec<i64>, FleetError>
     Ok(gids)
 }
 
-/// Makes `cid`'s own groups exactly `gids` (sorted), writing only a change.
-fn set_members(db: &Connection, cid: i64, gids: &[i64]) -> rusqlite::Result<()> {
+/// Makes `cid`'s own groups exactly `gids` (sorted), writing only a
+/// change; whether there was one.
+fn set_members(db: &Connection, cid: i64, gids: &[i64]) -> rusqlite::Result<bool> {
     let current: Vec<i64> = db
         .prepare_cached("SELECT gid FROM group_members WHERE cid = ?1 ORDER BY gid")?
         .query_map([cid], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     if current == gids {
-        return Ok(());
+        return Ok(false);
     }
     db.prepare_cached("DELETE FROM group_members WHERE cid = ?1")?
         .execute([cid])?;
@@ -61,7 +62,53 @@ fn set_members(db: &Connection, cid: i64, gids: &[i64]) -> rusqlite::Result<()> 
     for gid in gids {
         insert.execute(params![cid, gid])?;
     }
+    Ok(true)
+}
+
+/// Stamps `cid`'s groups with a new change number of the catalog's, for
+/// followers (`GET /api/v1/catalog?members_since=`).
+fn stamp(db: &Connection, cid: i64) -> rusqlite::Result<()> {
+    crate::catalog::bump_change_seq(db)?;
+    db.prepare_cached(
+        "UPDATE computers SET groups_changed = (SELECT seq FROM change_seq) WHERE cid = ?1",
+    )?
+    .execute([cid])?;
     Ok(())
+}
+
+/// A follower's keeper of the primary's memberships (server-side
+/// targeting): by client id in `primary_members`, so that a computer
+/// that first comes here later lands in its groups (a trigger does it as
+/// its row is made), and at once for the computers known here.
+#[derive(Debug, Default)]
+pub struct FromPrimary {
+    /// Computers whose groups a pull brought.
+    pub computers: u64,
+}
+
+impl crate::catalog::PrimaryMembers for FromPrimary {
+    fn clear(&mut self, db: &Connection) -> rusqlite::Result<()> {
+        db.execute_batch("DELETE FROM primary_members; DELETE FROM group_members;")
+    }
+
+    fn set(&mut self, db: &Connection, id: &str, gids: &[i64]) -> rusqlite::Result<()> {
+        self.computers += 1;
+        db.prepare_cached("DELETE FROM primary_members WHERE id = ?1")?
+            .execute([id])?;
+        let mut insert =
+            db.prepare_cached("INSERT OR IGNORE INTO primary_members(id, gid) VALUES (?1, ?2)")?;
+        for gid in gids {
+            insert.execute(params![id, gid])?;
+        }
+        let cid: Option<i64> = db
+            .prepare_cached("SELECT cid FROM computers WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?;
+        if let Some(cid) = cid {
+            set_members(db, cid, gids)?;
+        }
+        Ok(())
+    }
 }
 
 /// The names of a client's `targetGroupName` (bounded).
@@ -98,7 +145,7 @@ impl Fleet {
         }
         gids.sort_unstable();
         gids.dedup();
-        set_members(db, cid, &gids)
+        set_members(db, cid, &gids).map(drop)
     }
 
     /// Puts computer `id` in exactly the groups `names` (none: Unassigned).
@@ -107,10 +154,13 @@ impl Fleet {
             return Err(FleetError::ClientTargeting);
         }
         let mut db = self.db();
-        let tx = db.transaction()?;
+        // Immediate: it writes the catalog's change number.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let cid = super::find_cid(&tx, id)?;
         let gids = gids_named(&tx, names)?;
-        set_members(&tx, cid, &gids)?;
+        if set_members(&tx, cid, &gids)? {
+            stamp(&tx, cid)?;
+        }
         tx.commit()?;
         Ok(())
     }

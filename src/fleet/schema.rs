@@ -108,6 +108,32 @@ DROP INDEX computers_unreported;
 CREATE INDEX computers_by_last_status ON computers(last_status);
 ";
 
+/// Memberships for followers. On a primary, `groups_changed` is the
+/// catalog's change number (`change_seq`) of the last change to a
+/// computer's groups, so that a follower asks for the computers whose
+/// groups moved since its last pull (those in groups now are stamped here,
+/// so a follower's first pull brings them). On a follower,
+/// `primary_members` holds the primary's memberships by client id, for
+/// computers this node has not seen too: one that registers or scans here
+/// later is put in its groups as its row is made.
+const V4: &str = "
+ALTER TABLE computers ADD COLUMN groups_changed INTEGER;
+CREATE INDEX computers_groups_changed ON computers(groups_changed, cid)
+    WHERE groups_changed IS NOT NULL;
+UPDATE computers SET groups_changed = (SELECT seq FROM change_seq)
+    WHERE cid IN (SELECT cid FROM group_members);
+CREATE TABLE primary_members (
+    id  TEXT NOT NULL,                   -- the client's id
+    gid INTEGER NOT NULL REFERENCES computer_groups(gid) ON DELETE CASCADE,
+    PRIMARY KEY (id, gid)
+) WITHOUT ROWID;
+CREATE INDEX primary_members_by_group ON primary_members(gid);
+CREATE TRIGGER computers_from_primary AFTER INSERT ON computers BEGIN
+    INSERT OR IGNORE INTO group_members(cid, gid)
+        SELECT NEW.cid, gid FROM primary_members WHERE id = NEW.id;
+END;
+";
+
 /// Each event once.
 ///
 /// `instance` is the event's `EventInstanceID` (16 bytes), unique per
@@ -118,7 +144,7 @@ CREATE INDEX computers_by_last_status ON computers(last_status);
 /// duplicates stored by an earlier release cannot fail the migration) are
 /// not in it. (Retention needs no index of its own: the oldest events are
 /// the first by `seq`. An index on `received` made a batch ~10% slower.)
-const V4: &str = "
+const V5: &str = "
 ALTER TABLE computer_events ADD COLUMN instance BLOB;
 CREATE UNIQUE INDEX computer_events_once ON computer_events(cid, instance)
     WHERE instance IS NOT NULL;
@@ -126,13 +152,13 @@ CREATE UNIQUE INDEX computer_events_once ON computer_events(cid, instance)
 
 /// Creates or migrates the tables (the catalog's must exist: the groups).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
-    prepare_to(conn, 4)
+    prepare_to(conn, 5)
 }
 
 /// [`prepare`] up to version `last` (tests make older data directories).
 pub(super) fn prepare_to(conn: &Connection, last: i64) -> rusqlite::Result<()> {
     let key = "clients_schema_version";
-    let steps: [(i64, &str); 4] = [(1, V1), (2, V2), (3, V3), (4, V4)];
+    let steps: [(i64, &str); 5] = [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
     for (version, ddl) in steps.into_iter().take_while(|&(v, _)| v <= last) {
         // Foreign keys off while V2 rebuilds and renames the tables.
         conn.pragma_update(

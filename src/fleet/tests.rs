@@ -12,6 +12,7 @@ use crate::catalog::Catalog;
 const U1: &str = "11111111-0000-4000-8000-000000000001";
 const U2: &str = "11111111-0000-4000-8000-000000000002";
 const U3: &str = "11111111-0000-4000-8000-000000000003";
+const ALL: i64 = crate::catalog::groups::ALL_COMPUTERS;
 
 struct World {
     _dir: tempfile::TempDir,
@@ -618,4 +619,242 @@ fn duplicates_stored_before_instance_ids_do_not_stop_the_migration() {
     drop(f);
     let f = Fleet::open(dir.path(), FleetSettings::default()).unwrap();
     assert_eq!(events_kept(&f, "pc1"), 5);
+}
+
+/// A follower's pull of `from` into `to`: the catalog `since` and the
+/// memberships `members` since; the change number reached, how many
+/// computers' groups came, and the document.
+fn pull(from: &World, to: &World, since: u64, members: u64) -> (u64, u64, String) {
+    use crate::catalog::{FleetExport, FollowMembers};
+    let mut doc = Vec::new();
+    let ask = FleetExport {
+        since: members,
+        members: true,
+    };
+    from.catalog
+        .export_to(&mut doc, Some(since), Some(ask))
+        .unwrap();
+    let mut sink = groups::FromPrimary::default();
+    let follow = FollowMembers {
+        since: members,
+        sink: &mut sink,
+    };
+    let (_, seq) = to
+        .catalog
+        .import_from_primary(&doc[..], Some(follow))
+        .unwrap();
+    assert_eq!(to.catalog.follow_members_seq().unwrap(), Some(seq));
+    (seq, sink.computers, String::from_utf8(doc).unwrap())
+}
+
+/// The names of the groups computer `id` is in, `All Computers` first.
+fn group_names(w: &World, id: &str) -> Vec<String> {
+    let groups = w.catalog.groups().unwrap();
+    w.fleet
+        .groups_of(id)
+        .unwrap()
+        .into_iter()
+        .map(|gid| groups.iter().find(|g| g.id == gid).unwrap().name.clone())
+        .collect()
+}
+
+fn own_group_names(w: &World) -> Vec<String> {
+    let mut names: Vec<_> = w
+        .catalog
+        .groups()
+        .unwrap()
+        .into_iter()
+        .filter(|g| !g.builtin)
+        .map(|g| g.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_follower_takes_the_primarys_memberships_by_client_id_and_only_their_changes() {
+    let primary = world(Targeting::Server);
+    let follower = world(Targeting::Server);
+    let p = &primary.fleet;
+    primary.catalog.create_group("Pilot").unwrap();
+    primary.catalog.create_group("Ring 2").unwrap();
+    for id in ["a", "b", "c"] {
+        register(p, id, "");
+    }
+    p.set_groups("a", &["Pilot".into()]).unwrap();
+    p.set_groups("b", &["Pilot".into(), "Ring 2".into()])
+        .unwrap();
+    // Known here before the first pull: placed at once.
+    register(&follower.fleet, "a", "");
+
+    let (seq, computers, doc) = pull(&primary, &follower, 0, 0);
+    assert_eq!(computers, 2, "{doc}");
+    assert_eq!(own_group_names(&follower), ["Pilot", "Ring 2"]);
+    assert_eq!(group_names(&follower, "a"), ["All Computers", "Pilot"]);
+    // Unknown here until now: placed as it registers.
+    register(&follower.fleet, "b", "");
+    register(&follower.fleet, "c", "");
+    assert_eq!(
+        group_names(&follower, "b"),
+        ["All Computers", "Pilot", "Ring 2"]
+    );
+    assert_eq!(
+        group_names(&follower, "c"),
+        ["All Computers", "Unassigned Computers"]
+    );
+
+    // Up to date: nothing comes.
+    let (seq2, computers, doc) = pull(&primary, &follower, seq, seq);
+    assert_eq!((seq2, computers), (seq, 0), "{doc}");
+    assert!(
+        doc.starts_with("{\"updates\":[]") && doc.contains("\"members\":[]"),
+        "{doc}"
+    );
+
+    // Out of Pilot, and a computer the follower never saw.
+    p.set_groups("a", &[]).unwrap();
+    register(p, "d", "");
+    p.set_groups("d", &["Ring 2".into()]).unwrap();
+    // The same groups again is no change.
+    p.set_groups("b", &["Ring 2".into(), "Pilot".into()])
+        .unwrap();
+    let (seq3, computers, doc) = pull(&primary, &follower, seq, seq);
+    assert!(seq3 > seq);
+    assert_eq!(computers, 2, "a and d only: {doc}");
+    assert!(doc.starts_with("{\"updates\""), "no group changed: {doc}");
+    assert_eq!(
+        group_names(&follower, "a"),
+        ["All Computers", "Unassigned Computers"]
+    );
+    // First seen by a scan: the scan's groups are the primary's.
+    let ring_2 = follower.catalog.group("Ring 2").unwrap().id;
+    assert_eq!(
+        follower.fleet.scanned("d", "", None, 300).unwrap(),
+        [ALL, ring_2]
+    );
+    assert_eq!(group_names(&follower, "d"), ["All Computers", "Ring 2"]);
+
+    // A full pull (the primary's counter went back) replaces what is held.
+    let fresh = world(Targeting::Server);
+    let (_, computers, _) = pull(&fresh, &follower, 0, 0);
+    assert_eq!(computers, 0);
+    assert!(own_group_names(&follower).is_empty());
+    assert_eq!(
+        group_names(&follower, "b"),
+        ["All Computers", "Unassigned Computers"]
+    );
+}
+
+#[test]
+fn groups_renamed_or_deleted_on_the_primary_follow_with_their_members() {
+    let primary = world(Targeting::Server);
+    let follower = world(Targeting::Server);
+    let p = &primary.fleet;
+    for name in ["Pilot", "Ring 1", "Ring 2", "Gone"] {
+        primary.catalog.create_group(name).unwrap();
+    }
+    register(p, "a", "");
+    p.set_groups("a", &["Pilot".into(), "Ring 1".into(), "Gone".into()])
+        .unwrap();
+    // Made here by name before (an approval named it): taken as the primary's.
+    let pilot_here = follower.catalog.create_group("pilot").unwrap();
+    follower.catalog.create_group("Stray").unwrap();
+    register(&follower.fleet, "a", "");
+    let (seq, _, _) = pull(&primary, &follower, 0, 0);
+    assert_eq!(
+        own_group_names(&follower),
+        ["Gone", "Pilot", "Ring 1", "Ring 2"]
+    );
+    assert_eq!(follower.catalog.group("Pilot").unwrap().id, pilot_here.id);
+
+    // Pilot renamed, Ring 1 and Ring 2 swap names, Gone deleted.
+    primary.catalog.rename_group("Pilot", "Early").unwrap();
+    primary.catalog.rename_group("Ring 1", "Swap").unwrap();
+    primary.catalog.rename_group("Ring 2", "Ring 1").unwrap();
+    primary.catalog.rename_group("Swap", "Ring 2").unwrap();
+    primary.catalog.delete_group("Gone").unwrap();
+    let (_, computers, doc) = pull(&primary, &follower, seq, seq);
+    assert!(doc.starts_with("{\"groups\":["), "{doc}");
+    assert_eq!(computers, 0, "renames move no member: {doc}");
+    assert_eq!(own_group_names(&follower), ["Early", "Ring 1", "Ring 2"]);
+    assert_eq!(
+        group_names(&follower, "a"),
+        ["All Computers", "Early", "Ring 2"]
+    );
+    assert_eq!(group_names(&primary, "a"), group_names(&follower, "a"));
+}
+
+#[test]
+fn a_primarys_fleet_part_is_bounded_and_checked() {
+    use crate::catalog::json::{parse_follow, FleetItem, MAX_MEMBER_GROUPS};
+    let doc = |groups: &str, members: &str| {
+        format!(r#"{{"groups":{groups},"updates":[],"members":{members},"seq":1}}"#)
+    };
+    let (_, items) = parse_follow(
+        doc(
+            r#"[{"id":3,"name":" Pilot "}]"#,
+            r#"[{"id":"pc-1","groups":[3]}]"#,
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(items.len(), 3);
+    assert!(matches!(&items[0], FleetItem::Groups(g) if g[0].name == "Pilot"));
+    assert!(matches!(&items[2], FleetItem::Member(m) if m.id == "pc-1"));
+    let many = format!("[{}]", vec!["3"; MAX_MEMBER_GROUPS + 1].join(","));
+    for (groups, members) in [
+        (r#"[{"id":1,"name":"All"}]"#.to_owned(), "[]".to_owned()),
+        (r#"[{"id":3,"name":"a;b"}]"#.to_owned(), "[]".to_owned()),
+        (
+            r#"[{"id":3,"name":"A"},{"id":4,"name":"a"}]"#.to_owned(),
+            "[]".to_owned(),
+        ),
+        (
+            "[]".to_owned(),
+            format!(r#"[{{"id":"pc","groups":{many}}}]"#),
+        ),
+        ("[]".to_owned(), r#"[{"id":"","groups":[]}]"#.to_owned()),
+    ] {
+        let e = parse_follow(doc(&groups, &members).as_bytes()).unwrap_err();
+        assert!(!e.to_string().is_empty());
+    }
+    // A plain import knows no fleet part.
+    assert!(crate::catalog::json::parse(doc("[]", "[]").as_bytes()).is_err());
+}
+
+#[test]
+fn memberships_of_many_computers_come_page_by_page_each_once() {
+    let primary = world(Targeting::Server);
+    let follower = world(Targeting::Server);
+    let pilot = primary.catalog.create_group("Pilot").unwrap().id;
+    // Three pages' worth, all stamped with the same change number.
+    let n = 2 * 1024 + 7;
+    primary
+        .fleet
+        .db()
+        .execute_batch(&format!(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n})
+             INSERT INTO computers(id, registered, groups_changed)
+                 SELECT 'pc-' || i, 0, (SELECT seq FROM change_seq) FROM k;
+             INSERT INTO group_members(cid, gid) SELECT cid, {pilot} FROM computers;"
+        ))
+        .unwrap();
+    let (_, computers, doc) = pull(&primary, &follower, 0, 0);
+    assert_eq!(computers, n as u64);
+    let (_, items) = crate::catalog::json::parse_follow(doc.as_bytes()).unwrap();
+    let mut ids: Vec<_> = items
+        .into_iter()
+        .filter_map(|i| match i {
+            crate::catalog::json::FleetItem::Member(m) => Some(m.id),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n);
+    register(&follower.fleet, &format!("pc-{n}"), "");
+    assert_eq!(
+        group_names(&follower, &format!("pc-{n}")),
+        ["All Computers", "Pilot"]
+    );
 }

@@ -1,6 +1,9 @@
 //! A follower keeps its catalog, approvals, rules and policy in step with a
 //! primary upcache's, by pulling the primary's changes since the last pull
-//! (`GET /api/v1/catalog?since=<seq>`) every `follow_interval_secs`.
+//! (`GET /api/v1/catalog?since=<seq>`) every `follow_interval_secs`. With
+//! `targeting = "server"` it asks for the primary's groups and the
+//! computers' memberships in the same pull (`&members_since=<seq>`), so a
+//! computer an administrator put in a group there is in it here too.
 //!
 //! A pull is streamed from the socket into one import transaction: it
 //! applies whole or not at all, and the change number it reached is stored
@@ -15,7 +18,8 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{Catalog, CatalogError, ImportReport};
+use crate::catalog::{Catalog, CatalogError, FollowMembers, ImportReport};
+use crate::fleet::{groups::FromPrimary, Fleet, Targeting};
 
 /// Following a primary.
 #[derive(Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -103,6 +107,13 @@ pub struct FollowStatus {
     pub last_pull: Option<u64>,
     /// Updates the last successful pull brought (0: nothing had changed).
     pub last_updates: u64,
+    /// Computers whose groups the last successful pull brought.
+    #[serde(default)]
+    pub last_members: u64,
+    /// The primary's change number the memberships here are at (`None`:
+    /// not taken: `targeting = "client"`, or not yet).
+    #[serde(default)]
+    pub members_seq: Option<u64>,
     /// Why the last pull failed, if it did (cleared by the next success).
     pub error: Option<String>,
 }
@@ -190,11 +201,12 @@ impl Follower {
     pub async fn run(
         self: Arc<Self>,
         catalog: Arc<Catalog>,
+        fleet: Arc<Fleet>,
         changed: impl Fn() + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) {
         loop {
-            self.pull_once(&catalog, &changed).await;
+            self.pull_once(&catalog, &fleet, &changed).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
@@ -204,10 +216,19 @@ impl Follower {
 
     /// One pull, recorded in the status; a failure is logged and kept for
     /// status, and the catalog stays as it was.
-    pub async fn pull_once(&self, catalog: &Arc<Catalog>, changed: &(dyn Fn() + Send + Sync)) {
+    pub async fn pull_once(
+        &self,
+        catalog: &Arc<Catalog>,
+        fleet: &Fleet,
+        changed: &(dyn Fn() + Send + Sync),
+    ) {
         let since = catalog.follow_seq().unwrap_or(0);
-        let mut result = self.pull(catalog, since).await;
-        if let Ok((_, seq)) = &result {
+        // Server-side targeting: the primary's administrators place
+        // computers, and this node takes their choice.
+        let members = (fleet.settings().targeting == Targeting::Server)
+            .then(|| catalog.follow_members_seq().ok().flatten().unwrap_or(0));
+        let mut result = self.pull(catalog, since, members).await;
+        if let Ok((_, seq, _)) = &result {
             if *seq < since {
                 // The primary's counter went back (a new or restored
                 // database): what we hold may be stale, take it all again.
@@ -216,12 +237,12 @@ impl Follower {
                     seq,
                     "the primary's change number went back; pulling everything"
                 );
-                result = self.pull(catalog, 0).await;
+                result = self.pull(catalog, 0, members.map(|_| 0)).await;
             }
         }
         let mut status = self.status.lock().unwrap();
         match result {
-            Ok((report, seq)) => {
+            Ok((report, seq, computers)) => {
                 let updates =
                     report.updates_added + report.updates_replaced + report.updates_unchanged;
                 if updates > 0 {
@@ -229,6 +250,8 @@ impl Follower {
                 }
                 status.seq = seq;
                 status.last_updates = updates;
+                status.last_members = computers;
+                status.members_seq = catalog.follow_members_seq().ok().flatten();
                 status.last_pull = Some(unix_now());
                 status.error = None;
                 drop(status);
@@ -243,17 +266,41 @@ impl Follower {
         }
     }
 
-    /// Streams the primary's changes since `since` into one import.
+    /// Streams the primary's changes since `since` (and with `members`,
+    /// its memberships changed since then) into one import; the report,
+    /// the change number reached and how many computers' groups came.
     async fn pull(
         &self,
         catalog: &Arc<Catalog>,
         since: u64,
-    ) -> Result<(ImportReport, u64), FollowError> {
+        members: Option<u64>,
+    ) -> Result<(ImportReport, u64, u64), FollowError> {
+        let mut result = self.pull_as(catalog, since, members).await;
+        if let (Err(FollowError::Refused { status: 400, .. }), Some(_)) = (&result, members) {
+            // A primary of an earlier release knows no `members_since`:
+            // the catalog still follows, the memberships do not.
+            tracing::warn!(
+                "the primary does not give its computers' groups (upgrade it): following its catalog without them"
+            );
+            result = self.pull_as(catalog, since, None).await;
+        }
+        result
+    }
+
+    async fn pull_as(
+        &self,
+        catalog: &Arc<Catalog>,
+        since: u64,
+        members: Option<u64>,
+    ) -> Result<(ImportReport, u64, u64), FollowError> {
         let mut url = self
             .primary
             .join("/api/v1/catalog")
             .expect("a fixed path joins");
-        url.set_query(Some(&format!("since={since}")));
+        match members {
+            Some(m) => url.set_query(Some(&format!("since={since}&members_since={m}"))),
+            None => url.set_query(Some(&format!("since={since}"))),
+        }
         let mut req = self.http.get(url.clone());
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
@@ -273,7 +320,14 @@ impl Follower {
         let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
         let catalog = catalog.clone();
         let imported = tokio::task::spawn_blocking(move || {
-            catalog.import_from_primary(std::io::BufReader::with_capacity(1 << 18, reader))
+            let input = std::io::BufReader::with_capacity(1 << 18, reader);
+            let mut sink = FromPrimary::default();
+            let follow = members.map(|since| FollowMembers {
+                since,
+                sink: &mut sink,
+            });
+            let (report, seq) = catalog.import_from_primary(input, follow)?;
+            Ok::<_, CatalogError>((report, seq, sink.computers))
         })
         .await
         .expect("an import does not panic")?;

@@ -886,3 +886,107 @@ async fn a_follower_takes_the_primarys_group_approvals_and_their_changes() {
     })
     .await;
 }
+
+/// Server-side targeting with a follower: the primary's administrator puts
+/// a computer in Pilot and approves an update for Pilot alone; the computer
+/// scanning against the follower is offered it, another is not, and
+/// taking it out of Pilot on the primary withdraws it there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computer_placed_in_a_group_on_the_primary_gets_that_groups_approvals_on_a_follower() {
+    let primary = Harness::new().await;
+    synced(&primary).await;
+    admin_post(&primary, "/api/v1/groups", json!({ "name": "Pilot" })).await;
+    // Scans are answered from a node's own metadata: the follower syncs it
+    // before it follows.
+    let mut follower = Harness::new().await;
+    synced(&follower).await;
+    let url = reqwest::Url::parse(&primary.admin("/")).unwrap();
+    follower
+        .restart_with(|c| {
+            c.follow.follow = Some(url);
+            c.follow.follow_interval = Duration::from_secs(1);
+        })
+        .await;
+    let base = follower.url("");
+    let mut x = Pc::start(&follower.http, &base, "pc-x", "").await;
+    x.register().await;
+    let mut y = Pc::start(&follower.http, &base, "pc-y", "").await;
+    y.register().await;
+    // The follower forwards the registrations: the primary knows both.
+    within(
+        "the computers on the primary",
+        Duration::from_secs(20),
+        async || {
+            let list = primary.admin_json("/api/v1/computers").await;
+            list["computers"].as_array().map(Vec::len) == Some(2)
+        },
+    )
+    .await;
+    let r = primary
+        .http
+        .put(primary.admin("/api/v1/computers/pc-x/groups"))
+        .json(&json!({ "groups": ["Pilot"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    admin_post(
+        &primary,
+        &format!("/api/v1/updates/{BUNDLE}/approve"),
+        json!({ "group": "Pilot", "deadline": "2026-12-10" }),
+    )
+    .await;
+
+    let machine = machine();
+    let action = |offers: &[Offer]| {
+        offers
+            .iter()
+            .find(|o| o.0 == BUNDLE)
+            .map(|o| (o.1.clone(), o.2.clone()))
+    };
+    let install = Some((
+        "Install".to_owned(),
+        Some("2026-12-10T00:00:00Z".to_owned()),
+    ));
+    within(
+        "Pilot's approval offered to X on the follower",
+        Duration::from_secs(20),
+        async || action(&x.scan(&machine).await) == install,
+    )
+    .await;
+    assert_eq!(computer_groups(&follower, "pc-x").await, json!(["Pilot"]));
+    assert_eq!(
+        action(&y.scan(&machine).await),
+        Some(("Evaluate".to_owned(), None)),
+        "Y is not in Pilot"
+    );
+    assert_eq!(
+        computer_groups(&follower, "pc-y").await,
+        json!(["Unassigned Computers"])
+    );
+
+    // Out of Pilot on the primary: withdrawn on the follower at its next pull.
+    let r = primary
+        .http
+        .put(primary.admin("/api/v1/computers/pc-x/groups"))
+        .json(&json!({ "groups": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    within(
+        "X out of Pilot on the follower",
+        Duration::from_secs(20),
+        async || action(&x.scan(&machine).await) == Some(("Evaluate".to_owned(), None)),
+    )
+    .await;
+    assert_eq!(
+        computer_groups(&follower, "pc-x").await,
+        json!(["Unassigned Computers"])
+    );
+    let status = follower.status().await;
+    assert!(
+        status["follow"]["members_seq"].as_u64().is_some(),
+        "{status}"
+    );
+}
