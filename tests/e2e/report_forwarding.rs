@@ -231,3 +231,40 @@ async fn reports_wait_for_a_primary_that_is_down_and_survive_kill_9() {
     })
     .await;
 }
+
+/// A client that sent its batch twice to a follower (the first answer was
+/// lost) has two reports forwarded: the primary keeps its events once, by
+/// their `EventInstanceID`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_a_client_sent_twice_through_a_follower_is_kept_once_on_the_primary() {
+    let h = Harness::new().await;
+    let event = |n: u32, instance: u32| {
+        json!({"name": "ReportingEvent", "text": "", "children": [
+            {"name": "BasicData", "text": "", "children": [
+                {"name": "EventInstanceID", "text": format!("7e6a9a6a-0000-4000-8000-{instance:012}"), "children": []},
+                {"name": "EventID", "text": n.to_string(), "children": []}]}]})
+    };
+    let report = |seq: i64, events: &[(u32, u32)]| {
+        json!({"seq": seq, "report": {"kind": "events", "id": "pc-8", "at": 1_790_000_000,
+            "events": events.iter().map(|&(n, i)| event(n, i)).collect::<Vec<_>>()}})
+    };
+    let sent = [(182, 1), (183, 2)];
+    let body = json!({"origin": "a-follower", "reports": [
+        report(1, &sent), report(2, &sent), report(3, &[(161, 3)])]});
+    let r = h
+        .http
+        .post(h.admin("/api/v1/reports/forwarded"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let events = h.admin_json("/api/v1/computers/pc-8/events").await;
+    let ids: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["182", "183", "161"]);
+}
