@@ -14,6 +14,7 @@ mod index;
 pub mod json;
 mod json_import;
 pub mod package_xml;
+mod primary_groups;
 mod query;
 pub mod rules;
 pub mod scancab;
@@ -289,7 +290,7 @@ impl Catalog {
                     unreachable!("the parser hands on fleet items only with a sink")
                 };
                 match item {
-                    json::FleetItem::Groups(list) => groups::follow_primary(tx, &list)?,
+                    json::FleetItem::Groups(list) => primary_groups::follow(tx, &list)?,
                     json::FleetItem::MembersBegin => {
                         members_seen = true;
                         if m.since == 0 {
@@ -302,7 +303,7 @@ impl Catalog {
                         // `seq` too, so it comes again with the group.
                         let mut gids = Vec::with_capacity(doc.groups.len());
                         for pid in doc.groups {
-                            if let Some(gid) = groups::of_primary(tx, pid)? {
+                            if let Some(gid) = primary_groups::of_primary(tx, pid)? {
                                 gids.push(gid);
                             }
                         }
