@@ -109,17 +109,22 @@ pub(super) async fn import(
         .unwrap_or_else(|| "en".into());
     let cabinet = params.cabinet;
     let report = tokio::task::spawn_blocking(move || {
-        let mut input = std::io::BufReader::with_capacity(1 << 18, reader);
+        // The whole upload first, into an unlinked temp file: the write
+        // transaction below holds the database's write lock, which a slow
+        // client must not hold for as long as its upload takes.
+        let mut spool = crate::store::scratch_file()?;
+        std::io::copy(
+            &mut std::io::BufReader::with_capacity(1 << 18, reader),
+            &mut spool,
+        )?;
+        std::io::Seek::rewind(&mut spool)?;
+        let mut input = std::io::BufReader::with_capacity(1 << 18, spool);
         let mut skipped = Vec::new();
         let result = store.write_cabinet(|w| {
             read_lines(&mut input, &language, &mut skipped, &mut |p| {
                 w.write(p).map_err(UploadError::from)
             })
         });
-        if result.is_err() {
-            // Read the rest (into nothing): the client gets our answer.
-            let _ = std::io::copy(&mut input, &mut std::io::sink());
-        }
         result.map(|counts| CabinetReport {
             cabinet,
             counts,

@@ -37,7 +37,7 @@ pub fn read_package_xml(
         ));
     }
     // The inner cabinet needs Seek: spill it to an unlinked temp file.
-    let mut scratch = scratch_file()?;
+    let mut scratch = crate::store::scratch_file()?;
     io::copy(&mut outer.read_file(INNER)?, &mut scratch)?;
     scratch.seek(SeekFrom::Start(0))?;
     let mut inner = cab::Cabinet::new(scratch)?;
@@ -56,23 +56,6 @@ fn pump(
         }
         each_chunk(&buf[..n])?;
     }
-}
-
-/// A temp file that disappears when closed.
-fn scratch_file() -> io::Result<File> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "upcache-scratch-{}-{}.tmp",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
 }
 
 /// One member of a cabinet, from its `CFFILE` entry.
@@ -299,7 +282,7 @@ pub fn read_details(
         let Some(detail) = details.iter().find(|d| d.name.eq_ignore_ascii_case(name)) else {
             return Ok(());
         };
-        let mut spilled = scratch_file()?;
+        let mut spilled = crate::store::scratch_file()?;
         io::copy(member, &mut spilled)?;
         let (lines, read) = documents_of(spilled, languages)?;
         each(&detail.name, lines, read)
@@ -379,7 +362,7 @@ fn documents_of(cabinet: File, languages: &[String]) -> io::Result<(File, Detail
         })?;
         scratch.execute_batch("COMMIT").map_err(db)?;
     }
-    let mut out = io::BufWriter::new(scratch_file()?);
+    let mut out = io::BufWriter::new(crate::store::scratch_file()?);
     let mut rows = scratch
         .prepare("SELECT rid, part, body FROM frag ORDER BY rid, part, lang")
         .map_err(db)?;

@@ -27,7 +27,9 @@ impl Fleet {
         let mut stored = 0;
         {
             let mut db = self.db();
-            let tx = db.transaction()?;
+            // Immediate: it reads, then writes; a deferred one could find
+            // its snapshot stale at the first write (a catalog commit).
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let cid = super::computers::cid_of(&tx, id, now)?;
             tx.prepare_cached("UPDATE computers SET last_report = ?2 WHERE cid = ?1")?
                 .execute(params![cid, now])?;
@@ -51,7 +53,9 @@ impl Fleet {
             batch.write()?;
             tx.commit()?;
         }
-        self.checkpointer.nudge();
+        if stored > 0 {
+            self.checkpointer.nudge();
+        }
         Ok(stored)
     }
 }

@@ -62,7 +62,8 @@ impl Fleet {
         while go_on() {
             let (deleted, more) = {
                 let mut db = self.db();
-                let tx = db.transaction()?;
+                // Immediate: read then delete, as the catalog's writers do.
+                let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 // The first `rows` events; those before the first one
                 // received since `before` go.
                 let first: Vec<(i64, i64)> = tx

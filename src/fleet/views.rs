@@ -280,14 +280,15 @@ impl Fleet {
     pub fn update_status(&self, update_id: &str) -> Result<UpdateStatus, FleetError> {
         let update_id = update_id.to_ascii_lowercase();
         let db = self.reader();
-        let (title, kb, since) = db
+        let (title, kb) = db
             .query_row(
-                "SELECT title, kb, coalesce(added, 0) FROM updates WHERE id = ?1",
+                "SELECT title, kb FROM updates WHERE id = ?1",
                 [&update_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?
-            .unwrap_or((None, None, 0));
+            .unwrap_or((None, None));
+        let since = arrived(&db, &update_id)?;
         let n: Option<i64> = db
             .prepare_cached("SELECT n FROM status_updates WHERE update_id = ?1")?
             .query_row([&update_id], |r| r.get(0))

@@ -161,7 +161,9 @@ impl MetaStore {
         since: Option<u64>,
     ) -> Result<DeploymentsInForce, MetaError> {
         let mut db = self.db();
-        let tx = db.transaction()?;
+        // Immediate: it reads, then writes; a deferred one could find its
+        // snapshot stale at the first write (another connection's commit).
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let call: u64 = tx
             .query_row(
                 "SELECT value FROM meta_state WHERE key = 'deployments_call'",
@@ -213,13 +215,14 @@ impl MetaStore {
         })
     }
 
-    /// Which of these update ids are software or drivers with a stored
-    /// document (the updates a replica's sync gives the upstream's
-    /// approvals), lowercase.
+    /// Which of these update ids are software or drivers with a document
+    /// stored by a sync (the updates a replica's sync gives the upstream's
+    /// approvals; a cabinet's documents keep local approvals), lowercase.
     pub fn synced_updates(&self, ids: &[String]) -> Result<Vec<String>, MetaError> {
         let db = self.db();
         let mut q = db.prepare_cached(
-            "SELECT 1 FROM meta_revisions WHERE update_id = ?1 AND kind IN ('software', 'driver')",
+            "SELECT 1 FROM meta_revisions
+             WHERE update_id = ?1 AND kind IN ('software', 'driver') AND origin = 'sync'",
         )?;
         let mut out = Vec::new();
         for id in ids {
@@ -1030,6 +1033,8 @@ mod tests {
         // A sync does not count it stored, and replaces it.
         let key = vec![("a".to_owned(), 1)];
         assert!(store.stored(&key).unwrap().is_empty());
+        // Nor is it a synced update: a replica keeps local approvals of it.
+        assert!(store.synced_updates(&["a".into()]).unwrap().is_empty());
         let synced = doc("a", 1, "");
         let c = store
             .write_batch(std::slice::from_ref(&synced), &[])
@@ -1038,6 +1043,7 @@ mod tests {
         assert_eq!(store.document("a").unwrap().unwrap().1, synced.doc);
         assert!(store.rid("a", 1).unwrap().unwrap() > rid2);
         assert_eq!(store.stored(&key).unwrap().len(), 1);
+        assert_eq!(store.synced_updates(&["A".into()]).unwrap(), ["a"]);
         // From now on the cabinet leaves it alone.
         assert_eq!(from_cabinet(&cab).kept_synced, 1);
         assert_eq!(store.document("a").unwrap().unwrap().1, synced.doc);

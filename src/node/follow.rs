@@ -125,7 +125,14 @@ pub struct Follower {
     interval: Duration,
     http: reqwest::Client,
     status: Mutex<FollowStatus>,
+    /// When the primary last refused `members_since` (a release before
+    /// memberships): pulls leave it out for [`ASK_MEMBERS_AGAIN`] after.
+    members_refused: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a follower pulls without memberships from a primary that
+/// refused them, before it asks again (the primary may have been upgraded).
+const ASK_MEMBERS_AGAIN: Duration = Duration::from_secs(3600);
 
 impl Follower {
     /// A follower of `primary`; `ca`: a PEM file of extra roots for an
@@ -163,6 +170,7 @@ impl Follower {
             interval,
             http,
             status: Mutex::new(status),
+            members_refused: Mutex::new(None),
         })
     }
 
@@ -275,13 +283,24 @@ impl Follower {
         since: u64,
         members: Option<u64>,
     ) -> Result<(ImportReport, u64, u64), FollowError> {
+        let refused_lately = self
+            .members_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < ASK_MEMBERS_AGAIN);
+        let members = members.filter(|_| !refused_lately);
         let mut result = self.pull_as(catalog, since, members).await;
         if let (Err(FollowError::Refused { status: 400, .. }), Some(_)) = (&result, members) {
             // A primary of an earlier release knows no `members_since`:
-            // the catalog still follows, the memberships do not.
+            // the catalog still follows, the memberships do not, and the
+            // next pulls do not ask for an hour.
             tracing::warn!(
-                "the primary does not give its computers' groups (upgrade it): following its catalog without them"
+                "the primary does not give its computers' groups (upgrade it): following its catalog without them, asking again in an hour"
             );
+            *self
+                .members_refused
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
             result = self.pull_as(catalog, since, None).await;
         }
         result

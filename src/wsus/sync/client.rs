@@ -267,7 +267,7 @@ async fn spool(resp: reqwest::Response, limit: usize) -> Result<std::fs::File, S
         return Err(SyncError::Soap(SoapError::TooLarge { limit }));
     }
     let local = |e: std::io::Error| SyncError::Setup(format!("spooling an answer: {e}"));
-    let mut file = scratch_file().map_err(local)?;
+    let mut file = crate::store::scratch_file().map_err(local)?;
     let mut written = 0usize;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -279,24 +279,6 @@ async fn spool(resp: reqwest::Response, limit: usize) -> Result<std::fs::File, S
         file.write_all(&chunk).map_err(local)?;
     }
     file.rewind().map_err(local)?;
-    Ok(file)
-}
-
-/// A temporary file that disappears when closed.
-fn scratch_file() -> std::io::Result<std::fs::File> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "upcache-sync-{}-{}.xml",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
     Ok(file)
 }
 
