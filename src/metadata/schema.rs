@@ -77,11 +77,28 @@ CREATE TABLE meta_sent_deployments (
 CREATE INDEX meta_sent_deployments_dead ON meta_sent_deployments(dead_call) WHERE dead_call IS NOT NULL;
 ";
 
+/// Every withdrawn generation of a deployment, with the call that found it
+/// withdrawn: a deployment given again starts a new generation in
+/// `meta_sent_deployments`, and a replica that still holds an older one
+/// must yet be told that one is dead.
+const V4: &str = "
+CREATE TABLE meta_dead_deployments (
+    key        TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    dead_call  INTEGER NOT NULL,
+    PRIMARY KEY (key, generation)
+) WITHOUT ROWID;
+INSERT INTO meta_dead_deployments(key, generation, dead_call)
+    SELECT key, generation, dead_call FROM meta_sent_deployments WHERE dead_call IS NOT NULL;
+CREATE INDEX meta_dead_deployments_by_call ON meta_dead_deployments(dead_call);
+";
+
 /// Creates or migrates the tables (on the caller's connection).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
     apply_once(conn, "schema_version", 1, V1)?;
     apply_once(conn, "schema_version", 2, V2)?;
-    apply_once(conn, "schema_version", 3, V3)
+    apply_once(conn, "schema_version", 3, V3)?;
+    apply_once(conn, "schema_version", 4, V4)
 }
 
 /// Runs `ddl` once, in one transaction: `key` in `meta_state` records the

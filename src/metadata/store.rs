@@ -175,13 +175,23 @@ impl MetaStore {
             .unwrap_or(0)
             + 1;
         let wanted: HashSet<&str> = live.iter().map(String::as_str).collect();
-        let in_force: Vec<String> = tx
-            .prepare("SELECT key FROM meta_sent_deployments WHERE dead_call IS NULL")?
-            .query_map([], |r| r.get(0))?
+        let in_force: Vec<(String, u32)> = tx
+            .prepare("SELECT key, generation FROM meta_sent_deployments WHERE dead_call IS NULL")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        for key in in_force.iter().filter(|k| !wanted.contains(k.as_str())) {
+        for (key, generation) in in_force
+            .iter()
+            .filter(|(k, _)| !wanted.contains(k.as_str()))
+        {
             tx.prepare_cached("UPDATE meta_sent_deployments SET dead_call = ?2 WHERE key = ?1")?
                 .execute(params![key, call as i64])?;
+            // Kept when it is given again: replicas that hold this
+            // generation are told of its death even then.
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO meta_dead_deployments(key, generation, dead_call)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, generation, call as i64])?;
         }
         let mut generations = Vec::with_capacity(live.len());
         for key in live {
@@ -198,8 +208,8 @@ impl MetaStore {
         }
         let dead: Vec<(String, u32)> = tx
             .prepare(
-                "SELECT key, generation FROM meta_sent_deployments
-                 WHERE dead_call IS NOT NULL AND dead_call > ?1 ORDER BY key",
+                "SELECT key, generation FROM meta_dead_deployments
+                 WHERE dead_call > ?1 ORDER BY key, generation",
             )?
             .query_map([since.unwrap_or(0) as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;

@@ -218,6 +218,17 @@ mod tests {
         assert_eq!(again.generations, vec![0, 1]);
         assert_ne!(guid_of("b", 0), guid_of("b", 1));
         assert_eq!(guid_of("b", 0), stable_guid("b"));
+        // A replica that synced at call 1 and slept through the withdrawal
+        // and the new approval still holds generation 0: it is told it is
+        // dead, beside the live generation 1.
+        let sleeper = meta
+            .deployments_in_force(&keys(&["a", "b"]), Some(1))
+            .unwrap();
+        assert_eq!(sleeper.generations, vec![0, 1]);
+        assert_eq!(sleeper.dead, vec![("b".to_owned(), 0)]);
+        // Withdrawn again: both generations are dead to it.
+        let later = meta.deployments_in_force(&keys(&["a"]), Some(1)).unwrap();
+        assert_eq!(later.dead, vec![("b".to_owned(), 0), ("b".to_owned(), 1)]);
     }
 
     #[test]
