@@ -543,3 +543,16 @@ fn catalog(file: &SampleFile) -> Vec<Doc> {
         software(TOP, 1, "Defender platform update", "4052623", &top_rel, ""),
     ]
 }
+
+/// Selects the fake upstream's product and classification on `h` (as an
+/// administrator does before the first sync brings updates).
+pub async fn select_categories(h: &crate::common::Harness) {
+    let r = h
+        .http
+        .put(h.admin("/api/v1/categories"))
+        .json(&serde_json::json!({ "products": [PRODUCT_TITLE], "classifications": [CLASSIFICATION] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}

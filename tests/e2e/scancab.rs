@@ -253,14 +253,7 @@ async fn a_cabinet_only_site_serves_the_documents_and_a_sync_replaces_them() {
     // (they are not "stored already"), byte for byte the upstream's.
     let fake = FakeWsus::start(file.clone(), &h.upstream.url("")).await;
     sync_now(&h, &fake.url).await;
-    let r = h
-        .http
-        .put(h.admin("/api/v1/categories"))
-        .json(&json!({ "products": [PRODUCT_TITLE], "classifications": [CLASSIFICATION] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    select_categories(&h).await;
     let report = sync_now(&h, &fake.url).await;
     assert_eq!(report["failed"], json!([]), "{report}");
     for id in [PRODUCT, CLASSIFICATION, BUNDLE, LEAF] {

@@ -37,14 +37,7 @@ async fn a_sync_keeps_whole_documents_serves_the_files_and_then_fetches_nothing(
     assert_eq!(cats["products"][0]["title"], PRODUCT_TITLE, "{cats}");
     assert_eq!(cats["classifications"].as_array().unwrap().len(), 2);
 
-    let r = h
-        .http
-        .put(h.admin("/api/v1/categories"))
-        .json(&json!({ "products": [PRODUCT_TITLE], "classifications": [CLASSIFICATION] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    select_categories(&h).await;
     let unknown = h
         .http
         .put(h.admin("/api/v1/categories"))

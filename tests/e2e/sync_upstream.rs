@@ -23,17 +23,6 @@ const ALL: [&str; 9] = [
     TOP,
 ];
 
-async fn select(h: &Harness) {
-    let r = h
-        .http
-        .put(h.admin("/api/v1/categories"))
-        .json(&json!({ "products": [PRODUCT_TITLE], "classifications": [CLASSIFICATION] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-}
-
 async fn document(h: &Harness, id: &str) -> String {
     let r = h
         .http
@@ -49,7 +38,7 @@ async fn document(h: &Harness, id: &str) -> String {
 async fn sync_all(h: &Harness, upstream: &str) -> Value {
     let first = h.sync_from_server(upstream).await;
     assert_eq!(first["error"], Value::Null, "{first}");
-    select(h).await;
+    select_categories(h).await;
     let second = h.sync_from_server(upstream).await;
     assert_eq!(second["error"], Value::Null, "{second}");
     assert_eq!(second["failed"], json!([]), "{second}");

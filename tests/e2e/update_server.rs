@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha1::Digest as _;
 
 use crate::common::*;
@@ -348,14 +348,7 @@ pub(crate) async fn synced(h: &Harness) -> FakeWsus {
     h.upstream.add(&file.path, file.bytes.clone());
     let fake = FakeWsus::start(file, &h.upstream.url("")).await;
     sync_now(h, &fake.url).await;
-    let r = h
-        .http
-        .put(h.admin("/api/v1/categories"))
-        .json(&json!({ "products": [PRODUCT_TITLE], "classifications": [CLASSIFICATION] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    select_categories(h).await;
     let report = sync_now(h, &fake.url).await;
     assert_eq!(report["revisions_new"], 5, "{report}");
     fake
