@@ -19,10 +19,12 @@ connection and token) fetch every 1 MiB range of a 256 MiB object in their
 own shuffled order (`do_ranges cold`); then the same clients ask for the
 same ranges again for a fixed time (`do_ranges warm`). Reported per round:
 the bytes and requests the origin served, the time until every client had
-its last byte, warm requests a second, and the server's CPU per warm
-request.
+its last byte, the CPU the cold run took (the server's, and the whole
+machine's), warm requests a second, and the CPU per warm request. The
+report names the kernel's TCP congestion control, which moves every
+figure (benches/README.md).
 
-    benches/load/do.sh [--rounds 3] [--clients 50] [--mib 256] [--warm-secs 10]
+    benches/load/do.sh [--rounds 3] [--clients 50] [--mib 256] [--warm-secs 10] [--pin]
 """
 import argparse
 import json
@@ -132,8 +134,13 @@ def origin_tally(log, since):
     return sum(int(l.split()[0]) for l in lines), len(lines)
 
 
+# `--pin`: the caches on core 1, the origin and the clients on core 0.
+PIN_LOAD = []
+PIN_SERVER = []
+
+
 def tool(*args):
-    out = subprocess.run([os.path.join(load.ROOT, "target/release/examples/do_ranges"), *map(str, args)],
+    out = subprocess.run(PIN_LOAD + [os.path.join(load.ROOT, "target/release/examples/do_ranges"), *map(str, args)],
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out) if out.strip() else None
 
@@ -154,7 +161,7 @@ class Server:
             with open(conf, "w") as f:
                 f.write(LANCACHE_CONF.format(work=self.work, port=self.port, origin=ORIGIN,
                                              nopush=self.a.nginx_nopush))
-            self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", self.work])
+            self.proc = subprocess.Popen(PIN_SERVER + ["nginx", "-c", conf, "-p", self.work])
             wait_port(self.port)
             time.sleep(0.3)  # the workers, after the master's listen
             self.pids = load.server_pids(self.proc)
@@ -168,7 +175,7 @@ class Server:
                 f.write(f'access_log = "{os.path.join(self.work, "upcache-access.log")}"\n')
             self.admin = load.free_port()
             self.proc = subprocess.Popen(
-                [os.path.join(load.ROOT, "target/release/upcache"), "serve", "--config", conf, "--data-dir", data,
+                PIN_SERVER + [os.path.join(load.ROOT, "target/release/upcache"), "serve", "--config", conf, "--data-dir", data,
                  "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin}"],
                 env={**os.environ, "RUST_LOG": "upcache=warn", "UPCACHE_MAX_CONNECTIONS_PER_IP": "1000000"},
                 stdout=subprocess.DEVNULL)
@@ -192,7 +199,10 @@ def one_round(server, a, work):
     try:
         since = os.path.getsize(origin_log)
         target = (f"127.0.0.1:{server.port}", PATH, ORIGIN, a.clients, a.mib)
+        cold_cpu0, cold_busy0 = load.cpu_seconds(server.pids), load.machine_busy_seconds()
         cold = tool("cold", *target)
+        cold_cpu = load.cpu_seconds(server.pids) - cold_cpu0
+        cold_busy = load.machine_busy_seconds() - cold_busy0
         origin_bytes, origin_requests = origin_tally(origin_log, since)
         cpu0, busy0 = load.cpu_seconds(server.pids), load.machine_busy_seconds()
         warm = tool("warm", *target, a.warm_secs)
@@ -202,6 +212,7 @@ def one_round(server, a, work):
         return {
             "ttlb_s": cold["ttlb_s"],
             "clients_s_median": cold["clients_s"][len(cold["clients_s"]) // 2],
+            "cold_cpu_s": cold_cpu, "cold_machine_s": cold_busy,
             "cold_retries": cold["retries"], "cold_bad": cold["bad"],
             "origin_bytes": origin_bytes, "origin_requests": origin_requests,
             "origin_bytes_after_warm": warm_origin_bytes,
@@ -226,7 +237,13 @@ def main():
                     help="nginx limit_rate of each origin response (e.g. 20m); 0: unlimited")
     ap.add_argument("--only", choices=["lancache", "upcache"], help="one server (for profiling)")
     ap.add_argument("--out", default=os.path.join(load.ROOT, "benches/load/results"))
+    ap.add_argument("--pin", action="store_true",
+                    help="the cache on core 1, the origin and clients on core 0 (taskset): "
+                         "each cache gets one core of its own instead of sharing both with the load")
     a = ap.parse_args()
+    if a.pin:
+        PIN_LOAD[:] = ["taskset", "-c", "0"]
+        PIN_SERVER[:] = ["taskset", "-c", "1"]
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -236,7 +253,7 @@ def main():
     with open(os.path.join(work, "origin.conf"), "w") as f:
         f.write(ORIGIN_CONF.format(work=work, origin=ORIGIN, rate=a.origin_rate))
     open(os.path.join(work, "origin-access.log"), "w").close()
-    origin = subprocess.Popen(["nginx", "-c", os.path.join(work, "origin.conf"), "-p", work])
+    origin = subprocess.Popen(PIN_LOAD + ["nginx", "-c", os.path.join(work, "origin.conf"), "-p", work])
     names = [a.only] if a.only else ["lancache", "upcache"]
     servers = {n: Server(n, work, a) for n in names}
     rounds = []
@@ -262,7 +279,7 @@ def main():
     stamp = time.strftime("%Y%m%d-%H%M%S")
     os.makedirs(a.out, exist_ok=True)
     facts = {"clients": a.clients, "mib": a.mib, "warm_secs": a.warm_secs, "nginx_nopush": a.nginx_nopush,
-             "origin_rate": a.origin_rate,
+             "origin_rate": a.origin_rate, "pinned": a.pin, "congestion_control": congestion_control(),
              "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
              "kernel": platform.release(), "rounds": rounds}
     with open(os.path.join(a.out, f"do-{stamp}.json"), "w") as f:
@@ -274,16 +291,31 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
 
 
+def congestion_control():
+    """The kernel's TCP congestion control: BBR paces every flow with
+    timers, which on loopback costs nginx far more than upcache (see
+    benches/README.md), so each report names it."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
 def report(rounds, a):
+    pinned = "cache on core 1, origin and clients on core 0" if a.pin else "all on both cores"
     lines = [f"DO side by side: {a.clients} clients × {a.mib} MiB object, shuffled 1 MiB ranges, "
-             f"warm {a.warm_secs:g} s; lancache tcp_nopush {a.nginx_nopush}; origin limit_rate {a.origin_rate}", "",
-             "| round | server | origin MiB (requests) | time to last byte, s (median client) | warm req/s "
+             f"warm {a.warm_secs:g} s; lancache tcp_nopush {a.nginx_nopush}; origin limit_rate {a.origin_rate}; "
+             f"TCP {congestion_control()}; {pinned}", "",
+             "| round | server | origin MiB (requests) | time to last byte, s (median client) "
+             "| cold CPU s (server; machine) | warm req/s "
              "| warm CPU µs/req (server; machine) | retries cold/warm |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rounds):
         for n, r in row.items():
             lines.append(f"| {i + 1} | {n} | {r['origin_bytes'] / (1 << 20):.1f} ({r['origin_requests']}) "
-                         f"| {r['ttlb_s']:.2f} ({r['clients_s_median']:.2f}) | {r['warm_rps']:.0f} "
+                         f"| {r['ttlb_s']:.2f} ({r['clients_s_median']:.2f}) "
+                         f"| {r['cold_cpu_s']:.2f}; {r['cold_machine_s']:.2f} | {r['warm_rps']:.0f} "
                          f"| {r['warm_cpu_us']:.0f}; {r['warm_machine_us']:.0f} "
                          f"| {r['cold_retries']}/{r['warm_retries']} |")
     if all("lancache" in row and "upcache" in row for row in rounds):

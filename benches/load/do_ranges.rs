@@ -82,6 +82,9 @@ struct Tally {
     retries: u64,
     bad: u64,
     last_byte: Duration,
+    /// Each range's (offset in MiB, began, ended) in ms since t0, kept when
+    /// `DO_TRACE` names a file to write them to.
+    trace: Vec<(u64, f64, f64)>,
 }
 
 /// One keep-alive connection; reconnects after a close or an error.
@@ -176,9 +179,11 @@ async fn client(
     let mut tally = Tally::default();
     let mut serial = 0;
     let mut round = 0;
+    let tracing = std::env::var_os("DO_TRACE").is_some();
     loop {
         for i in shuffled(mib, id * 7919 + round + 1) {
             let start = i * MIB;
+            let began = t0.elapsed();
             loop {
                 serial += 1;
                 let req = t.request(id, serial, start);
@@ -195,6 +200,10 @@ async fn client(
             }
             tally.requests += 1;
             tally.bytes += MIB;
+            if tracing {
+                let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                tally.trace.push((i, ms(began), ms(t0.elapsed())));
+            }
             if let Some(until) = until {
                 if Instant::now() >= until {
                     tally.last_byte = t0.elapsed();
@@ -247,6 +256,16 @@ async fn main() {
         all.push(task.await.unwrap());
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    if let Some(file) = std::env::var_os("DO_TRACE") {
+        use std::fmt::Write as _;
+        let mut out = String::from("client,mib,began_ms,ended_ms\n");
+        for (id, t) in all.iter().enumerate() {
+            for (mib, began, ended) in &t.trace {
+                let _ = writeln!(out, "{id},{mib},{began:.2},{ended:.2}");
+            }
+        }
+        std::fs::write(file, out).expect("writing DO_TRACE");
+    }
     let requests: u64 = all.iter().map(|t| t.requests).sum();
     let bytes: u64 = all.iter().map(|t| t.bytes).sum();
     let retries: u64 = all.iter().map(|t| t.retries).sum();
