@@ -280,6 +280,7 @@ pub async fn start(mut config: Config) -> Result<Running, StartError> {
         tasks.spawn(follower.run(
             app.catalog.clone(),
             app.fleet.clone(),
+            app.delivery.index().clone(),
             changed,
             shutdown.clone(),
         ));

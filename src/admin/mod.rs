@@ -151,10 +151,13 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_rate_limit).put(put_rate_limit),
         )
         .route("/api/v1/cleanup", post(maintenance::cleanup))
-        // This node's DO index: a digest binds an object key for its next download.
+        // This node's DO bindings: a digest binds an object key for its
+        // next download. A follower makes its own beside its primary's.
         .route(
             "/api/v1/delivery/digests",
-            axum::routing::put(put_do_digest),
+            get(digests::list)
+                .put(digests::bind)
+                .delete(digests::unbind),
         )
         .route(
             "/api/v1/scrub",
@@ -209,6 +212,7 @@ async fn audit_writes(req: Request, next: Next) -> Response {
 mod attention;
 mod browser;
 mod console;
+mod digests;
 pub mod documents;
 mod fleet;
 mod forwarded;
@@ -655,32 +659,6 @@ async fn put_policy(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<Polic
     tracing::info!(?policy, "policy changed");
     app.sync_downloads();
     Ok(Json(policy))
-}
-
-/// `{"path": "/filestreamingservice/files/<guid>[/<name>]", "sha256": "<hex>"}`.
-#[derive(Debug, serde::Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct DoDigest {
-    path: String,
-    sha256: crate::digest::Sha256Digest,
-}
-
-/// Binds a DO object to a digest known from elsewhere (an administrator's
-/// mapping): its next download is verified against it, as a catalog
-/// file's is, and stored as verified.
-async fn put_do_digest(State(app): State<Arc<App>>, body: Bytes) -> ApiResult<DoDigest> {
-    let digest: DoDigest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid digest: {e}")))?;
-    let key = crate::delivery::path::parse(&digest.path)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    let index = app.delivery.index().clone();
-    let sha256 = digest.sha256;
-    let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
-    tokio::task::spawn_blocking(move || index.set_known_digest(&key, sha256))
-        .await
-        .map_err(|e| internal(e.to_string()))?
-        .map_err(|e| internal(e.to_string()))?;
-    Ok(Json(digest))
 }
 
 async fn get_rate_limit(State(app): State<Arc<App>>) -> Json<RateLimit> {

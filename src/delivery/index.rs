@@ -6,6 +6,11 @@
 //!
 //! A key maps to one SHA-256: once stored, a later request for the key can
 //! only get those bytes, whatever the origin does since.
+//!
+//! Beside it, the digests objects are bound to before they are fetched:
+//! an administrator's bindings (this node's and, on a follower, its
+//! primary's; see `bindings`) and those learned from the files updates
+//! name at DO URLs.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,12 +20,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::bindings::{Binding, Bindings, Source};
 use super::path::{self, ObjectKey};
 use crate::digest::{Sha1Digest, Sha256Digest};
 use crate::store::{Expected, Storage};
 
-/// The schema's version, kept in the catalog's `settings` table.
-const VERSION: i64 = 1;
+/// The schema's versions in order (a database at version `n` has had
+/// the first `n` applied), kept in the catalog's `settings` table.
+const VERSIONS: [&str; 2] = [V1, V2];
 const VERSION_KEY: &str = "do_schema_version";
 
 /// `do_objects`: one row per stored DO object. `unverified` is 1 when no
@@ -42,6 +49,20 @@ CREATE TABLE IF NOT EXISTS do_digests (
     key    TEXT PRIMARY KEY,
     sha256 BLOB NOT NULL
 );
+";
+
+/// `do_digests` by source: a follower's copy of its primary's bindings
+/// (`primary`) beside its own (`local`, every binding made before).
+const V2: &str = "
+CREATE TABLE do_digests_v2 (
+    key    TEXT NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('local', 'primary')),
+    sha256 BLOB NOT NULL,
+    PRIMARY KEY (key, source)
+);
+INSERT INTO do_digests_v2(key, source, sha256) SELECT key, 'local', sha256 FROM do_digests;
+DROP TABLE do_digests;
+ALTER TABLE do_digests_v2 RENAME TO do_digests;
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +93,8 @@ struct Entry {
 pub struct Index {
     db: Mutex<Connection>,
     entries: RwLock<HashMap<ObjectKey, Entry>>,
-    /// An administrator's bindings (`do_digests`).
-    digests: RwLock<HashMap<ObjectKey, Sha256Digest>>,
+    /// Administrators' bindings (`do_digests`): this node's, its primary's.
+    digests: RwLock<Bindings>,
     /// Learned from the files updates name: a catalog file or a synced
     /// update's file whose location is a DO content URL.
     learned: RwLock<HashMap<ObjectKey, Expected>>,
@@ -169,14 +190,28 @@ impl Index {
         for key in gone {
             db.execute("DELETE FROM do_objects WHERE key = ?1", [key.as_str()])?;
         }
-        let mut stmt = db.prepare("SELECT key, sha256 FROM do_digests")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        drop(db);
+        self.load_bindings()
+    }
+
+    fn load_bindings(&self) -> Result<(), IndexError> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT key, source, sha256 FROM do_digests")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+        })?;
         let mut digests = self.digests.write().unwrap_or_else(|p| p.into_inner());
         for row in rows {
-            let (key, sha256) = row?;
-            if let Some(key) = ObjectKey::from_stored(&key) {
-                digests.insert(key, sha256);
-            }
+            let (key, source, sha256) = row?;
+            let (Some(key), Some(source)) =
+                (ObjectKey::from_stored(&key), Source::from_stored(&source))
+            else {
+                continue;
+            };
+            match source {
+                Source::Local => digests.local.insert(key, sha256),
+                Source::Primary => digests.primary.insert(key, sha256),
+            };
         }
         Ok(())
     }
@@ -192,8 +227,9 @@ impl Index {
     }
 
     /// The digests `key`'s bytes must have, if known from elsewhere: an
-    /// administrator's binding first, else the file an update names at a
-    /// DO URL (synced metadata, an import). `None`: stored unverified.
+    /// administrator's binding first (this node's, else its primary's),
+    /// else the file an update names at a DO URL (synced metadata, an
+    /// import). `None`: stored unverified.
     pub fn known(&self, key: &ObjectKey) -> Option<Expected> {
         let digests = self.digests.read().unwrap_or_else(|p| p.into_inner());
         if let Some(sha256) = digests.get(key) {
@@ -211,7 +247,7 @@ impl Index {
     pub fn known_count(&self) -> u64 {
         let digests = self.digests.read().unwrap_or_else(|p| p.into_inner());
         let learned = self.learned.read().unwrap_or_else(|p| p.into_inner());
-        let extra = learned.keys().filter(|k| !digests.contains_key(*k)).count();
+        let extra = learned.keys().filter(|k| !digests.contains(k)).count();
         (digests.len() + extra) as u64
     }
 
@@ -258,20 +294,86 @@ impl Index {
         Ok(n)
     }
 
-    /// Binds `key` to `sha256`: its next download is verified against it.
+    /// Binds `key` to `sha256` on this node (a local binding, which wins
+    /// over the primary's): its next download is verified against it.
     pub fn set_known_digest(
         &self,
         key: &ObjectKey,
         sha256: Sha256Digest,
     ) -> Result<(), IndexError> {
-        self.db().execute(
-            "INSERT INTO do_digests(key, sha256) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET sha256 = excluded.sha256",
+        let db = self.db();
+        db.execute(
+            "INSERT INTO do_digests(key, source, sha256) VALUES (?1, 'local', ?2)
+             ON CONFLICT(key, source) DO UPDATE SET sha256 = excluded.sha256",
             params![key.as_str(), sha256],
         )?;
         let mut digests = self.digests.write().unwrap_or_else(|p| p.into_inner());
-        digests.insert(key.clone(), sha256);
+        digests.local.insert(key.clone(), sha256);
         Ok(())
+    }
+
+    /// Removes this node's binding of `key`; `false`: it had none (the
+    /// primary's binding, if any, stays: it is the primary's to remove).
+    pub fn remove_known_digest(&self, key: &ObjectKey) -> Result<bool, IndexError> {
+        let db = self.db();
+        let removed = db.execute(
+            "DELETE FROM do_digests WHERE key = ?1 AND source = 'local'",
+            [key.as_str()],
+        )?;
+        let mut digests = self.digests.write().unwrap_or_else(|p| p.into_inner());
+        digests.local.remove(key);
+        Ok(removed > 0)
+    }
+
+    /// Whether the primary's list binds `key` (a follower's copy of it).
+    pub fn primary_binds(&self, key: &ObjectKey) -> bool {
+        let digests = self.digests.read().unwrap_or_else(|p| p.into_inner());
+        digests.primary.contains_key(key)
+    }
+
+    /// Replaces the copy of the primary's bindings with `primary`, whole,
+    /// in one transaction (a binding it no longer lists goes); this
+    /// node's own stay, and still win. `false`: the same as held, nothing
+    /// written.
+    pub fn replace_primary_digests(
+        &self,
+        primary: HashMap<ObjectKey, Sha256Digest>,
+    ) -> Result<bool, IndexError> {
+        let mut db = self.db();
+        if self
+            .digests
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .primary
+            == primary
+        {
+            return Ok(false);
+        }
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM do_digests WHERE source = 'primary'", [])?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO do_digests(key, source, sha256) VALUES (?1, 'primary', ?2)",
+            )?;
+            for (key, sha256) in &primary {
+                insert.execute(params![key.as_str(), sha256])?;
+            }
+        }
+        tx.commit()?;
+        self.digests
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .primary = primary;
+        Ok(true)
+    }
+
+    /// The bindings that apply on this node, one per object, by path:
+    /// its own, and its primary's where it has none of its own.
+    pub fn digest_bindings(&self) -> Vec<Binding> {
+        self.digests
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list()
     }
 
     /// Records a stored object (in memory at once; on disk before return).
@@ -408,9 +510,10 @@ fn migrate(conn: &Connection) -> Result<(), IndexError> {
         .optional()?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    if version < 1 {
+    for (done, step) in VERSIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let to = done + 1;
         conn.execute_batch(&format!(
-            "BEGIN; {V1} INSERT INTO settings(key, value) VALUES ('{VERSION_KEY}', '{VERSION}')
+            "BEGIN; {step} INSERT INTO settings(key, value) VALUES ('{VERSION_KEY}', '{to}')
              ON CONFLICT(key) DO UPDATE SET value = excluded.value; COMMIT;"
         ))?;
     }
@@ -518,5 +621,116 @@ mod tests {
         assert_eq!(index.known(&k).unwrap().sha256, Some(sha256));
         assert_eq!(index.known(&k).unwrap().sha1, None);
         assert_eq!(index.known_count(), 1);
+    }
+
+    fn sha(byte: &str) -> Sha256Digest {
+        byte.repeat(32).parse().unwrap()
+    }
+
+    fn bound(index: &Index, k: &ObjectKey) -> Option<Sha256Digest> {
+        index.known(k).and_then(|e| e.sha256)
+    }
+
+    #[test]
+    fn a_local_binding_wins_over_the_primarys_and_the_primarys_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let index = Index::open(dir.path(), &*store).unwrap();
+        let (a, b, c) = (
+            key("00000000-0000-4000-8000-00000000000a"),
+            key("00000000-0000-4000-8000-00000000000b"),
+            key("00000000-0000-4000-8000-00000000000c"),
+        );
+        index.set_known_digest(&a, sha("aa")).unwrap();
+        let primary = HashMap::from([(a.clone(), sha("01")), (b.clone(), sha("02"))]);
+        assert!(index.replace_primary_digests(primary.clone()).unwrap());
+        assert!(
+            !index.replace_primary_digests(primary).unwrap(),
+            "unchanged"
+        );
+        assert_eq!(bound(&index, &a), Some(sha("aa")), "the local one wins");
+        assert_eq!(bound(&index, &b), Some(sha("02")));
+        assert_eq!(index.known_count(), 2);
+        let listed: Vec<_> = index
+            .digest_bindings()
+            .into_iter()
+            .map(|b| (b.path, b.sha256, b.source))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (a.path(), sha("aa"), Source::Local),
+                (b.path(), sha("02"), Source::Primary)
+            ]
+        );
+
+        // The primary's next list replaces the copy: `b` goes, `c` comes.
+        let next = HashMap::from([(a.clone(), sha("03")), (c.clone(), sha("04"))]);
+        assert!(index.replace_primary_digests(next).unwrap());
+        assert_eq!(bound(&index, &b), None);
+        assert_eq!(bound(&index, &c), Some(sha("04")));
+        assert_eq!(bound(&index, &a), Some(sha("aa")));
+        // Removing the local binding uncovers the primary's; the primary's
+        // own cannot be removed here.
+        assert!(index.remove_known_digest(&a).unwrap());
+        assert_eq!(bound(&index, &a), Some(sha("03")));
+        assert!(!index.remove_known_digest(&a).unwrap());
+        assert!(index.primary_binds(&a));
+        index.set_known_digest(&b, sha("bb")).unwrap();
+        drop(index);
+
+        // All of it is on disk, apart.
+        let index = Index::open(dir.path(), &*store).unwrap();
+        assert_eq!(bound(&index, &a), Some(sha("03")));
+        assert_eq!(bound(&index, &b), Some(sha("bb")));
+        assert_eq!(bound(&index, &c), Some(sha("04")));
+        // An empty list from the primary leaves only the node's own.
+        assert!(index.replace_primary_digests(HashMap::new()).unwrap());
+        let sources: Vec<_> = index
+            .digest_bindings()
+            .into_iter()
+            .map(|b| b.source)
+            .collect();
+        assert_eq!(sources, [Source::Local]);
+        assert_eq!(bound(&index, &a), None);
+        assert_eq!(bound(&index, &b), Some(sha("bb")));
+    }
+
+    #[test]
+    fn bindings_made_before_sources_stay_as_local_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), 16).unwrap();
+        let a = key("00000000-0000-4000-8000-00000000000a");
+        {
+            // A database of the first schema, with one binding.
+            let conn = Connection::open(dir.path().join("catalog.sqlite3")).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 {V1} INSERT INTO settings VALUES ('{VERSION_KEY}', '1');"
+            ))
+            .unwrap();
+            conn.execute(
+                "INSERT INTO do_digests(key, sha256) VALUES (?1, ?2)",
+                params![a.as_str(), sha("aa")],
+            )
+            .unwrap();
+        }
+        let index = Index::open(dir.path(), &*store).unwrap();
+        assert_eq!(bound(&index, &a), Some(sha("aa")));
+        assert_eq!(index.digest_bindings()[0].source, Source::Local);
+        // The primary's list leaves it alone.
+        assert!(!index.replace_primary_digests(HashMap::new()).unwrap());
+        let primary = HashMap::from([(a.clone(), sha("01"))]);
+        index.replace_primary_digests(primary).unwrap();
+        assert_eq!(bound(&index, &a), Some(sha("aa")));
+        let conn = Connection::open(dir.path().join("catalog.sqlite3")).unwrap();
+        let version: String = conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = ?1",
+                [VERSION_KEY],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, VERSIONS.len().to_string());
     }
 }

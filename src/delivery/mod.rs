@@ -8,11 +8,14 @@
 //! - `origin`: `cacheHostOrigin` → a checked origin (patterns, networks).
 //! - `resolve`: origin names resolved, checked and pinned for the connection.
 //! - `index`: object key → stored SHA-256, identity, verified or not.
+//! - `bindings`: administrators' digest bindings, this node's and its
+//!   primary's, and their list's wire form.
 //! - `settings`: the wing's settings.
 //!
 //! The download itself is `fetch`'s (see `fetch/object.rs`): one per key,
 //! streamed to every waiting client, resumed with a fresher token.
 
+pub mod bindings;
 pub mod index;
 pub mod origin;
 pub mod path;

@@ -35,6 +35,11 @@ impl ObjectKey {
         self.0.get(GUID_LEN + 1..)
     }
 
+    /// The content path that names this object (the GUID in lowercase).
+    pub fn path(&self) -> String {
+        format!("{PREFIX}{}", self.0)
+    }
+
     /// Parses a key as [`ObjectKey::as_str`] wrote it (from the index).
     pub fn from_stored(s: &str) -> Option<ObjectKey> {
         parse(&format!("{PREFIX}{s}")).ok()

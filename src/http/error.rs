@@ -3,6 +3,7 @@
 use http::StatusCode;
 
 use crate::catalog::CatalogError;
+use crate::delivery::index::IndexError;
 use crate::delivery::path::PathError;
 use crate::delivery::resolve::ResolveError;
 use crate::delivery::DeliveryError;
@@ -95,6 +96,12 @@ impl HttpStatus for DeliveryError {
             DeliveryError::Fetch(e) => e.status(),
             DeliveryError::Store(_) | DeliveryError::Index(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+impl HttpStatus for IndexError {
+    fn status(&self) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
     }
 }
 

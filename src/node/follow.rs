@@ -10,6 +10,12 @@
 //! in the same transaction, so a crash or a cut connection never skips or
 //! half-applies changes. A primary that cannot be reached changes nothing:
 //! the follower serves what it knows and tries again next interval.
+//!
+//! Each pull also reads the primary's DO digest bindings
+//! (`GET /api/v1/delivery/digests`, a small bounded list) and replaces the
+//! follower's copy of them whole, beside the follower's own bindings;
+//! a follower of a follower gets its primary's merged list, so bindings
+//! travel down a chain.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{Catalog, CatalogError, FollowMembers, ImportReport};
+use crate::delivery::bindings::{self, ListError};
+use crate::delivery::index::{Index, IndexError};
 use crate::fleet::{groups::FromPrimary, Fleet, Targeting};
 
 /// Following a primary.
@@ -79,8 +87,14 @@ pub enum FollowError {
     },
     #[error("the primary answered {status} for {url}")]
     Refused { url: String, status: u16 },
+    #[error("the primary's answer for {url} is longer than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    #[error("the primary's DO digest bindings: {0}")]
+    Bindings(#[from] ListError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
 }
 
 /// An error with its causes (a certificate the primary's CA does not
@@ -116,6 +130,14 @@ pub struct FollowStatus {
     pub members_seq: Option<u64>,
     /// Why the last pull failed, if it did (cleared by the next success).
     pub error: Option<String>,
+    /// The primary's DO digest bindings held here, as of the last pull
+    /// that read them.
+    #[serde(default)]
+    pub primary_digests: u64,
+    /// Why the last pull of those bindings failed, if it did (the copy
+    /// held stays; cleared by the next success).
+    #[serde(default)]
+    pub digests_error: Option<String>,
 }
 
 /// The pulling side.
@@ -129,6 +151,9 @@ pub struct Follower {
     /// memberships): pulls leave it out for [`ASK_MEMBERS_AGAIN`] after.
     members_refused: Mutex<Option<std::time::Instant>>,
 }
+
+/// Where the primary lists its DO digest bindings.
+const DIGESTS_PATH: &str = "/api/v1/delivery/digests";
 
 /// How long a follower pulls without memberships from a primary that
 /// refused them, before it asks again (the primary may have been upgraded).
@@ -189,6 +214,15 @@ impl Follower {
         self.interval
     }
 
+    /// A `GET` of `url` on the primary's admin API, with the token.
+    fn get(&self, url: reqwest::Url) -> reqwest::RequestBuilder {
+        let req = self.http.get(url);
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
     /// A `POST` of JSON to `path` on the primary's admin API, with the token.
     pub(crate) fn post_json(&self, path: &str, body: String) -> reqwest::RequestBuilder {
         let url = self.primary.join(path).expect("a fixed path joins");
@@ -203,18 +237,21 @@ impl Follower {
         req
     }
 
-    /// Pulls into `catalog` now and then every interval until `shutdown`;
-    /// `changed` runs after a pull that brought updates (the node's
-    /// background downloads follow the new catalog).
+    /// Pulls into `catalog` (and the primary's DO digest bindings into
+    /// `index`) now and then every interval until `shutdown`; `changed`
+    /// runs after a pull that brought updates (the node's background
+    /// downloads follow the new catalog).
     pub async fn run(
         self: Arc<Self>,
         catalog: Arc<Catalog>,
         fleet: Arc<Fleet>,
+        index: Arc<Index>,
         changed: impl Fn() + Send + Sync + 'static,
         shutdown: CancellationToken,
     ) {
         loop {
             self.pull_once(&catalog, &fleet, &changed).await;
+            self.mirror_digests(&index).await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
@@ -306,6 +343,59 @@ impl Follower {
         result
     }
 
+    /// Takes the primary's DO digest bindings into `index`, recorded in
+    /// the status; a failure is kept for status (logged when it is not
+    /// the last one again: a primary of an earlier release lists none,
+    /// every pull), and the copy held stays as it was.
+    async fn mirror_digests(&self, index: &Arc<Index>) {
+        let result = self.pull_digests(index).await;
+        let mut status = self.status.lock().unwrap();
+        match result {
+            Ok(held) => {
+                status.primary_digests = held as u64;
+                status.digests_error = None;
+            }
+            Err(e) => {
+                let error = e.to_string();
+                if status.digests_error.as_ref() != Some(&error) {
+                    tracing::warn!(%error, "taking the primary's DO digest bindings failed; keeping the copy held");
+                }
+                status.digests_error = Some(error);
+            }
+        }
+    }
+
+    /// Reads the primary's bindings (bounded) and replaces the copy held
+    /// in `index` with them, whole; how many the primary binds.
+    async fn pull_digests(&self, index: &Arc<Index>) -> Result<usize, FollowError> {
+        let url = self.primary.join(DIGESTS_PATH).expect("a fixed path joins");
+        let resp =
+            self.get(url.clone())
+                .send()
+                .await
+                .map_err(|source| FollowError::Unreachable {
+                    url: url.to_string(),
+                    source,
+                })?;
+        if !resp.status().is_success() {
+            return Err(FollowError::Refused {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let body = body_within(resp, bindings::MAX_LIST_BYTES, &url).await?;
+        let primary = bindings::parse_list(&body)?;
+        let held = primary.len();
+        let index = index.clone();
+        let changed = tokio::task::spawn_blocking(move || index.replace_primary_digests(primary))
+            .await
+            .expect("replacing bindings does not panic")?;
+        if changed {
+            tracing::info!(bindings = held, "took the primary's DO digest bindings");
+        }
+        Ok(held)
+    }
+
     async fn pull_as(
         &self,
         catalog: &Arc<Catalog>,
@@ -320,10 +410,7 @@ impl Follower {
             Some(m) => url.set_query(Some(&format!("since={since}&members_since={m}"))),
             None => url.set_query(Some(&format!("since={since}"))),
         }
-        let mut req = self.http.get(url.clone());
-        if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
-        }
+        let req = self.get(url.clone());
         let unreachable = |source| FollowError::Unreachable {
             url: url.to_string(),
             source,
@@ -352,6 +439,36 @@ impl Follower {
         .expect("an import does not panic")?;
         Ok(imported)
     }
+}
+
+/// The body of `resp`, refused beyond `limit` bytes, announced or read.
+async fn body_within(
+    mut resp: reqwest::Response,
+    limit: usize,
+    url: &reqwest::Url,
+) -> Result<Vec<u8>, FollowError> {
+    let too_large = || FollowError::TooLarge {
+        url: url.to_string(),
+        limit,
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|source| FollowError::Unreachable {
+            url: url.to_string(),
+            source,
+        })?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn unix_now() -> u64 {

@@ -1481,3 +1481,237 @@ async fn head_of_an_object_not_stored_starts_its_one_download_as_a_get() {
     assert_eq!(origin.requests(), 1);
     assert_eq!(h.content_requests("hit").await, 2);
 }
+
+/// A follower of `primary` pulling every second, its DO origins through
+/// `proxy` when given, its config adjusted by `tweak`.
+async fn follower_of(
+    primary: &Harness,
+    proxy: Option<String>,
+    tweak: impl FnOnce(&mut upcache::config::Config),
+) -> Harness {
+    let url = primary.admin("/").parse().unwrap();
+    Harness::with(move |c| {
+        c.follow.follow = Some(url);
+        c.follow.follow_interval = std::time::Duration::from_secs(1);
+        c.fetch.upstream_proxy = proxy;
+        tweak(c);
+    })
+    .await
+}
+
+impl Harness {
+    /// `PUT /api/v1/delivery/digests`: binds `path` to `sha256`; the status.
+    async fn bind_digest(&self, path: &str, sha256: &str) -> u16 {
+        let body = serde_json::json!({ "path": path, "sha256": sha256 });
+        let r = self
+            .http
+            .put(self.admin("/api/v1/delivery/digests"))
+            .json(&body);
+        r.send().await.unwrap().status().as_u16()
+    }
+
+    /// `DELETE /api/v1/delivery/digests` with `body`: the status and the answer.
+    async fn unbind_digest_with(&self, body: String) -> (u16, String) {
+        let r = self
+            .http
+            .delete(self.admin("/api/v1/delivery/digests"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Removes this node's binding of `path`: the status.
+    async fn unbind_digest(&self, path: &str) -> u16 {
+        let body = serde_json::json!({ "path": path }).to_string();
+        self.unbind_digest_with(body).await.0
+    }
+
+    /// `GET /api/v1/delivery/digests`: (path, sha256, source), by path.
+    async fn digest_bindings(&self) -> Vec<(String, String, String)> {
+        let list = self.admin_json("/api/v1/delivery/digests").await;
+        let Some(list) = list.as_array() else {
+            return Vec::new();
+        };
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+        list.iter()
+            .map(|b| (text(&b["path"]), text(&b["sha256"]), text(&b["source"])))
+            .collect()
+    }
+}
+
+/// An administrator's binding made on the primary reaches its followers
+/// with their pulls: a follower's download of the object is verified
+/// against it (the right digest stores it verified, a wrong one stores
+/// nothing), and a binding removed on the primary goes from the follower
+/// with the next pull, after which the object is stored unverified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_on_the_primary_verifies_the_object_on_its_follower_until_removed() {
+    use sha2::Digest as _;
+    let origin = DoOrigin::start().await;
+    let good = object(1 << 20);
+    let other = "/filestreamingservice/files/00000000-0000-4000-8000-0000000000e2";
+    origin.add(&object_path(), good.clone());
+    origin.add(other, good.clone());
+    let primary = harness(&origin).await;
+    let (right, wrong) = (hex::encode(sha2::Sha256::digest(&good)), "ab".repeat(32));
+    assert_eq!(primary.bind_digest(&object_path(), &right).await, 200);
+    assert_eq!(primary.bind_digest(other, &wrong).await, 200);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let log_path = log.path().display().to_string();
+    let follower = follower_of(&primary, Some(origin.proxy()), |c| {
+        c.access_log.access_log = log_path;
+    })
+    .await;
+    let ten = std::time::Duration::from_secs(10);
+    within(
+        "the follower takes the primary's bindings",
+        ten,
+        async || follower.digest_bindings().await.len() == 2,
+    )
+    .await;
+    let from_primary =
+        |path: &str, sha256: &str| (path.to_owned(), sha256.to_owned(), "primary".to_owned());
+    assert_eq!(
+        follower.digest_bindings().await,
+        [
+            from_primary(other, &wrong),
+            from_primary(&object_path(), &right)
+        ]
+    );
+    let status = follower.status().await;
+    assert_eq!(status["follow"]["primary_digests"], 2, "{status}");
+    assert!(status["follow"]["digests_error"].is_null(), "{status}");
+    assert_eq!(status["delivery"]["known_objects"], 2, "{status}");
+
+    // The right digest: fetched by the follower and stored verified.
+    assert!(follower.get(&do_url(16_000)).await.bytes().await.unwrap() == good);
+    follower.settled().await;
+    // A wrong one: the download fails its check and stores nothing. The
+    // status went out with the origin's first bytes, so the body is cut
+    // (the last byte waits for the check); a 502 had it failed before.
+    let r = follower
+        .get(&format!("{other}?P1=16000&cacheHostOrigin={ORIGIN}"))
+        .await;
+    let failed = r.status() == 502 || r.bytes().await.is_err();
+    assert!(failed, "a 502 or a cut body: never the object whole");
+    follower.settled().await;
+    let status = follower.status().await;
+    assert_eq!(status["delivery"]["verified_objects"], 1, "{status}");
+    assert_eq!(status["delivery"]["unverified_objects"], 0, "{status}");
+    let verified = "upcache_do_stored_total{verification=\"verified\"}";
+    assert_eq!(follower.counter(verified).await, 1);
+    assert_eq!(follower.stored().len(), 1);
+    assert!(
+        primary.stored().is_empty(),
+        "nothing went through the primary"
+    );
+
+    // Removed on the primary: gone from the follower with its next pull.
+    assert_eq!(primary.unbind_digest(other).await, 204);
+    within("the removal reaches the follower", ten, async || {
+        follower.digest_bindings().await == [from_primary(&object_path(), &right)]
+    })
+    .await;
+    assert_eq!(follower.status().await["delivery"]["known_objects"], 1);
+    // Nothing checks that object now: stored unverified, and marked so.
+    let r = follower
+        .get(&format!("{other}?P1=16001&cacheHostOrigin={ORIGIN}"))
+        .await;
+    assert!(r.bytes().await.unwrap() == good);
+    follower.settled().await;
+    assert_eq!(follower.status().await["delivery"]["unverified_objects"], 1);
+    follower.running().flush_access_log().await;
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let marked: Vec<&str> = text
+        .lines()
+        .filter(|l| l.ends_with(" UNVERIFIED"))
+        .collect();
+    assert_eq!(marked.len(), 1, "{text}");
+    assert!(marked[0].contains("0000000000e2"), "{text}");
+}
+
+/// A follower of a follower gets the middle node's bindings as they apply
+/// there (its own beside its primary's, its own winning), so bindings
+/// travel down the chain; a node removes only its own (`404` for the
+/// primary's, which it names), and a bad removal is a `400`. The primary
+/// wants a token: the follower's pulls of its bindings carry it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_travel_down_a_chain_of_followers_and_a_nodes_own_wins() {
+    let a = "/filestreamingservice/files/00000000-0000-4000-8000-0000000000f1";
+    let b = "/filestreamingservice/files/00000000-0000-4000-8000-0000000000f2";
+    let (one, two, mine) = ("01".repeat(32), "02".repeat(32), "bb".repeat(32));
+    const TOKEN: &str = "the-primary-token-for-its-followers";
+    let mut primary = Harness::with(|c| c.admin.admin_token = Some(TOKEN.into())).await;
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    primary.http = reqwest::Client::builder()
+        .default_headers(auth)
+        .build()
+        .unwrap();
+    assert_eq!(primary.bind_digest(a, &one).await, 200);
+    assert_eq!(primary.bind_digest(b, &two).await, 200);
+    let middle = follower_of(&primary, None, |c| {
+        c.follow.follow_token = Some(TOKEN.into());
+    })
+    .await;
+    assert_eq!(middle.bind_digest(b, &mine).await, 200, "a node's own");
+    let last = follower_of(&middle, None, |_| {}).await;
+    let entry = |path: &str, sha256: &str, source: &str| {
+        (path.to_owned(), sha256.to_owned(), source.to_owned())
+    };
+    let ten = std::time::Duration::from_secs(10);
+    within(
+        "the chain's end takes the middle's bindings",
+        ten,
+        async || {
+            last.digest_bindings().await == [entry(a, &one, "primary"), entry(b, &mine, "primary")]
+        },
+    )
+    .await;
+    assert_eq!(
+        middle.digest_bindings().await,
+        [entry(a, &one, "primary"), entry(b, &mine, "local")]
+    );
+    assert_eq!(middle.status().await["follow"]["primary_digests"], 2);
+
+    // The middle cannot remove its primary's binding, only its own.
+    let (code, text) = middle
+        .unbind_digest_with(serde_json::json!({ "path": a }).to_string())
+        .await;
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("primary"), "{text}");
+    assert_eq!(middle.unbind_digest(b).await, 204);
+    assert_eq!(middle.unbind_digest(b).await, 404);
+    within(
+        "the primary's binding shows through again",
+        ten,
+        async || {
+            last.digest_bindings().await == [entry(a, &one, "primary"), entry(b, &two, "primary")]
+        },
+    )
+    .await;
+    assert_eq!(primary.unbind_digest(a).await, 204);
+    within("a removal travels down the chain", ten, async || {
+        last.digest_bindings().await == [entry(b, &two, "primary")]
+    })
+    .await;
+    assert_eq!(primary.digest_bindings().await, [entry(b, &two, "local")]);
+
+    // Bad removals.
+    for body in [
+        r#"{"path": "/Content/0A/x.cab"}"#.to_owned(),
+        format!(r#"{{"path": "{b}", "sha256": "{two}"}}"#),
+        "not json".to_owned(),
+        String::new(),
+    ] {
+        let (code, text) = primary.unbind_digest_with(body.clone()).await;
+        assert_eq!(code, 400, "{body}: {text}");
+        assert!(text.contains("\"error\""), "{text}");
+    }
+    let long = format!(r#"{{"path": "{}"}}"#, "x".repeat(2 << 20));
+    assert_eq!(primary.unbind_digest_with(long).await.0, 413);
+    assert_eq!(primary.digest_bindings().await.len(), 1);
+}
