@@ -16,7 +16,7 @@
 //!   computed on the way in, and the caller is told so.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::StreamExt;
@@ -169,6 +169,16 @@ impl ObjectSource {
 /// the download further. Beyond this, a client follows the download.
 const FAR_AHEAD_PER_OBJECT: usize = 2;
 
+/// The far-ahead bytes of one download, in all: an eighth of the object,
+/// or [`FAR_AHEAD_FLOOR`] if that is more. Two at a time is not enough of
+/// a bound when the origin paces each response (a CDN does): for the
+/// whole of a slow download two ranges were always on their way, and a
+/// 256 MiB object cost its origin 1,227 MiB (`benches/README.md`). Every
+/// byte beyond the object's own is one the origin sends twice.
+const FAR_AHEAD_SHARE: u64 = 8;
+/// Two 1 MiB ranges (DO's size): a small object may still send some.
+const FAR_AHEAD_FLOOR: u64 = 2 << 20;
+
 /// A running object download.
 #[derive(Clone)]
 pub(super) struct RunningObject {
@@ -176,6 +186,34 @@ pub(super) struct RunningObject {
     pub source: Arc<ObjectSource>,
     /// Far-ahead ranges sent from the origin now (see [`FAR_AHEAD_PER_OBJECT`]).
     far_ahead: Arc<tokio::sync::Semaphore>,
+    /// Far-ahead bytes asked of the origin so far (see [`FAR_AHEAD_SHARE`]).
+    far_ahead_bytes: Arc<AtomicU64>,
+}
+
+impl RunningObject {
+    /// The download's far-ahead budget in bytes, once its length is known.
+    fn far_ahead_budget(&self) -> Option<u64> {
+        let total = self.dl.progress().total?;
+        Some((total / FAR_AHEAD_SHARE).max(FAR_AHEAD_FLOOR))
+    }
+
+    /// Whether `len` more far-ahead bytes would fit the budget.
+    fn far_ahead_budget_left(&self, len: u64) -> bool {
+        self.far_ahead_budget()
+            .is_some_and(|budget| self.far_ahead_bytes.load(Ordering::SeqCst) + len <= budget)
+    }
+
+    /// Takes `len` bytes of the budget, if they are left.
+    fn spend_far_ahead(&self, len: u64) -> bool {
+        let Some(budget) = self.far_ahead_budget() else {
+            return false;
+        };
+        self.far_ahead_bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |spent| {
+                (spent + len <= budget).then_some(spent + len)
+            })
+            .is_ok()
+    }
 }
 
 /// Object downloads running, by key.
@@ -206,6 +244,7 @@ impl Fetcher {
             dl: dl.clone(),
             source: source.clone(),
             far_ahead: Arc::new(tokio::sync::Semaphore::new(FAR_AHEAD_PER_OBJECT)),
+            far_ahead_bytes: Arc::default(),
         };
         objects.insert(req.key.clone(), running);
         tracing::info!(key = %req.key, "object fetch queued");
@@ -236,18 +275,19 @@ impl Fetcher {
         self.running_object(key)?.source.identity().cloned()
     }
 
-    /// Whether a far-ahead range of `key` may go to its origin now (fewer
-    /// than `FAR_AHEAD_PER_OBJECT` do).
-    pub fn far_ahead_room(&self, key: &str) -> bool {
+    /// Whether a far-ahead range of `key`, `len` bytes, may go to its
+    /// origin now: fewer than `FAR_AHEAD_PER_OBJECT` do, and the
+    /// download's far-ahead budget has room for it.
+    pub fn far_ahead_room(&self, key: &str, len: u64) -> bool {
         self.running_object(key)
-            .is_some_and(|r| r.far_ahead.available_permits() > 0)
+            .is_some_and(|r| r.far_ahead.available_permits() > 0 && r.far_ahead_budget_left(len))
     }
 
     /// Bytes `range` of a running object download straight from its origin
     /// (the far-ahead case), through the object's own client and its
-    /// freshest URL; `None` when not usable, or when
-    /// `FAR_AHEAD_PER_OBJECT` ranges are on their way already (the
-    /// caller then follows the download).
+    /// freshest URL; `None` when not usable, when `FAR_AHEAD_PER_OBJECT`
+    /// ranges are on their way already, or when the download's far-ahead
+    /// budget is spent (the caller then follows the download).
     pub async fn object_range_from_upstream(
         &self,
         key: &str,
@@ -256,6 +296,9 @@ impl Fetcher {
     ) -> Option<futures_util::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>> {
         let running = self.running_object(key)?;
         let permit = running.far_ahead.clone().try_acquire_owned().ok()?;
+        if !running.spend_far_ahead(range.end - range.start) {
+            return None;
+        }
         let url = running.source.url();
         let if_range = running
             .source

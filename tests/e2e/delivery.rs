@@ -1130,6 +1130,53 @@ async fn far_ahead_ranges_of_a_slow_object_go_to_the_origin_two_at_a_time() {
     );
 }
 
+/// A paced origin (a CDN paces each response) keeps a download slow for
+/// its whole length, so two far-ahead ranges at a time were on their way
+/// all along, each of their bytes sent twice. A download's far-ahead bytes
+/// are bounded in all, to an eighth of the object (two ranges at least):
+/// the origin sends the object and at most that much more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_origin_sends_the_object_and_at_most_an_eighth_more() {
+    const MIB: u64 = 1 << 20;
+    let origin = DoOrigin::start().await;
+    let data = object(16 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.rate.store(4 << 20, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    let first = h.get_range(&do_url(6_000), "bytes=0-1023").await;
+    assert_eq!(first.status(), 206);
+    let mut clients = Vec::new();
+    for c in 0..6u64 {
+        let (http, h_url) = (h.http.clone(), h.url(&do_url(6_100 + c)));
+        let data = data.clone();
+        clients.push(tokio::spawn(async move {
+            // Each client its own far-ahead ranges, in turn, from 6 MiB on.
+            for i in (6..16u64).map(|i| 6 + (i + c * 3) % 10) {
+                let range = format!("bytes={}-{}", i * MIB, (i + 1) * MIB - 1);
+                let r = http
+                    .get(&h_url)
+                    .header("range", range)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 206);
+                let want = data.slice((i * MIB) as usize..((i + 1) * MIB) as usize);
+                assert!(r.bytes().await.unwrap() == want, "range {i} byte-exact");
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(first.bytes().await.unwrap() == data.slice(..1024));
+    let sent = origin.body_bytes();
+    assert!(
+        sent <= 16 * MIB + 2 * MIB,
+        "the origin sent {sent} bytes for a {} byte object",
+        16 * MIB
+    );
+}
+
 /// `do_origin_scheme = "https"`: the object comes over TLS, the origin's
 /// certificate checked against `upstream_ca` (a private CA here), and is
 /// served byte-exact. Through `upstream_proxy` the request is a `CONNECT`

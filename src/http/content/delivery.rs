@@ -149,7 +149,7 @@ impl ContentService {
                 if let [Part::File(r)] = plan.parts() {
                     let partial = plan.status == StatusCode::PARTIAL_CONTENT;
                     if partial
-                        && self.fetcher.far_ahead_room(key.as_str())
+                        && self.fetcher.far_ahead_room(key.as_str(), r.end - r.start)
                         && self.fetcher.is_far_ahead_object(&dl, r.start).await
                     {
                         hand_over(&dl);
@@ -200,7 +200,7 @@ impl ContentService {
             validators: object_validators(&identity, None),
         };
         if let Some(range) = far_ahead_candidate(method, headers, &rep) {
-            let room = self.fetcher.far_ahead_room(key);
+            let room = self.fetcher.far_ahead_room(key, range.end - range.start);
             if room && self.fetcher.is_far_ahead_object(&dl, range.start).await {
                 let len = rep.len.expect("ranges need a length");
                 let body = self
