@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
 
+use super::parts::Parts;
 use super::{FetchError, FetchStatus};
 use crate::catalog::FileEntry;
 use crate::store::{Ingest, Partial};
@@ -48,6 +49,9 @@ pub struct Progress {
     pub resumes: u32,
     /// Bytes per second over the last measuring window (0 until known).
     pub rate: u64,
+    /// Bytes the parts beyond the first have written (see `parts.rs`):
+    /// each write wakes the followers, and counts as progress.
+    pub parted: u64,
 }
 
 impl Progress {
@@ -92,6 +96,8 @@ pub struct Download {
     /// The request that started the download was handed to another path
     /// before it was answered: the next join answers it, and counts the miss.
     start_handed_over: AtomicBool,
+    /// An object fetched in parts side by side: where each has written.
+    parts: OnceLock<Arc<Parts>>,
 }
 
 impl Download {
@@ -117,10 +123,12 @@ impl Download {
                 receiving_since: None,
                 resumes: 0,
                 rate: 0,
+                parted: 0,
             }),
             started: Instant::now(),
             source: OnceLock::new(),
             start_handed_over: AtomicBool::new(false),
+            parts: OnceLock::new(),
         }
     }
 
@@ -151,6 +159,23 @@ impl Download {
         self.source.get().is_some_and(|(_, shared)| *shared)
     }
 
+    /// Lays the download out in parts fetched side by side.
+    pub(super) fn set_parts(&self, parts: Arc<Parts>) {
+        let _ = self.parts.set(parts);
+    }
+
+    /// Whether the download is fetched in parts (every byte is then on its
+    /// way already: no range is far ahead).
+    pub fn is_parted(&self) -> bool {
+        self.parts.get().is_some()
+    }
+
+    /// Records `n` more bytes written by a part beyond the first, waking
+    /// the followers.
+    pub(super) fn part_wrote(&self, n: u64) {
+        self.update(|p| p.parted += n);
+    }
+
     /// Gives followers their handle on the temp file `ingest` writes.
     pub(super) fn attach(&self, ingest: &Ingest) -> io::Result<()> {
         let _ = self.reader.set(ingest.reader()?);
@@ -161,14 +186,15 @@ impl Download {
     /// download, whatever its retries are doing); never resolves otherwise.
     pub(super) async fn stalled(&self, limit: Duration) -> Duration {
         let mut rx = self.progress.subscribe();
-        let mut last = rx.borrow_and_update().written;
+        let moved = |p: &Progress| p.written + p.parted;
+        let mut last = moved(&rx.borrow_and_update());
         let mut since = tokio::time::Instant::now();
         loop {
             match tokio::time::timeout_at(since + limit, rx.changed()).await {
                 Err(_) => return since.elapsed(),
                 Ok(Err(_)) => std::future::pending::<()>().await,
                 Ok(Ok(())) => {
-                    let written = rx.borrow_and_update().written;
+                    let written = moved(&rx.borrow_and_update());
                     if written != last {
                         last = written;
                         since = tokio::time::Instant::now();
@@ -209,6 +235,11 @@ impl Download {
         let mut rx = self.progress.subscribe();
         let left = tokio::time::timeout(limit, rx.wait_for(|p| p.phase != Phase::Queued)).await;
         left.is_ok()
+    }
+
+    /// The progress, to wait on its changes.
+    pub(super) fn changes(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
     }
 
     pub fn progress(&self) -> Progress {
@@ -262,7 +293,10 @@ impl Download {
             sha1: self.id.to_string(),
             name: self.name.to_string(),
             queued: p.phase == Phase::Queued,
-            bytes_done: p.written,
+            bytes_done: self
+                .parts
+                .get()
+                .map_or(p.written, |parts| parts.written_total(p.written)),
             bytes_total: p.total,
             bytes_per_second: if p.rate > 0 {
                 p.rate
@@ -320,6 +354,17 @@ impl Download {
         })
     }
 
+    /// How far the bytes from `pos` are readable in a part beyond the
+    /// first, if they are: the file's last byte only once all is verified.
+    fn part_readable(&self, pos: u64, p: &Progress) -> Option<u64> {
+        let to = self.parts.get()?.written_from(pos)?;
+        let held = match (&p.phase, p.total) {
+            (Phase::Done, _) | (_, None) => to,
+            (_, Some(total)) => to.min(total - 1),
+        };
+        (held > pos).then_some(held)
+    }
+
     /// A follower's own view of the download.
     pub fn follow(self: Arc<Self>) -> Follow {
         let rx = self.progress.subscribe();
@@ -342,9 +387,11 @@ impl Follow {
     pub async fn readable(&mut self, pos: u64, end: u64) -> io::Result<Option<u64>> {
         loop {
             let p = self.rx.borrow_and_update().clone();
-            match p.phase {
-                Phase::Failed(e) => return Err(io::Error::other(e)),
+            let in_part = || self.dl.part_readable(pos, &p);
+            match &p.phase {
+                Phase::Failed(e) => return Err(io::Error::other(e.clone())),
                 _ if p.readable() > pos => return Ok(Some(p.readable())),
+                _ if in_part().is_some() => return Ok(in_part()),
                 Phase::Done if end == u64::MAX => return Ok(None),
                 Phase::Done => {
                     return Err(io::Error::new(
@@ -384,6 +431,7 @@ mod tests {
             receiving_since: None,
             resumes: 0,
             rate,
+            parted: 0,
         }
     }
 

@@ -11,6 +11,7 @@
 
 mod download;
 mod object;
+mod parts;
 mod settings;
 mod shared;
 mod throttle;

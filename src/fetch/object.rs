@@ -276,11 +276,14 @@ impl Fetcher {
     }
 
     /// Whether a far-ahead range of `key`, `len` bytes, may go to its
-    /// origin now: fewer than `FAR_AHEAD_PER_OBJECT` do, and the
-    /// download's far-ahead budget has room for it.
+    /// origin now: the download is not in parts, fewer than
+    /// `FAR_AHEAD_PER_OBJECT` ranges are on their way, and its far-ahead
+    /// budget has room for it.
     pub fn far_ahead_room(&self, key: &str, len: u64) -> bool {
-        self.running_object(key)
-            .is_some_and(|r| r.far_ahead.available_permits() > 0 && r.far_ahead_budget_left(len))
+        // In parts, every byte is on its way already.
+        self.running_object(key).is_some_and(|r| {
+            !r.dl.is_parted() && r.far_ahead.available_permits() > 0 && r.far_ahead_budget_left(len)
+        })
     }
 
     /// Bytes `range` of a running object download straight from its origin

@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::download::{Download, Phase};
+use super::parts::{PartSink, Parts, FIRST_SPAN};
 use super::{FetchError, FetchSettings};
 use crate::store::{Expected, Ingest, IngestError, Ingested};
 use crate::telemetry::metrics::Metrics;
@@ -58,6 +59,27 @@ pub(super) struct Transfer<'a> {
     pub object: Option<&'a super::ObjectSource>,
 }
 
+/// Where a receive stands.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    /// Bytes of the file written so far: where the next one goes.
+    pos: u64,
+    /// Where the current response ends, if known.
+    response_end: Option<u64>,
+    /// Where this receive stops: the file's end, or its part's.
+    end: Option<u64>,
+    /// The file's length, if known.
+    total: Option<u64>,
+}
+
+/// What the first response says.
+struct Opened {
+    total: Option<u64>,
+    /// Where its body ends: the file's end, or part of the way for an
+    /// object's first range.
+    response_end: Option<u64>,
+}
+
 enum Pumped {
     /// The body ended.
     Finished,
@@ -81,17 +103,16 @@ impl Transfer<'_> {
             // An unverified object needs only the SHA-256 it is stored under.
             ingest.without_sha1();
         }
-        let response = self.request(None).await?;
-        if response.status() != reqwest::StatusCode::OK {
-            return Err(self.status_error(&response));
-        }
-        if let Some(object) = self.object {
-            object.pin(super::Identity::of(&response));
-        }
-        let total = expected_total(expected.size, response.content_length())?;
+        let response = self.request(self.first_range(), false).await?;
+        let opened = self.open(&response, expected.size)?;
+        let total = opened.total;
         self.check_room(&ingest, total)?;
         if let Some(size) = total {
             ingest.limit_size(size);
+        }
+        let parts = self.parts_of(&opened);
+        if let Some(parts) = &parts {
+            dl.set_parts(parts.clone());
         }
         dl.update(|p| {
             p.phase = Phase::Receiving;
@@ -102,19 +123,16 @@ impl Transfer<'_> {
         let (first, body) = self
             .write_first_bytes(dl, &mut ingest, self.body(response))
             .await?;
-        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = spawn_writer(dl.clone(), ingest, rx, self.settings);
-        // The watchdog bounds the whole transfer, resumptions included: a
-        // link that trickles nothing is given up, and its followers with it.
-        let received = tokio::select! {
-            received = self.receive(dl, body, first, total, &tx) => received,
-            idle = dl.stalled(self.settings.stall) => Err(FetchError::Stalled(idle)),
+        let span = Span {
+            pos: first,
+            response_end: opened.response_end,
+            end: total,
+            total,
         };
-        drop(tx);
-        let ingest = writer
-            .await
-            .map_err(|e| FetchError::Store(e.to_string()))??;
-        received?;
+        let ingest = match parts {
+            None => self.receive_span(dl, ingest, body, span).await?,
+            Some(parts) => self.receive_parts(dl, ingest, body, span, &parts).await?,
+        };
         let expected = Expected {
             size: total,
             ..expected.clone()
@@ -130,6 +148,250 @@ impl Transfer<'_> {
         .await
         .map_err(|e| FetchError::Store(e.to_string()))?
         .map_err(ingest_error)
+    }
+
+    /// The range of an object's first request: the whole of a small one,
+    /// part 0 of a large one (see `parts.rs`). A catalog file's first
+    /// request asks for all of it.
+    fn first_range(&self) -> Option<(u64, Option<u64>)> {
+        self.object.map(|_| (0, Some(FIRST_SPAN)))
+    }
+
+    /// Checks the first response: a 200, or a 206 from the first byte for
+    /// an object. Pins an object's identity; says the file's length and
+    /// where this response ends.
+    fn open(
+        &self,
+        response: &reqwest::Response,
+        catalog_size: Option<u64>,
+    ) -> Result<Opened, FetchError> {
+        let status = response.status();
+        if status == reqwest::StatusCode::OK {
+            if let Some(object) = self.object {
+                object.pin(super::Identity::of(response));
+            }
+            let total = expected_total(catalog_size, response.content_length())?;
+            return Ok(Opened {
+                total,
+                response_end: total,
+            });
+        }
+        let Some(object) = self
+            .object
+            .filter(|_| status == reqwest::StatusCode::PARTIAL_CONTENT)
+        else {
+            return Err(self.status_error(response));
+        };
+        let identity = super::Identity::of(response);
+        let (start, end) = content_range(response).ok_or_else(|| {
+            FetchError::Transfer(format!("{} answered 206 without a Content-Range", self.url))
+        })?;
+        let total = identity.len.filter(|_| start == 0).ok_or_else(|| {
+            FetchError::Transfer(format!(
+                "{} answered the first range with bytes {start}-{end} of an unknown length",
+                self.url
+            ))
+        })?;
+        let total = expected_total(catalog_size, Some(total))?;
+        object.pin(identity);
+        Ok(Opened {
+            total,
+            response_end: Some(end + 1),
+        })
+    }
+
+    /// The parts of an object whose first response was part of it.
+    fn parts_of(&self, opened: &Opened) -> Option<Arc<Parts>> {
+        self.object?;
+        let (Some(end), Some(total)) = (opened.response_end, opened.total) else {
+            return None;
+        };
+        (end < total)
+            .then(|| Parts::layout(total))
+            .flatten()
+            .map(Arc::new)
+    }
+
+    /// Receives `span` into `ingest` on the writer thread, resuming after
+    /// interruptions; gives the ingest back.
+    async fn receive_span(
+        &self,
+        dl: &Arc<Download>,
+        ingest: Ingest,
+        body: Body,
+        span: Span,
+    ) -> Result<Ingest, FetchError> {
+        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = spawn_writer(dl.clone(), ingest, rx, self.settings);
+        // The watchdog bounds the whole transfer, resumptions included: a
+        // link that trickles nothing is given up, and its followers with it.
+        let received = tokio::select! {
+            received = self.receive(dl, body, span, &tx) => received,
+            idle = dl.stalled(self.settings.stall) => Err(FetchError::Stalled(idle)),
+        };
+        drop(tx);
+        let ingest = writer
+            .await
+            .map_err(|e| FetchError::Store(e.to_string()))??;
+        received?;
+        Ok(ingest)
+    }
+
+    /// An object in parts: part 0 here (its first bytes are in `body`),
+    /// each other part by a worker of its own, all at once; then the
+    /// other parts adopted into the hashes, in order, as they fill.
+    async fn receive_parts(
+        &self,
+        dl: &Arc<Download>,
+        ingest: Ingest,
+        body: Body,
+        span: Span,
+        parts: &Parts,
+    ) -> Result<Ingest, FetchError> {
+        tracing::info!(url = %self.url, parts = parts.len(), "fetching an object in parts");
+        let writer = ingest.part_writer();
+        let workers = futures_util::future::join_all((1..parts.len()).map(|index| {
+            let sink = PartSink {
+                parts,
+                index,
+                writer: &writer,
+            };
+            self.fetch_part(dl, sink)
+        }));
+        let main = async {
+            let first = Span {
+                end: Some(parts.span(0).end),
+                ..span
+            };
+            let ingest = self.receive_span(dl, ingest, body, first).await?;
+            self.adopt_parts(dl, ingest, parts, span.total).await
+        };
+        tokio::pin!(main, workers);
+        // The main future ends once every part is adopted (each worker is
+        // done or has given up by then); failing, it drops the workers.
+        tokio::select! {
+            result = &mut main => result,
+            _ = &mut workers => main.await,
+        }
+    }
+
+    /// Adopts parts 1.. into the ingest in order as their workers write
+    /// them; a part its worker gave up on is fetched on from here.
+    async fn adopt_parts(
+        &self,
+        dl: &Arc<Download>,
+        mut ingest: Ingest,
+        parts: &Parts,
+        total: Option<u64>,
+    ) -> Result<Ingest, FetchError> {
+        let mut changes = dl.changes();
+        for i in 1..parts.len() {
+            let end = parts.span(i).end;
+            while ingest.written() < end {
+                changes.borrow_and_update();
+                // Read before how far it got: a worker gives up after its
+                // last write, so a part seen given up has its end final.
+                let abandoned = parts.is_abandoned(i);
+                let to = parts.written_to(i);
+                if ingest.written() < to {
+                    ingest = adopt(dl, ingest, to).await?;
+                } else if abandoned {
+                    let pos = ingest.written();
+                    let rest = Span {
+                        pos,
+                        response_end: Some(pos),
+                        end: Some(end),
+                        total,
+                    };
+                    let nothing = stream::empty().boxed();
+                    ingest = self.receive_span(dl, ingest, nothing, rest).await?;
+                } else {
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        idle = dl.stalled(self.settings.stall) => return Err(FetchError::Stalled(idle)),
+                    }
+                }
+            }
+        }
+        Ok(ingest)
+    }
+
+    /// One part's worker: a bounded range request from where the part has
+    /// got to, resumed after transient failures. Gives up (the transfer
+    /// then fetches the rest) on any other failure or when its resumes are
+    /// spent.
+    async fn fetch_part(&self, dl: &Download, sink: PartSink<'_>) {
+        let mut resumes = 0u32;
+        while sink.pos() < sink.end() {
+            let failure = match self.part_body(sink.pos(), sink.end()).await {
+                Ok(body) => match self.pump_part(dl, body, &sink).await {
+                    Ok(()) if sink.pos() >= sink.end() => return,
+                    Ok(()) => FetchError::Transfer(format!(
+                        "{} closed part {} after {} bytes",
+                        self.url,
+                        sink.index,
+                        sink.pos()
+                    )),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if !is_transient(&failure) || resumes >= self.settings.max_resumes {
+                tracing::warn!(part = sink.index, at = sink.pos(), error = %failure, "a part's worker gave up; the download fetches the rest");
+                sink.parts.abandon(sink.index);
+                dl.part_wrote(0);
+                return;
+            }
+            resumes += 1;
+            self.metrics.resume();
+            tokio::time::sleep(backoff(resumes)).await;
+        }
+    }
+
+    /// The origin's answer for bytes `pos..end` of the object: a 206 from
+    /// `pos`, of the pinned identity.
+    async fn part_body(&self, pos: u64, end: u64) -> Result<Body, FetchError> {
+        let response = self.request(Some((pos, Some(end))), true).await?;
+        // Another identity first: an origin whose object changed answers
+        // `If-Range` with the whole of the new one (a 200).
+        if let Some(object) = self.object.filter(|_| response.status().is_success()) {
+            object.check(&response)?;
+        }
+        if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            return Err(self.status_error(&response));
+        }
+        match content_range(&response) {
+            Some((start, _)) if start == pos => Ok(self.body(response)),
+            other => Err(FetchError::Transfer(format!(
+                "{} answered a part from {pos} with {other:?}",
+                self.url
+            ))),
+        }
+    }
+
+    /// Writes one part's body where it belongs, waking the followers.
+    async fn pump_part(
+        &self,
+        dl: &Download,
+        mut body: Body,
+        sink: &PartSink<'_>,
+    ) -> Result<(), FetchError> {
+        loop {
+            let next = tokio::time::timeout(self.settings.read_timeout, body.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    let why = format!("{} stalled for {:?}", self.url, self.settings.read_timeout);
+                    return Err(FetchError::Timeout(why));
+                }
+                Ok(None) => return Ok(()),
+                Ok(Some(chunk)) => chunk?,
+            };
+            self.metrics.upstream_bytes(chunk.len() as u64);
+            // Into the page cache: as cheap as the followers' own reads.
+            sink.write(&chunk)
+                .map_err(|e| FetchError::Store(e.to_string()))?;
+            dl.part_wrote(chunk.len() as u64);
+        }
     }
 
     /// Writes the body's first bytes (at most [`INLINE_FIRST`]) from this
@@ -166,37 +428,48 @@ impl Transfer<'_> {
         Ok((written, put_back(Ok(rest), body)))
     }
 
-    /// Feeds bodies to the writer until the file is complete, resuming on
-    /// transient failures. `pos` bytes are written already.
+    /// Feeds bodies to the writer until `span.end`, resuming on transient
+    /// failures; a bounded response that ends where it should is followed
+    /// by a request for the next bytes (not a resume).
     async fn receive(
         &self,
         dl: &Download,
         first: Body,
-        mut pos: u64,
-        total: Option<u64>,
+        span: Span,
         tx: &mpsc::Sender<Bytes>,
     ) -> Result<(), FetchError> {
+        let Span {
+            mut pos,
+            mut response_end,
+            end,
+            total,
+        } = span;
         let mut body = first;
         let mut skip = 0u64; // bytes to discard from a body that restarted at 0
         let mut resumes = 0u32;
         loop {
             let failure = match self.pump(body, tx, &mut pos, &mut skip).await {
                 Pumped::WriterStopped => return Ok(()),
-                Pumped::Finished if total.is_none_or(|t| pos >= t) => return Ok(()),
-                Pumped::Finished => {
-                    FetchError::Transfer(format!("{} closed after {pos} bytes", self.url))
-                }
-                Pumped::Failed(e) => e,
+                Pumped::Finished if end.is_none_or(|e| pos >= e) => return Ok(()),
+                Pumped::Finished if response_end == Some(pos) => None,
+                Pumped::Finished => Some(FetchError::Transfer(format!(
+                    "{} closed after {pos} bytes",
+                    self.url
+                ))),
+                Pumped::Failed(e) => Some(e),
             };
-            if !is_transient(&failure) || resumes >= self.settings.max_resumes {
-                return Err(failure);
+            if let Some(failure) = failure {
+                if !is_transient(&failure) || resumes >= self.settings.max_resumes {
+                    return Err(failure);
+                }
+                resumes += 1;
+                self.metrics.resume();
+                dl.update(|p| p.resumes = resumes);
+                tracing::warn!(url = %self.url, at = pos, attempt = resumes, error = %failure, "resuming download");
+                tokio::time::sleep(backoff(resumes)).await;
             }
-            resumes += 1;
-            self.metrics.resume();
-            dl.update(|p| p.resumes = resumes);
-            tracing::warn!(url = %self.url, at = pos, attempt = resumes, error = %failure, "resuming download");
-            tokio::time::sleep(backoff(resumes)).await;
-            body = match self.reopen(pos, total).await {
+            response_end = end;
+            body = match self.reopen(pos, end, total).await {
                 Ok((b, discard)) => {
                     skip = discard;
                     b
@@ -241,31 +514,31 @@ impl Transfer<'_> {
         }
     }
 
-    /// Asks for the rest of the file from `pos`. Returns the body and how
-    /// many of its leading bytes to discard (all of `pos` if Range was ignored).
-    async fn reopen(&self, pos: u64, total: Option<u64>) -> Result<(Body, u64), FetchError> {
-        let response = self.request(Some(pos)).await?;
+    /// Asks for the file's bytes from `pos` to `end` (to its end when
+    /// `end` is the file's). Returns the body and how many of its leading
+    /// bytes to discard (all of `pos` if Range was ignored).
+    async fn reopen(
+        &self,
+        pos: u64,
+        end: Option<u64>,
+        total: Option<u64>,
+    ) -> Result<(Body, u64), FetchError> {
+        let bounded = end.filter(|&e| Some(e) != total);
+        let response = self.request(Some((pos, bounded)), true).await?;
         if let Some(object) = self.object {
             if response.status().is_success() {
                 object.check(&response)?;
             }
         }
         match response.status() {
-            reqwest::StatusCode::PARTIAL_CONTENT => {
-                let content_range = response
-                    .headers()
-                    .get(reqwest::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                if !content_range.starts_with(&format!("bytes {pos}-")) {
-                    return Err(FetchError::Transfer(format!(
-                        "{} answered a resume from {pos} with Content-Range {content_range:?}",
-                        self.url
-                    )));
-                }
-                Ok((self.body(response), 0))
-            }
-            reqwest::StatusCode::OK => {
+            reqwest::StatusCode::PARTIAL_CONTENT => match content_range(&response) {
+                Some((start, _)) if start == pos => Ok((self.body(response), 0)),
+                other => Err(FetchError::Transfer(format!(
+                    "{} answered a resume from {pos} with Content-Range {other:?}",
+                    self.url
+                ))),
+            },
+            reqwest::StatusCode::OK if bounded.is_none() => {
                 expected_total(total, response.content_length())?;
                 tracing::info!(url = %self.url, "upstream ignored Range; skipping {pos} bytes");
                 Ok((self.body(response), pos))
@@ -274,24 +547,32 @@ impl Transfer<'_> {
         }
     }
 
-    async fn request(&self, from: Option<u64>) -> Result<reqwest::Response, FetchError> {
+    /// Asks the upstream for the file, or for `range` (its start, and its
+    /// end unless it runs to the file's). An object's request is made with
+    /// its freshest URL; a `resume`'s refused for its token waits for a
+    /// fresher one.
+    async fn request(
+        &self,
+        range: Option<(u64, Option<u64>)>,
+        resume: bool,
+    ) -> Result<reqwest::Response, FetchError> {
         let Some(object) = self.object else {
-            return self.request_from(self.url, from, None).await;
+            return self.request_from(self.url, range, None).await;
         };
         loop {
             let url = object.url();
             let if_range = object
                 .identity()
                 .and_then(|i| i.if_range().map(str::to_owned));
-            let response = self.request_from(&url, from, if_range.as_deref()).await?;
+            let response = self.request_from(&url, range, if_range.as_deref()).await?;
             // A resume refused for its token (expired since the download
             // began): the bytes written stay, and the next client's request
             // brings a fresh token (the stall watchdog bounds the wait).
             let expired = matches!(response.status().as_u16(), 403 | 410);
-            if from.is_none() || !expired {
+            if !resume || !expired {
                 return Ok(response);
             }
-            tracing::info!(at = ?from, status = %response.status(), "object token refused on resume; waiting for a fresh one");
+            tracing::info!(range = ?range, status = %response.status(), "object token refused on resume; waiting for a fresh one");
             object.fresher_than(&url).await;
         }
     }
@@ -299,12 +580,16 @@ impl Transfer<'_> {
     async fn request_from(
         &self,
         url: &str,
-        from: Option<u64>,
+        range: Option<(u64, Option<u64>)>,
         if_range: Option<&str>,
     ) -> Result<reqwest::Response, FetchError> {
         let mut req = self.client.get(url);
-        if let Some(pos) = from {
-            req = req.header(reqwest::header::RANGE, format!("bytes={pos}-"));
+        if let Some((from, to)) = range {
+            let value = match to {
+                Some(to) => format!("bytes={from}-{}", to - 1),
+                None => format!("bytes={from}-"),
+            };
+            req = req.header(reqwest::header::RANGE, value);
             if let Some(validator) = if_range {
                 req = req.header(reqwest::header::IF_RANGE, validator);
             }
@@ -489,6 +774,34 @@ fn spawn_writer(
         }
         Ok(ingest)
     })
+}
+
+/// A 206's `Content-Range: bytes first-last/…`: its first and last byte.
+fn content_range(response: &reqwest::Response) -> Option<(u64, u64)> {
+    let value = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let (first, last) = value
+        .strip_prefix("bytes ")?
+        .split_once('/')?
+        .0
+        .split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
+}
+
+/// Adopts what a part has written up to `to` into the ingest's hashes
+/// (on the blocking pool: a read of up to a part), publishing the progress.
+async fn adopt(dl: &Download, mut ingest: Ingest, to: u64) -> Result<Ingest, FetchError> {
+    let len = to - ingest.written();
+    let ingest = tokio::task::spawn_blocking(move || ingest.adopt(len).map(|()| ingest))
+        .await
+        .map_err(|e| FetchError::Store(e.to_string()))?
+        .map_err(ingest_error)?;
+    let written = ingest.written();
+    dl.update(|p| p.written = written);
+    Ok(ingest)
 }
 
 /// `body` with `item` in front of it again.

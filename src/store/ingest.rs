@@ -85,6 +85,19 @@ impl Partial {
     }
 }
 
+/// Writes bytes of a temp file at their own offsets: a part fetched beside
+/// the ingest's own writes (`fetch::parts`), hashed later, when the ingest
+/// adopts it ([`Ingest::adopt`]).
+#[derive(Clone)]
+pub struct PartWriter(Arc<File>);
+
+impl PartWriter {
+    /// Writes `bytes` at `offset`. Blocking, but into the page cache.
+    pub fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.0.write_all_at(bytes, offset)
+    }
+}
+
 /// A temp file being written and hashed.
 pub struct Ingest {
     store: Arc<DiskStore>,
@@ -102,6 +115,9 @@ pub struct Ingest {
     flushed: u64,
     limit: Option<u64>,
 }
+
+/// The most bytes [`Ingest::adopt`] reads back at once.
+const ADOPT_READ: u64 = 1 << 20;
 
 /// How many written bytes are left dirty before their writeback is started.
 const WRITEBACK_STEP: u64 = 8 << 20;
@@ -242,6 +258,33 @@ impl Ingest {
     /// It stays valid after the commit renames the file.
     pub fn reader(&self) -> io::Result<Partial> {
         File::open(&self.path).map(Partial)
+    }
+
+    /// A writer for parts of the file beyond what is written (see [`PartWriter`]).
+    pub fn part_writer(&self) -> PartWriter {
+        PartWriter(self.file.clone())
+    }
+
+    /// Counts as written the `len` bytes after what is written, which a
+    /// [`PartWriter`] has put in the file: reads them back (from the page
+    /// cache) into the hashes. Blocking.
+    pub fn adopt(&mut self, len: u64) -> Result<(), IngestError> {
+        let new_len = self.written + len;
+        if let Some(limit) = self.limit.filter(|&l| new_len > l) {
+            return Err(IngestError::TooLarge { expected: limit });
+        }
+        let mut buf = vec![0u8; len.min(ADOPT_READ) as usize];
+        while self.written < new_len {
+            let n = (new_len - self.written).min(ADOPT_READ) as usize;
+            self.file.read_exact_at(&mut buf[..n], self.written)?;
+            self.sha256.update(&buf[..n]);
+            if let Some(sha1) = &mut self.sha1 {
+                sha1.update(&buf[..n]);
+            }
+            self.written += n as u64;
+            self.start_writeback();
+        }
+        Ok(())
     }
 
     /// Space left on the store's filesystem.

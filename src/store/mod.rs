@@ -18,7 +18,7 @@ mod lock;
 pub mod s3;
 mod settings;
 
-pub use ingest::{Expected, Ingest, IngestError, Ingested, Partial};
+pub use ingest::{Expected, Ingest, IngestError, Ingested, PartWriter, Partial};
 pub use lock::{DataLock, LockError};
 pub use settings::StoreSettings;
 

@@ -55,6 +55,8 @@ pub struct OriginState {
     pub refused_tokens: AtomicU64,
     /// Request targets seen (absolute form: through a proxy).
     pub targets: Mutex<Vec<String>>,
+    /// Their `Range` headers, in the same order.
+    pub ranges: Mutex<Vec<Option<String>>>,
     /// Their methods, in the same order.
     pub methods: Mutex<Vec<String>>,
     /// `CONNECT` targets (over TLS, as a proxy's tunnel that ends here).
@@ -243,6 +245,8 @@ fn status(code: StatusCode) -> Response<Body> {
 fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     s.requests.fetch_add(1, Ordering::SeqCst);
     s.targets.lock().unwrap().push(req.uri().to_string());
+    let range = req.headers().get("range").and_then(|v| v.to_str().ok());
+    s.ranges.lock().unwrap().push(range.map(str::to_owned));
     s.methods.lock().unwrap().push(req.method().to_string());
     let query = req.uri().query().unwrap_or("");
     if p1(query).unwrap_or(0) < s.min_p1.load(Ordering::SeqCst) {
@@ -412,12 +416,13 @@ async fn twenty_tokens_one_download_and_every_range_byte_exact() {
         64 << 20,
         "the origin sent the object once"
     );
-    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+    // One download, in eight parts of 8 MiB side by side: a request each.
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 8);
     // Warm: from the store, with yet another token; the query is not the key.
     let r = h.get_range(&do_url(2_100_000_000), "bytes=0-1048575").await;
     assert_eq!(r.status(), 206);
     assert!(r.bytes().await.unwrap() == data.slice(..1 << 20));
-    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(origin.state.requests.load(Ordering::SeqCst), 8);
     assert_eq!(
         h.counter("upcache_do_stored_total{verification=\"unverified\"}")
             .await,
@@ -1174,6 +1179,63 @@ async fn a_paced_origin_sends_the_object_and_at_most_an_eighth_more() {
         sent <= 16 * MIB + 2 * MIB,
         "the origin sent {sent} bytes for a {} byte object",
         16 * MIB
+    );
+}
+
+/// An object of 32 MiB is fetched in four parts of 8 MiB side by side,
+/// each a bounded range asked once, so that a client's range in the last
+/// part does not wait for the 24 MiB before it: it is served while the
+/// download still runs, from its part, and the object is stored whole,
+/// each byte sent once, its SHA-256 computed over the parts in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_is_fetched_in_parts_side_by_side_each_byte_once() {
+    const MIB: u64 = 1 << 20;
+    let origin = DoOrigin::start().await;
+    let data = object(32 << 20);
+    origin.add(&object_path(), data.clone());
+    // A CDN's pace: one sequential response would take 8 s.
+    origin.state.rate.store(4 << 20, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    let r = h.get_range(&do_url(7_000), "bytes=25165824-26214399").await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == data.slice((24 * MIB) as usize..(25 * MIB) as usize));
+    assert!(
+        !h.running().app.fetcher.status().is_empty(),
+        "served from its part while the download runs"
+    );
+    within(
+        "the download's end",
+        std::time::Duration::from_secs(60),
+        async || h.running().app.fetcher.status().is_empty(),
+    )
+    .await;
+    let mut ranges: Vec<String> = origin
+        .state
+        .ranges
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    ranges.sort();
+    let mut parts: Vec<String> = (0..4u64)
+        .map(|i| format!("bytes={}-{}", i * 8 * MIB, (i + 1) * 8 * MIB - 1))
+        .collect();
+    parts.sort();
+    assert_eq!(ranges, parts, "one bounded request a part");
+    assert_eq!(origin.body_bytes(), 32 * MIB, "each byte sent once");
+    let stored = h.stored();
+    assert_eq!(stored.len(), 1);
+    let whole = h.get(&do_url(7_001)).await;
+    assert_eq!(whole.status(), 200);
+    assert!(whole.bytes().await.unwrap() == data, "stored byte-exact");
+    use sha2::Digest as _;
+    let sha256 = hex::encode(sha2::Sha256::digest(&data));
+    assert_eq!(
+        stored[0].to_hex(),
+        sha256,
+        "stored under the SHA-256 of the whole"
     );
 }
 
