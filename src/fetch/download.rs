@@ -387,11 +387,11 @@ impl Follow {
     pub async fn readable(&mut self, pos: u64, end: u64) -> io::Result<Option<u64>> {
         loop {
             let p = self.rx.borrow_and_update().clone();
-            let in_part = || self.dl.part_readable(pos, &p);
+            let in_part = self.dl.part_readable(pos, &p);
             match &p.phase {
                 Phase::Failed(e) => return Err(io::Error::other(e.clone())),
                 _ if p.readable() > pos => return Ok(Some(p.readable())),
-                _ if in_part().is_some() => return Ok(in_part()),
+                _ if in_part.is_some() => return Ok(in_part),
                 Phase::Done if end == u64::MAX => return Ok(None),
                 Phase::Done => {
                     return Err(io::Error::new(

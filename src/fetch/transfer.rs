@@ -103,7 +103,12 @@ impl Transfer<'_> {
             // An unverified object needs only the SHA-256 it is stored under.
             ingest.without_sha1();
         }
-        let response = self.request(self.first_range(), false).await?;
+        let mut response = self.request(self.first_range(), false).await?;
+        if asks_again_whole(&response) {
+            // An empty object (every range of it is unsatisfiable), or one
+            // of unknown length: the whole of it, in one piece.
+            response = self.request(None, false).await?;
+        }
         let opened = self.open(&response, expected.size)?;
         let total = opened.total;
         self.check_room(&ingest, total)?;
@@ -201,8 +206,13 @@ impl Transfer<'_> {
     }
 
     /// The parts of an object whose first response was part of it.
+    /// Not under `upstream_rate_limit`: the parts would share its rate, each
+    /// flow slowed to a trickle that a read timeout may take for a stall.
     fn parts_of(&self, opened: &Opened) -> Option<Arc<Parts>> {
         self.object?;
+        if self.throttle.is_some_and(|t| t.bytes_per_sec().is_some()) {
+            return None;
+        }
         let (Some(end), Some(total)) = (opened.response_end, opened.total) else {
             return None;
         };
@@ -250,7 +260,7 @@ impl Transfer<'_> {
     ) -> Result<Ingest, FetchError> {
         tracing::info!(url = %self.url, parts = parts.len(), "fetching an object in parts");
         let writer = ingest.part_writer();
-        let workers = futures_util::future::join_all((1..parts.len()).map(|index| {
+        let workers = futures_util::future::try_join_all((1..parts.len()).map(|index| {
             let sink = PartSink {
                 parts,
                 index,
@@ -268,10 +278,15 @@ impl Transfer<'_> {
         };
         tokio::pin!(main, workers);
         // The main future ends once every part is adopted (each worker is
-        // done or has given up by then); failing, it drops the workers.
+        // done or has given up by then); failing, it drops the workers. A
+        // worker that finds the object changed (or the disk full) fails
+        // the download at once, before more of it is served.
         tokio::select! {
             result = &mut main => result,
-            _ = &mut workers => main.await,
+            workers = &mut workers => match workers {
+                Ok(_) => main.await,
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -318,14 +333,18 @@ impl Transfer<'_> {
 
     /// One part's worker: a bounded range request from where the part has
     /// got to, resumed after transient failures. Gives up (the transfer
-    /// then fetches the rest) on any other failure or when its resumes are
-    /// spent.
-    async fn fetch_part(&self, dl: &Download, sink: PartSink<'_>) {
+    /// then fetches the rest) on other failures of the link or when its
+    /// resumes are spent; fails the download when the object changed or
+    /// the disk is full.
+    async fn fetch_part(&self, dl: &Download, sink: PartSink<'_>) -> Result<(), FetchError> {
         let mut resumes = 0u32;
         while sink.pos() < sink.end() {
             let failure = match self.part_body(sink.pos(), sink.end()).await {
-                Ok(body) => match self.pump_part(dl, body, &sink).await {
-                    Ok(()) if sink.pos() >= sink.end() => return,
+                Ok((body, response_end)) => match self.pump_part(dl, body, &sink).await {
+                    Ok(()) if sink.pos() >= sink.end() => return Ok(()),
+                    // A 206 shorter than asked (some CDNs cap a range's
+                    // length) is not a failure: ask for the rest.
+                    Ok(()) if sink.pos() == response_end => continue,
                     Ok(()) => FetchError::Transfer(format!(
                         "{} closed part {} after {} bytes",
                         self.url,
@@ -336,21 +355,25 @@ impl Transfer<'_> {
                 },
                 Err(e) => e,
             };
+            if matches!(failure, FetchError::Changed(_) | FetchError::DiskFull) {
+                return Err(failure);
+            }
             if !is_transient(&failure) || resumes >= self.settings.max_resumes {
                 tracing::warn!(part = sink.index, at = sink.pos(), error = %failure, "a part's worker gave up; the download fetches the rest");
                 sink.parts.abandon(sink.index);
                 dl.part_wrote(0);
-                return;
+                return Ok(());
             }
             resumes += 1;
             self.metrics.resume();
             tokio::time::sleep(backoff(resumes)).await;
         }
+        Ok(())
     }
 
     /// The origin's answer for bytes `pos..end` of the object: a 206 from
-    /// `pos`, of the pinned identity.
-    async fn part_body(&self, pos: u64, end: u64) -> Result<Body, FetchError> {
+    /// `pos`, of the pinned identity; its body and where it ends.
+    async fn part_body(&self, pos: u64, end: u64) -> Result<(Body, u64), FetchError> {
         let response = self.request(Some((pos, Some(end))), true).await?;
         // Another identity first: an origin whose object changed answers
         // `If-Range` with the whole of the new one (a 200).
@@ -361,9 +384,11 @@ impl Transfer<'_> {
             return Err(self.status_error(&response));
         }
         match content_range(&response) {
-            Some((start, _)) if start == pos => Ok(self.body(response)),
+            Some((start, last)) if start == pos && last < end => {
+                Ok((self.body(response), last + 1))
+            }
             other => Err(FetchError::Transfer(format!(
-                "{} answered a part from {pos} with {other:?}",
+                "{} answered a part of {pos}..{end} with {other:?}",
                 self.url
             ))),
         }
@@ -387,6 +412,17 @@ impl Transfer<'_> {
                 Ok(Some(chunk)) => chunk?,
             };
             self.metrics.upstream_bytes(chunk.len() as u64);
+            let free = sink.writer.free_bytes();
+            if free.is_some_and(|f| {
+                f < (chunk.len() as u64).saturating_add(self.settings.disk_reserve)
+            }) {
+                tracing::error!(
+                    ?free,
+                    part = sink.index,
+                    "disk reserve reached mid-download; cutting it"
+                );
+                return Err(FetchError::DiskFull);
+            }
             // Into the page cache: as cheap as the followers' own reads.
             sink.write(&chunk)
                 .map_err(|e| FetchError::Store(e.to_string()))?;
@@ -448,7 +484,10 @@ impl Transfer<'_> {
         let mut skip = 0u64; // bytes to discard from a body that restarted at 0
         let mut resumes = 0u32;
         loop {
-            let failure = match self.pump(body, tx, &mut pos, &mut skip).await {
+            // A part's end is a hard stop: the bytes after it are another
+            // part's, written by its own worker.
+            let stop = end.filter(|&e| Some(e) != total);
+            let failure = match self.pump(body, tx, &mut pos, &mut skip, stop).await {
                 Pumped::WriterStopped => return Ok(()),
                 Pumped::Finished if end.is_none_or(|e| pos >= e) => return Ok(()),
                 Pumped::Finished if response_end == Some(pos) => None,
@@ -479,13 +518,15 @@ impl Transfer<'_> {
         }
     }
 
-    /// Moves one body's chunks to the writer.
+    /// Moves one body's chunks to the writer, none past `stop`: a body
+    /// that runs on beyond it ends there.
     async fn pump(
         &self,
         mut body: Body,
         tx: &mpsc::Sender<Bytes>,
         pos: &mut u64,
         skip: &mut u64,
+        stop: Option<u64>,
     ) -> Pumped {
         loop {
             let next = tokio::time::timeout(self.settings.read_timeout, body.next()).await;
@@ -507,9 +548,16 @@ impl Transfer<'_> {
                     continue;
                 }
             }
+            let overran = stop.is_some_and(|stop| *pos + chunk.len() as u64 > stop);
+            if let Some(stop) = stop.filter(|_| overran) {
+                chunk.truncate((stop - *pos) as usize);
+            }
             *pos += chunk.len() as u64;
             if tx.send(chunk).await.is_err() {
                 return Pumped::WriterStopped;
+            }
+            if overran {
+                return Pumped::Finished;
             }
         }
     }
@@ -774,6 +822,17 @@ fn spawn_writer(
         }
         Ok(ingest)
     })
+}
+
+/// Whether an object's first answer, to its first range, calls for the
+/// whole object instead: a 416 (an empty object: no range of it can be
+/// satisfied) or a 206 that does not say the object's length.
+fn asks_again_whole(response: &reqwest::Response) -> bool {
+    match response.status() {
+        reqwest::StatusCode::RANGE_NOT_SATISFIABLE => true,
+        reqwest::StatusCode::PARTIAL_CONTENT => super::Identity::of(response).len.is_none(),
+        _ => false,
+    }
 }
 
 /// A 206's `Content-Range: bytes first-last/…`: its first and last byte.

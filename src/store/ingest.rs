@@ -89,12 +89,20 @@ impl Partial {
 /// the ingest's own writes (`fetch::parts`), hashed later, when the ingest
 /// adopts it ([`Ingest::adopt`]).
 #[derive(Clone)]
-pub struct PartWriter(Arc<File>);
+pub struct PartWriter {
+    file: Arc<File>,
+    store: Arc<DiskStore>,
+}
 
 impl PartWriter {
     /// Writes `bytes` at `offset`. Blocking, but into the page cache.
     pub fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(bytes, offset)
+        self.file.write_all_at(bytes, offset)
+    }
+
+    /// Space left on the store's filesystem.
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.store.free_bytes()
     }
 }
 
@@ -262,7 +270,10 @@ impl Ingest {
 
     /// A writer for parts of the file beyond what is written (see [`PartWriter`]).
     pub fn part_writer(&self) -> PartWriter {
-        PartWriter(self.file.clone())
+        PartWriter {
+            file: self.file.clone(),
+            store: self.store.clone(),
+        }
     }
 
     /// Counts as written the `len` bytes after what is written, which a

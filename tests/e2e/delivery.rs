@@ -34,6 +34,13 @@ pub struct OriginState {
     min_p1: AtomicU64,
     /// Cut the next body after this many bytes (0: never), once.
     cut_after: AtomicU64,
+    /// Only a body whose range starts here or later is cut (0: any).
+    cut_from: AtomicU64,
+    /// A range it cannot satisfy is a 416, as RFC 9110 has it (by default
+    /// the whole object is sent instead, as many servers do).
+    strict_ranges: AtomicBool,
+    /// A 206 says `bytes first-last/*`: the length withheld.
+    hide_total: AtomicBool,
     /// When cutting, switch to this ETag.
     etag_after_cut: Mutex<Option<String>>,
     /// When cutting, expire tokens below this `P1`.
@@ -271,14 +278,23 @@ fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response
             } else {
                 b.parse().ok()?
             };
-            (start <= end && end < len).then_some((start, end + 1))
+            (start <= end && (end < len || s.strict_ranges.load(Ordering::SeqCst)))
+                .then_some((start, (end + 1).min(len)))
         });
+    if range.is_some_and(|(a, b)| a >= b) {
+        let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE);
+        r.headers_mut()
+            .insert("content-range", format!("bytes */{len}").parse().unwrap());
+        return r;
+    }
     let (code, start, end) = match range {
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
         None => (StatusCode::OK, 0, len),
     };
+    let cut_here = start >= s.cut_from.load(Ordering::SeqCst);
     let cut = match s.reset_after.load(Ordering::SeqCst) {
-        0 => s.cut_after.swap(0, Ordering::SeqCst),
+        0 if cut_here => s.cut_after.swap(0, Ordering::SeqCst),
+        0 => 0,
         reset => reset,
     };
     let stall = s.stall_after.load(Ordering::SeqCst);
@@ -327,7 +343,12 @@ fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response
     if code == StatusCode::PARTIAL_CONTENT {
         h.insert(
             "content-range",
-            format!("bytes {start}-{}/{len}", end - 1).parse().unwrap(),
+            match s.hide_total.load(Ordering::SeqCst) {
+                true => format!("bytes {start}-{}/*", end - 1),
+                false => format!("bytes {start}-{}/{len}", end - 1),
+            }
+            .parse()
+            .unwrap(),
         );
     }
     r
@@ -1237,6 +1258,132 @@ async fn a_large_object_is_fetched_in_parts_side_by_side_each_byte_once() {
         sha256,
         "stored under the SHA-256 of the whole"
     );
+}
+
+/// The origin cuts the last part of a 32 MiB object 3 MiB in: its worker
+/// asks for the rest of the part alone, and the object is stored whole,
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_cut_mid_way_is_resumed_from_where_it_stopped() {
+    const MIB: u64 = 1 << 20;
+    let origin = DoOrigin::start().await;
+    let data = object(32 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.cut_from.store(24 * MIB, Ordering::SeqCst);
+    origin.state.cut_after.store(3 * MIB, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    let whole = h.get(&do_url(8_000)).await;
+    assert_eq!(whole.status(), 200);
+    assert!(whole.bytes().await.unwrap() == data, "byte-exact");
+    within(
+        "the download's end",
+        std::time::Duration::from_secs(60),
+        async || h.running().app.fetcher.status().is_empty(),
+    )
+    .await;
+    assert_eq!(h.stored().len(), 1);
+    // The rest of the part from where its bytes stopped (at most 3 MiB in:
+    // what was on its way when the cut came may be lost).
+    let ranges = origin.state.ranges.lock().unwrap().clone();
+    let resumed = ranges.iter().flatten().any(|r| {
+        let tail = format!("-{}", 32 * MIB - 1);
+        let start = r.strip_prefix("bytes=").and_then(|r| r.strip_suffix(&tail));
+        start
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|s| s > 24 * MIB && s <= 27 * MIB)
+    });
+    assert!(resumed, "the rest of the part alone: {ranges:?}");
+    assert!(h.counter("upcache_upstream_resumes_total").await >= 1);
+}
+
+/// The object changes while a part is on its way: the part's resume finds
+/// another `ETag` and the download fails at once, nothing stored; the next
+/// request downloads the new object from its first byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etag_change_seen_by_a_part_stores_nothing() {
+    const MIB: u64 = 1 << 20;
+    let origin = DoOrigin::start().await;
+    let data = object(32 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.cut_from.store(24 * MIB, Ordering::SeqCst);
+    origin.state.cut_after.store(3 * MIB, Ordering::SeqCst);
+    *origin.state.etag_after_cut.lock().unwrap() = Some("\"v2\"".into());
+    let h = harness(&origin).await;
+    let first = h.get(&do_url(9_000)).await;
+    let got = first.bytes().await;
+    assert!(
+        got.is_err() || got.unwrap().len() < data.len(),
+        "the body is cut"
+    );
+    within(
+        "the download's end",
+        std::time::Duration::from_secs(60),
+        async || h.running().app.fetcher.status().is_empty(),
+    )
+    .await;
+    assert!(h.stored().is_empty(), "nothing stored");
+    assert!(h.counter("upcache_do_identity_changed_total").await >= 1);
+    let again = h.get(&do_url(9_001)).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.bytes().await.unwrap() == data);
+    let firsts = origin
+        .state
+        .ranges
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.as_deref() == Some("bytes=0-8388607"))
+        .count();
+    assert_eq!(firsts, 2, "the next request started afresh");
+}
+
+/// An empty object: its first range cannot be satisfied (416), so it is
+/// asked for whole, and stored. A 206 that withholds the object's length
+/// (`bytes 0-…/*`) is asked for whole too, in one piece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_object_and_one_of_unknown_length_are_asked_for_whole() {
+    let origin = DoOrigin::start().await;
+    origin.state.strict_ranges.store(true, Ordering::SeqCst);
+    origin.add(&object_path(), Bytes::new());
+    let h = harness(&origin).await;
+    let empty = h.get(&do_url(11_000)).await;
+    assert_eq!(empty.status(), 200);
+    assert!(empty.bytes().await.unwrap().is_empty());
+    h.eventually("the empty object stored", |h| h.stored().len() == 1)
+        .await;
+
+    let other = DoOrigin::start().await;
+    other.state.hide_total.store(true, Ordering::SeqCst);
+    let data = object(12 << 20);
+    other.add(&object_path(), data.clone());
+    let h = harness(&other).await;
+    let whole = h.get(&do_url(11_001)).await;
+    assert_eq!(whole.status(), 200);
+    assert!(whole.bytes().await.unwrap() == data);
+    let ranges = other.state.ranges.lock().unwrap().clone();
+    assert_eq!(ranges, vec![Some("bytes=0-8388607".to_owned()), None]);
+}
+
+/// An object under 16 MiB is one download: its first 8 MiB, then the rest
+/// in one request; no parts, no resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_under_16_mib_is_one_download_in_two_requests() {
+    let origin = DoOrigin::start().await;
+    let data = object(12 << 20);
+    origin.add(&object_path(), data.clone());
+    let h = harness(&origin).await;
+    let whole = h.get(&do_url(10_000)).await;
+    assert_eq!(whole.status(), 200);
+    assert!(whole.bytes().await.unwrap() == data);
+    let ranges = origin.state.ranges.lock().unwrap().clone();
+    assert_eq!(
+        ranges,
+        vec![
+            Some("bytes=0-8388607".to_owned()),
+            Some("bytes=8388608-".to_owned())
+        ]
+    );
+    assert_eq!(h.counter("upcache_upstream_resumes_total").await, 0);
 }
 
 /// `do_origin_scheme = "https"`: the object comes over TLS, the origin's
