@@ -84,6 +84,10 @@ pub struct FetchSettings {
     #[serde(rename = "far_ahead_wait_ms", with = "millis")]
     #[schemars(with = "u64")]
     pub far_ahead_wait: Duration,
+    /// Most parts a Delivery Optimization object of 16 MiB or more is
+    /// fetched in side by side: each part is its own connection to the
+    /// origin, at least 8 MiB long. 1: one sequential download.
+    pub do_download_parts: u64,
     /// Refuse any single file larger than this (a catalog size above it is
     /// refused with 507; an unknown size is cut there). Unset: no limit.
     #[serde(with = "opt_size")]
@@ -113,6 +117,7 @@ impl Default for FetchSettings {
             stall: Duration::from_secs(60),
             max_resumes: 5,
             far_ahead_wait: Duration::from_secs(1),
+            do_download_parts: 16,
             max_file_bytes: None,
             disk_reserve: 128 << 20,
         }
@@ -137,6 +142,7 @@ impl std::fmt::Debug for FetchSettings {
             .field("stall", &self.stall)
             .field("max_resumes", &self.max_resumes)
             .field("far_ahead_wait", &self.far_ahead_wait)
+            .field("do_download_parts", &self.do_download_parts)
             .field("max_file_bytes", &self.max_file_bytes)
             .field("disk_reserve", &self.disk_reserve)
             .finish()

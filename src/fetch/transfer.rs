@@ -216,8 +216,9 @@ impl Transfer<'_> {
         let (Some(end), Some(total)) = (opened.response_end, opened.total) else {
             return None;
         };
+        let most = self.settings.do_download_parts;
         (end < total)
-            .then(|| Parts::layout(total))
+            .then(|| Parts::layout(total, most))
             .flatten()
             .map(Arc::new)
     }
