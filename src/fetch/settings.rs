@@ -86,7 +86,7 @@ pub struct FetchSettings {
     pub far_ahead_wait: Duration,
     /// Most parts a Delivery Optimization object of 16 MiB or more is
     /// fetched in side by side: each part is its own connection to the
-    /// origin, at least 8 MiB long. 1: one sequential download.
+    /// origin, at least 8 MiB long. 1: one sequential download; at most 64.
     pub do_download_parts: u64,
     /// Refuse any single file larger than this (a catalog size above it is
     /// refused with 507; an unknown size is cut there). Unset: no limit.
@@ -123,6 +123,9 @@ impl Default for FetchSettings {
         }
     }
 }
+
+/// The most `do_download_parts`: each is a connection to the origin.
+const MAX_DO_PARTS: u64 = 64;
 
 /// The proxy's password is never printed.
 impl std::fmt::Debug for FetchSettings {
@@ -203,6 +206,12 @@ impl FetchSettings {
         }
         if self.max_queued == 0 {
             return Err(Invalid::new("max_queued_downloads", "must be at least 1"));
+        }
+        if !(1..=MAX_DO_PARTS).contains(&self.do_download_parts) {
+            return Err(Invalid::new(
+                "do_download_parts",
+                format!("must be 1 to {MAX_DO_PARTS} (each is a connection to the origin)"),
+            ));
         }
         Ok(())
     }

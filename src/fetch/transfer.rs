@@ -206,11 +206,17 @@ impl Transfer<'_> {
     }
 
     /// The parts of an object whose first response was part of it.
-    /// Not under `upstream_rate_limit`: the parts would share its rate, each
-    /// flow slowed to a trickle that a read timeout may take for a stall.
+    /// Not under `upstream_rate_limit` (the parts would share its rate, each
+    /// flow slowed to a trickle that a read timeout may take for a stall),
+    /// nor below an HQ upcache (`upstream`).
     fn parts_of(&self, opened: &Opened) -> Option<Arc<Parts>> {
         self.object?;
         if self.throttle.is_some_and(|t| t.bytes_per_sec().is_some()) {
+            return None;
+        }
+        // Below an HQ upcache, which fetches in parts itself: a branch's
+        // parts would be ranges far ahead of an HQ download in one piece.
+        if self.settings.upstream.is_some() {
             return None;
         }
         let (Some(end), Some(total)) = (opened.response_end, opened.total) else {
@@ -384,10 +390,9 @@ impl Transfer<'_> {
         if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
             return Err(self.status_error(&response));
         }
+        // An answer running past the part's end is cut there (`pump_part`).
         match content_range(&response) {
-            Some((start, last)) if start == pos && last < end => {
-                Ok((self.body(response), last + 1))
-            }
+            Some((start, last)) if start == pos => Ok((self.body(response), (last + 1).min(end))),
             other => Err(FetchError::Transfer(format!(
                 "{} answered a part of {pos}..{end} with {other:?}",
                 self.url
@@ -412,6 +417,13 @@ impl Transfer<'_> {
                 Ok(None) => return Ok(()),
                 Ok(Some(chunk)) => chunk?,
             };
+            let room = sink.end() - sink.pos();
+            let overran = chunk.len() as u64 > room;
+            let chunk = if overran {
+                chunk.slice(..room as usize)
+            } else {
+                chunk
+            };
             self.metrics.upstream_bytes(chunk.len() as u64);
             let free = sink.writer.free_bytes();
             if free.is_some_and(|f| {
@@ -428,6 +440,9 @@ impl Transfer<'_> {
             sink.write(&chunk)
                 .map_err(|e| FetchError::Store(e.to_string()))?;
             dl.part_wrote(chunk.len() as u64);
+            if overran {
+                return Ok(());
+            }
         }
     }
 
@@ -508,10 +523,10 @@ impl Transfer<'_> {
                 tracing::warn!(url = %self.url, at = pos, attempt = resumes, error = %failure, "resuming download");
                 tokio::time::sleep(backoff(resumes)).await;
             }
-            response_end = end;
             body = match self.reopen(pos, end, total).await {
-                Ok((b, discard)) => {
+                Ok((b, discard, ends)) => {
                     skip = discard;
+                    response_end = ends;
                     b
                 }
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
@@ -564,14 +579,16 @@ impl Transfer<'_> {
     }
 
     /// Asks for the file's bytes from `pos` to `end` (to its end when
-    /// `end` is the file's). Returns the body and how many of its leading
-    /// bytes to discard (all of `pos` if Range was ignored).
+    /// `end` is the file's). Returns the body, how many of its leading
+    /// bytes to discard (all of `pos` if Range was ignored), and where it
+    /// ends: a 206 may be shorter than asked (some CDNs cap a range's
+    /// length), which is no failure: the next request asks for the rest.
     async fn reopen(
         &self,
         pos: u64,
         end: Option<u64>,
         total: Option<u64>,
-    ) -> Result<(Body, u64), FetchError> {
+    ) -> Result<(Body, u64, Option<u64>), FetchError> {
         let bounded = end.filter(|&e| Some(e) != total);
         let response = self.request(Some((pos, bounded)), true).await?;
         if let Some(object) = self.object {
@@ -581,7 +598,7 @@ impl Transfer<'_> {
         }
         match response.status() {
             reqwest::StatusCode::PARTIAL_CONTENT => match content_range(&response) {
-                Some((start, _)) if start == pos => Ok((self.body(response), 0)),
+                Some((start, last)) if start == pos => Ok((self.body(response), 0, Some(last + 1))),
                 other => Err(FetchError::Transfer(format!(
                     "{} answered a resume from {pos} with Content-Range {other:?}",
                     self.url
@@ -590,7 +607,7 @@ impl Transfer<'_> {
             reqwest::StatusCode::OK if bounded.is_none() => {
                 expected_total(total, response.content_length())?;
                 tracing::info!(url = %self.url, "upstream ignored Range; skipping {pos} bytes");
-                Ok((self.body(response), pos))
+                Ok((self.body(response), pos, total))
             }
             _ => Err(self.status_error(&response)),
         }
@@ -848,7 +865,8 @@ fn content_range(response: &reqwest::Response) -> Option<(u64, u64)> {
         .split_once('/')?
         .0
         .split_once('-')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
+    let (first, last) = (first.parse().ok()?, last.parse().ok()?);
+    (first <= last).then_some((first, last))
 }
 
 /// Adopts what a part has written up to `to` into the ingest's hashes

@@ -41,6 +41,12 @@ pub struct OriginState {
     strict_ranges: AtomicBool,
     /// A 206 says `bytes first-last/*`: the length withheld.
     hide_total: AtomicBool,
+    /// A 206 carries at most this many bytes, whatever was asked (0: no
+    /// cap), as some CDNs cap a range.
+    max_range: AtomicU64,
+    /// A range's end is ignored, but for one from the first byte: its 206
+    /// runs to the object's end.
+    ignore_range_end: AtomicBool,
     /// When cutting, switch to this ETag.
     etag_after_cut: Mutex<Option<String>>,
     /// When cutting, expire tokens below this `P1`.
@@ -273,10 +279,17 @@ fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response
         .and_then(|r| r.split_once('-'))
         .and_then(|(a, b)| {
             let start: u64 = a.parse().ok()?;
-            let end: u64 = if b.is_empty() {
-                len - 1
+            let ignored = start > 0 && s.ignore_range_end.load(Ordering::SeqCst);
+            let end: u64 = if b.is_empty() || ignored {
+                len.saturating_sub(1)
             } else {
                 b.parse().ok()?
+            };
+            let cap = s.max_range.load(Ordering::SeqCst);
+            let end = if cap > 0 {
+                end.min(start + cap - 1)
+            } else {
+                end
             };
             (start <= end && (end < len || s.strict_ranges.load(Ordering::SeqCst)))
                 .then_some((start, (end + 1).min(len)))
@@ -1362,6 +1375,55 @@ async fn an_empty_object_and_one_of_unknown_length_are_asked_for_whole() {
     assert!(whole.bytes().await.unwrap() == data);
     let ranges = other.state.ranges.lock().unwrap().clone();
     assert_eq!(ranges, vec![Some("bytes=0-8388607".to_owned()), None]);
+}
+
+/// An origin that caps every range at 3 MiB (some CDNs do): each short
+/// 206 is followed by a request for the rest, never counted as a resume,
+/// both for a download in one piece and for one in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_the_origin_answers_shorter_than_asked_are_continued_not_resumed() {
+    for mib in [12usize, 32] {
+        let origin = DoOrigin::start().await;
+        origin.state.max_range.store(3 << 20, Ordering::SeqCst);
+        let data = object(mib << 20);
+        origin.add(&object_path(), data.clone());
+        let h = harness(&origin).await;
+        let whole = h.get(&do_url(12_000)).await;
+        assert_eq!(whole.status(), 200);
+        assert!(whole.bytes().await.unwrap() == data, "{mib} MiB byte-exact");
+        within(
+            "the download's end",
+            std::time::Duration::from_secs(60),
+            async || h.running().app.fetcher.status().is_empty(),
+        )
+        .await;
+        assert_eq!(h.stored().len(), 1);
+        assert_eq!(origin.body_bytes(), (mib << 20) as u64, "each byte once");
+        assert_eq!(h.counter("upcache_upstream_resumes_total").await, 0);
+    }
+}
+
+/// An origin that ignores a range's end: each part's answer runs on to
+/// the object's end, and is cut at the part's end; nothing is resumed,
+/// and the object is stored byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_the_origin_answers_past_their_end_are_cut_at_it() {
+    let origin = DoOrigin::start().await;
+    origin.state.ignore_range_end.store(true, Ordering::SeqCst);
+    let data = object(32 << 20);
+    origin.add(&object_path(), data.clone());
+    let h = harness(&origin).await;
+    let whole = h.get(&do_url(13_000)).await;
+    assert_eq!(whole.status(), 200);
+    assert!(whole.bytes().await.unwrap() == data);
+    within(
+        "the download's end",
+        std::time::Duration::from_secs(60),
+        async || h.running().app.fetcher.status().is_empty(),
+    )
+    .await;
+    assert_eq!(h.stored().len(), 1);
+    assert_eq!(h.counter("upcache_upstream_resumes_total").await, 0);
 }
 
 /// An object under 16 MiB is one download: its first 8 MiB, then the rest

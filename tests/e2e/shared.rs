@@ -32,8 +32,7 @@ fn start_weed() -> Option<Weed> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap().keep();
-    // gRPC ports are the HTTP ones + 10000: pick a base with room above.
-    let base = 20000 + (std::process::id() % 1000) as u16 * 10;
+    let base = free_weed_ports();
     let port = |i: u16| (base + i).to_string();
     let mut cmd = Command::new("weed");
     cmd.args([
@@ -70,7 +69,7 @@ fn start_weed() -> Option<Weed> {
     });
     let mut child = rx.recv().unwrap().expect("weed starts");
     let s3 = format!("127.0.0.1:{}", port(3));
-    for _ in 0..240 {
+    for _ in 0..480 {
         // The bucket, then one object: a fresh SeaweedFS grows its first
         // volumes on the first write, which can take seconds.
         if create_bucket(&s3) && put(&s3, "/upcache/warm-up", b"ready") {
@@ -84,6 +83,24 @@ fn start_weed() -> Option<Weed> {
     let _ = child.kill();
     let _ = child.wait();
     panic!("SeaweedFS did not come up on {s3}");
+}
+
+/// A base for SeaweedFS's four HTTP ports (base..base+4) whose gRPC ports
+/// (each + 10000) are free too. All stay below Linux's ephemeral range
+/// (32768 up): there, the suite's own connections took a gRPC port now
+/// and then, and weed never came up (seen twice in full runs).
+fn free_weed_ports() -> u16 {
+    let first = (std::process::id() % 1000) as u16;
+    (0..1000u16)
+        .map(|i| 10000 + ((first + i) % 1000) * 12)
+        .find(|&base| {
+            let ports = (0..4).flat_map(|i| [base + i, base + i + 10000]);
+            let held: Vec<_> = ports
+                .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)))
+                .collect();
+            held.iter().all(Result::is_ok)
+        })
+        .expect("a free range of ports for SeaweedFS")
 }
 
 /// `PUT /upcache` (anonymous: this SeaweedFS has no identities); whether it took.
