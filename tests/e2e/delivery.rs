@@ -1237,12 +1237,7 @@ async fn a_large_object_is_fetched_in_parts_side_by_side_each_byte_once() {
         !h.running().app.fetcher.status().is_empty(),
         "served from its part while the download runs"
     );
-    within(
-        "the download's end",
-        std::time::Duration::from_secs(60),
-        async || h.running().app.fetcher.status().is_empty(),
-    )
-    .await;
+    download_ended(&h).await;
     let mut ranges: Vec<String> = origin
         .state
         .ranges
@@ -1288,12 +1283,7 @@ async fn a_part_cut_mid_way_is_resumed_from_where_it_stopped() {
     let whole = h.get(&do_url(8_000)).await;
     assert_eq!(whole.status(), 200);
     assert!(whole.bytes().await.unwrap() == data, "byte-exact");
-    within(
-        "the download's end",
-        std::time::Duration::from_secs(60),
-        async || h.running().app.fetcher.status().is_empty(),
-    )
-    .await;
+    download_ended(&h).await;
     assert_eq!(h.stored().len(), 1);
     // The rest of the part from where its bytes stopped (at most 3 MiB in:
     // what was on its way when the cut came may be lost).
@@ -1328,12 +1318,7 @@ async fn an_etag_change_seen_by_a_part_stores_nothing() {
         got.is_err() || got.unwrap().len() < data.len(),
         "the body is cut"
     );
-    within(
-        "the download's end",
-        std::time::Duration::from_secs(60),
-        async || h.running().app.fetcher.status().is_empty(),
-    )
-    .await;
+    download_ended(&h).await;
     assert!(h.stored().is_empty(), "nothing stored");
     assert!(h.counter("upcache_do_identity_changed_total").await >= 1);
     let again = h.get(&do_url(9_001)).await;
@@ -1391,12 +1376,7 @@ async fn ranges_the_origin_answers_shorter_than_asked_are_continued_not_resumed(
         let whole = h.get(&do_url(12_000)).await;
         assert_eq!(whole.status(), 200);
         assert!(whole.bytes().await.unwrap() == data, "{mib} MiB byte-exact");
-        within(
-            "the download's end",
-            std::time::Duration::from_secs(60),
-            async || h.running().app.fetcher.status().is_empty(),
-        )
-        .await;
+        download_ended(&h).await;
         assert_eq!(h.stored().len(), 1);
         assert_eq!(origin.body_bytes(), (mib << 20) as u64, "each byte once");
         assert_eq!(h.counter("upcache_upstream_resumes_total").await, 0);
@@ -1416,12 +1396,7 @@ async fn parts_the_origin_answers_past_their_end_are_cut_at_it() {
     let whole = h.get(&do_url(13_000)).await;
     assert_eq!(whole.status(), 200);
     assert!(whole.bytes().await.unwrap() == data);
-    within(
-        "the download's end",
-        std::time::Duration::from_secs(60),
-        async || h.running().app.fetcher.status().is_empty(),
-    )
-    .await;
+    download_ended(&h).await;
     assert_eq!(h.stored().len(), 1);
     assert_eq!(h.counter("upcache_upstream_resumes_total").await, 0);
 }
@@ -1517,6 +1492,18 @@ async fn https_origins_are_fetched_over_tls_trusting_upstream_ca() {
     assert!(direct.state.connects.lock().unwrap().is_empty(), "no proxy");
     h.settled().await;
     assert_eq!(h.stored().len(), 1);
+}
+
+/// Waits for the object's download to end: stored, or failed and gone
+/// (a download of tens of MiB may take longer than `eventually`'s bound on
+/// a loaded machine).
+async fn download_ended(h: &Harness) {
+    within(
+        "the download's end",
+        std::time::Duration::from_secs(60),
+        async || h.running().app.fetcher.status().is_empty(),
+    )
+    .await;
 }
 
 /// Nothing of a failed download is left: no stored object, no index entry,
