@@ -400,6 +400,18 @@ impl Transfer<'_> {
         }
     }
 
+    /// A body's next chunk, `None` at its end; a read that waits longer
+    /// than `read_timeout` is a timeout.
+    async fn next_chunk(&self, body: &mut Body) -> Result<Option<Bytes>, FetchError> {
+        match tokio::time::timeout(self.settings.read_timeout, body.next()).await {
+            Err(_) => Err(FetchError::Timeout(format!(
+                "{} stalled for {:?}",
+                self.url, self.settings.read_timeout
+            ))),
+            Ok(next) => next.transpose(),
+        }
+    }
+
     /// Writes one part's body where it belongs, waking the followers.
     async fn pump_part(
         &self,
@@ -408,14 +420,8 @@ impl Transfer<'_> {
         sink: &PartSink<'_>,
     ) -> Result<(), FetchError> {
         loop {
-            let next = tokio::time::timeout(self.settings.read_timeout, body.next()).await;
-            let chunk = match next {
-                Err(_) => {
-                    let why = format!("{} stalled for {:?}", self.url, self.settings.read_timeout);
-                    return Err(FetchError::Timeout(why));
-                }
-                Ok(None) => return Ok(()),
-                Ok(Some(chunk)) => chunk?,
+            let Some(chunk) = self.next_chunk(&mut body).await? else {
+                return Ok(());
             };
             let room = sink.end() - sink.pos();
             let overran = chunk.len() as u64 > room;
@@ -426,16 +432,7 @@ impl Transfer<'_> {
             };
             self.metrics.upstream_bytes(chunk.len() as u64);
             let free = sink.writer.free_bytes();
-            if free.is_some_and(|f| {
-                f < (chunk.len() as u64).saturating_add(self.settings.disk_reserve)
-            }) {
-                tracing::error!(
-                    ?free,
-                    part = sink.index,
-                    "disk reserve reached mid-download; cutting it"
-                );
-                return Err(FetchError::DiskFull);
-            }
+            check_reserve(free, chunk.len() as u64, sink.pos(), self.settings)?;
             // Into the page cache: as cheap as the followers' own reads.
             sink.write(&chunk)
                 .map_err(|e| FetchError::Store(e.to_string()))?;
@@ -545,15 +542,10 @@ impl Transfer<'_> {
         stop: Option<u64>,
     ) -> Pumped {
         loop {
-            let next = tokio::time::timeout(self.settings.read_timeout, body.next()).await;
-            let mut chunk = match next {
-                Err(_) => {
-                    let why = format!("{} stalled for {:?}", self.url, self.settings.read_timeout);
-                    return Pumped::Failed(FetchError::Timeout(why));
-                }
+            let mut chunk = match self.next_chunk(&mut body).await {
+                Ok(Some(chunk)) => chunk,
                 Ok(None) => return Pumped::Finished,
-                Ok(Some(Err(e))) => return Pumped::Failed(e),
-                Ok(Some(Ok(chunk))) => chunk,
+                Err(e) => return Pumped::Failed(e),
             };
             self.metrics.upstream_bytes(chunk.len() as u64);
             if *skip > 0 {
@@ -743,11 +735,22 @@ fn check_write(ingest: &Ingest, len: u64, settings: &FetchSettings) -> Result<()
     if let Some(max) = settings.max_file_bytes.filter(|&max| size > max) {
         return Err(FetchError::LargerThanLimit { size, max });
     }
-    match ingest.free_bytes() {
+    check_reserve(ingest.free_bytes(), len, size - len, settings)
+}
+
+/// Refuses a write of `len` bytes (`at` of the file written before it)
+/// that would run the disk into its reserve.
+fn check_reserve(
+    free: Option<u64>,
+    len: u64,
+    at: u64,
+    settings: &FetchSettings,
+) -> Result<(), FetchError> {
+    match free {
         Some(free) if free < len.saturating_add(settings.disk_reserve) => {
             tracing::error!(
                 free,
-                written = size - len,
+                written = at,
                 "disk reserve reached mid-download; cutting it"
             );
             Err(FetchError::DiskFull)
