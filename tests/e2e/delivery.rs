@@ -643,8 +643,30 @@ async fn the_mcc_health_probe_is_served_from_the_origin_and_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it() {
+    let requests_before_the_kill = kill_mid_object_then_restart(8 << 20).await;
+    assert_eq!(requests_before_the_kill, 1, "8 MiB is fetched in one piece");
+}
+
+/// A large object is fetched in parts side by side, each written at its
+/// own offsets: a temp file killed mid-way has holes. None of it may
+/// survive as the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_mid_object_in_parts_then_a_restart_fetches_it_whole_and_keeps_it() {
+    let requests_before_the_kill = kill_mid_object_then_restart(48 << 20).await;
+    assert!(
+        requests_before_the_kill > 2,
+        "parts were under way at the kill: {requests_before_the_kill} requests"
+    );
+}
+
+/// Starts a download of an object of `len` bytes from an origin paced to
+/// 8 MiB/s a response, kills the server with SIGKILL once 2 MiB have been
+/// sent, restarts it, and checks that nothing partial survived, that the
+/// object is then fetched byte-exact, and that a second restart serves it
+/// from the store. Returns the origin's requests before the kill.
+async fn kill_mid_object_then_restart(len: usize) -> u64 {
     let origin = DoOrigin::start().await;
-    let data = object(8 << 20);
+    let data = object(len);
     origin.add(&object_path(), data.clone());
     origin.state.rate.store(8 << 20, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
@@ -670,6 +692,11 @@ async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it(
     assert!(origin.body_bytes() > 2 << 20, "the download was under way");
     server.child.kill().unwrap(); // SIGKILL mid-object
     server.child.wait().unwrap();
+    let requests_before_the_kill = origin.requests();
+    assert!(
+        origin.body_bytes() < len as u64,
+        "killed before the origin had sent it all"
+    );
     let _ = download.await;
     drop(server);
 
@@ -680,14 +707,15 @@ async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it(
         server.body(&do_url(4_000_000_001)).await == data,
         "byte-exact after the kill"
     );
-    let requests = origin.state.requests.load(Ordering::SeqCst);
+    let requests = origin.requests();
     drop(server);
 
     // Stored and indexed: a restart serves it without the origin.
     let server = spawn(dir.path().to_owned(), proxy).await.unwrap();
     assert!(server.body(&do_url(4_000_000_002)).await == data);
-    assert_eq!(origin.state.requests.load(Ordering::SeqCst), requests);
+    assert_eq!(origin.requests(), requests);
     drop(server);
+    requests_before_the_kill
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
