@@ -373,6 +373,7 @@ impl Transfer<'_> {
             }
             resumes += 1;
             self.metrics.resume();
+            dl.resumed();
             tokio::time::sleep(backoff(resumes)).await;
         }
         Ok(())
@@ -516,7 +517,7 @@ impl Transfer<'_> {
                 }
                 resumes += 1;
                 self.metrics.resume();
-                dl.update(|p| p.resumes = resumes);
+                dl.resumed();
                 tracing::warn!(url = %self.url, at = pos, attempt = resumes, error = %failure, "resuming download");
                 tokio::time::sleep(backoff(resumes)).await;
             }

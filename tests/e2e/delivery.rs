@@ -1327,6 +1327,41 @@ async fn a_part_cut_mid_way_is_resumed_from_where_it_stopped() {
     assert!(h.counter("upcache_upstream_resumes_total").await >= 1);
 }
 
+/// Status counts what the parts do: a part's resume is a resume, and the
+/// rate is every part's bytes, not the first part's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_the_resumes_and_bytes_of_every_part() {
+    const MIB: u64 = 1 << 20;
+    let origin = DoOrigin::start().await;
+    let data = object(32 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.rate.store(4 * MIB, Ordering::SeqCst);
+    origin.state.cut_from.store(24 * MIB, Ordering::SeqCst);
+    origin.state.cut_after.store(MIB, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    let url = h.url(&do_url(8_500));
+    let download = tokio::spawn(async move { reqwest::get(url).await?.bytes().await });
+    let (mut resumes, mut rates) = (0, vec![]);
+    while !download.is_finished() {
+        let status = h.admin_json("/api/v1/status").await;
+        if let Some(fetch) = status["fetches"].as_array().and_then(|f| f.first()) {
+            resumes = resumes.max(fetch["resumes"].as_u64().unwrap());
+            rates.extend(fetch["bytes_per_second"].as_u64().filter(|&r| r > 0));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(download.await.unwrap().unwrap() == data, "byte-exact");
+    assert!(resumes >= 1, "the cut part's resume is counted");
+    // Four parts, each paced to 4 MiB/s: together well above one flow for
+    // most of the download.
+    rates.sort_unstable();
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0);
+    assert!(
+        median > 6 * MIB,
+        "the rate counts every part: median {median} B/s of {rates:?}"
+    );
+}
+
 /// The object changes while a part is on its way: the part's resume finds
 /// another `ETag` and the download fails at once, nothing stored; the next
 /// request downloads the new object from its first byte.
