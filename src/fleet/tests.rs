@@ -827,7 +827,9 @@ fn memberships_of_many_computers_come_page_by_page_each_once() {
     let primary = world(Targeting::Server);
     let follower = world(Targeting::Server);
     let pilot = primary.catalog.create_group("Pilot").unwrap().id;
-    // Three pages' worth, all stamped with the same change number.
+    let ring = primary.catalog.create_group("Ring").unwrap().id;
+    // Three pages' worth, all stamped with the same change number; every
+    // third in Ring too, every fifth in no group of its own (taken out).
     let n = 2 * 1024 + 7;
     primary
         .fleet
@@ -836,7 +838,10 @@ fn memberships_of_many_computers_come_page_by_page_each_once() {
             "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {n})
              INSERT INTO computers(id, registered, groups_changed)
                  SELECT 'pc-' || i, 0, (SELECT seq FROM change_seq) FROM k;
-             INSERT INTO group_members(cid, gid) SELECT cid, {pilot} FROM computers;"
+             INSERT INTO group_members(cid, gid) SELECT cid, {pilot} FROM computers
+                 WHERE cid % 5 != 0;
+             INSERT INTO group_members(cid, gid) SELECT cid, {ring} FROM computers
+                 WHERE cid % 3 = 0 AND cid % 5 != 0;"
         ))
         .unwrap();
     let (_, computers, doc) = pull(&primary, &follower, 0, 0);
@@ -852,9 +857,23 @@ fn memberships_of_many_computers_come_page_by_page_each_once() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), n);
-    register(&follower.fleet, &format!("pc-{n}"), "");
+    // Each with its own groups, on either side of the pages' ends.
+    for i in [1, 3, 5, 15, 1023, 1024, 1025, 2048, 2049, n] {
+        let id = format!("pc-{i}");
+        register(&follower.fleet, &id, "");
+        assert_eq!(
+            group_names(&follower, &id),
+            group_names(&primary, &id),
+            "{id}"
+        );
+    }
     assert_eq!(
-        group_names(&follower, &format!("pc-{n}")),
-        ["All Computers", "Pilot"]
+        group_names(&follower, "pc-15"),
+        ["All Computers", "Unassigned Computers"]
     );
+    assert_eq!(
+        group_names(&follower, "pc-3"),
+        ["All Computers", "Pilot", "Ring"]
+    );
+    assert_eq!(group_names(&follower, "pc-1"), ["All Computers", "Pilot"]);
 }
