@@ -190,10 +190,10 @@ pub struct ClientServices {
 }
 
 /// What a computer's groups make of the catalog's approvals: the state of
-/// each update for it, and its deadlines.
+/// each update for it, and its deployments (deadline, when last changed).
 pub(crate) type Approved = (
     HashMap<String, crate::catalog::UpdateState>,
-    web_service::Deadlines,
+    web_service::Deployments,
 );
 
 /// Approvals as of a catalog change number and an index, per group set.
