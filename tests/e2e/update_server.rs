@@ -990,8 +990,23 @@ async fn a_client_asking_for_xpress_gets_answers_that_decode_to_the_plain_ones()
     let config = envelope(&format!(
         "<GetConfig xmlns=\"{CLIENT_NS}\"><protocolVersion>2.90</protocolVersion></GetConfig>"
     ));
+    // An answer over the size encoded on the worker itself: 800
+    // categories, each echoed back (encoded on the blocking pool).
+    let categories: String = (0..800)
+        .map(|i| {
+            format!(
+                "<CategoryRelationship><IndexOfAndGroup>0</IndexOfAndGroup>\
+                 <CategoryId>{i:08x}-7410-4a95-8b89-{i:012x}</CategoryId></CategoryRelationship>"
+            )
+        })
+        .collect();
+    let category_scan = envelope(&format!(
+        "<StartCategoryScan xmlns=\"{CLIENT_NS}\"><requestedCategories>{categories}\
+         </requestedCategories></StartCategoryScan>"
+    ));
     let calls = [
         ("GetExtendedUpdateInfo", extended),
+        ("StartCategoryScan", category_scan),
         ("GetConfig", config),
         // A fault travels compressed too.
         (
@@ -1020,6 +1035,13 @@ async fn a_client_asking_for_xpress_gets_answers_that_decode_to_the_plain_ones()
             decoded == plain,
             "{op}: the decoded answer differs from the plain one"
         );
+        if op == "StartCategoryScan" {
+            assert!(
+                plain.len() > upcache::wsus::client::XPRESS_INLINE_BYTES,
+                "{op}: {} bytes",
+                plain.len()
+            );
+        }
         if op == "GetExtendedUpdateInfo" {
             assert!(
                 String::from_utf8_lossy(&plain).contains("<Xml>"),
