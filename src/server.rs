@@ -685,7 +685,11 @@ where
         xpress: crate::wsus::client::xpress::accepted(&parts.headers),
     };
     let response = match body {
-        Some(body) => updates.answer(service, &parts.method, parts.uri.query(), &body, &call),
+        Some(body) => {
+            updates
+                .answer(service, &parts.method, parts.uri.query(), &body, &call)
+                .await
+        }
         // Over the bound, or the body broke off.
         None => updates.too_large(),
     };

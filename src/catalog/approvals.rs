@@ -18,8 +18,28 @@ use serde::{Deserialize, Serialize};
 use super::groups::ALL_COMPUTERS;
 use super::CatalogError;
 
-/// Each update's group approvals: (group id, deadline).
-pub type ByUpdate = HashMap<String, Vec<(i64, Option<i64>)>>;
+/// Each update's group approvals.
+pub type ByUpdate = HashMap<String, Vec<Approval>>;
+
+/// One group's approval of an update, as a scan reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Approval {
+    pub gid: i64,
+    /// Unix seconds by which computers must install it, if any.
+    pub deadline: Option<i64>,
+    /// Unix seconds when it was made or its deadline last changed.
+    pub approved: i64,
+}
+
+/// What a computer's groups make of an update's approvals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Effective {
+    /// The earliest deadline among them.
+    pub deadline: Option<i64>,
+    /// The latest of their `approved` times: when the deployment last
+    /// changed for this computer.
+    pub changed: i64,
+}
 
 /// One group's approval of an update.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +92,9 @@ pub mod deadline_text {
 }
 
 /// Approves `uid` for group `gid` (replacing that group's deadline);
-/// whether that changed anything.
+/// whether that changed anything. A new approval or a new deadline is
+/// dated now; approving again as it stands changes nothing, its date
+/// included.
 pub(super) fn approve(
     tx: &Transaction<'_>,
     uid: i64,
@@ -82,7 +104,8 @@ pub(super) fn approve(
     let changed = tx
         .prepare_cached(
             "INSERT INTO update_approvals(uid, gid, deadline) VALUES (?1, ?2, ?3)
-             ON CONFLICT(uid, gid) DO UPDATE SET deadline = excluded.deadline
+             ON CONFLICT(uid, gid) DO UPDATE SET deadline = excluded.deadline,
+                                                 approved = unixepoch()
              WHERE deadline IS NOT excluded.deadline",
         )?
         .execute(params![uid, gid, deadline])?
@@ -140,17 +163,23 @@ pub(super) fn of_update(db: &Connection, uid: i64) -> Result<Vec<GroupApproval>,
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The group approvals (group id, deadline) of these updates (ids
-/// lowercase): what a scan offers to whom.
+/// The group approvals of these updates (ids lowercase): what a scan
+/// offers to whom.
 pub(super) fn for_updates(db: &Connection, ids: &[&str]) -> Result<ByUpdate, CatalogError> {
     let mut q = db.prepare_cached(
-        "SELECT a.gid, a.deadline FROM updates u JOIN update_approvals a ON a.uid = u.uid
-         WHERE u.id = ?1",
+        "SELECT a.gid, a.deadline, a.approved FROM updates u
+         JOIN update_approvals a ON a.uid = u.uid WHERE u.id = ?1",
     )?;
     let mut out = HashMap::new();
     for id in ids {
-        let rows: Vec<(i64, Option<i64>)> = q
-            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        let rows: Vec<Approval> = q
+            .query_map([id], |r| {
+                Ok(Approval {
+                    gid: r.get(0)?,
+                    deadline: r.get(1)?,
+                    approved: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                })
+            })?
             .collect::<Result<_, _>>()?;
         if !rows.is_empty() {
             out.insert((*id).to_owned(), rows);
@@ -161,39 +190,85 @@ pub(super) fn for_updates(db: &Connection, ids: &[&str]) -> Result<ByUpdate, Cat
 
 /// What an approval for `groups` (a computer's groups, `All Computers`
 /// included) comes to: approved when one of them has it, with the
-/// earliest deadline among them.
-pub fn effective(approvals: &[(i64, Option<i64>)], groups: &[i64]) -> Option<Option<i64>> {
-    let mut hit = false;
-    let mut deadline: Option<i64> = None;
-    for (gid, d) in approvals {
-        if *gid == ALL_COMPUTERS || groups.contains(gid) {
-            hit = true;
-            deadline = match (deadline, *d) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+/// earliest deadline among them, changed when the last of them changed.
+pub fn effective(approvals: &[Approval], groups: &[i64]) -> Option<Effective> {
+    let mut out: Option<Effective> = None;
+    for a in approvals {
+        if a.gid != ALL_COMPUTERS && !groups.contains(&a.gid) {
+            continue;
         }
+        out = Some(match out {
+            None => Effective {
+                deadline: a.deadline,
+                changed: a.approved,
+            },
+            Some(e) => Effective {
+                deadline: match (e.deadline, a.deadline) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                },
+                changed: e.changed.max(a.approved),
+            },
+        });
     }
-    hit.then_some(deadline)
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn approval(gid: i64, deadline: Option<i64>, approved: i64) -> Approval {
+        Approval {
+            gid,
+            deadline,
+            approved,
+        }
+    }
+
     #[test]
     fn a_computer_gets_the_approvals_of_its_groups_and_the_earliest_deadline() {
         let pilot = 3;
         let staff = 4;
-        let approvals = [(pilot, Some(200)), (staff, Some(100))];
-        assert_eq!(effective(&approvals, &[pilot]), Some(Some(200)));
-        assert_eq!(effective(&approvals, &[pilot, staff]), Some(Some(100)));
-        assert_eq!(effective(&approvals, &[5]), None);
-        assert_eq!(effective(&[(ALL_COMPUTERS, None)], &[]), Some(None));
+        let approvals = [
+            approval(pilot, Some(200), 10),
+            approval(staff, Some(100), 20),
+        ];
+        let at = |groups: &[i64]| effective(&approvals, groups).map(|e| e.deadline);
+        assert_eq!(at(&[pilot]), Some(Some(200)));
+        assert_eq!(at(&[pilot, staff]), Some(Some(100)));
+        assert_eq!(at(&[5]), None);
         assert_eq!(
-            effective(&[(ALL_COMPUTERS, None), (pilot, Some(7))], &[pilot]),
+            effective(&[approval(ALL_COMPUTERS, None, 1)], &[]).map(|e| e.deadline),
+            Some(None)
+        );
+        assert_eq!(
+            effective(
+                &[
+                    approval(ALL_COMPUTERS, None, 1),
+                    approval(pilot, Some(7), 2)
+                ],
+                &[pilot]
+            )
+            .map(|e| e.deadline),
             Some(Some(7))
         );
+    }
+
+    /// The deployment a computer gets changed when the latest of its
+    /// groups' approvals did; other groups' do not count.
+    #[test]
+    fn a_computer_s_deployment_changed_when_its_groups_last_approval_did() {
+        let (pilot, staff) = (3, 4);
+        let approvals = [
+            approval(ALL_COMPUTERS, None, 100),
+            approval(pilot, Some(7), 300),
+            approval(staff, None, 200),
+        ];
+        let changed = |groups: &[i64]| effective(&approvals, groups).map(|e| e.changed);
+        assert_eq!(changed(&[]), Some(100));
+        assert_eq!(changed(&[staff]), Some(200));
+        assert_eq!(changed(&[pilot, staff]), Some(300));
     }
 
     #[test]

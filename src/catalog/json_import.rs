@@ -99,7 +99,9 @@ fn row_to_write(
 
 /// The group approvals the document lists for an approved update, in place
 /// of the update's (groups missing here are made, by name); none listed
-/// leaves the `All Computers` approval the state brought.
+/// leaves the `All Computers` approval the state brought. An approval the
+/// update already has, with the same deadline, keeps its date (a follower
+/// takes an update again whenever its primary writes it).
 fn import_approvals(
     tx: &rusqlite::Transaction<'_>,
     uid: i64,
@@ -108,17 +110,30 @@ fn import_approvals(
     if u.doc.state != Some(UpdateState::Approved) || u.doc.approvals.is_empty() {
         return Ok(());
     }
-    tx.prepare_cached("DELETE FROM update_approvals WHERE uid = ?1")?
-        .execute([uid])?;
+    let mut listed = Vec::with_capacity(u.doc.approvals.len());
     for a in &u.doc.approvals {
         let name = super::groups::check_name(&a.group)?;
         tx.prepare_cached("INSERT OR IGNORE INTO computer_groups(name) VALUES (?1)")?
             .execute([name])?;
+        let gid: i64 = tx
+            .prepare_cached("SELECT gid FROM computer_groups WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))?;
         tx.prepare_cached(
-            "INSERT OR REPLACE INTO update_approvals(uid, gid, deadline)
-             SELECT ?1, gid, ?3 FROM computer_groups WHERE name = ?2",
+            "INSERT INTO update_approvals(uid, gid, deadline) VALUES (?1, ?2, ?3)
+             ON CONFLICT(uid, gid) DO UPDATE SET deadline = excluded.deadline,
+                                                 approved = unixepoch()
+             WHERE deadline IS NOT excluded.deadline",
         )?
-        .execute(params![uid, name, a.deadline])?;
+        .execute(params![uid, gid, a.deadline])?;
+        listed.push(gid);
+    }
+    let held: Vec<i64> = tx
+        .prepare_cached("SELECT gid FROM update_approvals WHERE uid = ?1")?
+        .query_map([uid], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for gid in held.into_iter().filter(|g| !listed.contains(g)) {
+        tx.prepare_cached("DELETE FROM update_approvals WHERE uid = ?1 AND gid = ?2")?
+            .execute(params![uid, gid])?;
     }
     touch_files_of(tx, uid)
 }

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 8;
+const VERSION: i64 = 9;
 
 const V1: &str = "
 CREATE TABLE updates (
@@ -208,6 +208,21 @@ CREATE TRIGGER groups_deleted AFTER DELETE ON computer_groups BEGIN
 END;
 ";
 
+/// When each group's approval was made or last changed (unix seconds):
+/// what a scan sends as its deployment's `LastChangeTime`. Approvals of an
+/// older catalog are dated at the upgrade (made by then, when exactly is
+/// not known). Any insert that names no time (the state triggers of `V6`,
+/// rules, imports) is dated by the trigger; a change of deadline dates the
+/// row anew where it is written (`approvals::approve`).
+const V9: &str = "
+ALTER TABLE update_approvals ADD COLUMN approved INTEGER;
+UPDATE update_approvals SET approved = unixepoch();
+CREATE TRIGGER approvals_dated AFTER INSERT ON update_approvals
+    WHEN NEW.approved IS NULL BEGIN
+    UPDATE update_approvals SET approved = unixepoch() WHERE uid = NEW.uid AND gid = NEW.gid;
+END;
+";
+
 /// Starts a write transaction's change number (see `V5`).
 pub fn bump_change_seq(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute("UPDATE change_seq SET seq = seq + 1", [])?;
@@ -272,8 +287,11 @@ pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
         conn.execute_batch(&format!("BEGIN; {V7} PRAGMA user_version = 7; COMMIT;"))?;
     }
     if version < 8 {
+        conn.execute_batch(&format!("BEGIN; {V8} PRAGMA user_version = 8; COMMIT;"))?;
+    }
+    if version < 9 {
         conn.execute_batch(&format!(
-            "BEGIN; {V8} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V9} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -344,6 +362,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(approvals(&conn), [("c".to_owned(), 1), ("d".to_owned(), 1)]);
+    }
+
+    /// Approvals of a version 8 catalog are dated at the upgrade; an
+    /// approval written afterwards without a date (the state triggers, a
+    /// rule) is dated when written.
+    #[test]
+    fn version_8_approvals_are_dated_at_the_upgrade_and_new_ones_when_made() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!(
+            "{V1} {V2} {V3} {V4} {V5} {V6} {V7} {V8} PRAGMA user_version = 8;"
+        ))
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO updates(id, revision, title, state) VALUES ('a', 1, 'A', 'approved');",
+        )
+        .unwrap();
+        let before: i64 = conn
+            .query_row("SELECT unixepoch()", [], |r| r.get(0))
+            .unwrap();
+        prepare(&conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO updates(id, revision, title, state) VALUES ('b', 1, 'B', 'approved');",
+        )
+        .unwrap();
+        let after: i64 = conn
+            .query_row("SELECT unixepoch()", [], |r| r.get(0))
+            .unwrap();
+        let dates: Vec<(String, Option<i64>)> = conn
+            .prepare("SELECT u.id, a.approved FROM update_approvals a JOIN updates u USING (uid) ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(dates.len(), 2, "{dates:?}");
+        for (id, at) in dates {
+            let at = at.unwrap_or_else(|| panic!("{id}: no date"));
+            assert!(
+                (before..=after).contains(&at),
+                "{id}: {at} not in {before}..={after}"
+            );
+        }
     }
 
     /// A catalog written by version 3 (hex text keys) keeps its updates,

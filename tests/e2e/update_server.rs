@@ -67,6 +67,8 @@ pub(crate) struct Offer {
     pub(crate) update_id: String,
     pub(crate) action: String,
     pub(crate) is_leaf: bool,
+    /// Its deployment's `LastChangeTime`.
+    pub(crate) last_change: String,
     /// The call (1-based) it came in.
     pub(crate) call: usize,
 }
@@ -298,6 +300,9 @@ fn parse_offer(info: &str, call: usize) -> Offer {
         update_id: core[id_at..id_at + 36].to_ascii_lowercase(),
         action: action.to_owned(),
         is_leaf: between(info, "IsLeaf") == Some("true"),
+        last_change: between(deployment, "LastChangeTime")
+            .expect("[MS-WUSP] 2.2.2.2.4: LastChangeTime MUST be present")
+            .to_owned(),
         call,
     }
 }
@@ -885,6 +890,53 @@ async fn the_driver_pass_offers_approved_drivers_for_the_computers_devices() {
     assert!(all_between(new, "UpdateInfo").is_empty(), "{body}");
 }
 
+/// [MS-WUSP] 2.2.2.2.4: a deployment's `LastChangeTime` is the date (an
+/// `s:date`) its approval was made: an approval made on another day shows
+/// that day (the bundle's leaf, deployed with it, too), and one taken back
+/// and made again shows the day it was made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_is_dated_by_its_approval_and_a_new_approval_dates_it_anew() {
+    let h = Harness::new().await;
+    synced(&h).await;
+    h.set_state(BUNDLE, "approve").await;
+    // The approval made on 2025-03-04 (written in the server's own catalog
+    // file, before any scan read it).
+    let db = rusqlite::Connection::open(h.dir.path().join("catalog.sqlite3")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let dated = db
+        .execute(
+            "UPDATE update_approvals SET approved = 1741046400
+             WHERE uid = (SELECT uid FROM updates WHERE id = ?1)",
+            [BUNDLE],
+        )
+        .unwrap();
+    assert_eq!(dated, 1);
+    drop(db);
+
+    let mut pc = Client::start(&h, "").await;
+    pc.machine = machine();
+    let offers = pc.scan().await;
+    let seen = by_id(&offers);
+    assert_eq!(seen[BUNDLE].action, "Install");
+    assert_eq!(seen[BUNDLE].last_change, "2025-03-04", "{offers:#?}");
+    assert_eq!(seen[LEAF].action, "Bundle");
+    assert_eq!(seen[LEAF].last_change, "2025-03-04", "{offers:#?}");
+
+    let today = || time::OffsetDateTime::now_utc().date().to_string();
+    let before = today();
+    h.set_state(BUNDLE, "unapprove").await;
+    h.set_state(BUNDLE, "approve").await;
+    let mut fresh = Client::start(&h, "").await;
+    fresh.machine = machine();
+    let offers = fresh.scan().await;
+    let after = today();
+    let got = &by_id(&offers)[BUNDLE].last_change;
+    assert!(
+        *got == before || *got == after,
+        "{got}, made {before}..{after}"
+    );
+}
+
 /// One call's status, headers and body bytes, `Accept-Encoding: xpress`
 /// or not (as a Windows client sends it to a WSUS).
 async fn raw_call(
@@ -938,8 +990,23 @@ async fn a_client_asking_for_xpress_gets_answers_that_decode_to_the_plain_ones()
     let config = envelope(&format!(
         "<GetConfig xmlns=\"{CLIENT_NS}\"><protocolVersion>2.90</protocolVersion></GetConfig>"
     ));
+    // An answer over the size encoded on the worker itself: 800
+    // categories, each echoed back (encoded on the blocking pool).
+    let categories: String = (0..800)
+        .map(|i| {
+            format!(
+                "<CategoryRelationship><IndexOfAndGroup>0</IndexOfAndGroup>\
+                 <CategoryId>{i:08x}-7410-4a95-8b89-{i:012x}</CategoryId></CategoryRelationship>"
+            )
+        })
+        .collect();
+    let category_scan = envelope(&format!(
+        "<StartCategoryScan xmlns=\"{CLIENT_NS}\"><requestedCategories>{categories}\
+         </requestedCategories></StartCategoryScan>"
+    ));
     let calls = [
         ("GetExtendedUpdateInfo", extended),
+        ("StartCategoryScan", category_scan),
         ("GetConfig", config),
         // A fault travels compressed too.
         (
@@ -968,6 +1035,13 @@ async fn a_client_asking_for_xpress_gets_answers_that_decode_to_the_plain_ones()
             decoded == plain,
             "{op}: the decoded answer differs from the plain one"
         );
+        if op == "StartCategoryScan" {
+            assert!(
+                plain.len() > upcache::wsus::client::XPRESS_INLINE_BYTES,
+                "{op}: {} bytes",
+                plain.len()
+            );
+        }
         if op == "GetExtendedUpdateInfo" {
             assert!(
                 String::from_utf8_lossy(&plain).contains("<Xml>"),

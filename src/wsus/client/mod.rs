@@ -190,10 +190,10 @@ pub struct ClientServices {
 }
 
 /// What a computer's groups make of the catalog's approvals: the state of
-/// each update for it, and its deadlines.
+/// each update for it, and its deployments (deadline, when last changed).
 pub(crate) type Approved = (
     HashMap<String, crate::catalog::UpdateState>,
-    web_service::Deadlines,
+    web_service::Deployments,
 );
 
 /// Approvals as of a catalog change number and an index, per group set.
@@ -202,6 +202,15 @@ struct Approvals {
     last_rid: i64,
     by_groups: HashMap<Vec<i64>, Arc<Approved>>,
 }
+
+/// Largest answer `xpress`-encoded on the async worker itself; a larger
+/// one goes to the blocking pool. At the encoder's ~3 µs a KiB (release
+/// build, XML), 16 KiB is ~50 µs of a worker, within the 10-100 µs a task
+/// may run between awaits; handing an answer to the pool costs ~5 µs
+/// (~50 µs on the loaded shared machine), as much as encoding 1-16 KiB,
+/// so smaller answers (cookies, configuration, reports, faults) stay
+/// inline. Measured on 2026-12-02, see benches/README.md.
+pub const XPRESS_INLINE_BYTES: usize = 16 << 10;
 
 /// Group sets kept per catalog change (computers share a few).
 const MAX_GROUP_SETS: usize = 1024;
@@ -265,8 +274,10 @@ impl ClientServices {
 
     /// Answers one request to `service` (its body read, within the bound):
     /// `xpress`-encoded when the client asked for it (and `wusp_xpress` is
-    /// on), as a WSUS does, and `Vary: Accept-Encoding` either way.
-    pub fn answer(
+    /// on), as a WSUS does, and `Vary: Accept-Encoding` either way. An
+    /// answer over [`XPRESS_INLINE_BYTES`] is encoded on the blocking pool,
+    /// not on the async worker (a page of 30 updates takes ~0.8 ms).
+    pub async fn answer(
         &self,
         service: Service,
         method: &Method,
@@ -275,16 +286,31 @@ impl ClientServices {
         call: &Call<'_>,
     ) -> Response<Bytes> {
         let mut response = self.answer_plain(service, method, query, body, call);
-        let headers = response.headers_mut();
-        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        if call.xpress && self.settings.wusp_xpress {
-            headers.insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(xpress::CODING),
-            );
-            let packed = xpress::encode(response.body());
-            *response.body_mut() = Bytes::from(packed);
+        response
+            .headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        if !(call.xpress && self.settings.wusp_xpress) {
+            return response;
         }
+        let plain = response.body().clone();
+        let packed = if plain.len() <= XPRESS_INLINE_BYTES {
+            xpress::encode(&plain)
+        } else {
+            match tokio::task::spawn_blocking(move || xpress::encode(&plain)).await {
+                Ok(packed) => packed,
+                // The encoder panicked: the answer goes plain, which a
+                // client that asked for `xpress` still reads.
+                Err(e) => {
+                    tracing::error!(error = %e, "xpress encoding failed; answered plain");
+                    return response;
+                }
+            }
+        };
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(xpress::CODING),
+        );
+        *response.body_mut() = Bytes::from(packed);
         response
     }
 

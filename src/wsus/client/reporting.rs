@@ -74,23 +74,22 @@ pub fn event(e: &Element) -> Event {
 }
 
 /// A GUID as text (`8-4-4-4-12` hex digits, braces allowed) as its 16
-/// bytes in the order written; the zero GUID names nothing.
+/// bytes in the order written; the zero GUID names nothing. The shape is
+/// the one status reports are read with ([`crate::fleet::status::is_guid`]).
 fn parse_guid(text: &str) -> Option<[u8; 16]> {
     let text = text
         .strip_prefix('{')
         .and_then(|t| t.strip_suffix('}'))
         .unwrap_or(text);
-    let groups: Vec<&str> = text.split('-').collect();
-    if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
-        return None;
-    }
-    let hex = groups.concat();
-    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !crate::fleet::status::is_guid(text) {
         return None;
     }
     let mut bytes = [0u8; 16];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    let mut at = 0;
+    for group in text.split('-') {
+        let end = at + group.len() / 2;
+        hex::decode_to_slice(group, &mut bytes[at..end]).ok()?;
+        at = end;
     }
     (bytes != [0; 16]).then_some(bytes)
 }

@@ -138,6 +138,14 @@ impl ScanIndex {
         self.by_id.get(id).map(|&i| &self.revisions[i])
     }
 
+    /// The bundles that carry a leaf (by update id); none for others.
+    pub fn bundles_of(&self, leaf: &str) -> &[String] {
+        self.bundled_by
+            .get(leaf)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
     pub fn revisions(&self) -> impl Iterator<Item = &ScanRevision> {
         self.revisions.iter()
     }

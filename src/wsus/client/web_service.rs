@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 
+use crate::catalog::approvals::Effective;
 use crate::catalog::UpdateState;
 use crate::digest::Sha1Digest;
 use crate::metadata::store::RevisionFile;
@@ -158,7 +159,7 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
     })?;
     let groups = s.fleet.groups_of(&claims.client_id)?;
     let approved = approval_states(s, &index, &groups)?;
-    let (states, deadlines) = (&approved.0, &approved.1);
+    let (states, deployments) = (&approved.0, &approved.1);
     let answer = index.answer(
         &Ask {
             installed_non_leaf: &p.installed_non_leaf,
@@ -174,13 +175,13 @@ fn sync_updates(s: &ClientServices, op: &Element, c: &Call<'_>) -> Result<String
     for o in &answer.new {
         let f = split(s, o.revision.rid)?;
         let core = f.as_deref().map_or("", |f| &f.core);
-        update_info(&mut w, o, deadline(deadlines, o), Some(core));
+        update_info(&mut w, o, &deployed(deployments, &index, o), Some(core));
     }
     w.close("NewUpdates");
     if !answer.changed.is_empty() {
         w.open("ChangedUpdates", "");
         for o in &answer.changed {
-            update_info(&mut w, o, deadline(deadlines, o), None);
+            update_info(&mut w, o, &deployed(deployments, &index, o), None);
         }
         w.close("ChangedUpdates");
     }
@@ -236,8 +237,9 @@ fn bool_text(b: bool) -> &'static str {
     }
 }
 
-/// Deadlines of the updates approved for the computer, by update id.
-pub(crate) type Deadlines = HashMap<String, i64>;
+/// What the computer's groups make of the approvals of each update
+/// approved for it (deadline, when last changed), by update id.
+pub(crate) type Deployments = HashMap<String, Effective>;
 
 /// [`read_approvals`], kept until the catalog or the index changes (a
 /// scan storm asks it hundreds of times a second, for a few group sets).
@@ -251,40 +253,78 @@ fn approval_states(
 
 /// The catalog's approvals of every update a scan may offer, as they are
 /// for a computer in `groups`: approved for one of them (with the earliest
-/// of their deadlines), not approved when only other groups have it, and
-/// declined for everyone.
+/// of their deadlines and the latest of their dates), not approved when
+/// only other groups have it, and declined for everyone.
 fn read_approvals(
     s: &ClientServices,
     index: &ScanIndex,
     groups: &[i64],
-) -> Result<(HashMap<String, UpdateState>, Deadlines), ClientError> {
+) -> Result<(HashMap<String, UpdateState>, Deployments), ClientError> {
     let ids = index.approvable_ids(index.revisions());
     let mut states = s.catalog.states_of(&ids)?;
     let approvals = s.catalog.group_approvals_of(&ids)?;
-    let mut deadlines = Deadlines::new();
+    let mut deployments = Deployments::new();
     for (id, state) in states.iter_mut() {
         if *state != UpdateState::Approved {
             continue;
         }
         let by_group = approvals.get(id).map(Vec::as_slice).unwrap_or_default();
         match crate::catalog::approvals::effective(by_group, groups) {
-            Some(Some(deadline)) => {
-                deadlines.insert(id.clone(), deadline);
+            Some(e) => {
+                deployments.insert(id.clone(), e);
             }
-            Some(None) => {}
             None => *state = UpdateState::NotApproved,
         }
     }
-    Ok((states, deadlines))
+    Ok((states, deployments))
 }
 
-/// The deadline of an offered `Install` (a bundle's leaf installs with
-/// its bundle, and has none of its own).
-fn deadline(deadlines: &Deadlines, o: &Offered<'_>) -> Option<i64> {
-    match o.action {
-        super::scan::Action::Install => deadlines.get(&o.revision.update_id).copied(),
-        _ => None,
+/// What an offered revision's `Deployment` says beyond its action.
+struct Deployed {
+    /// Unix seconds; only an `Install` has one (a bundle's leaf installs
+    /// with its bundle, and has none of its own).
+    deadline: Option<i64>,
+    /// `LastChangeTime`, as [MS-WUSP] 2.2.2.2.4 (`Deployment`) defines it:
+    /// when the deployment was created, an `s:date` (`YYYY-MM-DD`,
+    /// [XMLSCHEMA2] 3.2.9; typed `s:string` in the WSDL), and the element
+    /// MUST be present.
+    last_change: String,
+}
+
+/// The date of the `Evaluate` deployments upcache makes of every revision
+/// it offers without an approval: there is no approval to date them by,
+/// and a fixed date tells a client they never changed.
+const EVALUATE_SINCE: &str = "2026-01-01";
+
+/// The deployment of an offered revision for this computer: an `Install`
+/// is dated by its approval for the computer's groups (the latest, when
+/// several of them approved it), a `Bundle` leaf by the latest approval
+/// among its approved bundles, an `Evaluate` by [`EVALUATE_SINCE`].
+fn deployed(deployments: &Deployments, index: &ScanIndex, o: &Offered<'_>) -> Deployed {
+    use super::scan::Action;
+    let own = deployments.get(&o.revision.update_id);
+    let changed = match o.action {
+        Action::Install => own.map(|e| e.changed),
+        Action::Bundle => index
+            .bundles_of(&o.revision.update_id)
+            .iter()
+            .filter_map(|b| deployments.get(b).map(|e| e.changed))
+            .max(),
+        Action::Evaluate => None,
+    };
+    Deployed {
+        deadline: own
+            .filter(|_| o.action == Action::Install)
+            .and_then(|e| e.deadline),
+        last_change: changed.map_or_else(|| EVALUATE_SINCE.to_owned(), date),
     }
+}
+
+/// The UTC date of a unix time, `YYYY-MM-DD`.
+fn date(unix: i64) -> String {
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
 }
 
 /// The fragments of a stored revision, escaped (`None`: no such revision).
@@ -298,7 +338,7 @@ fn split(
 /// `<UpdateInfo>`: the id, the deployment (with its deadline, which comes
 /// after `Action` in WSUS's `Deployment`), whether a leaf, the core
 /// fragment (escaped already).
-fn update_info(w: &mut Xml, o: &Offered<'_>, deadline: Option<i64>, core: Option<&str>) {
+fn update_info(w: &mut Xml, o: &Offered<'_>, d: &Deployed, core: Option<&str>) {
     let r = o.revision;
     w.open("UpdateInfo", "")
         .leaf("ID", &r.rid.to_string())
@@ -306,11 +346,11 @@ fn update_info(w: &mut Xml, o: &Offered<'_>, deadline: Option<i64>, core: Option
         // One deployment per revision and action: a new approval is a new id.
         .leaf("ID", &deployment_id(r.rid, o.action).to_string())
         .leaf("Action", o.action.as_str());
-    if let Some(d) = deadline {
-        w.leaf("Deadline", &super::rfc3339(d.max(0) as u64));
+    if let Some(deadline) = d.deadline {
+        w.leaf("Deadline", &super::rfc3339(deadline.max(0) as u64));
     }
     w.leaf("IsAssigned", "true")
-        .leaf("LastChangeTime", "2026-01-01")
+        .leaf("LastChangeTime", &d.last_change)
         .leaf("AutoSelect", "0")
         .leaf("AutoDownload", "0")
         .leaf("SupersedenceBehavior", "0")

@@ -68,7 +68,7 @@ pub fn apply(d: &Deployments, meta: &MetaStore, catalog: &Catalog) -> Result<u64
             .get(&id)
             .into_iter()
             .flatten()
-            .filter_map(|(gid, deadline)| Some((group_names.get(gid)?.clone(), *deadline)))
+            .filter_map(|a| Some((group_names.get(&a.gid)?.clone(), a.deadline)))
             .collect();
         let result = if hidden.contains(id.as_str()) {
             (state != UpdateState::Declined)

@@ -96,11 +96,12 @@ pub fn current(
                     .filter(|(link, _, _)| link == "bundles")
                     .map(|(_, _, leaf)| leaf)
                     .collect();
-                for (gid, deadline) in approvals.get(id).into_iter().flatten() {
-                    let Some(group) = guids.get(gid) else {
+                for a in approvals.get(id).into_iter().flatten() {
+                    let Some(group) = guids.get(&a.gid) else {
                         continue;
                     };
-                    let deadline = deadline
+                    let deadline = a
+                        .deadline
                         .map(crate::catalog::approvals::deadline_text::format)
                         .unwrap_or_else(|| NO_DEADLINE.into());
                     let at = |id: &str, rev: u32, action: i32| {
