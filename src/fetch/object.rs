@@ -60,12 +60,19 @@ impl Identity {
     }
 
     /// Whether `other` may be the same bytes: every field both know agrees.
+    /// `ETag`s are compared when both are strong or both weak: a weak tag
+    /// beside a strong one says nothing of the bytes. (An HQ upcache tags
+    /// an object it is still fetching `W/"upcache-downloading"`, and the
+    /// same bytes `"sha256:…"` once stored, when the origin gave no strong
+    /// tag: a branch's resume across that moment is no change.)
     pub fn agrees(&self, other: &Identity) -> bool {
         fn same<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
             a.is_none() || b.is_none() || a == b
         }
+        let weak = |tag: &Option<String>| tag.as_deref().map(|t| t.starts_with("W/"));
+        let comparable = weak(&self.etag) == weak(&other.etag);
         same(&self.len, &other.len)
-            && same(&self.etag, &other.etag)
+            && (!comparable || same(&self.etag, &other.etag))
             && same(&self.last_modified, &other.last_modified)
     }
 
@@ -520,5 +527,35 @@ mod tests {
             ..pinned
         };
         assert_eq!(weak.if_range(), Some("date"));
+    }
+
+    #[test]
+    fn a_weak_etag_is_compared_with_weak_ones_only() {
+        let tagged = |tag: &str| Identity {
+            len: Some(10),
+            etag: Some(tag.into()),
+            last_modified: None,
+        };
+        let downloading = tagged("W/\"upcache-downloading\"");
+        assert!(
+            downloading.agrees(&tagged("\"sha256:ab\"")),
+            "weak beside strong"
+        );
+        assert!(tagged("\"sha256:ab\"").agrees(&downloading));
+        assert!(
+            !downloading.agrees(&tagged("W/\"other\"")),
+            "weak beside weak"
+        );
+        assert!(
+            !tagged("\"a\"").agrees(&tagged("\"b\"")),
+            "strong beside strong"
+        );
+        assert!(
+            !downloading.agrees(&Identity {
+                len: Some(11),
+                ..tagged("\"sha256:ab\"")
+            }),
+            "the length still counts"
+        );
     }
 }
