@@ -390,10 +390,14 @@ async fn export_catalog(
         .members_since
         .map(|since| crate::catalog::FleetExport {
             since,
-            // A follower's memberships are its primary's, and partly held
-            // by client id only: it does not pass them on.
-            members: app.fleet.settings().targeting == crate::fleet::Targeting::Server
-                && app.follower.is_none(),
+            // A follower passes on the memberships it took from its
+            // primary, so they travel down a chain of followers.
+            members: (app.fleet.settings().targeting == crate::fleet::Targeting::Server).then(
+                || match app.follower {
+                    None => crate::catalog::Memberships::Own,
+                    Some(_) => crate::catalog::Memberships::Mirrored,
+                },
+            ),
         });
     tokio::task::spawn_blocking(move || {
         let out =

@@ -28,9 +28,21 @@ pub struct FleetExport {
     /// The change number of the last memberships it applied (0: none yet,
     /// send them all).
     pub since: u64,
-    /// Whether memberships are this node's to give (`targeting =
-    /// "server"`); the group list goes either way.
-    pub members: bool,
+    /// Which memberships this node gives (`targeting = "server"`; none
+    /// with `"client"`); the group list goes either way.
+    pub members: Option<Memberships>,
+}
+
+/// Whose memberships an export gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memberships {
+    /// A primary's: its computers' groups, as its administrators set them
+    /// (`computers.groups_changed` stamps them).
+    Own,
+    /// A follower's: those it took from its primary, by client id, known
+    /// here or not (`primary_computers` stamps them), so that they pass
+    /// down a chain of followers.
+    Mirrored,
 }
 
 /// Writes every update with its files and approval state to `out` (with
@@ -39,7 +51,8 @@ pub struct FleetExport {
 ///
 /// With `fleet`: first the own groups (all of them, when one changed after
 /// `fleet.since` or that is 0), and after the updates the groups of every
-/// computer whose groups changed after `fleet.since` (with `members`).
+/// computer whose groups changed after `fleet.since` (with `members`: on
+/// a follower, those it mirrors, stamped with its own change numbers).
 /// Groups are read with the change number; memberships page by page, as
 /// updates are, with the same guarantee: one that moves meanwhile is
 /// stamped above the `seq` written and comes again next time.
@@ -92,13 +105,17 @@ pub(super) fn write_catalog<W: Write>(
         after = Some(last);
     }
     out.write_all(b"],").map_err(io)?;
-    if let Some(f) = fleet.filter(|f| f.members) {
+    if let Some((since, whose)) = fleet.and_then(|f| Some((f.since, f.members?))) {
         out.write_all(b"\n\"members\":[").map_err(io)?;
+        let sql = match whose {
+            Memberships::Own => MEMBERS_PAGE_SQL,
+            Memberships::Mirrored => MIRRORED_PAGE_SQL,
+        };
         let mut after = (0, 0);
         let mut first = true;
         loop {
             page.clear();
-            let Some(last) = read_members(db, &mut page, f.since, after, first)? else {
+            let Some(last) = read_members(db, sql, &mut page, since, after, first)? else {
                 break;
             };
             out.write_all(&page).map_err(io)?;
@@ -214,12 +231,26 @@ const MEMBERS_PAGE_SQL: &str = "
     LEFT JOIN group_members m ON m.cid = p.cid AND m.gid > 2
     ORDER BY p.groups_changed, p.cid, m.gid";
 
+/// [`MEMBERS_PAGE_SQL`] for the memberships a follower took from its
+/// primary: the client ids `primary_computers` stamps, each with its
+/// groups in `primary_members` (sought the same way).
+const MIRRORED_PAGE_SQL: &str = "
+    WITH page AS (
+        SELECT changed, pcid, id FROM primary_computers WHERE changed = ?1 AND pcid > ?2
+        UNION ALL
+        SELECT changed, pcid, id FROM primary_computers WHERE changed > ?1
+        ORDER BY 1, 2 LIMIT ?3)
+    SELECT p.changed, p.pcid, p.id, m.gid FROM page p
+    LEFT JOIN primary_members m ON m.id = p.id AND m.gid > 2
+    ORDER BY p.changed, p.pcid, m.gid";
+
 /// Serialises the next page of computers whose groups changed after
-/// `since` (in `(stamp, cid)` order, after `after`) into `page`, in one
-/// read transaction and one query ([`MEMBERS_PAGE_SQL`]); the key of its
-/// last one, or `None` at the end.
+/// `since` (in `(stamp, key)` order, after `after`) into `page`, in one
+/// read transaction and one query (`sql`: [`MEMBERS_PAGE_SQL`] or
+/// [`MIRRORED_PAGE_SQL`]); the key of its last one, or `None` at the end.
 fn read_members(
     db: &Connection,
+    sql: &str,
     page: &mut Vec<u8>,
     since: u64,
     after: (i64, i64),
@@ -232,7 +263,7 @@ fn read_members(
         after
     };
     let snapshot = db.unchecked_transaction()?;
-    let mut stmt = snapshot.prepare_cached(MEMBERS_PAGE_SQL)?;
+    let mut stmt = snapshot.prepare_cached(sql)?;
     let mut rows = stmt.query(rusqlite::params![from.0, from.1, MEMBERS_PAGE as i64])?;
     let mut last = None;
     let mut member: Option<MemberDoc> = None;
@@ -294,16 +325,14 @@ mod tests {
     use super::*;
 
     /// The plan SQLite makes of a memberships page on the real schema.
-    fn plan_of_a_page() -> Vec<String> {
+    fn plan_of_a_page(sql: &str) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::DiskStore::open(dir.path(), 16).unwrap();
         let catalog = crate::catalog::Catalog::open(dir.path(), store).unwrap();
         // The fleet's tables, in the same file.
         crate::fleet::Fleet::open(dir.path(), crate::fleet::FleetSettings::default()).unwrap();
         let db = catalog.db();
-        let mut stmt = db
-            .prepare(&format!("EXPLAIN QUERY PLAN {MEMBERS_PAGE_SQL}"))
-            .unwrap();
+        let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let plan = stmt
             .query_map(rusqlite::params![5, 190_000, 1024], |r| {
                 r.get::<_, String>(3)
@@ -316,7 +345,7 @@ mod tests {
 
     #[test]
     fn a_memberships_page_seeks_its_first_computer() {
-        let plan = plan_of_a_page();
+        let plan = plan_of_a_page(MEMBERS_PAGE_SQL);
         assert!(
             plan.iter()
                 .any(|d| d.contains("(groups_changed=? AND cid>?)")),
@@ -324,6 +353,17 @@ mod tests {
         );
         assert!(
             !plan.iter().any(|d| d.starts_with("SCAN computers")),
+            "{plan:#?}"
+        );
+        let plan = plan_of_a_page(MIRRORED_PAGE_SQL);
+        assert!(
+            plan.iter().any(|d| d.contains("(changed=? AND pcid>?)")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|d| d.starts_with("SCAN primary_") || d.starts_with("SCAN m")),
             "{plan:#?}"
         );
     }

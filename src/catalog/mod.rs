@@ -21,7 +21,7 @@ pub mod scancab;
 mod schema;
 mod xml_import;
 
-pub use export::FleetExport;
+pub use export::{FleetExport, Memberships};
 pub use import::{ImportReport, ImportStatus};
 pub use index::{FileEntry, Location, StoredFile};
 pub use json::CatalogDoc;

@@ -6,7 +6,8 @@
 //! - The URL carries a client's short-lived token. Every join offers its
 //!   own ([`ObjectSource::offer`]); a resume the origin refuses with 403 or
 //!   410 (the token expired) waits for a fresher one, which the next
-//!   client's request brings, and goes on from the bytes written.
+//!   client's request brings, and goes on from the bytes written. (Not
+//!   from the shared tier: its presigned URL has no successor.)
 //! - The identity (length, `ETag`, `Last-Modified`) is pinned from the first
 //!   response. Resumes send `If-Range`; a response of another identity
 //!   fails the download ([`FetchError::Changed`]): nothing is stored, the
@@ -103,15 +104,34 @@ pub struct ObjectSource {
     url: watch::Sender<String>,
     identity: OnceLock<Identity>,
     client: reqwest::Client,
+    /// Clients bring fresh URLs (their tokens): a URL refused on a resume
+    /// is waited past. A presigned URL of the shared tier has no successor.
+    renewable: bool,
 }
 
 impl ObjectSource {
+    /// A source whose URL each joining client renews with its token.
     fn new(url: String, client: reqwest::Client) -> ObjectSource {
         ObjectSource {
             url: watch::Sender::new(url),
             identity: OnceLock::new(),
             client,
+            renewable: true,
         }
+    }
+
+    /// A source whose one URL nobody renews (the shared tier's presigned
+    /// URL, valid for hours: a refusal there is not a token's expiry).
+    fn fixed(url: String, client: reqwest::Client) -> ObjectSource {
+        ObjectSource {
+            renewable: false,
+            ..ObjectSource::new(url, client)
+        }
+    }
+
+    /// Whether a URL refused on a resume may be followed by a fresher one.
+    pub(super) fn is_renewable(&self) -> bool {
+        self.renewable
     }
 
     /// A client's URL: the freshest token is used from the next request on.
@@ -448,7 +468,7 @@ impl Fetcher {
         let ingest = self.begin(dl)?;
         // The bucket's own identity (its ETag) is pinned on a source of its
         // own: a resume from the bucket is checked against it.
-        let bucket = ObjectSource::new(found.url.clone(), self.client.clone());
+        let bucket = ObjectSource::fixed(found.url.clone(), self.client.clone());
         let transfer = transfer::Transfer {
             client: &self.client,
             throttle: None,

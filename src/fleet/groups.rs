@@ -79,7 +79,9 @@ fn stamp(db: &Connection, cid: i64) -> rusqlite::Result<()> {
 /// A follower's keeper of the primary's memberships (server-side
 /// targeting): by client id in `primary_members`, so that a computer
 /// that first comes here later lands in its groups (a trigger does it as
-/// its row is made), and at once for the computers known here.
+/// its row is made), and at once for the computers known here. Each id
+/// is stamped in `primary_computers` with this pull's change number, so
+/// that this node passes the memberships on to its own followers.
 #[derive(Debug, Default)]
 pub struct FromPrimary {
     /// Computers whose groups a pull brought.
@@ -88,13 +90,23 @@ pub struct FromPrimary {
 
 impl crate::catalog::PrimaryMembers for FromPrimary {
     fn clear(&mut self, db: &Connection) -> rusqlite::Result<()> {
-        db.execute_batch("DELETE FROM primary_members; DELETE FROM group_members;")
+        // Every id held is passed on again: in the groups this pull
+        // brings, or in none if it brings none for it.
+        db.execute_batch(
+            "DELETE FROM primary_members; DELETE FROM group_members;
+             UPDATE primary_computers SET changed = (SELECT seq FROM change_seq);",
+        )
     }
 
     fn set(&mut self, db: &Connection, id: &str, gids: &[i64]) -> rusqlite::Result<()> {
         self.computers += 1;
         db.prepare_cached("DELETE FROM primary_members WHERE id = ?1")?
             .execute([id])?;
+        db.prepare_cached(
+            "INSERT INTO primary_computers(id, changed) VALUES (?1, (SELECT seq FROM change_seq))
+             ON CONFLICT(id) DO UPDATE SET changed = excluded.changed",
+        )?
+        .execute([id])?;
         let mut insert =
             db.prepare_cached("INSERT OR IGNORE INTO primary_members(id, gid) VALUES (?1, ?2)")?;
         for gid in gids {

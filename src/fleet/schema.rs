@@ -150,15 +150,33 @@ CREATE UNIQUE INDEX computer_events_once ON computer_events(cid, instance)
     WHERE instance IS NOT NULL;
 ";
 
+/// A follower's memberships for its own followers. `primary_computers`
+/// stamps each client id the primary's memberships named with this node's
+/// change number (`change_seq`) of the pull that last brought its groups,
+/// or of the full pull that replaced them all; a follower of this follower
+/// asks for the ones stamped since its last pull, as it would ask a
+/// primary by `computers.groups_changed`. A row stays when its computer
+/// leaves every group: that is a change to pass on too.
+const V6: &str = "
+CREATE TABLE primary_computers (
+    pcid    INTEGER PRIMARY KEY,
+    id      TEXT NOT NULL UNIQUE,        -- the client's id
+    changed INTEGER NOT NULL             -- change_seq of the pull that brought its groups
+);
+CREATE INDEX primary_computers_changed ON primary_computers(changed, pcid);
+INSERT INTO primary_computers(id, changed)
+    SELECT DISTINCT id, (SELECT seq FROM change_seq) FROM primary_members ORDER BY id;
+";
+
 /// Creates or migrates the tables (the catalog's must exist: the groups).
 pub fn prepare(conn: &Connection) -> rusqlite::Result<()> {
-    prepare_to(conn, 5)
+    prepare_to(conn, 6)
 }
 
 /// [`prepare`] up to version `last` (tests make older data directories).
 pub(super) fn prepare_to(conn: &Connection, last: i64) -> rusqlite::Result<()> {
     let key = "clients_schema_version";
-    let steps: [(i64, &str); 5] = [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+    let steps: [(i64, &str); 6] = [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
     for (version, ddl) in steps.into_iter().take_while(|&(v, _)| v <= last) {
         // Foreign keys off while V2 rebuilds and renames the tables.
         conn.pragma_update(

@@ -625,11 +625,22 @@ fn duplicates_stored_before_instance_ids_do_not_stop_the_migration() {
 /// memberships `members` since; the change number reached, how many
 /// computers' groups came, and the document.
 fn pull(from: &World, to: &World, since: u64, members: u64) -> (u64, u64, String) {
+    pull_as(from, to, since, members, crate::catalog::Memberships::Own)
+}
+
+/// [`pull`] with `from` giving `whose` memberships.
+fn pull_as(
+    from: &World,
+    to: &World,
+    since: u64,
+    members: u64,
+    whose: crate::catalog::Memberships,
+) -> (u64, u64, String) {
     use crate::catalog::{FleetExport, FollowMembers};
     let mut doc = Vec::new();
     let ask = FleetExport {
         since: members,
-        members: true,
+        members: Some(whose),
     };
     from.catalog
         .export_to(&mut doc, Some(since), Some(ask))
@@ -876,4 +887,62 @@ fn memberships_of_many_computers_come_page_by_page_each_once() {
         ["All Computers", "Pilot", "Ring"]
     );
     assert_eq!(group_names(&follower, "pc-1"), ["All Computers", "Pilot"]);
+}
+
+#[test]
+fn a_follower_passes_the_memberships_it_took_on_to_its_own_follower() {
+    use crate::catalog::Memberships::Mirrored;
+    let primary = world(Targeting::Server);
+    let middle = world(Targeting::Server);
+    let last = world(Targeting::Server);
+    primary.catalog.create_group("Pilot").unwrap();
+    primary.catalog.create_group("Ring").unwrap();
+    for id in ["a", "b", "c"] {
+        register(&primary.fleet, id, "");
+    }
+    let groups = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    primary.fleet.set_groups("a", &groups(&["Pilot"])).unwrap();
+    primary
+        .fleet
+        .set_groups("b", &groups(&["Pilot", "Ring"]))
+        .unwrap();
+    let (p1, _, _) = pull(&primary, &middle, 0, 0);
+    let (m1, computers, doc) = pull_as(&middle, &last, 0, 0, Mirrored);
+    assert_eq!(computers, 2, "{doc}");
+    // Known at the chain's end only now: placed as they come.
+    for id in ["a", "b", "c"] {
+        register(&last.fleet, id, "");
+    }
+    assert_eq!(group_names(&last, "a"), ["All Computers", "Pilot"]);
+    assert_eq!(group_names(&last, "b"), ["All Computers", "Pilot", "Ring"]);
+    assert_eq!(
+        group_names(&last, "c"),
+        ["All Computers", "Unassigned Computers"]
+    );
+    let (_, computers, _) = pull_as(&middle, &last, m1, m1, Mirrored);
+    assert_eq!(computers, 0, "nothing changed in the middle");
+
+    // Changes on the primary pass down at the next pulls, out of every
+    // group too.
+    primary.fleet.set_groups("a", &[]).unwrap();
+    primary.fleet.set_groups("c", &groups(&["Ring"])).unwrap();
+    let (p2, computers, _) = pull(&primary, &middle, p1, p1);
+    assert_eq!(computers, 2);
+    let (m2, computers, doc) = pull_as(&middle, &last, m1, m1, Mirrored);
+    assert_eq!(computers, 2, "{doc}");
+    for id in ["a", "b", "c"] {
+        assert_eq!(group_names(&last, id), group_names(&primary, id), "{id}");
+    }
+    assert_eq!(
+        group_names(&last, "a"),
+        ["All Computers", "Unassigned Computers"]
+    );
+
+    // The middle takes them all again (they replace what it held): every
+    // id it held passes on again, in the groups it holds now.
+    primary.fleet.set_groups("b", &groups(&["Ring"])).unwrap();
+    pull(&primary, &middle, p2, 0);
+    let (_, computers, doc) = pull_as(&middle, &last, m2, m2, Mirrored);
+    assert_eq!(computers, 3, "{doc}");
+    assert_eq!(group_names(&last, "b"), ["All Computers", "Ring"]);
 }

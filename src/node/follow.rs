@@ -3,7 +3,8 @@
 //! (`GET /api/v1/catalog?since=<seq>`) every `follow_interval_secs`. With
 //! `targeting = "server"` it asks for the primary's groups and the
 //! computers' memberships in the same pull (`&members_since=<seq>`), so a
-//! computer an administrator put in a group there is in it here too.
+//! computer an administrator put in a group there is in it here too; a
+//! follower of this follower gets them from here in turn.
 //!
 //! A pull is streamed from the socket into one import transaction: it
 //! applies whole or not at all, and the change number it reached is stored

@@ -887,6 +887,113 @@ async fn a_follower_takes_the_primarys_group_approvals_and_their_changes() {
     .await;
 }
 
+/// Server-side targeting down a chain, primary → middle → last: the
+/// middle passes on the memberships it took from the primary, so a
+/// computer scanning against the last node is offered an update approved
+/// for Pilot alone on the primary only while it is in Pilot there, and
+/// another is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_only_approval_on_the_primary_reaches_its_computers_two_followers_down() {
+    let primary = Harness::new().await;
+    synced(&primary).await;
+    admin_post(&primary, "/api/v1/groups", json!({ "name": "Pilot" })).await;
+    let mut middle = Harness::new().await;
+    synced(&middle).await;
+    let mut last = Harness::new().await;
+    synced(&last).await;
+    let follow = |url: String| {
+        move |c: &mut upcache::config::Config| {
+            c.follow.follow = Some(reqwest::Url::parse(&url).unwrap());
+            c.follow.follow_interval = Duration::from_secs(1);
+        }
+    };
+    middle.restart_with(follow(primary.admin("/"))).await;
+    last.restart_with(follow(middle.admin("/"))).await;
+    let base = last.url("");
+    let mut x = Pc::start(&last.http, &base, "pc-x", "").await;
+    x.register().await;
+    let mut y = Pc::start(&last.http, &base, "pc-y", "").await;
+    y.register().await;
+    // The reports travel up the chain: the primary knows both.
+    within(
+        "the computers on the primary",
+        Duration::from_secs(30),
+        async || {
+            let list = primary.admin_json("/api/v1/computers").await;
+            list["computers"].as_array().map(Vec::len) == Some(2)
+        },
+    )
+    .await;
+    let r = primary
+        .http
+        .put(primary.admin("/api/v1/computers/pc-x/groups"))
+        .json(&json!({ "groups": ["Pilot"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    admin_post(
+        &primary,
+        &format!("/api/v1/updates/{BUNDLE}/approve"),
+        json!({ "group": "Pilot", "deadline": "2026-12-10" }),
+    )
+    .await;
+
+    let machine = machine();
+    let action = |offers: &[Offer]| {
+        offers
+            .iter()
+            .find(|o| o.0 == BUNDLE)
+            .map(|o| (o.1.clone(), o.2.clone()))
+    };
+    let install = Some((
+        "Install".to_owned(),
+        Some("2026-12-10T00:00:00Z".to_owned()),
+    ));
+    let evaluate = Some(("Evaluate".to_owned(), None));
+    within(
+        "Pilot's approval offered to X two followers down",
+        Duration::from_secs(30),
+        async || action(&x.scan(&machine).await) == install,
+    )
+    .await;
+    assert_eq!(computer_groups(&last, "pc-x").await, json!(["Pilot"]));
+    assert_eq!(
+        action(&y.scan(&machine).await),
+        evaluate,
+        "Y is not in Pilot"
+    );
+    assert_eq!(
+        computer_groups(&last, "pc-y").await,
+        json!(["Unassigned Computers"])
+    );
+
+    // Out of Pilot on the primary: withdrawn at the chain's end too.
+    let r = primary
+        .http
+        .put(primary.admin("/api/v1/computers/pc-x/groups"))
+        .json(&json!({ "groups": [] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    within(
+        "X out of Pilot two followers down",
+        Duration::from_secs(30),
+        async || action(&x.scan(&machine).await) == evaluate,
+    )
+    .await;
+    assert_eq!(
+        computer_groups(&last, "pc-x").await,
+        json!(["Unassigned Computers"])
+    );
+    let status = last.status().await;
+    assert!(
+        status["follow"]["members_seq"].as_u64().is_some(),
+        "{status}"
+    );
+}
+
 /// Server-side targeting with a follower: the primary's administrator puts
 /// a computer in Pilot and approves an update for Pilot alone; the computer
 /// scanning against the follower is offered it, another is not, and
