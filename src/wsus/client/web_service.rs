@@ -343,7 +343,9 @@ fn update_info(w: &mut Xml, o: &Offered<'_>, d: &Deployed, core: Option<&str>) {
     w.open("UpdateInfo", "")
         .leaf("ID", &r.rid.to_string())
         .open("Deployment", "")
-        // One deployment per revision and action: a new approval is a new id.
+        // One id per revision and action, the same after a re-approval
+        // (WSUS numbers each approval anew); the approval's date and
+        // deadline travel in `LastChangeTime` and `Deadline` instead.
         .leaf("ID", &deployment_id(r.rid, o.action).to_string())
         .leaf("Action", o.action.as_str());
     if let Some(deadline) = d.deadline {
