@@ -20,6 +20,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::metadata::update_xml::{MAX_DEPTH, MAX_DOCUMENT};
+use crate::metadata::xml::{self, local};
 
 /// The namespace of the assembled document (every element unprefixed).
 pub const UPDATE_NS: &str = "http://schemas.microsoft.com/msus/2002/12/Update";
@@ -382,33 +383,20 @@ fn top_level(
     Ok(out)
 }
 
-fn local(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
-}
-
-/// An element's attributes without prefixes; prefix declarations dropped
-/// (default-namespace declarations of embedded manifests kept).
+/// An element's attributes without prefixes ([`xml::attributes`]), the
+/// first of a name only.
 fn attributes(e: &BytesStart<'_>) -> Result<Vec<(String, String)>, String> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for a in e.attributes() {
-        let a = a.map_err(|err| err.to_string())?;
-        if a.key.as_ref().starts_with(b"xmlns:") {
-            continue;
-        }
-        let name = local(a.key.local_name().as_ref());
-        let value = a.unescape_value().map_err(|err| err.to_string())?;
+    for (name, value) in xml::attributes(e).map_err(|err| err.to_string())? {
         if !out.iter().any(|(n, _)| *n == name) {
-            out.push((name, value.into_owned()));
+            out.push((name, value));
         }
     }
     Ok(out)
 }
 
 fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, String> {
-    Ok(attributes(e)?
-        .into_iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v))
+    xml::attr(e, name).map_err(|err| err.to_string())
 }
 
 fn write_start(out: &mut String, name: &str, attributes: &[(String, String)], empty: bool) {

@@ -45,7 +45,8 @@ pub struct Progress {
     pub total: Option<u64>,
     /// When the first response head arrived (for the transfer rate).
     pub receiving_since: Option<Instant>,
-    /// Times the transfer was resumed after an interruption.
+    /// Times the transfer, or one of its parts, was resumed after an
+    /// interruption.
     pub resumes: u32,
     /// Bytes per second over the last measuring window (0 until known).
     pub rate: u64,
@@ -176,6 +177,11 @@ impl Download {
         self.update(|p| p.parted += n);
     }
 
+    /// Counts one more resume, of the transfer or of one of its parts.
+    pub(super) fn resumed(&self) {
+        self.update(|p| p.resumes += 1);
+    }
+
     /// Gives followers their handle on the temp file `ingest` writes.
     pub(super) fn attach(&self, ingest: &Ingest) -> io::Result<()> {
         let _ = self.reader.set(ingest.reader()?);
@@ -298,16 +304,26 @@ impl Download {
                 .get()
                 .map_or(p.written, |parts| parts.written_total(p.written)),
             bytes_total: p.total,
-            bytes_per_second: if p.rate > 0 {
-                p.rate
-            } else if receiving > 0.0 {
-                (p.written as f64 / receiving) as u64
-            } else {
-                0
-            },
+            bytes_per_second: self.bytes_per_second(&p, receiving),
             clients: self.progress.receiver_count(),
             resumes: p.resumes,
             seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The download's rate for status: the current window's, or (in
+    /// parts, whose flows the window does not see) the average since the
+    /// first answer over every part's bytes.
+    fn bytes_per_second(&self, p: &Progress, receiving: f64) -> u64 {
+        let parted = self.parts.get();
+        if p.rate > 0 && parted.is_none() {
+            return p.rate;
+        }
+        let done = parted.map_or(p.written, |parts| parts.written_total(p.written));
+        if receiving > 0.0 {
+            (done as f64 / receiving) as u64
+        } else {
+            0
         }
     }
 

@@ -6,7 +6,8 @@
 //! - The URL carries a client's short-lived token. Every join offers its
 //!   own ([`ObjectSource::offer`]); a resume the origin refuses with 403 or
 //!   410 (the token expired) waits for a fresher one, which the next
-//!   client's request brings, and goes on from the bytes written.
+//!   client's request brings, and goes on from the bytes written. (Not
+//!   from the shared tier: its presigned URL has no successor.)
 //! - The identity (length, `ETag`, `Last-Modified`) is pinned from the first
 //!   response. Resumes send `If-Range`; a response of another identity
 //!   fails the download ([`FetchError::Changed`]): nothing is stored, the
@@ -59,12 +60,19 @@ impl Identity {
     }
 
     /// Whether `other` may be the same bytes: every field both know agrees.
+    /// `ETag`s are compared when both are strong or both weak: a weak tag
+    /// beside a strong one says nothing of the bytes. (An HQ upcache tags
+    /// an object it is still fetching `W/"upcache-downloading"`, and the
+    /// same bytes `"sha256:…"` once stored, when the origin gave no strong
+    /// tag: a branch's resume across that moment is no change.)
     pub fn agrees(&self, other: &Identity) -> bool {
         fn same<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
             a.is_none() || b.is_none() || a == b
         }
+        let weak = |tag: &Option<String>| tag.as_deref().map(|t| t.starts_with("W/"));
+        let comparable = weak(&self.etag) == weak(&other.etag);
         same(&self.len, &other.len)
-            && same(&self.etag, &other.etag)
+            && (!comparable || same(&self.etag, &other.etag))
             && same(&self.last_modified, &other.last_modified)
     }
 
@@ -103,15 +111,34 @@ pub struct ObjectSource {
     url: watch::Sender<String>,
     identity: OnceLock<Identity>,
     client: reqwest::Client,
+    /// Clients bring fresh URLs (their tokens): a URL refused on a resume
+    /// is waited past. A presigned URL of the shared tier has no successor.
+    renewable: bool,
 }
 
 impl ObjectSource {
+    /// A source whose URL each joining client renews with its token.
     fn new(url: String, client: reqwest::Client) -> ObjectSource {
         ObjectSource {
             url: watch::Sender::new(url),
             identity: OnceLock::new(),
             client,
+            renewable: true,
         }
+    }
+
+    /// A source whose one URL nobody renews (the shared tier's presigned
+    /// URL, valid for hours: a refusal there is not a token's expiry).
+    fn fixed(url: String, client: reqwest::Client) -> ObjectSource {
+        ObjectSource {
+            renewable: false,
+            ..ObjectSource::new(url, client)
+        }
+    }
+
+    /// Whether a URL refused on a resume may be followed by a fresher one.
+    pub(super) fn is_renewable(&self) -> bool {
+        self.renewable
     }
 
     /// A client's URL: the freshest token is used from the next request on.
@@ -448,7 +475,7 @@ impl Fetcher {
         let ingest = self.begin(dl)?;
         // The bucket's own identity (its ETag) is pinned on a source of its
         // own: a resume from the bucket is checked against it.
-        let bucket = ObjectSource::new(found.url.clone(), self.client.clone());
+        let bucket = ObjectSource::fixed(found.url.clone(), self.client.clone());
         let transfer = transfer::Transfer {
             client: &self.client,
             throttle: None,
@@ -500,5 +527,35 @@ mod tests {
             ..pinned
         };
         assert_eq!(weak.if_range(), Some("date"));
+    }
+
+    #[test]
+    fn a_weak_etag_is_compared_with_weak_ones_only() {
+        let tagged = |tag: &str| Identity {
+            len: Some(10),
+            etag: Some(tag.into()),
+            last_modified: None,
+        };
+        let downloading = tagged("W/\"upcache-downloading\"");
+        assert!(
+            downloading.agrees(&tagged("\"sha256:ab\"")),
+            "weak beside strong"
+        );
+        assert!(tagged("\"sha256:ab\"").agrees(&downloading));
+        assert!(
+            !downloading.agrees(&tagged("W/\"other\"")),
+            "weak beside weak"
+        );
+        assert!(
+            !tagged("\"a\"").agrees(&tagged("\"b\"")),
+            "strong beside strong"
+        );
+        assert!(
+            !downloading.agrees(&Identity {
+                len: Some(11),
+                ..tagged("\"sha256:ab\"")
+            }),
+            "the length still counts"
+        );
     }
 }

@@ -373,6 +373,7 @@ impl Transfer<'_> {
             }
             resumes += 1;
             self.metrics.resume();
+            dl.resumed();
             tokio::time::sleep(backoff(resumes)).await;
         }
         Ok(())
@@ -516,7 +517,7 @@ impl Transfer<'_> {
                 }
                 resumes += 1;
                 self.metrics.resume();
-                dl.update(|p| p.resumes = resumes);
+                dl.resumed();
                 tracing::warn!(url = %self.url, at = pos, attempt = resumes, error = %failure, "resuming download");
                 tokio::time::sleep(backoff(resumes)).await;
             }
@@ -608,7 +609,7 @@ impl Transfer<'_> {
     /// Asks the upstream for the file, or for `range` (its start, and its
     /// end unless it runs to the file's). An object's request is made with
     /// its freshest URL; a `resume`'s refused for its token waits for a
-    /// fresher one.
+    /// fresher one, where clients bring them (not from the shared tier).
     async fn request(
         &self,
         range: Option<(u64, Option<u64>)>,
@@ -627,7 +628,7 @@ impl Transfer<'_> {
             // began): the bytes written stay, and the next client's request
             // brings a fresh token (the stall watchdog bounds the wait).
             let expired = matches!(response.status().as_u16(), 403 | 410);
-            if !resume || !expired {
+            if !resume || !expired || !object.is_renewable() {
                 return Ok(response);
             }
             tracing::info!(range = ?range, status = %response.status(), "object token refused on resume; waiting for a fresh one");

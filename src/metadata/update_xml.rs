@@ -251,22 +251,14 @@ pub fn parse(doc: &[u8], language: &str) -> Result<UpdateInfo, UpdateXmlError> {
     st.finish()
 }
 
+/// An element's local name.
 fn local(e: &BytesStart<'_>) -> String {
-    String::from_utf8_lossy(e.local_name().as_ref()).into_owned()
+    super::xml::local(e.local_name().as_ref())
 }
 
 /// An attribute's unescaped value, by local name.
 fn attr(e: &BytesStart<'_>, name: &str) -> Result<Option<String>, UpdateXmlError> {
-    for a in e.attributes() {
-        let a = a.map_err(|err| UpdateXmlError::Malformed(err.to_string()))?;
-        if a.key.local_name().as_ref() == name.as_bytes() {
-            let v = a
-                .unescape_value()
-                .map_err(|err| UpdateXmlError::Malformed(err.to_string()))?;
-            return Ok(Some(v.into_owned()));
-        }
-    }
-    Ok(None)
+    super::xml::attr(e, name).map_err(|err| UpdateXmlError::Malformed(err.to_string()))
 }
 
 fn b64(s: &str) -> Option<Vec<u8>> {

@@ -643,8 +643,30 @@ async fn the_mcc_health_probe_is_served_from_the_origin_and_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it() {
+    let requests_before_the_kill = kill_mid_object_then_restart(8 << 20).await;
+    assert_eq!(requests_before_the_kill, 1, "8 MiB is fetched in one piece");
+}
+
+/// A large object is fetched in parts side by side, each written at its
+/// own offsets: a temp file killed mid-way has holes. None of it may
+/// survive as the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_mid_object_in_parts_then_a_restart_fetches_it_whole_and_keeps_it() {
+    let requests_before_the_kill = kill_mid_object_then_restart(48 << 20).await;
+    assert!(
+        requests_before_the_kill > 2,
+        "parts were under way at the kill: {requests_before_the_kill} requests"
+    );
+}
+
+/// Starts a download of an object of `len` bytes from an origin paced to
+/// 8 MiB/s a response, kills the server with SIGKILL once 2 MiB have been
+/// sent, restarts it, and checks that nothing partial survived, that the
+/// object is then fetched byte-exact, and that a second restart serves it
+/// from the store. Returns the origin's requests before the kill.
+async fn kill_mid_object_then_restart(len: usize) -> u64 {
     let origin = DoOrigin::start().await;
-    let data = object(8 << 20);
+    let data = object(len);
     origin.add(&object_path(), data.clone());
     origin.state.rate.store(8 << 20, Ordering::SeqCst);
     let dir = tempfile::tempdir().unwrap();
@@ -670,6 +692,11 @@ async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it(
     assert!(origin.body_bytes() > 2 << 20, "the download was under way");
     server.child.kill().unwrap(); // SIGKILL mid-object
     server.child.wait().unwrap();
+    let requests_before_the_kill = origin.requests();
+    assert!(
+        origin.body_bytes() < len as u64,
+        "killed before the origin had sent it all"
+    );
     let _ = download.await;
     drop(server);
 
@@ -680,14 +707,15 @@ async fn kill_dash_nine_mid_object_then_a_restart_fetches_it_whole_and_keeps_it(
         server.body(&do_url(4_000_000_001)).await == data,
         "byte-exact after the kill"
     );
-    let requests = origin.state.requests.load(Ordering::SeqCst);
+    let requests = origin.requests();
     drop(server);
 
     // Stored and indexed: a restart serves it without the origin.
     let server = spawn(dir.path().to_owned(), proxy).await.unwrap();
     assert!(server.body(&do_url(4_000_000_002)).await == data);
-    assert_eq!(origin.state.requests.load(Ordering::SeqCst), requests);
+    assert_eq!(origin.requests(), requests);
     drop(server);
+    requests_before_the_kill
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1297,6 +1325,41 @@ async fn a_part_cut_mid_way_is_resumed_from_where_it_stopped() {
     });
     assert!(resumed, "the rest of the part alone: {ranges:?}");
     assert!(h.counter("upcache_upstream_resumes_total").await >= 1);
+}
+
+/// Status counts what the parts do: a part's resume is a resume, and the
+/// rate is every part's bytes, not the first part's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_the_resumes_and_bytes_of_every_part() {
+    const MIB: u64 = 1 << 20;
+    let origin = DoOrigin::start().await;
+    let data = object(32 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.rate.store(4 * MIB, Ordering::SeqCst);
+    origin.state.cut_from.store(24 * MIB, Ordering::SeqCst);
+    origin.state.cut_after.store(MIB, Ordering::SeqCst);
+    let h = harness(&origin).await;
+    let url = h.url(&do_url(8_500));
+    let download = tokio::spawn(async move { reqwest::get(url).await?.bytes().await });
+    let (mut resumes, mut rates) = (0, vec![]);
+    while !download.is_finished() {
+        let status = h.admin_json("/api/v1/status").await;
+        if let Some(fetch) = status["fetches"].as_array().and_then(|f| f.first()) {
+            resumes = resumes.max(fetch["resumes"].as_u64().unwrap());
+            rates.extend(fetch["bytes_per_second"].as_u64().filter(|&r| r > 0));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(download.await.unwrap().unwrap() == data, "byte-exact");
+    assert!(resumes >= 1, "the cut part's resume is counted");
+    // Four parts, each paced to 4 MiB/s: together well above one flow for
+    // most of the download.
+    rates.sort_unstable();
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0);
+    assert!(
+        median > 6 * MIB,
+        "the rate counts every part: median {median} B/s of {rates:?}"
+    );
 }
 
 /// The object changes while a part is on its way: the part's resume finds

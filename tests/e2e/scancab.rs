@@ -303,3 +303,84 @@ async fn an_upload_cut_short_stores_nothing() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(document(&h, LEAF).await.0, 200);
 }
+
+/// `kill -9` while a cabinet's documents are being written: a cabinet is
+/// one transaction, so after the restart all of its documents are there or
+/// none, never some; the same upload then stores every one. Rounds until a
+/// kill lands inside the write (the database's WAL growing past where it
+/// stood is the sign), at most five.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_while_a_cabinet_is_written_keeps_all_of_it_or_none() {
+    const DOCUMENTS: u64 = 30_000;
+    let mut upload = String::new();
+    for i in 0..DOCUMENTS {
+        let doc = format!(
+            "<Update xmlns=\"http://schemas.microsoft.com/msus/2002/12/Update\">\
+             <UpdateIdentity UpdateID=\"{i:08x}-0000-4000-8000-{i:012x}\" RevisionNumber=\"1\" />\
+             <Properties UpdateType=\"Software\" /></Update>"
+        );
+        upload.push_str(&json!({ "rid": i + 1, "doc": doc }).to_string());
+        upload.push('\n');
+    }
+    upload.push_str(&format!("{{\"end\":{DOCUMENTS}}}\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("catalog.sqlite3-wal");
+    let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let spawn = |dir: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            spawn_server_args(&dir, &[], std::process::Stdio::null())
+        })
+    };
+    let http = reqwest::Client::new();
+    let stored = |server: &Server| {
+        let url = format!("{}/api/v1/documents", server.admin);
+        let http = http.clone();
+        async move {
+            let info: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            info["origins"]["cabinet"].as_u64().unwrap_or(0)
+        }
+    };
+    let mut killed_inside = 0;
+    for _ in 0..5 {
+        let mut server = spawn(dir.path().to_owned()).await.unwrap();
+        let before = wal_size();
+        let post = http
+            .post(format!("{}/api/v1/documents?cabinet=big.cab", server.admin))
+            .header("content-type", "application/x-ndjson")
+            .body(upload.clone())
+            .send();
+        let post = tokio::spawn(post);
+        while !post.is_finished() && wal_size() < before + (1 << 20) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let answered = post.is_finished();
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        let _ = post.await;
+        drop(server);
+
+        let server = spawn(dir.path().to_owned()).await.unwrap();
+        let count = stored(&server).await;
+        assert!(
+            count == 0 || count == DOCUMENTS,
+            "{count} of {DOCUMENTS} documents survived the kill"
+        );
+        drop(server);
+        if count == 0 && !answered {
+            killed_inside += 1;
+            break;
+        }
+    }
+    assert!(killed_inside > 0, "no kill landed inside the write");
+
+    let server = spawn(dir.path().to_owned()).await.unwrap();
+    let r = http
+        .post(format!("{}/api/v1/documents?cabinet=big.cab", server.admin))
+        .header("content-type", "application/x-ndjson")
+        .body(upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(stored(&server).await, DOCUMENTS);
+}

@@ -618,3 +618,194 @@ async fn do_objects_are_shared_through_the_bucket_and_kept_by_its_cleanup() {
     );
     assert!(exists(&marker).await);
 }
+
+/// A relay in front of SeaweedFS, as the shared tier's endpoint: it passes
+/// every request on, but cuts the first `GET` whose path holds `watched`
+/// after `cut` bytes, and answers each later one 403 while `refusing`
+/// holds (a bucket whose policy changed in the middle of a download).
+struct BucketRelay {
+    endpoint: String,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl BucketRelay {
+    async fn start(s3: &str, watched: String, cut: usize) -> BucketRelay {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let refusing = Arc::new(AtomicBool::new(true));
+        let refused = Arc::new(AtomicU64::new(0));
+        let rule = Arc::new(RelayRule {
+            s3: s3.to_owned(),
+            watched,
+            cut,
+            gets: AtomicU64::new(0),
+            refusing: refusing.clone(),
+            refused: refused.clone(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        });
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let rule = rule.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let rule = rule.clone();
+                    async move { Ok::<_, std::convert::Infallible>(rule.pass(req).await) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                );
+            }
+        });
+        BucketRelay {
+            endpoint,
+            refusing,
+            refused,
+        }
+    }
+}
+
+struct RelayRule {
+    s3: String,
+    watched: String,
+    cut: usize,
+    gets: std::sync::atomic::AtomicU64,
+    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    client: reqwest::Client,
+}
+
+type RelayBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
+impl RelayRule {
+    async fn pass(&self, req: http::Request<hyper::body::Incoming>) -> http::Response<RelayBody> {
+        use futures_util::StreamExt;
+        use http_body_util::BodyExt;
+        use std::sync::atomic::Ordering;
+        let watched = req.method() == http::Method::GET && req.uri().path().contains(&self.watched);
+        let nth = if watched {
+            self.gets.fetch_add(1, Ordering::SeqCst)
+        } else {
+            0
+        };
+        if watched && nth > 0 && self.refusing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return relay_answer(
+                http::StatusCode::FORBIDDEN,
+                Vec::new(),
+                "AccessDenied".into(),
+            );
+        }
+        let target = format!("{}{}", self.s3, req.uri());
+        let (head, body) = req.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let mut out = self.client.request(head.method, target).body(body);
+        for (name, value) in &head.headers {
+            if name != http::header::HOST {
+                out = out.header(name, value);
+            }
+        }
+        let answer = out.send().await.unwrap();
+        let status = answer.status();
+        let headers: Vec<_> = answer
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        let cut = (watched && nth == 0).then_some(self.cut);
+        let mut sent = 0usize;
+        let stream = answer.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            if cut.is_some_and(|cut| sent + chunk.len() > cut) {
+                return Err(std::io::Error::other("cut by the relay"));
+            }
+            sent += chunk.len();
+            Ok(hyper::body::Frame::data(chunk))
+        });
+        let mut r = http::Response::new(http_body_util::StreamBody::new(stream).boxed_unsync());
+        *r.status_mut() = status;
+        r.headers_mut().extend(headers);
+        r
+    }
+}
+
+fn relay_answer(
+    status: http::StatusCode,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    body: bytes::Bytes,
+) -> http::Response<RelayBody> {
+    use http_body_util::BodyExt;
+    let mut r = http::Response::new(
+        http_body_util::Full::new(body)
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().extend(headers);
+    r
+}
+
+/// A presigned URL of the shared tier has no successor: the bucket that
+/// refuses a resume (here 403, as after a policy change) fails the
+/// download at once, not after the stall watchdog's minute of waiting for
+/// a fresher URL as a DO token's expiry would; the next request takes the
+/// object from the bucket again, byte-exact, in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_refusing_a_resume_fails_the_download_at_once_and_the_next_request_heals() {
+    use crate::delivery::{do_url, object, DoOrigin};
+    use sha2::Digest as _;
+    let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
+        return;
+    };
+    let origin = DoOrigin::start().await;
+    let data = object(32 << 20);
+    origin.add(&crate::delivery::object_path(), data.clone());
+    let proxy = origin.proxy();
+    let a = Harness::with(|c| {
+        c.shared = settings(&s3, "refusing");
+        c.fetch.upstream_proxy = Some(proxy);
+    })
+    .await;
+    assert!(a.get(&do_url(3_000_000_000)).await.bytes().await.unwrap() == data);
+    uploaded(&a, 1).await;
+    let sha256 = hex::encode(sha2::Sha256::digest(&data));
+
+    let relay = BucketRelay::start(&s3, sha256, 1 << 20).await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", down.local_addr().unwrap());
+    drop(down);
+    let b = Harness::with(|c| {
+        c.shared = settings(&relay.endpoint, "refusing");
+        c.fetch.upstream_proxy = Some(proxy);
+    })
+    .await;
+    let began = std::time::Instant::now();
+    let first = b.get(&do_url(3_100_000_000)).await;
+    let got = first.bytes().await;
+    let took = began.elapsed();
+    assert!(
+        got.is_err() || got.unwrap().len() < data.len(),
+        "the first body is cut"
+    );
+    assert!(
+        relay.refused.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the bucket refused a resume"
+    );
+    // The stall watchdog is 60 s: well before it.
+    assert!(took < Duration::from_secs(20), "failed after {took:?}");
+    assert!(b.stored().is_empty(), "nothing stored");
+
+    relay
+        .refusing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let again = b.get(&do_url(3_200_000_000)).await;
+    assert_eq!(again.status(), 200);
+    assert!(again.bytes().await.unwrap() == data, "byte-exact");
+    assert_eq!(
+        origin.body_bytes(),
+        data.len() as u64,
+        "the origin sent it once, to A"
+    );
+}

@@ -131,11 +131,7 @@ impl ContentService {
                     // the client waiting twice as long for the same answer.
                     Err(e) => {
                         let plan = error_plan(&e);
-                        let outcome = if joined.started {
-                            Outcome::Miss
-                        } else {
-                            Outcome::Coalesced
-                        };
+                        let outcome = join_outcome(joined.started);
                         self.count_fast(&plan, outcome);
                         return Some((plan, FastSource::Following(dl.follow()), outcome, false));
                     }
@@ -179,11 +175,7 @@ impl ContentService {
         joined: Joined,
         content_type: &'static str,
     ) -> (Response<ResponseBody>, Outcome) {
-        let outcome = if joined.started {
-            Outcome::Miss
-        } else {
-            Outcome::Coalesced
-        };
+        let outcome = join_outcome(joined.started);
         let dl = joined.download;
         if !dl.left_queue(self.fetcher.queue_wait()).await {
             let busy = FetchError::Busy("all download slots are taken");
@@ -217,6 +209,16 @@ impl ContentService {
             respond(method, headers, rep, Source::Downloading(dl)),
             outcome,
         )
+    }
+}
+
+/// A join's outcome: the request that started the download is the miss,
+/// every other one rides along.
+fn join_outcome(started: bool) -> Outcome {
+    if started {
+        Outcome::Miss
+    } else {
+        Outcome::Coalesced
     }
 }
 

@@ -17,6 +17,8 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
+use crate::metadata::xml::{self, local};
+
 /// `Properties` attributes that belong to the core fragment.
 const CORE_PROPERTIES: &[&str] = &[
     "UpdateType",
@@ -252,22 +254,9 @@ fn write_to(
     }
 }
 
-/// An element's attributes without prefixes; prefix declarations dropped.
+/// An element's attributes without prefixes ([`xml::attributes`]).
 fn attributes(e: &BytesStart) -> Result<Vec<(String, String)>, FragmentError> {
-    let mut out = Vec::new();
-    for a in e.attributes() {
-        let a = a.map_err(|err| FragmentError::Malformed(err.to_string()))?;
-        let key = a.key.as_ref();
-        if key.starts_with(b"xmlns:") {
-            continue;
-        }
-        let name = local(a.key.local_name().as_ref());
-        let value = a
-            .unescape_value()
-            .map_err(|err| FragmentError::Malformed(err.to_string()))?;
-        out.push((name, value.into_owned()));
-    }
-    Ok(out)
+    xml::attributes(e).map_err(|err| FragmentError::Malformed(err.to_string()))
 }
 
 fn push_attr(tag: &mut String, name: &str, value: &str) {
@@ -276,10 +265,6 @@ fn push_attr(tag: &mut String, name: &str, value: &str) {
     tag.push_str("=\"");
     tag.push_str(&quick_xml::escape::escape(value));
     tag.push('"');
-}
-
-fn local(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).into_owned()
 }
 
 #[cfg(test)]
