@@ -487,7 +487,7 @@ impl Fragments {
     }
 }
 
-/// One detail cabinet's documents, as the lines [`read_details`] gives.
+/// One detail cabinet's documents, as [`Wsusscn2Sink::documents`] takes them.
 fn documents_of(cabinet: File, languages: &[String]) -> io::Result<(File, DetailRead)> {
     let db = |e: rusqlite::Error| io::Error::other(format!("scratch database: {e}"));
     // A private temporary database on disk, deleted when closed.
