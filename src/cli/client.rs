@@ -18,6 +18,41 @@ use crate::policy::Policy;
 use crate::upkeep::cleanup::CleanupReport;
 use crate::upkeep::scrub::{ScrubRequest, ScrubStatus};
 
+/// How [`CabinetSink`] says the side that sends has stopped taking.
+const UPLOAD_ENDED: std::io::ErrorKind = std::io::ErrorKind::BrokenPipe;
+
+/// Hands what `read_wsusscn2` reads to the tasks that send it.
+struct CabinetSink {
+    /// `package.xml`'s upload (until its end).
+    xml: Option<tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+    documents: tokio::sync::mpsc::Sender<(String, std::fs::File, DetailRead)>,
+}
+
+impl crate::catalog::cabinet::Wsusscn2Sink for CabinetSink {
+    fn package_xml(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        let xml = self.xml.as_ref().expect("package.xml before its end");
+        xml.blocking_send(Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .map_err(|_| std::io::Error::new(UPLOAD_ENDED, "upload ended"))
+    }
+
+    fn package_end(&mut self) -> std::io::Result<()> {
+        // The upload's body ends here.
+        self.xml = None;
+        Ok(())
+    }
+
+    fn documents(
+        &mut self,
+        cabinet: &str,
+        lines: std::fs::File,
+        read: DetailRead,
+    ) -> std::io::Result<()> {
+        self.documents
+            .blocking_send((cabinet.to_owned(), lines, read))
+            .map_err(|_| std::io::Error::new(UPLOAD_ENDED, "upload ended"))
+    }
+}
+
 /// What an import is doing, for whoever shows it.
 #[derive(Debug)]
 pub enum ImportEvent {
@@ -212,26 +247,41 @@ impl AdminClient {
         }
     }
 
-    /// Expands `package.xml` out of a cabinet on a blocking thread and
-    /// streams it to the server as it is decompressed.
+    /// Imports `wsusscn2.cab` (or `package.cab`), reading it on a blocking
+    /// thread in one pass where its order allows
+    /// (`catalog::cabinet::read_wsusscn2`): its `package.xml` into the
+    /// catalog, streamed to the server as it is decompressed; then, once
+    /// the server has answered for it (`imported` hears), the update
+    /// documents of each detail cabinet `index.xml` names, spooled to temp
+    /// files and sent one request per cabinet, the next cabinet read while
+    /// one is sent (`done` hears of each as the server answers). `None`:
+    /// the cabinet has no `index.xml` (no detail cabinets).
     pub async fn import_cab(
         &self,
-        path: std::path::PathBuf,
+        path: PathBuf,
         progress: Progress,
-    ) -> anyhow::Result<ImportReport> {
+        imported: &mut dyn FnMut(&ImportReport),
+        done: &mut dyn FnMut(&CabinetReport),
+    ) -> anyhow::Result<Option<Vec<CabinetReport>>> {
+        let info: DocumentsInfo = self
+            .send(self.http.get(self.url("/api/v1/documents")))
+            .await?;
         progress(ImportEvent::Uploading { total: 0 });
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let (xml_tx, xml_rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+        let (docs_tx, mut docs_rx) =
+            tokio::sync::mpsc::channel::<(String, std::fs::File, DetailRead)>(1);
         let reader = tokio::task::spawn_blocking(move || {
-            let result = crate::catalog::cabinet::read_package_xml(&path, &mut |chunk| {
-                tx.blocking_send(Ok(bytes::Bytes::copy_from_slice(chunk)))
-                    .map_err(|_| std::io::Error::other("upload ended"))
-            });
-            if let Err(e) = &result {
-                let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+            let mut sink = CabinetSink {
+                xml: Some(xml_tx),
+                documents: docs_tx,
+            };
+            let result = crate::catalog::cabinet::read_wsusscn2(&path, &info.languages, &mut sink);
+            if let (Err(e), Some(xml)) = (&result, &sink.xml) {
+                let _ = xml.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
             }
             result
         });
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let stream = futures_util::stream::unfold(xml_rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
         let req = self
@@ -239,44 +289,22 @@ impl AdminClient {
             .post(self.url("/api/v1/catalog"))
             .header("content-type", "application/xml")
             .body(reqwest::Body::wrap_stream(stream));
-        let sent = self.follow_import(self.send(req), &progress).await;
-        reader.await?.context("expanding the cabinet")?;
-        sent
-    }
-
-    /// Assembles the per-revision documents out of `wsusscn2.cab`'s detail
-    /// cabinets (on a blocking thread, one cabinet at a time, spooled to
-    /// temp files) and sends each cabinet's documents in one request,
-    /// the next cabinet read while one is sent. `None`: the cabinet has
-    /// no `index.xml` (no detail cabinets). `done` hears of each cabinet
-    /// as the server answers for it.
-    pub async fn import_cab_documents(
-        &self,
-        path: PathBuf,
-        done: &mut dyn FnMut(&CabinetReport),
-    ) -> anyhow::Result<Option<Vec<CabinetReport>>> {
-        let info: DocumentsInfo = self
-            .send(self.http.get(self.url("/api/v1/documents")))
-            .await?;
-        let languages = info.languages;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, std::fs::File, DetailRead)>(1);
-        let reader = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-            let Some(details) = crate::catalog::cabinet::read_index(&path)? else {
-                return Ok(false);
-            };
-            crate::catalog::cabinet::read_details(
-                &path,
-                &details,
-                &languages,
-                &mut |name, lines, read| {
-                    tx.blocking_send((name.to_owned(), lines, read))
-                        .map_err(|_| std::io::Error::other("upload ended"))
-                },
-            )?;
-            Ok(true)
-        });
+        let report = match self.follow_import(self.send(req), &progress).await {
+            Ok(report) => report,
+            Err(e) => {
+                // The reader's own failure says more, when it has one.
+                drop(docs_rx);
+                match reader.await? {
+                    Err(r) if r.kind() != UPLOAD_ENDED => {
+                        return Err(r).context("expanding the cabinet")
+                    }
+                    _ => return Err(e),
+                }
+            }
+        };
+        imported(&report);
         let mut reports = Vec::new();
-        while let Some((name, lines, read)) = rx.recv().await {
+        while let Some((name, lines, read)) = docs_rx.recv().await {
             let body = tokio_util::io::ReaderStream::with_capacity(
                 tokio::fs::File::from_std(lines),
                 256 << 10,
@@ -299,8 +327,8 @@ impl AdminClient {
             done(&report);
             reports.push(report);
         }
-        let had_index = reader.await?.context("reading the detail cabinets")?;
-        Ok(had_index.then_some(reports))
+        let read = reader.await?.context("reading the detail cabinets")?;
+        Ok(read.had_index.then_some(reports))
     }
 
     /// The whole catalog with approval states, policy and rules (for a

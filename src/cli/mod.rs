@@ -524,12 +524,13 @@ async fn import(
     }
     let client = AdminClient::new(admin)?;
     let report = if ext == "cab" {
-        let report = client
-            .import_cab(file.to_path_buf(), progress::import_bar("importing"))
-            .await?;
-        println!("imported {}: {report}", file.display());
         let documents = client
-            .import_cab_documents(file.to_path_buf(), &mut print_cabinet)
+            .import_cab(
+                file.to_path_buf(),
+                progress::import_bar("importing"),
+                &mut |report| println!("imported {}: {report}", file.display()),
+                &mut print_cabinet,
+            )
             .await?;
         print_cabinet_documents(documents.as_deref());
         return Ok(());
