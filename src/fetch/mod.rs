@@ -19,7 +19,9 @@ mod transfer;
 mod upstream;
 
 pub use download::{Download, Follow, Phase, Progress};
-pub use object::{Identity, ObjectOutcome, ObjectRequest, ObjectSource, OnDone};
+pub use object::{
+    stored_etag, Identity, ObjectOutcome, ObjectRequest, ObjectSource, OnDone, DOWNLOADING_ETAG,
+};
 pub use settings::FetchSettings;
 pub use throttle::{Throttle, MIN_RATE};
 pub use upstream::UpstreamProxy;

@@ -25,8 +25,26 @@ use tokio::sync::watch;
 
 use super::download::{Download, Phase};
 use super::{transfer, FetchError, Fetcher, Joined};
+use crate::digest::Sha256Digest;
 use crate::store::s3::{Located, ObjectMarker};
 use crate::store::{Expected, Ingested};
+
+/// The weak `ETag` an upcache gives an object it is still downloading
+/// when the origin gave no strong one (a weak tag is never a range match).
+pub const DOWNLOADING_ETAG: &str = "W/\"upcache-downloading\"";
+
+/// The strong `ETag` an upcache gives stored bytes: their SHA-256.
+pub fn stored_etag(sha256: &Sha256Digest) -> String {
+    format!("\"sha256:{sha256}\"")
+}
+
+/// The SHA-256 in a [`stored_etag`].
+fn stored_etag_digest(tag: &str) -> Option<Sha256Digest> {
+    tag.strip_prefix("\"sha256:")?
+        .strip_suffix('"')?
+        .parse()
+        .ok()
+}
 
 /// What the origin said the object is, from its first response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,20 +78,27 @@ impl Identity {
     }
 
     /// Whether `other` may be the same bytes: every field both know agrees.
-    /// `ETag`s are compared when both are strong or both weak: a weak tag
-    /// beside a strong one says nothing of the bytes. (An HQ upcache tags
-    /// an object it is still fetching `W/"upcache-downloading"`, and the
-    /// same bytes `"sha256:…"` once stored, when the origin gave no strong
-    /// tag: a branch's resume across that moment is no change.)
     pub fn agrees(&self, other: &Identity) -> bool {
         fn same<T: PartialEq>(a: &Option<T>, b: &Option<T>) -> bool {
             a.is_none() || b.is_none() || a == b
         }
-        let weak = |tag: &Option<String>| tag.as_deref().map(|t| t.starts_with("W/"));
-        let comparable = weak(&self.etag) == weak(&other.etag);
         same(&self.len, &other.len)
-            && (!comparable || same(&self.etag, &other.etag))
+            && same(&self.etag, &other.etag)
             && same(&self.last_modified, &other.last_modified)
+    }
+
+    /// The SHA-256 an HQ upcache stored the object under, when `later` is
+    /// its answer for what it was still downloading when this identity was
+    /// pinned ([`DOWNLOADING_ETAG`], then [`stored_etag`], all else equal):
+    /// the same download, finished, not another object.
+    pub(super) fn stored_by_upcache(&self, later: &Identity) -> Option<Sha256Digest> {
+        let unchanged = Identity {
+            etag: self.etag.clone(),
+            ..later.clone()
+        };
+        let digest = later.etag.as_deref().and_then(stored_etag_digest)?;
+        (self.etag.as_deref() == Some(DOWNLOADING_ETAG) && self.agrees(&unchanged))
+            .then_some(digest)
     }
 
     /// The `If-Range` validator: a strong `ETag`, else `Last-Modified`.
@@ -114,6 +139,9 @@ pub struct ObjectSource {
     /// Clients bring fresh URLs (their tokens): a URL refused on a resume
     /// is waited past. A presigned URL of the shared tier has no successor.
     renewable: bool,
+    /// The SHA-256 an HQ upcache stored the object under, learned on a
+    /// resume that found it stored: the bytes are checked against it.
+    vouched: OnceLock<Sha256Digest>,
 }
 
 impl ObjectSource {
@@ -124,6 +152,7 @@ impl ObjectSource {
             identity: OnceLock::new(),
             client,
             renewable: true,
+            vouched: OnceLock::new(),
         }
     }
 
@@ -177,15 +206,26 @@ impl ObjectSource {
         self.identity.get()
     }
 
-    /// Checks a later response against the pinned identity.
+    /// Checks a later response against the pinned identity. An HQ
+    /// upcache that has stored what it was downloading answers with its
+    /// SHA-256 for a tag: that is no change, and the digest is kept to
+    /// check the bytes against ([`ObjectSource::vouched`]).
     pub(super) fn check(&self, response: &reqwest::Response) -> Result<(), FetchError> {
         let got = Identity::of(response);
-        match self.identity() {
-            Some(pinned) if !pinned.agrees(&got) => Err(FetchError::Changed(format!(
+        let Some(pinned) = self.identity().filter(|p| !p.agrees(&got)) else {
+            return Ok(());
+        };
+        match pinned.stored_by_upcache(&got) {
+            Some(digest) if *self.vouched.get_or_init(|| digest) == digest => Ok(()),
+            _ => Err(FetchError::Changed(format!(
                 "pinned {pinned:?}, the origin now answers {got:?}"
             ))),
-            _ => Ok(()),
         }
+    }
+
+    /// The SHA-256 an HQ upcache vouched for on a resume, if any.
+    pub(super) fn vouched(&self) -> Option<Sha256Digest> {
+        self.vouched.get().copied()
     }
 }
 
@@ -530,32 +570,29 @@ mod tests {
     }
 
     #[test]
-    fn a_weak_etag_is_compared_with_weak_ones_only() {
+    fn only_an_upcache_storing_its_download_vouches_for_another_tag() {
         let tagged = |tag: &str| Identity {
             len: Some(10),
             etag: Some(tag.into()),
             last_modified: None,
         };
-        let downloading = tagged("W/\"upcache-downloading\"");
-        assert!(
-            downloading.agrees(&tagged("\"sha256:ab\"")),
-            "weak beside strong"
-        );
-        assert!(tagged("\"sha256:ab\"").agrees(&downloading));
-        assert!(
-            !downloading.agrees(&tagged("W/\"other\"")),
-            "weak beside weak"
-        );
-        assert!(
-            !tagged("\"a\"").agrees(&tagged("\"b\"")),
-            "strong beside strong"
-        );
-        assert!(
-            !downloading.agrees(&Identity {
-                len: Some(11),
-                ..tagged("\"sha256:ab\"")
-            }),
-            "the length still counts"
+        let digest: Sha256Digest = "ab".repeat(32).parse().unwrap();
+        let stored = tagged(&stored_etag(&digest));
+        let downloading = tagged(DOWNLOADING_ETAG);
+        assert_eq!(downloading.stored_by_upcache(&stored), Some(digest));
+        // Every other pair of tags is compared as it stands.
+        assert!(!downloading.agrees(&stored));
+        assert_eq!(stored.stored_by_upcache(&downloading), None, "back");
+        assert_eq!(tagged("W/\"other\"").stored_by_upcache(&stored), None);
+        assert_eq!(downloading.stored_by_upcache(&tagged("\"v2\"")), None);
+        let longer = Identity {
+            len: Some(11),
+            ..stored.clone()
+        };
+        assert_eq!(
+            downloading.stored_by_upcache(&longer),
+            None,
+            "the length counts"
         );
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::download::{Download, Phase};
 use super::parts::{PartSink, Parts, FIRST_SPAN};
-use super::{FetchError, FetchSettings};
+use super::{FetchError, FetchSettings, ObjectSource};
 use crate::store::{Expected, Ingest, IngestError, Ingested};
 use crate::telemetry::metrics::Metrics;
 
@@ -138,8 +138,13 @@ impl Transfer<'_> {
             None => self.receive_span(dl, ingest, body, span).await?,
             Some(parts) => self.receive_parts(dl, ingest, body, span, &parts).await?,
         };
+        // An HQ upcache that stored the object while this download ran
+        // vouched for its SHA-256: the bytes from before and after must
+        // make it, or nothing is stored.
+        let vouched = self.object.and_then(ObjectSource::vouched);
         let expected = Expected {
             size: total,
+            sha256: expected.sha256.or(vouched),
             ..expected.clone()
         };
         let unverified = self.unverified(&expected);

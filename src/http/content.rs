@@ -463,7 +463,7 @@ impl FileValidators {
     /// conditionals too.
     fn new(entry: &FileEntry, key: FileKey) -> FileValidators {
         let sha1_tag = format!("\"sha1:{}\"", entry.sha1);
-        let sha256_tag = entry.sha256.map(|d| format!("\"sha256:{d}\""));
+        let sha256_tag = entry.sha256.as_ref().map(crate::fetch::stored_etag);
         let etags = match (key, sha256_tag) {
             (FileKey::Sha256(_), Some(sha256)) => vec![sha256, sha1_tag],
             (_, Some(sha256)) => vec![sha1_tag, sha256],

@@ -29,6 +29,7 @@ type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
 #[derive(Default)]
 pub struct OriginState {
     objects: Mutex<HashMap<String, Bytes>>,
+    /// The object's `ETag` (empty: none sent).
     etag: Mutex<String>,
     /// Tokens with `P1` below this are expired (403).
     min_p1: AtomicU64,
@@ -255,6 +256,92 @@ fn status(code: StatusCode) -> Response<Body> {
     r
 }
 
+/// A branch's resume that reaches its HQ after the HQ stored the object:
+/// the origin gave no `ETag`, so the HQ tagged the download
+/// `W/"upcache-downloading"` and tags the stored bytes `"sha256:…"`. The
+/// branch goes on (the same bytes), it does not take it for a change. A
+/// relay between them cuts the branch's first answer after 1 MiB and holds
+/// every later connection until the HQ has stored the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_resuming_after_its_hq_stored_the_object_goes_on() {
+    let origin = DoOrigin::start().await;
+    let data = object(4 << 20);
+    origin.add(&object_path(), data.clone());
+    origin.state.etag.lock().unwrap().clear();
+    origin.state.rate.store(2 << 20, Ordering::SeqCst);
+    let hq = harness(&origin).await;
+    let relay = CuttingRelay::start(hq.running().content_addr, 1 << 20).await;
+    let branch_upstream: reqwest::Url = format!("http://{}/", relay.addr).parse().unwrap();
+    let branch = Harness::with(move |c| c.fetch.upstream = Some(branch_upstream)).await;
+    let url = branch.url(&do_url(8_600));
+    let got = tokio::spawn(async move { reqwest::get(url).await?.bytes().await });
+    hq.eventually("HQ stores it", |h| !h.stored().is_empty())
+        .await;
+    relay.release.store(true, Ordering::SeqCst);
+    assert!(got.await.unwrap().unwrap() == data, "byte-exact");
+    assert!(
+        relay.connections.load(Ordering::SeqCst) >= 2,
+        "the branch resumed on a connection of its own"
+    );
+    branch
+        .eventually("the branch stores it", |h| !h.stored().is_empty())
+        .await;
+    assert_eq!(branch.counter("upcache_do_identity_changed_total").await, 0);
+    assert_eq!(branch.stored(), hq.stored(), "under the HQ's SHA-256");
+    assert_eq!(
+        origin.body_bytes(),
+        data.len() as u64,
+        "the origin sent it once"
+    );
+}
+
+/// A TCP relay to `to`: its first connection is cut after `cut` bytes
+/// from `to`; later ones wait for `release`, then pass everything.
+struct CuttingRelay {
+    addr: SocketAddr,
+    release: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
+}
+
+impl CuttingRelay {
+    async fn start(to: SocketAddr, cut: u64) -> CuttingRelay {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicU64::new(0));
+        let (held, count) = (release.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                let held = held.clone();
+                tokio::spawn(async move {
+                    while !first && !held.load(Ordering::SeqCst) {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    let mut server = tokio::net::TcpStream::connect(to).await.unwrap();
+                    if !first {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        return;
+                    }
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (from_server, mut to_server) = server.into_split();
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    });
+                    let _ = tokio::io::copy(&mut from_server.take(cut), &mut to_client).await;
+                    // Dropping both halves ends the connection mid-body.
+                });
+            }
+        });
+        CuttingRelay {
+            addr,
+            release,
+            connections,
+        }
+    }
+}
+
 fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response<Body> {
     s.requests.fetch_add(1, Ordering::SeqCst);
     s.targets.lock().unwrap().push(req.uri().to_string());
@@ -350,7 +437,9 @@ fn answer(s: &Arc<OriginState>, req: Request<hyper::body::Incoming>) -> Response
     let mut r = Response::new(StreamBody::new(stream).boxed_unsync());
     *r.status_mut() = code;
     let h = r.headers_mut();
-    h.insert("etag", etag.parse().unwrap());
+    if !etag.is_empty() {
+        h.insert("etag", etag.parse().unwrap());
+    }
     h.insert("content-length", (end - start).into());
     h.insert("accept-ranges", "bytes".parse().unwrap());
     if code == StatusCode::PARTIAL_CONTENT {

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::delivery::{Answer, Delivery, DeliveryError};
 use crate::digest::Sha256Digest;
-use crate::fetch::{FetchError, Identity, Joined};
+use crate::fetch::{stored_etag, FetchError, Identity, Joined, DOWNLOADING_ETAG};
 use crate::http::body::{Part, ResponseBody, Source, UpstreamRange};
 use crate::http::conditional::{RequestHeaders, Validators};
 use crate::http::error::HttpStatus;
@@ -236,14 +236,14 @@ fn mark(mut r: Response<ResponseBody>, unverified: bool) -> Response<ResponseBod
 fn object_validators(identity: &Identity, sha256: Option<Sha256Digest>) -> Arc<FileValidators> {
     let strong = identity.etag.clone().filter(|e| !e.starts_with("W/"));
     let etag = strong
-        .or_else(|| sha256.map(|d| format!("\"sha256:{d}\"")))
-        .unwrap_or_else(|| "W/\"upcache-downloading\"".to_owned());
+        .or_else(|| sha256.as_ref().map(stored_etag))
+        .unwrap_or_else(|| DOWNLOADING_ETAG.to_owned());
     let last_modified = identity
         .last_modified
         .as_deref()
         .and_then(|lm| httpdate::parse_http_date(lm).ok());
-    let value = HeaderValue::from_str(&etag)
-        .unwrap_or_else(|_| HeaderValue::from_static("W/\"upcache-downloading\""));
+    let value =
+        HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static(DOWNLOADING_ETAG));
     let etags = if etag.starts_with("W/") {
         Vec::new()
     } else {
