@@ -294,36 +294,26 @@ impl Download {
 
     pub(super) fn status(&self) -> FetchStatus {
         let p = self.progress.borrow();
+        let parts = self.parts.get();
+        let done = parts.map_or(p.written, |parts| parts.written_total(p.written));
         let receiving = p.receiving_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        // The window's rate sees the download's own flow only: in parts,
+        // the average since the first answer over every part's bytes.
+        let bytes_per_second = match p.rate {
+            rate if rate > 0 && parts.is_none() => rate,
+            _ if receiving > 0.0 => (done as f64 / receiving) as u64,
+            _ => 0,
+        };
         FetchStatus {
             sha1: self.id.to_string(),
             name: self.name.to_string(),
             queued: p.phase == Phase::Queued,
-            bytes_done: self
-                .parts
-                .get()
-                .map_or(p.written, |parts| parts.written_total(p.written)),
+            bytes_done: done,
             bytes_total: p.total,
-            bytes_per_second: self.bytes_per_second(&p, receiving),
+            bytes_per_second,
             clients: self.progress.receiver_count(),
             resumes: p.resumes,
             seconds: self.started.elapsed().as_secs_f64(),
-        }
-    }
-
-    /// The download's rate for status: the current window's, or (in
-    /// parts, whose flows the window does not see) the average since the
-    /// first answer over every part's bytes.
-    fn bytes_per_second(&self, p: &Progress, receiving: f64) -> u64 {
-        let parted = self.parts.get();
-        if p.rate > 0 && parted.is_none() {
-            return p.rate;
-        }
-        let done = parted.map_or(p.written, |parts| parts.written_total(p.written));
-        if receiving > 0.0 {
-            (done as f64 / receiving) as u64
-        } else {
-            0
         }
     }
 

@@ -175,9 +175,12 @@ pub struct FetchStatus {
     pub queued: bool,
     pub bytes_done: u64,
     pub bytes_total: Option<u64>,
+    /// Over the last quarter second; for a download in parts, the average
+    /// since the first answer.
     pub bytes_per_second: u64,
     /// Clients streaming from it.
     pub clients: usize,
+    /// Resumes after interruptions, its parts' included.
     pub resumes: u32,
     pub seconds: f64,
 }

@@ -96,13 +96,19 @@ impl Parts {
         self.abandoned[i].load(Ordering::SeqCst)
     }
 
-    /// Bytes written in all, part 0's being the first `first` (which the
-    /// download's own transfer writes, and the adopted parts after it).
+    /// Bytes written in all. The download's own transfer has written the
+    /// first `first` (part 0, the parts it adopted, and the rest of any
+    /// part it took over from a worker that gave up); each part counts
+    /// what its worker or the transfer wrote of it, whichever is more.
     pub(super) fn written_total(&self, first: u64) -> u64 {
-        let side: u64 = (1..self.len())
-            .map(|i| self.filled[i].load(Ordering::SeqCst))
-            .sum();
-        first.min(self.spans[0].end) + side
+        self.spans
+            .iter()
+            .zip(&self.filled)
+            .map(|(span, filled)| {
+                let by_transfer = first.clamp(span.start, span.end) - span.start;
+                by_transfer.max(filled.load(Ordering::SeqCst))
+            })
+            .sum()
     }
 
     /// How far the bytes from `pos` are written without a gap, if the
@@ -183,5 +189,24 @@ mod tests {
         assert_eq!(parts.written_from(8 * MIB + 1000), None);
         assert_eq!(parts.written_from(0), None, "part 0 has nothing yet");
         assert_eq!(parts.written_from(16 * MIB), None, "past the end");
+    }
+
+    #[test]
+    fn the_total_counts_each_part_once_whoever_wrote_it() {
+        let parts = Parts::layout(32 * MIB, 4).unwrap();
+        assert_eq!(parts.written_total(0), 0);
+        parts.wrote(1, 3 * MIB);
+        parts.wrote(3, MIB);
+        assert_eq!(
+            parts.written_total(5 * MIB),
+            9 * MIB,
+            "part 0 is the transfer's"
+        );
+        // Part 1 adopted: its bytes are counted once.
+        assert_eq!(parts.written_total(11 * MIB), 12 * MIB);
+        // Its worker gave up at 11 MiB; the transfer took part 1 over and
+        // is 2 MiB into part 2, whose worker never wrote.
+        assert_eq!(parts.written_total(18 * MIB), 19 * MIB);
+        assert_eq!(parts.written_total(32 * MIB), 32 * MIB);
     }
 }
