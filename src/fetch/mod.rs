@@ -589,6 +589,7 @@ impl Fetcher {
                 }
             }
             Err(FetchError::Verification(_)) if from_shared => self.shared.forget(&file).await,
+            Err(e) if from_shared => self.shared.download_failed(Shared::file_key(&file), e),
             Err(_) => {}
         }
         self.metrics.fetch_finished(

@@ -448,6 +448,9 @@ impl Fetcher {
             (Err(FetchError::Verification(_)), Some((_, marker))) => {
                 self.shared.forget_object(&job.key, &marker.sha256).await
             }
+            (Err(e), Some(_)) => self
+                .shared
+                .download_failed(super::shared::Shared::object_key(&job.key), e),
             _ => {}
         }
         self.metrics.fetch_finished(

@@ -1,8 +1,11 @@
 //! The shared tier (S3) as the fetcher sees it: asked before the origin,
-//! given every file the origin sent, and told to forget a copy that failed
-//! verification. Without a bucket each step does nothing.
+//! given every file the origin sent, told to forget a copy that failed
+//! verification, and to pass over for a while a copy it failed to send.
+//! Without a bucket each step does nothing.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::catalog::FileEntry;
 use crate::digest::{Sha1Digest, Sha256Digest};
@@ -10,8 +13,33 @@ use crate::store::s3::{Located, ObjectMarker, S3Tier};
 use crate::store::Storage;
 use crate::telemetry::metrics::Metrics;
 
+use super::FetchError;
+
 /// Uploads to the shared tier at once.
 const MAX_UPLOADS: usize = 4;
+
+/// How long a shared copy the bucket failed to send is passed over, the
+/// origin asked instead: a bucket that refuses or breaks off a download
+/// (a policy changed, a node of it down) is rarely mended in seconds, and
+/// every request meanwhile would fail the same way.
+const PASS_OVER: Duration = Duration::from_secs(600);
+/// The most copies passed over at once; past it the list is full and a
+/// failing copy is asked again (each lookup still falls back on an error).
+const MAX_PASSED_OVER: usize = 4096;
+
+/// Why a download from the shared tier failed, as far as the copy is to
+/// blame: the link or the bucket's answer, not the local disk or a limit.
+fn the_copys_fault(e: &FetchError) -> bool {
+    matches!(
+        e,
+        FetchError::UpstreamStatus { .. }
+            | FetchError::Connect(_)
+            | FetchError::Timeout(_)
+            | FetchError::Transfer(_)
+            | FetchError::Stalled(_)
+            | FetchError::Changed(_)
+    )
+}
 
 pub(super) struct Shared {
     tier: Option<Arc<S3Tier>>,
@@ -20,6 +48,9 @@ pub(super) struct Shared {
     metrics: Arc<Metrics>,
     /// Bounds uploads running at once.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Copies the bucket failed to send, by key, until when they are
+    /// passed over ([`PASS_OVER`]).
+    passed_over: Mutex<HashMap<String, Instant>>,
 }
 
 impl Shared {
@@ -33,7 +64,45 @@ impl Shared {
             store,
             metrics,
             uploads: Arc::new(tokio::sync::Semaphore::new(MAX_UPLOADS)),
+            passed_over: Mutex::default(),
         }
+    }
+
+    /// A download from the shared tier ended with `error`: a copy the
+    /// bucket failed to send (not one the local disk refused) is passed
+    /// over for [`PASS_OVER`].
+    pub(super) fn download_failed(&self, key: String, error: &FetchError) {
+        if !the_copys_fault(error) {
+            return;
+        }
+        self.metrics.shared_tier("failed");
+        tracing::warn!(key, %error, "the shared tier failed to send a copy; the origin serves it for {PASS_OVER:?}");
+        let mut passed = self.passed_over.lock().unwrap();
+        let now = Instant::now();
+        passed.retain(|_, until| *until > now);
+        if passed.len() < MAX_PASSED_OVER {
+            passed.insert(key, now + PASS_OVER);
+        }
+    }
+
+    /// Whether the copy of `key` is being passed over (counted once a lookup).
+    fn is_passed_over(&self, key: &str) -> bool {
+        let passed = self.passed_over.lock().unwrap();
+        let over = passed.get(key).is_some_and(|until| *until > Instant::now());
+        if over {
+            self.metrics.shared_tier("passed_over");
+        }
+        over
+    }
+
+    /// The key a catalog file's copy is passed over by.
+    pub(super) fn file_key(file: &FileEntry) -> String {
+        format!("sha1/{}", file.sha1)
+    }
+
+    /// The key a DO object's copy is passed over by.
+    pub(super) fn object_key(key: &str) -> String {
+        format!("do/{key}")
     }
 
     /// The bucket, when there is one (for the shared cleanup).
@@ -47,6 +116,9 @@ impl Shared {
         let Some(shared) = &self.tier else {
             return (origin, false);
         };
+        if self.is_passed_over(&Shared::file_key(file)) {
+            return (origin, false);
+        }
         match shared.locate(&file.sha1, file.sha256).await {
             Ok(Some(found)) => {
                 self.metrics.shared_tier("found");
@@ -96,6 +168,9 @@ impl Shared {
     /// where to download it and its marker. The shared tier failing is a miss.
     pub(super) async fn object_source(&self, key: &str) -> Option<(Located, ObjectMarker)> {
         let shared = self.tier.as_ref()?;
+        if self.is_passed_over(&Shared::object_key(key)) {
+            return None;
+        }
         match shared.locate_object(key).await {
             Ok(Some(found)) => {
                 self.metrics.shared_tier("found");

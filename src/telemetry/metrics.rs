@@ -93,7 +93,15 @@ pub const ADMIN_REFUSED_REASONS: [&str; 4] = ["host", "origin", "cross_site", "c
 
 /// What can happen with the shared tier: lookups (found, absent, error)
 /// and uploads.
-pub const SHARED_TIER_EVENTS: [&str; 5] = ["found", "absent", "error", "uploaded", "upload_failed"];
+pub const SHARED_TIER_EVENTS: [&str; 7] = [
+    "found",
+    "absent",
+    "error",
+    "uploaded",
+    "upload_failed",
+    "failed",
+    "passed_over",
+];
 
 /// Why a Delivery Optimization request was refused (`delivery::origin`).
 pub const DO_REFUSED_REASONS: [&str; 10] = [

@@ -621,28 +621,25 @@ async fn do_objects_are_shared_through_the_bucket_and_kept_by_its_cleanup() {
 
 /// A relay in front of SeaweedFS, as the shared tier's endpoint: it passes
 /// every request on, but cuts the first `GET` whose path holds `watched`
-/// after `cut` bytes, and answers each later one 403 while `refusing`
-/// holds (a bucket whose policy changed in the middle of a download).
+/// after `cut` bytes, and answers each later one 403 (a bucket whose
+/// policy changed in the middle of a download).
 struct BucketRelay {
     endpoint: String,
-    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl BucketRelay {
     async fn start(s3: &str, watched: String, cut: usize) -> BucketRelay {
-        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::atomic::AtomicU64;
         use std::sync::Arc;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let refusing = Arc::new(AtomicBool::new(true));
         let refused = Arc::new(AtomicU64::new(0));
         let rule = Arc::new(RelayRule {
             s3: s3.to_owned(),
             watched,
             cut,
             gets: AtomicU64::new(0),
-            refusing: refusing.clone(),
             refused: refused.clone(),
             client: reqwest::Client::builder().no_proxy().build().unwrap(),
         });
@@ -659,11 +656,7 @@ impl BucketRelay {
                 );
             }
         });
-        BucketRelay {
-            endpoint,
-            refusing,
-            refused,
-        }
+        BucketRelay { endpoint, refused }
     }
 }
 
@@ -672,7 +665,6 @@ struct RelayRule {
     watched: String,
     cut: usize,
     gets: std::sync::atomic::AtomicU64,
-    refusing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
     client: reqwest::Client,
 }
@@ -690,7 +682,7 @@ impl RelayRule {
         } else {
             0
         };
-        if watched && nth > 0 && self.refusing.load(Ordering::SeqCst) {
+        if watched && nth > 0 {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return relay_answer(
                 http::StatusCode::FORBIDDEN,
@@ -750,23 +742,24 @@ fn relay_answer(
 /// A presigned URL of the shared tier has no successor: the bucket that
 /// refuses a resume (here 403, as after a policy change) fails the
 /// download at once, not after the stall watchdog's minute of waiting for
-/// a fresher URL as a DO token's expiry would; the next request takes the
-/// object from the bucket again, byte-exact. (8 MiB: one piece, so the
-/// only `GET` after the first is the resume.)
+/// a fresher URL as a DO token's expiry would. The copy is then passed over
+/// for a while: the next request goes to the origin, not to a bucket that
+/// would fail it the same way. (8 MiB: one piece, so the only `GET` after
+/// the first is the resume.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bucket_refusing_a_resume_fails_the_download_at_once_and_the_next_request_heals() {
+async fn a_bucket_refusing_a_resume_fails_the_download_at_once_and_the_origin_serves_the_next() {
     use crate::delivery::{do_url, object, DoOrigin};
     use sha2::Digest as _;
+    use std::sync::atomic::Ordering;
     let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
         return;
     };
     let origin = DoOrigin::start().await;
     let data = object(8 << 20);
     origin.add(&crate::delivery::object_path(), data.clone());
-    let proxy = origin.proxy();
     let a = Harness::with(|c| {
         c.shared = settings(&s3, "refusing");
-        c.fetch.upstream_proxy = Some(proxy);
+        c.fetch.upstream_proxy = Some(origin.proxy());
     })
     .await;
     assert!(a.get(&do_url(3_000_000_000)).await.bytes().await.unwrap() == data);
@@ -774,12 +767,9 @@ async fn a_bucket_refusing_a_resume_fails_the_download_at_once_and_the_next_requ
     let sha256 = hex::encode(sha2::Sha256::digest(&data));
 
     let relay = BucketRelay::start(&s3, sha256, 1 << 20).await;
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let proxy = format!("http://{}", down.local_addr().unwrap());
-    drop(down);
     let b = Harness::with(|c| {
         c.shared = settings(&relay.endpoint, "refusing");
-        c.fetch.upstream_proxy = Some(proxy);
+        c.fetch.upstream_proxy = Some(origin.proxy());
     })
     .await;
     let began = std::time::Instant::now();
@@ -791,23 +781,28 @@ async fn a_bucket_refusing_a_resume_fails_the_download_at_once_and_the_next_requ
         "the first body is cut"
     );
     assert_eq!(
-        relay.refused.load(std::sync::atomic::Ordering::SeqCst),
+        relay.refused.load(Ordering::SeqCst),
         1,
         "the bucket refused the resume, and it was not asked again"
     );
     // The stall watchdog is 60 s: well before it.
     assert!(took < Duration::from_secs(20), "failed after {took:?}");
     assert!(b.stored().is_empty(), "nothing stored");
+    assert_eq!(s3_events(&b, "failed").await, 1);
 
-    relay
-        .refusing
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let sent_to_a = origin.body_bytes();
     let again = b.get(&do_url(3_200_000_000)).await;
     assert_eq!(again.status(), 200);
     assert!(again.bytes().await.unwrap() == data, "byte-exact");
     assert_eq!(
-        origin.body_bytes(),
+        relay.refused.load(Ordering::SeqCst),
+        1,
+        "the bucket passed over"
+    );
+    assert_eq!(s3_events(&b, "passed_over").await, 1);
+    assert_eq!(
+        origin.body_bytes() - sent_to_a,
         data.len() as u64,
-        "the origin sent it once, to A"
+        "the origin sent it to B"
     );
 }
