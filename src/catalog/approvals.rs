@@ -101,16 +101,7 @@ pub(super) fn approve(
     gid: i64,
     deadline: Option<i64>,
 ) -> Result<bool, CatalogError> {
-    let changed = tx
-        .prepare_cached(
-            "INSERT INTO update_approvals(uid, gid, deadline) VALUES (?1, ?2, ?3)
-             ON CONFLICT(uid, gid) DO UPDATE SET deadline = excluded.deadline,
-                                                 approved = unixepoch()
-             WHERE deadline IS NOT excluded.deadline",
-        )?
-        .execute(params![uid, gid, deadline])?
-        > 0;
-    if !changed {
+    if !upsert(tx, uid, gid, deadline)? {
         return Ok(false);
     }
     // The row is there first, so the state trigger adds no `All Computers`
@@ -119,6 +110,25 @@ pub(super) fn approve(
         .execute([uid])?;
     super::import::touch_files_of(tx, uid)?;
     Ok(true)
+}
+
+/// Writes group `gid`'s approval of `uid` with `deadline`, dated now when
+/// new or when its deadline changes; whether it changed.
+pub(super) fn upsert(
+    tx: &Transaction<'_>,
+    uid: i64,
+    gid: i64,
+    deadline: Option<i64>,
+) -> Result<bool, CatalogError> {
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO update_approvals(uid, gid, deadline) VALUES (?1, ?2, ?3)
+             ON CONFLICT(uid, gid) DO UPDATE SET deadline = excluded.deadline,
+                                                 approved = unixepoch()
+             WHERE deadline IS NOT excluded.deadline",
+        )?
+        .execute(params![uid, gid, deadline])?;
+    Ok(changed > 0)
 }
 
 /// Takes group `gid`'s approval of `uid` back; the last one taken back
@@ -269,6 +279,79 @@ mod tests {
         assert_eq!(changed(&[]), Some(100));
         assert_eq!(changed(&[staff]), Some(200));
         assert_eq!(changed(&[pilot, staff]), Some(300));
+    }
+
+    const U: &str = "3f1e1a36-0c3f-4d8e-9a6c-0b5a0e7c2d11";
+
+    fn catalog() -> (tempfile::TempDir, std::sync::Arc<crate::catalog::Catalog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::DiskStore::open(dir.path(), 16).unwrap();
+        let catalog = crate::catalog::Catalog::open(dir.path(), store).unwrap();
+        (dir, catalog)
+    }
+
+    /// A primary's export of `U`, approved for Pilot with `deadline`.
+    fn approved_for_pilot(deadline: &str) -> String {
+        serde_json::json!({
+            "updates": [{
+                "id": U, "revision": 1, "title": "U", "files": [], "state": "approved",
+                "approvals": [{"group": "Pilot", "deadline": deadline}],
+            }],
+            "seq": 1,
+            "policy": crate::policy::Policy::default(),
+            "rules": [],
+        })
+        .to_string()
+    }
+
+    /// When `U`'s approvals were dated.
+    fn dates(c: &crate::catalog::Catalog) -> Vec<i64> {
+        let mut by_update = c.group_approvals_of(&[U]).unwrap();
+        let rows = by_update.remove(U).unwrap_or_default();
+        rows.iter().map(|a| a.approved).collect()
+    }
+
+    /// Dates every approval long ago, as one made a while back.
+    fn backdate(c: &crate::catalog::Catalog) {
+        c.db()
+            .execute("UPDATE update_approvals SET approved = 1000", [])
+            .unwrap();
+    }
+
+    fn a_minute_ago() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 60
+    }
+
+    #[test]
+    fn an_approval_is_dated_when_made_and_when_its_deadline_changes_not_when_repeated() {
+        let (_dir, c) = catalog();
+        let doc =
+            serde_json::json!({"updates": [{"id": U, "revision": 1, "title": "U", "files": []}]});
+        c.import_json(doc.to_string().as_bytes(), false).unwrap();
+        c.approve_for(U, None, None).unwrap();
+        assert!(dates(&c)[0] >= a_minute_ago(), "dated when made");
+        backdate(&c);
+        c.approve_for(U, None, None).unwrap();
+        assert_eq!(dates(&c), [1000], "approving again as it stands");
+        c.approve_for(U, None, Some(1_900_000_000)).unwrap();
+        assert!(dates(&c)[0] >= a_minute_ago(), "a new deadline");
+    }
+
+    #[test]
+    fn a_follower_keeps_the_date_of_an_approval_its_primary_sends_again() {
+        let (_dir, c) = catalog();
+        let import = |doc: String| c.import_from_primary(doc.as_bytes(), None).unwrap();
+        import(approved_for_pilot("2027-01-01"));
+        assert!(dates(&c)[0] >= a_minute_ago());
+        backdate(&c);
+        import(approved_for_pilot("2027-01-01"));
+        assert_eq!(dates(&c), [1000], "the same approval, sent again");
+        import(approved_for_pilot("2027-02-01"));
+        assert!(dates(&c)[0] >= a_minute_ago(), "a new deadline");
     }
 
     #[test]

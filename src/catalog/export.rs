@@ -221,7 +221,7 @@ fn own_groups(db: &Connection) -> Result<Vec<GroupDoc>, CatalogError> {
 /// the computers before it (a first pull of 50,000 read ~1.2 million index
 /// entries); the two halves of this union each seek in
 /// `computers_groups_changed`, and their merge stops at the page's end.
-const MEMBERS_PAGE_SQL: &str = "
+pub(crate) const MEMBERS_PAGE_SQL: &str = "
     WITH page AS (
         SELECT groups_changed, cid, id FROM computers WHERE groups_changed = ?1 AND cid > ?2
         UNION ALL
@@ -234,7 +234,7 @@ const MEMBERS_PAGE_SQL: &str = "
 /// [`MEMBERS_PAGE_SQL`] for the memberships a follower took from its
 /// primary: the client ids `primary_computers` stamps, each with its
 /// groups in `primary_members` (sought the same way).
-const MIRRORED_PAGE_SQL: &str = "
+pub(crate) const MIRRORED_PAGE_SQL: &str = "
     WITH page AS (
         SELECT changed, pcid, id FROM primary_computers WHERE changed = ?1 AND pcid > ?2
         UNION ALL
@@ -318,53 +318,4 @@ fn exported_approvals(db: &Connection, uid: i64) -> Result<Vec<ApprovalDoc>, Cat
             deadline: a.deadline,
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The plan SQLite makes of a memberships page on the real schema.
-    fn plan_of_a_page(sql: &str) -> Vec<String> {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::DiskStore::open(dir.path(), 16).unwrap();
-        let catalog = crate::catalog::Catalog::open(dir.path(), store).unwrap();
-        // The fleet's tables, in the same file.
-        crate::fleet::Fleet::open(dir.path(), crate::fleet::FleetSettings::default()).unwrap();
-        let db = catalog.db();
-        let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let plan = stmt
-            .query_map(rusqlite::params![5, 190_000, 1024], |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        plan
-    }
-
-    #[test]
-    fn a_memberships_page_seeks_its_first_computer() {
-        let plan = plan_of_a_page(MEMBERS_PAGE_SQL);
-        assert!(
-            plan.iter()
-                .any(|d| d.contains("(groups_changed=? AND cid>?)")),
-            "{plan:#?}"
-        );
-        assert!(
-            !plan.iter().any(|d| d.starts_with("SCAN computers")),
-            "{plan:#?}"
-        );
-        let plan = plan_of_a_page(MIRRORED_PAGE_SQL);
-        assert!(
-            plan.iter().any(|d| d.contains("(changed=? AND pcid>?)")),
-            "{plan:#?}"
-        );
-        assert!(
-            !plan
-                .iter()
-                .any(|d| d.starts_with("SCAN primary_") || d.starts_with("SCAN m")),
-            "{plan:#?}"
-        );
-    }
 }

@@ -118,13 +118,7 @@ fn import_approvals(
         let gid: i64 = tx
             .prepare_cached("SELECT gid FROM computer_groups WHERE name = ?1")?
             .query_row([name], |r| r.get(0))?;
-        tx.prepare_cached(
-            "INSERT INTO update_approvals(uid, gid, deadline) VALUES (?1, ?2, ?3)
-             ON CONFLICT(uid, gid) DO UPDATE SET deadline = excluded.deadline,
-                                                 approved = unixepoch()
-             WHERE deadline IS NOT excluded.deadline",
-        )?
-        .execute(params![uid, gid, a.deadline])?;
+        super::approvals::upsert(tx, uid, gid, a.deadline)?;
         listed.push(gid);
     }
     let held: Vec<i64> = tx

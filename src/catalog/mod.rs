@@ -22,6 +22,8 @@ mod schema;
 mod xml_import;
 
 pub use export::{FleetExport, Memberships};
+#[cfg(test)]
+pub(crate) use export::{MEMBERS_PAGE_SQL, MIRRORED_PAGE_SQL};
 pub use import::{ImportReport, ImportStatus};
 pub use index::{FileEntry, Location, StoredFile};
 pub use json::CatalogDoc;

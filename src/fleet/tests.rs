@@ -946,3 +946,46 @@ fn a_follower_passes_the_memberships_it_took_on_to_its_own_follower() {
     assert_eq!(computers, 3, "{doc}");
     assert_eq!(group_names(&last, "b"), ["All Computers", "Ring"]);
 }
+
+/// The plan SQLite makes of a memberships page (`catalog::export`, which
+/// reads these tables) on the real schema: the catalog's and the fleet's
+/// tables in the one file.
+fn plan_of_a_members_page(sql: &str) -> Vec<String> {
+    let w = world(Targeting::Server);
+    let db = rusqlite::Connection::open(w._dir.path().join("catalog.sqlite3")).unwrap();
+    let mut stmt = db.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let plan = stmt
+        .query_map(rusqlite::params![5, 190_000, 1024], |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    plan
+}
+
+#[test]
+fn a_memberships_page_seeks_its_first_computer() {
+    use crate::catalog::{MEMBERS_PAGE_SQL, MIRRORED_PAGE_SQL};
+    let plan = plan_of_a_members_page(MEMBERS_PAGE_SQL);
+    assert!(
+        plan.iter()
+            .any(|d| d.contains("(groups_changed=? AND cid>?)")),
+        "{plan:#?}"
+    );
+    assert!(
+        !plan.iter().any(|d| d.starts_with("SCAN computers")),
+        "{plan:#?}"
+    );
+    let plan = plan_of_a_members_page(MIRRORED_PAGE_SQL);
+    assert!(
+        plan.iter().any(|d| d.contains("(changed=? AND pcid>?)")),
+        "{plan:#?}"
+    );
+    assert!(
+        !plan
+            .iter()
+            .any(|d| d.starts_with("SCAN primary_") || d.starts_with("SCAN m")),
+        "{plan:#?}"
+    );
+}

@@ -204,8 +204,8 @@ struct Approvals {
 }
 
 /// Largest answer `xpress`-encoded on the async worker itself; a larger
-/// one goes to the blocking pool. At the encoder's ~3 µs a KiB (release
-/// build, XML), 16 KiB is ~50 µs of a worker, within the 10-100 µs a task
+/// one goes to the blocking pool. At the encoder's ~4 µs a KiB (release
+/// build, XML), 16 KiB is ~60 µs of a worker, within the 10-100 µs a task
 /// may run between awaits; handing an answer to the pool costs ~5 µs
 /// (~50 µs on the loaded shared machine), as much as encoding 1-16 KiB,
 /// so smaller answers (cookies, configuration, reports, faults) stay
