@@ -18,8 +18,24 @@ use crate::policy::Policy;
 use crate::upkeep::cleanup::CleanupReport;
 use crate::upkeep::scrub::{ScrubRequest, ScrubStatus};
 
-/// How [`CabinetSink`] says the side that sends has stopped taking.
-const UPLOAD_ENDED: std::io::ErrorKind = std::io::ErrorKind::BrokenPipe;
+/// How [`CabinetSink`] says the side that sends has stopped taking: its
+/// own type inside the `io::Error`, never mistaken for the reader's own.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload ended")]
+struct UploadEnded;
+
+fn upload_ended<T>(_: T) -> std::io::Error {
+    std::io::Error::other(UploadEnded)
+}
+
+fn is_upload_ended(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<UploadEnded>())
+}
+
+/// How long a failed `package.xml` import waits for the cabinet's reader
+/// to say why (its own error says more), which may be in the middle of
+/// expanding a detail cabinet and stop only at its end.
+const READER_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Hands what `read_wsusscn2` reads to the tasks that send it.
 struct CabinetSink {
@@ -32,7 +48,7 @@ impl crate::catalog::cabinet::Wsusscn2Sink for CabinetSink {
     fn package_xml(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         let xml = self.xml.as_ref().expect("package.xml before its end");
         xml.blocking_send(Ok(bytes::Bytes::copy_from_slice(chunk)))
-            .map_err(|_| std::io::Error::new(UPLOAD_ENDED, "upload ended"))
+            .map_err(upload_ended)
     }
 
     fn package_end(&mut self) -> std::io::Result<()> {
@@ -49,7 +65,7 @@ impl crate::catalog::cabinet::Wsusscn2Sink for CabinetSink {
     ) -> std::io::Result<()> {
         self.documents
             .blocking_send((cabinet.to_owned(), lines, read))
-            .map_err(|_| std::io::Error::new(UPLOAD_ENDED, "upload ended"))
+            .map_err(upload_ended)
     }
 }
 
@@ -294,8 +310,8 @@ impl AdminClient {
             Err(e) => {
                 // The reader's own failure says more, when it has one.
                 drop(docs_rx);
-                match reader.await? {
-                    Err(r) if r.kind() != UPLOAD_ENDED => {
+                match tokio::time::timeout(READER_GRACE, reader).await {
+                    Ok(Ok(Err(r))) if !is_upload_ended(&r) => {
                         return Err(r).context("expanding the cabinet")
                     }
                     _ => return Err(e),
