@@ -179,8 +179,16 @@ impl Harness {
     /// Asserts that `file` is served whole (its bytes are not printed:
     /// they are megabytes).
     pub async fn assert_serves(&self, file: &SampleFile) {
-        let body = self.get(&file.content_path()).await.bytes().await.unwrap();
-        assert!(body == file.bytes, "{} not served whole", file.path);
+        let r = self.get(&file.content_path()).await;
+        let (status, headers) = (r.status(), r.headers().clone());
+        let body = r.bytes().await;
+        let whole = body.as_ref().is_ok_and(|b| *b == file.bytes);
+        assert!(
+            whole,
+            "{} not served whole: {status}, {headers:?}, {:?}",
+            file.path,
+            body.map(|b| String::from_utf8_lossy(&b[..b.len().min(300)]).into_owned())
+        );
     }
 
     /// Sends a bodiless request to the admin API.
