@@ -909,89 +909,7 @@ async fn a_group_only_approval_on_the_primary_reaches_its_computers_two_follower
     };
     middle.restart_with(follow(primary.admin("/"))).await;
     last.restart_with(follow(middle.admin("/"))).await;
-    let base = last.url("");
-    let mut x = Pc::start(&last.http, &base, "pc-x", "").await;
-    x.register().await;
-    let mut y = Pc::start(&last.http, &base, "pc-y", "").await;
-    y.register().await;
-    // The reports travel up the chain: the primary knows both.
-    within(
-        "the computers on the primary",
-        Duration::from_secs(30),
-        async || {
-            let list = primary.admin_json("/api/v1/computers").await;
-            list["computers"].as_array().map(Vec::len) == Some(2)
-        },
-    )
-    .await;
-    let r = primary
-        .http
-        .put(primary.admin("/api/v1/computers/pc-x/groups"))
-        .json(&json!({ "groups": ["Pilot"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    admin_post(
-        &primary,
-        &format!("/api/v1/updates/{BUNDLE}/approve"),
-        json!({ "group": "Pilot", "deadline": "2026-12-10" }),
-    )
-    .await;
-
-    let machine = machine();
-    let action = |offers: &[Offer]| {
-        offers
-            .iter()
-            .find(|o| o.0 == BUNDLE)
-            .map(|o| (o.1.clone(), o.2.clone()))
-    };
-    let install = Some((
-        "Install".to_owned(),
-        Some("2026-12-10T00:00:00Z".to_owned()),
-    ));
-    let evaluate = Some(("Evaluate".to_owned(), None));
-    within(
-        "Pilot's approval offered to X two followers down",
-        Duration::from_secs(30),
-        async || action(&x.scan(&machine).await) == install,
-    )
-    .await;
-    assert_eq!(computer_groups(&last, "pc-x").await, json!(["Pilot"]));
-    assert_eq!(
-        action(&y.scan(&machine).await),
-        evaluate,
-        "Y is not in Pilot"
-    );
-    assert_eq!(
-        computer_groups(&last, "pc-y").await,
-        json!(["Unassigned Computers"])
-    );
-
-    // Out of Pilot on the primary: withdrawn at the chain's end too.
-    let r = primary
-        .http
-        .put(primary.admin("/api/v1/computers/pc-x/groups"))
-        .json(&json!({ "groups": [] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    within(
-        "X out of Pilot two followers down",
-        Duration::from_secs(30),
-        async || action(&x.scan(&machine).await) == evaluate,
-    )
-    .await;
-    assert_eq!(
-        computer_groups(&last, "pc-x").await,
-        json!(["Unassigned Computers"])
-    );
-    let status = last.status().await;
-    assert!(
-        status["follow"]["members_seq"].as_u64().is_some(),
-        "{status}"
-    );
+    a_pilot_only_approval_follows_the_computer(&primary, &last, "two followers down").await;
 }
 
 /// Server-side targeting with a follower: the primary's administrator puts
@@ -1014,15 +932,29 @@ async fn a_computer_placed_in_a_group_on_the_primary_gets_that_groups_approvals_
             c.follow.follow_interval = Duration::from_secs(1);
         })
         .await;
-    let base = follower.url("");
-    let mut x = Pc::start(&follower.http, &base, "pc-x", "").await;
+    a_pilot_only_approval_follows_the_computer(&primary, &follower, "on the follower").await;
+}
+
+/// Server-side targeting seen from `node`, which follows `primary` (or a
+/// follower of it; `where_` says which, for the waits' names): the
+/// primary's administrator puts a computer in Pilot and approves an update
+/// for Pilot alone; the computer scanning against `node` is offered it,
+/// another is not, and taking it out of Pilot on the primary withdraws it
+/// there too.
+async fn a_pilot_only_approval_follows_the_computer(
+    primary: &Harness,
+    node: &Harness,
+    where_: &str,
+) {
+    let base = node.url("");
+    let mut x = Pc::start(&node.http, &base, "pc-x", "").await;
     x.register().await;
-    let mut y = Pc::start(&follower.http, &base, "pc-y", "").await;
+    let mut y = Pc::start(&node.http, &base, "pc-y", "").await;
     y.register().await;
-    // The follower forwards the registrations: the primary knows both.
+    // The reports travel up the chain: the primary knows both.
     within(
         "the computers on the primary",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         async || {
             let list = primary.admin_json("/api/v1/computers").await;
             list["computers"].as_array().map(Vec::len) == Some(2)
@@ -1038,7 +970,7 @@ async fn a_computer_placed_in_a_group_on_the_primary_gets_that_groups_approvals_
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     admin_post(
-        &primary,
+        primary,
         &format!("/api/v1/updates/{BUNDLE}/approve"),
         json!({ "group": "Pilot", "deadline": "2026-12-10" }),
     )
@@ -1055,24 +987,25 @@ async fn a_computer_placed_in_a_group_on_the_primary_gets_that_groups_approvals_
         "Install".to_owned(),
         Some("2026-12-10T00:00:00Z".to_owned()),
     ));
+    let evaluate = Some(("Evaluate".to_owned(), None));
     within(
-        "Pilot's approval offered to X on the follower",
-        Duration::from_secs(20),
+        &format!("Pilot's approval offered to X {where_}"),
+        Duration::from_secs(30),
         async || action(&x.scan(&machine).await) == install,
     )
     .await;
-    assert_eq!(computer_groups(&follower, "pc-x").await, json!(["Pilot"]));
+    assert_eq!(computer_groups(node, "pc-x").await, json!(["Pilot"]));
     assert_eq!(
         action(&y.scan(&machine).await),
-        Some(("Evaluate".to_owned(), None)),
+        evaluate,
         "Y is not in Pilot"
     );
     assert_eq!(
-        computer_groups(&follower, "pc-y").await,
+        computer_groups(node, "pc-y").await,
         json!(["Unassigned Computers"])
     );
 
-    // Out of Pilot on the primary: withdrawn on the follower at its next pull.
+    // Out of Pilot on the primary: withdrawn at `node` too.
     let r = primary
         .http
         .put(primary.admin("/api/v1/computers/pc-x/groups"))
@@ -1082,16 +1015,16 @@ async fn a_computer_placed_in_a_group_on_the_primary_gets_that_groups_approvals_
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     within(
-        "X out of Pilot on the follower",
-        Duration::from_secs(20),
-        async || action(&x.scan(&machine).await) == Some(("Evaluate".to_owned(), None)),
+        &format!("X out of Pilot {where_}"),
+        Duration::from_secs(30),
+        async || action(&x.scan(&machine).await) == evaluate,
     )
     .await;
     assert_eq!(
-        computer_groups(&follower, "pc-x").await,
+        computer_groups(node, "pc-x").await,
         json!(["Unassigned Computers"])
     );
-    let status = follower.status().await;
+    let status = node.status().await;
     assert!(
         status["follow"]["members_seq"].as_u64().is_some(),
         "{status}"
