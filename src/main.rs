@@ -25,8 +25,16 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.command {
+    let result = match cli.command {
         upcache::cli::Command::Demo => runtime.block_on(upcache::demo::run()),
         _ => runtime.block_on(upcache::cli::run(cli)),
+    };
+    // A command that failed may leave a blocking task behind (`import`'s
+    // cabinet reader, in the middle of a detail cabinet): its error is
+    // printed now, not once that task ends. A command that succeeded has
+    // waited for its own work.
+    if result.is_err() {
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     }
+    result
 }

@@ -588,8 +588,12 @@ impl Fetcher {
                     self.shared.share(file.sha1, got.sha256);
                 }
             }
-            Err(FetchError::Verification(_)) if from_shared => self.shared.forget(&file).await,
-            Err(e) if from_shared => self.shared.download_failed(Shared::file_key(&file), e),
+            Err(e) if from_shared => {
+                if matches!(e, FetchError::Verification(_)) {
+                    self.shared.forget(&file).await;
+                }
+                self.shared.download_failed(Shared::file_key(&file), e);
+            }
             Err(_) => {}
         }
         self.metrics.fetch_finished(

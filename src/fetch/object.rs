@@ -87,18 +87,23 @@ impl Identity {
             && same(&self.last_modified, &other.last_modified)
     }
 
-    /// The SHA-256 an HQ upcache stored the object under, when `later` is
-    /// its answer for what it was still downloading when this identity was
-    /// pinned ([`DOWNLOADING_ETAG`], then [`stored_etag`], all else equal):
-    /// the same download, finished, not another object.
-    pub(super) fn stored_by_upcache(&self, later: &Identity) -> Option<Sha256Digest> {
+    /// The SHA-256 an HQ upcache gives the object, when `later` is its
+    /// answer for the same object across the moment it was stored (pinned
+    /// [`DOWNLOADING_ETAG`], then [`stored_etag`]) or fetched again after
+    /// an eviction (the other way round), all else equal: the same bytes,
+    /// to be checked against that digest, not another object.
+    pub(super) fn same_upcache_object(&self, later: &Identity) -> Option<Sha256Digest> {
         let unchanged = Identity {
             etag: self.etag.clone(),
             ..later.clone()
         };
-        let digest = later.etag.as_deref().and_then(stored_etag_digest)?;
-        (self.etag.as_deref() == Some(DOWNLOADING_ETAG) && self.agrees(&unchanged))
-            .then_some(digest)
+        let tags = (self.etag.as_deref()?, later.etag.as_deref()?);
+        let digest = match tags {
+            (DOWNLOADING_ETAG, stored) => stored_etag_digest(stored)?,
+            (stored, DOWNLOADING_ETAG) => stored_etag_digest(stored)?,
+            _ => return None,
+        };
+        self.agrees(&unchanged).then_some(digest)
     }
 
     /// The `If-Range` validator: a strong `ETag`, else `Last-Modified`.
@@ -139,8 +144,8 @@ pub struct ObjectSource {
     /// Clients bring fresh URLs (their tokens): a URL refused on a resume
     /// is waited past. A presigned URL of the shared tier has no successor.
     renewable: bool,
-    /// The SHA-256 an HQ upcache stored the object under, learned on a
-    /// resume that found it stored: the bytes are checked against it.
+    /// The SHA-256 an HQ upcache gives the object, learned on a resume
+    /// across its change of tag: the bytes are checked against it.
     vouched: OnceLock<Sha256Digest>,
 }
 
@@ -215,7 +220,7 @@ impl ObjectSource {
         let Some(pinned) = self.identity().filter(|p| !p.agrees(&got)) else {
             return Ok(());
         };
-        match pinned.stored_by_upcache(&got) {
+        match pinned.same_upcache_object(&got) {
             Some(digest) if *self.vouched.get_or_init(|| digest) == digest => Ok(()),
             _ => Err(FetchError::Changed(format!(
                 "pinned {pinned:?}, the origin now answers {got:?}"
@@ -226,6 +231,16 @@ impl ObjectSource {
     /// The SHA-256 an HQ upcache vouched for on a resume, if any.
     pub(super) fn vouched(&self) -> Option<Sha256Digest> {
         self.vouched.get().copied()
+    }
+
+    /// The identity to record with the stored object: the pinned one, its
+    /// tag the HQ's stored one once that was vouched for.
+    fn identity_to_record(&self) -> Identity {
+        let mut identity = self.identity().cloned().unwrap_or_default();
+        if let Some(digest) = self.vouched() {
+            identity.etag = Some(stored_etag(&digest));
+        }
+        identity
     }
 }
 
@@ -433,8 +448,7 @@ impl Fetcher {
                 }
             }
         };
-        let outcome: ObjectOutcome =
-            outcome.map(|got| (got, source.identity().cloned().unwrap_or_default()));
+        let outcome: ObjectOutcome = outcome.map(|got| (got, source.identity_to_record()));
         match (&outcome, &shared) {
             (Ok((got, identity)), None) => self.shared.share_object(
                 job.key.clone(),
@@ -445,12 +459,13 @@ impl Fetcher {
                     last_modified: identity.last_modified.clone(),
                 },
             ),
-            (Err(FetchError::Verification(_)), Some((_, marker))) => {
-                self.shared.forget_object(&job.key, &marker.sha256).await
+            (Err(e), Some((_, marker))) => {
+                if matches!(e, FetchError::Verification(_)) {
+                    self.shared.forget_object(&job.key, &marker.sha256).await;
+                }
+                let key = super::shared::Shared::object_key(&job.key);
+                self.shared.download_failed(key, e);
             }
-            (Err(e), Some(_)) => self
-                .shared
-                .download_failed(super::shared::Shared::object_key(&job.key), e),
             _ => {}
         }
         self.metrics.fetch_finished(
@@ -572,30 +587,70 @@ mod tests {
         assert_eq!(weak.if_range(), Some("date"));
     }
 
-    #[test]
-    fn only_an_upcache_storing_its_download_vouches_for_another_tag() {
-        let tagged = |tag: &str| Identity {
+    fn tagged(tag: &str) -> Identity {
+        Identity {
             len: Some(10),
             etag: Some(tag.into()),
             last_modified: None,
-        };
+        }
+    }
+
+    #[test]
+    fn only_an_upcache_s_own_change_of_tag_is_the_same_object() {
         let digest: Sha256Digest = "ab".repeat(32).parse().unwrap();
         let stored = tagged(&stored_etag(&digest));
         let downloading = tagged(DOWNLOADING_ETAG);
-        assert_eq!(downloading.stored_by_upcache(&stored), Some(digest));
-        // Every other pair of tags is compared as it stands.
         assert!(!downloading.agrees(&stored));
-        assert_eq!(stored.stored_by_upcache(&downloading), None, "back");
-        assert_eq!(tagged("W/\"other\"").stored_by_upcache(&stored), None);
-        assert_eq!(downloading.stored_by_upcache(&tagged("\"v2\"")), None);
+        assert_eq!(downloading.same_upcache_object(&stored), Some(digest));
+        assert_eq!(
+            stored.same_upcache_object(&downloading),
+            Some(digest),
+            "fetched again after an eviction"
+        );
+        // Every other pair of tags is compared as it stands.
+        assert_eq!(tagged("W/\"other\"").same_upcache_object(&stored), None);
+        assert_eq!(downloading.same_upcache_object(&tagged("\"v2\"")), None);
+        assert_eq!(stored.same_upcache_object(&stored), None, "agrees anyway");
         let longer = Identity {
             len: Some(11),
             ..stored.clone()
         };
         assert_eq!(
-            downloading.stored_by_upcache(&longer),
+            downloading.same_upcache_object(&longer),
             None,
             "the length counts"
         );
+    }
+
+    fn answer_tagged(tag: &str) -> reqwest::Response {
+        http::Response::builder()
+            .header("etag", tag)
+            .header("content-length", "10")
+            .body("0123456789")
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn a_source_keeps_the_digest_its_upcache_vouched_for_and_refuses_another() {
+        let source = ObjectSource::new("http://hq/x".into(), reqwest::Client::new());
+        source.pin(tagged(DOWNLOADING_ETAG));
+        let (d1, d2): (Sha256Digest, Sha256Digest) = (
+            "ab".repeat(32).parse().unwrap(),
+            "cd".repeat(32).parse().unwrap(),
+        );
+        assert!(source.check(&answer_tagged(DOWNLOADING_ETAG)).is_ok());
+        assert_eq!(source.vouched(), None);
+        assert!(source.check(&answer_tagged(&stored_etag(&d1))).is_ok());
+        assert_eq!(source.vouched(), Some(d1));
+        assert_eq!(source.identity_to_record().etag, Some(stored_etag(&d1)));
+        assert!(matches!(
+            source.check(&answer_tagged(&stored_etag(&d2))),
+            Err(FetchError::Changed(_))
+        ));
+        assert!(matches!(
+            source.check(&answer_tagged("\"origin\"")),
+            Err(FetchError::Changed(_))
+        ));
     }
 }

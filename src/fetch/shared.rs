@@ -28,7 +28,9 @@ const PASS_OVER: Duration = Duration::from_secs(600);
 const MAX_PASSED_OVER: usize = 4096;
 
 /// Why a download from the shared tier failed, as far as the copy is to
-/// blame: the link or the bucket's answer, not the local disk or a limit.
+/// blame: the link, the bucket's answer or the bytes (a bad copy whose
+/// delete failed, as with read-only credentials, would fail every request
+/// otherwise), not the local disk or a limit.
 fn the_copys_fault(e: &FetchError) -> bool {
     matches!(
         e,
@@ -38,6 +40,7 @@ fn the_copys_fault(e: &FetchError) -> bool {
             | FetchError::Transfer(_)
             | FetchError::Stalled(_)
             | FetchError::Changed(_)
+            | FetchError::Verification(_)
     )
 }
 
@@ -82,10 +85,15 @@ impl Shared {
         passed.retain(|_, until| *until > now);
         if passed.len() < MAX_PASSED_OVER {
             passed.insert(key, now + PASS_OVER);
+        } else {
+            tracing::warn!(
+                "{MAX_PASSED_OVER} shared copies are passed over already; this one is asked again"
+            );
         }
     }
 
-    /// Whether the copy of `key` is being passed over (counted once a lookup).
+    /// Whether the copy of `key` is being passed over; each `true` is
+    /// counted (`passed_over`), as the lookup it saves.
     fn is_passed_over(&self, key: &str) -> bool {
         let passed = self.passed_over.lock().unwrap();
         let over = passed.get(key).is_some_and(|until| *until > Instant::now());
@@ -236,6 +244,34 @@ impl Shared {
         tracing::warn!(sha1 = %file.sha1, sha256 = %found.sha256, "the shared tier's copy is bad; removed");
         if let Err(e) = shared.delete(Some(&file.sha1), &found.sha256).await {
             tracing::warn!(error = %e, "removing the bad shared copy failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_copy_is_to_blame_for_passes_it_over() {
+        let status = FetchError::UpstreamStatus {
+            status: 403,
+            url: "u".into(),
+        };
+        for blamed in [
+            status,
+            FetchError::Transfer("cut".into()),
+            FetchError::Stalled(Duration::from_secs(60)),
+            FetchError::Verification("bad".into()),
+        ] {
+            assert!(the_copys_fault(&blamed), "{blamed:?}");
+        }
+        for local in [
+            FetchError::DiskFull,
+            FetchError::Store("io".into()),
+            FetchError::Busy("slots"),
+        ] {
+            assert!(!the_copys_fault(&local), "{local:?}");
         }
     }
 }

@@ -138,17 +138,20 @@ impl Transfer<'_> {
             None => self.receive_span(dl, ingest, body, span).await?,
             Some(parts) => self.receive_parts(dl, ingest, body, span, &parts).await?,
         };
-        // An HQ upcache that stored the object while this download ran
-        // vouched for its SHA-256: the bytes from before and after must
-        // make it, or nothing is stored.
-        let vouched = self.object.and_then(ObjectSource::vouched);
+        // An HQ upcache whose tag changed while this download ran vouched
+        // for the object's SHA-256: the bytes from before and after must
+        // make it, or it was another object and nothing is stored.
+        let vouched = self
+            .object
+            .and_then(ObjectSource::vouched)
+            .filter(|_| self.unverified(expected));
         let expected = Expected {
             size: total,
             sha256: expected.sha256.or(vouched),
             ..expected.clone()
         };
         let unverified = self.unverified(&expected);
-        tokio::task::spawn_blocking(move || {
+        let committed = tokio::task::spawn_blocking(move || {
             if unverified {
                 ingest.commit_unverified(expected.size)
             } else {
@@ -156,8 +159,15 @@ impl Transfer<'_> {
             }
         })
         .await
-        .map_err(|e| FetchError::Store(e.to_string()))?
-        .map_err(ingest_error)
+        .map_err(|e| FetchError::Store(e.to_string()))?;
+        committed
+            .map_err(ingest_error)
+            .map_err(|e| match (e, vouched) {
+                (FetchError::Verification(why), Some(digest)) => FetchError::Changed(format!(
+                    "the bytes are not the {digest} the upstream upcache vouched for: {why}"
+                )),
+                (e, _) => e,
+            })
     }
 
     /// The range of an object's first request: the whole of a small one,

@@ -91,8 +91,9 @@ struct ResultLabels {
 /// Why the cross-site guard refused an admin request (`admin::browser`).
 pub const ADMIN_REFUSED_REASONS: [&str; 4] = ["host", "origin", "cross_site", "content_type"];
 
-/// What can happen with the shared tier: lookups (found, absent, error)
-/// and uploads.
+/// What can happen with the shared tier: lookups (found, absent, error),
+/// uploads, downloads from it that failed (the copy to blame), and
+/// lookups skipped for such a copy (passed over).
 pub const SHARED_TIER_EVENTS: [&str; 7] = [
     "found",
     "absent",
