@@ -23,8 +23,8 @@ const MAX_UPLOADS: usize = 4;
 /// (a policy changed, a node of it down) is rarely mended in seconds, and
 /// every request meanwhile would fail the same way.
 const PASS_OVER: Duration = Duration::from_secs(600);
-/// The most copies passed over at once; past it the list is full and a
-/// failing copy is asked again (each lookup still falls back on an error).
+/// The most copies passed over at once; past it a failing copy is asked
+/// again, and the log says so.
 const MAX_PASSED_OVER: usize = 4096;
 
 /// Why a download from the shared tier failed, as far as the copy is to
