@@ -806,3 +806,49 @@ async fn a_bucket_refusing_a_resume_fails_the_download_at_once_and_the_origin_se
         "the origin sent it to B"
     );
 }
+
+/// The pass-over for a catalog file, as for a DO object above: the bucket
+/// breaks off the file and refuses the resume; that download fails, and
+/// the next request is served from the origin without asking the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_file_the_bucket_fails_to_send_is_passed_over_to_the_origin() {
+    use std::sync::atomic::Ordering;
+    let Some(s3) = tokio::task::spawn_blocking(blocking_weed).await.unwrap() else {
+        return;
+    };
+    let a = Harness::with(|c| c.shared = settings(&s3, "fileover")).await;
+    a.setup(&[ID_A]).await;
+    assert_eq!(a.get(&a.a.path).await.bytes().await.unwrap(), a.a.bytes);
+    uploaded(&a, 1).await;
+
+    let relay = BucketRelay::start(&s3, a.a.sha256.to_hex(), 1 << 20).await;
+    let b = node(&relay.endpoint, "fileover", &a, &[ID_A]).await;
+    let first = b.get(&a.a.content_path()).await.bytes().await;
+    assert!(
+        first.is_err() || first.unwrap().len() < a.a.bytes.len(),
+        "the first body is cut"
+    );
+    assert_eq!(
+        relay.refused.load(Ordering::SeqCst),
+        1,
+        "the resume refused"
+    );
+    assert_eq!(s3_events(&b, "failed").await, 1);
+    assert!(b.stored().is_empty(), "nothing stored");
+
+    assert_eq!(
+        b.get(&a.a.content_path()).await.bytes().await.unwrap(),
+        a.a.bytes
+    );
+    assert_eq!(
+        relay.refused.load(Ordering::SeqCst),
+        1,
+        "the bucket passed over"
+    );
+    assert_eq!(s3_events(&b, "passed_over").await, 1);
+    assert_eq!(
+        a.upstream.requests(&a.a.path),
+        2,
+        "the origin sent it to A, then to B"
+    );
+}
